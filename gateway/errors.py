@@ -1,0 +1,71 @@
+"""The gateway's error tree.
+
+Every error the gateway raises on purpose derives from `GatewayError`. Each carries a stable
+machine `code` (used as the `code` member of problem+json responses and in CLI messages) and a
+message that is safe to show: no secret, no token, no personal data ever goes into one.
+
+    GatewayError
+    ├── ConfigurationError      a setting is missing or wrong (start-up stops)
+    ├── StorageError            the database is unreachable or in the wrong shape
+    │   └── NotMigratedError    the schema is behind the code's migrations
+    └── ProblemError            an HTTP-facing error with a status (rendered as problem+json)
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every deliberate gateway error."""
+
+    code = "gateway_error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else self.code
+
+
+class ConfigurationError(GatewayError):
+    """A setting is missing or invalid; the message names the variable."""
+
+    code = "configuration_error"
+
+
+class StorageError(GatewayError):
+    """The database cannot be used as configured."""
+
+    code = "storage_error"
+
+
+class NotMigratedError(StorageError):
+    """The database schema is not at the revision this code needs."""
+
+    code = "not_migrated"
+
+
+class ProblemError(GatewayError):
+    """An error answered to an HTTP caller as RFC 9457 problem details."""
+
+    code = "bad_request"
+    status = 400
+    title = "Bad Request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        title: str | None = None,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        super().__init__(message, code=code)
+        if status is not None:
+            self.status = status
+        if title is not None:
+            self.title = title
+        self.extra = dict(extra or {})
