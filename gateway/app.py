@@ -1,0 +1,60 @@
+"""The one place that wires the gateway together: `create_app()`.
+
+Engines, the vault and background work are created inside the running loop (cleanup_ctx)
+and closed with it; nothing is done at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.engine import create_engine
+from gateway.db.migrate import ensure_migrated
+from gateway.http.problems import problem_middleware
+from gateway.settings import Settings
+from gateway.wiring import open_vault
+from vault.service import Vault
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+ENGINE_KEY = web.AppKey("engine", AsyncEngine)
+VAULT_KEY = web.AppKey("vault", Vault)
+
+# Bodies larger than this are refused with 413 before any handler reads them.
+MAX_BODY_BYTES = 64 * 1024
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Process liveness: answers as long as the event loop runs."""
+    return web.json_response({"status": "ok"})
+
+
+def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.Application:
+    """Build the gateway application. Pass `engine` to share one (tests do)."""
+    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS_KEY] = settings
+
+    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+        own = engine is None
+        eng = engine if engine is not None else await create_engine(settings.database_url)
+        try:
+            await ensure_migrated(eng)
+            app[ENGINE_KEY] = eng
+            yield
+        finally:
+            if own:
+                await eng.dispose()
+
+    async def vault_ctx(app: web.Application) -> AsyncIterator[None]:
+        vault = await open_vault(settings, app[ENGINE_KEY])
+        app[VAULT_KEY] = vault
+        try:
+            yield
+        finally:
+            await vault.close()
+
+    app.cleanup_ctx.extend([storage_ctx, vault_ctx])
+    app.router.add_get("/healthz", healthz)
+    return app

@@ -1,0 +1,154 @@
+"""Implementations of the CLI's commands (parsing is in `gateway.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.app import create_app
+from gateway.db.engine import create_engine
+from gateway.db.migrate import ensure_migrated, upgrade
+from gateway.settings import Settings, redact_url_password
+from gateway.wiring import open_vault
+from vault.service import Vault
+
+out = Console()
+err = Console(stderr=True)
+
+
+@asynccontextmanager
+async def _engine(settings: Settings, *, migrated: bool = True) -> AsyncIterator[AsyncEngine]:
+    engine = await create_engine(settings.database_url)
+    try:
+        if migrated:
+            await ensure_migrated(engine)
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def _vault(settings: Settings) -> AsyncIterator[Vault]:
+    async with _engine(settings) as engine:
+        vault = await open_vault(settings, engine)
+        try:
+            yield vault
+        finally:
+            await vault.close()
+
+
+async def migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    async with _engine(settings, migrated=False) as engine:
+        before, after = await upgrade(engine)
+    where = redact_url_password(settings.database_url)
+    if before == after:
+        out.print(f"database {where} is up to date (revision {after})")
+    else:
+        out.print(f"migrated {where} from {before or 'empty'} to revision {after}")
+    return 0
+
+
+async def serve(args: argparse.Namespace, settings: Settings) -> int:
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    async with _engine(settings, migrated=False) as engine:
+        if args.migrate:
+            await upgrade(engine)
+        await ensure_migrated(engine)
+        runner = web.AppRunner(create_app(settings, engine=engine), handle_signals=False)
+        await runner.setup()  # opens the vault: a bad keyring stops start-up here
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            out.print(f"calendar-gateway listening on http://{host}:{port}")
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            out.print("shutting down")
+        finally:
+            await runner.cleanup()
+    return 0
+
+
+async def keys_status(_args: argparse.Namespace, settings: Settings) -> int:
+    async with _vault(settings) as vault:
+        status = await vault.status()
+    table = Table(title=f"KEK {status.kek_id}")
+    table.add_column("version", justify="right")
+    table.add_column("state")
+    table.add_column("data keys", justify="right")
+    for version in status.versions:
+        table.add_row(str(version.version), version.state, str(status.dek_counts.get(version.version, 0)))
+    orphans = {v: n for v, n in status.dek_counts.items() if v not in {x.version for x in status.versions}}
+    for version_number, count in sorted(orphans.items()):
+        table.add_row(str(version_number), "[red]unknown to provider[/red]", str(count))
+    out.print(table)
+    return 0
+
+
+async def keys_rotate(_args: argparse.Namespace, settings: Settings) -> int:
+    async with _vault(settings) as vault:
+        version = await vault.rotate()
+    out.print(
+        f"KEK version {version} is now primary; run `{'calendar-gateway keys rewrap'}` "
+        "to move existing data keys to it"
+    )
+    return 0
+
+
+async def keys_rewrap(args: argparse.Namespace, settings: Settings) -> int:
+    if args.batch_size < 1:
+        err.print("calendar-gateway: error: --batch-size must be at least 1")
+        return 2
+    async with _vault(settings) as vault:
+        with Progress(
+            TextColumn("rewrapping data keys"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("rewrap", total=None)
+
+            def report(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            result = await vault.rewrap(batch_size=args.batch_size, progress=report)
+    out.print(
+        f"rewrapped {result.rewrapped} data keys under the primary KEK"
+        + (f"; {result.skipped} changed meanwhile and will be picked up by the next run" if result.skipped else "")
+    )
+    return 0
+
+
+async def keys_retire(args: argparse.Namespace, settings: Settings) -> int:
+    async with _vault(settings) as vault:
+        await vault.retire(args.version)
+    out.print(f"KEK version {args.version} is retired")
+    return 0
+
+
+async def bench_vault(args: argparse.Namespace, _settings: Settings) -> int:
+    from vault.bench import print_report, run_bench
+
+    print_report(await run_bench(deks=args.deks), console=out)
+    return 0
+
+
+async def emulator(args: argparse.Namespace, _settings: Settings) -> int:
+    from emulator.server import run_emulator
+
+    await run_emulator(args.host, args.port)
+    return 0

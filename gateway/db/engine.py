@@ -1,0 +1,57 @@
+"""Creating the async engine for the configured database URL."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from gateway.errors import StorageError
+from gateway.settings import normalise_database_url, redact_url_password
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of an SQLite URL, or None for another backend or an in-memory database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    if parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers proceed during a write (the rewrap runs while the service serves);
+    # busy_timeout makes a second writer wait instead of failing at once.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+async def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+    """Create the engine; for SQLite also create the database file's folder."""
+    try:
+        url = normalise_database_url(url)
+        parsed = make_url(url)
+    except (ValueError, ArgumentError) as exc:
+        raise StorageError(f"GATEWAY_DATABASE_URL: {exc}") from None
+    path = sqlite_path(url)
+    if path is not None:
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+    try:
+        engine = create_async_engine(parsed, echo=echo, pool_pre_ping=path is None)
+    except Exception as exc:  # driver import errors and bad arguments
+        raise StorageError(
+            f"cannot use database {redact_url_password(url)}: {type(exc).__name__}"
+        ) from None
+    if parsed.get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
