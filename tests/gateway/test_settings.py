@@ -76,3 +76,17 @@ def test_dotenv_file_is_read_and_environment_wins(
     settings = load_settings(env_file=env_file)
     assert settings.port == 9001
     assert settings.host == "127.0.0.2"
+
+
+def test_env_example_documents_every_setting() -> None:
+    from gateway.settings import Settings
+
+    example = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    documented = {
+        line.lstrip("# ").split("=", 1)[0]
+        for line in example.splitlines()
+        if "=" in line and line.lstrip("# ").startswith("GATEWAY_")
+    }
+    names = {str(f.validation_alias.choices[0]) for f in Settings.model_fields.values()}  # type: ignore[union-attr]
+    assert names - documented == set(), "settings missing from .env.example"
+    assert documented - names == set(), ".env.example documents settings that do not exist"
