@@ -1,0 +1,51 @@
+"""Choosing a KEK provider from GATEWAY_KEK_URI.
+
+    file:PATH        the local keyring file (created with mode 0600 if missing)
+    pkcs11:...       a PKCS#11 HSM (vault.pkcs11_provider), PIN passed separately
+    aws-kms:...      AWS KMS (vault.awskms)
+
+The HSM and KMS modules are imported only when chosen, so their libraries are needed only by
+deployments that use them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from vault.errors import KekProviderError
+from vault.kek import KekProvider
+
+
+def _provider_class(module: str, name: str) -> Any:
+    # Imported by name, lazily: those modules pull in python-pkcs11 / boto3, and a deployment
+    # using the local keyring should not need them installed.
+    return getattr(importlib.import_module(module), name)
+
+
+def _checked(provider: object) -> KekProvider:
+    if not isinstance(provider, KekProvider):
+        raise KekProviderError(f"{type(provider).__name__} does not implement KekProvider")
+    return provider
+
+
+async def provider_from_uri(uri: str, *, pkcs11_pin: str | None = None) -> KekProvider:
+    """Open the KEK provider named by `uri`. Raises KekProviderError for an unknown scheme,
+    KeyringError for an unusable keyring file."""
+    scheme, sep, rest = uri.partition(":")
+    scheme = scheme.lower()
+    if not sep:
+        raise KekProviderError("KEK URI must look like file:PATH, pkcs11:... or aws-kms:...")
+    if scheme == "file":
+        from vault.keyring import LocalKeyringProvider
+
+        if not rest:
+            raise KekProviderError("file: KEK URI needs a path, e.g. file:./var/keyring.json")
+        return await LocalKeyringProvider.open(rest)
+    if scheme == "pkcs11":
+        pkcs11_cls = _provider_class("vault.pkcs11_provider", "Pkcs11Provider")
+        return _checked(await pkcs11_cls.from_uri(uri, pin=pkcs11_pin))
+    if scheme == "aws-kms":
+        kms_cls = _provider_class("vault.awskms", "AwsKmsProvider")
+        return _checked(await kms_cls.from_uri(uri))
+    raise KekProviderError(f"unknown KEK URI scheme {scheme!r}; use file:, pkcs11: or aws-kms:")

@@ -1,0 +1,297 @@
+"""The vault's service layer: per-integration data keys, sealing, destruction, KEK rotation.
+
+Each integration has one data key (DEK), stored only wrapped by the KEK provider and bound to
+(tenant_id, integration_id, dek_id). Tokens are sealed with the DEK (`vault.envelope`);
+destroying the DEK row crypto-shreds every blob sealed under it, including copies in backups
+of the token table.
+
+Backup caveat: a backup that also holds the `vault_data_keys` row can reopen those blobs for
+as long as the KEK version that wrapped the row exists. Rotate and rewrap, then retire the old
+KEK version, to make restored rows useless too.
+
+Rotation: `rotate()` makes a new KEK version primary (existing DEKs keep working);
+`rewrap()` re-wraps every DEK under the primary, batch by batch, never touching token
+ciphertexts; once `status()` shows no DEK under a version, `retire(version)` removes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from vault import envelope
+from vault.cache import CachedDek, DekCache
+from vault.envelope import SealContext
+from vault.errors import InvalidCiphertext, KeyNotFound, RetireRefused, VaultError
+from vault.kek import KekProvider, KekVersion, WrappedKey
+from vault.store import DekRow, Rewrapped, SqlDekStore
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+"""`progress(done, total)` after each rewrap batch."""
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class DataKeyInfo:
+    """Public facts about an integration's data key."""
+
+    integration_id: str
+    dek_id: str
+    kek_id: str
+    kek_version: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DestructionReceipt:
+    """Proof of a destroy call. `destroyed` is False when there was no key (already gone)."""
+
+    integration_id: str
+    dek_id: str | None
+    destroyed: bool
+    destroyed_at: datetime
+
+
+@dataclass(frozen=True)
+class RewrapResult:
+    """Outcome of one `rewrap()` run.
+
+    `skipped`: rows changed by someone else between read and write (destroyed, or rewrapped
+    by a concurrent run); `unreadable`: rows whose wrapped DEK would not unwrap (logged by
+    dek_id); `total_remaining`: DEKs still not under the primary when the run ended.
+    """
+
+    rewrapped: int
+    skipped: int
+    total_remaining: int
+    unreadable: int = 0
+
+
+@dataclass(frozen=True)
+class VaultStatus:
+    """DEK counts per KEK version, and the provider's versions."""
+
+    kek_id: str
+    primary_version: int
+    versions: list[KekVersion]
+    dek_counts: Mapping[int, int] = field(default_factory=dict)
+
+
+class Vault:
+    """Seals and opens tokens with per-integration data keys.
+
+    `clock` gives wall-clock UTC time for timestamps (receipts, created_at); `rng` gives
+    random bytes for DEKs, ids and nonces. The cache has its own monotonic clock.
+    """
+
+    def __init__(
+        self,
+        provider: KekProvider,
+        store: SqlDekStore,
+        cache: DekCache | None = None,
+        *,
+        rng: envelope.Rng = os.urandom,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self._provider = provider
+        self._store = store
+        self._cache = cache if cache is not None else DekCache(max_size=0)
+        self._rng = rng
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"Vault(kek_id={self._provider.kek_id!r}, cache={self._cache!r})"
+
+    # -- data keys ---------------------------------------------------------------------------
+
+    async def ensure_data_key(self, tenant_id: str, integration_id: str) -> DataKeyInfo:
+        """Create the integration's data key unless it exists; safe to call concurrently."""
+        row = await self._store.get(integration_id)
+        if row is None:
+            dek = envelope.new_dek(self._rng)
+            dek_id = envelope.new_dek_id(self._rng)
+            wrapped = await self._provider.wrap(
+                dek, envelope.dek_binding(tenant_id, integration_id, dek_id)
+            )
+            row = await self._store.insert(
+                DekRow(
+                    dek_id=dek_id.hex(),
+                    tenant_id=tenant_id,
+                    integration_id=integration_id,
+                    kek_id=wrapped.kek_id,
+                    kek_version=wrapped.kek_version,
+                    wrapped=wrapped.wrapped,
+                    created_at=self._clock(),
+                )
+            )
+        if row.tenant_id != tenant_id:
+            # integration ids are global; another tenant's id here is a caller bug.
+            raise VaultError(f"integration {integration_id!r} belongs to another tenant")
+        return DataKeyInfo(
+            integration_id=row.integration_id,
+            dek_id=row.dek_id,
+            kek_id=row.kek_id,
+            kek_version=row.kek_version,
+            created_at=row.created_at,
+        )
+
+    async def _load_dek(self, tenant_id: str, integration_id: str) -> CachedDek | None:
+        cached = self._cache.get(integration_id)
+        if cached is not None:
+            return cached
+        ticket = self._cache.ticket()
+        row = await self._store.get(integration_id)
+        if row is None:
+            return None
+        if row.tenant_id != tenant_id:
+            raise InvalidCiphertext("other_tenant")
+        try:
+            dek_id = bytes.fromhex(row.dek_id)
+            aad = envelope.dek_binding(row.tenant_id, row.integration_id, dek_id)
+        except ValueError:
+            raise InvalidCiphertext("bad_key_row") from None
+        dek = await self._provider.unwrap(
+            WrappedKey(kek_id=row.kek_id, kek_version=row.kek_version, wrapped=row.wrapped), aad
+        )
+        loaded = CachedDek(dek_id=dek_id, tenant_id=row.tenant_id, aead=AESGCM(dek))
+        self._cache.put(integration_id, loaded, ticket)
+        return loaded
+
+    async def seal(self, ctx: SealContext, plaintext: bytes) -> bytes:
+        """Encrypt `plaintext` for `ctx`. Raises KeyNotFound if the integration has no data
+        key: a destroyed integration must not quietly get a new key and new tokens."""
+        dek = await self._load_dek(ctx.tenant_id, ctx.integration_id)
+        if dek is None:
+            raise KeyNotFound(f"no data key for integration {ctx.integration_id!r}")
+        if dek.tenant_id != ctx.tenant_id:
+            raise KeyNotFound(f"no data key for integration {ctx.integration_id!r}")
+        return envelope.seal(dek.aead, dek.dek_id, ctx, plaintext, self._rng)
+
+    async def open(self, ctx: SealContext, blob: bytes) -> bytes:
+        """Decrypt a blob sealed for `ctx`.
+
+        Raises InvalidCiphertext on every failure: tampered or truncated blob, wrong context,
+        destroyed or missing key, a blob from another integration. A KEK provider outage
+        raises KekProviderError instead, because retrying later may succeed.
+        """
+        dek_id = envelope.blob_dek_id(blob)
+        dek = await self._load_dek(ctx.tenant_id, ctx.integration_id)
+        if dek is None:
+            raise InvalidCiphertext("no_key")
+        if dek.dek_id != dek_id or dek.tenant_id != ctx.tenant_id:
+            raise InvalidCiphertext("other_key")
+        return envelope.open_blob(dek.aead, ctx, blob)
+
+    async def destroy(self, tenant_id: str, integration_id: str) -> DestructionReceipt:
+        """Crypto-shred the integration: hard-delete its key row and forget any cached copy.
+
+        Idempotent: a second call returns a receipt with destroyed=False.
+        """
+        self._cache.evict(integration_id)
+        dek_id = await self._store.delete(tenant_id, integration_id)
+        # Evict again: an open that read the row before the delete may have cached it since.
+        self._cache.evict(integration_id)
+        receipt = DestructionReceipt(
+            integration_id=integration_id,
+            dek_id=dek_id,
+            destroyed=dek_id is not None,
+            destroyed_at=self._clock(),
+        )
+        log.info(
+            "vault destroy integration=%s dek_id=%s destroyed=%s",
+            integration_id,
+            dek_id,
+            receipt.destroyed,
+        )
+        return receipt
+
+    # -- KEK rotation ------------------------------------------------------------------------
+
+    async def rotate(self) -> int:
+        """Make a new KEK version primary; return it. Existing DEKs keep working."""
+        version = await self._provider.rotate()
+        log.info("vault KEK rotated kek_id=%s primary=%d", self._provider.kek_id, version)
+        return version
+
+    async def rewrap(
+        self, batch_size: int = 1000, progress: ProgressCallback | None = None
+    ) -> RewrapResult:
+        """Re-wrap every DEK not under the primary KEK version.
+
+        Each batch is written in its own transaction with an optimistic guard, so the run can
+        be interrupted at any point (later batches wait for the next run) and the vault keeps
+        sealing and opening meanwhile. Token ciphertexts are never touched.
+        """
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        primary = await self._provider.primary_version()
+        total = await self._store.count_not_at(primary)
+        done = rewrapped = skipped = unreadable = 0
+        after: str | None = None
+        while True:
+            rows = await self._store.batch_not_at(primary, after_dek_id=after, limit=batch_size)
+            if not rows:
+                break
+            after = rows[-1].dek_id
+            updates: list[Rewrapped] = []
+            for row in rows:
+                try:
+                    aad = envelope.dek_binding(
+                        row.tenant_id, row.integration_id, bytes.fromhex(row.dek_id)
+                    )
+                    dek = await self._provider.unwrap(
+                        WrappedKey(row.kek_id, row.kek_version, row.wrapped), aad
+                    )
+                except (InvalidCiphertext, ValueError):
+                    unreadable += 1
+                    log.warning("vault rewrap: DEK %s does not unwrap; left as is", row.dek_id)
+                    continue
+                new = await self._provider.wrap(dek, aad)
+                updates.append(
+                    Rewrapped(row.dek_id, row.kek_version, new.kek_id, new.kek_version, new.wrapped)
+                )
+            written = await self._store.update_wrapped(updates, self._clock())
+            rewrapped += written
+            skipped += len(updates) - written
+            done += len(rows)
+            if progress is not None:
+                progress(done, total)
+        remaining = await self._store.count_not_at(await self._provider.primary_version())
+        log.info(
+            "vault rewrap done rewrapped=%d skipped=%d unreadable=%d remaining=%d",
+            rewrapped,
+            skipped,
+            unreadable,
+            remaining,
+        )
+        return RewrapResult(rewrapped, skipped, remaining, unreadable)
+
+    async def status(self) -> VaultStatus:
+        """DEK counts per KEK version and the provider's versions and states."""
+        return VaultStatus(
+            kek_id=self._provider.kek_id,
+            primary_version=await self._provider.primary_version(),
+            versions=await self._provider.versions(),
+            dek_counts=await self._store.count_by_kek_version(),
+        )
+
+    async def retire(self, version: int) -> None:
+        """Retire a KEK version once no DEK depends on it (RetireRefused otherwise)."""
+        dependent = (await self._store.count_by_kek_version()).get(version, 0)
+        if dependent:
+            raise RetireRefused(
+                f"KEK version {version} still wraps {dependent} data key(s); "
+                "run rewrap after rotating, then retire"
+            )
+        await self._provider.retire(version)
+        log.info("vault KEK version retired kek_id=%s version=%d", self._provider.kek_id, version)
