@@ -50,7 +50,11 @@ class GoogleApiError(Exception):
         self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
-        item: dict[str, Any] = {"domain": self.domain, "reason": self.reason, "message": self.message}
+        item: dict[str, Any] = {
+            "domain": self.domain,
+            "reason": self.reason,
+            "message": self.message,
+        }
         if self.location_type is not None:
             item["locationType"] = self.location_type
         if self.location is not None:
@@ -61,7 +65,11 @@ class GoogleApiError(Exception):
         return {"error": error}
 
     def to_response(self) -> web.Response:
-        headers = {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'} if self.code == 401 else {}
+        headers = (
+            {"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/"'}
+            if self.code == 401
+            else {}
+        )
         headers.update(self.headers)
         return web.Response(
             status=self.code,
