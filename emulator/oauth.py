@@ -128,7 +128,8 @@ async def _form(request: web.Request) -> dict[str, str]:
             raise OAuthError(400, "invalid_request", "Invalid JSON payload received.") from None
         if isinstance(data, dict):
             fields.update({k: str(v) for k, v in data.items()})
-    elif request.can_read_body:
+    elif request.body_exists:
+        # post() caches the parsed form (the fault middleware may have read it already).
         fields.update({k: str(v) for k, v in (await request.post()).items()})
     return fields
 
