@@ -6,13 +6,17 @@ and closed with it; nothing is done at import time.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.apikeys import ApiKeyStore
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated
+from gateway.http.auth import APIKEYS_KEY
 from gateway.http.problems import problem_middleware
 from gateway.settings import Settings
 from gateway.wiring import open_vault
@@ -31,6 +35,15 @@ async def healthz(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+_OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+
+
+async def openapi(_request: web.Request) -> web.Response:
+    """The API's OpenAPI 3.1 document (the file kept in the repo, served as is)."""
+    text = await asyncio.to_thread(_OPENAPI_PATH.read_text, "utf-8")
+    return web.Response(text=text, content_type="application/json")
+
+
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.Application:
     """Build the gateway application. Pass `engine` to share one (tests do)."""
     app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
@@ -42,6 +55,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         try:
             await ensure_migrated(eng)
             app[ENGINE_KEY] = eng
+            app[APIKEYS_KEY] = ApiKeyStore(eng)
             yield
         finally:
             if own:
@@ -57,4 +71,5 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
 
     app.cleanup_ctx.extend([storage_ctx, vault_ctx])
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/openapi.json", openapi)
     return app

@@ -10,16 +10,16 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from gateway.errors import ConfigurationError, GatewayError
+from gateway.errors import ConfigurationError, GatewayError, InvalidInput
 from gateway.settings import Settings, load_settings
 from vault.errors import VaultError
 
 PROG = "calendar-gateway"
 
-Command = Callable[[argparse.Namespace, Settings], Awaitable[int]]
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +44,21 @@ def _parser() -> argparse.ArgumentParser:
     rewrap.add_argument("--batch-size", type=int, default=1000, help="keys per transaction")
     retire = keys_sub.add_parser("retire", help="retire a KEK version nothing depends on")
     retire.add_argument("version", type=int, help="KEK version number")
+
+    api_keys = sub.add_parser("api-keys", help="API keys of internal callers")
+    api_keys_sub = api_keys.add_subparsers(dest="api_keys_command", required=True, metavar="ACTION")
+    create = api_keys_sub.add_parser("create", help="create a key (its value is printed once)")
+    create.add_argument("--tenant", required=True, help="tenant the key belongs to")
+    create.add_argument(
+        "--scopes",
+        required=True,
+        help="comma-separated: connections:read, connections:write, calendar:read, calendar:write",
+    )
+    create.add_argument("--name", help="a label to recognise the key by")
+    listing = api_keys_sub.add_parser("list", help="list keys (never their values)")
+    listing.add_argument("--tenant", help="only this tenant's keys")
+    revoke = api_keys_sub.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key_id", help="the key id shown by `api-keys list`")
 
     bench = sub.add_parser("bench", help="benchmarks that print figures")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
@@ -76,12 +91,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _dispatch(args)
     try:
         return asyncio.run(command(args, settings))
-    except ConfigurationError as exc:
+    except (ConfigurationError, InvalidInput) as exc:
         return _fail(str(exc), 2)
     except (GatewayError, VaultError) as exc:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A bug, not a user error: the traceback goes to the log at DEBUG only, because
+        # exception messages from drivers can quote values we must not print.
+        logging.getLogger(__name__).debug("unexpected failure", exc_info=True)
+        return _fail(
+            f"unexpected {type(exc).__name__}; run with GATEWAY_LOG_LEVEL=DEBUG for details"
+        )
 
 
 def _dispatch(args: argparse.Namespace) -> Command:
@@ -99,8 +121,13 @@ def _dispatch(args: argparse.Namespace) -> Command:
             "retire": commands.keys_retire,
         },
         "bench": {"vault": commands.bench_vault},
+        "api-keys": {
+            "create": commands.api_keys_create,
+            "list": commands.api_keys_list,
+            "revoke": commands.api_keys_revoke,
+        },
     }
     entry = table[args.command]
     if isinstance(entry, dict):
-        entry = entry[getattr(args, f"{args.command}_command")]
+        entry = entry[getattr(args, f"{args.command.replace('-', '_')}_command")]
     return entry  # type: ignore[no-any-return]

@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.apikeys import ApiKeyStore
 from gateway.app import create_app
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated, upgrade
@@ -89,8 +90,12 @@ async def keys_status(_args: argparse.Namespace, settings: Settings) -> int:
     table.add_column("state")
     table.add_column("data keys", justify="right")
     for version in status.versions:
-        table.add_row(str(version.version), version.state, str(status.dek_counts.get(version.version, 0)))
-    orphans = {v: n for v, n in status.dek_counts.items() if v not in {x.version for x in status.versions}}
+        table.add_row(
+            str(version.version), version.state, str(status.dek_counts.get(version.version, 0))
+        )
+    orphans = {
+        v: n for v, n in status.dek_counts.items() if v not in {x.version for x in status.versions}
+    }
     for version_number, count in sorted(orphans.items()):
         table.add_row(str(version_number), "[red]unknown to provider[/red]", str(count))
     out.print(table)
@@ -128,7 +133,11 @@ async def keys_rewrap(args: argparse.Namespace, settings: Settings) -> int:
             result = await vault.rewrap(batch_size=args.batch_size, progress=report)
     out.print(
         f"rewrapped {result.rewrapped} data keys under the primary KEK"
-        + (f"; {result.skipped} changed meanwhile and will be picked up by the next run" if result.skipped else "")
+        + (
+            f"; {result.skipped} changed meanwhile and will be picked up by the next run"
+            if result.skipped
+            else ""
+        )
     )
     return 0
 
@@ -151,4 +160,45 @@ async def emulator(args: argparse.Namespace, _settings: Settings) -> int:
     from emulator.server import run_emulator
 
     await run_emulator(args.host, args.port)
+    return 0
+
+
+async def api_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    async with _engine(settings) as engine:
+        created = await ApiKeyStore(engine).create(
+            args.tenant, args.scopes.split(","), name=args.name
+        )
+    # The value alone on stdout, so scripts can capture it; the advice on stderr.
+    print(created.value)
+    err.print(
+        f"API key {created.key.key_id} for tenant {created.key.tenant_id} "
+        f"({' '.join(sorted(created.key.scopes))}). Store it now: it cannot be shown again."
+    )
+    return 0
+
+
+async def api_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    async with _engine(settings) as engine:
+        keys = await ApiKeyStore(engine).list(args.tenant)
+    table = Table(title="API keys")
+    for column in ("key id", "tenant", "name", "scopes", "created", "revoked"):
+        table.add_column(column)
+    for key in keys:
+        table.add_row(
+            key.key_id,
+            key.tenant_id,
+            key.name or "",
+            " ".join(sorted(key.scopes)),
+            key.created_at.isoformat(timespec="seconds"),
+            key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
+        )
+    out.print(table)
+    return 0
+
+
+async def api_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    async with _engine(settings) as engine:
+        key = await ApiKeyStore(engine).revoke(args.key_id)
+    assert key.revoked_at is not None
+    out.print(f"API key {key.key_id} revoked at {key.revoked_at.isoformat(timespec='seconds')}")
     return 0

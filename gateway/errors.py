@@ -9,6 +9,10 @@ message that is safe to show: no secret, no token, no personal data ever goes in
     ├── StorageError            the database is unreachable or in the wrong shape
     │   └── NotMigratedError    the schema is behind the code's migrations
     └── ProblemError            an HTTP-facing error with a status (rendered as problem+json)
+        ├── InvalidInput        422 (or 400): a value the caller sent is wrong; names the field
+        ├── Unauthenticated     401: missing, malformed, unknown or revoked API key
+        ├── Forbidden           403: the key lacks the scope the operation needs
+        └── NotFound            404: no such thing for this tenant (other tenants' too)
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ class ProblemError(GatewayError):
         status: int | None = None,
         title: str | None = None,
         extra: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message, code=code)
         if status is not None:
@@ -69,3 +74,34 @@ class ProblemError(GatewayError):
         if title is not None:
             self.title = title
         self.extra = dict(extra or {})
+        self.headers = {**self.default_headers(), **(headers or {})}
+
+    def default_headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidInput(ProblemError):
+    code = "invalid_input"
+    status = 422
+    title = "Unprocessable Content"
+
+
+class Unauthenticated(ProblemError):
+    code = "unauthenticated"
+    status = 401
+    title = "Unauthorized"
+
+    def default_headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ProblemError):
+    code = "insufficient_scope"
+    status = 403
+    title = "Forbidden"
+
+
+class NotFound(ProblemError):
+    code = "not_found"
+    status = 404
+    title = "Not Found"

@@ -126,7 +126,7 @@ def redact_url_password(url: str) -> str:
 
 # Environment variable name of each field, for error messages.
 _ENV_NAMES = {
-    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
+    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr,unused-ignore]
     for name, field in Settings.model_fields.items()
 }
 

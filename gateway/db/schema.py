@@ -6,7 +6,7 @@ attached here.
 
 from __future__ import annotations
 
-from sqlalchemy import MetaData
+from sqlalchemy import Column, DateTime, LargeBinary, MetaData, String, Table
 
 from vault.store import data_keys_table
 
@@ -23,3 +23,18 @@ NAMING_CONVENTION = {
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 vault_data_keys = data_keys_table(metadata)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    # The public half of a key (`cgw_<key_id>_<secret>`): safe to show in lists and logs.
+    Column("key_id", String(32), primary_key=True),
+    Column("tenant_id", String(64), nullable=False, index=True),
+    Column("name", String(200), nullable=True),
+    Column("scopes", String(200), nullable=False),  # space separated
+    # SHA-256 of the 256-bit random secret. A fast hash is right here: the secret has full
+    # entropy, so there is nothing for a slow KDF to protect against.
+    Column("secret_sha256", LargeBinary(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)

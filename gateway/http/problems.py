@@ -70,13 +70,15 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except ProblemError as exc:
         return problem_response(
-            exc.status, exc.code, exc.message, title=exc.title, extra=exc.extra
+            exc.status, exc.code, exc.message, title=exc.title, extra=exc.extra, headers=exc.headers
         )
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
-        detail = exc.reason if exc.text is None or exc.text.startswith(str(exc.status)) else exc.text
+        detail = (
+            exc.reason if exc.text is None or exc.text.startswith(str(exc.status)) else exc.text
+        )
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return problem_response(exc.status, code, detail, headers=headers)
     except Exception:

@@ -1,0 +1,195 @@
+"""API keys: how internal callers (the agent's backend) authenticate to the gateway.
+
+A key looks like `cgw_<key_id>_<secret>`. `key_id` is public (lists, logs, audit); the secret
+is 256 random bits shown once at creation and stored only as its SHA-256. A key belongs to one
+tenant and carries scopes; every operation names the scope it needs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import RowMapping, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.schema import api_keys
+from gateway.errors import InvalidInput, NotFound, Unauthenticated
+
+SCOPES = ("connections:read", "connections:write", "calendar:read", "calendar:write")
+KEY_PREFIX = "cgw_"
+_KEY_RE = re.compile(r"^cgw_([0-9a-f]{24})_([A-Za-z0-9_-]{43})$")
+_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_tenant_id(tenant_id: str) -> str:
+    """Tenant ids are short, printable and safe in URLs and logs."""
+    if not _TENANT_RE.match(tenant_id):
+        raise InvalidInput(
+            "tenant must be 1-64 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+            code="invalid_tenant",
+        )
+    return tenant_id
+
+
+def parse_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    """Validate scope names; at least one is needed."""
+    wanted = frozenset(s.strip() for s in scopes if s.strip())
+    unknown = sorted(wanted - set(SCOPES))
+    if unknown:
+        raise InvalidInput(
+            f"unknown scope {', '.join(unknown)}; known scopes: {', '.join(SCOPES)}",
+            code="invalid_scope",
+        )
+    if not wanted:
+        raise InvalidInput(
+            f"at least one scope is needed: {', '.join(SCOPES)}", code="invalid_scope"
+        )
+    return wanted
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("ascii")).digest()
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """What is stored about a key (no secret)."""
+
+    key_id: str
+    tenant_id: str
+    name: str | None
+    scopes: frozenset[str]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    """A key just created: the only time its full value exists outside the caller's hands."""
+
+    key: ApiKey
+    value: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller of a request."""
+
+    tenant_id: str
+    key_id: str
+    scopes: frozenset[str]
+
+
+class ApiKeyStore:
+    """Creates, lists, revokes and verifies API keys in the database."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        token_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._token_bytes = token_bytes
+
+    async def create(
+        self, tenant_id: str, scopes: Iterable[str], name: str | None = None
+    ) -> NewApiKey:
+        tenant_id = check_tenant_id(tenant_id)
+        granted = parse_scopes(scopes)
+        if name is not None and len(name) > 200:
+            raise InvalidInput("name must be at most 200 characters", code="invalid_name")
+        key_id = self._token_bytes(12).hex()
+        # urlsafe base64 of 32 bytes without padding: 43 characters.
+        secret = base64.urlsafe_b64encode(self._token_bytes(32)).rstrip(b"=").decode("ascii")
+        record = ApiKey(key_id, tenant_id, name, granted, self._clock(), None)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                api_keys.insert().values(
+                    key_id=key_id,
+                    tenant_id=tenant_id,
+                    name=name,
+                    scopes=" ".join(sorted(granted)),
+                    secret_sha256=_digest(secret),
+                    created_at=record.created_at,
+                )
+            )
+        return NewApiKey(record, f"{KEY_PREFIX}{key_id}_{secret}")
+
+    async def list(self, tenant_id: str | None = None) -> list[ApiKey]:
+        query = select(api_keys).order_by(api_keys.c.tenant_id, api_keys.c.created_at)
+        if tenant_id is not None:
+            query = query.where(api_keys.c.tenant_id == tenant_id)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_to_key(row) for row in rows]
+
+    async def revoke(self, key_id: str) -> ApiKey:
+        """Revoke a key (idempotent: revoking twice keeps the first time)."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=self._clock())
+            )
+            row = (
+                (await conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)))
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFound(f"no API key with id {key_id!r}", code="api_key_not_found")
+        return _to_key(row)
+
+    async def authenticate(self, presented: str) -> Principal:
+        """Verify a presented key. Every failure is the same 401, so a caller learns nothing
+        about which part was wrong."""
+        match = _KEY_RE.match(presented)
+        if match is None:
+            raise Unauthenticated("missing or invalid API key")
+        key_id, secret = match[1], match[2]
+        async with self._engine.connect() as conn:
+            row = (
+                (await conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)))
+                .mappings()
+                .first()
+            )
+        if row is None or not hmac.compare_digest(row["secret_sha256"], _digest(secret)):
+            raise Unauthenticated("missing or invalid API key")
+        if row["revoked_at"] is not None:
+            raise Unauthenticated("missing or invalid API key")
+        return Principal(row["tenant_id"], key_id, frozenset(row["scopes"].split()))
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes for timezone-aware columns; we only ever store UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _to_key(row: RowMapping) -> ApiKey:
+    created_at = as_utc(row["created_at"])
+    assert created_at is not None
+    return ApiKey(
+        key_id=row["key_id"],
+        tenant_id=row["tenant_id"],
+        name=row["name"],
+        scopes=frozenset(row["scopes"].split()),
+        created_at=created_at,
+        revoked_at=as_utc(row["revoked_at"]),
+    )

@@ -1,0 +1,116 @@
+"""`keys rotate`, `keys rewrap`, `keys retire` and `keys status` end to end, on both databases,
+through the real CLI, while a long-running vault (a serving process) keeps opening tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.schema import vault_data_keys
+from tests.cli import run_cli
+from vault.cache import DekCache
+from vault.envelope import SealContext
+from vault.keyring import LocalKeyringProvider
+from vault.service import Vault
+from vault.store import SqlDekStore
+
+
+async def _cli(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
+    result = await asyncio.to_thread(run_cli, *args, cwd=cwd, env=env)
+    return result.returncode, result.stdout, result.stderr
+
+
+def _status_rows(stdout: str) -> dict[int, tuple[str, int]]:
+    """Parse `keys status` table rows: version -> (state, data keys)."""
+    rows = {}
+    for line in stdout.splitlines():
+        match = re.match(r"^\W*(\d+)\W+([a-z ]+?)\W+(\d+)\W*$", line)
+        if match:
+            rows[int(match[1])] = (match[2].strip(), int(match[3]))
+    return rows
+
+
+async def test_rotate_rewrap_retire_end_to_end(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    keyring = tmp_path / "keyring.json"
+    env = {"GATEWAY_DATABASE_URL": database_url, "GATEWAY_KEK_URI": f"file:{keyring}"}
+
+    # A "serving process": its own provider, no DEK cache so every open unwraps, and no
+    # reload rate limit so the test need not sleep past it.
+    provider = await LocalKeyringProvider.open(keyring, reload_interval_s=0)
+    server = Vault(provider, SqlDekStore(engine, vault_data_keys), DekCache(max_size=0))
+    sealed: dict[SealContext, bytes] = {}
+    for i in range(23):
+        ctx = SealContext(tenant_id="acme", integration_id=f"int-{i:03}", purpose="refresh_token")
+        await server.ensure_data_key(ctx.tenant_id, ctx.integration_id)
+        sealed[ctx] = await server.seal(ctx, f"1//refresh-token-{i}".encode())
+
+    code, out, err = await _cli("keys", "status", cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert _status_rows(out) == {1: ("primary", 23)}
+
+    code, out, err = await _cli("keys", "rotate", cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert "KEK version 2 is now primary" in out
+
+    # Version 1 still wraps every data key: retiring it must be refused and change nothing.
+    code, out, err = await _cli("keys", "retire", "1", cwd=tmp_path, env=env)
+    assert code == 1
+    assert err.startswith("calendar-gateway: error:")
+    assert "23" in err
+    code, out, err = await _cli("keys", "status", cwd=tmp_path, env=env)
+    assert _status_rows(out) == {1: ("active", 23), 2: ("primary", 0)}
+
+    code, out, err = await _cli("keys", "rewrap", "--batch-size", "5", cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert "rewrapped 23 data keys" in out
+    async with engine.connect() as conn:
+        versions = (
+            await conn.execute(
+                select(vault_data_keys.c.kek_version, func.count()).group_by(
+                    vault_data_keys.c.kek_version
+                )
+            )
+        ).all()
+    assert [tuple(row) for row in versions] == [(2, 23)]
+
+    # A second rewrap finds nothing to do.
+    code, out, err = await _cli("keys", "rewrap", cwd=tmp_path, env=env)
+    assert code == 0, err
+    assert "rewrapped 0 data keys" in out
+
+    code, out, err = await _cli("keys", "retire", "1", cwd=tmp_path, env=env)
+    assert code == 0, err
+    code, out, err = await _cli("keys", "retire", "2", cwd=tmp_path, env=env)
+    assert code == 1, "the primary version must not be retirable"
+    code, out, err = await _cli("keys", "status", cwd=tmp_path, env=env)
+    assert _status_rows(out) == {1: ("retired", 0), 2: ("primary", 23)}
+
+    # The serving process loaded the keyring before the rotation and still opens every token.
+    for ctx, blob in sealed.items():
+        assert (
+            await server.open(ctx, blob)
+            == f"1//refresh-token-{int(ctx.integration_id[4:])}".encode()
+        )
+    await provider.close()
+
+
+async def test_keys_commands_on_a_corrupt_keyring_fail_cleanly(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    keyring = tmp_path / "keyring.json"
+    keyring.write_text('{"versions": [')
+    keyring.chmod(0o600)
+    env = {"GATEWAY_DATABASE_URL": database_url, "GATEWAY_KEK_URI": f"file:{keyring}"}
+    for args in (("keys", "status"), ("keys", "rotate"), ("keys", "rewrap")):
+        code, out, err = await _cli(*args, cwd=tmp_path, env=env)
+        assert code == 1
+        assert err.startswith("calendar-gateway: error:")
+        assert "keyring.json" in err
+        assert "Traceback" not in err
+    assert keyring.read_text() == '{"versions": ['
