@@ -20,7 +20,12 @@ from vault.kek import KekProvider
 def _provider_class(module: str, name: str) -> Any:
     # Imported by name, lazily: those modules pull in python-pkcs11 / boto3, and a deployment
     # using the local keyring should not need them installed.
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise KekProviderError(
+            f"KEK provider {module}.{name} cannot be loaded: {exc.name or module} is missing"
+        ) from None
 
 
 def _checked(provider: object) -> KekProvider:
