@@ -5,6 +5,8 @@ URI::
     aws-kms://alias/<name>[?region=<aws region>][&endpoint=<http(s) URL>]
                          [&connect-timeout=<s>][&read-timeout=<s>][&max-attempts=<n>]
 
+(`aws-kms:alias/<name>?...` is accepted as a synonym.)
+
 `region` defaults to the normal AWS chain (AWS_REGION, the config file); `endpoint` is for local
 stand-ins such as moto or LocalStack. Credentials always come from the normal AWS chain
 (environment, web identity, instance role), never from the URI. Timeouts default to 5 s connect,
@@ -98,8 +100,14 @@ class KmsUri:
     def parse(cls, uri: str) -> KmsUri:
         """Parse `uri`; raise KekProviderError saying what is wrong."""
         parts = urlsplit(uri)
-        name = parts.path.lstrip("/")
-        if parts.scheme != "aws-kms" or parts.netloc != "alias" or not name:
+        # aws-kms://alias/<name> is the documented form; aws-kms:alias/<name> is accepted too.
+        if parts.netloc == "alias":
+            name = parts.path.lstrip("/")
+        elif not parts.netloc and parts.path.startswith("alias/"):
+            name = parts.path.removeprefix("alias/")
+        else:
+            name = ""
+        if parts.scheme != "aws-kms" or not name:
             raise KekProviderError("AWS KMS KEK URI must look like aws-kms://alias/<name>")
         if not _ALIAS_NAME.fullmatch(name) or name.startswith("aws/"):
             raise KekProviderError(

@@ -423,7 +423,9 @@ def _open_session(uri: Pkcs11Uri, pin: str) -> Any:
             # Login state is per process, not per session: another provider in this process is
             # logged in, so a plain session is already authorised. (python-pkcs11 does not close
             # the session whose C_Login failed; it lives until C_Finalize. One handle per extra
-            # provider instance, which in production means none.)
+            # provider instance, which in production means none.) The token cannot check this
+            # second PIN: while the process is logged in, C_Login answers "already logged in"
+            # whatever the PIN. That grants nothing the process did not already have.
             return token.open(rw=True)
         except (PinIncorrect, PinLenRange, PinLocked) as exc:
             raise KekProviderError(
