@@ -15,7 +15,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.vault_providers.conftest import KMS_REGION, kms_uri, unique_name
-from vault.awskms import AwsKmsProvider
+from vault.awskms import AwsKmsProvider, KmsUri
 from vault.errors import KekProviderError
 
 if TYPE_CHECKING:
@@ -184,6 +184,22 @@ async def test_bad_uris_are_refused_before_any_request(uri: str, message: str) -
     with pytest.raises(KekProviderError, match=message) as caught:
         await AwsKmsProvider.from_uri(uri)
     assert "abc123" not in str(caught.value)
+
+
+def test_uri_forms_and_defaults() -> None:
+    full = KmsUri.parse(
+        "aws-kms://alias/team/cg?region=eu-west-1&endpoint=http://127.0.0.1:5000"
+        "&connect-timeout=2&read-timeout=4.5&max-attempts=5"
+    )
+    assert full == KmsUri(
+        alias="alias/team/cg",
+        region="eu-west-1",
+        endpoint="http://127.0.0.1:5000",
+        connect_timeout_s=2.0,
+        read_timeout_s=4.5,
+        max_attempts=5,
+    )
+    assert KmsUri.parse("aws-kms:alias/cg") == KmsUri(alias="alias/cg")
 
 
 async def test_missing_region_is_a_provider_error(

@@ -39,6 +39,12 @@ async def test_round_trip(open_provider: ProviderFactory) -> None:
     assert await provider.unwrap(wrapped, AAD) == dek
 
 
+async def test_an_empty_dek_is_a_programming_error(open_provider: ProviderFactory) -> None:
+    provider = await open_provider()
+    with pytest.raises(ValueError, match="empty"):
+        await provider.wrap(b"", AAD)
+
+
 async def test_two_wraps_of_one_dek_differ(open_provider: ProviderFactory) -> None:
     provider = await open_provider()
     dek = os.urandom(32)
