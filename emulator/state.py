@@ -22,7 +22,7 @@ from typing import Literal
 
 from emulator.calendar_store import CalendarStore
 from emulator.errors import insufficient_scope, invalid_credentials
-from emulator.faults import FaultInjector
+from emulator.faults import Fault, FaultInjector
 from emulator.inspection import Inspector
 from emulator.signing import SigningKey
 
@@ -293,6 +293,27 @@ class EmulatorState:
                 self.rotate_next_refresh[key] -= 1
                 return True
         return False
+
+    def inject_fault(
+        self,
+        *,
+        status: int | None = None,
+        reason: str | None = None,
+        times: int = 1,
+        user: str | None = None,
+        endpoint: str | None = None,
+        delay_s: float = 0.0,
+    ) -> Fault:
+        """Script the next `times` matching calls to fail (see `emulator.faults`); `user` may be
+        a sub or an email."""
+        return self.faults.add(
+            status=status,
+            reason=reason,
+            times=times,
+            user=self.find_user(user).sub if user else None,
+            endpoint=endpoint,
+            delay_s=delay_s,
+        )
 
     # -- grants and tokens ----------------------------------------------------------------
 
