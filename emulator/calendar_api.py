@@ -1,0 +1,632 @@
+"""Calendar v3 on the wire: routes under `/calendar/v3/` and calendar control under
+`/_emulator/calendar/`.
+
+Every `/calendar/v3/...` request goes through one pipeline: find the discovery method by verb and
+path (unknown -> Google's 404), authenticate with that method's scopes from the discovery document
+(401 / 403 `insufficientPermissions`), check parameters and the JSON body against the discovery
+document (Google's 400s), then call a thin handler that uses `CalendarStore` verbs and renders
+JSON the way Google does (pretty-printed unless `prettyPrint=false`, `fields` partial responses).
+Discovery methods the emulator does not implement answer 501 so a gap is never mistaken for
+Google's behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from emulator.calendar_store import (
+    PRIMARY_DEFAULT_REMINDERS,
+    Calendar,
+    CalendarStore,
+    ListQuery,
+    invalid,
+    time_range_empty,
+)
+from emulator.control import add_control_route, json_body
+from emulator.discovery import Discovery, load_discovery, loaded_discovery
+from emulator.errors import GoogleApiError
+from emulator.push import PushDispatcher
+from emulator.recurrence import (
+    TimeValueError,
+    format_datetime,
+    format_utc_millis,
+    parse_datetime,
+    zone,
+)
+from emulator.seed import seed_calendar
+from emulator.state import EmulatorState
+
+Json = dict[str, Any]
+API_PREFIX = "/calendar/v3/"
+PUSH_KEY = web.AppKey("calendar_push", PushDispatcher)
+SYNC_FORBIDDEN = (
+    "iCalUID",
+    "orderBy",
+    "privateExtendedProperty",
+    "q",
+    "sharedExtendedProperty",
+    "timeMin",
+    "timeMax",
+    "updatedMin",
+)
+
+
+@dataclass
+class Call:
+    """One authenticated, validated API call."""
+
+    request: web.Request
+    state: EmulatorState
+    store: CalendarStore
+    push: PushDispatcher
+    email: str
+    params: dict[str, Any]
+    body: Json | None
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: Json | None = None
+    headers: dict[str, str] | None = None
+
+
+Handler = Callable[[Call], Awaitable[Reply]]
+
+
+# ------------------------------------------------------------------ handlers
+
+
+def _calendar(call: Call) -> Calendar:
+    return call.store.resolve(call.email, str(call.params["calendarId"]))
+
+
+def _list_entry(cal: Calendar) -> Json:
+    entry: Json = {
+        "kind": "calendar#calendarListEntry",
+        "etag": f'"{int(cal.updated_s * 1000)}"',
+        "id": cal.id,
+        "summary": cal.summary,
+    }
+    if cal.description:
+        entry["description"] = cal.description
+    entry.update(
+        {
+            "timeZone": cal.time_zone,
+            "colorId": "14" if cal.primary else "7",
+            "backgroundColor": "#9fe1e7" if cal.primary else "#42d692",
+            "foregroundColor": "#000000",
+            "selected": True,
+            "accessRole": "owner",
+            "defaultReminders": list(PRIMARY_DEFAULT_REMINDERS) if cal.primary else [],
+            "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
+        }
+    )
+    if cal.primary:
+        entry["primary"] = True
+    return entry
+
+
+async def calendar_list_list(call: Call) -> Reply:
+    cals = call.store.calendars_of(call.email)
+    return Reply(
+        body={
+            "kind": "calendar#calendarList",
+            "etag": f'"p{int(max(c.updated_s for c in cals) * 1000)}"',
+            # Few calendars per user: one page, always with a (full-resync) token.
+            "nextSyncToken": "calendarList-" + str(call.store.version),
+            "items": [_list_entry(c) for c in cals],
+        }
+    )
+
+
+async def calendar_list_get(call: Call) -> Reply:
+    return Reply(body=_list_entry(_calendar(call)))
+
+
+async def calendars_get(call: Call) -> Reply:
+    cal = _calendar(call)
+    body: Json = {
+        "kind": "calendar#calendar",
+        "etag": f'"{int(cal.updated_s * 1000)}"',
+        "id": cal.id,
+        "summary": cal.summary,
+        "timeZone": cal.time_zone,
+        "conferenceProperties": {"allowedConferenceSolutionTypes": ["hangoutsMeet"]},
+    }
+    return Reply(body=body)
+
+
+def _list_query(params: dict[str, Any]) -> ListQuery:
+    if params.get("syncToken"):
+        for name in SYNC_FORBIDDEN:
+            if name in params:
+                raise invalid(f"The parameter {name} cannot be used with syncToken.", location=name)
+        if params.get("showDeleted") is False:
+            raise invalid(
+                "showDeleted=false cannot be used with syncToken: deleted events are always "
+                "included in an incremental sync.",
+                location="showDeleted",
+            )
+    tz_name = params.get("timeZone")
+    if tz_name is not None and zone(str(tz_name)) is None:
+        raise invalid(f"Invalid time zone: {tz_name}", location="timeZone")
+    return ListQuery(
+        max_results=int(params.get("maxResults", 250)),
+        page_token=params.get("pageToken"),
+        sync_token=params.get("syncToken"),
+        time_min=params.get("timeMin"),
+        time_max=params.get("timeMax"),
+        updated_min=params.get("updatedMin"),
+        single_events=bool(params.get("singleEvents", False)),
+        show_deleted=bool(params.get("showDeleted", False)),
+        order_by=params.get("orderBy"),
+        time_zone=tz_name,
+        q=params.get("q"),
+        ical_uid=params.get("iCalUID"),
+        private_properties=list(params.get("privateExtendedProperty", [])),
+        shared_properties=list(params.get("sharedExtendedProperty", [])),
+        event_types=list(params.get("eventTypes", [])),
+    )
+
+
+async def events_list(call: Call) -> Reply:
+    cal = _calendar(call)
+    return Reply(body=call.store.list_events(cal, _list_query(call.params)))
+
+
+async def events_instances(call: Call) -> Reply:
+    cal = _calendar(call)
+    query = _list_query(call.params)
+    query.single_events = True
+    query.order_by = "startTime"
+    return Reply(body=call.store.list_events(cal, query, master_id=str(call.params["eventId"])))
+
+
+def _event_reply(call: Call, cal: Calendar, body: Json) -> Reply:
+    tz = zone(str(call.params.get("timeZone") or "")) or cal.tz
+    rendered = call.store.render(cal, body, tz)
+    return Reply(body=rendered, headers={"ETag": str(rendered.get("etag", ""))})
+
+
+async def events_get(call: Call) -> Reply:
+    cal = _calendar(call)
+    body = call.store.get_event(cal, str(call.params["eventId"]))
+    if call.request.headers.get("If-None-Match") == body.get("etag"):
+        return Reply(status=304)
+    return _event_reply(call, cal, body)
+
+
+async def events_insert(call: Call) -> Reply:
+    cal = _calendar(call)
+    record = call.store.insert_event(cal, call.body or {})
+    return _event_reply(call, cal, record.body)
+
+
+async def events_update(call: Call) -> Reply:
+    cal = _calendar(call)
+    record = call.store.update_event(
+        cal,
+        str(call.params["eventId"]),
+        call.body or {},
+        if_match=call.request.headers.get("If-Match"),
+    )
+    return _event_reply(call, cal, record.body)
+
+
+async def events_patch(call: Call) -> Reply:
+    cal = _calendar(call)
+    record = call.store.patch_event(
+        cal,
+        str(call.params["eventId"]),
+        call.body or {},
+        if_match=call.request.headers.get("If-Match"),
+    )
+    return _event_reply(call, cal, record.body)
+
+
+async def events_delete(call: Call) -> Reply:
+    cal = _calendar(call)
+    call.store.delete_event(
+        cal, str(call.params["eventId"]), if_match=call.request.headers.get("If-Match")
+    )
+    return Reply(status=204)
+
+
+async def events_watch(call: Call) -> Reply:
+    cal = _calendar(call)
+    channel = call.push.watch(call.email, cal, str(call.params["calendarId"]), call.body or {})
+    return Reply(body=channel)
+
+
+async def channels_stop(call: Call) -> Reply:
+    call.push.stop(call.body or {})
+    return Reply(status=204)
+
+
+def _body_time(body: Json, name: str) -> datetime:
+    raw = body.get(name)
+    if not raw:
+        raise GoogleApiError(400, "required", f"Missing {name} parameter.")
+    try:
+        return parse_datetime(str(raw))
+    except TimeValueError as exc:
+        raise GoogleApiError(400, "invalid", f"Invalid value for: {exc.message}") from exc
+
+
+async def freebusy_query(call: Call) -> Reply:
+    body = call.body or {}
+    store = call.store
+    time_min, time_max = _body_time(body, "timeMin"), _body_time(body, "timeMax")
+    if time_max <= time_min:
+        raise time_range_empty(location=None)
+    if time_max - time_min > timedelta(days=store.freebusy_max_range_days):
+        raise GoogleApiError(
+            400, "timeRangeTooLong", "The requested time range is too long.", domain="calendar"
+        )
+    for name, cap in (("calendarExpansionMax", 50), ("groupExpansionMax", 100)):
+        value = body.get(name)
+        if value is not None and not 1 <= int(value) <= cap:
+            raise GoogleApiError(
+                400,
+                "invalid",
+                f"Invalid value for {name}: {value}. Values must be within the range: [1, {cap}]",
+            )
+    tz = zone(str(body.get("timeZone") or "UTC"))
+    if tz is None:
+        raise invalid(f"Invalid time zone: {body.get('timeZone')}")
+    cap = int(body.get("calendarExpansionMax") or 50)
+    calendars: Json = {}
+    for index, item in enumerate(body.get("items") or []):
+        cal_id = str((item or {}).get("id") or "")
+        if index >= cap:
+            calendars[cal_id] = {
+                "busy": [],
+                "errors": [{"domain": "global", "reason": "tooManyCalendarsRequested"}],
+            }
+            continue
+        cal = _freebusy_calendar(call, cal_id)
+        if cal is None:
+            calendars[cal_id] = {"errors": [{"domain": "global", "reason": "notFound"}], "busy": []}
+            continue
+        busy = store.busy(cal, time_min, time_max)
+        calendars[cal_id] = {
+            "busy": [
+                {"start": format_datetime(lo, tz), "end": format_datetime(hi, tz)}
+                for lo, hi in busy
+            ]
+        }
+    return Reply(
+        body={
+            "kind": "calendar#freeBusy",
+            "timeMin": format_utc_millis(time_min.timestamp()),
+            "timeMax": format_utc_millis(time_max.timestamp()),
+            "calendars": calendars,
+        }
+    )
+
+
+def _freebusy_calendar(call: Call, cal_id: str) -> Calendar | None:
+    """Calendars whose free/busy the caller may see: its own, and (as inside one Workspace
+    domain) the primary calendar of any other emulated user."""
+    store = call.store
+    if cal_id == "primary":
+        cal_id = call.email
+    cal = store.calendars.get(cal_id)
+    if cal is not None and (cal.owner == call.email or cal.primary):
+        return cal
+    user = call.state.user_by_email(cal_id)
+    if user is not None:
+        return store.ensure_user(user.email, user.time_zone)
+    return None
+
+
+HANDLERS: dict[str, Handler] = {
+    "calendarList.list": calendar_list_list,
+    "calendarList.get": calendar_list_get,
+    "calendars.get": calendars_get,
+    "events.list": events_list,
+    "events.instances": events_instances,
+    "events.get": events_get,
+    "events.insert": events_insert,
+    "events.update": events_update,
+    "events.patch": events_patch,
+    "events.delete": events_delete,
+    "events.watch": events_watch,
+    "channels.stop": channels_stop,
+    "freebusy.query": freebusy_query,
+}
+
+
+# ------------------------------------------------------------------ pipeline
+
+
+def _select_fields(value: Any, spec: str) -> Any:
+    """Google's `fields` partial response: `a,b/c,items(id,status)`."""
+    tree = _parse_fields(spec)
+    return _apply_fields(value, tree)
+
+
+def _parse_fields(spec: str) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    stack = [tree]
+    token = ""
+    path_nodes: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        nonlocal token
+        if token.strip():
+            node = stack[-1]
+            for part in token.strip().split("/"):
+                node = node.setdefault(part, {})
+            path_nodes.append(node)
+        token = ""
+
+    for ch in spec:
+        if ch == ",":
+            flush()
+            path_nodes.clear()
+        elif ch == "(":
+            flush()
+            stack.append(path_nodes[-1] if path_nodes else stack[-1])
+            path_nodes.clear()
+        elif ch == ")":
+            flush()
+            path_nodes.clear()
+            if len(stack) > 1:
+                stack.pop()
+        else:
+            token += ch
+    flush()
+    return tree
+
+
+def _apply_fields(value: Any, tree: dict[str, Any]) -> Any:
+    if not tree or "*" in tree:
+        return value
+    if isinstance(value, list):
+        return [_apply_fields(v, tree) for v in value]
+    if isinstance(value, dict):
+        return {k: _apply_fields(value[k], sub) for k, sub in tree.items() if k in value}
+    return value
+
+
+def _render(reply: Reply, params: dict[str, Any]) -> web.Response:
+    if reply.body is None:
+        return web.Response(status=reply.status, headers=reply.headers or {})
+    body: Any = reply.body
+    if params.get("fields"):
+        body = _select_fields(body, str(params["fields"]))
+    pretty = params.get("prettyPrint", True)
+    text = json.dumps(body, indent=1 if pretty else None, ensure_ascii=False)
+    return web.Response(
+        status=reply.status,
+        text=text + ("\n" if pretty else ""),
+        content_type="application/json",
+        charset="UTF-8",
+        headers=reply.headers or {},
+    )
+
+
+def _handler(
+    state: EmulatorState, push: PushDispatcher
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    store = state.calendars
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        discovery = await _discovery()
+        rel = request.rel_url.raw_path[len(API_PREFIX) :]
+        found = discovery.match(request.method, rel)
+        if found is None:
+            raise GoogleApiError(404, "notFound", "Not Found")
+        spec, path_params = found
+        authorization = request.headers.get("Authorization")
+        if authorization is None:
+            token = request.query.get("access_token") or request.query.get("oauth_token")
+            authorization = f"Bearer {token}" if token else None
+        caller = state.authenticate(authorization, scopes_any=spec.scopes)
+        params = discovery.check_parameters(spec, request.query, path_params)
+        body: Json | None = None
+        if spec.request_schema is not None:
+            raw = await request.read()
+            try:
+                data = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                raise GoogleApiError(400, "parseError", "Parse Error") from None
+            body = discovery.check_body(spec.request_schema, data)
+        handler = HANDLERS.get(spec.name)
+        if handler is None:
+            raise GoogleApiError(
+                501, "notImplemented", f"{spec.id} is not implemented by the emulator"
+            )
+        store.ensure_user(caller.user.email, caller.user.time_zone)
+        call = Call(request, state, store, push, caller.user.email, params, body)
+        return _render(await handler(call), params)
+
+    return handle
+
+
+async def _discovery() -> Discovery:
+    # Loaded at startup off the loop; the fallback only runs for apps started without it.
+    found = loaded_discovery()
+    return found if found is not None else await asyncio.to_thread(load_discovery)
+
+
+# ------------------------------------------------------------------ control routes
+
+
+def _control(
+    state: EmulatorState, push: PushDispatcher
+) -> dict[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+    store = state.calendars
+
+    def calendar_for(calendar_id: str) -> Calendar:
+        cal = store.calendars.get(calendar_id)
+        if cal is None:
+            user = state.user_by_email(calendar_id)
+            if user is None:
+                raise web.HTTPNotFound(
+                    text=json.dumps({"error": f"no calendar {calendar_id}"}),
+                    content_type="application/json",
+                )
+            cal = store.ensure_user(user.email, user.time_zone)
+        return cal
+
+    def ok(data: Any, status: int = 200) -> web.Response:
+        return web.json_response(data, status=status)
+
+    async def api_errors(fn: Callable[[], Any]) -> web.Response:
+        try:
+            return ok(fn())
+        except GoogleApiError as exc:
+            return exc.to_response()
+
+    async def add_calendar(request: web.Request) -> web.StreamResponse:
+        body = await json_body(request)
+        email = request.match_info["email"]
+        user = state.user_by_email(email)
+        store.ensure_user(email, user.time_zone if user else "UTC")
+        return await api_errors(
+            lambda: {
+                "id": store.add_calendar(
+                    email,
+                    str(body.get("summary") or "Calendar"),
+                    str(body.get("timeZone") or (user.time_zone if user else "UTC")),
+                    body.get("id"),
+                ).id
+            }
+        )
+
+    async def google_insert(request: web.Request) -> web.StreamResponse:
+        cal = calendar_for(request.match_info["calendarId"])
+        body = load_discovery().check_body("Event", await json_body(request))
+        return await api_errors(
+            lambda: store.render(cal, store.insert_event(cal, body).body, cal.tz)
+        )
+
+    async def google_patch(request: web.Request) -> web.StreamResponse:
+        cal = calendar_for(request.match_info["calendarId"])
+        body = load_discovery().check_body("Event", await json_body(request))
+        event_id = request.match_info["eventId"]
+        return await api_errors(
+            lambda: store.render(cal, store.patch_event(cal, event_id, body).body, cal.tz)
+        )
+
+    async def google_delete(request: web.Request) -> web.StreamResponse:
+        cal = calendar_for(request.match_info["calendarId"])
+        event_id = request.match_info["eventId"]
+
+        def run() -> Json:
+            store.delete_event(cal, event_id)
+            return {"deleted": event_id}
+
+        return await api_errors(run)
+
+    async def invalidate(request: web.Request) -> web.StreamResponse:
+        return ok({"calendars": store.invalidate_sync_tokens(request.match_info["email"])})
+
+    async def push_faults(request: web.Request) -> web.StreamResponse:
+        body = await json_body(request)
+        store.push_faults.drop_next = int(body.get("drop", store.push_faults.drop_next))
+        store.push_faults.duplicate_next = int(
+            body.get("duplicate", store.push_faults.duplicate_next)
+        )
+        return ok(
+            {"drop": store.push_faults.drop_next, "duplicate": store.push_faults.duplicate_next}
+        )
+
+    async def settings(request: web.Request) -> web.StreamResponse:
+        body = await json_body(request)
+        names = {
+            "emptyPageEvery": "empty_page_every",
+            "maxPageItems": "max_page_items",
+            "syncTokenMaxAgeS": "sync_token_max_age_s",
+            "freebusyMaxRangeDays": "freebusy_max_range_days",
+            "allowInsecureLoopbackWebhooks": "allow_insecure_loopback_webhooks",
+            "channelDefaultLifetimeS": "channel_default_lifetime_s",
+        }
+        for key, value in body.items():
+            if key not in names:
+                raise web.HTTPBadRequest(
+                    text=json.dumps({"error": f"unknown setting {key}"}),
+                    content_type="application/json",
+                )
+            setattr(store, names[key], value)
+        return ok({key: getattr(store, attr) for key, attr in names.items()})
+
+    async def seed(request: web.Request) -> web.StreamResponse:
+        body = await json_body(request)
+        cal = calendar_for(request.match_info["calendarId"])
+        report = seed_calendar(
+            store, cal, seed=int(body.get("seed", 0)), count=int(body.get("count", 100))
+        )
+        return ok(report)
+
+    async def load(request: web.Request) -> web.StreamResponse:
+        cal = calendar_for(request.match_info["calendarId"])
+        payload = await json_body(request)
+        result = store.load_events_payload(cal, payload)
+        return ok({"loaded": result.loaded, "duplicateIds": result.duplicate_ids})
+
+    async def channels(request: web.Request) -> web.StreamResponse:
+        return ok(
+            {
+                "channels": [
+                    {
+                        "id": c.id,
+                        "resourceId": c.resource_id,
+                        "calendarId": c.calendar_id,
+                        "address": c.address,
+                        "expiration": str(c.expiration_ms),
+                        "lastMessageNumber": c.last_message_number,
+                    }
+                    for c in store.channels.values()
+                ],
+                "deliveries": [d.__dict__ for d in push.deliveries],
+            }
+        )
+
+    return {
+        "POST /calendar/users/{email}/calendars": add_calendar,
+        "POST /calendar/calendars/{calendarId}/events": google_insert,
+        "PATCH /calendar/calendars/{calendarId}/events/{eventId}": google_patch,
+        "DELETE /calendar/calendars/{calendarId}/events/{eventId}": google_delete,
+        "POST /calendar/users/{email}/sync-tokens/invalidate": invalidate,
+        "POST /calendar/push/faults": push_faults,
+        "POST /calendar/settings": settings,
+        "POST /calendar/calendars/{calendarId}/seed": seed,
+        "POST /calendar/calendars/{calendarId}/load": load,
+        "GET /calendar/channels": channels,
+    }
+
+
+def setup(app: web.Application, state: EmulatorState) -> None:
+    """Register Calendar v3 and its control routes; wire the store to the state's clock and
+    users, and the push dispatcher to the app's lifetime."""
+    store = state.calendars
+    store.clock = state.clock
+    push = PushDispatcher(store)
+    app[PUSH_KEY] = push
+
+    async def preload(app: web.Application) -> AsyncIterator[None]:
+        await asyncio.to_thread(load_discovery)
+        yield
+
+    app.cleanup_ctx.append(preload)
+    app.cleanup_ctx.append(push.lifecycle)
+    app.router.add_route("*", API_PREFIX + "{tail:.*}", _handler(state, push))
+    for key, handler in _control(state, push).items():
+        method, path = key.split(" ", 1)
+        add_control_route(app, method, path, handler)
+
+
+def utc_now(store: CalendarStore) -> datetime:
+    """The store's now as an aware UTC datetime (handy for tests building windows)."""
+    return datetime.fromtimestamp(store.clock(), UTC)
