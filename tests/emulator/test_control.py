@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
 
+from emulator.server import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REDIRECT_URIS, run_emulator
 from tests.emulator.conftest import (
     ALICE,
     BOB,
@@ -257,3 +260,31 @@ async def test_malformed_control_requests_are_400(
 ) -> None:
     status, answer = await control(emulator, http, method, path, body)
     assert status == 400 and "error" in answer
+
+
+async def test_run_emulator_serves_the_demo_client_until_cancelled(
+    http: aiohttp.ClientSession,
+) -> None:
+    started: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    printed: list[str] = []
+    task = asyncio.create_task(
+        run_emulator("127.0.0.1", 0, started=started.set_result, announce=printed.append)
+    )
+    try:
+        base = await asyncio.wait_for(started, 5)
+        assert DEMO_CLIENT_ID in printed[0] and DEMO_CLIENT_SECRET in printed[0]
+        async with http.get(base + "/_emulator/users") as r:
+            users = await r.json()
+        assert [u["consent"] for u in users] == ["grant", "deny", "partial"]
+        params = {
+            "client_id": DEMO_CLIENT_ID,
+            "redirect_uri": DEMO_REDIRECT_URIS[0],
+            "response_type": "code",
+            "scope": CALENDAR,
+        }
+        async with http.get(base + "/o/oauth2/v2/auth", params=params, allow_redirects=False) as r:
+            assert r.status == 302 and "code=" in r.headers["Location"]
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

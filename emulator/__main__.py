@@ -1,0 +1,70 @@
+"""`python -m emulator --port 8085`: run the Google emulator alone (see `emulator/server.py`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Sequence
+
+from emulator.server import (
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    DEMO_REDIRECT_URIS,
+    DEMO_USERS,
+    SeedUser,
+    run_emulator,
+)
+from emulator.state import CONSENT_MODES, ConsentMode
+
+
+def parse_user(spec: str) -> SeedUser:
+    """`email[:grant|deny|partial]`; the sub is derived from the email so it is stable."""
+    email, _, consent = spec.partition(":")
+    if consent and consent not in CONSENT_MODES:
+        raise argparse.ArgumentTypeError(f"consent must be one of {', '.join(CONSENT_MODES)}")
+    mode: ConsentMode = consent or "grant"
+    sub = str(int(hashlib.sha256(email.encode()).hexdigest()[:15], 16)).zfill(21)
+    return SeedUser(sub, email, consent=mode)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8085)
+    parser.add_argument("--client-id", default=DEMO_CLIENT_ID)
+    parser.add_argument("--client-secret", default=DEMO_CLIENT_SECRET)
+    parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        help=f"registered redirect URI (repeatable; default {' '.join(DEMO_REDIRECT_URIS)})",
+    )
+    parser.add_argument(
+        "--user",
+        action="append",
+        type=parse_user,
+        help="scripted user as email[:grant|deny|partial] (repeatable; default: demo users)",
+    )
+    parser.add_argument("--token-lifetime", type=int, help="access token lifetime in seconds")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            run_emulator(
+                args.host,
+                args.port,
+                seed_users=args.user or DEMO_USERS,
+                client_id=args.client_id,
+                client_secret=args.client_secret,
+                redirect_uris=args.redirect_uri or DEMO_REDIRECT_URIS,
+                access_token_lifetime_s=args.token_lifetime,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
