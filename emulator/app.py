@@ -27,6 +27,10 @@ from emulator.faults import OAUTH_ENDPOINTS
 from emulator.state import EmulatorState, UnknownUser
 
 STATE_KEY = web.AppKey("emulator_state", EmulatorState)
+EndpointNamer = Callable[[web.Request], str | None]
+# Parts whose routes are catch-alls (Calendar v3 dispatches by discovery) append a namer here so
+# faults and the request log see `events.list` rather than a guess from the path.
+ENDPOINT_NAMERS_KEY = web.AppKey("emulator_endpoint_namers", list[EndpointNamer])
 CONTROL_PREFIX = "/_emulator"
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,10 @@ _ENDPOINT_PATTERNS: list[tuple[str, re.Pattern[str], str]] = [
 
 def endpoint_name(request: web.Request) -> str:
     """A stable name for the endpoint a request hit (what faults and the log match on)."""
+    for namer in request.app.get(ENDPOINT_NAMERS_KEY, ()):
+        named = namer(request)
+        if named:
+            return named
     route = request.match_info.route
     name = route.name or (route.resource.name if route.resource is not None else None)
     if name:
@@ -175,6 +183,7 @@ def create_emulator_app(state: EmulatorState | None = None) -> web.Application:
     state = state or EmulatorState()
     app = web.Application(middlewares=[_fault_middleware(state)])
     app[STATE_KEY] = state
+    app[ENDPOINT_NAMERS_KEY] = []
     # Imported here so each part stays an independent module with its own setup().
     for part in _parts():
         part.setup(app, state)  # type: ignore[attr-defined]

@@ -8,7 +8,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
+from emulator.app import ENDPOINT_NAMERS_KEY
 from tests.emulator.conftest import (
     ALICE,
     BOB,
@@ -210,3 +212,26 @@ async def test_bad_fault_requests_are_refused(
     async with http.post(emulator.url("/_emulator/faults"), json=body) as r:
         assert r.status == 400
         assert "error" in await r.json()
+
+
+async def test_calendar_calls_are_logged_by_endpoint_name_and_user(
+    emulator: RunningEmulator, http: aiohttp.ClientSession
+) -> None:
+    token = emulator.token_for(ALICE)
+    await call(emulator, http, "GET", EVENTS, token)
+    await call(emulator, http, "POST", FREEBUSY, token, json={})
+    logged = emulator.state.inspector.requests(user=ALICE.sub)
+    assert [r.endpoint for r in logged] == ["events.list", "freebusy.query"]
+
+
+async def test_a_part_can_name_its_own_endpoints(
+    emulator: RunningEmulator, http: aiohttp.ClientSession
+) -> None:
+    def namer(request: web.Request) -> str | None:
+        return "people.me" if request.path == "/v1/userinfo" else None
+
+    emulator.app[ENDPOINT_NAMERS_KEY].append(namer)
+    token = emulator.token_for(ALICE, ["openid"])
+    emulator.state.inject_fault(status=500, endpoint="people.me")
+    assert (await call(emulator, http, "GET", "/v1/userinfo", token))[0] == 500
+    assert (await call(emulator, http, "GET", "/v1/userinfo", token))[0] == 200
