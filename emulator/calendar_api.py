@@ -612,6 +612,12 @@ def setup(app: web.Application, state: EmulatorState) -> None:
     users, and the push dispatcher to the app's lifetime."""
     store = state.calendars
     store.clock = state.clock
+
+    def user_time_zone(email: str) -> str | None:
+        user = state.user_by_email(email)
+        return user.time_zone if user is not None else None
+
+    store.user_time_zone = user_time_zone
     push = PushDispatcher(store)
     app[PUSH_KEY] = push
 

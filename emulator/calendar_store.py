@@ -263,18 +263,21 @@ class CalendarStore:
         # Google requires https webhooks; tests set this to allow http://127.0.0.1 / localhost.
         self.allow_insecure_loopback_webhooks = False
         self.listeners: list[Callable[[str], None]] = []
+        # Where a new primary calendar takes its zone from; setup() points it at the users.
+        self.user_time_zone: Callable[[str], str | None] = lambda _email: None
 
     # ---------------------------------------------------------------- calendars
 
-    def ensure_user(self, email: str, time_zone: str = "UTC") -> Calendar:
-        """The user's primary calendar (id = email), created on first use."""
+    def ensure_user(self, email: str, time_zone: str | None = None) -> Calendar:
+        """The user's primary calendar (id = email), created on first use in `time_zone`
+        (default: the scripted user's zone via `user_time_zone`, else UTC)."""
         cal = self.calendars.get(email)
         if cal is None:
             cal = Calendar(
                 id=email,
                 owner=email,
                 summary=email,
-                time_zone=time_zone,
+                time_zone=time_zone or self.user_time_zone(email) or "UTC",
                 primary=True,
                 updated_s=self.clock(),
             )

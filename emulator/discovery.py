@@ -133,6 +133,8 @@ class Discovery:
                     )
                 if name == "prettyPrint":
                     values[name] = self._convert(name, {"type": "boolean"}, query[name])
+                elif name == "fields":
+                    values[name] = query[name]
                 continue
             if known is None or known.get("location") != "query":
                 raise GoogleApiError(
