@@ -241,6 +241,7 @@ def setup(app: web.Application, state: EmulatorState) -> None:
             "default_user": state.default_user_sub,
             "request_log_size": state.inspector.max_records,
             "max_refresh_tokens_per_client": state.max_refresh_tokens_per_client,
+            "refresh_token_lifetime_s": state.refresh_token_lifetime_s,
         }
 
     @routes.get("/settings")
@@ -267,6 +268,11 @@ def setup(app: web.Application, state: EmulatorState) -> None:
             state.inspector.max_records = body["request_log_size"]
         if "max_refresh_tokens_per_client" in body:
             state.max_refresh_tokens_per_client = body["max_refresh_tokens_per_client"]
+        if "refresh_token_lifetime_s" in body:
+            lifetime = body["refresh_token_lifetime_s"]
+            if lifetime is not None and (not isinstance(lifetime, int) or lifetime < 1):
+                raise bad_request("refresh_token_lifetime_s must be null or an integer >= 1")
+            state.refresh_token_lifetime_s = lifetime
         if "default_user" in body:
             ref = body["default_user"]
             state.default_user_sub = find_user(str(ref)).sub if ref is not None else None

@@ -205,6 +205,8 @@ class EmulatorState:
     # sub (or "*" for anyone) -> how many upcoming refreshes return a new refresh token.
     rotate_next_refresh: dict[str, int] = field(default_factory=dict)
     max_refresh_tokens_per_client: int = MAX_REFRESH_TOKENS_PER_CLIENT
+    # None: refresh tokens live until revoked. 604800 mimics an External app in "Testing" status.
+    refresh_token_lifetime_s: int | None = None
     # id_token `iss`: Google's, so google-auth's verify_oauth2_token accepts emulator tokens.
     issuer: str = "https://accounts.google.com"
     signing_key: SigningKey = field(default_factory=SigningKey)
@@ -372,7 +374,12 @@ class EmulatorState:
         """The live grant holding `refresh_token`, else None (unknown, rotated away, revoked)."""
         grant_id = self.refresh_index.get(refresh_token)
         grant = self.grants.get(grant_id) if grant_id else None
-        return grant if grant is not None and not grant.revoked else None
+        if grant is None or grant.revoked:
+            return None
+        lifetime = self.refresh_token_lifetime_s
+        if lifetime is not None and grant.created_at + lifetime <= self.clock():
+            return None
+        return grant
 
     def issue_access_token(self, grant: Grant) -> AccessToken:
         token = AccessToken(

@@ -288,3 +288,21 @@ async def test_run_emulator_serves_the_demo_client_until_cancelled(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_testing_app_refresh_tokens_die_after_their_lifetime(
+    emulator: RunningEmulator, http: aiohttp.ClientSession
+) -> None:
+    week_s = 7 * 24 * 3600
+    _, settings = await control(
+        emulator, http, "PATCH", "/settings", {"refresh_token_lifetime_s": week_s}
+    )
+    assert settings["refresh_token_lifetime_s"] == week_s
+    issued = await tokens_via_api(emulator, http, ALICE.email)
+    await control(emulator, http, "POST", "/clock", {"advance_s": week_s - 1})
+    assert (await refresh(emulator, http, issued["refresh_token"]))[0] == 200
+    await control(emulator, http, "POST", "/clock", {"advance_s": 1})
+    assert (await refresh(emulator, http, issued["refresh_token"]))[1] == {
+        "error": "invalid_grant",
+        "error_description": "Token has been expired or revoked.",
+    }

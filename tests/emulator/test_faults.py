@@ -175,7 +175,8 @@ async def test_hang_past_the_clients_timeout_then_fail(
     # The abandoned request is logged as such once the server notices.
     await asyncio.sleep(0.5)
     statuses = [r.status for r in emulator.state.inspector.requests(endpoint="userinfo")]
-    assert statuses[-1] == 200 and 499 in statuses
+    # 499 when the server cancels the abandoned handler, else the scripted 503 nobody read.
+    assert sorted(statuses) in ([200, 499], [200, 503])
 
 
 async def test_faults_over_the_control_api_and_never_on_it(
