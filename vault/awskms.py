@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -339,11 +340,14 @@ class AwsKmsProvider:
         )["KeyMetadata"]["KeyId"]
         try:
             self._client.create_alias(AliasName=alias, TargetKeyId=key_id)
-        except ClientError as exc:
-            if _code(exc) != "AlreadyExistsException":
+        except (ClientError, BotoCoreError) as exc:
+            # Without its alias the new key is unreachable and has wrapped nothing: shred it.
+            # AlreadyExists means another process created this version first; adopt theirs.
+            # Best effort: the original error is the one worth reporting.
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self._client.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
+            if not (isinstance(exc, ClientError) and _code(exc) == "AlreadyExistsException"):
                 raise
-            # Another process created this version first; ours never wrapped anything.
-            self._client.schedule_key_deletion(KeyId=key_id, PendingWindowInDays=7)
 
 
 def _context(version: int, aad: bytes) -> dict[str, str]:

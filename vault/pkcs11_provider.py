@@ -192,7 +192,7 @@ class Pkcs11Provider:
         The PIN is `pin` or, if that is empty, the one `pin-source` names; giving both is an error.
         """
         parsed = Pkcs11Uri.parse(uri)
-        source_pin = parsed.read_pin()
+        source_pin = await asyncio.to_thread(parsed.read_pin)  # may read a file
         if pin and source_pin:
             raise KekProviderError("give the PKCS#11 PIN once: GATEWAY_PKCS11_PIN or pin-source")
         user_pin = pin or source_pin
@@ -228,7 +228,7 @@ class Pkcs11Provider:
     async def versions(self) -> list[KekVersion]:
         """Every version in the token (including tombstoned ones), oldest first."""
         found = await self._call(self._versions_sync)
-        primary = max(v.number for v in found.values() if not v.retired)
+        primary = max((v.number for v in found.values() if not v.retired and v.keys), default=0)
         return [
             KekVersion(
                 version=v.number,
