@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import socket
@@ -76,6 +77,28 @@ async def test_wrapped_key_is_a_kms_blob_bound_by_encryption_context(
     assert opened["Plaintext"] == dek
     with pytest.raises(kms.exceptions.InvalidCiphertextException):
         kms.decrypt(CiphertextBlob=wrapped.wrapped, EncryptionContext={**context, "aad": "b64:"})
+
+
+async def test_losing_a_version_creation_race_adopts_the_winner(
+    open_kms: OpenKms, kms: KMSClient
+) -> None:
+    # Two replicas opening an empty alias at once both create a key for v1; CreateAlias lets
+    # one win. Replay the loser's side: its key must be scheduled for deletion, not left live.
+    provider = await open_kms()
+    alias = alias_of(provider)
+    winner = version_aliases(kms, alias)[f"{alias}-v1"]
+
+    await asyncio.to_thread(provider._create_version_sync, 1)
+
+    assert version_aliases(kms, alias) == {f"{alias}-v1": winner}
+    ours = [
+        meta
+        for key in kms.list_keys()["Keys"]
+        if (meta := kms.describe_key(KeyId=key["KeyId"])["KeyMetadata"])
+        and meta.get("Description", "").startswith(f"Calendar Gateway KEK {alias}-v1 ")
+    ]
+    assert sorted(m["KeyState"] for m in ours) == ["Enabled", "PendingDeletion"]
+    assert await provider.primary_version() == 1
 
 
 async def test_cached_versions_expire_on_the_injected_clock(

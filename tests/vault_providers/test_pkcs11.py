@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import os
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pkcs11
@@ -137,6 +138,18 @@ async def test_pin_from_pin_source_env(
     monkeypatch.setenv("TEST_KEK_PIN", softhsm_token.pin)
     provider = await Pkcs11Provider.from_uri(
         softhsm_token.uri(unique_name(), **{"pin-source": "env:TEST_KEK_PIN"})
+    )
+    try:
+        assert await provider.primary_version() == 1
+    finally:
+        await provider.close()
+
+
+async def test_pin_from_pin_source_file(softhsm_token: SoftHsmToken, tmp_path: Path) -> None:
+    pin_file = tmp_path / "pin"
+    pin_file.write_text(softhsm_token.pin + "\n")
+    provider = await Pkcs11Provider.from_uri(
+        softhsm_token.uri(unique_name(), **{"pin-source": f"file:{pin_file}"})
     )
     try:
         assert await provider.primary_version() == 1
