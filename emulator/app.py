@@ -29,7 +29,8 @@ from emulator.state import EmulatorState, UnknownUser
 STATE_KEY = web.AppKey("emulator_state", EmulatorState)
 EndpointNamer = Callable[[web.Request], str | None]
 # Parts whose routes are catch-alls (Calendar v3 dispatches by discovery) append a namer here so
-# faults and the request log see `events.list` rather than a guess from the path.
+# faults and the request log see `events.list` rather than a guess from the path. The first
+# namer that answers wins.
 ENDPOINT_NAMERS_KEY = web.AppKey("emulator_endpoint_namers", list[EndpointNamer])
 CONTROL_PREFIX = "/_emulator"
 

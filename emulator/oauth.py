@@ -23,11 +23,13 @@ import hashlib
 import html
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
+from emulator.app import ENDPOINT_NAMERS_KEY
 from emulator.errors import OAuthError
 from emulator.signing import b64url
 from emulator.state import (
@@ -64,27 +66,39 @@ _PKCE_CHARS = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 ID_TOKEN_LIFETIME_S = 3600
 
 
+# Endpoint names (what faults and the request log match on) by path.
+ENDPOINT_NAMES = {
+    AUTHORIZE_PATH: "authorize",
+    TOKEN_PATH: "token",
+    REVOKE_PATH: "revoke",
+    **dict.fromkeys(USERINFO_PATHS, "userinfo"),
+    JWKS_PATH: "certs",
+    PEM_CERTS_PATH: "certs",
+    OPENID_CONFIG_PATH: "openid-config",
+}
+
+OAuthHandler = Callable[[web.Request, EmulatorState], Awaitable[web.StreamResponse]]
+
+
 def setup(app: web.Application, state: EmulatorState) -> None:
-    """Add the OAuth routes; route names are the endpoint names faults match on."""
-    app.router.add_get(AUTHORIZE_PATH, _handler(state, authorize), name="authorize")
-    app.router.add_post(TOKEN_PATH, _handler(state, token), name="token")
-    app.router.add_post(REVOKE_PATH, _handler(state, revoke), name="revoke")
-    for i, path in enumerate(USERINFO_PATHS):
-        app.router.add_get(path, _handler(state, userinfo), name=None if i else "userinfo")
-        app.router.add_post(path, _handler(state, userinfo))
-    app.router.add_get(JWKS_PATH, _handler(state, jwks), name="certs")
-    app.router.add_get(PEM_CERTS_PATH, _handler(state, pem_certs))
-    app.router.add_get(
-        OPENID_CONFIG_PATH, _handler(state, openid_configuration), name="openid-config"
-    )
+    """Add the OAuth routes and name them for faults and the request log."""
 
+    def bind(fn: OAuthHandler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await fn(request, state)
 
-def _handler(state: EmulatorState, fn: Any) -> Any:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        result: web.StreamResponse = await fn(request, state)
-        return result
+        return handle
 
-    return handle
+    app.router.add_get(AUTHORIZE_PATH, bind(authorize))
+    app.router.add_post(TOKEN_PATH, bind(token))
+    app.router.add_post(REVOKE_PATH, bind(revoke))
+    for path in USERINFO_PATHS:
+        app.router.add_get(path, bind(userinfo))
+        app.router.add_post(path, bind(userinfo))
+    app.router.add_get(JWKS_PATH, bind(jwks))
+    app.router.add_get(PEM_CERTS_PATH, bind(pem_certs))
+    app.router.add_get(OPENID_CONFIG_PATH, bind(openid_configuration))
+    app[ENDPOINT_NAMERS_KEY].append(lambda request: ENDPOINT_NAMES.get(request.path))
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -415,7 +429,7 @@ async def userinfo(request: web.Request, state: EmulatorState) -> web.Response:
     grant = state.grants.get(access.grant_id) if access else None
     if access is None or grant is None or grant.revoked or access.expires_at <= state.clock():
         raise _userinfo_error(401, "invalid_request", "Invalid Credentials")
-    if not grant.scopes & (SIGN_IN_SCOPES - {"openid"} | {"openid"}):
+    if not grant.scopes & (SIGN_IN_SCOPES):
         raise _userinfo_error(
             403, "insufficient_scope", "Request had insufficient authentication scopes."
         )

@@ -231,7 +231,7 @@ async def test_a_part_can_name_its_own_endpoints(
     def namer(request: web.Request) -> str | None:
         return "people.me" if request.path == "/v1/userinfo" else None
 
-    emulator.app[ENDPOINT_NAMERS_KEY].append(namer)
+    emulator.app[ENDPOINT_NAMERS_KEY].insert(0, namer)  # the first namer with an answer wins
     token = emulator.token_for(ALICE, ["openid"])
     emulator.state.inject_fault(status=500, endpoint="people.me")
     assert (await call(emulator, http, "GET", "/v1/userinfo", token))[0] == 500
