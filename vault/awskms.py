@@ -201,7 +201,7 @@ class AwsKmsProvider:
     async def versions(self) -> list[KekVersion]:
         """Every version alias with its key state, oldest first (always read from KMS)."""
         found = await self._versions(refresh=True)
-        primary = self._primary(found).number
+        primary = max((v.number for v in found.values() if not v.retired), default=0)
         return [
             KekVersion(
                 version=v.number,
