@@ -10,9 +10,9 @@ Error wordings are Google's, from `shared/reference/google-wire.md`. Where Googl
 an error page instead of redirecting (unknown client, unregistered redirect_uri), the emulator
 answers that page itself with the Google error code in its text and `X-Emulator-Error` header.
 
-Google also rewrites `email`/`profile` to their URL forms in the granted `scope`, which makes
-oauthlib complain "Scope has changed" unless the client asked for the URL forms or relaxes the
-check; the emulator does the same so a gateway that trips on it does so here first.
+Google also adds the URL forms of `email`/`profile` to the granted `scope`, which makes oauthlib
+complain "Scope has changed" unless the client asked for the URL forms or relaxes the check; the
+emulator does the same so a gateway that trips on it does so here first.
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ def setup(app: web.Application, state: EmulatorState) -> None:
 
 
 def normalise_scopes(scopes: frozenset[str]) -> frozenset[str]:
-    return frozenset(_SCOPE_ALIASES.get(s, s) for s in scopes)
+    """Add the URL form of each short sign-in scope, as Google's granted `scope` does (seen in
+    real redirects: `email profile ... userinfo.email userinfo.profile openid`)."""
+    return scopes | frozenset(_SCOPE_ALIASES[s] for s in scopes if s in _SCOPE_ALIASES)
 
 
 def scope_string(scopes: frozenset[str]) -> str:
@@ -304,6 +306,9 @@ def _require(form: dict[str, str], name: str) -> str:
 
 def _verify_pkce(code: AuthCode, verifier: str | None) -> None:
     if code.code_challenge is None:
+        if verifier:
+            # Reported Google behaviour: a verifier without a challenge is refused.
+            raise OAuthError(400, "invalid_grant", "code_verifier or verifier is not needed.")
         return
     if not verifier:
         raise OAuthError(400, "invalid_grant", "Missing code verifier.")
