@@ -429,6 +429,11 @@ class EmulatorState:
                 revoked.extend(self.revoke_grant_family(g, by="user"))
         return revoked
 
+    def revoked_grants(self, user: str | None = None) -> list[Grant]:
+        """Revoked grants (of `user`, sub or email, if given), oldest first."""
+        sub = self.find_user(user).sub if user else None
+        return [g for g in self.grants.values() if g.revoked and sub in (None, g.sub)]
+
     def grant_for_token(self, token: str) -> Grant | None:
         """The grant an access or refresh token belongs to (revoked or not), else None."""
         if token in self.access_tokens:

@@ -559,6 +559,7 @@ async def test_revocation_from_googles_side(
     issued = emulator.issue(ALICE, ["openid"])
     assert issued.refresh_token
     emulator.state.revoke_user_access(ALICE.email)
+    assert [g.revoked_by for g in emulator.state.revoked_grants(ALICE.email)] == ["user"]
     assert await calendar_status(emulator, http, issued.token) == 401
     assert await refresh(emulator, http, issued.refresh_token) == (
         400,
