@@ -172,6 +172,9 @@ class IssuedTokens:
     def token(self) -> str:
         return self.access_token.token
 
+    def __repr__(self) -> str:
+        return f"IssuedTokens(grant={self.grant!r})"
+
 
 @dataclass
 class Caller:
