@@ -332,9 +332,9 @@ class CalendarStore:
 
     # ---------------------------------------------------------------- change tracking
 
-    def _new_id(self, length: int = 26) -> str:
-        alphabet = "0123456789abcdefghijklmnopqrstuv"
-        return "".join(self.rng.choice(alphabet) for _ in range(length))
+    def _new_id(self) -> str:
+        """A 26-character base32hex id, the shape of Google's generated event ids."""
+        return base64.b32hexencode(self.rng.randbytes(17)).decode().lower()[:26]
 
     def _stamp(self, cal: Calendar, body: Json) -> int:
         """Give a write its version, `updated` and a fresh etag (unique even with a frozen
@@ -472,9 +472,13 @@ class CalendarStore:
 
     # ---------------------------------------------------------------- writes
 
-    def insert_event(self, cal: Calendar, body: Json, *, notify: bool = True) -> EventRecord:
-        """events.insert: a client-chosen id is an idempotency key (409 when it exists)."""
-        body = copy.deepcopy(body)
+    def insert_event(
+        self, cal: Calendar, body: Json, *, notify: bool = True, owned: bool = False
+    ) -> EventRecord:
+        """events.insert: a client-chosen id is an idempotency key (409 when it exists).
+        `owned=True` hands `body` over to the store (no defensive copy; bulk seeding)."""
+        if not owned:
+            body = copy.deepcopy(body)
         self._check_enums(body)
         if body.get("id") is not None:
             event_id = self._check_id(body["id"])
@@ -1006,7 +1010,7 @@ class CalendarStore:
         """Insert many events with one notification (seeding)."""
         count = 0
         for body in bodies:
-            self.insert_event(cal, body, notify=False)
+            self.insert_event(cal, body, notify=False, owned=True)
             count += 1
         self.notify(cal.id)
         return count
