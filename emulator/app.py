@@ -14,7 +14,6 @@ handler into Google's bodies, and records the request for inspection.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -165,20 +164,6 @@ def _fault_middleware(state: EmulatorState) -> Middleware:
     return middleware
 
 
-def _parts() -> list[object]:
-    modules: list[object] = []
-    for name in ("control", "oauth", "calendar_api"):
-        try:
-            modules.append(importlib.import_module(f"emulator.{name}"))
-        except ModuleNotFoundError as exc:
-            # The Calendar part is built in parallel; until it lands the OAuth side must still
-            # run. Only that exact module may be missing: any other import error is a bug.
-            if name != "calendar_api" or exc.name != "emulator.calendar_api":
-                raise
-            log.warning("emulator.calendar_api not present: serving OAuth and control only")
-    return modules
-
-
 def create_emulator_app(state: EmulatorState | None = None) -> web.Application:
     """Build the emulator. Pass a `state` to control clock, token lifetime and seed data."""
     state = state or EmulatorState()
@@ -186,6 +171,8 @@ def create_emulator_app(state: EmulatorState | None = None) -> web.Application:
     app[STATE_KEY] = state
     app[ENDPOINT_NAMERS_KEY] = []
     # Imported here so each part stays an independent module with its own setup().
-    for part in _parts():
-        part.setup(app, state)  # type: ignore[attr-defined]
+    from emulator import calendar_api, control, oauth
+
+    for part in (control, oauth, calendar_api):
+        part.setup(app, state)
     return app
