@@ -18,7 +18,7 @@ from vault.errors import InvalidCiphertext, RetireRefused
 from vault.kek import KekProvider, KekVersion, WrappedKey
 from vault.keyring import LocalKeyringProvider
 from vault.service import Vault
-from vault.store import DekRow, Rewrapped, SqlDekStore
+from vault.store import DekRow, KeyRef, Rewrapped, SqlDekStore
 
 
 class PowerCut(Exception):
@@ -116,7 +116,7 @@ async def test_retire_is_refused_while_keys_depend_then_allowed_after_rewrap(
         )
 
 
-def _binding(row: DekRow) -> bytes:
+def _binding(row: DekRow | KeyRef) -> bytes:
     from vault.envelope import dek_binding
 
     return dek_binding(row.tenant_id, row.integration_id, bytes.fromhex(row.dek_id))
@@ -294,7 +294,7 @@ class StoreWithInterference(SqlDekStore):
 
     async def batch_not_at(
         self, kek_version: int, *, after_dek_id: str | None, limit: int
-    ) -> list[DekRow]:
+    ) -> list[KeyRef]:
         rows = await super().batch_not_at(kek_version, after_dek_id=after_dek_id, limit=limit)
         if rows and not self.done:
             self.done = True
@@ -311,7 +311,7 @@ async def test_rows_changed_during_rewrap_are_skipped_not_clobbered(
     rewrapped_elsewhere: dict[str, bytes] = {}
     destroyed: list[str] = []
 
-    async def meddle(rows: list[DekRow]) -> None:
+    async def meddle(rows: list[KeyRef]) -> None:
         destroyed.append(rows[0].integration_id)
         await other.destroy(rows[0].tenant_id, rows[0].integration_id)
         new = await provider.wrap(
@@ -336,7 +336,7 @@ async def test_rows_changed_during_rewrap_are_skipped_not_clobbered(
     await assert_all_open(make_vault(cache=DekCache(0)), survivors)
 
 
-def _wrapped(row: DekRow) -> WrappedKey:
+def _wrapped(row: DekRow | KeyRef) -> WrappedKey:
     return WrappedKey(row.kek_id, row.kek_version, row.wrapped)
 
 
