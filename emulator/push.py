@@ -70,8 +70,11 @@ class PushDispatcher:
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         """cleanup_ctx: the HTTP session and the change listener live as long as the app."""
         self._loop = asyncio.get_running_loop()
+        # No keep-alive: each notification is its own connection, so a receiver that shuts down
+        # is never held open by an idle pooled connection of ours.
         self._session = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S)
+            timeout=aiohttp.ClientTimeout(total=DELIVERY_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(force_close=True),
         )
         self.store.listeners.append(self._on_change)
         try:
