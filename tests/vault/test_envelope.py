@@ -260,3 +260,15 @@ def test_seal_context_rejects_non_text() -> None:
 def test_a_short_nonce_from_a_broken_rng_is_refused() -> None:
     with pytest.raises(ValueError):
         envelope.seal(DEK, DEK_ID, CTX, PLAINTEXT, lambda n: b"\x00" * (n - 1))
+
+
+def test_dek_ids_sort_by_creation_time_and_stay_unpredictable() -> None:
+    # Rewrap walks keys in dek_id order; time-first ids keep that close to insertion order.
+    earlier = envelope.new_dek_id(fixed(b"\xff" * 10), now_ms=1_700_000_000_000)
+    later = envelope.new_dek_id(fixed(b"\x00" * 10), now_ms=1_700_000_000_001)
+    assert earlier.hex() < later.hex()
+    assert earlier[:6] == (1_700_000_000_000).to_bytes(6, "big")
+    same_ms = {envelope.new_dek_id(now_ms=1_700_000_000_000) for _ in range(1000)}
+    assert len(same_ms) == 1000
+    with pytest.raises(ValueError):
+        envelope.new_dek_id(now_ms=-1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -20,7 +21,7 @@ TOKEN = b"1//0gRefreshTokenExample-abcdefghijklmnopqrstuvwxyz"
 CTX = SealContext("tenant-1", "integration-1", "refresh_token")
 
 
-async def raw_rows(db: VaultDb, integration_id: str) -> list[tuple[object, ...]]:
+async def raw_rows(db: VaultDb, integration_id: str) -> list[tuple[Any, ...]]:
     """What is really in the table, bypassing the store."""
     async with db.engine.connect() as conn:
         result = await conn.execute(
@@ -55,7 +56,7 @@ async def test_ensure_data_key_is_idempotent(make_vault: VaultFactory, vault_db:
     rows = await raw_rows(vault_db, "integration-1")
     assert len(rows) == 1
     assert rows[0][0] == first.dek_id
-    assert bytes.fromhex(first.dek_id) not in bytes(rows[0][3])  # type: ignore[arg-type]
+    assert bytes.fromhex(first.dek_id) not in bytes(rows[0][3])
 
 
 async def test_concurrent_creation_ends_with_one_key(
@@ -145,7 +146,7 @@ async def test_a_tampered_key_row_does_not_open(
     vault = make_vault(cache=DekCache(0))
     blob = await sealed(vault)
     (dek_id, _tenant, _version, wrapped) = (await raw_rows(vault_db, "integration-1"))[0]
-    flipped = bytearray(wrapped)  # type: ignore[arg-type]
+    flipped = bytearray(wrapped)
     flipped[20] ^= 0x01
     async with vault_db.engine.begin() as conn:
         await conn.execute(
