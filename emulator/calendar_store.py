@@ -976,7 +976,7 @@ class CalendarStore:
 
     # ---------------------------------------------------------------- bulk loading
 
-    def load_events_payload(self, cal: Calendar, payload: Json) -> LoadReport:
+    def load_events_payload(self, cal: Calendar, payload: Json | list[Json]) -> LoadReport:
         """Load a recorded events.list page (or a bare list of events) verbatim into a calendar.
 
         Resources keep their recorded fields (etag, updated, htmlLink...) so they are served back

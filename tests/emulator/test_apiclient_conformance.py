@@ -30,7 +30,7 @@ receiver = support.receiver
 
 
 def service_for(emulator: RunningEmulator) -> Any:
-    credentials = Credentials(token=emulator.token_for(ALICE))
+    credentials = Credentials(token=emulator.token_for(ALICE))  # type: ignore[no-untyped-call]
     return build(
         "calendar",
         "v3",
@@ -75,14 +75,16 @@ async def test_official_client_round_trip(
     assert duplicate.value.error_details[0]["reason"] == "duplicate"
 
     for n in range(4):
-        await run(
-            lambda n=n: events.insert(
+
+        def insert(n: int = n) -> Any:
+            return events.insert(
                 calendarId="primary",
                 body=timed(
                     f"2026-11-26T1{n}:00:00+01:00", f"2026-11-26T1{n}:30:00+01:00", summary=f"n{n}"
                 ),
             ).execute()
-        )
+
+        await run(insert)
     store.empty_page_every = 2
     request = events.list(
         calendarId="primary",

@@ -251,7 +251,8 @@ async def test_insert_validation_errors(api: Api) -> None:
             },
             400,
             "invalid",
-            'Invalid value for: Invalid format: "2013-09-24T03:06:00.000-07:0" is malformed at "-07:0"',
+            "Invalid value for: Invalid format: "
+            '"2013-09-24T03:06:00.000-07:0" is malformed at "-07:0"',
         ),
         (
             timed("2026-11-25T10:00:00", "2026-11-25T11:00:00", tz="Mars/Olympus"),

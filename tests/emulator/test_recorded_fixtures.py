@@ -37,7 +37,10 @@ def test_recordings_themselves_validate_against_discovery_schemas() -> None:
     assert discovery.response_problems("Events", fixture("northworld-events.json")) == []
     assert discovery.response_problems("Events", fixture("northworld-repeating_events.json")) == []
     assert discovery.response_problems("Event", fixture("northworld-cancelled_events.json")) == []
-    assert discovery.response_problems("FreeBusyResponse", fixture("northworld-freebusy_query.json")) == []
+    assert (
+        discovery.response_problems("FreeBusyResponse", fixture("northworld-freebusy_query.json"))
+        == []
+    )
 
 
 async def test_events_page_round_trips(api: Api, store: CalendarStore) -> None:
@@ -51,24 +54,36 @@ async def test_events_page_round_trips(api: Api, store: CalendarStore) -> None:
         assert served[key] == recorded[key], key
     expected = {item["id"]: item for item in recorded["items"]}  # the later duplicate wins
     assert {i["id"]: i for i in served["items"]} == expected
-    status, one = await api.call("GET", f"calendars/{cal.id}/events/_75342gho74p3aba4852j6b9k6l0j2ba16l23cba18p2j8h9p74o4adhh6k")
+    status, one = await api.call(
+        "GET",
+        f"calendars/{cal.id}/events/_75342gho74p3aba4852j6b9k6l0j2ba16l23cba18p2j8h9p74o4adhh6k",
+    )
     assert status == 200 and one == expected[one["id"]]
 
 
-async def test_repeating_events_expand_with_google_instance_ids(api: Api, store: CalendarStore) -> None:
+async def test_repeating_events_expand_with_google_instance_ids(
+    api: Api, store: CalendarStore
+) -> None:
     cal = store.add_calendar(ALICE.email, "placeholder", "UTC")
     store.load_events_payload(cal, fixture("northworld-repeating_events.json"))
-    _, served = await api.call("GET", f"calendars/{cal.id}/events", params={"singleEvents": "true", "orderBy": "startTime"})
+    _, served = await api.call(
+        "GET", f"calendars/{cal.id}/events", params={"singleEvents": "true", "orderBy": "startTime"}
+    )
     assert [i["id"] for i in served["items"]] == [
         "fhru34kt6ikmr20knd2456l08n_20141116T010000Z",
         "fhru34kt6ikmr20knd2456l08n_20141117T010000Z",
         "fhru34kt6ikmr20knd2456l08n_20141118T010000Z",
     ]
-    assert served["items"][0]["start"] == {"timeZone": "America/Los_Angeles", "dateTime": "2014-11-15T17:00:00-08:00"}
+    assert served["items"][0]["start"] == {
+        "timeZone": "America/Los_Angeles",
+        "dateTime": "2014-11-15T17:00:00-08:00",
+    }
     assert "nextSyncToken" in served and "nextPageToken" not in served
 
 
-async def test_cancelled_instance_serves_in_its_minimal_shape(api: Api, store: CalendarStore) -> None:
+async def test_cancelled_instance_serves_in_its_minimal_shape(
+    api: Api, store: CalendarStore
+) -> None:
     recorded = fixture("northworld-cancelled_events.json")
     cal = store.add_calendar(ALICE.email, "Tokyo", "Asia/Tokyo")
     store.load_events_payload(cal, [recorded])
@@ -81,10 +96,22 @@ async def test_freebusy_reproduces_the_recorded_answer(api: Api, store: Calendar
     busy = store.add_calendar(ALICE.email, "busy", "UTC", calendar_id="busy-calendar-id")
     store.add_calendar(ALICE.email, "free", "UTC", calendar_id="not-busy-calendar-id")
     for start, end in (("10:00", "11:00"), ("11:30", "11:30")):
-        store.insert_event(busy, {"start": {"dateTime": f"2015-03-06T{start}:00Z"}, "end": {"dateTime": f"2015-03-06T{end}:00Z"}})
-    status, body = await api.call("POST", "freeBusy", json={
-        "timeMin": recorded["timeMin"], "timeMax": recorded["timeMax"],
-        "items": [{"id": "busy-calendar-id"}, {"id": "not-busy-calendar-id"}]})
+        store.insert_event(
+            busy,
+            {
+                "start": {"dateTime": f"2015-03-06T{start}:00Z"},
+                "end": {"dateTime": f"2015-03-06T{end}:00Z"},
+            },
+        )
+    status, body = await api.call(
+        "POST",
+        "freeBusy",
+        json={
+            "timeMin": recorded["timeMin"],
+            "timeMax": recorded["timeMax"],
+            "items": [{"id": "busy-calendar-id"}, {"id": "not-busy-calendar-id"}],
+        },
+    )
     assert status == 200
     assert body.pop("kind") == "calendar#freeBusy"
     assert body == recorded
@@ -92,8 +119,14 @@ async def test_freebusy_reproduces_the_recorded_answer(api: Api, store: Calendar
 
 async def test_insert_error_matches_the_recorded_400(api: Api) -> None:
     recorded = fixture("calcentral-google_events_insert_invalid.json")
-    status, body = await api.call("POST", "calendars/primary/events", json={
-        "start": {"dateTime": "2013-09-24T03:06:00.000-07:0"}, "end": {"dateTime": "2013-09-24T04:06:00.000-07:00"}})
+    status, body = await api.call(
+        "POST",
+        "calendars/primary/events",
+        json={
+            "start": {"dateTime": "2013-09-24T03:06:00.000-07:0"},
+            "end": {"dateTime": "2013-09-24T04:06:00.000-07:00"},
+        },
+    )
     assert status == 400
     body["error"].pop("status")  # newer Google responses add it; the 2013 recording predates it
     assert body == recorded
@@ -101,12 +134,16 @@ async def test_insert_error_matches_the_recorded_400(api: Api) -> None:
 
 def test_rate_limit_envelope_matches_the_recorded_403() -> None:
     recorded = fixture("northworld-403_calendar_rate_limit.json")
-    body = GoogleApiError(403, "quotaExceeded", "Calendar usage limits exceeded.", domain="usageLimits").body()
+    body = GoogleApiError(
+        403, "quotaExceeded", "Calendar usage limits exceeded.", domain="usageLimits"
+    ).body()
     body["error"].pop("status")
     assert body == recorded
 
 
-async def test_load_route_accepts_a_recorded_page(emulator: RunningEmulator, http: aiohttp.ClientSession) -> None:
+async def test_load_route_accepts_a_recorded_page(
+    emulator: RunningEmulator, http: aiohttp.ClientSession
+) -> None:
     url = emulator.url(f"/_emulator/calendar/calendars/{ALICE.email}/load")
     async with http.post(url, json=fixture("northworld-repeating_events.json")) as resp:
         assert resp.status == 200
