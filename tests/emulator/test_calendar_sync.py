@@ -64,7 +64,7 @@ ops = st.lists(
 @given(ops, st.sampled_from([0, 2, 3]))
 def test_local_copy_converges_whatever_the_interleaving(script: list[Op], empty_every: int) -> None:
     store = CalendarStore()
-    store.rng = random.Random(5)  # noqa: S311
+    store.rng = random.Random(5)
     store.empty_page_every = empty_every
     client = Client(store, ALICE.email)
     counter = [0]
@@ -111,7 +111,7 @@ async def test_multi_page_incremental_sync_over_http(api: Api, store: CalendarSt
     )
     assert len(pages) >= 3 and all("nextSyncToken" not in p for p in pages[:-1])
     assert sorted(i["id"] for i in items) == sorted(ids) and {i["summary"] for i in items} == {"b"}
-    status, body = await api.call(
+    status, _body = await api.call(
         "GET", "calendars/primary/events", params={"pageToken": pages[0]["nextPageToken"]}
     )
     assert status == 400, "a page token belongs to the request that produced it"
