@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from vault.errors import KekProviderError
 from vault.kek import KekProvider
@@ -34,6 +35,18 @@ def _checked(provider: object) -> KekProvider:
     return provider
 
 
+def _file_path(rest: str) -> str:
+    """PATH of `file:PATH`, also accepting the URL spellings file:///abs and file://localhost/abs."""
+    if rest.startswith("//"):
+        parts = urlsplit("file:" + rest)
+        if parts.netloc not in ("", "localhost"):
+            raise KekProviderError("file: KEK URI must name a local file, not a remote host")
+        rest = unquote(parts.path)
+    if not rest:
+        raise KekProviderError("file: KEK URI needs a path, e.g. file:./var/keyring.json")
+    return rest
+
+
 async def provider_from_uri(uri: str, *, pkcs11_pin: str | None = None) -> KekProvider:
     """Open the KEK provider named by `uri`. Raises KekProviderError for an unknown scheme,
     KeyringError for an unusable keyring file."""
@@ -44,9 +57,7 @@ async def provider_from_uri(uri: str, *, pkcs11_pin: str | None = None) -> KekPr
     if scheme == "file":
         from vault.keyring import LocalKeyringProvider
 
-        if not rest:
-            raise KekProviderError("file: KEK URI needs a path, e.g. file:./var/keyring.json")
-        return await LocalKeyringProvider.open(rest)
+        return await LocalKeyringProvider.open(_file_path(rest))
     if scheme == "pkcs11":
         pkcs11_cls = _provider_class("vault.pkcs11_provider", "Pkcs11Provider")
         return _checked(await pkcs11_cls.from_uri(uri, pin=pkcs11_pin))

@@ -168,10 +168,9 @@ class Vault:
         """Read and unwrap the integration's DEK (after a cache miss), caching it."""
         ticket = self._cache.ticket()
         row = await self._store.get(integration_id)
-        if row is None:
+        if row is None or row.tenant_id != tenant_id:
+            # Another tenant's integration is, for this caller, an integration with no key.
             return None
-        if row.tenant_id != tenant_id:
-            raise InvalidCiphertext("other_tenant")
         try:
             dek_id = bytes.fromhex(row.dek_id)
             aad = envelope.dek_binding(row.tenant_id, row.integration_id, dek_id)
@@ -185,14 +184,18 @@ class Vault:
         return loaded
 
     async def seal(self, ctx: SealContext, plaintext: bytes) -> bytes:
-        """Encrypt `plaintext` for `ctx`. Raises KeyNotFound if the integration has no data
-        key: a destroyed integration must not quietly get a new key and new tokens."""
+        """Encrypt `plaintext` for `ctx`.
+
+        Raises KeyNotFound if the tenant's integration has no data key (call ensure_data_key
+        first): a destroyed integration must not quietly get a new key and new tokens.
+        InvalidCiphertext if its key row does not unwrap (tampered, KEK version retired).
+        """
         dek = self._cache.get(ctx.integration_id) or await self._load_dek(
             ctx.tenant_id, ctx.integration_id
         )
         if dek is None:
             raise KeyNotFound(f"no data key for integration {ctx.integration_id!r}")
-        if dek.tenant_id != ctx.tenant_id:
+        if dek.tenant_id != ctx.tenant_id:  # a cached DEK of the same id, another tenant
             raise KeyNotFound(f"no data key for integration {ctx.integration_id!r}")
         return envelope.seal(dek.aead, dek.dek_id, ctx, plaintext, self._rng)
 

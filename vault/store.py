@@ -1,7 +1,8 @@
-"""Storage of wrapped data keys (DEKs): the one table the vault owns.
+"""Storage of wrapped data keys (DEKs): the one table the vault owns, and `SqlDekStore`.
 
 The table is defined on a MetaData passed in, so the gateway's schema (and its Alembic
-migrations) include it without the vault importing the gateway.
+migrations) include it without the vault importing the gateway. `SqlDekStore` uses SQLAlchemy
+Core only, so the same statements run on SQLite (aiosqlite) and PostgreSQL (asyncpg).
 """
 
 from __future__ import annotations

@@ -27,6 +27,17 @@ async def test_file_uri_opens_a_local_keyring(tmp_path: Path) -> None:
     assert mode_of(path) == 0o600
 
 
+async def test_file_url_spellings_name_the_same_local_file(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.json"
+    first = await provider_from_uri(f"file://{path}")
+    second = await provider_from_uri(f"file://localhost{path}")
+    assert isinstance(first, LocalKeyringProvider) and isinstance(second, LocalKeyringProvider)
+    assert first.path == second.path == path
+    assert first.kek_id == second.kek_id
+    with pytest.raises(KekProviderError, match="remote host"):
+        await provider_from_uri(f"file://elsewhere{path}")
+
+
 @pytest.mark.parametrize("uri", ["vault:whatever", "http://kms.example", "nothing"])
 async def test_unknown_scheme_is_named_in_the_error(uri: str) -> None:
     with pytest.raises(KekProviderError) as info:
