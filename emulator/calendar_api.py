@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from emulator.calendar_store import (
     CalendarStore,
     ListQuery,
     invalid,
+    not_found,
     time_range_empty,
 )
 from emulator.control import add_control_route, json_body
@@ -177,9 +179,24 @@ def _list_query(params: dict[str, Any]) -> ListQuery:
     )
 
 
+def _limit_attendees(event: Json, max_attendees: Any) -> Json:
+    """`maxAttendees`: over the limit, Google returns only the participant (the `self` one) and
+    sets `attendeesOmitted`."""
+    if max_attendees is None or len(event.get("attendees") or []) <= int(max_attendees):
+        return event
+    out = dict(event)
+    out["attendees"] = [a for a in event["attendees"] if a.get("self")]
+    out["attendeesOmitted"] = True
+    return out
+
+
 async def events_list(call: Call) -> Reply:
     cal = _calendar(call)
-    return Reply(body=call.store.list_events(cal, _list_query(call.params)))
+    page = call.store.list_events(cal, _list_query(call.params))
+    limit = call.params.get("maxAttendees")
+    if limit is not None:
+        page["items"] = [_limit_attendees(i, limit) for i in page["items"]]
+    return Reply(body=page)
 
 
 async def events_instances(call: Call) -> Reply:
@@ -192,7 +209,7 @@ async def events_instances(call: Call) -> Reply:
 
 def _event_reply(call: Call, cal: Calendar, body: Json) -> Reply:
     tz = zone(str(call.params.get("timeZone") or "")) or cal.tz
-    rendered = call.store.render(cal, body, tz)
+    rendered = _limit_attendees(call.store.render(cal, body, tz), call.params.get("maxAttendees"))
     return Reply(body=rendered, headers={"ETag": str(rendered.get("etag", ""))})
 
 
@@ -328,7 +345,53 @@ def _freebusy_calendar(call: Call, cal_id: str) -> Calendar | None:
     return None
 
 
+def _settings(call: Call) -> dict[str, str]:
+    primary = call.store.ensure_user(call.email)
+    return {
+        "timezone": primary.time_zone,
+        "locale": "en",
+        "weekStart": "1",
+        "format24HourTime": "true",
+        "dateFieldOrder": "DMY",
+        "defaultEventLength": "60",
+        "autoAddHangouts": "false",
+        "hideWeekends": "false",
+        "showDeclinedEvents": "true",
+    }
+
+
+def _setting(key: str, value: str) -> Json:
+    return {
+        "kind": "calendar#setting",
+        "etag": f'"{zlib.crc32(value.encode())}"',
+        "id": key,
+        "value": value,
+    }
+
+
+async def settings_list(call: Call) -> Reply:
+    items = [_setting(k, v) for k, v in sorted(_settings(call).items())]
+    return Reply(
+        body={
+            "kind": "calendar#settings",
+            "etag": '"settings"',
+            "nextSyncToken": "settings",
+            "items": items,
+        }
+    )
+
+
+async def settings_get(call: Call) -> Reply:
+    key = str(call.params["setting"])
+    values = _settings(call)
+    if key not in values:
+        raise not_found()
+    return Reply(body=_setting(key, values[key]))
+
+
 HANDLERS: dict[str, Handler] = {
+    "settings.list": settings_list,
+    "settings.get": settings_get,
     "calendarList.list": calendar_list_list,
     "calendarList.get": calendar_list_get,
     "calendars.get": calendars_get,

@@ -159,7 +159,8 @@ class PushDispatcher:
         if not resource_id:
             raise GoogleApiError(400, "required", "Required parameter: resourceId")
         channel = self.store.channels.get(str(channel_id))
-        if channel is None or channel.stopped or channel.resource_id != resource_id:
+        expired = channel is not None and channel.expiration_ms <= self.store.clock() * 1000
+        if channel is None or channel.stopped or expired or channel.resource_id != resource_id:
             raise GoogleApiError(
                 404,
                 "notFound",
