@@ -1,32 +1,26 @@
 """Choosing a KEK provider from GATEWAY_KEK_URI.
 
-    file:PATH        the local keyring file (created with mode 0600 if missing)
+    file:PATH        the local keyring file (created with mode 0600 if missing);
+                     file:///abs/path and file://localhost/abs/path are accepted too
     pkcs11:...       a PKCS#11 HSM (vault.pkcs11_provider), PIN passed separately
     aws-kms:...      AWS KMS (vault.awskms)
 
-The HSM and KMS modules are imported only when chosen, so their libraries are needed only by
-deployments that use them.
+The HSM and KMS modules are imported only when chosen, so their libraries (python-pkcs11,
+boto3) are needed only by deployments that use them.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from vault.errors import KekProviderError
 from vault.kek import KekProvider
 
 
-def _provider_class(module: str, name: str) -> Any:
-    # Imported by name, lazily: those modules pull in python-pkcs11 / boto3, and a deployment
-    # using the local keyring should not need them installed.
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ImportError as exc:
-        raise KekProviderError(
-            f"KEK provider {module}.{name} cannot be loaded: {exc.name or module} is missing"
-        ) from None
+def _unloadable(scheme: str, exc: ImportError) -> KekProviderError:
+    return KekProviderError(
+        f"the {scheme}: KEK provider cannot be loaded: {exc.name or 'a module'} is missing"
+    )
 
 
 def _checked(provider: object) -> KekProvider:
@@ -48,8 +42,11 @@ def _file_path(rest: str) -> str:
 
 
 async def provider_from_uri(uri: str, *, pkcs11_pin: str | None = None) -> KekProvider:
-    """Open the KEK provider named by `uri`. Raises KekProviderError for an unknown scheme,
-    KeyringError for an unusable keyring file."""
+    """Open the KEK provider named by `uri`.
+
+    Raises KekProviderError for an unknown scheme or a provider whose libraries are missing,
+    KeyringError for an unusable keyring file. The PIN never appears in an error.
+    """
     scheme, sep, rest = uri.partition(":")
     scheme = scheme.lower()
     if not sep:
@@ -59,9 +56,15 @@ async def provider_from_uri(uri: str, *, pkcs11_pin: str | None = None) -> KekPr
 
         return await LocalKeyringProvider.open(_file_path(rest))
     if scheme == "pkcs11":
-        pkcs11_cls = _provider_class("vault.pkcs11_provider", "Pkcs11Provider")
-        return _checked(await pkcs11_cls.from_uri(uri, pin=pkcs11_pin))
+        try:
+            from vault.pkcs11_provider import Pkcs11Provider
+        except ImportError as exc:
+            raise _unloadable(scheme, exc) from None
+        return _checked(await Pkcs11Provider.from_uri(uri, pin=pkcs11_pin))
     if scheme == "aws-kms":
-        kms_cls = _provider_class("vault.awskms", "AwsKmsProvider")
-        return _checked(await kms_cls.from_uri(uri))
+        try:
+            from vault.awskms import AwsKmsProvider
+        except ImportError as exc:
+            raise _unloadable(scheme, exc) from None
+        return _checked(await AwsKmsProvider.from_uri(uri))
     raise KekProviderError(f"unknown KEK URI scheme {scheme!r}; use file:, pkcs11: or aws-kms:")
