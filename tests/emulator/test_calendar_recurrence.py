@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emulator.calendar_store import Calendar, CalendarStore, ListQuery
 from emulator.recurrence import TimeValueError, parse_date, parse_datetime
@@ -227,3 +231,53 @@ def test_seeding_ten_thousand_events_is_fast_and_deterministic(store: CalendarSt
         for b in store.list_events(two, ListQuery(max_results=2500, show_deleted=True))["items"]
     }
     assert first_300 <= set(one.events), "same seed, same ids"
+
+
+ZONES = [
+    "America/New_York",
+    "Europe/Berlin",
+    "Australia/Sydney",
+    "Asia/Kolkata",
+    "America/Santiago",
+]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.sampled_from(ZONES),
+    st.integers(0, 364),
+    st.integers(0, 23),
+    st.sampled_from(["DAILY", "WEEKLY", "MONTHLY"]),
+    st.integers(2, 30),
+)
+def test_every_instance_keeps_wall_time_and_round_trips_its_id(
+    tz_name: str, day: int, hour: int, freq: str, count: int
+) -> None:
+    store = CalendarStore()
+    cal = store.ensure_user("prop@example.com", "UTC")
+    tz = ZoneInfo(tz_name)
+    wall = datetime(2026, 1, 1, hour, 30) + timedelta(days=day)
+    if wall.replace(tzinfo=tz).astimezone(UTC).astimezone(tz).replace(tzinfo=None) != wall:
+        return  # a wall time that does not exist in this zone (DST gap)
+    master = store.insert_event(
+        cal,
+        {
+            "start": {"dateTime": wall.isoformat(), "timeZone": tz_name},
+            "end": {"dateTime": (wall + timedelta(hours=1)).isoformat(), "timeZone": tz_name},
+            "recurrence": [f"RRULE:FREQ={freq};COUNT={count}"],
+        },
+    )
+    page = store.list_events(
+        cal, ListQuery(single_events=True, max_results=2500, time_zone=tz_name)
+    )
+    items = page["items"]
+    assert 0 < len(items) <= count
+    for item in items:
+        start = datetime.fromisoformat(item["start"]["dateTime"])
+        end = datetime.fromisoformat(item["end"]["dateTime"])
+        assert (start.hour, start.minute) == (hour, 30), item["start"]
+        assert end - start == timedelta(hours=1)
+        assert item["id"] == f"{master.id}_{start.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        assert store.get_event(cal, item["id"])["start"] == item["start"] | {
+            "dateTime": start.isoformat()
+        }
