@@ -200,16 +200,23 @@ def _write_new(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _replace(path: Path, data: bytes) -> None:
-    """Atomically replace `path` with `data`: a reader sees the old or the new file, never half."""
+def _publish(path: Path, data: bytes, *, overwrite: bool) -> None:
+    """Write `data` to a 0600 temp file, fsync it, then move it into place atomically, so a
+    reader sees the old file (or none) or the new one, never half of it.
+
+    overwrite=False uses link(), which fails with FileExistsError if `path` appeared
+    meanwhile (two processes generating a keyring at first start: one wins, both read it).
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
         _write_new(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        raise
     _fsync_dir(path.parent)
 
 
@@ -272,14 +279,13 @@ class LocalKeyringProvider:
 
         def load() -> _Keyring:
             if create and not os.path.lexists(file):
+                file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+                keyring = _Keyring(
+                    keyring_id=rng(16).hex(),
+                    versions=(_Version(1, "primary", now(), envelope.new_dek(rng)),),
+                )
                 with contextlib.suppress(FileExistsError):  # another process created it first
-                    file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                    keyring = _Keyring(
-                        keyring_id=rng(16).hex(),
-                        versions=(_Version(1, "primary", now(), envelope.new_dek(rng)),),
-                    )
-                    _write_new(file, keyring.to_json())
-                    _fsync_dir(file.parent)
+                    _publish(file, keyring.to_json(), overwrite=False)
             return _read(file)
 
         keyring = await asyncio.to_thread(load)
@@ -355,7 +361,7 @@ class LocalKeyringProvider:
                 )
                 new = _Version(number, "primary", self._now(), envelope.new_dek(self._rng))
                 keyring = _Keyring(current.keyring_id, (*demoted, new))
-                _replace(self._path, keyring.to_json())
+                _publish(self._path, keyring.to_json(), overwrite=True)
                 return keyring
 
         keyring = await asyncio.to_thread(update)
@@ -386,7 +392,7 @@ class LocalKeyringProvider:
                     for v in current.versions
                 )
                 keyring = _Keyring(current.keyring_id, versions)
-                _replace(self._path, keyring.to_json())
+                _publish(self._path, keyring.to_json(), overwrite=True)
                 return keyring
 
         self._install(await asyncio.to_thread(update))

@@ -142,6 +142,7 @@ class Vault:
             wrapped = await self._provider.wrap(
                 dek, envelope.dek_binding(tenant_id, integration_id, dek_id)
             )
+            ticket = self._cache.ticket()
             row = await self._store.insert(
                 DekRow(
                     dek_id=dek_id.hex(),
@@ -153,6 +154,8 @@ class Vault:
                     created_at=created_at,
                 )
             )
+            if row.dek_id == dek_id.hex():  # ours won: the first seal (OAuth callback) is warm
+                self._cache.put(integration_id, CachedDek(dek_id, tenant_id, AESGCM(dek)), ticket)
         if row.tenant_id != tenant_id:
             # integration ids are global; another tenant's id here is a caller bug.
             raise VaultError(f"integration {integration_id!r} belongs to another tenant")

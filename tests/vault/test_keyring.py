@@ -351,3 +351,36 @@ def test_keyring_generation_does_not_leave_a_world_readable_window(tmp_path: Pat
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "k.json").stat().st_mode) == 0o600
+
+
+OPEN_SCRIPT = """
+import asyncio, sys
+from vault.keyring import LocalKeyringProvider
+async def main():
+    p = await LocalKeyringProvider.open(sys.argv[1])
+    print(p.kek_id)
+asyncio.run(main())
+"""
+
+
+async def test_processes_starting_together_all_use_one_generated_keyring(tmp_path: Path) -> None:
+    path = tmp_path / "var" / "keyring.json"
+
+    async def open_in_process() -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            OPEN_SCRIPT,
+            str(path),
+            stdout=asyncio.subprocess.PIPE,
+            cwd=Path(__file__).parents[2],
+        )
+        out, _ = await proc.communicate()
+        assert proc.returncode == 0
+        return out.decode().strip()
+
+    kek_ids = await asyncio.gather(*(open_in_process() for _ in range(4)))
+    assert len(set(kek_ids)) == 1
+    reopened = await LocalKeyringProvider.open(path)
+    assert reopened.kek_id == kek_ids[0]
+    assert mode_of(path) == 0o600
