@@ -13,14 +13,20 @@ Google's behaviour.
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import json
+import re
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.message import Message
+from email.parser import BytesParser
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict, MultiMapping
+from yarl import URL
 
 from emulator.calendar_store import (
     PRIMARY_DEFAULT_REMINDERS,
@@ -48,6 +54,9 @@ from emulator.state import EmulatorState
 Json = dict[str, Any]
 API_PREFIX = "/calendar/v3/"
 PUSH_KEY = web.AppKey("calendar_push", PushDispatcher)
+# Google's documented cap on calls in one batch request.
+BATCH_MAX_CALLS = 1000
+_BLANK_LINE = re.compile(r"\r?\n\r?\n")
 SYNC_FORBIDDEN = (
     "iCalUID",
     "orderBy",
@@ -64,7 +73,7 @@ SYNC_FORBIDDEN = (
 class Call:
     """One authenticated, validated API call."""
 
-    request: web.Request
+    headers: Mapping[str, str]
     state: EmulatorState
     store: CalendarStore
     push: PushDispatcher
@@ -216,7 +225,7 @@ def _event_reply(call: Call, cal: Calendar, body: Json) -> Reply:
 async def events_get(call: Call) -> Reply:
     cal = _calendar(call)
     body = call.store.get_event(cal, str(call.params["eventId"]))
-    if call.request.headers.get("If-None-Match") == body.get("etag"):
+    if call.headers.get("If-None-Match") == body.get("etag"):
         return Reply(status=304)
     return _event_reply(call, cal, body)
 
@@ -233,7 +242,7 @@ async def events_update(call: Call) -> Reply:
         cal,
         str(call.params["eventId"]),
         call.body or {},
-        if_match=call.request.headers.get("If-Match"),
+        if_match=call.headers.get("If-Match"),
     )
     return _event_reply(call, cal, record.body)
 
@@ -244,16 +253,14 @@ async def events_patch(call: Call) -> Reply:
         cal,
         str(call.params["eventId"]),
         call.body or {},
-        if_match=call.request.headers.get("If-Match"),
+        if_match=call.headers.get("If-Match"),
     )
     return _event_reply(call, cal, record.body)
 
 
 async def events_delete(call: Call) -> Reply:
     cal = _calendar(call)
-    call.store.delete_event(
-        cal, str(call.params["eventId"]), if_match=call.request.headers.get("If-Match")
-    )
+    call.store.delete_event(cal, str(call.params["eventId"]), if_match=call.headers.get("If-Match"))
     return Reply(status=204)
 
 
@@ -478,29 +485,47 @@ def _render(reply: Reply, params: dict[str, Any]) -> web.Response:
     )
 
 
-def _handler(
-    state: EmulatorState, push: PushDispatcher
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    store = state.calendars
+class Pipeline:
+    """Authenticate, validate and dispatch one Calendar v3 call; shared by plain requests and
+    the parts of a batch request."""
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    def __init__(self, state: EmulatorState, push: PushDispatcher) -> None:
+        self.state = state
+        self.push = push
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        return await self.run(
+            request.method,
+            request.rel_url.raw_path[len(API_PREFIX) :],
+            request.query,
+            request.headers,
+            await request.read() if request.can_read_body else b"",
+        )
+
+    async def run(
+        self,
+        method: str,
+        rel_path: str,
+        query: MultiMapping[str],
+        headers: Mapping[str, str],
+        raw_body: bytes,
+    ) -> web.Response:
+        """One call; raises GoogleApiError for Google's error answers."""
         discovery = await _discovery()
-        rel = request.rel_url.raw_path[len(API_PREFIX) :]
-        found = discovery.match(request.method, rel)
+        found = discovery.match(method, rel_path)
         if found is None:
             raise GoogleApiError(404, "notFound", "Not Found")
         spec, path_params = found
-        authorization = request.headers.get("Authorization")
+        authorization = headers.get("Authorization")
         if authorization is None:
-            token = request.query.get("access_token") or request.query.get("oauth_token")
+            token = query.get("access_token") or query.get("oauth_token")
             authorization = f"Bearer {token}" if token else None
-        caller = state.authenticate(authorization, scopes_any=spec.scopes)
-        params = discovery.check_parameters(spec, request.query, path_params)
+        caller = self.state.authenticate(authorization, scopes_any=spec.scopes)
+        params = discovery.check_parameters(spec, query, path_params)
         body: Json | None = None
         if spec.request_schema is not None:
-            raw = await request.read()
             try:
-                data = json.loads(raw) if raw.strip() else {}
+                data = json.loads(raw_body) if raw_body.strip() else {}
             except ValueError:
                 raise GoogleApiError(400, "parseError", "Parse Error") from None
             body = discovery.check_body(spec.request_schema, data)
@@ -509,11 +534,84 @@ def _handler(
             raise GoogleApiError(
                 501, "notImplemented", f"{spec.id} is not implemented by the emulator"
             )
+        store = self.state.calendars
         store.ensure_user(caller.user.email, caller.user.time_zone)
-        call = Call(request, state, store, push, caller.user.email, params, body)
+        call = Call(headers, self.state, store, self.push, caller.user.email, params, body)
         return _render(await handler(call), params)
 
-    return handle
+    async def batch(self, request: web.Request) -> web.StreamResponse:
+        """`POST /batch/calendar/v3`: multipart/mixed of application/http parts, answered in
+        order with `Content-ID: <response-ID>` parts. Inner calls without an Authorization
+        header use the outer one."""
+        if not request.content_type.startswith("multipart/"):
+            raise GoogleApiError(400, "badContent", "Unsupported content type for batch request")
+        # The stdlib parser, unlike aiohttp's, takes the bare-LF line endings that
+        # google-api-python-client (and Google's servers) accept.
+        raw = await request.read()
+        envelope = f"Content-Type: {request.headers['Content-Type']}\r\n\r\n".encode() + raw
+        message = BytesParser(policy=email.policy.compat32).parsebytes(envelope)
+        parts: list[tuple[str | None, bytes]] = []
+        for part in message.get_payload() if message.is_multipart() else []:
+            if not isinstance(part, Message):
+                continue
+            payload = part.get_payload()
+            data = payload.encode() if isinstance(payload, str) else b""
+            parts.append((part.get("Content-ID"), data))
+        if len(parts) > BATCH_MAX_CALLS:
+            raise GoogleApiError(
+                400, "batchSizeTooLarge", f"A batch may hold at most {BATCH_MAX_CALLS} calls."
+            )
+        boundary = "batch_" + self.state.new_token("", 12)
+        chunks: list[str] = []
+        for content_id, payload in parts:
+            response = await self._inner(payload, request.headers.get("Authorization"))
+            head = [f"--{boundary}", "Content-Type: application/http"]
+            if content_id:
+                inner_id = content_id.strip().removeprefix("<").removesuffix(">")
+                head.append(f"Content-ID: <response-{inner_id}>")
+            status_line = f"HTTP/1.1 {response.status} {response.reason}"
+            inner_headers = [f"{k}: {v}" for k, v in response.headers.items()]
+            text = response.text or ""
+            chunks.append(
+                "\r\n".join(head)
+                + "\r\n\r\n"
+                + "\r\n".join([status_line, *inner_headers])
+                + "\r\n\r\n"
+                + text
+                + "\r\n"
+            )
+        chunks.append(f"--{boundary}--\r\n")
+        return web.Response(
+            body="".join(chunks).encode(),
+            headers={"Content-Type": f"multipart/mixed; boundary={boundary}"},
+        )
+
+    async def _inner(self, payload: bytes, outer_auth: str | None) -> web.Response:
+        text = payload.decode("utf-8", errors="replace")
+        pieces = _BLANK_LINE.split(text, maxsplit=1)
+        head, body = pieces[0], (pieces[1] if len(pieces) > 1 else "")
+        lines = head.splitlines()
+        try:
+            method, target, _version = lines[0].split(" ", 2)
+        except (IndexError, ValueError):
+            return GoogleApiError(400, "badRequest", "Malformed batch part").to_response()
+        headers: CIMultiDict[str] = CIMultiDict()
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers.add(name.strip(), value.strip())
+        if "Authorization" not in headers and outer_auth:
+            headers["Authorization"] = outer_auth
+        url = URL(target)
+        path = url.raw_path
+        if not path.startswith(API_PREFIX):
+            return GoogleApiError(404, "notFound", "Not Found").to_response()
+        try:
+            return await self.run(
+                method.upper(), path[len(API_PREFIX) :], url.query, headers, body.encode()
+            )
+        except GoogleApiError as exc:
+            return exc.to_response()
 
 
 async def _discovery() -> Discovery:
@@ -690,7 +788,9 @@ def setup(app: web.Application, state: EmulatorState) -> None:
 
     app.cleanup_ctx.append(preload)
     app.cleanup_ctx.append(push.lifecycle)
-    app.router.add_route("*", API_PREFIX + "{tail:.*}", _handler(state, push))
+    pipeline = Pipeline(state, push)
+    app.router.add_route("*", API_PREFIX + "{tail:.*}", pipeline.handle)
+    app.router.add_post("/batch/calendar/v3", pipeline.batch)
     for key, handler in _control(state, push).items():
         method, path = key.split(" ", 1)
         add_control_route(app, method, path, handler)

@@ -18,6 +18,7 @@ import pytest
 from google.oauth2.credentials import Credentials
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
+from googleapiclient.http import BatchHttpRequest
 
 from emulator.calendar_store import CalendarStore
 from emulator.discovery import load_discovery
@@ -189,3 +190,48 @@ async def test_official_client_surfaces_google_400_for_bad_values(
         )
     assert bad_time.value.resp.status == 400
     assert bad_time.value.error_details[0]["reason"] == "invalid"
+
+
+async def test_official_client_batch_request(
+    emulator: RunningEmulator, store: CalendarStore
+) -> None:
+    """The client's batch goes to rootUrl + batchPath, so the test points it at the emulator."""
+    service = await run(lambda: service_for(emulator))
+    results: dict[str, Any] = {}
+
+    def collect(request_id: str, response: Any, exception: Exception | None) -> None:
+        results[request_id] = exception if exception is not None else response
+
+    batch = BatchHttpRequest(callback=collect, batch_uri=emulator.base_url + "/batch/calendar/v3")
+    events = service.events()
+    batch.add(
+        events.insert(
+            calendarId="primary",
+            body=timed(
+                "2026-11-25T10:00:00+01:00",
+                "2026-11-25T11:00:00+01:00",
+                id="batch00001",
+                summary="one",
+            ),
+        ),
+        request_id="a",
+    )
+    batch.add(
+        events.insert(
+            calendarId="primary",
+            body=timed(
+                "2026-11-25T10:00:00+01:00",
+                "2026-11-25T11:00:00+01:00",
+                id="batch00001",
+                summary="again",
+            ),
+        ),
+        request_id="b",
+    )
+    batch.add(events.get(calendarId="primary", eventId="nosuchevent"), request_id="c")
+    await run(batch.execute)
+    assert results["a"]["id"] == "batch00001"
+    assert isinstance(results["b"], HttpError) and results["b"].resp.status == 409
+    assert isinstance(results["c"], HttpError) and results["c"].resp.status == 404
+    cal = store.calendars[ALICE.email]
+    assert cal.events["batch00001"].body["summary"] == "one"
