@@ -736,6 +736,14 @@ def _control(
         result = store.load_events_payload(cal, payload)
         return ok({"loaded": result.loaded, "duplicateIds": result.duplicate_ids})
 
+    async def reset(request: web.Request) -> web.StreamResponse:
+        body = await json_body(request)
+        if body.get("data", False):
+            store.clear()
+        else:
+            store.reset_faults()
+        return ok({"ok": True})
+
     async def channels(request: web.Request) -> web.StreamResponse:
         return ok(
             {
@@ -765,6 +773,7 @@ def _control(
         "POST /calendar/calendars/{calendarId}/seed": seed,
         "POST /calendar/calendars/{calendarId}/load": load,
         "GET /calendar/channels": channels,
+        "POST /calendar/reset": reset,
     }
 
 

@@ -268,6 +268,20 @@ class CalendarStore:
         # Where a new primary calendar takes its zone from; setup() points it at the users.
         self.user_time_zone: Callable[[str], str | None] = lambda _email: None
 
+    def reset_faults(self) -> None:
+        """Back to Google's ordinary behaviour: no paging quirks, no push faults."""
+        self.empty_page_every = 0
+        self.max_page_items = None
+        self.push_faults = PushFaults()
+
+    def clear(self) -> None:
+        """Forget every calendar, event and channel (users are the OAuth side's business)."""
+        self.calendars.clear()
+        self.owned.clear()
+        self.channels.clear()
+        self._selection_cache.clear()
+        self.reset_faults()
+
     # ---------------------------------------------------------------- calendars
 
     def ensure_user(self, email: str, time_zone: str | None = None) -> Calendar:

@@ -82,3 +82,18 @@ async def test_settings_endpoint_and_max_attendees(api: Api, store: CalendarStor
     )
     assert got["attendeesOmitted"] is True
     assert got["attendees"] == [{"email": ALICE.email, "self": True}]
+
+
+async def test_reset_route_clears_faults_or_data(
+    emulator: RunningEmulator, http: aiohttp.ClientSession, store: CalendarStore
+) -> None:
+    cal = store.ensure_user(ALICE.email)
+    store.insert_event(cal, timed("2026-11-24T10:00:00+01:00", "2026-11-24T11:00:00+01:00"))
+    store.empty_page_every, store.push_faults.drop_next = 2, 3
+    async with http.post(emulator.url("/_emulator/calendar/reset")) as r:
+        assert r.status == 200
+    assert (store.empty_page_every, store.push_faults.drop_next) == (0, 0)
+    assert len(cal.events) == 1, "faults only"
+    async with http.post(emulator.url("/_emulator/calendar/reset"), json={"data": True}) as r:
+        assert r.status == 200
+    assert store.calendars == {}
