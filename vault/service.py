@@ -217,7 +217,7 @@ class Vault:
             raise InvalidCiphertext("no_key")
         if dek.tenant_id != ctx.tenant_id:
             raise InvalidCiphertext("other_tenant")
-        return envelope.open_blob(dek.aead, ctx, blob, expect_dek_id=dek.dek_id)
+        return envelope.open_sealed(dek.aead, ctx, blob, dek.dek_id)
 
     async def destroy(self, tenant_id: str, integration_id: str) -> DestructionReceipt:
         """Crypto-shred the integration: hard-delete its key row and forget any cached copy.
