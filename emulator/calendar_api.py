@@ -7,7 +7,27 @@ path (unknown -> Google's 404), authenticate with that method's scopes from the 
 document (Google's 400s), then call a thin handler that uses `CalendarStore` verbs and renders
 JSON the way Google does (pretty-printed unless `prettyPrint=false`, `fields` partial responses).
 Discovery methods the emulator does not implement answer 501 so a gap is never mistaken for
-Google's behaviour.
+Google's behaviour. `POST /batch/calendar/v3` runs multipart/mixed batches through the same
+pipeline.
+
+Implemented: calendarList.list/get, calendars.get, settings.list/get, events.list/get/instances/
+insert/update/patch/delete/watch, channels.stop, freebusy.query.
+
+Control routes (no auth, JSON), all under `/_emulator/calendar/`:
+  POST   users/{email}/calendars                  {summary, timeZone?, id?} -> {id}
+  POST   calendars/{calendarId}/events            Event body: insert as if done in Google Calendar
+  PATCH  calendars/{calendarId}/events/{eventId}  patch body (instance ids make exceptions)
+  DELETE calendars/{calendarId}/events/{eventId}  delete (tombstone)
+  POST   users/{email}/sync-tokens/invalidate     every sync token of the user -> 410
+  POST   push/faults                              {drop?: n, duplicate?: n}
+  POST   settings                                 {emptyPageEvery, maxPageItems, syncTokenMaxAgeS,
+                                                   freebusyMaxRangeDays, channelDefaultLifetimeS,
+                                                   allowInsecureLoopbackWebhooks}
+  POST   calendars/{calendarId}/seed              {seed, count} -> counts
+  POST   calendars/{calendarId}/load              a recorded events.list page -> loaded ids
+  GET    channels                                 channels and the delivery log
+  POST   reset                                    {data?: bool} faults only, or all calendar data
+A `calendarId` there may be a scripted user's email before that user ever called the API.
 """
 
 from __future__ import annotations
