@@ -416,6 +416,22 @@ class CalendarStore:
         for attendee in body.get("attendees") or []:
             if not isinstance(attendee, dict) or not attendee.get("email"):
                 raise GoogleApiError(400, "required", "Missing attendee email.")
+        reminders = body.get("reminders") or {}
+        overrides = reminders.get("overrides") or []
+        if reminders.get("useDefault") and overrides:
+            raise GoogleApiError(
+                400,
+                "cannotUseDefaultRemindersAndSpecifyOverride",
+                "Cannot specify both default reminders and overrides at the same time.",
+            )
+        if len(overrides) > 5:
+            raise GoogleApiError(
+                400, "tooManyReminders", "The maximum number of override reminders is 5."
+            )
+        for override in overrides:
+            minutes = override.get("minutes") if isinstance(override, dict) else None
+            if not isinstance(minutes, int) or not 0 <= minutes <= 40320:
+                raise invalid("Invalid reminder minutes: must be between 0 and 40320.")
 
     def _make_record(self, cal: Calendar, body: Json, version: int) -> EventRecord:
         """Validate times and recurrence of a body and build its record."""
@@ -432,7 +448,8 @@ class CalendarStore:
         end, end_all_day, _, _ = self._parse_when(cal, body, "end")
         if start_all_day != end_all_day:
             raise invalid("Start and end times must either both be date or both be dateTime.")
-        if end < start:
+        # A timed event may last zero seconds; an all-day one must cover at least one day.
+        if end < start or (start_all_day and end == start):
             raise time_range_empty(location=None)
         record = EventRecord(body, version, start, end, start_all_day, tz)
         recurrence = body.get("recurrence")

@@ -478,3 +478,22 @@ async def test_fields_and_pretty_print(api: Api, store: CalendarStore, alice_cal
     assert status == 200
     assert set(body) == {"items", "nextSyncToken"}
     assert all(set(i) == {"id", "summary"} for i in body["items"])
+
+
+async def test_reminder_and_all_day_rules(api: Api) -> None:
+    day = {"start": {"date": "2026-11-25"}, "end": {"date": "2026-11-25"}}
+    status, err = await api.call("POST", "calendars/primary/events", json=day)
+    assert status == 400 and error_of(err)["reason"] == "timeRangeEmpty"
+    body = timed(
+        "2026-11-25T10:00:00+01:00",
+        "2026-11-25T11:00:00+01:00",
+        reminders={"useDefault": True, "overrides": [{"method": "popup", "minutes": 5}]},
+    )
+    status, err = await api.call("POST", "calendars/primary/events", json=body)
+    assert status == 400
+    assert error_of(err)["reason"] == "cannotUseDefaultRemindersAndSpecifyOverride"
+    body["reminders"]["useDefault"] = False
+    status, created = await api.call("POST", "calendars/primary/events", json=body)
+    assert status == 200 and created["reminders"]["overrides"] == [
+        {"method": "popup", "minutes": 5}
+    ]
