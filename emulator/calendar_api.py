@@ -233,6 +233,12 @@ async def events_instances(call: Call) -> Reply:
     query = _list_query(call.params)
     query.single_events = True
     query.order_by = "startTime"
+    original = call.params.get("originalStart")
+    if original is not None:
+        try:
+            query.original_start = parse_datetime(str(original))
+        except TimeValueError as exc:
+            raise invalid(f"Invalid value for: {exc.message}", location="originalStart") from exc
     return Reply(body=call.store.list_events(cal, query, master_id=str(call.params["eventId"])))
 
 

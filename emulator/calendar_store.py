@@ -181,6 +181,7 @@ class ListQuery:
     private_properties: list[str] = field(default_factory=list)
     shared_properties: list[str] = field(default_factory=list)
     event_types: list[str] = field(default_factory=list)
+    original_start: datetime | None = None  # events.instances: only the instance starting here
 
     def signature(self) -> str:
         """What a page token is bound to: every option except the paging ones."""
@@ -195,6 +196,7 @@ class ListQuery:
             self.time_zone,
             self.q,
             self.ical_uid,
+            self.original_start.isoformat() if self.original_start else None,
             sorted(self.private_properties),
             sorted(self.shared_properties),
             sorted(self.event_types),
@@ -981,8 +983,18 @@ class CalendarStore:
                 continue
             if record.cancelled or self._overlaps(record, query):
                 out.append((record.body, record.start, record.cancelled))
+        if query.original_start is not None:
+            wanted = query.original_start
+            out = [item for item in out if self._original_start(cal, item[0]) == wanted]
         out.sort(key=lambda item: (item[1], str(item[0]["id"])))
         return out
+
+    def _original_start(self, cal: Calendar, body: Json) -> datetime | None:
+        value = body.get("originalStartTime")
+        if not isinstance(value, dict):
+            return None
+        instant, _, _, _ = self._parse_when(cal, {"start": value}, "start")
+        return instant
 
     # ---------------------------------------------------------------- free/busy
 

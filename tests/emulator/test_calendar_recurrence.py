@@ -281,3 +281,16 @@ def test_every_instance_keeps_wall_time_and_round_trips_its_id(
         assert store.get_event(cal, item["id"])["start"] == item["start"] | {
             "dateTime": start.isoformat()
         }
+
+
+async def test_instances_original_start_picks_one(
+    api: Api, store: CalendarStore, alice_cal: Calendar
+) -> None:
+    weekly_ny(store, alice_cal, 4)
+    status, body = await api.call(
+        "GET",
+        "calendars/primary/events/series00001/instances",
+        params={"originalStart": "2026-11-02T09:00:00-05:00"},
+    )
+    assert status == 200
+    assert [i["id"] for i in body["items"]] == ["series00001_20261102T140000Z"]
