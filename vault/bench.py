@@ -153,7 +153,8 @@ async def run_bench(
         cold = Vault(provider, store, DekCache(0))
         await warm.ensure_data_key(ctx.tenant_id, ctx.integration_id)
         blob = await warm.seal(ctx, payload)
-        assert await warm.open(ctx, blob) == payload  # warms the cache, checks the setup
+        if await warm.open(ctx, blob) != payload:  # warms the cache, checks the setup
+            raise RuntimeError("benchmark setup: sealed payload did not open")
 
         results.append(
             BenchResult(

@@ -96,6 +96,9 @@ class Rewrapped(NamedTuple):
     wrapped: bytes
 
 
+_READBACK_CHUNK = 5_000
+
+
 def _aware(value: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything we store is UTC.
     if value is not None and value.tzinfo is None:
@@ -243,8 +246,14 @@ class SqlDekStore:
             for u in updates
         ]
         expected = {u.dek_id: u.wrapped for u in updates}
-        check = select(t.c.dek_id, t.c.wrapped).where(t.c.dek_id.in_(list(expected)))
+        ids = list(expected)
+        written = 0
         async with self._engine.begin() as conn:
             await conn.execute(self._update, params)
-            rows = (await conn.execute(check)).all()
-        return sum(1 for dek_id, wrapped in rows if bytes(wrapped) == expected[dek_id])
+            # Read back in slices: SQLite caps bound parameters per statement (32,766).
+            for start in range(0, len(ids), _READBACK_CHUNK):
+                chunk = ids[start : start + _READBACK_CHUNK]
+                check = select(t.c.dek_id, t.c.wrapped).where(t.c.dek_id.in_(chunk))
+                for dek_id, wrapped in (await conn.execute(check)).all():
+                    written += bytes(wrapped) == expected[dek_id]
+        return written
