@@ -122,6 +122,7 @@ def setup(app: web.Application, state: EmulatorState) -> None:
         state.faults.clear()
         state.inspector.reset()
         state.rotate_next_refresh.clear()
+        state.calendars.reset_faults()
         return web.json_response({"ok": True})
 
     # -- clients and users ----------------------------------------------------------------

@@ -7,26 +7,17 @@ from typing import Any
 
 from aiohttp import web
 
-# Google's canonical `status` strings for the HTTP codes the Calendar API answers.
-_STATUS_NAMES = {
-    400: "INVALID_ARGUMENT",
-    401: "UNAUTHENTICATED",
-    403: "PERMISSION_DENIED",
-    404: "NOT_FOUND",
-    409: "ALREADY_EXISTS",
-    410: "GONE",
-    412: "FAILED_PRECONDITION",
-    429: "RESOURCE_EXHAUSTED",
-    500: "INTERNAL",
-    503: "UNAVAILABLE",
-}
-
 
 class GoogleApiError(Exception):
     """An error answered in Google's JSON envelope:
 
     {"error": {"code": N, "message": m, "errors": [{"domain", "reason", "message",
      "locationType"?, "location"?}], "status"?}}
+
+    `status` (a canonical name such as UNAUTHENTICATED) is only present where Google's
+    authentication front-end answers (401, insufficient scopes); the Calendar backend's own
+    errors (400, 404, 409, 410, 412, rate limits) carry none, as in the recorded responses
+    and the exact 410 body in google-wire.md.
     """
 
     def __init__(
@@ -39,8 +30,10 @@ class GoogleApiError(Exception):
         location: str | None = None,
         location_type: str | None = None,
         headers: dict[str, str] | None = None,
+        status: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.status = status
         self.code = code
         self.reason = reason
         self.message = message
@@ -60,8 +53,8 @@ class GoogleApiError(Exception):
         if self.location is not None:
             item["location"] = self.location
         error: dict[str, Any] = {"errors": [item], "code": self.code, "message": self.message}
-        if self.code in _STATUS_NAMES:
-            error["status"] = _STATUS_NAMES[self.code]
+        if self.status is not None:
+            error["status"] = self.status
         return {"error": error}
 
     def to_response(self) -> web.Response:
@@ -88,6 +81,7 @@ def invalid_credentials() -> GoogleApiError:
         "Invalid Credentials",
         location="Authorization",
         location_type="header",
+        status="UNAUTHENTICATED",
     )
 
 
@@ -96,6 +90,7 @@ def insufficient_scope() -> GoogleApiError:
         403,
         "insufficientPermissions",
         "Request had insufficient authentication scopes.",
+        status="PERMISSION_DENIED",
     )
 
 

@@ -218,6 +218,8 @@ class EmulatorState:
         if not isinstance(self.clock, EmulatorClock):
             self.clock = EmulatorClock(self.clock)
         self._clock: EmulatorClock = self.clock
+        # The calendar store stamps `updated` and expires sync tokens on the same clock.
+        self.calendars.clock = self.clock
 
     def __repr__(self) -> str:
         return f"EmulatorState(clients={len(self.clients)}, users={len(self.users)})"

@@ -65,9 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     bench_vault = bench_sub.add_parser("vault", help="vault encrypt/decrypt/rewrap throughput")
     bench_vault.add_argument("--deks", type=int, default=20_000, help="data keys to rewrap")
 
-    emu = sub.add_parser("emulator", help="run the local Google emulator alone")
-    emu.add_argument("--host", default="127.0.0.1")
-    emu.add_argument("--port", type=int, default=8085)
+    emu = sub.add_parser(
+        "emulator",
+        help="run the local Google emulator alone (options: see `python -m emulator --help`)",
+        add_help=False,
+    )
+    emu.add_argument("emulator_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -78,6 +81,12 @@ def _fail(message: str, status: int = 1) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "emulator":
+        # The emulator is not the gateway: it reads no gateway settings and has its own options.
+        from emulator.__main__ import main as emulator_main
+
+        emulator_main(args.emulator_args)
+        return 0
     try:
         settings = load_settings(env_file=args.env_file)
     except ConfigurationError as exc:
@@ -113,7 +122,6 @@ def _dispatch(args: argparse.Namespace) -> Command:
     table: dict[str, Any] = {
         "serve": commands.serve,
         "migrate": commands.migrate,
-        "emulator": commands.emulator,
         "keys": {
             "status": commands.keys_status,
             "rotate": commands.keys_rotate,

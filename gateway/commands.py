@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import signal
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from aiohttp import web
 from rich.console import Console
@@ -150,16 +153,15 @@ async def keys_retire(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def bench_vault(args: argparse.Namespace, _settings: Settings) -> int:
-    from vault.bench import print_report, run_bench
+    """Run the vault benchmark in a throwaway folder (never on the configured database)."""
+    from vault.bench import format_table, run_bench
 
-    print_report(await run_bench(deks=args.deks), console=out)
-    return 0
-
-
-async def emulator(args: argparse.Namespace, _settings: Settings) -> int:
-    from emulator.server import run_emulator
-
-    await run_emulator(args.host, args.port)
+    workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="cg-bench-"))
+    try:
+        results = await run_bench(workdir, deks=args.deks)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+    print(format_table(results))
     return 0
 
 

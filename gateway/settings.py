@@ -126,7 +126,7 @@ def redact_url_password(url: str) -> str:
 
 # Environment variable name of each field, for error messages.
 _ENV_NAMES = {
-    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr,unused-ignore]
+    name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
     for name, field in Settings.model_fields.items()
 }
 
@@ -134,7 +134,7 @@ _ENV_NAMES = {
 def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Settings:
     """Build Settings, turning validation errors into one line that names the variable."""
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, **overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"

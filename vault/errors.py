@@ -1,14 +1,14 @@
 """The vault's error tree. Nothing here ever carries key material, plaintext or ciphertext.
 
-    VaultError
-    ├── InvalidCiphertext   the ONE error for every failure to open a blob or unwrap a DEK:
-    │                       flipped byte, truncated blob, wrong context, unknown/retired KEK,
-    │                       destroyed DEK. `reason` is a short non-secret code for logs.
-    ├── KeyringError        the local keyring file is missing, corrupt or has unsafe permissions
-    ├── KekProviderError    the KEK provider (HSM, KMS) cannot be reached or refused an operation
-    ├── KeyNotFound         no data key exists for that integration (never created, or destroyed)
-    └── RetireRefused       a KEK version cannot be retired (it is the primary, or DEKs still
-                            depend on it)
+VaultError
+├── InvalidCiphertext   the ONE error for every failure to open a blob or unwrap a DEK:
+│                       flipped byte, truncated blob, wrong context, unknown/retired KEK,
+│                       destroyed DEK. `reason` is a short non-secret code for logs.
+├── KeyringError        the local keyring file is missing, corrupt or has unsafe permissions
+├── KekProviderError    the KEK provider (HSM, KMS) cannot be reached or refused an operation
+├── KeyNotFound         no data key exists for that integration (never created, or destroyed)
+└── RetireRefused       a KEK version cannot be retired (it is the primary, or DEKs still
+                        depend on it)
 """
 
 from __future__ import annotations

@@ -43,7 +43,10 @@ class WrappedKey:
     wrapped: bytes
 
     def __repr__(self) -> str:
-        return f"WrappedKey(kek_id={self.kek_id!r}, kek_version={self.kek_version}, wrapped=<{len(self.wrapped)} bytes>)"
+        return (
+            f"WrappedKey(kek_id={self.kek_id!r}, kek_version={self.kek_version}, "
+            f"wrapped=<{len(self.wrapped)} bytes>)"
+        )
 
 
 @runtime_checkable

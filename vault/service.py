@@ -130,6 +130,11 @@ class Vault:
     def __repr__(self) -> str:
         return f"Vault(kek_id={self._provider.kek_id!r}, cache={self._cache!r})"
 
+    async def close(self) -> None:
+        """Forget every cached DEK and close the KEK provider (HSM session, KMS client)."""
+        self._cache.clear()
+        await self._provider.close()
+
     # -- data keys ---------------------------------------------------------------------------
 
     async def ensure_data_key(self, tenant_id: str, integration_id: str) -> DataKeyInfo:

@@ -49,7 +49,7 @@ def requires_scope(scope: str) -> Callable[[Handler], Handler]:
 
 def principal(request: web.Request) -> Principal:
     """The caller authenticated by `requires_scope`."""
-    who = request.get(_PRINCIPAL)
-    if who is None:
-        raise RuntimeError("handler is not decorated with requires_scope")
-    return who
+    try:
+        return request[_PRINCIPAL]
+    except KeyError:
+        raise RuntimeError("handler is not decorated with requires_scope") from None

@@ -86,7 +86,7 @@ async def test_rotate_rewrap_retire_end_to_end(
 
     code, out, err = await _cli("keys", "retire", "1", cwd=tmp_path, env=env)
     assert code == 0, err
-    code, out, err = await _cli("keys", "retire", "2", cwd=tmp_path, env=env)
+    code, _, err = await _cli("keys", "retire", "2", cwd=tmp_path, env=env)
     assert code == 1, "the primary version must not be retirable"
     code, out, err = await _cli("keys", "status", cwd=tmp_path, env=env)
     assert _status_rows(out) == {1: ("retired", 0), 2: ("primary", 23)}
@@ -108,7 +108,7 @@ async def test_keys_commands_on_a_corrupt_keyring_fail_cleanly(
     keyring.chmod(0o600)
     env = {"GATEWAY_DATABASE_URL": database_url, "GATEWAY_KEK_URI": f"file:{keyring}"}
     for args in (("keys", "status"), ("keys", "rotate"), ("keys", "rewrap")):
-        code, out, err = await _cli(*args, cwd=tmp_path, env=env)
+        code, _, err = await _cli(*args, cwd=tmp_path, env=env)
         assert code == 1
         assert err.startswith("calendar-gateway: error:")
         assert "keyring.json" in err

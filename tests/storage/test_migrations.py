@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
-
-import pytest
 
 from gateway.db.engine import create_engine
 from gateway.db.migrate import current_revision, ensure_migrated, head_revision, upgrade
