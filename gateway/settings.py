@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     dek_cache_ttl_s: float = Field(
         default=300.0, ge=0, validation_alias=AliasChoices("GATEWAY_DEK_CACHE_TTL_S")
     )
+    kek_retire_grace_s: float = Field(
+        default=60.0, ge=0, validation_alias=AliasChoices("GATEWAY_KEK_RETIRE_GRACE_S")
+    )
     host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("GATEWAY_HOST"))
     port: int = Field(default=8080, ge=0, le=65535, validation_alias=AliasChoices("GATEWAY_PORT"))
     public_url: str = Field(

@@ -20,4 +20,5 @@ async def open_vault(settings: Settings, engine: AsyncEngine) -> Vault:
         provider=provider,
         store=SqlDekStore(engine, vault_data_keys),
         cache=DekCache(max_size=settings.dek_cache_size, ttl_s=settings.dek_cache_ttl_s),
+        retire_grace_s=settings.kek_retire_grace_s,
     )

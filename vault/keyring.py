@@ -34,6 +34,7 @@ import binascii
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import stat
 import time
@@ -48,6 +49,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from vault import envelope
 from vault.errors import InvalidCiphertext, KekProviderError, KeyringError, RetireRefused
 from vault.kek import KekState, KekVersion, WrappedKey
+
+log = logging.getLogger(__name__)
 
 FORMAT = "calendar-gateway-keyring"
 FORMAT_VERSION = 1
@@ -312,7 +315,18 @@ class LocalKeyringProvider:
         return [KekVersion(v.version, v.state, v.created_at) for v in self._keyring.versions]
 
     async def wrap(self, dek: bytes, aad: bytes) -> WrappedKey:
-        """Wrap `dek` under the primary version, bound to `aad`."""
+        """Wrap `dek` under the primary version, bound to `aad`.
+
+        The file is re-read first when our copy is older than `reload_interval_s`, so a
+        rotation or retirement by another process (the CLI) reaches new wraps within that
+        time; `Vault.retire` waits longer than that before retiring a superseded version.
+        """
+        if self._clock() - self._last_reload >= self._reload_interval_s:
+            try:
+                await self.reload()
+            except KeyringError as exc:
+                # Keep serving with the keys we hold; the broken file is reported loudly.
+                log.warning("keeping the loaded keyring: %s", exc)
         version = self._primary
         aead = self._aeads.get(version)
         if aead is None:

@@ -120,8 +120,10 @@ class Vault:
         *,
         rng: envelope.Rng = os.urandom,
         clock: Callable[[], datetime] = _utc_now,
+        retire_grace_s: float = 60.0,
     ) -> None:
         self._provider = provider
+        self._retire_grace_s = retire_grace_s
         self._store = store
         self._cache = cache if cache is not None else DekCache(max_size=0)
         self._rng = rng
@@ -336,12 +338,30 @@ class Vault:
         )
 
     async def retire(self, version: int) -> None:
-        """Retire a KEK version once no DEK depends on it (RetireRefused otherwise)."""
+        """Retire a KEK version once no DEK depends on it (RetireRefused otherwise).
+
+        Also refused until `retire_grace_s` after the version was superseded: other gateway
+        processes learn of a rotation only when they next re-read the provider (local keyring:
+        5 s, KMS: 30 s), and until then they may still wrap NEW data keys under the old
+        version. Retiring it under their feet would strand those keys.
+        """
         dependent = (await self._store.count_by_kek_version()).get(version, 0)
         if dependent:
             raise RetireRefused(
                 f"KEK version {version} still wraps {dependent} data key(s); "
                 "run rewrap after rotating, then retire"
             )
+        superseded_at = next(
+            (v.created_at for v in await self._provider.versions() if v.version > version),
+            None,
+        )
+        if superseded_at is not None:
+            age_s = (self._clock() - superseded_at).total_seconds()
+            if age_s < self._retire_grace_s:
+                raise RetireRefused(
+                    f"KEK version {version} was superseded {max(age_s, 0):.0f} s ago; running "
+                    f"gateways may still wrap new data keys under it. Retry in "
+                    f"{self._retire_grace_s - age_s:.0f} s (grace: GATEWAY_KEK_RETIRE_GRACE_S)"
+                )
         await self._provider.retire(version)
         log.info("vault KEK version retired kek_id=%s version=%d", self._provider.kek_id, version)

@@ -38,7 +38,12 @@ async def test_rotate_rewrap_retire_end_to_end(
     engine: AsyncEngine, database_url: str, tmp_path: Path
 ) -> None:
     keyring = tmp_path / "keyring.json"
-    env = {"GATEWAY_DATABASE_URL": database_url, "GATEWAY_KEK_URI": f"file:{keyring}"}
+    env = {
+        "GATEWAY_DATABASE_URL": database_url,
+        "GATEWAY_KEK_URI": f"file:{keyring}",
+        # The whole sequence runs in seconds; the grace has its own test below.
+        "GATEWAY_KEK_RETIRE_GRACE_S": "0",
+    }
 
     # A "serving process": its own provider, no DEK cache so every open unwraps, and no
     # reload rate limit so the test need not sleep past it.
@@ -114,3 +119,37 @@ async def test_keys_commands_on_a_corrupt_keyring_fail_cleanly(
         assert "keyring.json" in err
         assert "Traceback" not in err
     assert keyring.read_text() == '{"versions": ['
+
+
+async def test_retire_waits_until_running_gateways_have_seen_the_rotation(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    keyring = tmp_path / "keyring.json"
+    env = {"GATEWAY_DATABASE_URL": database_url, "GATEWAY_KEK_URI": f"file:{keyring}"}
+    code, _, err = await _cli("keys", "rotate", cwd=tmp_path, env=env)
+    assert code == 0, err
+    # No data key depends on version 1, but it was superseded a moment ago.
+    code, _, err = await _cli("keys", "retire", "1", cwd=tmp_path, env=env)
+    assert code == 1
+    assert "superseded" in err
+    assert "GATEWAY_KEK_RETIRE_GRACE_S" in err
+    code, out, _ = await _cli("keys", "status", cwd=tmp_path, env=env)
+    assert _status_rows(out) == {1: ("active", 0), 2: ("primary", 0)}
+
+
+async def test_a_running_gateway_wraps_new_keys_under_a_rotation_made_elsewhere(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    """New data keys must not keep going to the old primary after `keys rotate`."""
+    keyring = tmp_path / "keyring.json"
+    now = [0.0]
+    provider = await LocalKeyringProvider.open(keyring, clock=lambda: now[0])
+    server = Vault(provider, SqlDekStore(engine, vault_data_keys))
+    env = {"GATEWAY_DATABASE_URL": database_url, "GATEWAY_KEK_URI": f"file:{keyring}"}
+    code, _, err = await _cli("keys", "rotate", cwd=tmp_path, env=env)
+    assert code == 0, err
+
+    now[0] += 6  # past the keyring's 5 s reload interval
+    info = await server.ensure_data_key("acme", "int-new")
+    assert info.kek_version == 2
+    await provider.close()

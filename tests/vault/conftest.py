@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,17 @@ def make_vault(provider: LocalKeyringProvider, vault_db: VaultDb) -> VaultFactor
         cache: DekCache | None = None,
         store: SqlDekStore | None = None,
         kek: Any = None,
+        retire_grace_s: float = 0.0,
+        clock: Callable[[], datetime] | None = None,
     ) -> Vault:
+        extra: dict[str, Any] = {"clock": clock} if clock is not None else {}
         return Vault(
             kek if kek is not None else provider,
             store if store is not None else vault_db.store,
             cache if cache is not None else DekCache(max_size=100, ttl_s=60),
+            # Tests rotate and retire within milliseconds; the grace has its own test.
+            retire_grace_s=retire_grace_s,
+            **extra,
         )
 
     return make

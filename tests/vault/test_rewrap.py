@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -236,7 +236,7 @@ class ProviderThatDiesAfter:
 async def fresh_vault(db: VaultDb, keyring_path: Path) -> Vault:
     """A genuinely new vault, as after a restart: keyring re-read, new store and cache."""
     provider = await LocalKeyringProvider.open(keyring_path, create=False)
-    return Vault(provider, SqlDekStore(db.engine, db.table), DekCache(100, 60))
+    return Vault(provider, SqlDekStore(db.engine, db.table), DekCache(100, 60), retire_grace_s=0)
 
 
 async def test_rewrap_interrupted_inside_a_batch_write_resumes_in_a_new_process(
@@ -408,3 +408,19 @@ async def test_large_batches_are_counted_exactly(
     result = await vault_.rewrap(batch_size=10)
     assert (result.rewrapped, result.skipped, result.total_remaining) == (10, 0, 0)
     await assert_all_open(vault_, blobs)
+
+
+async def test_retire_waits_out_the_grace_after_a_rotation(make_vault: VaultFactory) -> None:
+    """Other processes may wrap new keys under the old primary until they re-read the
+    provider; retiring it before they have would strand those keys."""
+    now = [datetime.now(UTC)]
+    vault = make_vault(retire_grace_s=60, clock=lambda: now[0])
+    await vault.rotate()
+    with pytest.raises(RetireRefused, match="superseded 0 s ago"):
+        await vault.retire(1)
+    now[0] += timedelta(seconds=61)
+    await vault.retire(1)
+    assert [(v.version, v.state) for v in (await vault.status()).versions] == [
+        (1, "retired"),
+        (2, "primary"),
+    ]
