@@ -7,11 +7,11 @@ one `ConfigurationError` line naming the variable; values of secret settings are
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from gateway.errors import ConfigurationError
 
@@ -26,6 +26,12 @@ _DB_SCHEMES = {
 }
 
 _KEK_SCHEMES = ("file", "pkcs11", "aws-kms")
+
+# Least privilege: sign-in scopes, free/busy of events (availability and change watching), and
+# the events this app creates (booking). Nothing that reads titles or other people's events.
+AVAILABILITY_SCOPE = "https://www.googleapis.com/auth/calendar.events.freebusy"
+BOOKING_SCOPE = "https://www.googleapis.com/auth/calendar.events.owned"
+DEFAULT_GOOGLE_SCOPES = ("openid", "email", AVAILABILITY_SCOPE, BOOKING_SCOPE)
 
 
 def normalise_database_url(url: str) -> str:
@@ -78,6 +84,91 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8080", validation_alias=AliasChoices("GATEWAY_PUBLIC_URL")
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("GATEWAY_LOG_LEVEL"))
+    allowed_return_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("GATEWAY_ALLOWED_RETURN_URLS")
+    )
+    connect_session_ttl_s: int = Field(
+        default=600, ge=60, le=3600, validation_alias=AliasChoices("GATEWAY_CONNECT_SESSION_TTL_S")
+    )
+    token_refresh_margin_s: int = Field(
+        default=300, ge=0, le=3000, validation_alias=AliasChoices("GATEWAY_TOKEN_REFRESH_MARGIN_S")
+    )
+
+    google_client_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("GOOGLE_CLIENT_ID")
+    )
+    google_client_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("GOOGLE_CLIENT_SECRET")
+    )
+    google_auth_uri: str = Field(
+        default="https://accounts.google.com/o/oauth2/v2/auth",
+        validation_alias=AliasChoices("GOOGLE_AUTH_URI"),
+    )
+    google_token_uri: str = Field(
+        default="https://oauth2.googleapis.com/token",
+        validation_alias=AliasChoices("GOOGLE_TOKEN_URI"),
+    )
+    google_revoke_uri: str = Field(
+        default="https://oauth2.googleapis.com/revoke",
+        validation_alias=AliasChoices("GOOGLE_REVOKE_URI"),
+    )
+    google_certs_uri: str = Field(
+        default="https://www.googleapis.com/oauth2/v1/certs",
+        validation_alias=AliasChoices("GOOGLE_CERTS_URI"),
+    )
+    google_scopes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_GOOGLE_SCOPES),
+        validation_alias=AliasChoices("GOOGLE_SCOPES"),
+    )
+    google_calendar_api_url: str = Field(
+        default="https://www.googleapis.com/calendar/v3/",
+        validation_alias=AliasChoices("GOOGLE_CALENDAR_API_URL"),
+    )
+
+    @field_validator("allowed_return_urls", "google_scopes", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        # Environment values are comma (or space) separated; JSON lists are accepted too.
+        if isinstance(value, str):
+            return [part for part in value.replace(",", " ").split() if part]
+        return value
+
+    @field_validator("allowed_return_urls")
+    @classmethod
+    def _check_return_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{url!r} is not an absolute http(s) URL prefix")
+        return value
+
+    @field_validator(
+        "google_auth_uri", "google_token_uri", "google_revoke_uri", "google_certs_uri",
+        "google_calendar_api_url",
+    )
+    @classmethod
+    def _check_google_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value
+
+    @field_validator("google_scopes")
+    @classmethod
+    def _check_scopes(cls, value: list[str]) -> list[str]:
+        if AVAILABILITY_SCOPE not in value:
+            raise ValueError(f"must include {AVAILABILITY_SCOPE} (availability needs it)")
+        return value
+
+    @property
+    def google_configured(self) -> bool:
+        """Whether users can connect (a Google OAuth client is configured)."""
+        return bool(self.google_client_id and self.google_client_secret)
+
+    @property
+    def oauth_redirect_uri(self) -> str:
+        """Where Google sends the user's browser back to: derived from GATEWAY_PUBLIC_URL."""
+        return f"{self.public_url}/oauth/google/callback"
 
     @field_validator("database_url")
     @classmethod
@@ -144,3 +235,6 @@ def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Set
         var = _ENV_NAMES.get(field, field)
         message = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigurationError(f"{var}: {message}") from None
+    except SettingsError as exc:
+        # Raised before validation (e.g. an unreadable .env); its text names the field.
+        raise ConfigurationError(str(exc).splitlines()[0]) from None

@@ -85,7 +85,7 @@ def test_env_example_documents_every_setting() -> None:
     documented = {
         line.lstrip("# ").split("=", 1)[0]
         for line in example.splitlines()
-        if "=" in line and line.lstrip("# ").startswith("GATEWAY_")
+        if "=" in line and line.lstrip("# ").startswith(("GATEWAY_", "GOOGLE_"))
     }
     names = {str(f.validation_alias.choices[0]) for f in Settings.model_fields.values()}  # type: ignore[union-attr]
     assert names - documented == set(), "settings missing from .env.example"
