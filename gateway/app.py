@@ -14,17 +14,21 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import ApiKeyStore
+from gateway.audit import AuditLog
+from gateway.connections.repository import IntegrationRepository
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated
-from gateway.http.auth import APIKEYS_KEY
+from gateway.http.appkeys import (
+    APIKEYS_KEY,
+    AUDIT_KEY,
+    ENGINE_KEY,
+    INTEGRATIONS_KEY,
+    SETTINGS_KEY,
+    VAULT_KEY,
+)
 from gateway.http.problems import problem_middleware
 from gateway.settings import Settings
 from gateway.wiring import open_vault
-from vault.service import Vault
-
-SETTINGS_KEY = web.AppKey("settings", Settings)
-ENGINE_KEY = web.AppKey("engine", AsyncEngine)
-VAULT_KEY = web.AppKey("vault", Vault)
 
 # Bodies larger than this are refused with 413 before any handler reads them.
 MAX_BODY_BYTES = 64 * 1024
@@ -56,6 +60,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
             await ensure_migrated(eng)
             app[ENGINE_KEY] = eng
             app[APIKEYS_KEY] = ApiKeyStore(eng)
+            app[AUDIT_KEY] = AuditLog(eng)
+            app[INTEGRATIONS_KEY] = IntegrationRepository(eng)
             yield
         finally:
             if own:

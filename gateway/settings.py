@@ -143,7 +143,10 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "google_auth_uri", "google_token_uri", "google_revoke_uri", "google_certs_uri",
+        "google_auth_uri",
+        "google_token_uri",
+        "google_revoke_uri",
+        "google_certs_uri",
         "google_calendar_api_url",
     )
     @classmethod

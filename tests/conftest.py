@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
 from tests.databases import BACKENDS, fresh_database_url
+from tests.stack import Stack, start_stack
 
 
 @pytest.fixture(params=BACKENDS)
@@ -35,3 +36,10 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
         yield eng
     finally:
         await eng.dispose()
+
+
+@pytest.fixture
+async def stack(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """Gateway + Google emulator over real HTTP (see tests/stack.py), on each backend."""
+    async for running in start_stack(engine, database_url, tmp_path):
+        yield running

@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.apikeys import SCOPES, ApiKeyStore, Principal
+from gateway.apikeys import SCOPES, Principal
 from gateway.errors import Forbidden, Unauthenticated
+from gateway.http.appkeys import APIKEYS_KEY
 
-APIKEYS_KEY = web.AppKey("api_keys", ApiKeyStore)
 _PRINCIPAL = web.RequestKey("principal", Principal)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

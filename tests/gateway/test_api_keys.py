@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.apikeys import ApiKeyStore
 from gateway.db.schema import api_keys
 from gateway.errors import InvalidInput, NotFound, Unauthenticated
-from gateway.http.auth import APIKEYS_KEY, principal, requires_scope
+from gateway.http.appkeys import APIKEYS_KEY
+from gateway.http.auth import principal, requires_scope
 from gateway.http.problems import problem_middleware
 from tests.cli import run_cli
 

@@ -1,0 +1,1 @@
+"""Connections: users connecting, keeping alive and disconnecting their Google Calendar."""

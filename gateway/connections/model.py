@@ -1,0 +1,96 @@
+"""The integration (one user's connected Google Calendar): pure domain code, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE
+
+_CAL = "https://www.googleapis.com/auth/calendar"
+
+# A broader scope implies a narrower one: a deployment that asks for more (GOOGLE_SCOPES) still
+# gets the right capabilities.
+AVAILABILITY_SCOPES = frozenset(
+    {AVAILABILITY_SCOPE, _CAL, f"{_CAL}.readonly", f"{_CAL}.events", f"{_CAL}.events.readonly"}
+)
+BOOKING_SCOPES = frozenset({BOOKING_SCOPE, _CAL, f"{_CAL}.events"})
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    NEEDS_REAUTH = "needs_reauth"
+    DISCONNECTING = "disconnecting"
+    DISCONNECTED = "disconnected"
+
+
+class Capability(StrEnum):
+    AVAILABILITY = "availability"
+    BOOKING = "booking"
+
+
+def capabilities_for(granted_scopes: frozenset[str]) -> list[Capability]:
+    """What the agent may do with a grant, from the scopes Google really granted."""
+    found = []
+    if granted_scopes & AVAILABILITY_SCOPES:
+        found.append(Capability.AVAILABILITY)
+    if granted_scopes & BOOKING_SCOPES:
+        found.append(Capability.BOOKING)
+    return found
+
+
+def new_integration_id(random_bytes: bytes) -> str:
+    """`int_` + 24 hex characters (96 random bits)."""
+    if len(random_bytes) != 12:
+        raise ValueError("an integration id takes 12 random bytes")
+    return "int_" + random_bytes.hex()
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+@dataclass(frozen=True)
+class Integration:
+    """Everything about an integration except its tokens (those stay sealed in the database)."""
+
+    id: str
+    tenant_id: str
+    user_id: str
+    status: Status
+    google_sub: str | None
+    google_email: str | None
+    granted_scopes: frozenset[str]
+    created_at: datetime
+    updated_at: datetime
+    last_refresh_at: datetime | None = None
+    access_token_expires_at: datetime | None = None
+    reauth_reason: str | None = None
+    disconnect_requested_at: datetime | None = None
+    disconnect_step: int = 0
+
+    @property
+    def capabilities(self) -> list[Capability]:
+        return capabilities_for(self.granted_scopes)
+
+    @property
+    def usable(self) -> bool:
+        """Whether Google may be called for it (never once reauth or disconnect began)."""
+        return self.status is Status.ACTIVE
+
+    def to_public(self) -> dict[str, Any]:
+        """The API representation: no token, no ciphertext."""
+        return {
+            "id": self.id,
+            "user_id": self.user_id,
+            "status": self.status.value,
+            "google_email": self.google_email,
+            "granted_scopes": sorted(self.granted_scopes),
+            "capabilities": [c.value for c in self.capabilities],
+            "created_at": _ts(self.created_at),
+            "updated_at": _ts(self.updated_at),
+            "last_refresh_at": _ts(self.last_refresh_at),
+            "reauth_reason": self.reauth_reason,
+        }

@@ -1,0 +1,261 @@
+"""Database access for integrations and connect sessions (SQLAlchemy Core, both backends).
+
+Every read that serves an API caller is scoped by tenant: another tenant's integration is simply
+not found. Token columns hold vault-sealed blobs only; this module never sees plaintext tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import RowMapping, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.apikeys import as_utc, utc_now
+from gateway.connections.model import Integration, Status
+from gateway.db.schema import connect_sessions, integrations
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return as_utc(value)
+
+
+def row_to_integration(row: RowMapping) -> Integration:
+    created_at = _aware(row["created_at"])
+    updated_at = _aware(row["updated_at"])
+    assert created_at is not None and updated_at is not None
+    return Integration(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        user_id=row["user_id"],
+        status=Status(row["status"]),
+        google_sub=row["google_sub"],
+        google_email=row["google_email"],
+        granted_scopes=frozenset(row["granted_scopes"].split()),
+        created_at=created_at,
+        updated_at=updated_at,
+        last_refresh_at=_aware(row["last_refresh_at"]),
+        access_token_expires_at=_aware(row["access_token_expires_at"]),
+        reauth_reason=row["reauth_reason"],
+        disconnect_requested_at=_aware(row["disconnect_requested_at"]),
+        disconnect_step=row["disconnect_step"],
+    )
+
+
+@dataclass(frozen=True)
+class SealedTokens:
+    """An integration's token blobs as stored (sealed by the vault)."""
+
+    refresh_token: bytes | None = field(repr=False)
+    access_token: bytes | None = field(repr=False)
+    access_token_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ConnectSession:
+    """A pending connection: created by the agent's backend, completed by the user's browser."""
+
+    state_sha256: str
+    tenant_id: str
+    user_id: str
+    return_url: str
+    login_hint: str | None
+    code_verifier: str = field(repr=False)
+    created_at: datetime
+    expires_at: datetime
+
+
+class IntegrationRepository:
+    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self.engine = engine
+        self._clock = clock
+
+    # -- integrations ------------------------------------------------------------------------
+
+    async def insert(self, integration: Integration, tokens: SealedTokens) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                integrations.insert().values(
+                    id=integration.id,
+                    tenant_id=integration.tenant_id,
+                    user_id=integration.user_id,
+                    status=integration.status.value,
+                    google_sub=integration.google_sub,
+                    google_email=integration.google_email,
+                    granted_scopes=" ".join(sorted(integration.granted_scopes)),
+                    refresh_token=tokens.refresh_token,
+                    access_token=tokens.access_token,
+                    access_token_expires_at=tokens.access_token_expires_at,
+                    created_at=integration.created_at,
+                    updated_at=integration.updated_at,
+                    last_refresh_at=integration.last_refresh_at,
+                    disconnect_step=0,
+                )
+            )
+
+    async def get(self, tenant_id: str, integration_id: str) -> Integration | None:
+        """The tenant's integration, or None (also for another tenant's)."""
+        async with self.engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(integrations).where(
+                            integrations.c.id == integration_id,
+                            integrations.c.tenant_id == tenant_id,
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return row_to_integration(row) if row is not None else None
+
+    async def get_by_id(self, integration_id: str) -> Integration | None:
+        """Internal lookup without a tenant (background jobs)."""
+        async with self.engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(integrations).where(integrations.c.id == integration_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return row_to_integration(row) if row is not None else None
+
+    async def list_for_user(self, tenant_id: str, user_id: str | None) -> list[Integration]:
+        query = select(integrations).where(integrations.c.tenant_id == tenant_id)
+        if user_id is not None:
+            query = query.where(integrations.c.user_id == user_id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query.order_by(integrations.c.created_at))).mappings().all()
+        return [row_to_integration(r) for r in rows]
+
+    async def find_reconnectable(
+        self, tenant_id: str, user_id: str, google_sub: str
+    ) -> Integration | None:
+        """The same person's earlier, not disconnected integration (a reconnect reuses it)."""
+        async with self.engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(integrations)
+                        .where(
+                            integrations.c.tenant_id == tenant_id,
+                            integrations.c.user_id == user_id,
+                            integrations.c.google_sub == google_sub,
+                            integrations.c.status.in_(
+                                [Status.ACTIVE.value, Status.NEEDS_REAUTH.value]
+                            ),
+                        )
+                        .order_by(integrations.c.created_at.desc())
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return row_to_integration(row) if row is not None else None
+
+    async def sealed_tokens(
+        self, integration_id: str, conn: AsyncConnection | None = None
+    ) -> SealedTokens | None:
+        query = select(
+            integrations.c.refresh_token,
+            integrations.c.access_token,
+            integrations.c.access_token_expires_at,
+        ).where(integrations.c.id == integration_id)
+        if conn is not None:
+            row = (await conn.execute(query)).mappings().first()
+        else:
+            async with self.engine.connect() as own:
+                row = (await own.execute(query)).mappings().first()
+        if row is None:
+            return None
+        return SealedTokens(
+            row["refresh_token"], row["access_token"], _aware(row["access_token_expires_at"])
+        )
+
+    async def set_status(
+        self,
+        integration_id: str,
+        status: Status,
+        *,
+        reason: str | None = None,
+        only_from: tuple[Status, ...] | None = None,
+    ) -> bool:
+        """Move an integration to `status`; with `only_from`, only from those states.
+        Returns whether a row changed (so concurrent transitions cannot both win)."""
+        stmt = update(integrations).where(integrations.c.id == integration_id)
+        if only_from is not None:
+            stmt = stmt.where(integrations.c.status.in_([s.value for s in only_from]))
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                stmt.values(status=status.value, reauth_reason=reason, updated_at=self._clock())
+            )
+        return bool(result.rowcount)
+
+    # -- connect sessions --------------------------------------------------------------------
+
+    async def insert_session(self, session: ConnectSession) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                connect_sessions.insert().values(
+                    state_sha256=session.state_sha256,
+                    tenant_id=session.tenant_id,
+                    user_id=session.user_id,
+                    return_url=session.return_url,
+                    login_hint=session.login_hint,
+                    code_verifier=session.code_verifier,
+                    created_at=session.created_at,
+                    expires_at=session.expires_at,
+                )
+            )
+
+    async def consume_session(self, state_sha256: str) -> ConnectSession | None:
+        """Mark the session used and return it, exactly once: a replayed state gets None.
+
+        The PKCE verifier is wiped in the same transaction: it is needed once, right now.
+        Expiry is the caller's check (it answers `expired_session`, not `invalid_state`).
+        """
+        async with self.engine.begin() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(connect_sessions)
+                        .where(
+                            connect_sessions.c.state_sha256 == state_sha256,
+                            connect_sessions.c.consumed_at.is_(None),
+                        )
+                        .with_for_update()
+                    )
+                )
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return None
+            result = await conn.execute(
+                update(connect_sessions)
+                .where(
+                    connect_sessions.c.state_sha256 == state_sha256,
+                    connect_sessions.c.consumed_at.is_(None),
+                )
+                .values(consumed_at=self._clock(), code_verifier="")
+            )
+            if result.rowcount != 1:
+                return None  # another request consumed it between our read and write
+        created_at, expires_at = _aware(row["created_at"]), _aware(row["expires_at"])
+        assert created_at is not None and expires_at is not None
+        return ConnectSession(
+            state_sha256=row["state_sha256"],
+            tenant_id=row["tenant_id"],
+            user_id=row["user_id"],
+            return_url=row["return_url"],
+            login_hint=row["login_hint"],
+            code_verifier=row["code_verifier"],
+            created_at=created_at,
+            expires_at=expires_at,
+        )

@@ -1,0 +1,19 @@
+"""Typed keys of what `create_app()` puts on the application, for handlers to read."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.apikeys import ApiKeyStore
+from gateway.audit import AuditLog
+from gateway.connections.repository import IntegrationRepository
+from gateway.settings import Settings
+from vault.service import Vault
+
+SETTINGS_KEY = web.AppKey("settings", Settings)
+ENGINE_KEY = web.AppKey("engine", AsyncEngine)
+VAULT_KEY = web.AppKey("vault", Vault)
+APIKEYS_KEY = web.AppKey("api_keys", ApiKeyStore)
+AUDIT_KEY = web.AppKey("audit", AuditLog)
+INTEGRATIONS_KEY = web.AppKey("integrations", IntegrationRepository)

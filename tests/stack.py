@@ -1,0 +1,150 @@
+"""The whole system for end-to-end tests: the Google emulator and the gateway, both served over
+real HTTP on 127.0.0.1, the gateway configured to talk to the emulator, with API keys for two
+tenants and a scripted browser that follows the OAuth redirect chain.
+
+    async def test_x(stack: Stack) -> None:
+        result = await stack.connect("alice@example.com", user_id="u-1")
+        assert result["status"] == "connected"
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from emulator.app import create_emulator_app
+from emulator.state import EmulatorState
+from gateway.apikeys import SCOPES, ApiKeyStore
+from gateway.app import create_app
+from gateway.settings import Settings, load_settings
+
+GATEWAY_CLIENT_ID = "calendar-gateway-test.apps.googleusercontent.com"
+GATEWAY_CLIENT_SECRET = "emu-gateway-test-secret"
+RETURN_URL = "https://app.example.com/calendar/connected"
+
+ALICE_SUB, ALICE = "200000000000000000001", "alice@example.com"  # consents
+BOB_SUB, BOB = "200000000000000000002", "bob@example.com"  # refuses
+# Unticks the calendar scopes on Google's consent screen (granular consent): only sign-in.
+CAROL_SUB, CAROL = "200000000000000000003", "carol@example.com"
+# Grants availability but not booking.
+DAVE_SUB, DAVE = "200000000000000000004", "dave@example.com"
+FREEBUSY_SCOPE = "https://www.googleapis.com/auth/calendar.events.freebusy"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    google: EmulatorState
+    google_url: str
+    settings: Settings
+    app: web.Application
+    base_url: str
+    engine: AsyncEngine
+    http: aiohttp.ClientSession
+    api_key: str = field(repr=False)  # tenant "acme", every scope
+    other_tenant_key: str = field(repr=False)  # tenant "globex", every scope
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.api_key}"}
+
+    async def start_connect(
+        self, user_id: str, *, login_hint: str | None = None, key: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"user_id": user_id, "return_url": RETURN_URL}
+        if login_hint is not None:
+            body["login_hint"] = login_hint
+        async with self.http.post(
+            self.url("/v1/connect-sessions"), json=body, headers=self.auth(key)
+        ) as response:
+            assert response.status == 201, await response.text()
+            return dict(await response.json())
+
+    async def browser_get(self, url: str) -> str:
+        """One browser step: GET without following redirects; returns the Location."""
+        async with self.http.get(url, allow_redirects=False) as response:
+            assert response.status in (302, 303), (response.status, await response.text())
+            return str(response.headers["Location"])
+
+    async def connect(self, email: str, user_id: str = "u-1") -> dict[str, str]:
+        """The user's whole browser journey: gateway connect URL -> Google consent -> gateway
+        callback -> the return URL. Returns the return URL's query parameters."""
+        session = await self.start_connect(user_id, login_hint=email)
+        at_callback = await self.browser_get(session["connect_url"])
+        back = await self.browser_get(at_callback)
+        assert back.startswith(RETURN_URL), back
+        return {k: v[0] for k, v in parse_qs(urlsplit(back).query).items()}
+
+
+async def start_stack(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[Stack]:
+    google = EmulatorState(clock=time.time)
+    google.add_user(ALICE_SUB, ALICE, time_zone="Europe/Berlin")
+    google.add_user(BOB_SUB, BOB, consent="deny")
+    google.add_user(CAROL_SUB, CAROL, consent="partial", partial_scopes=[])
+    google.add_user(DAVE_SUB, DAVE, consent="partial", partial_scopes=[FREEBUSY_SCOPE])
+    google.calendars.allow_insecure_loopback_webhooks = True
+    google_server = TestServer(create_emulator_app(google), host="127.0.0.1", port=0)
+    await google_server.start_server()
+    google_url = str(google_server.make_url("/")).rstrip("/")
+
+    port = free_port()
+    public_url = f"http://127.0.0.1:{port}"
+    google.add_client(
+        GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, [f"{public_url}/oauth/google/callback"]
+    )
+    settings = load_settings(
+        env_file=None,
+        database_url=database_url,
+        kek_uri=f"file:{tmp_path / 'keyring.json'}",
+        public_url=public_url,
+        allowed_return_urls=["https://app.example.com/"],
+        google_client_id=GATEWAY_CLIENT_ID,
+        google_client_secret=GATEWAY_CLIENT_SECRET,
+        google_auth_uri=f"{google_url}/o/oauth2/v2/auth",
+        google_token_uri=f"{google_url}/token",
+        google_revoke_uri=f"{google_url}/revoke",
+        google_certs_uri=f"{google_url}/oauth2/v1/certs",
+        google_calendar_api_url=f"{google_url}/calendar/v3/",
+        **overrides,
+    )
+    keys = ApiKeyStore(engine)
+    api_key = (await keys.create("acme", SCOPES, name="test")).value
+    other = (await keys.create("globex", SCOPES, name="other tenant")).value
+    app = create_app(settings, engine=engine)
+    gateway_server = TestServer(app, host="127.0.0.1", port=port)
+    await gateway_server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            yield Stack(
+                google=google,
+                google_url=google_url,
+                settings=settings,
+                app=app,
+                base_url=public_url,
+                engine=engine,
+                http=http,
+                api_key=api_key,
+                other_tenant_key=other,
+            )
+    finally:
+        await gateway_server.close()
+        await google_server.close()
