@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,10 +23,12 @@ from gateway.http.appkeys import (
     APIKEYS_KEY,
     AUDIT_KEY,
     ENGINE_KEY,
+    HTTP_KEY,
     INTEGRATIONS_KEY,
     SETTINGS_KEY,
     VAULT_KEY,
 )
+from gateway.http import connect_routes, disconnect_routes, token_wiring
 from gateway.http.problems import problem_middleware
 from gateway.settings import Settings
 from gateway.wiring import open_vault
@@ -75,7 +78,18 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         finally:
             await vault.close()
 
-    app.cleanup_ctx.extend([storage_ctx, vault_ctx])
+    async def http_ctx(app: web.Application) -> AsyncIterator[None]:
+        # Google answers in well under a second; 30 s bounds a hung connection without
+        # cutting a slow but live one. Each call site may set a tighter timeout.
+        timeout = aiohttp.ClientTimeout(total=30, connect=10)
+        async with aiohttp.ClientSession(timeout=timeout, raise_for_status=False) as session:
+            app[HTTP_KEY] = session
+            yield
+
+    app.cleanup_ctx.extend([storage_ctx, vault_ctx, http_ctx])
+    # Each feature adds its services (as cleanup contexts, after the ones above) and routes.
+    for feature in (token_wiring, connect_routes, disconnect_routes):
+        feature.setup(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/openapi.json", openapi)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,3 +18,5 @@ VAULT_KEY = web.AppKey("vault", Vault)
 APIKEYS_KEY = web.AppKey("api_keys", ApiKeyStore)
 AUDIT_KEY = web.AppKey("audit", AuditLog)
 INTEGRATIONS_KEY = web.AppKey("integrations", IntegrationRepository)
+# One client session for every outbound call to Google (connection pooling, one timeout policy).
+HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
