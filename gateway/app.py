@@ -19,6 +19,7 @@ from gateway.audit import AuditLog
 from gateway.connections.repository import IntegrationRepository
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated
+from gateway.http import connect_routes, disconnect_routes, token_wiring
 from gateway.http.appkeys import (
     APIKEYS_KEY,
     AUDIT_KEY,
@@ -28,7 +29,6 @@ from gateway.http.appkeys import (
     SETTINGS_KEY,
     VAULT_KEY,
 )
-from gateway.http import connect_routes, disconnect_routes, token_wiring
 from gateway.http.problems import problem_middleware
 from gateway.settings import Settings
 from gateway.wiring import open_vault
