@@ -19,6 +19,12 @@ AVAILABILITY_SCOPES = frozenset(
 BOOKING_SCOPES = frozenset({BOOKING_SCOPE, _CAL, f"{_CAL}.events"})
 
 
+# What a sealed blob holds; bound into its associated data by the vault, so an access token
+# blob can never be opened as a refresh token.
+PURPOSE_REFRESH_TOKEN = "refresh_token"
+PURPOSE_ACCESS_TOKEN = "access_token"
+
+
 class Status(StrEnum):
     ACTIVE = "active"
     NEEDS_REAUTH = "needs_reauth"

@@ -33,6 +33,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Deleted rows (destroyed keys, purged tokens and events) are overwritten with zeros
+    # instead of lingering in free pages of the file: disconnect must really destroy.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
