@@ -21,6 +21,7 @@ from gateway.apikeys import ApiKeyStore
 from gateway.app import create_app
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated, upgrade
+from gateway.http.access_log import PathOnlyAccessLogger
 from gateway.settings import Settings, redact_url_password
 from gateway.wiring import open_vault
 from vault.service import Vault
@@ -68,7 +69,11 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
         if args.migrate:
             await upgrade(engine)
         await ensure_migrated(engine)
-        runner = web.AppRunner(create_app(settings, engine=engine), handle_signals=False)
+        runner = web.AppRunner(
+            create_app(settings, engine=engine),
+            handle_signals=False,
+            access_log_class=PathOnlyAccessLogger,
+        )
         await runner.setup()  # opens the vault: a bad keyring stops start-up here
         try:
             site = web.TCPSite(runner, host, port)

@@ -21,8 +21,8 @@ BOOKING_SCOPES = frozenset({BOOKING_SCOPE, _CAL, f"{_CAL}.events"})
 
 # What a sealed blob holds; bound into its associated data by the vault, so an access token
 # blob can never be opened as a refresh token.
-PURPOSE_REFRESH_TOKEN = "refresh_token"
-PURPOSE_ACCESS_TOKEN = "access_token"
+PURPOSE_REFRESH_TOKEN = "refresh_token"  # noqa: S105 (a label, not a secret)
+PURPOSE_ACCESS_TOKEN = "access_token"  # noqa: S105 (a label, not a secret)
 
 
 class Status(StrEnum):

@@ -1,0 +1,25 @@
+"""Access log lines without query strings.
+
+aiohttp's default access log prints the request line, query string included. On
+`/oauth/google/callback` that is the authorization code and the OAuth state: secrets. The
+gateway logs method, path, status, size and duration only.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+
+class PathOnlyAccessLogger(AbstractAccessLogger):
+    """`GET /v1/integrations/int_x 200 512B 3.1ms`: never the query string or headers."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %d %dB %.1fms",
+            request.method,
+            request.path,
+            response.status,
+            response.body_length,
+            time * 1000,
+        )
