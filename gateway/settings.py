@@ -34,6 +34,14 @@ BOOKING_SCOPE = "https://www.googleapis.com/auth/calendar.events.owned"
 DEFAULT_GOOGLE_SCOPES = ("openid", "email", AVAILABILITY_SCOPE, BOOKING_SCOPE)
 
 
+def _http_url(value: str, problem: str) -> str:
+    """`value` if it is an absolute http(s) URL, else ValueError(problem)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(problem)
+    return value
+
+
 def normalise_database_url(url: str) -> str:
     """Return `url` with its scheme mapped to the async driver we use, or raise ValueError."""
     scheme, sep, rest = url.partition("://")
@@ -136,11 +144,7 @@ class Settings(BaseSettings):
     @field_validator("allowed_return_urls")
     @classmethod
     def _check_return_urls(cls, value: list[str]) -> list[str]:
-        for url in value:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(f"{url!r} is not an absolute http(s) URL prefix")
-        return value
+        return [_http_url(url, f"{url!r} is not an absolute http(s) URL prefix") for url in value]
 
     @field_validator(
         "google_auth_uri",
@@ -151,10 +155,7 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _check_google_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http(s) URL")
-        return value
+        return _http_url(value, "must be an absolute http(s) URL")
 
     @field_validator("google_scopes")
     @classmethod
@@ -191,10 +192,9 @@ class Settings(BaseSettings):
     @field_validator("public_url")
     @classmethod
     def _check_public_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an absolute http(s) URL such as https://gateway.example.com")
-        return value.rstrip("/")
+        return _http_url(
+            value, "must be an absolute http(s) URL such as https://gateway.example.com"
+        ).rstrip("/")
 
     @field_validator("log_level")
     @classmethod
