@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,14 @@ def sqlite_path(url: str) -> Path | None:
     if parsed.database == ":memory:":
         return None
     return Path(parsed.database)
+
+
+def _create_private_file(path: Path) -> None:
+    """Create the database's folder (0700) and file (0600) if missing: the file holds emails
+    and sealed tokens, and SQLite gives its -wal and -shm files the database file's mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -48,7 +58,7 @@ async def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         raise StorageError(f"GATEWAY_DATABASE_URL: {exc}") from None
     path = sqlite_path(url)
     if path is not None:
-        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(_create_private_file, path)
     try:
         engine = create_async_engine(parsed, echo=echo, pool_pre_ping=path is None)
     except Exception as exc:  # driver import errors and bad arguments

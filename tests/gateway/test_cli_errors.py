@@ -44,3 +44,13 @@ def test_unreachable_postgres_is_a_clear_error(tmp_path: Path) -> None:
     assert result.stderr.startswith("calendar-gateway: error: cannot reach the database")
     assert "s3cret-pw" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_embedded_database_and_its_folder_are_private(tmp_path: Path) -> None:
+    result = run_cli("migrate", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "var").stat().st_mode & 0o777 == 0o700
+    for name in ("gateway.db", "gateway.db-wal"):
+        file = tmp_path / "var" / name
+        if file.exists():
+            assert file.stat().st_mode & 0o077 == 0, f"{name} is readable by others"
