@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.apikeys import as_utc, utc_now
 from gateway.connections.model import Integration, Status
-from gateway.db.schema import connect_sessions, integrations
+from gateway.db.schema import connect_sessions, integrations, vault_data_keys
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -259,3 +259,197 @@ class IntegrationRepository:
             created_at=created_at,
             expires_at=expires_at,
         )
+
+    # -- token refresh (tokens.py) -----------------------------------------------------------
+    # Used by gateway.connections.tokens.TokenManager. Every method takes an optional `conn` so
+    # the refresh can run inside one transaction that holds the row lock (PostgreSQL).
+
+    async def read_for_refresh(
+        self, integration_id: str, conn: AsyncConnection | None = None, *, lock: bool = False
+    ) -> tuple[Integration, SealedTokens] | None:
+        """The integration and its sealed tokens in one read.
+
+        With `lock`, the row is read `FOR UPDATE`: on PostgreSQL the caller's transaction then
+        holds the row until it ends, and a concurrent locker waits and afterwards sees the
+        committed row (READ COMMITTED re-reads it). SQLite has no row locks and ignores it.
+        """
+        query = select(integrations).where(integrations.c.id == integration_id)
+        if lock:
+            query = query.with_for_update()
+        if conn is not None:
+            row = (await conn.execute(query)).mappings().first()
+        else:
+            async with self.engine.connect() as own:
+                row = (await own.execute(query)).mappings().first()
+        if row is None:
+            return None
+        tokens = SealedTokens(
+            row["refresh_token"], row["access_token"], _aware(row["access_token_expires_at"])
+        )
+        return row_to_integration(row), tokens
+
+    async def store_refreshed_tokens(
+        self,
+        integration_id: str,
+        *,
+        expected_refresh_token: bytes,
+        access_token: bytes,
+        access_token_expires_at: datetime,
+        refresh_token: bytes | None,
+        refreshed_at: datetime,
+        conn: AsyncConnection | None = None,
+    ) -> bool:
+        """Store a refresh's result in one UPDATE (a rotated refresh token with it, atomically).
+
+        Only while the integration is still active and still holds `expected_refresh_token`:
+        a concurrent disconnect or reconnect wins and this returns False.
+        """
+        values: dict[str, object] = {
+            "access_token": access_token,
+            "access_token_expires_at": access_token_expires_at,
+            "last_refresh_at": refreshed_at,
+            "updated_at": refreshed_at,
+        }
+        if refresh_token is not None:
+            values["refresh_token"] = refresh_token
+        stmt = (
+            update(integrations)
+            .where(
+                integrations.c.id == integration_id,
+                integrations.c.status == Status.ACTIVE.value,
+                integrations.c.refresh_token == expected_refresh_token,
+            )
+            .values(**values)
+        )
+        if conn is not None:
+            result = await conn.execute(stmt)
+        else:
+            async with self.engine.begin() as own:
+                result = await own.execute(stmt)
+        return bool(result.rowcount)
+
+    async def mark_needs_reauth(
+        self,
+        integration_id: str,
+        *,
+        reason: str,
+        at: datetime,
+        conn: AsyncConnection | None = None,
+    ) -> bool:
+        """active -> needs_reauth with `reason`, dropping the sealed access token (the grant
+        behind it is dead). Returns whether this call made the transition."""
+        stmt = (
+            update(integrations)
+            .where(
+                integrations.c.id == integration_id,
+                integrations.c.status == Status.ACTIVE.value,
+            )
+            .values(
+                status=Status.NEEDS_REAUTH.value,
+                reauth_reason=reason,
+                access_token=None,
+                access_token_expires_at=None,
+                updated_at=at,
+            )
+        )
+        if conn is not None:
+            result = await conn.execute(stmt)
+        else:
+            async with self.engine.begin() as own:
+                result = await own.execute(stmt)
+        return bool(result.rowcount)
+
+    # -- connect (connect.py) ----------------------------------------------------------------
+
+    async def find_session(self, state_sha256: str) -> ConnectSession | None:
+        """A session by its state hash, consumed or not (to send a replayed state back to its
+        own return_url). The verifier of a consumed session is empty."""
+        async with self.engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(connect_sessions).where(
+                            connect_sessions.c.state_sha256 == state_sha256
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return None
+        created_at, expires_at = _aware(row["created_at"]), _aware(row["expires_at"])
+        assert created_at is not None and expires_at is not None
+        return ConnectSession(
+            state_sha256=row["state_sha256"],
+            tenant_id=row["tenant_id"],
+            user_id=row["user_id"],
+            return_url=row["return_url"],
+            login_hint=row["login_hint"],
+            code_verifier=row["code_verifier"],
+            created_at=created_at,
+            expires_at=expires_at,
+        )
+
+    async def reconnect(
+        self,
+        integration_id: str,
+        *,
+        google_email: str | None,
+        granted_scopes: frozenset[str],
+        tokens: SealedTokens,
+        now: datetime,
+    ) -> bool:
+        """Give a reconnecting person's integration its new tokens and make it active again.
+
+        Only from active/needs_reauth (a disconnect that started meanwhile wins). A missing new
+        refresh token keeps the stored one. Returns whether the row changed."""
+        values: dict[str, object] = {
+            "status": Status.ACTIVE.value,
+            "reauth_reason": None,
+            "google_email": google_email,
+            "granted_scopes": " ".join(sorted(granted_scopes)),
+            "access_token": tokens.access_token,
+            "access_token_expires_at": tokens.access_token_expires_at,
+            "updated_at": now,
+        }
+        if tokens.refresh_token is not None:
+            values["refresh_token"] = tokens.refresh_token
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(integrations)
+                .where(
+                    integrations.c.id == integration_id,
+                    integrations.c.status.in_([Status.ACTIVE.value, Status.NEEDS_REAUTH.value]),
+                )
+                .values(**values)
+            )
+        return bool(result.rowcount)
+
+    async def data_key_facts(self, tenant_id: str, integration_id: str) -> dict[str, object] | None:
+        """Non-secret facts about the integration's vault data key (for the export), read
+        without the wrapped key bytes. None when it has none (never connected, or shredded).
+
+        Read here rather than through the vault because the vault has no read-only lookup
+        (`ensure_data_key` would create a key for a shredded integration)."""
+        query = select(
+            vault_data_keys.c.dek_id,
+            vault_data_keys.c.kek_id,
+            vault_data_keys.c.kek_version,
+            vault_data_keys.c.created_at,
+            vault_data_keys.c.rewrapped_at,
+        ).where(
+            vault_data_keys.c.integration_id == integration_id,
+            vault_data_keys.c.tenant_id == tenant_id,
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            return None
+        return {
+            "dek_id": row["dek_id"],
+            "kek_id": row["kek_id"],
+            "kek_version": row["kek_version"],
+            "created_at": _aware(row["created_at"]),
+            "rewrapped_at": _aware(row["rewrapped_at"]),
+        }
