@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from emulator.seed import seed_calendar
 from emulator.server import (
     DEMO_CLIENT_ID,
     DEMO_CLIENT_SECRET,
@@ -16,7 +17,7 @@ from emulator.server import (
     SeedUser,
     run_emulator,
 )
-from emulator.state import CONSENT_MODES, ConsentMode
+from emulator.state import CONSENT_MODES, ConsentMode, EmulatorState
 
 
 def parse_user(spec: str) -> SeedUser:
@@ -47,7 +48,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="scripted user as email[:grant|deny|partial] (repeatable; default: demo users)",
     )
     parser.add_argument("--token-lifetime", type=int, help="access token lifetime in seconds")
+    parser.add_argument(
+        "--seed-events",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fill each user's primary calendar with N generated events (deterministic)",
+    )
     return parser
+
+
+def seed_primary_calendars(count: int) -> Callable[[EmulatorState], None]:
+    """A `run_emulator(seed=...)` function giving every scripted user `count` events."""
+
+    def seed(state: EmulatorState) -> None:
+        for number, user in enumerate(state.users.values(), start=1):
+            calendar = state.calendars.ensure_user(user.email)
+            seed_calendar(state.calendars, calendar, seed=number, count=count)
+
+    return seed
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -62,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 client_secret=args.client_secret,
                 redirect_uris=args.redirect_uri or DEMO_REDIRECT_URIS,
                 access_token_lifetime_s=args.token_lifetime,
+                seed=seed_primary_calendars(args.seed_events) if args.seed_events > 0 else None,
             )
         )
 

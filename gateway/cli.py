@@ -65,12 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     bench_vault = bench_sub.add_parser("vault", help="vault encrypt/decrypt/rewrap throughput")
     bench_vault.add_argument("--deks", type=int, default=20_000, help="data keys to rewrap")
 
-    emu = sub.add_parser(
+    sub.add_parser(
         "emulator",
         help="run the local Google emulator alone (options: see `python -m emulator --help`)",
         add_help=False,
     )
-    emu.add_argument("emulator_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -80,13 +79,17 @@ def _fail(message: str, status: int = 1) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
     if args.command == "emulator":
-        # The emulator is not the gateway: it reads no gateway settings and has its own options.
+        # The emulator is not the gateway: it reads no gateway settings and parses its own
+        # options (argparse's REMAINDER would not take ones starting with "--").
         from emulator.__main__ import main as emulator_main
 
-        emulator_main(args.emulator_args)
+        emulator_main(extra)
         return 0
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         settings = load_settings(env_file=args.env_file)
     except ConfigurationError as exc:
