@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import RowMapping, select, update
+from sqlalchemy import RowMapping, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.apikeys import as_utc, utc_now
@@ -453,3 +453,171 @@ class IntegrationRepository:
             "created_at": _aware(row["created_at"]),
             "rewrapped_at": _aware(row["rewrapped_at"]),
         }
+
+    # -- disconnect (disconnect.py) ------------------------------------------------------------
+    # The disconnect job lives on the integration row: `disconnect_step` is the last step
+    # COMPLETED, the lease columns say which process works on it until when, and
+    # `disconnect_receipt` holds the progress JSON (the receipt once done). Every write of a step
+    # is guarded by the lease owner and the previous step, so a process that lost its lease
+    # (it stalled past the lease and another took over) cannot move the job.
+
+    async def mark_disconnecting(self, tenant_id: str, integration_id: str, now: datetime) -> bool:
+        """Disconnect step 1: the tenant's integration becomes `disconnecting` (agent calls stop
+        at once) with step 1 completed. False if it does not exist for this tenant or a
+        disconnect was already requested (idempotent)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(integrations)
+                .where(
+                    integrations.c.id == integration_id,
+                    integrations.c.tenant_id == tenant_id,
+                    integrations.c.status.not_in(
+                        [Status.DISCONNECTING.value, Status.DISCONNECTED.value]
+                    ),
+                )
+                .values(
+                    status=Status.DISCONNECTING.value,
+                    disconnect_requested_at=now,
+                    disconnect_step=1,
+                    disconnect_lease_owner=None,
+                    disconnect_lease_until=None,
+                    disconnect_receipt=None,
+                    updated_at=now,
+                )
+            )
+        return bool(result.rowcount)
+
+    async def disconnect_job(self, integration_id: str) -> tuple[Integration, str | None] | None:
+        """The integration (any tenant: callers scope by tenant first) and its disconnect
+        progress JSON (no token, no personal data), or None."""
+        query = select(integrations).where(integrations.c.id == integration_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            return None
+        return row_to_integration(row), row["disconnect_receipt"]
+
+    async def disconnecting_ids(self) -> list[str]:
+        """Every integration whose disconnect has not completed, oldest request first."""
+        query = (
+            select(integrations.c.id)
+            .where(integrations.c.status == Status.DISCONNECTING.value)
+            .order_by(integrations.c.disconnect_requested_at)
+        )
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars().all())
+
+    async def acquire_disconnect_lease(
+        self, integration_id: str, owner: str, now: datetime, until: datetime
+    ) -> bool:
+        """Take the job's lease if it is free or expired (one atomic UPDATE: two processes
+        can never both win it)."""
+        c = integrations.c
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(integrations)
+                .where(
+                    c.id == integration_id,
+                    c.status == Status.DISCONNECTING.value,
+                    or_(
+                        c.disconnect_lease_owner.is_(None),
+                        c.disconnect_lease_until.is_(None),
+                        c.disconnect_lease_until < now,
+                    ),
+                )
+                .values(disconnect_lease_owner=owner, disconnect_lease_until=until)
+            )
+        return bool(result.rowcount)
+
+    async def advance_disconnect(
+        self,
+        integration_id: str,
+        owner: str,
+        step: int,
+        progress_json: str,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        clear_tokens: bool = False,
+    ) -> bool:
+        """Record `step` as completed (with the progress so far) and renew the lease, only if
+        `owner` still holds it and the job is at `step - 1`. `clear_tokens` also deletes the
+        sealed token blobs in the same write."""
+        c = integrations.c
+        values: dict[str, object] = {
+            "disconnect_step": step,
+            "disconnect_receipt": progress_json,
+            "disconnect_lease_until": lease_until,
+            "updated_at": now,
+        }
+        if clear_tokens:
+            values.update(refresh_token=None, access_token=None, access_token_expires_at=None)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(integrations)
+                .where(
+                    c.id == integration_id,
+                    c.status == Status.DISCONNECTING.value,
+                    c.disconnect_lease_owner == owner,
+                    c.disconnect_step == step - 1,
+                )
+                .values(**values)
+            )
+        return bool(result.rowcount)
+
+    async def complete_disconnect(
+        self,
+        integration_id: str,
+        owner: str,
+        step: int,
+        receipt_json: str,
+        *,
+        now: datetime,
+        conn: AsyncConnection,
+    ) -> bool:
+        """The last step: `disconnected`, the receipt stored, the lease released, inside the
+        caller's transaction (the audit entry commits with it). The token columns are cleared
+        once more: a refresh that was in flight when the disconnect began may have written an
+        access token after step 4."""
+        c = integrations.c
+        result = await conn.execute(
+            update(integrations)
+            .where(
+                c.id == integration_id,
+                c.status == Status.DISCONNECTING.value,
+                c.disconnect_lease_owner == owner,
+                c.disconnect_step == step - 1,
+            )
+            .values(
+                status=Status.DISCONNECTED.value,
+                disconnect_step=step,
+                disconnect_receipt=receipt_json,
+                disconnect_lease_owner=None,
+                disconnect_lease_until=None,
+                refresh_token=None,
+                access_token=None,
+                access_token_expires_at=None,
+                updated_at=now,
+            )
+        )
+        return bool(result.rowcount)
+
+    async def release_disconnect_lease(self, integration_id: str, owner: str) -> None:
+        """Give the lease up (a failed or interrupted run), so another run need not wait for
+        it to expire. A no-op if `owner` no longer holds it."""
+        c = integrations.c
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(integrations)
+                .where(c.id == integration_id, c.disconnect_lease_owner == owner)
+                .values(disconnect_lease_owner=None, disconnect_lease_until=None)
+            )
+
+    async def checkpoint_wal(self) -> None:
+        """On SQLite, copy the write-ahead log into the database file and truncate it, so
+        pages holding deleted tokens do not linger in the -wal file (secure_delete already
+        zeroes them in the database file). A no-op on other backends."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        async with self.engine.connect() as conn:
+            await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
