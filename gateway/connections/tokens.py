@@ -1,0 +1,459 @@
+"""Keeping Google access tokens alive: refresh ahead of expiry, once, for every process.
+
+`TokenManager.access_token(id)` answers from the database while the stored access token has
+more than `margin_s` left; otherwise it refreshes. A refresh is single-flight:
+
+* within a process, one `asyncio.Lock` per integration (created on demand, dropped once nobody
+  holds or waits for it) queues the callers; each re-reads the row when its turn comes, so only
+  the first calls Google and the rest read its result;
+* across processes on PostgreSQL, the refresh runs in one transaction that reads the row
+  `SELECT ... FOR UPDATE`, calls Google, stores the result and commits. Another process's locked
+  read waits for that commit and then (READ COMMITTED re-reads a row it waited for) sees the
+  fresh token, so it does not call Google. A disconnect or reconnect updating the row also waits
+  for the refresh instead of racing it;
+* on SQLite (one process), the in-process lock is the single flight; the row is read, Google
+  called and the result written in a short transaction of its own, so no SQLite write lock is
+  held during the HTTP call. The write is a compare-and-set on the refresh token and status.
+
+Outcomes of a refresh:
+
+* success: the new access token (and a rotated refresh token, if Google sent one) is sealed and
+  stored in one UPDATE with its expiry and `last_refresh_at`; routine success is not audited
+  (one entry per hour per integration would drown the log); a rotation is;
+* `invalid_grant`: Google killed the grant. The integration goes active -> needs_reauth with
+  `reauth_reason`, its sealed access token is dropped, an audit entry is written in the same
+  transaction, then the reauth hooks run (the sync engine stops watch channels there), and the
+  caller gets `IntegrationInactive`;
+* transient (5xx, 429, timeouts): retried by the `RetryPolicy` within its budget, audited once
+  if it still fails, and raised as `TransientGoogleError`; never a reauth. A stored access
+  token that is still valid (inside the margin, not yet expired) is served instead of failing,
+  which is the reason to refresh ahead of time. Callers queued behind a failed refresh share
+  its outcome rather than each spending another retry budget.
+
+Nothing here decrypts a token of an integration that is not active, and no token reaches a
+log line, an exception message or an audit entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.apikeys import utc_now
+from gateway.audit import AuditLog
+from gateway.connections.errors import IntegrationInactive
+from gateway.connections.model import (
+    PURPOSE_ACCESS_TOKEN,
+    PURPOSE_REFRESH_TOKEN,
+    Integration,
+    Status,
+)
+from gateway.connections.repository import IntegrationRepository, SealedTokens
+from gateway.errors import NotFound
+from gateway.google.errors import (
+    GoogleError,
+    InvalidGrant,
+    TransientGoogleError,
+)
+from gateway.google.oauth_client import GoogleOAuthClient, TokenGrant
+from gateway.google.retry import RetryPolicy, Sleep
+from vault.envelope import SealContext
+from vault.service import Vault
+
+log = logging.getLogger(__name__)
+
+ReauthHook = Callable[[Integration], Awaitable[None]]
+"""Called once after an integration moved to needs_reauth (e.g. to stop its watch channels)."""
+
+# A caller holding a user's request should not wait long: three tries within five seconds.
+DEFAULT_REFRESH_RETRY = RetryPolicy(attempts=3, base_s=0.25, max_s=2.0, budget_s=5.0)
+# A stored token with less than this left is not served when a refresh fails: the caller's
+# Calendar call would likely arrive after it expired.
+MIN_SERVABLE_S = 30
+# Audit `action` of everything this module records.
+AUDIT_ACTION = "refresh"
+
+
+@dataclass
+class _Flight:
+    """One integration's in-process lock and the outcome of its last refresh.
+
+    `generation` counts finished refreshes, so a caller that queued before one finished knows
+    the row has been worked on while it waited; `failure` is that refresh's transient error.
+    """
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+    generation: int = 0
+    failure: TransientGoogleError | None = None
+
+
+class TokenManager:
+    """Hands out valid Google access tokens for active integrations (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        repository: IntegrationRepository,
+        vault: Vault,
+        oauth: GoogleOAuthClient,
+        audit: AuditLog,
+        clock: Callable[[], datetime] = utc_now,
+        margin_s: float = 300.0,
+        retry: RetryPolicy = DEFAULT_REFRESH_RETRY,
+        sleep: Sleep = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+        reauth_hooks: Iterable[ReauthHook] = (),
+        max_concurrent_refreshes: int = 5,
+    ) -> None:
+        self._repo = repository
+        self._vault = vault
+        self._oauth = oauth
+        self._audit = audit
+        self._clock = clock
+        self._margin = timedelta(seconds=margin_s)
+        self._retry = retry
+        self._sleep = sleep
+        self._rng = rng
+        self.reauth_hooks: list[ReauthHook] = list(reauth_hooks)
+        self._flights: dict[str, _Flight] = {}
+        # Only PostgreSQL has row locks worth holding across the HTTP call.
+        self._cross_process = repository.engine.dialect.name == "postgresql"
+        # A PostgreSQL refresh holds a pooled connection for its whole transaction and may need
+        # a second one (vault key lookup, audit); bounding refreshes in flight keeps the pool
+        # from being exhausted by holders all waiting for a second connection.
+        self._refresh_slots = asyncio.Semaphore(max_concurrent_refreshes)
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenManager(margin_s={self._margin.total_seconds():g}, flights={len(self._flights)})"
+        )
+
+    def add_reauth_hook(self, hook: ReauthHook) -> None:
+        """Run `hook(integration)` whenever a refresh moves an integration to needs_reauth."""
+        self.reauth_hooks.append(hook)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    async def access_token(self, integration_id: str, *, request_id: str | None = None) -> str:
+        """A Google access token for the integration, valid for more than the margin if at all
+        possible (refreshed if needed).
+
+        Raises NotFound (no such integration), IntegrationInactive (not active, or Google
+        just refused the grant), TransientGoogleError (Google unavailable beyond the retry
+        budget and no stored token still usable), or another GoogleError (misconfiguration).
+        """
+        integration, sealed = await self._read_active(integration_id)
+        if self._fresh(sealed, self._clock()):
+            return await self._open_access(integration, sealed)
+        return await self._single_flight(integration_id, request_id=request_id, stale=None)
+
+    async def force_refresh(
+        self,
+        integration_id: str,
+        *,
+        stale_access_token: str | None = None,
+        request_id: str | None = None,
+    ) -> str:
+        """Refresh now, e.g. after the Calendar API answered 401 to `stale_access_token`.
+
+        If another caller has already replaced that token, the replacement is returned without
+        calling Google. Raises like `access_token`.
+        """
+        await self._read_active(integration_id)
+        return await self._single_flight(
+            integration_id, request_id=request_id, stale=stale_access_token, forced=True
+        )
+
+    # -- single flight --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _flight(self, integration_id: str) -> AsyncIterator[_Flight]:
+        """The integration's in-process flight, counted so it is dropped when unused: the map
+        holds only integrations being refreshed right now, however many exist."""
+        flight = self._flights.get(integration_id)
+        if flight is None:
+            flight = self._flights[integration_id] = _Flight()
+        flight.users += 1
+        try:
+            yield flight
+        finally:
+            flight.users -= 1
+            if flight.users == 0:
+                del self._flights[integration_id]
+
+    async def _single_flight(
+        self,
+        integration_id: str,
+        *,
+        request_id: str | None,
+        stale: str | None,
+        forced: bool = False,
+    ) -> str:
+        async with self._flight(integration_id) as flight:
+            seen = flight.generation
+            async with flight.lock:
+                if flight.generation != seen:
+                    # A refresh finished while we queued: its result (or failure) is ours too.
+                    shared = await self._after_peer(integration_id, flight, stale, forced)
+                    if shared is not None:
+                        return shared
+                flight.failure = None
+                try:
+                    return await self._refresh_locked(
+                        integration_id, flight, request_id=request_id, stale=stale, forced=forced
+                    )
+                finally:
+                    flight.generation += 1
+
+    async def _after_peer(
+        self, integration_id: str, flight: _Flight, stale: str | None, forced: bool
+    ) -> str | None:
+        """What a caller gets from a peer's refresh that finished while it waited: the stored
+        token if that refresh left one worth serving, the peer's transient error if not, or
+        None to refresh itself."""
+        integration, sealed = await self._read_active(integration_id)
+        now = self._clock()
+        if self._fresh(sealed, now):
+            token = await self._open_access(integration, sealed)
+            if not forced or token != stale:
+                return token
+        if flight.failure is not None:
+            if self._servable(sealed, now):
+                return await self._open_access(integration, sealed)
+            raise TransientGoogleError(
+                flight.failure.message,
+                retry_after_s=flight.failure.retry_after_s,
+                google_status=flight.failure.google_status,
+                google_error=flight.failure.google_error,
+            )
+        return None
+
+    @asynccontextmanager
+    async def _refresh_transaction(self) -> AsyncIterator[AsyncConnection | None]:
+        """PostgreSQL: one transaction for read-lock, Google call and write. SQLite: none (each
+        step opens its own short one), so no write lock is held during the HTTP call."""
+        async with self._refresh_slots:
+            if self._cross_process:
+                async with self._repo.engine.begin() as conn:
+                    yield conn
+            else:
+                yield None
+
+    @asynccontextmanager
+    async def _writes(self, conn: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
+        """The refresh's transaction, or (SQLite) a short one for the writes that go together."""
+        if conn is not None:
+            yield conn
+        else:
+            async with self._repo.engine.begin() as own:
+                yield own
+
+    async def _refresh_locked(
+        self,
+        integration_id: str,
+        flight: _Flight,
+        *,
+        request_id: str | None,
+        stale: str | None,
+        forced: bool,
+    ) -> str:
+        """Re-read under the lock; refresh if still needed; store. Failures are recorded (audit,
+        status) in the transaction and raised only after it has committed."""
+        failure: GoogleError
+        reauthed: Integration | None = None
+        async with self._refresh_transaction() as conn:
+            found = await self._repo.read_for_refresh(integration_id, conn, lock=True)
+            integration, sealed = self._require_active(found, integration_id)
+            now = self._clock()
+            if self._fresh(sealed, now):
+                current = await self._open_access(integration, sealed)
+                if not forced or (stale is not None and current != stale):
+                    return current
+            if sealed.refresh_token is None:
+                # An active integration without a refresh token cannot be kept alive.
+                failure = InvalidGrant("missing_refresh_token", google_status=None)
+            else:
+                try:
+                    grant = await self._call_google(integration, sealed.refresh_token)
+                except GoogleError as exc:
+                    failure = exc
+                else:
+                    return await self._store(integration, sealed, grant, now, conn, request_id)
+            async with self._writes(conn) as wconn:
+                if isinstance(failure, InvalidGrant):
+                    if await self._repo.mark_needs_reauth(
+                        integration_id, reason=failure.reason, at=now, conn=wconn
+                    ):
+                        reauthed = replace(
+                            integration, status=Status.NEEDS_REAUTH, reauth_reason=failure.reason
+                        )
+                    await self._record(
+                        integration, failure.reason, request_id, wconn, reauthed=bool(reauthed)
+                    )
+                else:
+                    await self._record(integration, failure.code, request_id, wconn, error=failure)
+            if isinstance(failure, TransientGoogleError):
+                # Callers queued behind this refresh share its failure instead of retrying.
+                flight.failure = failure
+                if self._servable(sealed, now):
+                    # Still valid for a while: serve it; the next call past the margin retries.
+                    log.warning(
+                        "refresh failed (%s) integration=%s; serving the stored token",
+                        failure.code,
+                        integration_id,
+                    )
+                    return await self._open_access(integration, sealed)
+        if reauthed is not None:
+            await self._run_reauth_hooks(reauthed)
+        if isinstance(failure, InvalidGrant):
+            raise IntegrationInactive(Status.NEEDS_REAUTH, reason=failure.reason) from failure
+        raise failure
+
+    async def _call_google(self, integration: Integration, sealed_refresh: bytes) -> TokenGrant:
+        refresh_token = (
+            await self._vault.open(self._ctx(integration, PURPOSE_REFRESH_TOKEN), sealed_refresh)
+        ).decode("utf-8")
+        return await self._retry.run(
+            lambda: self._oauth.refresh(refresh_token), sleep=self._sleep, rng=self._rng
+        )
+
+    async def _store(
+        self,
+        integration: Integration,
+        sealed: SealedTokens,
+        grant: TokenGrant,
+        sent_at: datetime,
+        conn: AsyncConnection | None,
+        request_id: str | None,
+    ) -> str:
+        """Seal and store a refresh's result; return the new access token."""
+        assert sealed.refresh_token is not None
+        sealed_access = await self._vault.seal(
+            self._ctx(integration, PURPOSE_ACCESS_TOKEN), grant.access_token.encode("utf-8")
+        )
+        sealed_refresh = (
+            await self._vault.seal(
+                self._ctx(integration, PURPOSE_REFRESH_TOKEN), grant.refresh_token.encode("utf-8")
+            )
+            if grant.refresh_token is not None
+            else None
+        )
+        # Expiry counts from when we asked, not when the answer arrived: never later than real.
+        expires_at = sent_at + timedelta(seconds=grant.expires_in_s)
+        async with self._writes(conn) as wconn:
+            stored = await self._repo.store_refreshed_tokens(
+                integration.id,
+                expected_refresh_token=sealed.refresh_token,
+                access_token=sealed_access,
+                access_token_expires_at=expires_at,
+                refresh_token=sealed_refresh,
+                refreshed_at=self._clock(),
+                conn=wconn,
+            )
+            if stored and grant.rotated:
+                await self._audit.record(
+                    AUDIT_ACTION,
+                    "rotated",
+                    tenant_id=integration.tenant_id,
+                    integration_id=integration.id,
+                    request_id=request_id,
+                    conn=wconn,
+                )
+        if not stored:
+            # A disconnect or reconnect changed the row while we talked to Google (SQLite; on
+            # PostgreSQL the row lock prevents it). It wins; what we got is not stored.
+            await self._read_active(integration.id)
+            log.info("refresh result not stored: integration=%s changed meanwhile", integration.id)
+        return grant.access_token
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    async def _read_active(self, integration_id: str) -> tuple[Integration, SealedTokens]:
+        return self._require_active(
+            await self._repo.read_for_refresh(integration_id), integration_id
+        )
+
+    @staticmethod
+    def _require_active(
+        found: tuple[Integration, SealedTokens] | None, integration_id: str
+    ) -> tuple[Integration, SealedTokens]:
+        if found is None:
+            raise NotFound(f"no integration {integration_id}")
+        integration, sealed = found
+        if integration.status is not Status.ACTIVE:
+            raise IntegrationInactive(integration.status, reason=integration.reauth_reason)
+        return integration, sealed
+
+    def _fresh(self, sealed: SealedTokens, now: datetime) -> bool:
+        """Whether the stored access token has more than the margin left."""
+        expires_at = sealed.access_token_expires_at
+        return (
+            sealed.access_token is not None
+            and expires_at is not None
+            and expires_at - now > self._margin
+        )
+
+    @staticmethod
+    def _servable(sealed: SealedTokens, now: datetime) -> bool:
+        """Whether the stored token may still be handed out when a refresh failed."""
+        expires_at = sealed.access_token_expires_at
+        return (
+            sealed.access_token is not None
+            and expires_at is not None
+            and expires_at - now > timedelta(seconds=MIN_SERVABLE_S)
+        )
+
+    async def _open_access(self, integration: Integration, sealed: SealedTokens) -> str:
+        assert sealed.access_token is not None
+        plaintext = await self._vault.open(
+            self._ctx(integration, PURPOSE_ACCESS_TOKEN), sealed.access_token
+        )
+        return plaintext.decode("utf-8")
+
+    @staticmethod
+    def _ctx(integration: Integration, purpose: str) -> SealContext:
+        return SealContext(integration.tenant_id, integration.id, purpose)
+
+    async def _record(
+        self,
+        integration: Integration,
+        outcome: str,
+        request_id: str | None,
+        conn: AsyncConnection,
+        *,
+        error: GoogleError | None = None,
+        reauthed: bool = False,
+    ) -> None:
+        """One audit entry for a failed refresh: codes only, no token, email or description."""
+        detail: dict[str, str | int | bool | None] = {}
+        if error is not None and error.google_status is not None:
+            detail["google_status"] = error.google_status
+        if error is not None and error.google_error is not None:
+            detail["google_error"] = error.google_error
+        if reauthed:
+            detail["status"] = Status.NEEDS_REAUTH.value
+        await self._audit.record(
+            AUDIT_ACTION,
+            outcome,
+            tenant_id=integration.tenant_id,
+            integration_id=integration.id,
+            request_id=request_id,
+            detail=detail or None,
+            conn=conn,
+        )
+
+    async def _run_reauth_hooks(self, integration: Integration) -> None:
+        """Run every hook; one failing must not stop the others or hide the reauth."""
+        for hook in list(self.reauth_hooks):
+            try:
+                await hook(integration)
+            except Exception:
+                log.exception("reauth hook failed for integration=%s", integration.id)
