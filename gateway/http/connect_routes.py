@@ -1,9 +1,208 @@
-"""Wiring of one feature into the app (placeholder until the feature lands)."""
+"""HTTP routes of the connect flow and the integrations read API.
+
+    POST /v1/connect-sessions             connections:write  start a connection (Google URL)
+    GET  /oauth/google/callback           public             where Google sends the browser
+    GET  /v1/integrations?user_id=        connections:read   the tenant's integrations
+    GET  /v1/integrations/{id}            connections:read   one integration
+    GET  /v1/integrations/{id}/export     connections:read   everything stored about it
+
+Handlers are thin: parse (gateway.http.validation), call ConnectService or the repository,
+render. Another tenant's integration is 404, like one that does not exist.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
 from aiohttp import web
+from pydantic import Field
+
+from gateway.apikeys import utc_now
+from gateway.connections.connect import ConnectService
+from gateway.connections.google_flow import (
+    GoogleFlow,
+    allow_plain_http_if_configured,
+    quiet_token_logging,
+)
+from gateway.connections.model import Integration
+from gateway.errors import NotFound
+from gateway.google.oauth_client import GoogleOAuthClient
+from gateway.http.appkeys import (
+    AUDIT_KEY,
+    HTTP_KEY,
+    INTEGRATIONS_KEY,
+    SETTINGS_KEY,
+    VAULT_KEY,
+)
+from gateway.http.auth import principal, requires_scope
+from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
+
+CONNECT_KEY = web.AppKey("connect", ConnectService)
+
+_INTEGRATION_ID = re.compile(r"^int_[0-9a-f]{24}$")
+# Responses the browser sees during the OAuth dance: never cached (they follow URLs that carry
+# a code and a state) and never leak those URLs onward in a Referer.
+_BROWSER_HEADERS = {
+    "Cache-Control": "no-store",
+    "Pragma": "no-cache",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class CreateConnectSession(StrictBody):
+    user_id: PrintableText = Field(min_length=1, max_length=200)
+    return_url: PrintableText = Field(min_length=1, max_length=2048)
+    login_hint: PrintableText | None = Field(default=None, min_length=1, max_length=320)
+
+
+class ListIntegrations(StrictBody):
+    user_id: PrintableText | None = Field(default=None, min_length=1, max_length=200)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+@requires_scope("connections:write")
+async def create_connect_session(request: web.Request) -> web.Response:
+    """Start a connection: returns Google's consent URL for the user's browser."""
+    body = await read_json(request, CreateConnectSession)
+    started = await request.app[CONNECT_KEY].create_session(
+        tenant_id=principal(request).tenant_id,
+        user_id=body.user_id,
+        return_url=body.return_url,
+        login_hint=body.login_hint,
+    )
+    return web.json_response(
+        {"connect_url": started.connect_url, "expires_at": _ts(started.expires_at)},
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def oauth_callback(request: web.Request) -> web.Response:
+    """Google's redirect back: finish the connection, send the browser to its return_url."""
+    # First value of each parameter: Google sends each once; extras are someone else's noise.
+    query = {key: request.query.getone(key) for key in request.query}
+    outcome = await request.app[CONNECT_KEY].complete_callback(query)
+    if outcome.location is None:
+        # An unknown state names no session, so no return_url we could trust: a plain page.
+        return web.Response(
+            status=400,
+            text=f"Connecting your calendar failed: {outcome.error}. "
+            "Go back to the app and start again.\n",
+            content_type="text/plain",
+            headers=_BROWSER_HEADERS,
+        )
+    return web.Response(status=302, headers={"Location": outcome.location, **_BROWSER_HEADERS})
+
+
+@requires_scope("connections:read")
+async def list_integrations(request: web.Request) -> web.Response:
+    query = parse_query(request.query, ListIntegrations)
+    found = await request.app[INTEGRATIONS_KEY].list_for_user(
+        principal(request).tenant_id, query.user_id
+    )
+    return web.json_response({"integrations": [i.to_public() for i in found]})
+
+
+async def _integration(request: web.Request) -> Integration:
+    """The caller's integration named in the path, or 404 (also for another tenant's)."""
+    integration_id = request.match_info["id"]
+    found = (
+        await request.app[INTEGRATIONS_KEY].get(principal(request).tenant_id, integration_id)
+        if _INTEGRATION_ID.match(integration_id)
+        else None
+    )
+    if found is None:
+        raise NotFound("no such integration", code="integration_not_found")
+    return found
+
+
+@requires_scope("connections:read")
+async def get_integration(request: web.Request) -> web.Response:
+    return web.json_response((await _integration(request)).to_public())
+
+
+@requires_scope("connections:read")
+async def export_integration(request: web.Request) -> web.Response:
+    """Everything stored about an integration (the user's right of access), without secrets:
+    its fields, whether tokens are held (never the tokens or their ciphertext), its vault key's
+    metadata (never key bytes) and its audit entries."""
+    integration = await _integration(request)
+    repo = request.app[INTEGRATIONS_KEY]
+    sealed = await repo.sealed_tokens(integration.id)
+    key = await repo.data_key_facts(integration.tenant_id, integration.id)
+    entries = await request.app[AUDIT_KEY].entries(
+        tenant_id=integration.tenant_id, integration_id=integration.id
+    )
+    document: dict[str, Any] = {
+        "exported_at": _ts(utc_now()),
+        "integration": {
+            **integration.to_public(),
+            "tenant_id": integration.tenant_id,
+            "google_sub": integration.google_sub,
+            "access_token_expires_at": _ts(integration.access_token_expires_at),
+            "disconnect_requested_at": _ts(integration.disconnect_requested_at),
+        },
+        "tokens": {
+            "refresh_token_stored": bool(sealed and sealed.refresh_token),
+            "access_token_stored": bool(sealed and sealed.access_token),
+            "sealed_with": "vault data key below (AES-256-GCM)" if key else None,
+        },
+        "data_key": (
+            {k: (_ts(v) if isinstance(v, datetime) else v) for k, v in key.items()}
+            if key is not None
+            else None
+        ),
+        "audit": [
+            {
+                "at": _ts(e.at),
+                "action": e.action,
+                "outcome": e.outcome,
+                "request_id": e.request_id,
+                "detail": e.detail,
+            }
+            for e in entries
+        ],
+    }
+    return web.json_response(document, headers={"Cache-Control": "no-store"})
+
+
+# -- wiring -----------------------------------------------------------------------------------
 
 
 def setup(app: web.Application) -> None:
-    """Add this feature's services (cleanup contexts) and routes to `app`."""
+    """Add the connect service (a cleanup context, after storage, vault and HTTP) and routes."""
+
+    async def connect_ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS_KEY]
+        quiet_token_logging()
+        flow, revoker = None, None
+        if settings.google_configured:
+            allow_plain_http_if_configured(settings)
+            flow = GoogleFlow(settings)
+            revoker = GoogleOAuthClient.from_settings(app[HTTP_KEY], settings)
+        app[CONNECT_KEY] = ConnectService(
+            repository=app[INTEGRATIONS_KEY],
+            vault=app[VAULT_KEY],
+            audit=app[AUDIT_KEY],
+            settings=settings,
+            flow=flow,
+            revoker=revoker,
+        )
+        yield
+
+    app.cleanup_ctx.append(connect_ctx)
+    app.router.add_post("/v1/connect-sessions", create_connect_session)
+    app.router.add_get("/oauth/google/callback", oauth_callback)
+    app.router.add_get("/v1/integrations", list_integrations)
+    app.router.add_get("/v1/integrations/{id}", get_integration)
+    app.router.add_get("/v1/integrations/{id}/export", export_integration)

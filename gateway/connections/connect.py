@@ -1,0 +1,425 @@
+"""Connecting a user's Google Calendar: the connect session and the OAuth callback.
+
+    agent backend --POST /v1/connect-sessions--> create_session()  -> Google's consent URL
+    user's browser --Google--> GET /oauth/google/callback --> complete_callback() -> return_url
+
+The OAuth `state` is 256 random bits, stored only as its SHA-256, single-use (consumed before
+anything else happens, so a replay finds it spent), and expires with the session. The PKCE
+verifier lives in the session row until that one use.
+
+Every outcome of a callback writes one audit entry (action `connect`, outcome `ok` or the error
+code) with ids and codes only. Tokens are sealed by the vault before they reach the database
+and never leave this module in clear: not in logs, not in exceptions, not in the redirect.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from gateway.apikeys import utc_now
+from gateway.audit import AuditLog
+from gateway.connections.google_flow import (
+    ExchangeFailed,
+    GoogleIdentity,
+    GrantedTokens,
+    OAuthFlow,
+)
+from gateway.connections.model import (
+    PURPOSE_ACCESS_TOKEN,
+    PURPOSE_REFRESH_TOKEN,
+    Capability,
+    Integration,
+    Status,
+    capabilities_for,
+    new_integration_id,
+)
+from gateway.connections.repository import ConnectSession, IntegrationRepository, SealedTokens
+from gateway.errors import InvalidInput, ProblemError
+from gateway.settings import Settings
+from vault.envelope import SealContext
+from vault.service import Vault
+
+log = logging.getLogger(__name__)
+
+AUDIT_ACTION = "connect"
+STATE_BYTES = 32  # 256 bits (the issue asks for at least 128)
+VERIFIER_BYTES = 48  # 64 base64url characters (RFC 7636: 43-128)
+MAX_STATE_CHARS = 256  # ours are 43; anything much longer is not one of ours
+
+# The error codes the browser may be sent back with (the `error` query parameter).
+ACCESS_DENIED = "access_denied"
+INSUFFICIENT_SCOPE = "insufficient_scope"
+INVALID_STATE = "invalid_state"
+EXPIRED_SESSION = "expired_session"
+EXCHANGE_FAILED = "exchange_failed"
+CALLBACK_ERRORS = (
+    ACCESS_DENIED,
+    INSUFFICIENT_SCOPE,
+    INVALID_STATE,
+    EXPIRED_SESSION,
+    EXCHANGE_FAILED,
+)
+
+
+class GoogleNotConfigured(ProblemError):
+    """No Google OAuth client is configured, so nobody can connect."""
+
+    code = "google_not_configured"
+    status = 503
+    title = "Service Unavailable"
+
+
+class TokenRevoker(Protocol):
+    """Revokes a token at Google (`gateway.google.oauth_client.GoogleOAuthClient` is one)."""
+
+    async def revoke(self, token: str) -> bool:
+        """True when revoked now, False when Google no longer knew it."""
+        ...
+
+
+@dataclass(frozen=True)
+class StartedSession:
+    """What the agent's backend gets: where to send the user, and until when it works."""
+
+    connect_url: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class CallbackOutcome:
+    """Where to send the browser after a callback.
+
+    `location` is the session's return_url with `status=connected&integration_id=...` or
+    `status=error&error=<code>`; it is None when the state is unknown (no trustworthy place to
+    send the browser: answer a plain error page with `error` instead).
+    """
+
+    location: str | None
+    error: str | None = None
+    integration_id: str | None = None
+
+
+def state_digest(state: str) -> str:
+    """How a state is looked up: its SHA-256, hex (the state itself is never stored)."""
+    return hashlib.sha256(state.encode("utf-8", "replace")).hexdigest()
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def return_url_allowed(url: str, prefixes: list[str]) -> bool:
+    """Whether `url` may receive the user's browser: an absolute http(s) URL without userinfo,
+    starting with an allowed prefix on the same origin. A prefix without a trailing '/' must
+    end at a boundary, so `https://app.example.com` does not admit `https://app.example.com.evil`
+    (or `...@evil`)."""
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return False
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+        return False
+    for prefix in prefixes:
+        if not url.startswith(prefix):
+            continue
+        allowed = urlsplit(prefix)
+        if (allowed.scheme, allowed.netloc.lower()) != (parts.scheme, parts.netloc.lower()):
+            continue
+        rest = url[len(prefix) :]
+        if not rest or prefix.endswith(("/", "?", "&")) or rest[0] in "/?#":
+            return True
+    return False
+
+
+def with_query(url: str, params: Mapping[str, str]) -> str:
+    """`url` with `params` added to its query (its own parameters kept, ours replacing any of
+    the same name so a return_url cannot pre-set `status`)."""
+    parts = urlsplit(url)
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    return urlunsplit(parts._replace(query=urlencode([*kept, *params.items()])))
+
+
+class ConnectService:
+    """Creates connect sessions and completes OAuth callbacks.
+
+    Dependencies come in as arguments: `flow` is None when Google is not configured (then
+    `create_session` answers 503 google_not_configured); `revoker` undoes partial grants;
+    `clock` and `token_bytes` make expiry and randomness testable.
+    """
+
+    def __init__(
+        self,
+        *,
+        repository: IntegrationRepository,
+        vault: Vault,
+        audit: AuditLog,
+        settings: Settings,
+        flow: OAuthFlow | None,
+        revoker: TokenRevoker | None,
+        clock: Callable[[], datetime] = utc_now,
+        token_bytes: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        self._repo = repository
+        self._vault = vault
+        self._audit = audit
+        self._settings = settings
+        self._flow = flow
+        self._revoker = revoker
+        self._clock = clock
+        self._token_bytes = token_bytes
+
+    def __repr__(self) -> str:
+        return f"ConnectService(configured={self._flow is not None})"
+
+    # -- connect sessions ---------------------------------------------------------------------
+
+    async def create_session(
+        self, *, tenant_id: str, user_id: str, return_url: str, login_hint: str | None = None
+    ) -> StartedSession:
+        """Start a connection for `user_id`: store a session, return Google's consent URL.
+
+        Raises GoogleNotConfigured (503) and InvalidInput (422, code return_url_not_allowed).
+        """
+        if self._flow is None:
+            raise GoogleNotConfigured(
+                "Google Calendar connections are not configured on this gateway "
+                "(GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET)"
+            )
+        if not return_url_allowed(return_url, self._settings.allowed_return_urls):
+            raise InvalidInput(
+                "return_url: not an allowed return URL (see GATEWAY_ALLOWED_RETURN_URLS)",
+                code="return_url_not_allowed",
+                extra={"field": "return_url"},
+            )
+        state = _b64url(self._token_bytes(STATE_BYTES))
+        verifier = _b64url(self._token_bytes(VERIFIER_BYTES))
+        now = self._clock()
+        expires_at = now + timedelta(seconds=self._settings.connect_session_ttl_s)
+        await self._repo.insert_session(
+            ConnectSession(
+                state_sha256=state_digest(state),
+                tenant_id=tenant_id,
+                user_id=user_id,
+                return_url=return_url,
+                login_hint=login_hint,
+                code_verifier=verifier,
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+        url = self._flow.authorization_url(
+            state=state, code_verifier=verifier, login_hint=login_hint
+        )
+        return StartedSession(connect_url=url, expires_at=expires_at)
+
+    # -- the OAuth callback -------------------------------------------------------------------
+
+    async def complete_callback(self, query: Mapping[str, str]) -> CallbackOutcome:
+        """Finish a connection from the query Google sent the browser back with.
+
+        Never raises for anything the browser or Google sent: every failure is an outcome with
+        one of CALLBACK_ERRORS (and an audit entry).
+        """
+        state = query.get("state", "")
+        if not state or len(state) > MAX_STATE_CHARS:
+            await self._record(INVALID_STATE, None)
+            return CallbackOutcome(None, INVALID_STATE)
+        digest = state_digest(state)
+        # Consumed first, whatever follows: a state works once, even if this attempt fails.
+        session = await self._repo.consume_session(digest)
+        if session is None:
+            spent = await self._repo.find_session(digest)
+            await self._record(INVALID_STATE, spent.tenant_id if spent else None)
+            # A spent state still names its own session's return_url (one the tenant chose
+            # and we checked): safe to send the browser there. An unknown one names nothing.
+            return (
+                self._fail(spent, INVALID_STATE) if spent else CallbackOutcome(None, INVALID_STATE)
+            )
+
+        now = self._clock()
+        if now >= session.expires_at:
+            return await self._refuse(session, EXPIRED_SESSION)
+        if "error" in query:
+            google_error = query["error"][:64]
+            code = ACCESS_DENIED if google_error == ACCESS_DENIED else EXCHANGE_FAILED
+            return await self._refuse(session, code, google_error=google_error)
+        code_param = query.get("code", "")
+        if not code_param or self._flow is None:
+            return await self._refuse(session, EXCHANGE_FAILED)
+
+        try:
+            tokens = await self._flow.exchange(
+                code=code_param, code_verifier=session.code_verifier, now=now
+            )
+        except ExchangeFailed as exc:
+            log.warning("connect: code exchange failed for tenant=%s: %s", session.tenant_id, exc)
+            return await self._refuse(session, EXCHANGE_FAILED)
+
+        if Capability.AVAILABILITY not in capabilities_for(tokens.granted_scopes):
+            # The user unticked the calendar on Google's consent screen: nothing to keep.
+            revoked = await self._revoke(tokens)
+            return await self._refuse(session, INSUFFICIENT_SCOPE, revoked=revoked)
+
+        try:
+            identity = await self._flow.verify_identity(tokens)
+        except ExchangeFailed as exc:
+            log.warning("connect: identity not verified for tenant=%s: %s", session.tenant_id, exc)
+            revoked = await self._revoke(tokens)
+            return await self._refuse(session, EXCHANGE_FAILED, revoked=revoked)
+
+        try:
+            integration_id, reconnected = await self._store(session, identity, tokens, now)
+        except Exception as exc:
+            # The vault or the database failed with Google's tokens in hand. Their messages may
+            # quote SQL parameters (an email, sealed bytes): log the type only, and give the
+            # grant back rather than leave it dangling.
+            log.error(
+                "connect: storing failed for tenant=%s (%s)", session.tenant_id, type(exc).__name__
+            )
+            revoked = await self._revoke(tokens)
+            return await self._refuse(session, EXCHANGE_FAILED, revoked=revoked)
+
+        capabilities = capabilities_for(tokens.granted_scopes)
+        await self._record(
+            "ok",
+            session.tenant_id,
+            integration_id=integration_id,
+            detail={
+                "capabilities": ",".join(c.value for c in capabilities),
+                "reconnect": reconnected,
+            },
+        )
+        log.info(
+            "connect: tenant=%s integration=%s connected (reconnect=%s)",
+            session.tenant_id,
+            integration_id,
+            reconnected,
+        )
+        return CallbackOutcome(
+            with_query(
+                session.return_url, {"status": "connected", "integration_id": integration_id}
+            ),
+            None,
+            integration_id,
+        )
+
+    # -- internals ----------------------------------------------------------------------------
+
+    async def _store(
+        self,
+        session: ConnectSession,
+        identity: GoogleIdentity,
+        tokens: GrantedTokens,
+        now: datetime,
+    ) -> tuple[str, bool]:
+        """Seal the tokens and store them on the same person's integration (a reconnect) or a
+        new one. Returns (integration id, reconnected)."""
+        existing = await self._repo.find_reconnectable(
+            session.tenant_id, session.user_id, identity.sub
+        )
+        if existing is not None:
+            sealed = await self._seal(session.tenant_id, existing.id, tokens)
+            if await self._repo.reconnect(
+                existing.id,
+                google_email=identity.email,
+                granted_scopes=tokens.granted_scopes,
+                tokens=sealed,
+                now=now,
+            ):
+                return existing.id, True
+            # A disconnect began meanwhile: that integration is going away; start afresh.
+        if tokens.refresh_token is None:
+            # Without one the connection would die within the hour. prompt=consent makes Google
+            # send one, so this is Google misbehaving.
+            raise _MissingRefreshToken()
+        integration_id = new_integration_id(self._token_bytes(12))
+        sealed = await self._seal(session.tenant_id, integration_id, tokens)
+        await self._repo.insert(
+            Integration(
+                id=integration_id,
+                tenant_id=session.tenant_id,
+                user_id=session.user_id,
+                status=Status.ACTIVE,
+                google_sub=identity.sub,
+                google_email=identity.email,
+                granted_scopes=tokens.granted_scopes,
+                created_at=now,
+                updated_at=now,
+                access_token_expires_at=tokens.expires_at,
+            ),
+            sealed,
+        )
+        return integration_id, False
+
+    async def _seal(
+        self, tenant_id: str, integration_id: str, tokens: GrantedTokens
+    ) -> SealedTokens:
+        await self._vault.ensure_data_key(tenant_id, integration_id)
+        access = await self._vault.seal(
+            SealContext(tenant_id, integration_id, PURPOSE_ACCESS_TOKEN),
+            tokens.access_token.encode("utf-8"),
+        )
+        refresh = (
+            await self._vault.seal(
+                SealContext(tenant_id, integration_id, PURPOSE_REFRESH_TOKEN),
+                tokens.refresh_token.encode("utf-8"),
+            )
+            if tokens.refresh_token is not None
+            else None
+        )
+        return SealedTokens(
+            refresh_token=refresh, access_token=access, access_token_expires_at=tokens.expires_at
+        )
+
+    async def _revoke(self, tokens: GrantedTokens) -> bool:
+        """Undo a grant we will not keep. Revoking the refresh token (or, without one, the
+        access token) revokes the whole grant. A failure is logged, never raised: the user's
+        answer is the same either way."""
+        if self._revoker is None:
+            return False
+        try:
+            await self._revoker.revoke(tokens.refresh_token or tokens.access_token)
+        except Exception as exc:  # GoogleError, or anything else: the callback must answer
+            log.warning("connect: revoking a refused grant failed (%s)", type(exc).__name__)
+            return False
+        return True
+
+    async def _refuse(
+        self, session: ConnectSession, code: str, **detail: str | bool
+    ) -> CallbackOutcome:
+        await self._record(code, session.tenant_id, detail=detail)
+        log.info("connect: tenant=%s refused: %s", session.tenant_id, code)
+        return self._fail(session, code)
+
+    @staticmethod
+    def _fail(session: ConnectSession, code: str) -> CallbackOutcome:
+        return CallbackOutcome(
+            with_query(session.return_url, {"status": "error", "error": code}), code
+        )
+
+    async def _record(
+        self,
+        outcome: str,
+        tenant_id: str | None,
+        *,
+        integration_id: str | None = None,
+        detail: Mapping[str, str | bool] | None = None,
+    ) -> None:
+        await self._audit.record(
+            AUDIT_ACTION,
+            outcome,
+            tenant_id=tenant_id,
+            integration_id=integration_id,
+            detail=detail or None,
+        )
+
+
+class _MissingRefreshToken(Exception):
+    """Google granted a new connection without a refresh token."""

@@ -1,0 +1,1 @@
+"""Tests of connecting, keeping alive and disconnecting Google Calendar integrations."""
