@@ -1,0 +1,388 @@
+"""Connecting a Google Calendar, end to end over real HTTP: gateway <-> emulator, both backends.
+
+The browser is scripted (tests/stack.py): it follows the gateway's connect URL to the emulator's
+consent endpoint, then Google's redirect back to the gateway's callback, and lands on the
+return URL whose query says how it went.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import aiohttp
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.apikeys import SCOPES, ApiKeyStore, utc_now
+from gateway.app import create_app
+from gateway.connections.connect import return_url_allowed, with_query
+from gateway.connections.model import PURPOSE_ACCESS_TOKEN, PURPOSE_REFRESH_TOKEN, Status
+from gateway.db.schema import audit_log, connect_sessions, integrations
+from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
+from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE, load_settings
+from tests.stack import (
+    ALICE,
+    ALICE_SUB,
+    BOB,
+    BOB_SUB,
+    CAROL,
+    CAROL_SUB,
+    DAVE,
+    GATEWAY_CLIENT_ID,
+    GATEWAY_CLIENT_SECRET,
+    RETURN_URL,
+    Stack,
+    issued_secrets,
+)
+from vault.envelope import SealContext
+
+
+def query_of(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+async def integration(stack: Stack, integration_id: str, key: str | None = None) -> Any:
+    async with stack.http.get(
+        stack.url(f"/v1/integrations/{integration_id}"), headers=stack.auth(key)
+    ) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def integration_rows(stack: Stack) -> list[Any]:
+    async with stack.engine.connect() as conn:
+        return list((await conn.execute(select(integrations))).mappings().all())
+
+
+async def audit_rows(stack: Stack) -> list[Any]:
+    async with stack.engine.connect() as conn:
+        return list((await conn.execute(select(audit_log).order_by(audit_log.c.id))).mappings())
+
+
+async def outcomes(stack: Stack) -> list[str]:
+    return [r["outcome"] for r in await audit_rows(stack) if r["action"] == "connect"]
+
+
+async def first_leg(stack: Stack, email: str, user_id: str = "u-1") -> str:
+    """Start a session and let Google answer: returns the callback URL (not yet visited)."""
+    session = await stack.start_connect(user_id, login_hint=email)
+    return await stack.browser_get(session["connect_url"])
+
+
+# -- the happy path ---------------------------------------------------------------------------
+
+
+async def test_alice_connects_and_her_tokens_are_stored_sealed(stack: Stack) -> None:
+    result = await stack.connect(ALICE, user_id="u-1")
+
+    assert result["status"] == "connected"
+    body = await integration(stack, result["integration_id"])
+    assert body["status"] == "active"
+    assert body["user_id"] == "u-1"
+    assert body["google_email"] == ALICE
+    assert {AVAILABILITY_SCOPE, BOOKING_SCOPE} <= set(body["granted_scopes"])
+    assert body["capabilities"] == ["availability", "booking"]
+    assert body["created_at"].endswith("Z")
+
+    # The authorization request was what the issue asks for.
+    sent = stack.google.inspector.requests(endpoint="authorize")[-1].query
+    assert sent["access_type"] == "offline"
+    assert sent["prompt"] == "consent"
+    assert sent["include_granted_scopes"] == "true"
+    assert sent["code_challenge_method"] == "S256"
+    assert sent["login_hint"] == ALICE
+    assert sent["redirect_uri"] == stack.settings.oauth_redirect_uri
+    assert len(base64.urlsafe_b64decode(sent["state"] + "==")) >= 16  # >= 128 bits
+    assert set(sent["scope"].split()) == set(stack.settings.google_scopes)
+
+    # The row holds sealed blobs that open (with the right purpose) to what Google issued, and
+    # no plaintext token at all.
+    [row] = await integration_rows(stack)
+    grant = stack.google.active_grants(ALICE_SUB, GATEWAY_CLIENT_ID)[-1]
+    vault = stack.app[VAULT_KEY]
+    refresh = await vault.open(
+        SealContext("acme", row["id"], PURPOSE_REFRESH_TOKEN), row["refresh_token"]
+    )
+    assert refresh.decode() == grant.refresh_token
+    access = await vault.open(
+        SealContext("acme", row["id"], PURPOSE_ACCESS_TOKEN), row["access_token"]
+    )
+    assert access.decode() in stack.google.access_tokens
+    raw = b"".join(v if isinstance(v, bytes) else str(v).encode() for v in dict(row).values())
+    for secret in issued_secrets(stack.google):
+        assert secret.encode() not in raw
+    assert row["access_token_expires_at"] is not None
+
+    assert await outcomes(stack) == ["ok"]
+
+
+async def test_connect_url_points_at_google_and_carries_no_secret(stack: Stack) -> None:
+    session = await stack.start_connect("u-1")
+    url = session["connect_url"]
+    assert url.startswith(stack.settings.google_auth_uri + "?")
+    query = query_of(url)
+    assert query["client_id"] == GATEWAY_CLIENT_ID
+    assert GATEWAY_CLIENT_SECRET not in url
+    assert "code_verifier" not in query
+    assert "login_hint" not in query
+    # The verifier stored for the session is what the challenge commits to.
+    async with stack.engine.connect() as conn:
+        stored = (await conn.execute(select(connect_sessions))).mappings().one()
+    digest = hashlib.sha256(stored["code_verifier"].encode()).digest()
+    assert base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == query["code_challenge"]
+    assert stored["state_sha256"] == hashlib.sha256(query["state"].encode()).hexdigest()
+    assert query["state"] not in json.dumps({k: str(v) for k, v in stored.items()})
+    expires = session["expires_at"]
+    assert expires.endswith("Z")
+
+
+# -- the user's choices on Google's consent screen --------------------------------------------
+
+
+async def test_bob_refuses_and_nothing_is_stored(stack: Stack) -> None:
+    result = await stack.connect(BOB, user_id="u-bob")
+    assert result == {"status": "error", "error": "access_denied"}
+    assert await integration_rows(stack) == []
+    assert stack.google.active_grants(BOB_SUB, GATEWAY_CLIENT_ID) == []
+    assert await outcomes(stack) == ["access_denied"]
+
+
+async def test_carol_grants_no_calendar_scope_and_the_partial_grant_is_revoked(
+    stack: Stack,
+) -> None:
+    result = await stack.connect(CAROL, user_id="u-carol")
+    assert result == {"status": "error", "error": "insufficient_scope"}
+    assert await integration_rows(stack) == []
+    # She did grant sign-in scopes: the gateway gave that grant back.
+    revoked = stack.google.revoked_grants(CAROL_SUB)
+    assert len(revoked) == 1 and revoked[0].revoked_by == "revoke_endpoint"
+    assert stack.google.active_grants(CAROL_SUB, GATEWAY_CLIENT_ID) == []
+    [entry] = [r for r in await audit_rows(stack) if r["action"] == "connect"]
+    assert entry["outcome"] == "insufficient_scope"
+    assert json.loads(entry["detail"]) == {"revoked": True}
+
+
+async def test_dave_grants_availability_only(stack: Stack) -> None:
+    result = await stack.connect(DAVE, user_id="u-dave")
+    assert result["status"] == "connected"
+    body = await integration(stack, result["integration_id"])
+    assert body["capabilities"] == ["availability"]
+    assert BOOKING_SCOPE not in body["granted_scopes"]
+    assert body["status"] == "active"
+
+
+# -- state: forged, replayed, expired ---------------------------------------------------------
+
+
+async def test_forged_or_missing_state_gets_a_plain_page_not_a_redirect(stack: Stack) -> None:
+    for query in ({"state": "forged-state", "code": "4/0Aemu-x"}, {"code": "x"}, {}):
+        url = stack.url("/oauth/google/callback") + ("?" + urlencode(query) if query else "")
+        async with stack.http.get(url, allow_redirects=False) as response:
+            assert response.status == 400
+            assert "Location" not in response.headers
+            assert response.content_type == "text/plain"
+            assert response.headers["Cache-Control"] == "no-store"
+            assert "invalid_state" in await response.text()
+    assert await outcomes(stack) == ["invalid_state"] * 3
+
+
+async def test_replayed_callback_finds_the_state_spent(stack: Stack) -> None:
+    callback = await first_leg(stack, ALICE)
+    first = await stack.browser_get(callback)
+    assert query_of(first)["status"] == "connected"
+
+    again = await stack.browser_get(callback)
+    assert again.startswith(RETURN_URL)
+    assert query_of(again) == {"status": "error", "error": "invalid_state"}
+    assert len(await integration_rows(stack)) == 1
+    assert await outcomes(stack) == ["ok", "invalid_state"]
+
+    # And Google itself refuses the code a second time.
+    code = query_of(callback)["code"]
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": stack.settings.oauth_redirect_uri,
+        "client_id": GATEWAY_CLIENT_ID,
+        "client_secret": GATEWAY_CLIENT_SECRET,
+    }
+    async with stack.http.post(stack.settings.google_token_uri, data=form) as response:
+        assert response.status == 400
+        assert (await response.json())["error"] == "invalid_grant"
+
+
+async def test_expired_session(stack: Stack) -> None:
+    callback = await first_leg(stack, ALICE)
+    async with stack.engine.begin() as conn:
+        await conn.execute(
+            update(connect_sessions).values(expires_at=utc_now() - timedelta(seconds=1))
+        )
+    back = await stack.browser_get(callback)
+    assert query_of(back) == {"status": "error", "error": "expired_session"}
+    assert await integration_rows(stack) == []
+    # The code was never redeemed.
+    assert stack.google.inspector.token_calls_for(ALICE_SUB, "authorization_code") == 0
+    assert await outcomes(stack) == ["expired_session"]
+
+
+async def test_pkce_mismatch_fails_the_exchange(stack: Stack) -> None:
+    callback = await first_leg(stack, ALICE)
+    async with stack.engine.begin() as conn:
+        await conn.execute(update(connect_sessions).values(code_verifier="x" * 64))
+    back = await stack.browser_get(callback)
+    assert query_of(back) == {"status": "error", "error": "exchange_failed"}
+    assert await integration_rows(stack) == []
+    token_calls = stack.google.inspector.requests(endpoint="token")
+    assert [r.status for r in token_calls] == [400]
+    assert await outcomes(stack) == ["exchange_failed"]
+
+
+async def test_google_error_other_than_denial_is_exchange_failed(stack: Stack) -> None:
+    session = await stack.start_connect("u-1", login_hint=ALICE)
+    state = query_of(session["connect_url"])["state"]
+    url = stack.url("/oauth/google/callback?") + urlencode(
+        {"state": state, "error": "server_error"}
+    )
+    back = await stack.browser_get(url)
+    assert query_of(back) == {"status": "error", "error": "exchange_failed"}
+    [entry] = await audit_rows(stack)
+    assert json.loads(entry["detail"]) == {"google_error": "server_error"}
+
+
+# -- the session request ----------------------------------------------------------------------
+
+
+async def test_return_url_must_be_allowed(stack: Stack) -> None:
+    for bad in (
+        "https://evil.example.com/x",
+        "https://app.example.com.evil.com/x",
+        "https://app.example.com@evil.com/",
+        "http://app.example.com/",
+        "javascript:alert(1)",
+    ):
+        async with stack.http.post(
+            stack.url("/v1/connect-sessions"),
+            json={"user_id": "u-1", "return_url": bad},
+            headers=stack.auth(),
+        ) as response:
+            assert response.status == 422, bad
+            assert response.content_type == "application/problem+json"
+            problem = await response.json()
+            assert problem["code"] == "return_url_not_allowed"
+            assert problem["detail"].startswith("return_url:")
+    async with stack.engine.connect() as conn:
+        assert (await conn.execute(select(connect_sessions))).first() is None
+
+
+def test_return_url_prefix_rules() -> None:
+    prefixes = ["https://app.example.com", "https://b.example.com/cb/"]
+    assert return_url_allowed("https://app.example.com", prefixes)
+    assert return_url_allowed("https://app.example.com/x?y=1", prefixes)
+    assert return_url_allowed("https://b.example.com/cb/done", prefixes)
+    assert not return_url_allowed("https://app.example.com.evil.com/", prefixes)
+    assert not return_url_allowed("https://app.example.com@evil.com/", prefixes)
+    assert not return_url_allowed("https://app.example.comx/", prefixes)
+    assert not return_url_allowed("https://b.example.com/other", prefixes)
+    assert not return_url_allowed("https://app.example.com/\r\nx", prefixes)
+    assert not return_url_allowed("https://app.example.com/", [])
+
+
+def test_with_query_keeps_own_parameters_but_not_ours() -> None:
+    url = with_query("https://a.example/cb?x=1&status=forged#frag", {"status": "connected"})
+    assert url == "https://a.example/cb?x=1&status=connected#frag"
+
+
+async def test_session_needs_the_write_scope(stack: Stack) -> None:
+    reader = (await ApiKeyStore(stack.engine).create("acme", ["connections:read"])).value
+    body = {"user_id": "u-1", "return_url": RETURN_URL}
+    async with stack.http.post(
+        stack.url("/v1/connect-sessions"), json=body, headers=stack.auth(reader)
+    ) as response:
+        assert response.status == 403
+        assert (await response.json())["code"] == "insufficient_scope"
+    async with stack.http.post(stack.url("/v1/connect-sessions"), json=body) as response:
+        assert response.status == 401
+        assert response.content_type == "application/problem+json"
+
+
+async def test_connect_without_google_configured_is_503(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        env_file=None,
+        database_url=database_url,
+        kek_uri=f"file:{tmp_path / 'k.json'}",
+        allowed_return_urls=["https://app.example.com/"],
+    )
+    key = (await ApiKeyStore(engine).create("acme", SCOPES)).value
+    async with TestClient(TestServer(create_app(settings, engine=engine))) as client:
+        response = await client.post(
+            "/v1/connect-sessions",
+            json={"user_id": "u-1", "return_url": RETURN_URL},
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        assert response.status == 503
+        assert (await response.json())["code"] == "google_not_configured"
+
+
+# -- reconnecting -----------------------------------------------------------------------------
+
+
+async def test_reconnect_reuses_the_integration_and_reactivates_it(stack: Stack) -> None:
+    first = await stack.connect(ALICE, user_id="u-1")
+    integration_id = first["integration_id"]
+    [before] = await integration_rows(stack)
+    repo = stack.app[INTEGRATIONS_KEY]
+    assert await repo.set_status(integration_id, Status.NEEDS_REAUTH, reason="invalid_grant")
+
+    second = await stack.connect(ALICE, user_id="u-1")
+    assert second == {"status": "connected", "integration_id": integration_id}
+    [after] = await integration_rows(stack)
+    assert after["status"] == "active"
+    assert after["reauth_reason"] is None
+    assert after["refresh_token"] != before["refresh_token"]
+    newest = stack.google.active_grants(ALICE_SUB, GATEWAY_CLIENT_ID)[-1]
+    opened = await stack.app[VAULT_KEY].open(
+        SealContext("acme", integration_id, PURPOSE_REFRESH_TOKEN), after["refresh_token"]
+    )
+    assert opened.decode() == newest.refresh_token
+    entries = [r for r in await audit_rows(stack) if r["action"] == "connect"]
+    assert [json.loads(e["detail"])["reconnect"] for e in entries] == [False, True]
+
+    # Another user id of the same tenant is another integration.
+    third = await stack.connect(ALICE, user_id="u-2")
+    assert third["integration_id"] != integration_id
+
+
+# -- the audit trail --------------------------------------------------------------------------
+
+
+async def test_audit_entries_hold_no_email_and_no_token(stack: Stack) -> None:
+    await stack.connect(ALICE, user_id="u-1")
+    await stack.connect(BOB, user_id="u-2")
+    await stack.connect(CAROL, user_id="u-3")
+    await stack.connect(DAVE, user_id="u-4")
+    rows = await audit_rows(stack)
+    assert [r["outcome"] for r in rows] == ["ok", "access_denied", "insufficient_scope", "ok"]
+    text = json.dumps([{k: str(v) for k, v in r.items()} for r in rows])
+    for forbidden in {ALICE, BOB, CAROL, DAVE, "@"} | issued_secrets(stack.google):
+        assert forbidden not in text
+    assert all(r["tenant_id"] == "acme" for r in rows)
+
+
+async def test_the_callback_never_answers_500(stack: Stack) -> None:
+    session = await stack.start_connect("u-1", login_hint=ALICE)
+    state = query_of(session["connect_url"])["state"]
+    weird = {"state": state, "code": "\x00" * 10 + "é"}
+    async with aiohttp.ClientSession() as http:
+        url = stack.url("/oauth/google/callback?") + urlencode(weird)
+        async with http.get(url, allow_redirects=False) as response:
+            assert response.status == 302
+            assert query_of(response.headers["Location"])["error"] == "exchange_failed"
