@@ -186,12 +186,12 @@ def parse_query(query: MultiMapping[str], model: type[M]) -> M:
     else about the model (unknown fields, constraints) applies as for bodies.
     """
     data: dict[str, str] = {}
-    for key in query:
-        if key in data:
+    for key, value in query.items():
+        if key in data or len(query.getall(key)) > 1:
             raise InvalidInput(
                 f"{key}: given more than once", code="duplicate_field", extra={"field": key}
             )
-        data[key] = query.getone(key)
+        data[key] = value
     return validate(model, data, strict=False)
 
 
