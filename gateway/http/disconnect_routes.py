@@ -1,9 +1,148 @@
-"""Wiring of one feature into the app (placeholder until the feature lands)."""
+"""`DELETE /v1/integrations/{id}`: disconnect, and the background resumer of disconnects.
+
+    DELETE /v1/integrations/{id}        scope connections:write
+      200  the destruction receipt: {"id", "status": "disconnected", "revoked_at_google",
+           "tokens_destroyed", "channels_stopped", "records_purged", "completed_at"}; the
+           same receipt for every later call (idempotent)
+      202  {"id", "status": "disconnecting", "disconnect_step"} with Retry-After: the
+           disconnect is recorded but not finished within this request, because another
+           gateway process holds the job (it was waited for `wait_s`) or a step failed (logged)
+           and the background resumer retries it. Call again (or GET the integration) later.
+      404  problem+json `integration_not_found`: unknown, or another tenant's
+
+The request runs the job inline when it can take the job's lease; its time is bounded by the
+retry budget of the revocation (the other steps are local). Every process runs a resumer that,
+on startup and every `resume_interval_s`, continues every disconnect whose lease is free or
+expired: a process killed mid-disconnect is finished by whichever process comes next.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
 from aiohttp import web
+
+from gateway.connections.disconnect import (
+    DisconnectHooks,
+    DisconnectService,
+    TokenRevoker,
+)
+from gateway.errors import ConfigurationError, NotFound
+from gateway.google.oauth_client import GoogleOAuthClient
+from gateway.google.retry import RetryPolicy
+from gateway.http.appkeys import AUDIT_KEY, HTTP_KEY, INTEGRATIONS_KEY, SETTINGS_KEY, VAULT_KEY
+from gateway.http.auth import principal, requires_scope
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DisconnectConfig:
+    """Timing of disconnects. `lease_ttl_s` must exceed the revocation's retry budget (the
+    longest step) with margin; `wait_s` is how long a DELETE waits for another process's run."""
+
+    retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(attempts=4, base_s=0.5, max_s=4.0, budget_s=10.0)
+    )
+    lease_ttl_s: float = 60.0
+    wait_s: float = 5.0
+    poll_s: float = 0.2
+    resume_interval_s: float = 30.0
+    retry_after_s: int = 5
+
+
+# Set before the app starts to change the defaults (tests shorten the timings).
+DISCONNECT_CONFIG_KEY = web.AppKey("disconnect_config", DisconnectConfig)
+DISCONNECT_HOOKS_KEY = web.AppKey("disconnect_hooks", DisconnectHooks)
+DISCONNECT_SERVICE_KEY = web.AppKey("disconnect_service", DisconnectService)
+
+
+def disconnect_hooks(app: web.Application) -> DisconnectHooks:
+    """The hooks of disconnect steps 3 and 4; the sync engine appends to them from its own
+    `setup(app)` (before the app starts)."""
+    hooks = app.get(DISCONNECT_HOOKS_KEY)
+    if hooks is None:
+        hooks = DisconnectHooks()
+        app[DISCONNECT_HOOKS_KEY] = hooks
+    return hooks
+
+
+def _lease_owner() -> str:
+    """This process's name in lease columns: host, pid and a random tag (a restarted process
+    with a recycled pid must not look like its predecessor)."""
+    return f"{socket.gethostname()[:24]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@requires_scope("connections:write")
+async def delete_integration(request: web.Request) -> web.Response:
+    """Disconnect the caller's integration (see the module doc for the answers)."""
+    who = principal(request)
+    integration_id = request.match_info["integration_id"]
+    config = request.app[DISCONNECT_CONFIG_KEY]
+    outcome = await request.app[DISCONNECT_SERVICE_KEY].disconnect(
+        who.tenant_id, integration_id, wait_s=config.wait_s, poll_s=config.poll_s
+    )
+    if outcome is None:
+        raise NotFound("no such integration", code="integration_not_found")
+    if outcome.receipt is not None:
+        return web.json_response(outcome.to_public())
+    return web.json_response(
+        outcome.to_public(), status=202, headers={"Retry-After": str(config.retry_after_s)}
+    )
 
 
 def setup(app: web.Application) -> None:
-    """Add this feature's services (cleanup contexts) and routes to `app`."""
+    """Add the DELETE route and the disconnect service with its background resumer."""
+    disconnect_hooks(app)
+    if DISCONNECT_CONFIG_KEY not in app:
+        app[DISCONNECT_CONFIG_KEY] = DisconnectConfig()
+
+    async def disconnect_ctx(app: web.Application) -> AsyncIterator[None]:
+        config = app[DISCONNECT_CONFIG_KEY]
+        revoker: TokenRevoker | None
+        try:
+            revoker = GoogleOAuthClient.from_settings(app[HTTP_KEY], app[SETTINGS_KEY])
+        except ConfigurationError:
+            # Without a Google client nobody can have connected, but a disconnect must still
+            # destroy whatever is stored: receipts then say revoked_at_google=false.
+            revoker = None
+        service = DisconnectService(
+            repository=app[INTEGRATIONS_KEY],
+            vault=app[VAULT_KEY],
+            audit=app[AUDIT_KEY],
+            revoker=revoker,
+            retry=config.retry,
+            owner=_lease_owner(),
+            hooks=app[DISCONNECT_HOOKS_KEY],
+            lease_ttl_s=config.lease_ttl_s,
+        )
+        app[DISCONNECT_SERVICE_KEY] = service
+        resumer = asyncio.create_task(_resume_forever(service, config.resume_interval_s))
+        try:
+            yield
+        finally:
+            resumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resumer
+
+    app.cleanup_ctx.append(disconnect_ctx)
+    app.router.add_delete("/v1/integrations/{integration_id}", delete_integration)
+
+
+async def _resume_forever(service: DisconnectService, interval_s: float) -> None:
+    """Finish the disconnects of crashed processes: at startup, then every `interval_s`."""
+    while True:
+        try:
+            completed = await service.resume_all()
+            if completed:
+                log.info("disconnect resumer completed %d disconnect(s)", completed)
+        except Exception:  # the database may be briefly unreachable; try again next round
+            log.exception("disconnect resumer failed")
+        await asyncio.sleep(interval_s)
