@@ -1,9 +1,9 @@
 """Errors of the connections package (connect, keep alive, disconnect).
 
-    ProblemError (gateway.errors)
-    └── IntegrationInactive   409: the integration is not active (needs_reauth, disconnecting,
-                              disconnected); Google is not called for it. `extra["status"]`
-                              says which state, so the agent can ask the user to reconnect.
+ProblemError (gateway.errors)
+└── IntegrationInactive   409: the integration is not active (needs_reauth, disconnecting,
+                          disconnected); Google is not called for it. `extra["status"]`
+                          says which state, so the agent can ask the user to reconnect.
 """
 
 from __future__ import annotations

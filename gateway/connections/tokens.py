@@ -83,16 +83,13 @@ AUDIT_ACTION = "refresh"
 
 @dataclass
 class _Flight:
-    """One integration's in-process lock and the outcome of its last refresh.
-
-    `generation` counts finished refreshes, so a caller that queued before one finished knows
-    the row has been worked on while it waited; `failure` is that refresh's transient error.
-    """
+    """One integration's in-process lock; `users` counts holders and waiters so the entry is
+    dropped when nobody needs it, and `generation` counts finished refreshes so a caller that
+    queued knows whether one completed while it waited."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     users: int = 0
     generation: int = 0
-    failure: TransientGoogleError | None = None
 
 
 class TokenManager:
@@ -112,6 +109,7 @@ class TokenManager:
         rng: Callable[[], float] = random.random,
         reauth_hooks: Iterable[ReauthHook] = (),
         max_concurrent_refreshes: int = 5,
+        failure_cooldown_s: float = 5.0,
     ) -> None:
         self._repo = repository
         self._vault = vault
@@ -124,6 +122,11 @@ class TokenManager:
         self._rng = rng
         self.reauth_hooks: list[ReauthHook] = list(reauth_hooks)
         self._flights: dict[str, _Flight] = {}
+        # Transient refresh failures of the last `failure_cooldown_s`, by integration: callers
+        # arriving meanwhile get the same error at once instead of each spending a retry
+        # budget against a Google that is down (and each writing an audit entry).
+        self._failures: dict[str, tuple[datetime, TransientGoogleError]] = {}
+        self._failure_cooldown = timedelta(seconds=failure_cooldown_s)
         # Only PostgreSQL has row locks worth holding across the HTTP call.
         self._cross_process = repository.engine.dialect.name == "postgresql"
         # A PostgreSQL refresh holds a pooled connection for its whole transaction and may need
@@ -132,9 +135,8 @@ class TokenManager:
         self._refresh_slots = asyncio.Semaphore(max_concurrent_refreshes)
 
     def __repr__(self) -> str:
-        return (
-            f"TokenManager(margin_s={self._margin.total_seconds():g}, flights={len(self._flights)})"
-        )
+        margin_s = self._margin.total_seconds()
+        return f"TokenManager(margin_s={margin_s:g}, refreshing={len(self._flights)})"
 
     def add_reauth_hook(self, hook: ReauthHook) -> None:
         """Run `hook(integration)` whenever a refresh moves an integration to needs_reauth."""
@@ -200,41 +202,41 @@ class TokenManager:
         async with self._flight(integration_id) as flight:
             seen = flight.generation
             async with flight.lock:
-                if flight.generation != seen:
-                    # A refresh finished while we queued: its result (or failure) is ours too.
-                    shared = await self._after_peer(integration_id, flight, stale, forced)
-                    if shared is not None:
-                        return shared
-                flight.failure = None
+                # A forced refresh without a token to compare accepts one that finished while
+                # it queued: that refresh is newer than whatever made the caller force.
+                if flight.generation != seen and stale is None:
+                    forced = False
                 try:
                     return await self._refresh_locked(
-                        integration_id, flight, request_id=request_id, stale=stale, forced=forced
+                        integration_id, request_id=request_id, stale=stale, forced=forced
                     )
                 finally:
                     flight.generation += 1
 
-    async def _after_peer(
-        self, integration_id: str, flight: _Flight, stale: str | None, forced: bool
-    ) -> str | None:
-        """What a caller gets from a peer's refresh that finished while it waited: the stored
-        token if that refresh left one worth serving, the peer's transient error if not, or
-        None to refresh itself."""
-        integration, sealed = await self._read_active(integration_id)
-        now = self._clock()
-        if self._fresh(sealed, now):
-            token = await self._open_access(integration, sealed)
-            if not forced or token != stale:
-                return token
-        if flight.failure is not None:
-            if self._servable(sealed, now):
-                return await self._open_access(integration, sealed)
-            raise TransientGoogleError(
-                flight.failure.message,
-                retry_after_s=flight.failure.retry_after_s,
-                google_status=flight.failure.google_status,
-                google_error=flight.failure.google_error,
-            )
-        return None
+    def _recent_failure(self, integration_id: str, now: datetime) -> TransientGoogleError | None:
+        """A copy of the integration's transient failure if it is younger than the cooldown."""
+        entry = self._failures.get(integration_id)
+        if entry is None:
+            return None
+        at, error = entry
+        if now - at >= self._failure_cooldown:
+            del self._failures[integration_id]
+            return None
+        return TransientGoogleError(
+            error.message,
+            retry_after_s=error.retry_after_s,
+            google_status=error.google_status,
+            google_error=error.google_error,
+        )
+
+    def _remember_failure(
+        self, integration_id: str, now: datetime, error: TransientGoogleError
+    ) -> None:
+        # Expired entries go first, so the map holds only integrations failing right now.
+        expired = [k for k, (at, _) in self._failures.items() if now - at >= self._failure_cooldown]
+        for key in expired:
+            del self._failures[key]
+        self._failures[integration_id] = (now, error)
 
     @asynccontextmanager
     async def _refresh_transaction(self) -> AsyncIterator[AsyncConnection | None]:
@@ -257,13 +259,7 @@ class TokenManager:
                 yield own
 
     async def _refresh_locked(
-        self,
-        integration_id: str,
-        flight: _Flight,
-        *,
-        request_id: str | None,
-        stale: str | None,
-        forced: bool,
+        self, integration_id: str, *, request_id: str | None, stale: str | None, forced: bool
     ) -> str:
         """Re-read under the lock; refresh if still needed; store. Failures are recorded (audit,
         status) in the transaction and raised only after it has committed."""
@@ -277,6 +273,11 @@ class TokenManager:
                 current = await self._open_access(integration, sealed)
                 if not forced or (stale is not None and current != stale):
                     return current
+            recent = self._recent_failure(integration_id, now)
+            if recent is not None:
+                if self._servable(sealed, now) and not forced:
+                    return await self._open_access(integration, sealed)
+                raise recent
             if sealed.refresh_token is None:
                 # An active integration without a refresh token cannot be kept alive.
                 failure = InvalidGrant("missing_refresh_token", google_status=None)
@@ -286,6 +287,7 @@ class TokenManager:
                 except GoogleError as exc:
                     failure = exc
                 else:
+                    self._failures.pop(integration_id, None)
                     return await self._store(integration, sealed, grant, now, conn, request_id)
             async with self._writes(conn) as wconn:
                 if isinstance(failure, InvalidGrant):
@@ -301,9 +303,8 @@ class TokenManager:
                 else:
                     await self._record(integration, failure.code, request_id, wconn, error=failure)
             if isinstance(failure, TransientGoogleError):
-                # Callers queued behind this refresh share its failure instead of retrying.
-                flight.failure = failure
-                if self._servable(sealed, now):
+                self._remember_failure(integration_id, self._clock(), failure)
+                if self._servable(sealed, now) and not forced:
                     # Still valid for a while: serve it; the next call past the margin retries.
                     log.warning(
                         "refresh failed (%s) integration=%s; serving the stored token",
