@@ -1,10 +1,10 @@
 """HTTP routes of the connect flow and the integrations read API.
 
-    POST /v1/connect-sessions             connections:write  start a connection (Google URL)
-    GET  /oauth/google/callback           public             where Google sends the browser
-    GET  /v1/integrations?user_id=        connections:read   the tenant's integrations
-    GET  /v1/integrations/{id}            connections:read   one integration
-    GET  /v1/integrations/{id}/export     connections:read   everything stored about it
+    POST /v1/connect-sessions                    connections:write  start (Google consent URL)
+    GET  /oauth/google/callback                  public             Google sends the browser here
+    GET  /v1/integrations?user_id=               connections:read   the tenant's integrations
+    GET  /v1/integrations/{integration_id}        connections:read   one integration
+    GET  /v1/integrations/{integration_id}/export connections:read   everything stored about it
 
 Handlers are thin: parse (gateway.http.validation), call ConnectService or the repository,
 render. Another tenant's integration is 404, like one that does not exist.
@@ -12,6 +12,7 @@ render. Another tenant's integration is 404, like one that does not exist.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -115,7 +116,7 @@ async def list_integrations(request: web.Request) -> web.Response:
 
 async def _integration(request: web.Request) -> Integration:
     """The caller's integration named in the path, or 404 (also for another tenant's)."""
-    integration_id = request.match_info["id"]
+    integration_id = request.match_info["integration_id"]
     found = (
         await request.app[INTEGRATIONS_KEY].get(principal(request).tenant_id, integration_id)
         if _INTEGRATION_ID.match(integration_id)
@@ -135,11 +136,13 @@ async def get_integration(request: web.Request) -> web.Response:
 async def export_integration(request: web.Request) -> web.Response:
     """Everything stored about an integration (the user's right of access), without secrets:
     its fields, whether tokens are held (never the tokens or their ciphertext), its vault key's
-    metadata (never key bytes) and its audit entries."""
+    metadata (never key bytes), its disconnect progress and its audit entries."""
     integration = await _integration(request)
     repo = request.app[INTEGRATIONS_KEY]
     sealed = await repo.sealed_tokens(integration.id)
     key = await repo.data_key_facts(integration.tenant_id, integration.id)
+    job = await repo.disconnect_job(integration.id)
+    disconnect = json.loads(job[1]) if job is not None and job[1] else None
     entries = await request.app[AUDIT_KEY].entries(
         tenant_id=integration.tenant_id, integration_id=integration.id
     )
@@ -162,6 +165,8 @@ async def export_integration(request: web.Request) -> web.Response:
             if key is not None
             else None
         ),
+        # Progress or receipt of a disconnect (counts and flags only), once one began.
+        "disconnect": disconnect,
         "audit": [
             {
                 "at": _ts(e.at),
@@ -204,5 +209,5 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/v1/connect-sessions", create_connect_session)
     app.router.add_get("/oauth/google/callback", oauth_callback)
     app.router.add_get("/v1/integrations", list_integrations)
-    app.router.add_get("/v1/integrations/{id}", get_integration)
-    app.router.add_get("/v1/integrations/{id}/export", export_integration)
+    app.router.add_get("/v1/integrations/{integration_id}", get_integration)
+    app.router.add_get("/v1/integrations/{integration_id}/export", export_integration)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 from sqlalchemy import select
 
 from gateway.apikeys import ApiKeyStore
@@ -150,3 +154,31 @@ async def test_export_has_everything_but_secrets(stack: Stack) -> None:
     # Zero hits for every token the emulator issued, and for every stored blob in any encoding.
     blobs = {key_row["wrapped"], token_row["refresh_token"], token_row["access_token"]}
     assert_no_secret(stack, export, blobs)
+
+
+# -- the answers match the OpenAPI document ---------------------------------------------------
+
+OPENAPI = json.loads((Path(__file__).resolve().parents[2] / "gateway" / "openapi.json").read_text())
+
+
+def assert_conforms(instance: Any, schema_name: str) -> None:
+    """Validate against a component schema of gateway/openapi.json (OAS 3.1 = JSON Schema
+    2020-12)."""
+    resource = Resource.from_contents(OPENAPI, default_specification=DRAFT202012)
+    registry: Registry[Any] = Registry().with_resource("urn:openapi", resource)
+    schema = {"$ref": f"urn:openapi#/components/schemas/{schema_name}"}
+    Draft202012Validator(schema, registry=registry).validate(instance)
+
+
+async def test_answers_match_the_openapi_schemas(stack: Stack) -> None:
+    session = await stack.start_connect("u-9")
+    assert_conforms(session, "ConnectSession")
+    alice = (await stack.connect(ALICE, user_id="u-1"))["integration_id"]
+    _, listed = await get(stack, "/v1/integrations")
+    assert_conforms(listed, "IntegrationList")
+    _, one = await get(stack, f"/v1/integrations/{alice}")
+    assert_conforms(one, "Integration")
+    _, export = await get(stack, f"/v1/integrations/{alice}/export")
+    assert_conforms(export, "IntegrationExport")
+    _, problem = await get(stack, "/v1/integrations?nope=1")
+    assert_conforms(problem, "ValidationProblem")
