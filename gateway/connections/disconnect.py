@@ -428,9 +428,9 @@ class DisconnectService:
             clear_tokens=clear_tokens,
         ):
             raise LeaseLost
-        if step in (4, 5):
-            # Deleted token blobs and the key row must not survive in SQLite's WAL file.
-            await self._repo.checkpoint_wal()
+        # Deleted token blobs and the key row must not survive in SQLite's WAL file.
+        if step in (4, 5) and not await self._repo.checkpoint_wal():
+            log.warning("disconnect integration=%s: WAL checkpoint was busy", integration.id)
         log.info("disconnect integration=%s step=%d done", integration.id, step)
         return progress
 

@@ -613,11 +613,13 @@ class IntegrationRepository:
                 .values(disconnect_lease_owner=None, disconnect_lease_until=None)
             )
 
-    async def checkpoint_wal(self) -> None:
+    async def checkpoint_wal(self) -> bool:
         """On SQLite, copy the write-ahead log into the database file and truncate it, so
         pages holding deleted tokens do not linger in the -wal file (secure_delete already
-        zeroes them in the database file). A no-op on other backends."""
+        zeroes them in the database file). False if a reader kept it from completing (the
+        next checkpoint finishes the job). A no-op (True) on other backends."""
         if self.engine.dialect.name != "sqlite":
-            return
+            return True
         async with self.engine.connect() as conn:
-            await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            row = (await conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")).first()
+        return row is None or row[0] == 0  # (busy, wal frames, checkpointed frames)

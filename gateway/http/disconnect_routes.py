@@ -34,11 +34,11 @@ from gateway.connections.disconnect import (
     DisconnectService,
     TokenRevoker,
 )
-from gateway.errors import ConfigurationError, NotFound
-from gateway.google.oauth_client import GoogleOAuthClient
+from gateway.errors import NotFound
 from gateway.google.retry import RetryPolicy
-from gateway.http.appkeys import AUDIT_KEY, HTTP_KEY, INTEGRATIONS_KEY, SETTINGS_KEY, VAULT_KEY
+from gateway.http.appkeys import AUDIT_KEY, INTEGRATIONS_KEY, VAULT_KEY
 from gateway.http.auth import principal, requires_scope
+from gateway.http.token_wiring import GOOGLE_OAUTH_KEY
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,10 @@ class DisconnectConfig:
     """Timing of disconnects. `lease_ttl_s` must exceed the revocation's retry budget (the
     longest step) with margin; `wait_s` is how long a DELETE waits for another process's run."""
 
+    # Each revoke attempt may take the OAuth client's 10 s timeout: 3 attempts and their waits
+    # bound the revocation (and a DELETE) to about 32 s, well inside the lease.
     retry: RetryPolicy = field(
-        default_factory=lambda: RetryPolicy(attempts=4, base_s=0.5, max_s=4.0, budget_s=10.0)
+        default_factory=lambda: RetryPolicy(attempts=3, base_s=0.5, max_s=2.0, budget_s=10.0)
     )
     lease_ttl_s: float = 60.0
     wait_s: float = 5.0
@@ -106,13 +108,10 @@ def setup(app: web.Application) -> None:
 
     async def disconnect_ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[DISCONNECT_CONFIG_KEY]
-        revoker: TokenRevoker | None
-        try:
-            revoker = GoogleOAuthClient.from_settings(app[HTTP_KEY], app[SETTINGS_KEY])
-        except ConfigurationError:
-            # Without a Google client nobody can have connected, but a disconnect must still
-            # destroy whatever is stored: receipts then say revoked_at_google=false.
-            revoker = None
+        # The token feature's client (its context runs before this one). Without a Google
+        # client nobody could have connected, but a disconnect must still destroy whatever is
+        # stored: receipts then say revoked_at_google=false.
+        revoker: TokenRevoker | None = app.get(GOOGLE_OAUTH_KEY)
         service = DisconnectService(
             repository=app[INTEGRATIONS_KEY],
             vault=app[VAULT_KEY],

@@ -29,6 +29,7 @@ from gateway.apikeys import ApiKeyStore, utc_now
 from gateway.app import create_app
 from gateway.audit import AuditLog
 from gateway.connections.disconnect import DisconnectHooks, DisconnectService
+from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import (
     PURPOSE_ACCESS_TOKEN,
     PURPOSE_REFRESH_TOKEN,
@@ -43,6 +44,7 @@ from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.google.retry import RetryPolicy
 from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
 from gateway.http.disconnect_routes import DISCONNECT_CONFIG_KEY, DisconnectConfig
+from gateway.http.token_wiring import TOKENS_KEY
 from gateway.wiring import open_vault
 from tests.stack import ALICE, ALICE_SUB, GATEWAY_CLIENT_ID, Stack, assert_no_secret_logged
 from vault.envelope import SealContext
@@ -162,6 +164,14 @@ async def delete(
         return response.status, dict(response.headers), dict(await response.json())
 
 
+async def get_public(stack: Stack, integration_id: str) -> dict[str, Any]:
+    """The integration as the agent's backend reads it (GET /v1/integrations/{id})."""
+    url = stack.url(f"/v1/integrations/{integration_id}")
+    async with stack.http.get(url, headers=stack.auth()) as response:
+        assert response.status == 200, await response.text()
+        return dict(await response.json())
+
+
 def revoke_calls(stack: Stack, status: int | None = None) -> int:
     return len(stack.google.inspector.requests(endpoint="revoke", status=status))
 
@@ -238,8 +248,7 @@ async def test_disconnect_active_integration(stack: Stack) -> None:
     assert [g.revoked_by for g in revoked] == ["revoke_endpoint"]
     assert revoke_calls(stack, status=200) == 1
     await assert_destroyed(stack, c)
-    integration = await stack.app[INTEGRATIONS_KEY].get("acme", c.id)
-    assert integration is not None and integration.status is Status.DISCONNECTED
+    assert (await get_public(stack, c.id))["status"] == "disconnected"
     entries = await assert_audit_clean(stack, c)
     assert [(e.action, e.outcome) for e in entries] == [
         ("disconnect_requested", "ok"),
@@ -373,6 +382,10 @@ async def test_202_while_another_process_holds_the_job(stack: Stack) -> None:
         assert body == {"id": c.id, "status": "disconnecting", "disconnect_step": 1}
         assert headers["Retry-After"] == str(FAST.retry_after_s)
         assert revoke_calls(stack) == 0  # nothing done behind the lease holder's back
+        # From step 1 on, the agent sees it and its calls get no token.
+        assert (await get_public(stack, c.id))["status"] == "disconnecting"
+        with pytest.raises(IntegrationInactive):
+            await stack.app[TOKENS_KEY].access_token(c.id)
 
         # The other replica gives up its lease: the next call finishes the job.
         await repo.release_disconnect_lease(c.id, "other:1:abcd/1")
