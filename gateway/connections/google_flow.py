@@ -172,8 +172,15 @@ class GoogleFlow:
         # changed" on every partial grant (and on Google's URL form of `email`). The `scope`
         # field of the response is the truth we read ourselves.
         flow = self._flow(None, code_verifier)
+
+        def fetch() -> Any:
+            try:
+                return flow.fetch_token(code=code, timeout=HTTP_TIMEOUT_S)
+            finally:
+                flow.oauth2session.close()  # no pooled socket left for the GC to find
+
         try:
-            token = await asyncio.to_thread(flow.fetch_token, code=code, timeout=HTTP_TIMEOUT_S)
+            token = await asyncio.to_thread(fetch)
         except requests.RequestException as exc:
             raise ExchangeFailed(f"token endpoint unreachable ({type(exc).__name__})") from None
         except Exception as exc:  # oauthlib raises OAuth2Error subclasses and plain ones

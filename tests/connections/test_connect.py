@@ -10,23 +10,34 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import SCOPES, ApiKeyStore, utc_now
 from gateway.app import create_app
-from gateway.connections.connect import return_url_allowed, with_query
-from gateway.connections.model import PURPOSE_ACCESS_TOKEN, PURPOSE_REFRESH_TOKEN, Status
+from gateway.audit import AuditLog
+from gateway.connections.connect import ConnectService, return_url_allowed, with_query
+from gateway.connections.google_flow import ExchangeFailed, GoogleIdentity, GrantedTokens
+from gateway.connections.model import (
+    PURPOSE_ACCESS_TOKEN,
+    PURPOSE_REFRESH_TOKEN,
+    Integration,
+    Status,
+)
+from gateway.connections.repository import IntegrationRepository, SealedTokens
 from gateway.db.schema import audit_log, connect_sessions, integrations
 from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
 from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE, load_settings
+from gateway.wiring import open_vault
 from tests.stack import (
     ALICE,
     ALICE_SUB,
@@ -386,3 +397,143 @@ async def test_the_callback_never_answers_500(stack: Stack) -> None:
         async with http.get(url, allow_redirects=False) as response:
             assert response.status == 302
             assert query_of(response.headers["Location"])["error"] == "exchange_failed"
+
+
+# -- ConnectService on its own: injected clock, randomness, flow and revoker -------------------
+
+
+class FakeFlow:
+    """A working stand-in for Google: issues fixed tokens, or fails where told to."""
+
+    def __init__(self, *, refresh: str | None = "rt-fake", identity_ok: bool = True) -> None:
+        self.refresh = refresh
+        self.identity_ok = identity_ok
+        self.verifiers: list[str] = []
+
+    def authorization_url(self, *, state: str, code_verifier: str, login_hint: str | None) -> str:
+        return "https://accounts.test/auth?" + urlencode({"state": state})
+
+    async def exchange(self, *, code: str, code_verifier: str, now: datetime) -> GrantedTokens:
+        self.verifiers.append(code_verifier)
+        return GrantedTokens(
+            access_token="at-fake",
+            refresh_token=self.refresh,
+            id_token="idt-fake",
+            granted_scopes=frozenset({"openid", AVAILABILITY_SCOPE, BOOKING_SCOPE}),
+            expires_at=now + timedelta(hours=1),
+        )
+
+    async def verify_identity(self, tokens: GrantedTokens) -> GoogleIdentity:
+        if not self.identity_ok:
+            raise ExchangeFailed("id_token not verified (test)", tokens)
+        return GoogleIdentity(sub="sub-1", email="someone@example.com")
+
+
+class FakeRevoker:
+    def __init__(self) -> None:
+        self.revoked: list[str] = []
+
+    async def revoke(self, token: str) -> bool:
+        self.revoked.append(token)
+        return True
+
+
+class BrokenRepository(IntegrationRepository):
+    async def insert(self, integration: Integration, tokens: SealedTokens) -> None:
+        raise RuntimeError("database down; params: someone@example.com")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+async def service_parts(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> AsyncIterator[dict[str, Any]]:
+    settings = load_settings(
+        env_file=None,
+        database_url=database_url,
+        kek_uri=f"file:{tmp_path / 'k.json'}",
+        allowed_return_urls=["https://app.example.com/"],
+        google_client_id="cid",
+        google_client_secret="csecret",
+    )
+    vault = await open_vault(settings, engine)
+    try:
+        yield {
+            "repository": IntegrationRepository(engine),
+            "vault": vault,
+            "audit": AuditLog(engine),
+            "settings": settings,
+        }
+    finally:
+        await vault.close()
+
+
+def counting_bytes() -> Callable[[int], bytes]:
+    calls = iter(range(1, 1000))
+    return lambda n: bytes([next(calls)]) * n
+
+
+async def start(service: ConnectService) -> str:
+    started = await service.create_session(
+        tenant_id="acme", user_id="u-1", return_url=RETURN_URL, login_hint=None
+    )
+    return query_of(started.connect_url)["state"]
+
+
+async def test_state_and_verifier_come_from_the_injected_randomness(
+    service_parts: dict[str, Any],
+) -> None:
+    flow = FakeFlow()
+    service = ConnectService(
+        **service_parts, flow=flow, revoker=None, clock=Clock(), token_bytes=counting_bytes()
+    )
+    state = await start(service)
+    assert state == base64.urlsafe_b64encode(b"\x01" * 32).rstrip(b"=").decode()
+    outcome = await service.complete_callback({"state": state, "code": "c"})
+    assert outcome.error is None and outcome.integration_id == "int_" + "03" * 12
+    assert flow.verifiers == [base64.urlsafe_b64encode(b"\x02" * 48).rstrip(b"=").decode()]
+
+
+async def test_expiry_follows_the_injected_clock(service_parts: dict[str, Any]) -> None:
+    clock = Clock()
+    service = ConnectService(**service_parts, flow=FakeFlow(), revoker=None, clock=clock)
+    state = await start(service)
+    clock.now += timedelta(seconds=599)
+    fresh = await start(service)
+    clock.now += timedelta(seconds=1)  # the first session's TTL (600 s) is over
+    outcome = await service.complete_callback({"state": state, "code": "c"})
+    assert outcome.error == "expired_session"
+    outcome = await service.complete_callback({"state": fresh, "code": "c"})
+    assert outcome.error is None
+
+
+async def test_storage_failure_gives_the_grant_back(service_parts: dict[str, Any]) -> None:
+    revoker = FakeRevoker()
+    parts = {**service_parts, "repository": BrokenRepository(service_parts["repository"].engine)}
+    service = ConnectService(**parts, flow=FakeFlow(), revoker=revoker)
+    outcome = await service.complete_callback({"state": await start(service), "code": "c"})
+    assert outcome.error == "exchange_failed"
+    assert outcome.location is not None and outcome.location.startswith(RETURN_URL)
+    assert revoker.revoked == ["rt-fake"]
+
+
+async def test_unverified_identity_or_no_refresh_token_is_refused_and_revoked(
+    service_parts: dict[str, Any],
+) -> None:
+    revoker = FakeRevoker()
+    service = ConnectService(**service_parts, flow=FakeFlow(identity_ok=False), revoker=revoker)
+    outcome = await service.complete_callback({"state": await start(service), "code": "c"})
+    assert outcome.error == "exchange_failed"
+
+    service = ConnectService(**service_parts, flow=FakeFlow(refresh=None), revoker=revoker)
+    outcome = await service.complete_callback({"state": await start(service), "code": "c"})
+    assert outcome.error == "exchange_failed"
+    assert revoker.revoked == ["rt-fake", "at-fake"]
+    assert await service_parts["repository"].list_for_user("acme", None) == []
