@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from sqlalchemy import select
@@ -27,7 +27,7 @@ async def get(stack: Stack, path: str, key: str | None = None) -> tuple[int, Any
         return response.status, body
 
 
-def assert_no_secret(stack: Stack, document: Any, extra: set[bytes] = frozenset()) -> None:
+def assert_no_secret(stack: Stack, document: Any, extra: frozenset[bytes] = frozenset()) -> None:
     text = json.dumps(document)
     for secret in issued_secrets(stack.google):
         assert secret not in text
@@ -152,7 +152,7 @@ async def test_export_has_everything_but_secrets(stack: Stack) -> None:
     }
 
     # Zero hits for every token the emulator issued, and for every stored blob in any encoding.
-    blobs = {key_row["wrapped"], token_row["refresh_token"], token_row["access_token"]}
+    blobs = frozenset({key_row["wrapped"], token_row["refresh_token"], token_row["access_token"]})
     assert_no_secret(stack, export, blobs)
 
 

@@ -101,7 +101,8 @@ def test_field_errors_name_the_field(raw: bytes, code: str, detail: str) -> None
 
 def test_every_error_is_listed_and_no_value_is_echoed() -> None:
     problem = problem_of(b'{"name": "hunter2-secret-value", "count": "ya29.secret", "x": 1}')
-    fields = {e["field"]: e["code"] for e in problem.extra["errors"]}  # type: ignore[union-attr]
+    errors: list[dict[str, str]] = problem.extra["errors"]  # type: ignore[assignment]
+    fields = {e["field"]: e["code"] for e in errors}
     assert fields == {"name": "invalid_field", "count": "invalid_field", "x": "unknown_field"}
     rendered = str(problem.message) + str(problem.extra)
     assert "hunter2" not in rendered and "ya29" not in rendered
