@@ -43,10 +43,21 @@ from gateway.db.schema import integrations, vault_data_keys
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.google.retry import RetryPolicy
 from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
-from gateway.http.disconnect_routes import DISCONNECT_CONFIG_KEY, DisconnectConfig
+from gateway.http.disconnect_routes import (
+    DISCONNECT_CONFIG_KEY,
+    DisconnectConfig,
+    disconnect_hooks,
+)
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.wiring import open_vault
-from tests.stack import ALICE, ALICE_SUB, GATEWAY_CLIENT_ID, Stack, assert_no_secret_logged
+from tests.stack import (
+    ALICE,
+    ALICE_SUB,
+    GATEWAY_CLIENT_ID,
+    Stack,
+    assert_no_secret_logged,
+    issued_secrets,
+)
 from vault.envelope import SealContext
 from vault.errors import InvalidCiphertext
 
@@ -208,11 +219,17 @@ async def assert_audit_clean(stack: Stack, c: Connected) -> list[Any]:
 
 
 @asynccontextmanager
-async def gateway(stack: Stack, config: DisconnectConfig = FAST) -> AsyncIterator[str]:
+async def gateway(
+    stack: Stack, config: DisconnectConfig = FAST, hooks: DisconnectHooks | None = None
+) -> AsyncIterator[str]:
     """A second gateway process on the same database and keyring (another replica, or the
-    restarted one), with `config`; yields its base URL."""
+    restarted one), with `config` and the sync engine's `hooks`; yields its base URL."""
     app = create_app(stack.settings, engine=stack.engine)
     app[DISCONNECT_CONFIG_KEY] = config
+    if hooks is not None:
+        registered = disconnect_hooks(app)
+        registered.channel_stoppers.extend(hooks.channel_stoppers)
+        registered.record_purgers.extend(hooks.record_purgers)
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:
@@ -222,6 +239,28 @@ async def gateway(stack: Stack, config: DisconnectConfig = FAST) -> AsyncIterato
 
 
 # -- the happy path ----------------------------------------------------------------------------
+
+
+async def test_disconnect_after_the_real_connect_flow(stack: Stack) -> None:
+    """Connected through the browser journey, used by the agent (a token handed out), then
+    disconnected: Google shows the grant revoked and nothing Google issued is left."""
+    connected_via = await stack.connect(ALICE, user_id="u-7")
+    integration_id = connected_via["integration_id"]
+    assert await stack.app[TOKENS_KEY].access_token(integration_id)
+
+    status, _, receipt = await delete(stack, integration_id)
+
+    assert status == 200 and receipt["revoked_at_google"] is True
+    assert [g.revoked_by for g in stack.google.revoked_grants(ALICE)] == ["revoke_endpoint"]
+    row = await integration_row(stack.engine, integration_id)
+    assert row["refresh_token"] is None and row["access_token"] is None
+    assert await key_row(stack.engine, integration_id) is None
+    with pytest.raises(IntegrationInactive):
+        await stack.app[TOKENS_KEY].access_token(integration_id)
+    db_file = sqlite_path(stack.settings.database_url)
+    if db_file is not None:
+        issued = [s.encode() for s in issued_secrets(stack.google)]
+        assert await asyncio.to_thread(_file_hits, db_file, issued) == []
 
 
 async def test_disconnect_active_integration(stack: Stack) -> None:
@@ -394,6 +433,42 @@ async def test_202_while_another_process_holds_the_job(stack: Stack) -> None:
     await assert_destroyed(stack, c)
 
 
+async def test_concurrent_deletes_run_the_job_once(stack: Stack) -> None:
+    c = await connected(stack)
+    results = await asyncio.gather(*(delete(stack, c.id) for _ in range(4)))
+    assert [status for status, _, _ in results] == [200] * 4
+    assert all(body == results[0][2] for _, _, body in results)
+    assert revoke_calls(stack) == 1
+    entries = await AuditLog(stack.engine).entries(integration_id=c.id)
+    assert [e.action for e in entries] == ["disconnect_requested", "disconnect"]
+    await assert_destroyed(stack, c)
+
+
+async def test_a_failing_step_answers_202_and_the_resumer_finishes(stack: Stack) -> None:
+    c = await connected(stack)
+    calls: list[str] = []
+
+    async def flaky_purge(integration: Integration) -> int:
+        calls.append(integration.id)
+        if len(calls) == 1:
+            raise RuntimeError("sync store briefly unavailable")
+        return 3
+
+    async with gateway(stack, hooks=DisconnectHooks(record_purgers=[flaky_purge])) as base_url:
+        status, headers, body = await delete(stack, c.id, base_url=base_url)
+        assert status == 202 and "Retry-After" in headers
+        assert body == {"id": c.id, "status": "disconnecting", "disconnect_step": 3}
+        for _ in range(100):  # the resumer runs every FAST.resume_interval_s
+            if (await integration_row(stack.engine, c.id))["status"] == "disconnected":
+                break
+            await asyncio.sleep(0.05)
+        status, _, receipt = await delete(stack, c.id, base_url=base_url)
+    assert status == 200
+    assert receipt["records_purged"] == 3 and receipt["revoked_at_google"] is True
+    assert revoke_calls(stack) == 1
+    await assert_destroyed(stack, c)
+
+
 async def test_hooks_of_the_sync_engine_are_counted(stack: Stack) -> None:
     c = await connected(stack)
     seen: list[tuple[str, str, Status]] = []
@@ -555,9 +630,10 @@ async def test_sqlite_file_keeps_no_token_after_disconnect(stack: Stack) -> None
     assert db_file is not None
     c = await connected(stack)
     # The scan does find what is there: before the disconnect, the blobs and the wrapped key.
-    assert {i for _, i in _file_hits(db_file, c.secrets())} >= {2, 3, 4}
+    before = await asyncio.to_thread(_file_hits, db_file, c.secrets())
+    assert {i for _, i in before} >= {2, 3, 4}
 
     status, _, _ = await delete(stack, c.id)
 
     assert status == 200
-    assert _file_hits(db_file, c.secrets()) == []
+    assert await asyncio.to_thread(_file_hits, db_file, c.secrets()) == []
