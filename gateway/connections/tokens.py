@@ -176,21 +176,6 @@ class TokenManager:
 
     # -- single flight --------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _flight(self, integration_id: str) -> AsyncIterator[_Flight]:
-        """The integration's in-process flight, counted so it is dropped when unused: the map
-        holds only integrations being refreshed right now, however many exist."""
-        flight = self._flights.get(integration_id)
-        if flight is None:
-            flight = self._flights[integration_id] = _Flight()
-        flight.users += 1
-        try:
-            yield flight
-        finally:
-            flight.users -= 1
-            if flight.users == 0:
-                del self._flights[integration_id]
-
     async def _single_flight(
         self,
         integration_id: str,
@@ -199,8 +184,37 @@ class TokenManager:
         stale: str | None,
         forced: bool = False,
     ) -> str:
-        async with self._flight(integration_id) as flight:
-            seen = flight.generation
+        """Queue on the integration's in-process lock, then refresh unless the row no longer
+        needs it.
+
+        The queued work runs as its own task and the caller awaits it shielded: a caller
+        cancelled mid-refresh (its client went away) must not abandon a refresh Google has
+        already answered, because a rotated refresh token that is never stored is lost for
+        good and the next refresh would kill the integration.
+        """
+        flight = self._flights.get(integration_id)
+        if flight is None:
+            flight = self._flights[integration_id] = _Flight()
+        # Counted from here until the task ends, so the entry lives exactly as long as someone
+        # holds or waits for its lock: the map holds only integrations being refreshed now.
+        flight.users += 1
+        task = asyncio.ensure_future(
+            self._queued_refresh(integration_id, flight, request_id, stale, forced)
+        )
+        # If the caller is gone, nobody reads the outcome; retrieve it so it is not reported.
+        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        return await asyncio.shield(task)
+
+    async def _queued_refresh(
+        self,
+        integration_id: str,
+        flight: _Flight,
+        request_id: str | None,
+        stale: str | None,
+        forced: bool,
+    ) -> str:
+        seen = flight.generation
+        try:
             async with flight.lock:
                 # A forced refresh without a token to compare accepts one that finished while
                 # it queued: that refresh is newer than whatever made the caller force.
@@ -212,6 +226,10 @@ class TokenManager:
                     )
                 finally:
                     flight.generation += 1
+        finally:
+            flight.users -= 1
+            if flight.users == 0:
+                del self._flights[integration_id]
 
     def _recent_failure(self, integration_id: str, now: datetime) -> TransientGoogleError | None:
         """A copy of the integration's transient failure if it is younger than the cooldown."""

@@ -363,3 +363,24 @@ async def test_unknown_and_inactive_integrations(env: Env) -> None:
         await env.tokens.access_token(INTEGRATION_ID)
     assert caught.value.extra == {"status": "disconnecting"}
     assert env.refresh_calls() == 0
+
+
+async def test_a_caller_cancelled_mid_refresh_does_not_lose_a_rotated_token(env: Env) -> None:
+    _, first_refresh = await env.seed(expires_in_s=-1)
+    env.google.rotate_refresh_token_next(ALICE)
+    env.google.inject_fault(delay_s=0.3, endpoint="token")  # Google is slow to answer
+    caller = asyncio.create_task(env.tokens.access_token(INTEGRATION_ID))
+    await asyncio.sleep(0.1)
+    caller.cancel()  # e.g. the agent's HTTP request was aborted
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    for _ in range(100):  # the refresh finishes on its own
+        if "refreshing=0" in repr(env.tokens):
+            break
+        await asyncio.sleep(0.02)
+    (grant,) = env.google.active_grants(ALICE_SUB, GATEWAY_CLIENT_ID)
+    assert grant.refresh_token != first_refresh
+    assert await env.stored(PURPOSE_REFRESH_TOKEN) == grant.refresh_token
+    env.google.advance_clock(LIFETIME_S)
+    assert await env.works(await env.tokens.access_token(INTEGRATION_ID))
+    assert (await env.integration()).status is Status.ACTIVE
