@@ -597,6 +597,18 @@ async def test_disconnect_resumes_after_a_kill(stack: Stack, killed_after: int) 
     assert status == 200 and stored == public
 
 
+async def test_delete_of_a_killed_disconnect_finishes_it_once_the_lease_expired(
+    stack: Stack,
+) -> None:
+    c = await connected(stack)
+    await run_worker(stack, c, 2, lease_ttl_s=0.5)
+    await asyncio.sleep(0.6)
+    status, _, receipt = await delete(stack, c.id)
+    assert status == 200 and receipt["revoked_at_google"] is True
+    assert revoke_calls(stack) == 1
+    await assert_destroyed(stack, c)
+
+
 async def test_a_restarted_gateway_finishes_a_killed_disconnect(stack: Stack) -> None:
     """The real restart path: the background resumer of a new gateway process picks up the
     job once the dead process's lease expires, without any request."""
