@@ -32,6 +32,7 @@ from gateway.connections.tokens import TokenManager
 from gateway.errors import NotFound
 from gateway.google.errors import OAuthClientMisconfigured, TransientGoogleError
 from gateway.google.retry import RetryPolicy
+from gateway.http.token_wiring import TOKENS_KEY
 from tests.connections.refresh_worker import Services, open_services, seed_integration, stored_token
 from tests.stack import (
     ALICE,
@@ -39,6 +40,7 @@ from tests.stack import (
     GATEWAY_CLIENT_ID,
     GATEWAY_CLIENT_SECRET,
     LogCapture,
+    Stack,
     assert_no_secret_logged,
     issued_secrets,
 )
@@ -384,3 +386,39 @@ async def test_a_caller_cancelled_mid_refresh_does_not_lose_a_rotated_token(env:
     env.google.advance_clock(LIFETIME_S)
     assert await env.works(await env.tokens.access_token(INTEGRATION_ID))
     assert (await env.integration()).status is Status.ACTIVE
+
+
+async def test_end_to_end_revoked_at_google_then_reconnected(stack: Stack) -> None:
+    """Through the running gateway: a connected user's token is served without a Google call;
+    after the user removes our access at Google the next refresh shows needs_reauth in the
+    API; connecting again makes the integration active and usable."""
+    connected = await stack.connect(ALICE)
+    integration_id = connected["integration_id"]
+    tokens = stack.app[TOKENS_KEY]
+    calls = stack.google.inspector.token_calls_for(ALICE_SUB, "refresh_token")
+    first = await tokens.access_token(integration_id)
+    assert stack.google.inspector.token_calls_for(ALICE_SUB, "refresh_token") == calls
+
+    stack.google.revoke_user_access(ALICE)
+    with pytest.raises(IntegrationInactive):
+        await tokens.force_refresh(integration_id, stale_access_token=first)
+    async with stack.http.get(
+        stack.url(f"/v1/integrations/{integration_id}"), headers=stack.auth()
+    ) as response:
+        body = await response.json()
+    assert (body["status"], body["reauth_reason"]) == ("needs_reauth", "invalid_grant")
+
+    again = await stack.connect(ALICE)
+    assert again["integration_id"] == integration_id
+    # The gateway asks only for free/busy and booking scopes: free/busy is what must work.
+    headers = {"Authorization": f"Bearer {await tokens.access_token(integration_id)}"}
+    now = datetime.now(UTC)
+    query = {
+        "timeMin": now.isoformat(),
+        "timeMax": (now + timedelta(days=1)).isoformat(),
+        "items": [{"id": "primary"}],
+    }
+    async with stack.http.post(
+        stack.google_url + "/calendar/v3/freeBusy", json=query, headers=headers
+    ) as response:
+        assert response.status == 200, await response.text()
