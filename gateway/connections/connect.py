@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 AUDIT_ACTION = "connect"
 STATE_BYTES = 32  # 256 bits (the issue asks for at least 128)
 VERIFIER_BYTES = 48  # 64 base64url characters (RFC 7636: 43-128)
+SESSION_RETENTION = timedelta(days=1)  # after expiry
 MAX_STATE_CHARS = 256  # ours are 43; anything much longer is not one of ours
 
 # The error codes the browser may be sent back with (the `error` query parameter).
@@ -198,9 +199,12 @@ class ConnectService:
                 code="return_url_not_allowed",
                 extra={"field": "return_url"},
             )
+        now = self._clock()
+        # Housekeeping on the way: sessions long expired only keep a verifier and a login hint.
+        # A day of grace keeps recently used states recognisable as spent (not unknown).
+        await self._repo.purge_sessions(now - SESSION_RETENTION)
         state = _b64url(self._token_bytes(STATE_BYTES))
         verifier = _b64url(self._token_bytes(VERIFIER_BYTES))
-        now = self._clock()
         expires_at = now + timedelta(seconds=self._settings.connect_session_ttl_s)
         await self._repo.insert_session(
             ConnectSession(

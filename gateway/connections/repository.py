@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import RowMapping, or_, select, update
+from sqlalchemy import RowMapping, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.apikeys import as_utc, utc_now
@@ -425,6 +425,15 @@ class IntegrationRepository:
                 .values(**values)
             )
         return bool(result.rowcount)
+
+    async def purge_sessions(self, expired_before: datetime) -> int:
+        """Delete connect sessions that expired before `expired_before` (used or not): their
+        verifier and login hint have no purpose left. Returns how many went."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(connect_sessions).where(connect_sessions.c.expires_at < expired_before)
+            )
+        return int(result.rowcount or 0)
 
     async def data_key_facts(self, tenant_id: str, integration_id: str) -> dict[str, object] | None:
         """Non-secret facts about the integration's vault data key (for the export), read

@@ -537,3 +537,21 @@ async def test_unverified_identity_or_no_refresh_token_is_refused_and_revoked(
     assert outcome.error == "exchange_failed"
     assert revoker.revoked == ["rt-fake", "at-fake"]
     assert await service_parts["repository"].list_for_user("acme", None) == []
+
+
+async def test_long_expired_sessions_are_purged(service_parts: dict[str, Any]) -> None:
+    clock = Clock()
+    service = ConnectService(**service_parts, flow=FakeFlow(), revoker=None, clock=clock)
+    old = await start(service)
+    await service.complete_callback({"state": old, "code": "c"})
+    clock.now += timedelta(seconds=600) + timedelta(hours=23)
+    await start(service)  # still within the grace: the spent state is recognised
+    outcome = await service.complete_callback({"state": old, "code": "c"})
+    assert (outcome.error, outcome.location is not None) == ("invalid_state", True)
+
+    clock.now += timedelta(hours=2)
+    await start(service)
+    outcome = await service.complete_callback({"state": old, "code": "c"})
+    assert (outcome.error, outcome.location) == ("invalid_state", None)
+    async with service_parts["repository"].engine.connect() as conn:
+        assert len((await conn.execute(select(connect_sessions))).all()) == 2
