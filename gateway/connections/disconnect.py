@@ -33,12 +33,15 @@ The outcome of step 2 is written with step 2 (the progress JSON in `disconnect_r
 resume after it reports what really happened.
 
 `revoked_at_google` in the receipt is True when Google confirmed, during this disconnect, that
-the integration's refresh token no longer grants access: it answered 200 to our revocation, or
-`invalid_token` (the grant was already revoked, by the user at Google or earlier, or had
-expired). It is False when no such confirmation was obtained: Google kept failing past the retry
-budget or gave an unexpected answer, no Google client is configured, or the stored token could
-not be opened. Tokens are destroyed in every case; with False, the user can still remove the
-app's access in their Google account.
+the integration's grant no longer gives access: it answered 200 to our revocation of the refresh
+token, or `invalid_token` for it (the grant was already revoked, by the user at Google or by an
+earlier attempt, or had expired). It does NOT mean that our call was the one that revoked it
+(the audit entry's `revocation` says which: `revoked` or `already_revoked`). It is False when
+no such confirmation was obtained: Google kept failing past the retry budget or gave an
+unexpected answer, no Google client is configured, the stored token could not be opened, no
+token was stored, or only an access token was stored and Google did not know it (an expired
+access token proves nothing about the grant). Tokens are destroyed in every case; with False,
+the user can still remove the app's access in their Google account.
 """
 
 from __future__ import annotations

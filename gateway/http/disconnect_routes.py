@@ -8,10 +8,12 @@
            disconnect is recorded but not finished within this request, because another
            gateway process holds the job (it was waited for `wait_s`) or a step failed (logged)
            and the background resumer retries it. Call again (or GET the integration) later.
-      404  problem+json `integration_not_found`: unknown, or another tenant's
+      401  problem+json `unauthenticated`; 403 `insufficient_scope` (no connections:write)
+      404  problem+json `integration_not_found`: unknown, or another tenant's (never 403)
 
 The request runs the job inline when it can take the job's lease; its time is bounded by the
-retry budget of the revocation (the other steps are local). Every process runs a resumer that,
+revocation's retry policy (by default 3 attempts of at most 10 s each plus backoff, about
+32 s at worst; the other steps are local). Every process runs a resumer that,
 on startup and every `resume_interval_s`, continues every disconnect whose lease is free or
 expired: a process killed mid-disconnect is finished by whichever process comes next.
 """
