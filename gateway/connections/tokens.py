@@ -27,8 +27,12 @@ Outcomes of a refresh:
 * transient (5xx, 429, timeouts): retried by the `RetryPolicy` within its budget, audited once
   if it still fails, and raised as `TransientGoogleError`; never a reauth. A stored access
   token that is still valid (inside the margin, not yet expired) is served instead of failing,
-  which is the reason to refresh ahead of time. Callers queued behind a failed refresh share
-  its outcome rather than each spending another retry budget.
+  which is the reason to refresh ahead of time. For `failure_cooldown_s` afterwards, callers
+  in this process get the same error at once (no Google call, no further audit entry) rather
+  than each spending another retry budget against a Google that is down.
+
+The queued refresh runs as a task the caller awaits shielded: a caller cancelled mid-refresh
+does not abandon it, so a refresh token Google has just rotated is always stored.
 
 Nothing here decrypts a token of an integration that is not active, and no token reaches a
 log line, an exception message or an audit entry.
