@@ -503,6 +503,42 @@ async def test_hooks_of_the_sync_engine_are_counted(stack: Stack) -> None:
     await assert_destroyed(stack, c)
 
 
+async def test_a_run_that_lost_its_lease_cannot_move_the_job(stack: Stack) -> None:
+    """A process stalled past its lease while another took the job over: its step is not
+    recorded and it stops; the new holder finishes."""
+    c = await connected(stack)
+    repo = stack.app[INTEGRATIONS_KEY]
+    later = utc_now() + timedelta(minutes=5)
+
+    async def stall(integration: Integration) -> int:
+        assert await repo.acquire_disconnect_lease(
+            integration.id, "other:2:beef/1", later, later + timedelta(minutes=1)
+        )
+        return 1
+
+    def service(**kwargs: Any) -> DisconnectService:
+        return DisconnectService(
+            repository=repo,
+            vault=stack.app[VAULT_KEY],
+            audit=AuditLog(stack.engine),
+            revoker=None,
+            retry=FAST.retry,
+            **kwargs,
+        )
+
+    outcome = await service(owner="stalled", hooks=DisconnectHooks([stall])).disconnect(
+        "acme", c.id
+    )
+    assert outcome is not None and outcome.receipt is None and outcome.step == 2
+    row = await integration_row(stack.engine, c.id)
+    assert (row["disconnect_step"], row["disconnect_lease_owner"]) == (2, "other:2:beef/1")
+
+    resumed = service(owner="next", clock=lambda: later + timedelta(minutes=2))
+    receipt = await resumed.run(c.id)
+    assert receipt is not None and receipt.channels_stopped == 0
+    await assert_destroyed(stack, c)
+
+
 # -- killed after each step, resumed by another process -------------------------------------------
 
 
