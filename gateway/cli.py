@@ -100,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.log_level != "DEBUG":
         # Alembic narrates every plugin and revision at INFO; our own lines say what happened.
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Database drivers log statement parameters at DEBUG: sealed blobs and PKCE verifiers.
+    # They stay quiet even when the gateway itself logs at DEBUG.
+    for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool"):
+        logging.getLogger(name).setLevel(logging.INFO)
     command = _dispatch(args)
     try:
         return asyncio.run(command(args, settings))

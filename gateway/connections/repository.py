@@ -551,7 +551,8 @@ class IntegrationRepository:
     ) -> bool:
         """Record `step` as completed (with the progress so far) and renew the lease, only if
         `owner` still holds it and the job is at `step - 1`. `clear_tokens` also deletes the
-        sealed token blobs in the same write."""
+        sealed token blobs in the same write, and the Google account's email and id: personal
+        data nothing needs once the user has left."""
         c = integrations.c
         values: dict[str, object] = {
             "disconnect_step": step,
@@ -560,7 +561,13 @@ class IntegrationRepository:
             "updated_at": now,
         }
         if clear_tokens:
-            values.update(refresh_token=None, access_token=None, access_token_expires_at=None)
+            values.update(
+                refresh_token=None,
+                access_token=None,
+                access_token_expires_at=None,
+                google_email=None,
+                google_sub=None,
+            )
         async with self.engine.begin() as conn:
             result = await conn.execute(
                 update(integrations)

@@ -25,19 +25,17 @@ import httplib2
 from googleapiclient.discovery import Resource, build
 from googleapiclient.http import HttpRequest
 
-from gateway.google.calendar_errors import (
+from gateway.google.errors import (
     CalendarBadRequest,
     DuplicateEvent,
     EventGone,
+    GoogleError,
     GoogleNotFound,
     InsufficientScope,
     PreconditionFailed,
     RateLimited,
-    SyncTokenExpired,
-)
-from gateway.google.errors import (
-    GoogleError,
     RevokedOrInvalidToken,
+    SyncTokenExpired,
     TransientGoogleError,
     UnexpectedGoogleResponse,
 )

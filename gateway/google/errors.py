@@ -8,7 +8,15 @@
         ├── OAuthClientMisconfigured  invalid_client / unauthorized_client: our client id or
         │                             secret is wrong for this grant (an operator must act)
         ├── TransientGoogleError      5xx, 408, 429, 403 rate limit, timeouts, connection errors:
-        │                             retry later with backoff (`retry_after_s` when Google says)
+        │   │                         retry later with backoff (`retry_after_s` when Google says)
+        │   └── RateLimited           403/429 usageLimits (rateLimitExceeded, quotaExceeded, ...)
+        ├── InsufficientScope         Calendar 403 insufficientPermissions: the grant lacks a scope
+        ├── GoogleNotFound            Calendar 404: no such calendar or event
+        ├── DuplicateEvent            Calendar 409 duplicate: a client-chosen event id exists
+        ├── SyncTokenExpired          Calendar 410 fullSyncRequired / updatedMinTooLongAgo
+        ├── EventGone                 Calendar 410 deleted: the event was deleted already
+        ├── PreconditionFailed        Calendar 412 conditionNotMet: the If-Match etag is stale
+        ├── CalendarBadRequest        Calendar 400 (`location` names the parameter or field)
         └── UnexpectedGoogleResponse  anything else (a 4xx we do not expect, a malformed body)
 
 Every message here is safe to log: it names the HTTP status and Google's error code and
@@ -17,6 +25,8 @@ must keep that promise (the OAuth client redacts any echo of what it sent).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from gateway.errors import GatewayError
 
@@ -113,3 +123,42 @@ class UnexpectedGoogleResponse(GoogleError):
     """Google answered something we do not understand (bad JSON, an unexpected 4xx)."""
 
     code = "google_unexpected_response"
+
+
+# -- Calendar v3 (gateway.google.calendar) ------------------------------------------------
+
+
+class RateLimited(TransientGoogleError):
+    code = "google_rate_limited"
+
+
+class InsufficientScope(GoogleError):
+    code = "google_insufficient_scope"
+
+
+class GoogleNotFound(GoogleError):
+    code = "google_not_found"
+
+
+class DuplicateEvent(GoogleError):
+    code = "google_duplicate"
+
+
+class SyncTokenExpired(GoogleError):
+    code = "google_sync_token_expired"
+
+
+class EventGone(GoogleError):
+    code = "google_gone"
+
+
+class PreconditionFailed(GoogleError):
+    code = "google_precondition_failed"
+
+
+class CalendarBadRequest(GoogleError):
+    code = "google_bad_request"
+
+    def __init__(self, message: str, *, location: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.location = location

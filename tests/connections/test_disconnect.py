@@ -193,6 +193,7 @@ async def assert_destroyed(stack: Stack, c: Connected) -> None:
     assert row["status"] == "disconnected"
     assert row["disconnect_step"] == 6
     assert row["refresh_token"] is None and row["access_token"] is None
+    assert row["google_email"] is None and row["google_sub"] is None, "personal data kept"
     assert row["disconnect_lease_owner"] is None
     assert await key_row(stack.engine, c.id) is None
     # A copy of the blobs (a backup) cannot be opened any more: the key is gone. A fresh vault

@@ -8,16 +8,17 @@ import aiohttp
 import pytest
 
 from gateway.google.calendar import CalendarClient
-from gateway.google.calendar_errors import (
+from gateway.google.errors import (
     DuplicateEvent,
     EventGone,
     GoogleNotFound,
     InsufficientScope,
     PreconditionFailed,
     RateLimited,
+    RevokedOrInvalidToken,
     SyncTokenExpired,
+    TransientGoogleError,
 )
-from gateway.google.errors import RevokedOrInvalidToken, TransientGoogleError
 from tests.emulator.conftest import ALICE, CALENDAR, RunningEmulator
 
 FREEBUSY_ONLY = "https://www.googleapis.com/auth/calendar.events.freebusy"
