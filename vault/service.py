@@ -51,6 +51,18 @@ class DataKeyInfo:
     kek_id: str
     kek_version: int
     created_at: datetime
+    rewrapped_at: datetime | None = None
+
+    @classmethod
+    def of(cls, row: DekRow) -> DataKeyInfo:
+        return cls(
+            integration_id=row.integration_id,
+            dek_id=row.dek_id,
+            kek_id=row.kek_id,
+            kek_version=row.kek_version,
+            created_at=row.created_at,
+            rewrapped_at=row.rewrapped_at,
+        )
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,14 @@ class Vault:
 
     # -- data keys ---------------------------------------------------------------------------
 
+    async def key_info(self, tenant_id: str, integration_id: str) -> DataKeyInfo | None:
+        """Facts about the integration's data key (never key bytes), or None when it has none
+        (never created, or destroyed). Read-only: unlike `ensure_data_key`, never creates one."""
+        row = await self._store.get(integration_id)
+        if row is None or row.tenant_id != tenant_id:
+            return None
+        return DataKeyInfo.of(row)
+
     async def ensure_data_key(self, tenant_id: str, integration_id: str) -> DataKeyInfo:
         """Create the integration's data key unless it exists; safe to call concurrently."""
         row = await self._store.get(integration_id)
@@ -166,13 +186,7 @@ class Vault:
         if row.tenant_id != tenant_id:
             # integration ids are global; another tenant's id here is a caller bug.
             raise VaultError(f"integration {integration_id!r} belongs to another tenant")
-        return DataKeyInfo(
-            integration_id=row.integration_id,
-            dek_id=row.dek_id,
-            kek_id=row.kek_id,
-            kek_version=row.kek_version,
-            created_at=row.created_at,
-        )
+        return DataKeyInfo.of(row)
 
     async def _load_dek(self, tenant_id: str, integration_id: str) -> CachedDek | None:
         """Read and unwrap the integration's DEK (after a cache miss), caching it."""

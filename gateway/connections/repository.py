@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.apikeys import as_utc, utc_now
 from gateway.connections.model import Integration, Status
-from gateway.db.schema import connect_sessions, integrations, vault_data_keys
+from gateway.db.schema import connect_sessions, integrations
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -434,34 +434,6 @@ class IntegrationRepository:
                 delete(connect_sessions).where(connect_sessions.c.expires_at < expired_before)
             )
         return int(result.rowcount or 0)
-
-    async def data_key_facts(self, tenant_id: str, integration_id: str) -> dict[str, object] | None:
-        """Non-secret facts about the integration's vault data key (for the export), read
-        without the wrapped key bytes. None when it has none (never connected, or shredded).
-
-        Read here rather than through the vault because the vault has no read-only lookup
-        (`ensure_data_key` would create a key for a shredded integration)."""
-        query = select(
-            vault_data_keys.c.dek_id,
-            vault_data_keys.c.kek_id,
-            vault_data_keys.c.kek_version,
-            vault_data_keys.c.created_at,
-            vault_data_keys.c.rewrapped_at,
-        ).where(
-            vault_data_keys.c.integration_id == integration_id,
-            vault_data_keys.c.tenant_id == tenant_id,
-        )
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).mappings().first()
-        if row is None:
-            return None
-        return {
-            "dek_id": row["dek_id"],
-            "kek_id": row["kek_id"],
-            "kek_version": row["kek_version"],
-            "created_at": _aware(row["created_at"]),
-            "rewrapped_at": _aware(row["rewrapped_at"]),
-        }
 
     # -- disconnect (disconnect.py) ------------------------------------------------------------
     # The disconnect job lives on the integration row: `disconnect_step` is the last step

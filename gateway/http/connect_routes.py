@@ -140,7 +140,7 @@ async def export_integration(request: web.Request) -> web.Response:
     integration = await _integration(request)
     repo = request.app[INTEGRATIONS_KEY]
     sealed = await repo.sealed_tokens(integration.id)
-    key = await repo.data_key_facts(integration.tenant_id, integration.id)
+    key = await request.app[VAULT_KEY].key_info(integration.tenant_id, integration.id)
     job = await repo.disconnect_job(integration.id)
     disconnect = json.loads(job[1]) if job is not None and job[1] else None
     entries = await request.app[AUDIT_KEY].entries(
@@ -161,7 +161,13 @@ async def export_integration(request: web.Request) -> web.Response:
             "sealed_with": "vault data key below (AES-256-GCM)" if key else None,
         },
         "data_key": (
-            {k: (_ts(v) if isinstance(v, datetime) else v) for k, v in key.items()}
+            {
+                "dek_id": key.dek_id,
+                "kek_id": key.kek_id,
+                "kek_version": key.kek_version,
+                "created_at": _ts(key.created_at),
+                "rewrapped_at": _ts(key.rewrapped_at),
+            }
             if key is not None
             else None
         ),

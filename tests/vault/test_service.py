@@ -287,3 +287,18 @@ async def test_store_insert_race_returns_the_winner(
     )
     assert loser.dek_id == winner.dek_id
     assert len(await raw_rows(vault_db, "integration-1")) == 1
+
+
+async def test_key_info_is_read_only_tenant_scoped_and_gone_after_destroy(
+    make_vault: VaultFactory,
+) -> None:
+    vault = make_vault()
+    assert await vault.key_info("acme", "int-info") is None
+    assert await vault.key_info("acme", "int-info") is None, "looking must not create a key"
+    created = await vault.ensure_data_key("acme", "int-info")
+    info = await vault.key_info("acme", "int-info")
+    assert info is not None
+    assert (info.dek_id, info.kek_version, info.rewrapped_at) == (created.dek_id, 1, None)
+    assert await vault.key_info("globex", "int-info") is None
+    await vault.destroy("acme", "int-info")
+    assert await vault.key_info("acme", "int-info") is None
