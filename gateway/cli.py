@@ -100,10 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.log_level != "DEBUG":
         # Alembic narrates every plugin and revision at INFO; our own lines say what happened.
         logging.getLogger("alembic").setLevel(logging.WARNING)
-    # Database drivers log statement parameters at DEBUG: sealed blobs and PKCE verifiers.
-    # They stay quiet even when the gateway itself logs at DEBUG.
+    # Database drivers log statements with their parameters (sealed blobs, PKCE verifiers):
+    # aiosqlite at DEBUG, SQLAlchemy's engine logger already at INFO. They stay at WARNING
+    # whatever GATEWAY_LOG_LEVEL says.
     for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool"):
-        logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger(name).setLevel(logging.WARNING)
     command = _dispatch(args)
     try:
         return asyncio.run(command(args, settings))

@@ -79,6 +79,10 @@ class Integration:
 
     @property
     def capabilities(self) -> list[Capability]:
+        """What the agent may do: nothing once a disconnect began (the grant is being or has
+        been revoked), otherwise what the granted scopes allow."""
+        if self.status in (Status.DISCONNECTING, Status.DISCONNECTED):
+            return []
         return capabilities_for(self.granted_scopes)
 
     @property

@@ -54,3 +54,23 @@ def test_embedded_database_and_its_folder_are_private(tmp_path: Path) -> None:
         file = tmp_path / "var" / name
         if file.exists():
             assert file.stat().st_mode & 0o077 == 0, f"{name} is readable by others"
+
+
+def test_debug_logging_never_echoes_sql_parameters(tmp_path: Path) -> None:
+    """At GATEWAY_LOG_LEVEL=DEBUG the drivers' statement logs (with their parameters: sealed
+    blobs, PKCE verifiers, key hashes) stay off."""
+    assert run_cli("migrate", cwd=tmp_path).returncode == 0
+    result = run_cli(
+        "api-keys",
+        "create",
+        "--tenant",
+        "acme",
+        "--scopes",
+        "calendar:read",
+        cwd=tmp_path,
+        env={"GATEWAY_LOG_LEVEL": "DEBUG"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "INSERT INTO api_keys" not in result.stderr
+    assert "sqlalchemy.engine" not in result.stderr
+    assert "aiosqlite" not in result.stderr
