@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,30 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
 from tests.databases import BACKENDS, fresh_database_url
-from tests.stack import Stack, start_stack
+from tests.stack import (
+    EMULATORS,
+    LogCapture,
+    Stack,
+    assert_no_secret_logged,
+    issued_secrets,
+    start_stack,
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log_line() -> Iterator[None]:
+    """Every log record of the whole run, at every level, is kept; at the end none may hold a
+    token, code or client secret that any emulator handed out (issue 4's promise)."""
+    capture = LogCapture()
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(capture)
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(capture)
+    root.setLevel(previous)
+    secrets = set().union(*(issued_secrets(state) for state in EMULATORS))
+    assert_no_secret_logged(capture.lines, secrets)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -58,6 +58,10 @@ class LogCapture(logging.Handler):
         self.lines.append(self.format(record))
 
 
+# Every emulator a test created, so the session-wide log check knows every secret handed out.
+EMULATORS: list[EmulatorState] = []
+
+
 def issued_secrets(google: EmulatorState) -> set[str]:
     """Every token, code and secret the emulator handed out (or was configured with)."""
     found = set(google.access_tokens) | set(google.refresh_index) | set(google.auth_codes)
@@ -134,8 +138,9 @@ async def start_stack(
     google.add_user(CAROL_SUB, CAROL, consent="partial", partial_scopes=[])
     google.add_user(DAVE_SUB, DAVE, consent="partial", partial_scopes=[FREEBUSY_SCOPE])
     google.calendars.allow_insecure_loopback_webhooks = True
+    EMULATORS.append(google)
     google_server = TestServer(create_emulator_app(google), host="127.0.0.1", port=0)
-    await google_server.start_server()
+    await google_server.start_server(access_log=None)  # Google's log is not ours to check
     google_url = str(google_server.make_url("/")).rstrip("/")
 
     port = free_port()

@@ -24,7 +24,14 @@ from gateway.google.errors import (
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.google.retry import RetryPolicy
 from gateway.settings import load_settings
-from tests.stack import ALICE, ALICE_SUB, GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, free_port
+from tests.stack import (
+    ALICE,
+    ALICE_SUB,
+    EMULATORS,
+    GATEWAY_CLIENT_ID,
+    GATEWAY_CLIENT_SECRET,
+    free_port,
+)
 
 CALENDAR_LIST = "/calendar/v3/users/me/calendarList"
 
@@ -65,6 +72,7 @@ async def google() -> AsyncIterator[Google]:
     state = EmulatorState(clock=time.time)
     state.add_user(ALICE_SUB, ALICE)
     state.add_client(GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, ["http://127.0.0.1/cb"])
+    EMULATORS.append(state)  # its secrets join the session-wide log check
     server = TestServer(create_emulator_app(state), host="127.0.0.1", port=0)
     await server.start_server()
     try:

@@ -35,7 +35,7 @@ from tests.connections.refresh_worker import (
     stored_token,
 )
 from tests.databases import fresh_database_url
-from tests.stack import ALICE, ALICE_SUB, GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET
+from tests.stack import ALICE, ALICE_SUB, EMULATORS, GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET
 
 WORKER = Path(__file__).with_name("refresh_worker.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -77,6 +77,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         google = EmulatorState(clock=time.time)
         google.add_user(ALICE_SUB, ALICE)
         google.add_client(GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, ["http://127.0.0.1/cb"])
+        EMULATORS.append(google)  # its secrets join the session-wide log check
         server = TestServer(create_emulator_app(google), host="127.0.0.1", port=0)
         await server.start_server()
         google_url = str(server.make_url("/")).rstrip("/")

@@ -37,6 +37,7 @@ from tests.connections.refresh_worker import Services, open_services, seed_integ
 from tests.stack import (
     ALICE,
     ALICE_SUB,
+    EMULATORS,
     GATEWAY_CLIENT_ID,
     GATEWAY_CLIENT_SECRET,
     LogCapture,
@@ -119,6 +120,7 @@ async def env(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIt
     google = EmulatorState(clock=time.time)
     google.add_user(ALICE_SUB, ALICE)
     google.add_client(GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, ["http://127.0.0.1/cb"])
+    EMULATORS.append(google)  # its secrets join the session-wide log check
     server = TestServer(create_emulator_app(google), host="127.0.0.1", port=0)
     await server.start_server()
     url = str(server.make_url("/")).rstrip("/")

@@ -27,6 +27,7 @@ from aiohttp.test_utils import TestServer
 
 from emulator.app import create_emulator_app
 from emulator.state import EmulatorState, IssuedTokens, OAuthClient
+from tests.stack import EMULATORS
 
 TEST_CLIENT_ID = "emulator-test-client.apps.googleusercontent.com"
 TEST_CLIENT_SECRET = "emu-test-secret"
@@ -104,6 +105,7 @@ def emulator_state(emulator_time_source: Callable[[], float]) -> EmulatorState:
     state.add_user(BOB.sub, BOB.email, consent="deny", time_zone="America/New_York")
     state.add_user(CAROL.sub, CAROL.email, consent="partial", partial_scopes=[CALENDAR_READONLY])
     state.default_user_sub = ALICE.sub
+    EMULATORS.append(state)
     return state
 
 
@@ -112,7 +114,9 @@ async def emulator(emulator_state: EmulatorState) -> AsyncIterator[RunningEmulat
     """The emulator on 127.0.0.1 with a random port, stopped after the test."""
     app = create_emulator_app(emulator_state)
     server = TestServer(app, host="127.0.0.1", port=0)
-    await server.start_server()
+    # No access log: the emulator plays Google, and Google's logs are not the gateway's (some
+    # requests legitimately carry tokens in the query, e.g. /revoke?token=...).
+    await server.start_server(access_log=None)
     try:
         base = str(server.make_url("/")).rstrip("/")
         yield RunningEmulator(base, emulator_state, app, emulator_state.clients[TEST_CLIENT_ID])
