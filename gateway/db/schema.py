@@ -7,6 +7,7 @@ attached here.
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     DateTime,
     Index,
@@ -110,4 +111,82 @@ audit_log = Table(
     Column("detail", Text, nullable=True),
     Index("ix_audit_log_integration", "integration_id"),
     Index("ix_audit_log_tenant_at", "tenant_id", "at"),
+)
+
+# -- calendar sync (gateway/sync) -------------------------------------------------------------
+# No title, description, attendee or location column: only what availability and booking need
+# (data minimisation). `details` holds them only when a deployment opts in or for events the
+# gateway created.
+
+calendars = Table(
+    "calendars",
+    metadata,
+    Column("id", String(32), primary_key=True),  # "cal_" + 24 hex
+    Column("integration_id", String(32), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("google_calendar_id", String(320), nullable=False),
+    Column("time_zone", String(64), nullable=False),
+    # Google's nextSyncToken: not a credential (useless without the user's access token).
+    Column("sync_token", Text, nullable=True),
+    # The generation readers see; NULL until the first full sync completed.
+    Column("active_generation", Integer, nullable=True),
+    # initial | synced | backoff | error
+    Column("state", String(16), nullable=False),
+    Column("last_success_at", DateTime(timezone=True), nullable=True),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_error", String(64), nullable=True),  # an error code, never a message
+    # The window busy blocks were materialised for.
+    Column("horizon_start", DateTime(timezone=True), nullable=True),
+    Column("horizon_end", DateTime(timezone=True), nullable=True),
+    # For the scheduler (later part): push/poll requests, leases across processes, backoff.
+    Column("sync_requested_at", DateTime(timezone=True), nullable=True),
+    Column("next_poll_at", DateTime(timezone=True), nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("backoff_until", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_calendars_integration_google", "integration_id", "google_calendar_id", unique=True),
+    Index("ix_calendars_next_poll_at", "next_poll_at"),
+)
+
+calendar_events = Table(
+    "calendar_events",
+    metadata,
+    Column("calendar_id", String(32), primary_key=True),
+    Column("generation", Integer, primary_key=True),
+    Column("event_id", String(1024), primary_key=True),
+    Column("status", String(16), nullable=False),  # confirmed | tentative | cancelled
+    Column("transparency", String(16), nullable=False),  # opaque | transparent
+    Column("self_declined", Boolean, nullable=False),
+    Column("event_type", String(32), nullable=False),
+    Column("all_day", Boolean, nullable=False),
+    Column("start_at", DateTime(timezone=True), nullable=True),  # UTC, timed events
+    Column("end_at", DateTime(timezone=True), nullable=True),
+    Column("start_date", String(10), nullable=True),  # YYYY-MM-DD, all-day events
+    Column("end_date", String(10), nullable=True),  # exclusive
+    Column("time_zone", String(64), nullable=True),  # zone of the series' wall times
+    Column("recurrence", Text, nullable=True),  # JSON list of RRULE/EXDATE/RDATE lines
+    Column("recurring_event_id", String(1024), nullable=True),
+    Column("original_start", String(16), nullable=True),  # occurrence key it replaces
+    Column("etag", String(64), nullable=True),
+    Column("updated", String(40), nullable=True),  # Google's RFC 3339 `updated`
+    Column("created_by_gateway", Boolean, nullable=False),
+    Column("details", Text, nullable=True),  # JSON; only opted in or gateway-created
+    Index("ix_calendar_events_series", "calendar_id", "generation", "recurring_event_id"),
+)
+
+busy_blocks = Table(
+    "busy_blocks",
+    metadata,
+    Column("calendar_id", String(32), primary_key=True),
+    Column("generation", Integer, primary_key=True),
+    Column("event_id", String(1024), primary_key=True),
+    Column("start_at", DateTime(timezone=True), primary_key=True),  # UTC
+    Column("end_at", DateTime(timezone=True), nullable=False),
+    # The series (recurring master, or the event itself) whose recomputation replaces it.
+    Column("series_id", String(1024), nullable=False),
+    Index("ix_busy_blocks_range", "calendar_id", "generation", "start_at"),
+    Index("ix_busy_blocks_series", "calendar_id", "generation", "series_id"),
 )

@@ -1,0 +1,221 @@
+"""Local expansion of recurring series (pure: no I/O).
+
+Google sends a recurring series as one master (`recurrence`: RRULE/EXDATE/RDATE lines, `start`
+with its `timeZone`) plus exceptions as separate events. We expand the master ourselves, like
+Home Assistant's gcal_sync, so a series costs one record, not one per occurrence.
+
+How it is done, and why:
+
+* Rules are evaluated in NAIVE LOCAL wall time of the series' zone, then each occurrence is
+  given that zone and converted to UTC. That keeps a 09:00 America/New_York meeting at 09:00
+  local on both sides of a DST change (its UTC instant moves by an hour), which is what
+  iCalendar and Google mean. dateutil refuses to mix naive and aware values, so every UNTIL,
+  EXDATE and RDATE is first brought into the same naive local form.
+* UNTIL may be a date (inclusive: the whole day), a local date-time, or UTC (`...Z`).
+* EXDATE/RDATE may carry `TZID=Zone`, be UTC (`...Z`), floating (the series' zone), or a DATE
+  (for a timed series: that day at the series' time of day).
+* All-day series run on naive midnights; their blocks are placed in the calendar's zone by the
+  caller.
+* An occurrence is identified by its ORIGINAL start, as a key that matches the suffix Google
+  puts on instance ids: `YYYYMMDDTHHMMSSZ` (UTC) for timed series, `YYYYMMDD` for all-day ones.
+  Exceptions are matched to occurrences by that key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dateutil.rrule import rrule, rruleset, rrulestr
+
+# A bound for endless or very dense rules (FREQ=MINUTELY ...): nobody has more busy
+# occurrences of one series inside a horizon of about a year.
+MAX_OCCURRENCES = 5000
+
+_UNTIL = re.compile(r"UNTIL=([0-9TZtz]+)")
+
+
+class RecurrenceError(ValueError):
+    """Recurrence lines we cannot interpret (the caller falls back to the first occurrence)."""
+
+
+@dataclass(frozen=True, order=True)
+class Occurrence:
+    """One occurrence of a series: [start, end) in UTC and the key of its original start."""
+
+    start: datetime
+    end: datetime
+    key: str
+
+
+def occurrence_key(value: datetime | date) -> str:
+    """The key of an original start: UTC `YYYYMMDDTHHMMSSZ` for an aware datetime, `YYYYMMDD`
+    for a date (the same text Google appends to instance ids)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("a timed original start must be aware")
+        return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return value.strftime("%Y%m%d")
+
+
+def _local_naive(moment: datetime, tz: tzinfo) -> datetime:
+    return moment.astimezone(tz).replace(tzinfo=None)
+
+
+def _fix_until(rule: str, tz: tzinfo, all_day: bool) -> str:
+    """Rewrite UNTIL as a naive local date-time (dateutil wants it like DTSTART)."""
+    m = _UNTIL.search(rule)
+    if m is None:
+        return rule
+    raw = m[1].upper()
+    try:
+        if len(raw) == 8:
+            day = datetime.strptime(raw, "%Y%m%d")
+            # A date UNTIL includes that whole day.
+            local = day if all_day else day.replace(hour=23, minute=59, second=59)
+        elif raw.endswith("Z"):
+            utc = datetime.strptime(raw, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            local = _local_naive(utc, tz)
+            if all_day:
+                local = datetime.combine(local.date(), time())
+        else:
+            local = datetime.strptime(raw, "%Y%m%dT%H%M%S")
+    except ValueError as exc:
+        raise RecurrenceError("bad UNTIL value") from exc
+    return rule[: m.start(1)] + local.strftime("%Y%m%dT%H%M%S") + rule[m.end(1) :]
+
+
+def _zone_of(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise RecurrenceError("unknown TZID") from exc
+
+
+def _parse_dates(line: str, dtstart: datetime, tz: tzinfo, all_day: bool) -> list[datetime]:
+    """The values of an EXDATE or RDATE line, as naive local date-times of the series."""
+    head, _, values = line.partition(":")
+    params = dict(p.split("=", 1) for p in head.split(";")[1:] if "=" in p)
+    value_tz = _zone_of(params["TZID"]) if "TZID" in params else tz
+    out: list[datetime] = []
+    for raw in filter(None, (v.strip().upper() for v in values.split(","))):
+        try:
+            if len(raw) == 8:
+                day = datetime.strptime(raw, "%Y%m%d")
+                out.append(datetime.combine(day.date(), dtstart.time()))
+                continue
+            if raw.endswith("Z"):
+                aware = datetime.strptime(raw, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            else:
+                aware = datetime.strptime(raw, "%Y%m%dT%H%M%S").replace(tzinfo=value_tz)
+        except ValueError as exc:
+            raise RecurrenceError("bad EXDATE/RDATE value") from exc
+        local = _local_naive(aware, tz)
+        out.append(datetime.combine(local.date(), time()) if all_day else local)
+    return out
+
+
+def build_rules(lines: Iterable[str], dtstart: datetime, tz: tzinfo, all_day: bool) -> rruleset:
+    """Compile recurrence lines for a series whose first start is `dtstart` (naive local)."""
+    rules = rruleset()
+    found = False
+    for line in lines:
+        name = line.split(":", 1)[0].split(";", 1)[0].strip().upper()
+        if name in ("RRULE", "EXRULE"):
+            body = _fix_until(line.split(":", 1)[1], tz, all_day)
+            try:
+                parsed = rrulestr(body, dtstart=dtstart)
+            except (ValueError, TypeError) as exc:
+                raise RecurrenceError("bad RRULE") from exc
+            if not isinstance(parsed, rrule):
+                raise RecurrenceError("one rule per RRULE line")
+            if name == "RRULE":
+                rules.rrule(parsed)
+                found = True
+            else:
+                rules.exrule(parsed)
+        elif name == "EXDATE":
+            for moment in _parse_dates(line, dtstart, tz, all_day):
+                rules.exdate(moment)
+        elif name == "RDATE":
+            for moment in _parse_dates(line, dtstart, tz, all_day):
+                rules.rdate(moment)
+                found = True
+        # Anything else (a stray DTSTART, X- lines) carries no occurrence: ignored.
+    if not found:
+        raise RecurrenceError("no RRULE or RDATE")
+    return rules
+
+
+def expand_timed(
+    lines: Iterable[str],
+    start: datetime,
+    end: datetime,
+    tz: tzinfo,
+    window_start: datetime,
+    window_end: datetime,
+    *,
+    limit: int = MAX_OCCURRENCES,
+) -> list[Occurrence]:
+    """Occurrences of a timed series overlapping [window_start, window_end) (aware, any zone).
+
+    `start`/`end` are the master's first occurrence (aware); `tz` the series' zone (the
+    master's `start.timeZone`). Each occurrence lasts as long as the first in absolute time.
+    """
+    duration = end - start
+    dtstart = _local_naive(start, tz)
+    rules = build_rules(lines, dtstart, tz, all_day=False)
+    # A day of slack either side absorbs any UTC offset; exact filtering happens in UTC.
+    after = max(dtstart, _local_naive(window_start - duration, tz) - timedelta(days=1))
+    stop = _local_naive(window_end, tz) + timedelta(days=1)
+    out: list[Occurrence] = []
+    for local in rules.xafter(after, inc=True):
+        if local >= stop or len(out) >= limit:
+            break
+        occ_start = local.replace(tzinfo=tz).astimezone(UTC)
+        occ_end = occ_start + duration
+        if occ_end <= window_start or occ_start >= window_end:
+            continue
+        out.append(Occurrence(occ_start, occ_end, occurrence_key(occ_start)))
+    return out
+
+
+def expand_all_day(
+    lines: Iterable[str],
+    start: date,
+    end: date,
+    calendar_tz: tzinfo,
+    window_start: datetime,
+    window_end: datetime,
+    *,
+    limit: int = MAX_OCCURRENCES,
+) -> list[Occurrence]:
+    """Occurrences of an all-day series (end date exclusive) overlapping the window; each
+    blocks whole days from local midnight to local midnight in `calendar_tz`."""
+    days = max((end - start).days, 1)
+    dtstart = datetime.combine(start, time())
+    rules = build_rules(lines, dtstart, calendar_tz, all_day=True)
+    after = max(dtstart, _local_naive(window_start, calendar_tz) - timedelta(days=days + 1))
+    stop = _local_naive(window_end, calendar_tz) + timedelta(days=1)
+    out: list[Occurrence] = []
+    for local in rules.xafter(after, inc=True):
+        if local >= stop or len(out) >= limit:
+            break
+        first = local.date()
+        occ_start, occ_end = day_span(first, first + timedelta(days=days), calendar_tz)
+        if occ_end <= window_start or occ_start >= window_end:
+            continue
+        out.append(Occurrence(occ_start, occ_end, occurrence_key(first)))
+    return out
+
+
+def day_span(first: date, end_exclusive: date, tz: tzinfo) -> tuple[datetime, datetime]:
+    """[local midnight of `first`, local midnight of `end_exclusive`) in UTC (a DST day is 23
+    or 25 hours long, which is why this is not `days * 24h`)."""
+    return (
+        datetime.combine(first, time(), tzinfo=tz).astimezone(UTC),
+        datetime.combine(end_exclusive, time(), tzinfo=tz).astimezone(UTC),
+    )
