@@ -44,6 +44,21 @@ def row_to_integration(row: RowMapping) -> Integration:
     )
 
 
+def row_to_session(row: RowMapping) -> ConnectSession:
+    created_at, expires_at = _aware(row["created_at"]), _aware(row["expires_at"])
+    assert created_at is not None and expires_at is not None
+    return ConnectSession(
+        state_sha256=row["state_sha256"],
+        tenant_id=row["tenant_id"],
+        user_id=row["user_id"],
+        return_url=row["return_url"],
+        login_hint=row["login_hint"],
+        code_verifier=row["code_verifier"],
+        created_at=created_at,
+        expires_at=expires_at,
+    )
+
+
 @dataclass(frozen=True)
 class SealedTokens:
     """An integration's token blobs as stored (sealed by the vault)."""
@@ -247,18 +262,7 @@ class IntegrationRepository:
             )
             if result.rowcount != 1:
                 return None  # another request consumed it between our read and write
-        created_at, expires_at = _aware(row["created_at"]), _aware(row["expires_at"])
-        assert created_at is not None and expires_at is not None
-        return ConnectSession(
-            state_sha256=row["state_sha256"],
-            tenant_id=row["tenant_id"],
-            user_id=row["user_id"],
-            return_url=row["return_url"],
-            login_hint=row["login_hint"],
-            code_verifier=row["code_verifier"],
-            created_at=created_at,
-            expires_at=expires_at,
-        )
+        return row_to_session(row)
 
     # -- token refresh (tokens.py) -----------------------------------------------------------
     # Used by gateway.connections.tokens.TokenManager. Every method takes an optional `conn` so
@@ -378,18 +382,7 @@ class IntegrationRepository:
             )
         if row is None:
             return None
-        created_at, expires_at = _aware(row["created_at"]), _aware(row["expires_at"])
-        assert created_at is not None and expires_at is not None
-        return ConnectSession(
-            state_sha256=row["state_sha256"],
-            tenant_id=row["tenant_id"],
-            user_id=row["user_id"],
-            return_url=row["return_url"],
-            login_hint=row["login_hint"],
-            code_verifier=row["code_verifier"],
-            created_at=created_at,
-            expires_at=expires_at,
-        )
+        return row_to_session(row)
 
     async def reconnect(
         self,
