@@ -1,0 +1,528 @@
+"""SQL of the sync engine: calendars, their minimal event records and busy blocks.
+
+SQLAlchemy Core only, the same statements on SQLite and PostgreSQL. An upsert is a delete and
+an insert inside one transaction (portable, and idempotent for repeated deltas).
+
+Generations. A calendar's records and blocks carry a generation number; readers only look at
+`calendars.active_generation`. A full sync writes a NEW generation beside the active one and
+switches `active_generation` in one UPDATE when it is complete, then deletes the old one, so a
+reader never sees a half-built or empty copy. An incremental sync changes the active
+generation in one transaction (records, recomputed blocks and the new sync token together).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.db.schema import busy_blocks, calendar_events, calendars
+from gateway.sync.model import BusyBlock, EventRecord, Horizon
+
+# Rows per executemany / IN list: well under SQLite's 32k variables and PostgreSQL's 65k.
+BATCH = 500
+
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite returns naive values; everything is written in UTC.
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class CalendarRow:
+    """One synced calendar, as the engine (and later the status API) needs it."""
+
+    id: str
+    integration_id: str
+    tenant_id: str
+    google_calendar_id: str
+    time_zone: str
+    sync_token: str | None
+    active_generation: int | None
+    state: str
+    last_success_at: datetime | None
+    last_attempt_at: datetime | None
+    last_error: str | None
+    horizon_start: datetime | None
+    horizon_end: datetime | None
+
+    @property
+    def horizon(self) -> Horizon | None:
+        if self.horizon_start is None or self.horizon_end is None:
+            return None
+        return Horizon(self.horizon_start, self.horizon_end)
+
+    def __repr__(self) -> str:
+        # The calendar id is usually the owner's address: not for logs.
+        return f"CalendarRow(id={self.id!r}, state={self.state!r})"
+
+
+def _calendar(row: RowMapping) -> CalendarRow:
+    return CalendarRow(
+        id=row["id"],
+        integration_id=row["integration_id"],
+        tenant_id=row["tenant_id"],
+        google_calendar_id=row["google_calendar_id"],
+        time_zone=row["time_zone"],
+        sync_token=row["sync_token"],
+        active_generation=row["active_generation"],
+        state=row["state"],
+        last_success_at=_aware(row["last_success_at"]),
+        last_attempt_at=_aware(row["last_attempt_at"]),
+        last_error=row["last_error"],
+        horizon_start=_aware(row["horizon_start"]),
+        horizon_end=_aware(row["horizon_end"]),
+    )
+
+
+def _record_row(calendar_id: str, generation: int, r: EventRecord) -> dict[str, Any]:
+    return {
+        "calendar_id": calendar_id,
+        "generation": generation,
+        "event_id": r.event_id,
+        "status": r.status,
+        "transparency": r.transparency,
+        "self_declined": r.self_declined,
+        "event_type": r.event_type,
+        "all_day": r.all_day,
+        "start_at": r.start_at,
+        "end_at": r.end_at,
+        "start_date": r.start_date.isoformat() if r.start_date else None,
+        "end_date": r.end_date.isoformat() if r.end_date else None,
+        "time_zone": r.time_zone,
+        "recurrence": json.dumps(list(r.recurrence)) if r.recurrence else None,
+        "recurring_event_id": r.recurring_event_id,
+        "original_start": r.original_start,
+        "etag": r.etag,
+        "updated": r.updated,
+        "created_by_gateway": r.created_by_gateway,
+        "details": json.dumps(dict(r.details)) if r.details is not None else None,
+    }
+
+
+def _record(row: RowMapping) -> EventRecord:
+    return EventRecord(
+        event_id=row["event_id"],
+        status=row["status"],
+        transparency=row["transparency"],
+        self_declined=bool(row["self_declined"]),
+        event_type=row["event_type"],
+        all_day=bool(row["all_day"]),
+        start_at=_aware(row["start_at"]),
+        end_at=_aware(row["end_at"]),
+        start_date=date.fromisoformat(row["start_date"]) if row["start_date"] else None,
+        end_date=date.fromisoformat(row["end_date"]) if row["end_date"] else None,
+        time_zone=row["time_zone"],
+        recurrence=tuple(json.loads(row["recurrence"])) if row["recurrence"] else None,
+        recurring_event_id=row["recurring_event_id"],
+        original_start=row["original_start"],
+        etag=row["etag"],
+        updated=row["updated"],
+        created_by_gateway=bool(row["created_by_gateway"]),
+        details=json.loads(row["details"]) if row["details"] else None,
+    )
+
+
+def _block_rows(
+    calendar_id: str, generation: int, blocks: Iterable[BusyBlock]
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "calendar_id": calendar_id,
+            "generation": generation,
+            "event_id": b.event_id,
+            "start_at": b.start,
+            "end_at": b.end,
+            "series_id": b.series_id,
+        }
+        for b in blocks
+    ]
+
+
+class SyncStore:
+    """Every statement the sync engine runs."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # -- calendars ----------------------------------------------------------------------------
+
+    async def get(self, calendar_id: str) -> CalendarRow | None:
+        async with self.engine.connect() as conn:
+            row = (
+                (await conn.execute(select(calendars).where(calendars.c.id == calendar_id)))
+                .mappings()
+                .first()
+            )
+        return _calendar(row) if row is not None else None
+
+    async def calendars_of(self, integration_id: str) -> list[CalendarRow]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(calendars)
+                    .where(calendars.c.integration_id == integration_id)
+                    .order_by(calendars.c.created_at, calendars.c.id)
+                )
+            ).mappings()
+            return [_calendar(r) for r in rows]
+
+    async def ensure_calendar(
+        self,
+        *,
+        new_id: str,
+        integration_id: str,
+        tenant_id: str,
+        google_calendar_id: str,
+        time_zone: str,
+        now: datetime,
+    ) -> CalendarRow:
+        """The row for (integration, Google calendar), created with `new_id` if missing; a
+        changed time zone is updated (it decides where all-day events fall)."""
+        key = and_(
+            calendars.c.integration_id == integration_id,
+            calendars.c.google_calendar_id == google_calendar_id,
+        )
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(calendars).where(key))).mappings().first()
+            if row is None:
+                await conn.execute(
+                    insert(calendars).values(
+                        id=new_id,
+                        integration_id=integration_id,
+                        tenant_id=tenant_id,
+                        google_calendar_id=google_calendar_id,
+                        time_zone=time_zone,
+                        state="initial",
+                        attempts=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            elif row["time_zone"] != time_zone:
+                await conn.execute(
+                    update(calendars).where(key).values(time_zone=time_zone, updated_at=now)
+                )
+            row = (await conn.execute(select(calendars).where(key))).mappings().one()
+        return _calendar(row)
+
+    async def record_failure(
+        self, calendar_id: str, *, state: str, error_code: str, now: datetime
+    ) -> None:
+        """A failed attempt: the state, the error code and one more attempt."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == calendar_id)
+                .values(
+                    state=state,
+                    last_error=error_code[:64],
+                    last_attempt_at=now,
+                    attempts=calendars.c.attempts + 1,
+                    updated_at=now,
+                )
+            )
+
+    # -- records ------------------------------------------------------------------------------
+
+    async def _apply(
+        self, conn: AsyncConnection, calendar_id: str, generation: int, items: list[EventRecord]
+    ) -> set[str]:
+        """Merge records into a generation; returns the series they touch.
+
+        The last record of an id wins (pages are in order). A cancelled exception is kept: it
+        removes an occurrence. Any other cancelled event is deleted, a cancelled master with
+        its exceptions. Everything else replaces its previous version.
+        """
+        latest: dict[str, EventRecord] = {}
+        for record in items:
+            latest.pop(record.event_id, None)  # keep the order of last appearance
+            latest[record.event_id] = record
+        keep = [r for r in latest.values() if not (r.cancelled and not r.recurring_event_id)]
+        gone = [r.event_id for r in latest.values() if r.cancelled and not r.recurring_event_id]
+        scope = and_(
+            calendar_events.c.calendar_id == calendar_id,
+            calendar_events.c.generation == generation,
+        )
+        ids = list(latest)
+        for chunk in _chunks(ids):
+            await conn.execute(
+                delete(calendar_events).where(scope, calendar_events.c.event_id.in_(chunk))
+            )
+        for chunk in _chunks(gone):
+            await conn.execute(
+                delete(calendar_events).where(
+                    scope, calendar_events.c.recurring_event_id.in_(chunk)
+                )
+            )
+        rows = [_record_row(calendar_id, generation, r) for r in keep]
+        for chunk_rows in _chunks(rows):
+            await conn.execute(insert(calendar_events), list(chunk_rows))
+        return {r.series_id for r in latest.values()}
+
+    async def _series_records(
+        self, conn: AsyncConnection, calendar_id: str, generation: int, series: Sequence[str]
+    ) -> list[EventRecord]:
+        out: list[EventRecord] = []
+        scope = and_(
+            calendar_events.c.calendar_id == calendar_id,
+            calendar_events.c.generation == generation,
+        )
+        for chunk in _chunks(series):
+            rows = await conn.execute(
+                select(calendar_events).where(
+                    scope,
+                    or_(
+                        calendar_events.c.event_id.in_(chunk),
+                        calendar_events.c.recurring_event_id.in_(chunk),
+                    ),
+                )
+            )
+            out.extend(_record(r) for r in rows.mappings())
+        return out
+
+    async def records(self, calendar_id: str, generation: int) -> list[EventRecord]:
+        """Every record of a generation."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(calendar_events)
+                .where(
+                    calendar_events.c.calendar_id == calendar_id,
+                    calendar_events.c.generation == generation,
+                )
+                .order_by(calendar_events.c.event_id)
+            )
+            return [_record(r) for r in rows.mappings()]
+
+    async def _replace_series_blocks(
+        self,
+        conn: AsyncConnection,
+        calendar_id: str,
+        generation: int,
+        series: Sequence[str],
+        blocks: list[BusyBlock],
+    ) -> None:
+        scope = and_(
+            busy_blocks.c.calendar_id == calendar_id, busy_blocks.c.generation == generation
+        )
+        for chunk in _chunks(series):
+            await conn.execute(delete(busy_blocks).where(scope, busy_blocks.c.series_id.in_(chunk)))
+        for rows in _chunks(_block_rows(calendar_id, generation, blocks)):
+            await conn.execute(insert(busy_blocks), list(rows))
+
+    # -- full sync: a new generation ----------------------------------------------------------
+
+    async def begin_generation(self, calendar_id: str) -> int:
+        """A fresh generation number to build a full copy in; leftovers of an earlier build
+        that never completed (a crash, a 410 during it) are deleted first."""
+        async with self.engine.begin() as conn:
+            active = (
+                await conn.execute(
+                    select(calendars.c.active_generation).where(calendars.c.id == calendar_id)
+                )
+            ).scalar_one()
+            for table in (calendar_events, busy_blocks):
+                stale = table.c.calendar_id == calendar_id
+                if active is not None:
+                    stale = and_(stale, table.c.generation != active)
+                await conn.execute(delete(table).where(stale))
+        return (active or 0) + 1
+
+    async def write_page(self, calendar_id: str, generation: int, items: list[EventRecord]) -> None:
+        """Merge one page of a full sync into the generation being built."""
+        async with self.engine.begin() as conn:
+            await self._apply(conn, calendar_id, generation, items)
+
+    async def activate_generation(
+        self,
+        calendar_id: str,
+        generation: int,
+        blocks: list[BusyBlock],
+        *,
+        sync_token: str | None,
+        horizon: Horizon,
+        now: datetime,
+    ) -> bool:
+        """Store the blocks of the complete generation and make it the one readers see, then
+        drop the previous one. False (and nothing switched) if another build replaced it."""
+        async with self.engine.begin() as conn:
+            await self._replace_series_blocks(conn, calendar_id, generation, [], blocks)
+            switched = await conn.execute(
+                update(calendars)
+                .where(
+                    calendars.c.id == calendar_id,
+                    or_(
+                        calendars.c.active_generation.is_(None),
+                        calendars.c.active_generation < generation,
+                    ),
+                )
+                .values(
+                    active_generation=generation,
+                    sync_token=sync_token,
+                    horizon_start=horizon.start,
+                    horizon_end=horizon.end,
+                    **_success(now),
+                )
+            )
+            if switched.rowcount != 1:
+                return False
+        # After the switch is committed nobody reads the old generation any more.
+        async with self.engine.begin() as conn:
+            for table in (calendar_events, busy_blocks):
+                await conn.execute(
+                    delete(table).where(
+                        table.c.calendar_id == calendar_id, table.c.generation < generation
+                    )
+                )
+        return True
+
+    # -- incremental sync ---------------------------------------------------------------------
+
+    async def apply_delta(
+        self,
+        calendar: CalendarRow,
+        items: list[EventRecord],
+        *,
+        compute: Callable[[list[EventRecord]], list[BusyBlock]],
+        sync_token: str | None,
+        now: datetime,
+    ) -> int:
+        """Merge a complete delta into the active generation, recompute the blocks of every
+        series it touches (`compute(records) -> blocks`) and store the new sync token, all in
+        one transaction. Returns the number of series recomputed."""
+        generation = calendar.active_generation
+        assert generation is not None
+        async with self.engine.begin() as conn:
+            series = sorted(await self._apply(conn, calendar.id, generation, items))
+            records = await self._series_records(conn, calendar.id, generation, series)
+            await self._replace_series_blocks(
+                conn, calendar.id, generation, series, compute(records)
+            )
+            await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == calendar.id)
+                .values(sync_token=sync_token, **_success(now))
+            )
+        return len(series)
+
+    async def replace_blocks(
+        self,
+        calendar_id: str,
+        generation: int,
+        blocks: list[BusyBlock],
+        horizon: Horizon,
+        now: datetime,
+    ) -> bool:
+        """Every block of the generation replaced (a moved horizon), if it is still active."""
+        async with self.engine.begin() as conn:
+            moved = await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == calendar_id, calendars.c.active_generation == generation)
+                .values(horizon_start=horizon.start, horizon_end=horizon.end, updated_at=now)
+            )
+            if moved.rowcount != 1:
+                return False
+            await conn.execute(
+                delete(busy_blocks).where(
+                    busy_blocks.c.calendar_id == calendar_id,
+                    busy_blocks.c.generation == generation,
+                )
+            )
+            for rows in _chunks(_block_rows(calendar_id, generation, blocks)):
+                await conn.execute(insert(busy_blocks), list(rows))
+        return True
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def busy_between(
+        self, calendar_id: str, start: datetime, end: datetime
+    ) -> list[tuple[datetime, datetime]]:
+        """Blocks of the active generation overlapping [start, end), by start. One statement,
+        so a generation switch is seen entirely or not at all."""
+        active = (
+            select(calendars.c.active_generation)
+            .where(calendars.c.id == calendar_id)
+            .scalar_subquery()
+        )
+        query = (
+            select(busy_blocks.c.start_at, busy_blocks.c.end_at)
+            .where(
+                busy_blocks.c.calendar_id == calendar_id,
+                busy_blocks.c.generation == active,
+                busy_blocks.c.start_at < end.astimezone(UTC),
+                busy_blocks.c.end_at > start.astimezone(UTC),
+            )
+            .order_by(busy_blocks.c.start_at, busy_blocks.c.end_at)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        out = []
+        for s, e in rows:
+            s_utc, e_utc = _aware(s), _aware(e)
+            assert s_utc is not None and e_utc is not None
+            out.append((s_utc, e_utc))
+        return out
+
+    async def count_records(self, calendar_id: str) -> int:
+        async with self.engine.connect() as conn:
+            return int(
+                (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(calendar_events)
+                        .where(calendar_events.c.calendar_id == calendar_id)
+                    )
+                ).scalar_one()
+            )
+
+    # -- purge --------------------------------------------------------------------------------
+
+    async def purge_integration(self, integration_id: str) -> int:
+        """Delete every calendar, record and block of the integration (idempotent); returns
+        how many calendars and event records were deleted."""
+        async with self.engine.begin() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(calendars.c.id).where(calendars.c.integration_id == integration_id)
+                    )
+                ).scalars()
+            )
+            purged = 0
+            for chunk in _chunks(ids):
+                await conn.execute(delete(busy_blocks).where(busy_blocks.c.calendar_id.in_(chunk)))
+                result = await conn.execute(
+                    delete(calendar_events).where(calendar_events.c.calendar_id.in_(chunk))
+                )
+                purged += result.rowcount
+            result = await conn.execute(
+                delete(calendars).where(calendars.c.integration_id == integration_id)
+            )
+            return purged + result.rowcount
+
+
+def _success(now: datetime) -> dict[str, Any]:
+    return {
+        "state": "synced",
+        "last_success_at": now,
+        "last_attempt_at": now,
+        "last_error": None,
+        "attempts": 0,
+        "backoff_until": None,
+        "updated_at": now,
+    }
