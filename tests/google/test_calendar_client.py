@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from gateway.booking.idempotency import google_event_id
 from gateway.google.calendar import CalendarClient
 from gateway.google.errors import (
     DuplicateEvent,
@@ -252,3 +253,18 @@ async def test_every_request_names_the_quota_user_and_nothing_unknown_is_sent(
     with pytest.raises(TypeError, match="unexpected keyword argument"):
         await client.list_events(tokens, QUOTA_USER, "primary", syncTokn="typo")
     assert len(emulator.state.inspector.requests()) == before
+
+
+async def test_a_retried_booking_with_a_derived_id_creates_one_event(
+    emulator: RunningEmulator, client: CalendarClient
+) -> None:
+    """The idempotency mechanism: Google accepts our derived id, and a retry is a 409."""
+    tokens = Tokens(emulator)
+    event_id = google_event_id("acme", "int_0123456789abcdef01234567", "order-42")
+    body = {"id": event_id, **_event(None, "2026-11-24T15:00:00Z", "2026-11-24T15:30:00Z")}
+    created = await client.insert_event(tokens, QUOTA_USER, "primary", body)
+    assert created["id"] == event_id
+    with pytest.raises(DuplicateEvent):
+        await client.insert_event(tokens, QUOTA_USER, "primary", body)
+    page = await client.list_events(tokens, QUOTA_USER, "primary")
+    assert [e["id"] for e in page["items"]] == [event_id]

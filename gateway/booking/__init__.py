@@ -1,0 +1,1 @@
+"""Booking: creating, changing and cancelling the events the gateway itself makes."""
