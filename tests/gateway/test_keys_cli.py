@@ -153,3 +153,20 @@ async def test_a_running_gateway_wraps_new_keys_under_a_rotation_made_elsewhere(
     info = await server.ensure_data_key("acme", "int-new")
     assert info.kek_version == 2
     await provider.close()
+
+
+async def test_a_keyring_readable_by_others_is_refused_and_left_alone(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    keyring = tmp_path / "keyring.json"
+    env = {"GATEWAY_DATABASE_URL": database_url, "GATEWAY_KEK_URI": f"file:{keyring}"}
+    code, _, err = await _cli("keys", "status", cwd=tmp_path, env=env)
+    assert code == 0, err  # first use generates it, 0600
+    before = keyring.read_bytes()
+    keyring.chmod(0o644)
+    for args in (("keys", "status"), ("keys", "rotate"), ("serve", "--port", "0")):
+        code, _, err = await _cli(*args, cwd=tmp_path, env=env)
+        assert code == 1, args
+        assert err.startswith("calendar-gateway: error:")
+        assert "keyring.json" in err and "Traceback" not in err
+    assert keyring.read_bytes() == before
