@@ -61,6 +61,12 @@ PageHook = Callable[[str, int], Awaitable[None]]
 """Called after each page is handled, with the kind of sync ("full"/"incremental") and the
 page number (tests use it to act between pages)."""
 
+_CAL = "https://www.googleapis.com/auth/calendar"
+# Scopes that may read calendarList (from the Calendar v3 discovery document).
+_CALENDAR_LIST_SCOPES = frozenset(
+    {_CAL, f"{_CAL}.readonly", f"{_CAL}.calendarlist", f"{_CAL}.calendarlist.readonly"}
+)
+
 # Google's maximum page size: fewer round trips.
 PAGE_SIZE = 2500
 
@@ -168,18 +174,25 @@ class SyncEngine:
             raise NotFound("no such integration")
         if not integration.usable:
             return await self.store.calendars_of(integration_id)
-        entries = await self._client.calendar_list(
-            ManagedTokenSource(self._tokens, integration_id), integration_id
-        )
-        primary = next((e for e in entries if e.get("primary")), None)
-        if primary is None:
-            return await self.store.calendars_of(integration_id)
+        tokens = ManagedTokenSource(self._tokens, integration_id)
+        if integration.granted_scopes & _CALENDAR_LIST_SCOPES:
+            entries = await self._client.calendar_list(tokens, integration_id)
+            primary = next((e for e in entries if e.get("primary")), None)
+            if primary is None:
+                return await self.store.calendars_of(integration_id)
+            google_id, time_zone = str(primary["id"]), primary.get("timeZone")
+        else:
+            # The default grant (events.freebusy + events.owned) may not read the calendar
+            # list; an events.list of one item says the primary's zone, and the primary's id
+            # is the account's address.
+            page = await self._client.list_events(tokens, integration_id, "primary", maxResults=1)
+            google_id, time_zone = integration.google_email or "primary", page.get("timeZone")
         await self.store.ensure_calendar(
             new_id=new_calendar_id(self._random(12)),
             integration_id=integration_id,
             tenant_id=integration.tenant_id,
-            google_calendar_id=str(primary["id"]),
-            time_zone=str(primary.get("timeZone") or "UTC"),
+            google_calendar_id=google_id,
+            time_zone=str(time_zone or "UTC"),
             now=self._clock(),
         )
         return await self.store.calendars_of(integration_id)

@@ -253,8 +253,15 @@ class SyncStore:
         for record in items:
             latest.pop(record.event_id, None)  # keep the order of last appearance
             latest[record.event_id] = record
-        keep = [r for r in latest.values() if not (r.cancelled and not r.recurring_event_id)]
         gone = [r.event_id for r in latest.values() if r.cancelled and not r.recurring_event_id]
+        gone_set = set(gone)
+        # Exceptions of a series deleted in the same delta go with it (Google lists them as
+        # cancelled too).
+        keep = [
+            r
+            for r in latest.values()
+            if r.event_id not in gone_set and r.recurring_event_id not in gone_set
+        ]
         scope = and_(
             calendar_events.c.calendar_id == calendar_id,
             calendar_events.c.generation == generation,

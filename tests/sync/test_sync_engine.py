@@ -1,0 +1,430 @@
+"""The sync engine against the Google emulator over real HTTP, on SQLite and PostgreSQL.
+
+Full then incremental sync (deltas merged, not replaced), paging with short and empty pages,
+410 at any page (a new generation, readers keep the old complete copy meanwhile), recurring
+series with EXDATE, modified and cancelled instances across a DST change, what is busy,
+data minimisation in the raw rows, no Google call for an inactive integration, and the
+disconnect purge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from emulator.calendar_store import Calendar
+from gateway.connections.model import Status
+from gateway.db.schema import busy_blocks, calendar_events, calendars
+from gateway.google.calendar import CalendarClient
+from gateway.http.appkeys import INTEGRATIONS_KEY
+from gateway.http.disconnect_routes import disconnect_hooks
+from gateway.http.token_wiring import TOKENS_KEY
+from gateway.sync.config import SyncConfig
+from gateway.sync.engine import SyncEngine
+from gateway.sync.model import Horizon
+from gateway.sync.store import CalendarRow, SyncStore
+from tests.stack import ALICE, Stack
+
+NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
+BERLIN = "Europe/Berlin"
+EVERYTHING = (NOW - timedelta(days=60), NOW + timedelta(days=400))
+
+
+@dataclass
+class Harness:
+    stack: Stack
+    engine: SyncEngine
+    integration_id: str
+    calendar: CalendarRow
+    google_cal: Calendar
+    client: CalendarClient
+    hooks: list[Callable[[str, int], Awaitable[None]]] = field(default_factory=list)
+
+    def with_config(self, config: SyncConfig) -> SyncEngine:
+        return make_engine(self.stack, self.client, config=config)
+
+    async def busy(self) -> list[tuple[str, str]]:
+        """Busy blocks as (start, end) in Berlin wall time, for readable assertions."""
+        return [
+            (s.astimezone(_tz()).strftime("%m-%d %H:%M"), e.astimezone(_tz()).strftime("%H:%M"))
+            for s, e in await self.engine.busy_between(self.calendar.id, *EVERYTHING)
+        ]
+
+    def insert(self, event_id: str, start: str, end: str, **extra: Any) -> None:
+        """A timed event in Berlin wall time (`2026-11-23T10:00`)."""
+        self.stack.google.calendars.insert_event(
+            self.google_cal,
+            {
+                "id": event_id,
+                "start": {"dateTime": start + ":00", "timeZone": BERLIN},
+                "end": {"dateTime": end + ":00", "timeZone": BERLIN},
+                **extra,
+            },
+        )
+
+
+def _tz() -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(BERLIN)
+
+
+def make_engine(
+    stack: Stack,
+    client: CalendarClient,
+    *,
+    config: SyncConfig | None = None,
+    page_hook: Callable[[str, int], Awaitable[None]] | None = None,
+) -> SyncEngine:
+    return SyncEngine(
+        store=SyncStore(stack.engine),
+        client=client,
+        tokens=stack.app[TOKENS_KEY],
+        integrations=stack.app[INTEGRATIONS_KEY],
+        config=config,
+        clock=lambda: NOW,
+        page_hook=page_hook,
+    )
+
+
+@pytest.fixture
+async def h(stack: Stack) -> AsyncIterator[Harness]:
+    result = await stack.connect(ALICE, user_id="u-alice")
+    assert result["status"] == "connected"
+    client = await CalendarClient.create(stack.http, stack.settings.google_calendar_api_url)
+    hooks: list[Callable[[str, int], Awaitable[None]]] = []
+
+    async def page_hook(kind: str, page: int) -> None:
+        for hook in list(hooks):
+            await hook(kind, page)
+
+    engine = make_engine(stack, client, page_hook=page_hook)
+    [calendar] = await engine.ensure_calendars(result["integration_id"])
+    assert calendar.google_calendar_id == ALICE and calendar.time_zone == BERLIN
+    assert calendar.state == "initial"
+    yield Harness(
+        stack,
+        engine,
+        result["integration_id"],
+        calendar,
+        stack.google.calendars.ensure_user(ALICE),
+        client,
+        hooks,
+    )
+
+
+async def rows(db: AsyncEngine, table: Any) -> list[dict[str, Any]]:
+    async with db.connect() as conn:
+        return [dict(r) for r in (await conn.execute(select(table))).mappings()]
+
+
+async def test_full_then_incremental_merges_deltas(h: Harness) -> None:
+    h.insert("aaaa1", "2026-11-23T10:00", "2026-11-23T11:00")
+    h.insert("bbbb1", "2026-11-24T10:00", "2026-11-24T11:00")
+    h.insert("cccc1", "2026-11-25T10:00", "2026-11-25T11:00")
+
+    first = await h.engine.sync_calendar(h.calendar.id)
+    assert first.status == "synced" and first.full and first.generation == 1
+    assert await h.busy() == [
+        ("11-23 10:00", "11:00"),
+        ("11-24 10:00", "11:00"),
+        ("11-25 10:00", "11:00"),
+    ]
+
+    store = h.stack.google.calendars
+    h.insert("dddd1", "2026-11-26T14:00", "2026-11-26T15:30")
+    store.patch_event(
+        h.google_cal,
+        "bbbb1",
+        {
+            "start": {"dateTime": "2026-11-24T16:00:00+01:00"},
+            "end": {"dateTime": "2026-11-24T17:00:00+01:00"},
+        },
+    )
+    store.delete_event(h.google_cal, "cccc1")
+
+    second = await h.engine.sync_calendar(h.calendar.id)
+    assert second.status == "synced" and not second.full and second.generation == 1
+    assert second.changes == 3
+    assert await h.busy() == [
+        ("11-23 10:00", "11:00"),
+        ("11-24 16:00", "17:00"),
+        ("11-26 14:00", "15:30"),
+    ]
+
+    # Nothing changed: an empty delta changes nothing (and repeating one is harmless).
+    third = await h.engine.sync_calendar(h.calendar.id)
+    assert third.changes == 0 and len(await h.busy()) == 3
+    row = await h.engine.store.get(h.calendar.id)
+    assert row is not None and row.state == "synced" and row.last_success_at == NOW
+    assert row.last_error is None and row.horizon == SyncConfig().horizon(NOW)
+
+
+async def test_paging_with_short_and_empty_pages(h: Harness) -> None:
+    for i in range(12):
+        h.insert(f"page{i:04d}", f"2026-12-{i + 1:02d}T09:00", f"2026-12-{i + 1:02d}T10:00")
+    h.stack.google.calendars.max_page_items = 2
+    h.stack.google.calendars.empty_page_every = 3
+
+    first = await h.engine.sync_calendar(h.calendar.id)
+    assert first.pages >= 8 and len(await h.busy()) == 12
+
+    for i in range(0, 12, 2):
+        h.stack.google.calendars.delete_event(h.google_cal, f"page{i:04d}")
+    h.insert("late0001", "2026-12-20T09:00", "2026-12-20T09:30")
+    second = await h.engine.sync_calendar(h.calendar.id)
+    assert not second.full and second.pages >= 4 and second.changes == 7
+    busy = await h.busy()
+    assert len(busy) == 7 and busy[-1] == ("12-20 09:00", "09:30")
+
+
+async def test_410_resyncs_into_a_new_generation_that_readers_see_only_when_complete(
+    h: Harness,
+) -> None:
+    h.insert("keep0001", "2026-11-23T10:00", "2026-11-23T11:00")
+    h.insert("gone0001", "2026-11-24T10:00", "2026-11-24T11:00")
+    assert (await h.engine.sync_calendar(h.calendar.id)).generation == 1
+    before = await h.busy()
+
+    google = h.stack.google.calendars
+    for i in range(4):
+        h.insert(f"fresh{i:03d}", f"2026-12-0{i + 1}T09:00", f"2026-12-0{i + 1}T10:00")
+    google.delete_event(h.google_cal, "gone0001")
+    google.max_page_items = 1
+    seen_during_resync: list[list[tuple[str, str]]] = []
+
+    async def hook(kind: str, page: int) -> None:
+        if kind == "incremental" and page == 1:
+            # Google drops the token between pages: the next page answers 410.
+            google.invalidate_sync_tokens(ALICE)
+        if kind == "full":
+            seen_during_resync.append(await h.busy())
+
+    h.hooks.append(hook)
+    outcome = await h.engine.sync_calendar(h.calendar.id)
+    assert outcome.status == "synced" and outcome.full and outcome.resynced
+    assert outcome.generation == 2 and outcome.pages >= 5
+    # Every read during the resync saw the old, complete copy; never an empty or partial one.
+    assert seen_during_resync and all(seen == before for seen in seen_during_resync)
+    after = await h.busy()
+    assert len(after) == 5 and ("11-24 10:00", "11:00") not in after
+    # The old generation is gone; the new one holds every record.
+    assert {r["generation"] for r in await rows(h.stack.engine, calendar_events)} == {2}
+    assert {r["generation"] for r in await rows(h.stack.engine, busy_blocks)} == {2}
+
+    # A 410 on the very first page of an incremental sync: same path.
+    h.hooks.clear()
+    google.invalidate_sync_tokens(ALICE)
+    again = await h.engine.sync_calendar(h.calendar.id)
+    assert again.resynced and again.generation == 3 and await h.busy() == after
+
+
+async def test_recurring_series_with_exdate_modified_and_cancelled_instances_across_dst(
+    h: Harness,
+) -> None:
+    google = h.stack.google.calendars
+    # Mondays 09:00 Berlin from 2027-03-15 (CET); Berlin moves to CEST on 2027-03-28.
+    google.insert_event(
+        h.google_cal,
+        {
+            "id": "series00001",
+            "start": {"dateTime": "2027-03-15T09:00:00", "timeZone": BERLIN},
+            "end": {"dateTime": "2027-03-15T10:00:00", "timeZone": BERLIN},
+            "recurrence": [
+                "RRULE:FREQ=WEEKLY;COUNT=6",
+                "EXDATE;TZID=Europe/Berlin:20270322T090000",
+            ],
+        },
+    )
+    google.patch_event(
+        h.google_cal,
+        "series00001_20270329T070000Z",
+        {
+            "start": {"dateTime": "2027-03-29T11:00:00+02:00"},
+            "end": {"dateTime": "2027-03-29T12:00:00+02:00"},
+        },
+    )
+    google.delete_event(h.google_cal, "series00001_20270405T070000Z")
+
+    await h.engine.sync_calendar(h.calendar.id)
+    expected = [
+        ("03-15 09:00", "10:00"),
+        ("03-29 11:00", "12:00"),  # the modified instance
+        ("04-12 09:00", "10:00"),  # still 09:00 local after the change
+        ("04-19 09:00", "10:00"),
+    ]
+    assert await h.busy() == expected
+    utc_starts = [s for s, _ in await h.engine.busy_between(h.calendar.id, *EVERYTHING)]
+    assert [s.hour for s in utc_starts] == [8, 9, 7, 7]
+
+    # Exceptions arriving as deltas recompute the series.
+    google.delete_event(h.google_cal, "series00001_20270412T070000Z")
+    google.patch_event(
+        h.google_cal, "series00001_20270329T070000Z", {"transparency": "transparent"}
+    )
+    outcome = await h.engine.sync_calendar(h.calendar.id)
+    assert not outcome.full
+    assert await h.busy() == [("03-15 09:00", "10:00"), ("04-19 09:00", "10:00")]
+
+    # Deleting the series deletes everything it blocked.
+    google.delete_event(h.google_cal, "series00001")
+    await h.engine.sync_calendar(h.calendar.id)
+    assert await h.busy() == []
+    assert await h.engine.store.count_records(h.calendar.id) == 0
+
+
+async def test_what_is_busy_and_all_day_days(h: Harness) -> None:
+    h.insert("bus00001", "2026-11-23T09:00", "2026-11-23T10:00")
+    h.insert("free0001", "2026-11-23T11:00", "2026-11-23T12:00", transparency="transparent")
+    h.insert("tent0001", "2026-11-23T13:00", "2026-11-23T14:00", status="tentative")
+    h.insert(
+        "decl0001",
+        "2026-11-23T15:00",
+        "2026-11-23T16:00",
+        attendees=[
+            {"email": ALICE, "responseStatus": "declined"},
+            {"email": "organizer@example.org", "responseStatus": "accepted"},
+        ],
+    )
+    h.stack.google.calendars.insert_event(
+        h.google_cal,
+        {"id": "holid001", "start": {"date": "2026-12-24"}, "end": {"date": "2026-12-26"}},
+    )
+    await h.engine.sync_calendar(h.calendar.id)
+    assert await h.busy() == [
+        ("11-23 09:00", "10:00"),
+        ("11-23 13:00", "14:00"),  # tentative counts by default
+        ("12-24 00:00", "00:00"),  # two whole Berlin days
+    ]
+    [(start, end)] = await h.engine.busy_between(
+        h.calendar.id, datetime(2026, 12, 24, tzinfo=UTC), datetime(2026, 12, 25, tzinfo=UTC)
+    )
+    assert (start, end) == (
+        datetime(2026, 12, 23, 23, tzinfo=UTC),
+        datetime(2026, 12, 25, 23, tzinfo=UTC),
+    )
+
+    # Configured otherwise, re-expanding the stored copy (no Google call) frees tentative time.
+    before = len(h.stack.google.inspector.records)
+    relaxed = h.with_config(SyncConfig(tentative_is_busy=False))
+    assert await relaxed.reexpand(h.calendar.id) == 2
+    assert ("11-23 13:00", "14:00") not in await h.busy()
+    assert len(h.stack.google.inspector.records) == before
+
+
+async def test_reexpansion_for_a_moved_horizon_needs_no_google(h: Harness) -> None:
+    h.stack.google.calendars.insert_event(
+        h.google_cal,
+        {
+            "id": "dailie001",
+            "start": {"dateTime": "2026-11-23T08:00:00", "timeZone": BERLIN},
+            "end": {"dateTime": "2026-11-23T08:30:00", "timeZone": BERLIN},
+            "recurrence": ["RRULE:FREQ=DAILY"],
+        },
+    )
+    await h.engine.sync_calendar(h.calendar.id)
+    horizon = SyncConfig().horizon(NOW)
+    late = (horizon.end - timedelta(days=1), horizon.end + timedelta(days=30))
+    assert len(await h.engine.busy_between(h.calendar.id, *late)) == 1
+
+    before = len(h.stack.google.inspector.records)
+    moved = Horizon(horizon.start + timedelta(days=30), horizon.end + timedelta(days=30))
+    assert await h.engine.reexpand(h.calendar.id, moved)
+    assert len(await h.engine.busy_between(h.calendar.id, *late)) == 31
+    assert len(h.stack.google.inspector.records) == before
+    row = await h.engine.store.get(h.calendar.id)
+    assert row is not None and row.horizon == moved
+
+
+SECRETS = ["Project Nightingale", "Merger with Globex", "Room Zanzibar", "zed@example.org"]
+
+
+async def test_raw_rows_hold_no_titles_descriptions_attendees_or_locations(h: Harness) -> None:
+    extra = {
+        "summary": SECRETS[0],
+        "description": SECRETS[1],
+        "location": SECRETS[2],
+        "attendees": [{"email": SECRETS[3], "responseStatus": "accepted"}],
+    }
+    h.insert("priv0001", "2026-11-23T09:00", "2026-11-23T10:00", **extra)
+    h.stack.google.calendars.insert_event(
+        h.google_cal,
+        {
+            "id": "priv0002",
+            "start": {"dateTime": "2026-11-24T09:00:00", "timeZone": BERLIN},
+            "end": {"dateTime": "2026-11-24T10:00:00", "timeZone": BERLIN},
+            "recurrence": ["RRULE:FREQ=DAILY;COUNT=3"],
+            **extra,
+        },
+    )
+    h.stack.google.calendars.patch_event(
+        h.google_cal, "priv0002_20261125T080000Z", {"summary": SECRETS[0] + " (moved)"}
+    )
+    await h.engine.sync_calendar(h.calendar.id)
+    assert len(await h.busy()) == 4
+    for table in (calendars, calendar_events, busy_blocks):
+        for row in await rows(h.stack.engine, table):
+            for value in row.values():
+                assert not any(s in str(value) for s in SECRETS), (table.name, value)
+
+    # Opted in, the same events keep their details.
+    detailed = h.with_config(SyncConfig(store_event_details=True))
+    h.stack.google.calendars.invalidate_sync_tokens(ALICE)
+    await detailed.sync_calendar(h.calendar.id)
+    details = [r["details"] for r in await rows(h.stack.engine, calendar_events)]
+    assert any(d and SECRETS[0] in d for d in details)
+
+
+async def test_inactive_integration_is_never_synced(h: Harness) -> None:
+    h.insert("aaaa1", "2026-11-23T10:00", "2026-11-23T11:00")
+    assert await h.stack.app[INTEGRATIONS_KEY].set_status(
+        h.integration_id, Status.NEEDS_REAUTH, reason="invalid_grant"
+    )
+    inspector = h.stack.google.inspector
+    since = inspector.records[-1].seq if inspector.records else 0
+    outcome = await h.engine.sync_calendar(h.calendar.id)
+    assert outcome.status == "inactive"
+    assert [c.id for c in await h.engine.ensure_calendars(h.integration_id)] == [h.calendar.id]
+    assert inspector.requests(since_seq=since) == []
+    row = await h.engine.store.get(h.calendar.id)
+    assert row is not None and row.state == "initial" and row.active_generation is None
+
+
+async def test_google_failure_is_recorded(h: Harness) -> None:
+    # The user revoked access at Google: the refresh fails with invalid_grant, so the
+    # integration becomes needs_reauth and the sync reports it inactive.
+    await h.engine.sync_calendar(h.calendar.id)
+    h.stack.google.revoke_user_access(ALICE)
+    outcome = await h.engine.sync_calendar(h.calendar.id)
+    assert outcome.status == "inactive"
+    integration = await h.stack.app[INTEGRATIONS_KEY].get_by_id(h.integration_id)
+    assert integration is not None and integration.status is Status.NEEDS_REAUTH
+    # The last complete copy stays readable.
+    assert (await h.engine.store.get(h.calendar.id)) is not None
+
+
+async def test_disconnect_purges_every_synced_row(h: Harness) -> None:
+    h.insert("aaaa1", "2026-11-23T10:00", "2026-11-23T11:00")
+    h.insert("bbbb1", "2026-11-24T10:00", "2026-11-24T11:00")
+    await h.engine.sync_calendar(h.calendar.id)
+    # What gateway.http.sync_wiring.setup registers; the running app shares the hooks object.
+    disconnect_hooks(h.stack.app).record_purgers.append(h.engine.purge_integration)
+
+    url = h.stack.url(f"/v1/integrations/{h.integration_id}")
+    async with h.stack.http.delete(url, headers=h.stack.auth()) as response:
+        assert response.status == 200, await response.text()
+        receipt = await response.json()
+    assert receipt["records_purged"] == 3  # two event records and the calendar
+    for table in (calendars, calendar_events, busy_blocks):
+        async with h.stack.engine.connect() as conn:
+            assert (await conn.execute(select(func.count()).select_from(table))).scalar_one() == 0
+    # Idempotent: a second purge finds nothing.
+    integration = await h.stack.app[INTEGRATIONS_KEY].get_by_id(h.integration_id)
+    assert integration is not None
+    assert await h.engine.purge_integration(integration) == 0
