@@ -30,10 +30,11 @@ Scheduling (push, polling, leases across processes, backoff timing) is the calle
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -129,6 +130,15 @@ class SyncOutcome:
     error: str | None = None
 
 
+@dataclass
+class _CalendarLock:
+    """One calendar's in-process lock; `users` counts holders and waiters so the entry is
+    dropped when nobody needs it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
 def new_calendar_id(random_bytes: bytes) -> str:
     """`cal_` + 24 hex characters."""
     if len(random_bytes) != 12:
@@ -159,6 +169,7 @@ class SyncEngine:
         self._clock = clock
         self._random = random_bytes
         self._page_hook = page_hook
+        self._locks: dict[str, _CalendarLock] = {}
 
     def __repr__(self) -> str:
         return f"SyncEngine({self.config!r})"
@@ -200,7 +211,23 @@ class SyncEngine:
     # -- sync ---------------------------------------------------------------------------------
 
     async def sync_calendar(self, calendar_id: str) -> SyncOutcome:
-        """Sync one calendar once: full without a token, else incremental (see module doc)."""
+        """Sync one calendar once: full without a token, else incremental (see module doc).
+
+        Calls for the same calendar in this process run one after the other (two full syncs
+        at once would build the same generation). Across processes, the scheduler's lease
+        (later part) keeps one syncer per calendar.
+        """
+        entry = self._locks.setdefault(calendar_id, _CalendarLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                return await self._sync_once(calendar_id)
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                del self._locks[calendar_id]
+
+    async def _sync_once(self, calendar_id: str) -> SyncOutcome:
         calendar = await self.store.get(calendar_id)
         if calendar is None:
             raise NotFound("no such calendar")

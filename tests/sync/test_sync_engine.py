@@ -9,10 +9,12 @@ disconnect purge.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select
@@ -52,7 +54,10 @@ class Harness:
     async def busy(self) -> list[tuple[str, str]]:
         """Busy blocks as (start, end) in Berlin wall time, for readable assertions."""
         return [
-            (s.astimezone(_tz()).strftime("%m-%d %H:%M"), e.astimezone(_tz()).strftime("%H:%M"))
+            (
+                s.astimezone(ZoneInfo(BERLIN)).strftime("%m-%d %H:%M"),
+                e.astimezone(ZoneInfo(BERLIN)).strftime("%H:%M"),
+            )
             for s, e in await self.engine.busy_between(self.calendar.id, *EVERYTHING)
         ]
 
@@ -67,12 +72,6 @@ class Harness:
                 **extra,
             },
         )
-
-
-def _tz() -> Any:
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(BERLIN)
 
 
 def make_engine(
@@ -428,3 +427,13 @@ async def test_disconnect_purges_every_synced_row(h: Harness) -> None:
     integration = await h.stack.app[INTEGRATIONS_KEY].get_by_id(h.integration_id)
     assert integration is not None
     assert await h.engine.purge_integration(integration) == 0
+
+
+async def test_concurrent_syncs_of_one_calendar_run_one_after_the_other(h: Harness) -> None:
+    h.insert("aaaa1", "2026-11-23T10:00", "2026-11-23T11:00")
+    first, second = await asyncio.gather(
+        h.engine.sync_calendar(h.calendar.id), h.engine.sync_calendar(h.calendar.id)
+    )
+    assert (first.full, second.full) == (True, False)
+    assert first.generation == second.generation == 1
+    assert await h.busy() == [("11-23 10:00", "11:00")]
