@@ -102,6 +102,22 @@ class Settings(BaseSettings):
         default=300, ge=0, le=3000, validation_alias=AliasChoices("GATEWAY_TOKEN_REFRESH_MARGIN_S")
     )
 
+    sync_horizon_past_days: int = Field(
+        default=30, ge=0, le=365, validation_alias=AliasChoices("GATEWAY_SYNC_HORIZON_PAST_DAYS")
+    )
+    sync_horizon_future_days: int = Field(
+        default=365,
+        ge=1,
+        le=1095,
+        validation_alias=AliasChoices("GATEWAY_SYNC_HORIZON_FUTURE_DAYS"),
+    )
+    tentative_is_busy: bool = Field(
+        default=True, validation_alias=AliasChoices("GATEWAY_TENTATIVE_IS_BUSY")
+    )
+    store_event_details: bool = Field(
+        default=False, validation_alias=AliasChoices("GATEWAY_STORE_EVENT_DETAILS")
+    )
+
     google_client_id: str | None = Field(
         default=None, validation_alias=AliasChoices("GOOGLE_CLIENT_ID")
     )

@@ -29,16 +29,13 @@ SYNC_CONFIG_KEY = web.AppKey("sync_config", SyncConfig)
 
 
 def _config(app: web.Application) -> SyncConfig:
-    # The settings gain GATEWAY_SYNC_* fields later; until then the defaults apply.
+    """The sync settings: GATEWAY_SYNC_*, GATEWAY_TENTATIVE_IS_BUSY, ..._STORE_EVENT_DETAILS."""
     settings = app[SETTINGS_KEY]
-    defaults = SyncConfig()
     return SyncConfig(
-        horizon_past_days=getattr(settings, "sync_horizon_past_days", defaults.horizon_past_days),
-        horizon_future_days=getattr(
-            settings, "sync_horizon_future_days", defaults.horizon_future_days
-        ),
-        tentative_is_busy=getattr(settings, "tentative_is_busy", defaults.tentative_is_busy),
-        store_event_details=getattr(settings, "store_event_details", defaults.store_event_details),
+        horizon_past_days=settings.sync_horizon_past_days,
+        horizon_future_days=settings.sync_horizon_future_days,
+        tentative_is_busy=settings.tentative_is_busy,
+        store_event_details=settings.store_event_details,
     )
 
 

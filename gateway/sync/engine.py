@@ -400,7 +400,7 @@ class SyncEngine:
         self, calendar_id: str, start: datetime, end: datetime
     ) -> list[tuple[datetime, datetime]]:
         """Raw busy blocks (UTC) of the calendar overlapping [start, end), sorted by start;
-        overlapping blocks are NOT merged (`model.merge_intervals` does that)."""
+        overlapping blocks are NOT merged (`gateway.availability.intervals.merge` does that)."""
         return await self.store.busy_between(calendar_id, start, end)
 
     async def purge_integration(self, integration: Integration) -> int:

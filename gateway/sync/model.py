@@ -347,17 +347,3 @@ def blocks_for_records(
             )
         )
     return sorted(out)
-
-
-def merge_intervals(
-    intervals: Iterable[tuple[datetime, datetime]],
-) -> list[tuple[datetime, datetime]]:
-    """Overlapping or touching intervals joined, sorted (for the free/busy answer)."""
-    merged: list[tuple[datetime, datetime]] = []
-    for start, end in sorted(intervals):
-        if merged and start <= merged[-1][1]:
-            if end > merged[-1][1]:
-                merged[-1] = (merged[-1][0], end)
-        else:
-            merged.append((start, end))
-    return merged

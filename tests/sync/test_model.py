@@ -4,7 +4,7 @@ series with exceptions, data minimisation in the record."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ from gateway.sync.model import (
     blocks_for_records,
     blocks_for_series,
     is_busy,
-    merge_intervals,
     parse_event,
 )
 
@@ -206,15 +205,3 @@ def test_malformed_events_are_refused() -> None:
         parse_event({"id": "x", "start": {"dateTime": "soon"}, "end": {}}, calendar_tz="UTC")
     with pytest.raises(EventParseError):
         parse_event({"id": "x", "status": "confirmed"}, calendar_tz="UTC")
-
-
-def test_merge_intervals() -> None:
-    t = datetime(2026, 11, 23, tzinfo=UTC)
-    h = timedelta(hours=1)
-    assert merge_intervals(
-        [(t + 3 * h, t + 4 * h), (t, t + h), (t + h, t + 2 * h), (t, t + h / 2)]
-    ) == [
-        (t, t + 2 * h),
-        (t + 3 * h, t + 4 * h),
-    ]
-    assert merge_intervals([]) == []

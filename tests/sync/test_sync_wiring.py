@@ -1,5 +1,6 @@
-"""`gateway.http.sync_wiring.setup(app)`: the engine is born with the app and the disconnect
-purge hook is registered (a second app on the stack's database and emulator)."""
+"""`create_app()` wires the sync engine (gateway.http.sync_wiring): the engine is born with the
+app and the disconnect purge hook is registered once (a second app on the stack's database and
+emulator)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from tests.stack import ALICE, Stack
 async def test_setup_builds_the_engine_and_registers_the_purger(stack: Stack) -> None:
     result = await stack.connect(ALICE, user_id="u-wired")
     app = create_app(stack.settings, engine=stack.engine)
-    sync_wiring.setup(app)
     purgers = disconnect_hooks(app).record_purgers
     assert len(purgers) == 1
     server = TestServer(app, host="127.0.0.1", port=0)
