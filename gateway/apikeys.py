@@ -20,6 +20,7 @@ from sqlalchemy import RowMapping, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import api_keys
+from gateway.db.values import as_utc
 from gateway.errors import InvalidInput, NotFound, Unauthenticated
 
 SCOPES = ("connections:read", "connections:write", "calendar:read", "calendar:write")
@@ -173,13 +174,6 @@ class ApiKeyStore:
         if row["revoked_at"] is not None:
             raise Unauthenticated("missing or invalid API key")
         return Principal(row["tenant_id"], key_id, frozenset(row["scopes"].split()))
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes for timezone-aware columns; we only ever store UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
 
 
 def _to_key(row: RowMapping) -> ApiKey:

@@ -14,8 +14,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.apikeys import as_utc, utc_now
+from gateway.apikeys import utc_now
 from gateway.db.schema import audit_log
+from gateway.db.values import as_utc
 
 Detail = Mapping[str, str | int | bool | None]
 

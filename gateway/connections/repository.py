@@ -13,18 +13,15 @@ from datetime import datetime
 from sqlalchemy import RowMapping, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.apikeys import as_utc, utc_now
+from gateway.apikeys import utc_now
 from gateway.connections.model import Integration, Status
 from gateway.db.schema import connect_sessions, integrations
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return as_utc(value)
+from gateway.db.values import as_utc
 
 
 def row_to_integration(row: RowMapping) -> Integration:
-    created_at = _aware(row["created_at"])
-    updated_at = _aware(row["updated_at"])
+    created_at = as_utc(row["created_at"])
+    updated_at = as_utc(row["updated_at"])
     assert created_at is not None and updated_at is not None
     return Integration(
         id=row["id"],
@@ -36,16 +33,16 @@ def row_to_integration(row: RowMapping) -> Integration:
         granted_scopes=frozenset(row["granted_scopes"].split()),
         created_at=created_at,
         updated_at=updated_at,
-        last_refresh_at=_aware(row["last_refresh_at"]),
-        access_token_expires_at=_aware(row["access_token_expires_at"]),
+        last_refresh_at=as_utc(row["last_refresh_at"]),
+        access_token_expires_at=as_utc(row["access_token_expires_at"]),
         reauth_reason=row["reauth_reason"],
-        disconnect_requested_at=_aware(row["disconnect_requested_at"]),
+        disconnect_requested_at=as_utc(row["disconnect_requested_at"]),
         disconnect_step=row["disconnect_step"],
     )
 
 
 def row_to_session(row: RowMapping) -> ConnectSession:
-    created_at, expires_at = _aware(row["created_at"]), _aware(row["expires_at"])
+    created_at, expires_at = as_utc(row["created_at"]), as_utc(row["expires_at"])
     assert created_at is not None and expires_at is not None
     return ConnectSession(
         state_sha256=row["state_sha256"],
@@ -190,7 +187,7 @@ class IntegrationRepository:
         if row is None:
             return None
         return SealedTokens(
-            row["refresh_token"], row["access_token"], _aware(row["access_token_expires_at"])
+            row["refresh_token"], row["access_token"], as_utc(row["access_token_expires_at"])
         )
 
     async def set_status(
@@ -288,7 +285,7 @@ class IntegrationRepository:
         if row is None:
             return None
         tokens = SealedTokens(
-            row["refresh_token"], row["access_token"], _aware(row["access_token_expires_at"])
+            row["refresh_token"], row["access_token"], as_utc(row["access_token_expires_at"])
         )
         return row_to_integration(row), tokens
 

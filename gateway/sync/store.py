@@ -23,6 +23,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.schema import busy_blocks, calendar_events, calendars
+from gateway.db.values import as_utc
 from gateway.sync.model import BusyBlock, EventRecord, Horizon
 
 # Rows per executemany / IN list: well under SQLite's 32k variables and PostgreSQL's 65k.
@@ -34,13 +35,6 @@ T = TypeVar("T")
 def _chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite returns naive values; everything is written in UTC.
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -82,11 +76,11 @@ def _calendar(row: RowMapping) -> CalendarRow:
         sync_token=row["sync_token"],
         active_generation=row["active_generation"],
         state=row["state"],
-        last_success_at=_aware(row["last_success_at"]),
-        last_attempt_at=_aware(row["last_attempt_at"]),
+        last_success_at=as_utc(row["last_success_at"]),
+        last_attempt_at=as_utc(row["last_attempt_at"]),
         last_error=row["last_error"],
-        horizon_start=_aware(row["horizon_start"]),
-        horizon_end=_aware(row["horizon_end"]),
+        horizon_start=as_utc(row["horizon_start"]),
+        horizon_end=as_utc(row["horizon_end"]),
     )
 
 
@@ -123,8 +117,8 @@ def _record(row: RowMapping) -> EventRecord:
         self_declined=bool(row["self_declined"]),
         event_type=row["event_type"],
         all_day=bool(row["all_day"]),
-        start_at=_aware(row["start_at"]),
-        end_at=_aware(row["end_at"]),
+        start_at=as_utc(row["start_at"]),
+        end_at=as_utc(row["end_at"]),
         start_date=date.fromisoformat(row["start_date"]) if row["start_date"] else None,
         end_date=date.fromisoformat(row["end_date"]) if row["end_date"] else None,
         time_zone=row["time_zone"],
@@ -480,7 +474,7 @@ class SyncStore:
             rows = (await conn.execute(query)).all()
         out = []
         for s, e in rows:
-            s_utc, e_utc = _aware(s), _aware(e)
+            s_utc, e_utc = as_utc(s), as_utc(e)
             assert s_utc is not None and e_utc is not None
             out.append((s_utc, e_utc))
         return out
