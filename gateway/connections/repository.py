@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import RowMapping, delete, or_, select, update
+from sqlalchemy import Executable, RowMapping, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.apikeys import utc_now
@@ -84,6 +84,11 @@ class IntegrationRepository:
         self.engine = engine
         self._clock = clock
 
+    async def _first(self, query: Executable) -> RowMapping | None:
+        """The first row of a read-only query, on a connection of its own."""
+        async with self.engine.connect() as conn:
+            return (await conn.execute(query)).mappings().first()
+
     # -- integrations ------------------------------------------------------------------------
 
     async def insert(self, integration: Integration, tokens: SealedTokens) -> None:
@@ -109,33 +114,17 @@ class IntegrationRepository:
 
     async def get(self, tenant_id: str, integration_id: str) -> Integration | None:
         """The tenant's integration, or None (also for another tenant's)."""
-        async with self.engine.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(integrations).where(
-                            integrations.c.id == integration_id,
-                            integrations.c.tenant_id == tenant_id,
-                        )
-                    )
-                )
-                .mappings()
-                .first()
+        row = await self._first(
+            select(integrations).where(
+                integrations.c.id == integration_id,
+                integrations.c.tenant_id == tenant_id,
             )
+        )
         return row_to_integration(row) if row is not None else None
 
     async def get_by_id(self, integration_id: str) -> Integration | None:
         """Internal lookup without a tenant (background jobs)."""
-        async with self.engine.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(integrations).where(integrations.c.id == integration_id)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+        row = await self._first(select(integrations).where(integrations.c.id == integration_id))
         return row_to_integration(row) if row is not None else None
 
     async def list_for_user(self, tenant_id: str, user_id: str | None) -> list[Integration]:
@@ -150,25 +139,16 @@ class IntegrationRepository:
         self, tenant_id: str, user_id: str, google_sub: str
     ) -> Integration | None:
         """The same person's earlier, not disconnected integration (a reconnect reuses it)."""
-        async with self.engine.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(integrations)
-                        .where(
-                            integrations.c.tenant_id == tenant_id,
-                            integrations.c.user_id == user_id,
-                            integrations.c.google_sub == google_sub,
-                            integrations.c.status.in_(
-                                [Status.ACTIVE.value, Status.NEEDS_REAUTH.value]
-                            ),
-                        )
-                        .order_by(integrations.c.created_at.desc())
-                    )
-                )
-                .mappings()
-                .first()
+        row = await self._first(
+            select(integrations)
+            .where(
+                integrations.c.tenant_id == tenant_id,
+                integrations.c.user_id == user_id,
+                integrations.c.google_sub == google_sub,
+                integrations.c.status.in_([Status.ACTIVE.value, Status.NEEDS_REAUTH.value]),
             )
+            .order_by(integrations.c.created_at.desc())
+        )
         return row_to_integration(row) if row is not None else None
 
     async def sealed_tokens(
@@ -365,18 +345,9 @@ class IntegrationRepository:
     async def find_session(self, state_sha256: str) -> ConnectSession | None:
         """A session by its state hash, consumed or not (to send a replayed state back to its
         own return_url). The verifier of a consumed session is empty."""
-        async with self.engine.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(connect_sessions).where(
-                            connect_sessions.c.state_sha256 == state_sha256
-                        )
-                    )
-                )
-                .mappings()
-                .first()
-            )
+        row = await self._first(
+            select(connect_sessions).where(connect_sessions.c.state_sha256 == state_sha256)
+        )
         if row is None:
             return None
         return row_to_session(row)
@@ -462,8 +433,7 @@ class IntegrationRepository:
         """The integration (any tenant: callers scope by tenant first) and its disconnect
         progress JSON (no token, no personal data), or None."""
         query = select(integrations).where(integrations.c.id == integration_id)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).mappings().first()
+        row = await self._first(query)
         if row is None:
             return None
         return row_to_integration(row), row["disconnect_receipt"]
