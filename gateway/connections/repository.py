@@ -84,10 +84,15 @@ class IntegrationRepository:
         self.engine = engine
         self._clock = clock
 
-    async def _first(self, query: Executable) -> RowMapping | None:
-        """The first row of a read-only query, on a connection of its own."""
-        async with self.engine.connect() as conn:
+    async def _first(
+        self, query: Executable, conn: AsyncConnection | None = None
+    ) -> RowMapping | None:
+        """The first row of a query: inside the caller's transaction when `conn` is given (a
+        locked read must be), else on a connection of its own."""
+        if conn is not None:
             return (await conn.execute(query)).mappings().first()
+        async with self.engine.connect() as own:
+            return (await own.execute(query)).mappings().first()
 
     # -- integrations ------------------------------------------------------------------------
 
@@ -159,11 +164,7 @@ class IntegrationRepository:
             integrations.c.access_token,
             integrations.c.access_token_expires_at,
         ).where(integrations.c.id == integration_id)
-        if conn is not None:
-            row = (await conn.execute(query)).mappings().first()
-        else:
-            async with self.engine.connect() as own:
-                row = (await own.execute(query)).mappings().first()
+        row = await self._first(query, conn)
         if row is None:
             return None
         return SealedTokens(
@@ -213,19 +214,14 @@ class IntegrationRepository:
         Expiry is the caller's check (it answers `expired_session`, not `invalid_state`).
         """
         async with self.engine.begin() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(connect_sessions)
-                        .where(
-                            connect_sessions.c.state_sha256 == state_sha256,
-                            connect_sessions.c.consumed_at.is_(None),
-                        )
-                        .with_for_update()
-                    )
+            row = await self._first(
+                select(connect_sessions)
+                .where(
+                    connect_sessions.c.state_sha256 == state_sha256,
+                    connect_sessions.c.consumed_at.is_(None),
                 )
-                .mappings()
-                .first()
+                .with_for_update(),
+                conn,
             )
             if row is None:
                 return None
@@ -257,11 +253,7 @@ class IntegrationRepository:
         query = select(integrations).where(integrations.c.id == integration_id)
         if lock:
             query = query.with_for_update()
-        if conn is not None:
-            row = (await conn.execute(query)).mappings().first()
-        else:
-            async with self.engine.connect() as own:
-                row = (await own.execute(query)).mappings().first()
+        row = await self._first(query, conn)
         if row is None:
             return None
         tokens = SealedTokens(
