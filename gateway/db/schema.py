@@ -190,3 +190,50 @@ busy_blocks = Table(
     Index("ix_busy_blocks_range", "calendar_id", "generation", "start_at"),
     Index("ix_busy_blocks_series", "calendar_id", "generation", "series_id"),
 )
+
+# -- push channels (gateway/sync) ---------------------------------------------------------------
+
+watch_channels = Table(
+    "watch_channels",
+    metadata,
+    # The channel id we chose (random, non-personal) and sent to events.watch.
+    Column("id", String(64), primary_key=True),
+    Column("calendar_id", String(32), nullable=False),
+    Column("integration_id", String(32), nullable=False),
+    # Google's id of the watched resource (needed for channels.stop); NULL until watch answered.
+    Column("resource_id", String(255), nullable=True),
+    # SHA-256 of the per-channel secret sent as the channel token: the secret is never stored.
+    Column("token_sha256", LargeBinary(32), nullable=False),
+    # opening | active | stopping | stopped
+    Column("state", String(16), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_message_at", DateTime(timezone=True), nullable=True),
+    # Highest X-Goog-Message-Number seen: older or repeated notifications do no work.
+    Column("last_message_number", Integer, nullable=True),
+    Index("ix_watch_channels_calendar", "calendar_id"),
+    Index("ix_watch_channels_integration", "integration_id"),
+)
+
+# -- booking (gateway/booking) ------------------------------------------------------------------
+
+bookings = Table(
+    "bookings",
+    metadata,
+    # One row per Idempotency-Key, per tenant and integration.
+    Column("tenant_id", String(64), primary_key=True),
+    Column("integration_id", String(32), primary_key=True),
+    Column("idempotency_key", String(255), primary_key=True),
+    # Derived from (tenant, integration, key) in base32hex: what a retry re-sends to Google.
+    Column("google_event_id", String(64), nullable=False),
+    Column("google_calendar_id", String(320), nullable=False),
+    # SHA-256 of the canonical request body: the same key with another body is refused.
+    Column("body_sha256", String(64), nullable=False),
+    # pending (sent or about to be sent to Google) | created | rejected
+    Column("state", String(16), nullable=False),
+    # The 201 answer as JSON (ids, times, etag, link): replayed for a repeated request.
+    Column("response", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_bookings_event", "integration_id", "google_event_id"),
+)

@@ -22,7 +22,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.db.schema import busy_blocks, calendar_events, calendars
+from gateway.db.schema import busy_blocks, calendar_events, calendars, watch_channels
 from gateway.db.values import as_utc
 from gateway.sync.model import BusyBlock, EventRecord, Horizon
 
@@ -64,6 +64,31 @@ class CalendarRow:
     def __repr__(self) -> str:
         # The calendar id is usually the owner's address: not for logs.
         return f"CalendarRow(id={self.id!r}, state={self.state!r})"
+
+
+@dataclass(frozen=True)
+class CalendarFreshness:
+    """How far a calendar's local copy can be trusted, for availability answers.
+
+    as_of         the instant up to which the copy is known to match Google, or None when
+                  there is no complete copy yet. With a live push channel and no notification
+                  waiting, Google would have told us of any change, so the copy is current
+                  (`as_of` = now); otherwise it is the last successful sync.
+    push_active   an `active` watch channel that has not expired
+    sync_pending  a push notification or request is waiting for its sync
+    """
+
+    calendar_id: str
+    integration_id: str
+    google_calendar_id: str
+    state: str  # initial | synced | backoff | error
+    as_of: datetime | None
+    push_active: bool
+    sync_pending: bool
+    last_error: str | None
+
+    def __repr__(self) -> str:
+        return f"CalendarFreshness(id={self.calendar_id!r}, as_of={self.as_of!r})"
 
 
 def _calendar(row: RowMapping) -> CalendarRow:
@@ -477,6 +502,63 @@ class SyncStore:
             s_utc, e_utc = as_utc(s), as_utc(e)
             assert s_utc is not None and e_utc is not None
             out.append((s_utc, e_utc))
+        return out
+
+    async def freshness(
+        self, integration_ids: Sequence[str], now: datetime
+    ) -> dict[str, list[CalendarFreshness]]:
+        """Per integration, the freshness of each of its calendars (see CalendarFreshness)."""
+        out: dict[str, list[CalendarFreshness]] = {i: [] for i in integration_ids}
+        if not integration_ids:
+            return out
+        live = (
+            select(watch_channels.c.calendar_id)
+            .where(
+                watch_channels.c.state == "active",
+                or_(watch_channels.c.expires_at.is_(None), watch_channels.c.expires_at > now),
+            )
+            .distinct()
+        )
+        async with self.engine.connect() as conn:
+            live_ids: set[str] = set()
+            rows: list[RowMapping] = []
+            for chunk in _chunks(list(integration_ids)):
+                rows.extend(
+                    (
+                        await conn.execute(
+                            select(calendars)
+                            .where(calendars.c.integration_id.in_(chunk))
+                            .order_by(calendars.c.created_at, calendars.c.id)
+                        )
+                    ).mappings()
+                )
+                live_ids.update(
+                    (
+                        await conn.execute(live.where(watch_channels.c.integration_id.in_(chunk)))
+                    ).scalars()
+                )
+        for row in rows:
+            cal = _calendar(row)
+            pending = row["sync_requested_at"] is not None
+            push = cal.id in live_ids
+            if cal.active_generation is None:
+                as_of = None
+            elif push and not pending and cal.state == "synced":
+                as_of = now
+            else:
+                as_of = cal.last_success_at
+            out[cal.integration_id].append(
+                CalendarFreshness(
+                    calendar_id=cal.id,
+                    integration_id=cal.integration_id,
+                    google_calendar_id=cal.google_calendar_id,
+                    state=cal.state,
+                    as_of=as_of,
+                    push_active=push,
+                    sync_pending=pending,
+                    last_error=cal.last_error,
+                )
+            )
         return out
 
     async def count_records(self, calendar_id: str) -> int:
