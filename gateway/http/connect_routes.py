@@ -13,7 +13,6 @@ render. Another tenant's integration is 404, like one that does not exist.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -28,8 +27,6 @@ from gateway.connections.google_flow import (
     allow_plain_http_if_configured,
     quiet_token_logging,
 )
-from gateway.connections.model import Integration
-from gateway.errors import NotFound
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.http.appkeys import (
     AUDIT_KEY,
@@ -39,11 +36,11 @@ from gateway.http.appkeys import (
     VAULT_KEY,
 )
 from gateway.http.auth import principal, requires_scope
+from gateway.http.lookup import integration_for
 from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
 
 CONNECT_KEY = web.AppKey("connect", ConnectService)
 
-_INTEGRATION_ID = re.compile(r"^int_[0-9a-f]{24}$")
 # Responses the browser sees during the OAuth dance: never cached (they follow URLs that carry
 # a code and a state) and never leak those URLs onward in a Referer.
 _BROWSER_HEADERS = {
@@ -114,22 +111,9 @@ async def list_integrations(request: web.Request) -> web.Response:
     return web.json_response({"integrations": [i.to_public() for i in found]})
 
 
-async def _integration(request: web.Request) -> Integration:
-    """The caller's integration named in the path, or 404 (also for another tenant's)."""
-    integration_id = request.match_info["integration_id"]
-    found = (
-        await request.app[INTEGRATIONS_KEY].get(principal(request).tenant_id, integration_id)
-        if _INTEGRATION_ID.match(integration_id)
-        else None
-    )
-    if found is None:
-        raise NotFound("no such integration", code="integration_not_found")
-    return found
-
-
 @requires_scope("connections:read")
 async def get_integration(request: web.Request) -> web.Response:
-    return web.json_response((await _integration(request)).to_public())
+    return web.json_response((await integration_for(request)).to_public())
 
 
 @requires_scope("connections:read")
@@ -137,7 +121,7 @@ async def export_integration(request: web.Request) -> web.Response:
     """Everything stored about an integration (the user's right of access), without secrets:
     its fields, whether tokens are held (never the tokens or their ciphertext), its vault key's
     metadata (never key bytes), its disconnect progress and its audit entries."""
-    integration = await _integration(request)
+    integration = await integration_for(request)
     repo = request.app[INTEGRATIONS_KEY]
     sealed = await repo.sealed_tokens(integration.id)
     key = await request.app[VAULT_KEY].key_info(integration.tenant_id, integration.id)
