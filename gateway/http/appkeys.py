@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,3 +22,15 @@ AUDIT_KEY = web.AppKey("audit", AuditLog)
 INTEGRATIONS_KEY = web.AppKey("integrations", IntegrationRepository)
 # One client session for every outbound call to Google (connection pooling, one timeout policy).
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
+
+
+class SyncNudge(Protocol):
+    """Wakes this process's sync scheduler for a calendar whose sync was just requested (a
+    push notification, a booking): the request itself is durable in the database
+    (`calendars.sync_requested_at`), the nudge only saves the scheduler's next tick."""
+
+    def __call__(self, calendar_id: str) -> None: ...
+
+
+# Set by the sync scheduler's wiring when it runs in this process; absent otherwise.
+SYNC_NUDGE_KEY = web.AppKey("sync_nudge", SyncNudge)
