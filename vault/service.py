@@ -17,6 +17,7 @@ ciphertexts; once `status()` shows no DEK under a version, `retire(version)` rem
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -341,6 +342,16 @@ class Vault:
                 Rewrapped(row.dek_id, row.kek_version, new.kek_id, new.kek_version, new.wrapped)
             )
         return updates
+
+    async def self_test(self) -> None:
+        """Wrap and unwrap a throwaway key with the primary KEK: proves the provider (file,
+        HSM or KMS) is reachable and working. Raises VaultError (or the provider's error) if
+        not; touches no stored key."""
+        probe = self._rng(32)
+        aad = b"calendar-gateway/self-test"
+        wrapped = await self._provider.wrap(probe, aad)
+        if not hmac.compare_digest(await self._provider.unwrap(wrapped, aad), probe):
+            raise VaultError("the key provider returned a different key on unwrap")
 
     async def status(self) -> VaultStatus:
         """DEK counts per KEK version and the provider's versions and states."""
