@@ -19,7 +19,14 @@ from gateway.audit import AuditLog
 from gateway.connections.repository import IntegrationRepository
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated
-from gateway.http import connect_routes, disconnect_routes, sync_wiring, token_wiring
+from gateway.http import (
+    connect_routes,
+    disconnect_routes,
+    health_routes,
+    metrics_routes,
+    sync_wiring,
+    token_wiring,
+)
 from gateway.http.appkeys import (
     APIKEYS_KEY,
     AUDIT_KEY,
@@ -29,7 +36,9 @@ from gateway.http.appkeys import (
     SETTINGS_KEY,
     VAULT_KEY,
 )
+from gateway.http.metrics_routes import metrics_middleware
 from gateway.http.problems import problem_middleware
+from gateway.http.request_id import request_id_middleware
 from gateway.settings import Settings
 from gateway.wiring import open_vault
 
@@ -53,7 +62,11 @@ async def openapi(_request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.Application:
     """Build the gateway application. Pass `engine` to share one (tests do)."""
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY_BYTES)
+    # The request id is bound outside the problem middleware, so error answers carry it too.
+    app = web.Application(
+        middlewares=[request_id_middleware, metrics_middleware, problem_middleware],
+        client_max_size=MAX_BODY_BYTES,
+    )
     app[SETTINGS_KEY] = settings
 
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -88,7 +101,14 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
 
     app.cleanup_ctx.extend([storage_ctx, vault_ctx, http_ctx])
     # Each feature adds its services (as cleanup contexts, after the ones above) and routes.
-    for feature in (token_wiring, connect_routes, disconnect_routes, sync_wiring):
+    for feature in (
+        health_routes,
+        metrics_routes,
+        token_wiring,
+        connect_routes,
+        disconnect_routes,
+        sync_wiring,
+    ):
         feature.setup(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/openapi.json", openapi)

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway.apikeys import utc_now
 from gateway.db.schema import audit_log
 from gateway.db.values import as_utc
+from gateway.observability.context import current_request_id
 
 Detail = Mapping[str, str | int | bool | None]
 
@@ -56,7 +57,8 @@ class AuditLog:
             "integration_id": integration_id,
             "action": action,
             "outcome": outcome,
-            "request_id": request_id,
+            # The request (or job) being served, unless the caller names another.
+            "request_id": request_id if request_id is not None else current_request_id(),
             "detail": json.dumps(dict(detail), sort_keys=True) if detail else None,
         }
         if conn is not None:

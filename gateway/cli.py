@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from gateway.errors import ConfigurationError, GatewayError, InvalidInput
+from gateway.observability.logs import configure_logging
 from gateway.settings import Settings, load_settings
 from vault.errors import VaultError
 
@@ -94,17 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(env_file=args.env_file)
     except ConfigurationError as exc:
         return _fail(str(exc), 2)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if settings.log_level != "DEBUG":
-        # Alembic narrates every plugin and revision at INFO; our own lines say what happened.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-    # Database drivers log statements with their parameters (sealed blobs, PKCE verifiers):
-    # aiosqlite at DEBUG, SQLAlchemy's engine logger already at INFO. They stay at WARNING
-    # whatever GATEWAY_LOG_LEVEL says.
-    for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    configure_logging(settings.log_level, settings.log_format)
     command = _dispatch(args)
     try:
         return asyncio.run(command(args, settings))

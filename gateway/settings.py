@@ -7,7 +7,7 @@ one `ConfigurationError` line naming the variable; values of secret settings are
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -92,6 +92,9 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8080", validation_alias=AliasChoices("GATEWAY_PUBLIC_URL")
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("GATEWAY_LOG_LEVEL"))
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", validation_alias=AliasChoices("GATEWAY_LOG_FORMAT")
+    )
     allowed_return_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=AliasChoices("GATEWAY_ALLOWED_RETURN_URLS")
     )

@@ -17,6 +17,8 @@ ciphertexts; once `status()` shows no DEK under a version, `retire(version)` rem
 from __future__ import annotations
 
 import asyncio
+import collections
+import hmac
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -140,6 +142,9 @@ class Vault:
         self._cache = cache if cache is not None else DekCache(max_size=0)
         self._rng = rng
         self._clock = clock
+        # Operation counts for metrics (`operations["seal"]`, ...): a dict increment costs far
+        # less than a metrics library call on the hot seal/open path; exporters read it.
+        self.operations: collections.Counter[str] = collections.Counter()
 
     def __repr__(self) -> str:
         return f"Vault(kek_id={self._provider.kek_id!r}, cache={self._cache!r})"
@@ -221,6 +226,7 @@ class Vault:
             raise KeyNotFound(f"no data key for integration {ctx.integration_id!r}")
         if dek.tenant_id != ctx.tenant_id:  # a cached DEK of the same id, another tenant
             raise KeyNotFound(f"no data key for integration {ctx.integration_id!r}")
+        self.operations["seal"] += 1
         return envelope.seal(dek.aead, dek.dek_id, ctx, plaintext, self._rng)
 
     async def open(self, ctx: SealContext, blob: bytes) -> bytes:
@@ -234,11 +240,18 @@ class Vault:
         dek = self._cache.get(ctx.integration_id) or await self._load_dek(
             ctx.tenant_id, ctx.integration_id
         )
+        self.operations["open"] += 1
         if dek is None:
+            self.operations["open_failed"] += 1
             raise InvalidCiphertext("no_key")
         if dek.tenant_id != ctx.tenant_id:
+            self.operations["open_failed"] += 1
             raise InvalidCiphertext("other_tenant")
-        return envelope.open_sealed(dek.aead, ctx, blob, dek.dek_id)
+        try:
+            return envelope.open_sealed(dek.aead, ctx, blob, dek.dek_id)
+        except InvalidCiphertext:
+            self.operations["open_failed"] += 1
+            raise
 
     async def destroy(self, tenant_id: str, integration_id: str) -> DestructionReceipt:
         """Crypto-shred the integration: hard-delete its key row and forget any cached copy.
@@ -246,6 +259,7 @@ class Vault:
         Idempotent: a second call returns a receipt with destroyed=False.
         """
         self._cache.evict(integration_id)
+        self.operations["destroy"] += 1
         dek_id = await self._store.delete(tenant_id, integration_id)
         # Evict again: an open that read the row before the delete may have cached it since.
         self._cache.evict(integration_id)
@@ -320,6 +334,7 @@ class Vault:
             tally.unreadable,
             remaining,
         )
+        self.operations["rewrap"] += tally.rewrapped
         return RewrapResult(tally.rewrapped, tally.skipped, remaining, tally.unreadable)
 
     async def _rewrap_batch(self, rows: list[KeyRef], tally: _RewrapTally) -> list[Rewrapped]:
@@ -341,6 +356,20 @@ class Vault:
                 Rewrapped(row.dek_id, row.kek_version, new.kek_id, new.kek_version, new.wrapped)
             )
         return updates
+
+    async def self_test(self) -> None:
+        """Wrap and unwrap a throwaway key with the primary KEK: proves the provider (file,
+        HSM or KMS) is reachable and working. Raises VaultError (or the provider's error) if
+        not; touches no stored key."""
+        probe = self._rng(32)
+        aad = b"calendar-gateway/self-test"
+        wrapped = await self._provider.wrap(probe, aad)
+        if not hmac.compare_digest(await self._provider.unwrap(wrapped, aad), probe):
+            raise VaultError("the key provider returned a different key on unwrap")
+
+    async def dek_counts(self) -> Mapping[int, int]:
+        """How many DEKs each KEK version wraps (the database only; no provider call)."""
+        return await self._store.count_by_kek_version()
 
     async def status(self) -> VaultStatus:
         """DEK counts per KEK version and the provider's versions and states."""

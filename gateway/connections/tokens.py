@@ -68,6 +68,7 @@ from gateway.google.errors import (
 )
 from gateway.google.oauth_client import GoogleOAuthClient, TokenGrant
 from gateway.google.retry import RetryPolicy, Sleep
+from gateway.observability.metrics import TOKEN_REFRESHES
 from vault.envelope import SealContext
 from vault.service import Vault
 
@@ -308,7 +309,11 @@ class TokenManager:
                     grant = await self._call_google(integration, sealed.refresh_token)
                 except GoogleError as exc:
                     failure = exc
+                    TOKEN_REFRESHES.labels(
+                        exc.reason if isinstance(exc, InvalidGrant) else exc.code
+                    ).inc()
                 else:
+                    TOKEN_REFRESHES.labels("ok").inc()
                     self._failures.pop(integration_id, None)
                     return await self._store(integration, sealed, grant, now, conn, request_id)
             async with self._writes(conn) as wconn:

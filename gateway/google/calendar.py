@@ -39,6 +39,7 @@ from gateway.google.errors import (
     TransientGoogleError,
     UnexpectedGoogleResponse,
 )
+from gateway.observability.metrics import GOOGLE_ERRORS, GOOGLE_REQUESTS
 
 Json = dict[str, Any]
 
@@ -271,16 +272,21 @@ class CalendarClient:
         request: HttpRequest,
         extra_headers: Mapping[str, str] | None = None,
     ) -> Json:
-        token = await tokens.access_token()
-        status, body, headers = await self._once(request, token, extra_headers)
-        if status == 401:
-            # One retry with a fresh token: the cached one may have been revoked or expired
-            # early. A second 401 means the grant no longer works.
-            token = await tokens.refreshed_token(token)
+        GOOGLE_REQUESTS.labels(str(getattr(request, "methodId", "unknown"))).inc()
+        try:
+            token = await tokens.access_token()
             status, body, headers = await self._once(request, token, extra_headers)
-        if status < 300:
-            return _decode(body) if body else {}
-        raise _error_from(status, body, headers)
+            if status == 401:
+                # One retry with a fresh token: the cached one may have been revoked or expired
+                # early. A second 401 means the grant no longer works.
+                token = await tokens.refreshed_token(token)
+                status, body, headers = await self._once(request, token, extra_headers)
+            if status < 300:
+                return _decode(body) if body else {}
+            raise _error_from(status, body, headers)
+        except GoogleError as exc:
+            GOOGLE_ERRORS.labels(exc.google_error or exc.code).inc()
+            raise
 
     async def _once(
         self, request: HttpRequest, token: str, extra_headers: Mapping[str, str] | None

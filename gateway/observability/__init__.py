@@ -1,0 +1,1 @@
+"""Logs, request ids, readiness and metrics: what operators see of the gateway."""

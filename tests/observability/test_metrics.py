@@ -1,0 +1,61 @@
+"""/metrics: Prometheus text with request, refresh, Google, vault and stored-state figures."""
+
+from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.http.token_wiring import TOKENS_KEY
+from tests.stack import ALICE, Stack
+
+
+async def _scrape(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with stack.http.get(stack.url("/metrics")) as r:
+        assert r.status == 200
+        assert r.content_type == "text/plain"
+        text = await r.text()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_requests_are_counted_by_route_template_not_by_id(stack: Stack) -> None:
+    connected = await stack.connect(ALICE, user_id="rep-1")
+    before = await _scrape(stack)
+    route = "/v1/integrations/{integration_id}"
+    key = ("gateway_http_requests_total", (("method", "GET"), ("route", route), ("status", "200")))
+    for _ in range(3):
+        async with stack.http.get(
+            stack.url(f"/v1/integrations/{connected['integration_id']}"), headers=stack.auth()
+        ) as r:
+            assert r.status == 200
+    async with stack.http.get(stack.url("/v1/integrations/int_000000000000000000000000")) as r:
+        assert r.status == 401
+    after = await _scrape(stack)
+    assert after[key] - before.get(key, 0) == 3
+    unauth = (
+        "gateway_http_requests_total",
+        (("method", "GET"), ("route", route), ("status", "401")),
+    )
+    assert after[unauth] - before.get(unauth, 0) == 1
+    assert not any(connected["integration_id"] in str(labels) for _, labels in after)
+
+
+async def test_stored_state_gauges_and_vault_counts(stack: Stack) -> None:
+    await stack.connect(ALICE, user_id="rep-1")
+    scraped = await _scrape(stack)
+    assert scraped[("gateway_integrations", (("status", "active"),))] == 1
+    assert scraped[("gateway_push_channels_live", ())] == 0
+    assert scraped[("gateway_vault_data_keys", (("kek_version", "1"),))] == 1
+    # Connecting sealed the refresh and access tokens.
+    assert scraped[("gateway_vault_operations_total", (("operation", "seal"),))] >= 2
+    assert ("gateway_sync_lag_seconds_max", ()) in scraped
+
+
+async def test_token_refreshes_are_counted_by_outcome(stack: Stack) -> None:
+    connected = await stack.connect(ALICE, user_id="rep-1")
+    key = ("gateway_token_refreshes_total", (("outcome", "ok"),))
+    before = (await _scrape(stack)).get(key, 0)
+    await stack.app[TOKENS_KEY].force_refresh(connected["integration_id"])
+    assert (await _scrape(stack))[key] == before + 1
