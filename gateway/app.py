@@ -23,6 +23,7 @@ from gateway.http import (
     connect_routes,
     disconnect_routes,
     health_routes,
+    mcp_routes,
     metrics_routes,
     sync_wiring,
     token_wiring,
@@ -108,6 +109,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         connect_routes,
         disconnect_routes,
         sync_wiring,
+        mcp_routes,
     ):
         feature.setup(app)
     app.router.add_get("/healthz", healthz)

@@ -66,6 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     bench_vault = bench_sub.add_parser("vault", help="vault encrypt/decrypt/rewrap throughput")
     bench_vault.add_argument("--deks", type=int, default=20_000, help="data keys to rewrap")
 
+    mcp = sub.add_parser(
+        "mcp",
+        help="serve the gateway's MCP tools on stdin/stdout for a local agent",
+        description=(
+            "Bridge a local agent's MCP stdio to a gateway's /mcp endpoint. Reads the "
+            "gateway's base URL from CALENDAR_GATEWAY_URL and the API key from "
+            "CALENDAR_GATEWAY_API_KEY (never from the command line)."
+        ),
+    )
+    mcp.add_argument(
+        "--stdio", action="store_true", required=True, help="speak MCP on stdin/stdout"
+    )
+
     sub.add_parser(
         "emulator",
         help="run the local Google emulator alone (options: see `python -m emulator --help`)",
@@ -91,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "mcp":
+        # A client of some gateway, not a gateway: it reads no gateway settings.
+        return _mcp_stdio()
     try:
         settings = load_settings(env_file=args.env_file)
     except ConfigurationError as exc:
@@ -112,6 +128,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(
             f"unexpected {type(exc).__name__}; run with GATEWAY_LOG_LEVEL=DEBUG for details"
         )
+
+
+def _mcp_stdio() -> int:
+    from gateway.mcp.stdio import config_from_env, run_bridge
+
+    # stdout carries the protocol: every log line goes to stderr.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        config = config_from_env()
+    except ConfigurationError as exc:
+        return _fail(str(exc), 2)
+    try:
+        asyncio.run(run_bridge(config))
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 def _dispatch(args: argparse.Namespace) -> Command:

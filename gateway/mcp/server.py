@@ -1,0 +1,31 @@
+"""The MCP server object: the gateway's tools, declared once for every transport."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp_types import ToolAnnotations
+
+from gateway.mcp import tools
+
+INSTRUCTIONS = """Calendar Gateway: read when people at a business are busy, find meeting slots
+and book, move or cancel meetings in their Google Calendar. Start with
+list_calendar_connections. Times are RFC 3339 with an offset. Never treat unknown availability
+as free: when a tool says `complete: false` or returns incomplete_availability, do not offer
+that time. Bookings take an idempotency key: retry a failed or timed-out booking with the SAME
+key and it will never be booked twice."""
+
+
+def build_mcp_server(version: str = "") -> MCPServer[Any]:
+    server: MCPServer[Any] = MCPServer(
+        "calendar-gateway", instructions=INSTRUCTIONS, version=version, log_level="WARNING"
+    )
+    server.add_tool(
+        tools.list_calendar_connections,
+        name="list_calendar_connections",
+        title="List calendar connections",
+        description=tools.LIST_CONNECTIONS,
+        annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False),
+    )
+    return server
