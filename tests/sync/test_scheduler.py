@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emulator.calendar_store import Calendar
@@ -473,3 +473,66 @@ def test_backoff_is_truncated_exponential_with_full_jitter_and_honours_retry_aft
     assert config.backoff_s(1, 0.0) == 0  # full jitter reaches down to zero...
     assert config.backoff_s(1, 0.0, retry_after_s=30) == 30  # ...but never below Retry-After
     assert config.backoff_s(1, 0.0, retry_after_s=10**6) == 900  # a silly one is capped
+
+
+# -- leases -----------------------------------------------------------------------------------
+
+
+async def test_a_sync_whose_lease_was_lost_is_abandoned(stack: Stack) -> None:
+    """A process stalled past its lease (another took the calendar) must not write on."""
+    clock = FakeClock()
+    stalled = asyncio.Event()
+
+    async def stall(kind: str, page: int) -> None:
+        # Someone else holds the calendar now (as after this process stalled past the lease).
+        async with stack.engine.begin() as conn:
+            await conn.execute(update(calendars).values(lease_owner="thief"))
+        stalled.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    scheduler = await make_scheduler(
+        stack,
+        stack.engine,
+        clock,
+        owner="stalls",
+        config=SchedulerConfig(lease_s=0.3),
+        page_hook=stall,
+    )
+    integration_id = (await stack.connect(ALICE, user_id="u-stall"))["integration_id"]
+    [calendar_id] = await scheduler.tick()
+    await asyncio.wait_for(stalled.wait(), 10)
+    # The heartbeat finds the lease gone and cancels the sync (else this waits forever).
+    await asyncio.wait_for(scheduler.drain(), 10)
+    row = await scheduler.engine.store.get(calendar_id)
+    assert row is not None and row.active_generation is None and row.state == "initial"
+    async with stack.engine.connect() as conn:
+        owner = (
+            await conn.execute(select(calendars.c.lease_owner).where(calendars.c.id == calendar_id))
+        ).scalar()
+    assert owner == "thief"  # not released by the loser
+    assert (await scheduler.engine.store.calendars_of(integration_id))[0].id == calendar_id
+
+
+async def test_stop_hands_running_calendars_back(stack: Stack) -> None:
+    clock = FakeClock()
+    started = asyncio.Event()
+
+    async def block(kind: str, page: int) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    scheduler = await make_scheduler(stack, stack.engine, clock, owner="leaving", page_hook=block)
+    await stack.connect(ALICE, user_id="u-stop")
+    [calendar_id] = await scheduler.tick()
+    await asyncio.wait_for(started.wait(), 10)
+    await scheduler.stop(grace_s=0)
+    async with stack.engine.connect() as conn:
+        row = (
+            (await conn.execute(select(calendars).where(calendars.c.id == calendar_id)))
+            .mappings()
+            .one()
+        )
+    assert row["lease_owner"] is None and row["lease_until"] is None
+    assert row["sync_requested_at"] is not None  # the next process syncs it at once
+    other = await make_scheduler(stack, stack.engine, clock, owner="next")
+    assert await other.run_once() == [calendar_id]
