@@ -41,6 +41,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 
 from gateway.apikeys import utc_now
+from gateway.connections.errors import IntegrationInactive
 from gateway.errors import NotFound
 from gateway.google.errors import GoogleError, TransientGoogleError
 from gateway.sync.config import SchedulerConfig
@@ -83,6 +84,7 @@ class SyncScheduler:
         self._rng = rng
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
+        self._stopping = False
         # calendar id -> its sync task; integration ids with a sync running here.
         self._running: dict[str, asyncio.Task[None]] = {}
         self._busy: set[str] = set()
@@ -98,13 +100,20 @@ class SyncScheduler:
     def start(self) -> None:
         """Start the background loop (inside the running event loop)."""
         if self._loop is None:
+            self._stopping = False
             self._loop = asyncio.create_task(self._run(), name=f"sync-scheduler {self.owner}")
 
     async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
         """Stop claiming; let running syncs finish for `grace_s`, cancel the rest and hand
         their calendars back (lease released, sync re-requested) for another process."""
         if self._loop is not None:
-            self._loop.cancel()
+            # Let a tick in progress finish (a claim cut short would leave leases behind until
+            # they run out); a tick stuck on Google is cancelled after the grace period.
+            self._stopping = True
+            self._wake.set()
+            done, _ = await asyncio.wait({self._loop}, timeout=grace_s)
+            if not done:
+                self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
             self._loop = None
@@ -126,7 +135,7 @@ class SyncScheduler:
         return frozenset(self._running)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 await self.tick()
@@ -212,9 +221,19 @@ class SyncScheduler:
         except TransientGoogleError as exc:
             retry_s = self.config.backoff_s(1, self._rng(), exc.retry_after_s)
             log.warning("calendar discovery failed: integration=%s error=%s", integration_id, exc)
+        except IntegrationInactive:
+            pass  # the grant died meanwhile: no longer active, no longer discovered
         except GoogleError as exc:
             retry_s = self.config.backoff_max_s
             log.warning("calendar discovery failed: integration=%s error=%s", integration_id, exc)
+        except Exception as exc:
+            # One integration's trouble (the database, a bug) must not stop the others'.
+            retry_s = self.config.backoff_max_s
+            log.error(
+                "calendar discovery crashed: integration=%s error=%s",
+                integration_id,
+                type(exc).__name__,
+            )
         finally:
             self._discovering.discard(integration_id)
         if retry_s is not None:
@@ -223,6 +242,13 @@ class SyncScheduler:
     # -- one calendar -----------------------------------------------------------------------
 
     async def _work(self, calendar: CalendarRow) -> None:
+        try:
+            await self._sync_and_settle(calendar)
+        except Exception:
+            # Settling failed (the database): the lease runs out and the calendar is retried.
+            log.exception("calendar sync bookkeeping failed: calendar=%s", calendar.id)
+
+    async def _sync_and_settle(self, calendar: CalendarRow) -> None:
         sync = asyncio.create_task(self.engine.sync_calendar(calendar.id))
         held = asyncio.create_task(self._hold_lease(calendar.id))
         try:
