@@ -536,3 +536,42 @@ async def test_stop_hands_running_calendars_back(stack: Stack) -> None:
     assert row["sync_requested_at"] is not None  # the next process syncs it at once
     other = await make_scheduler(stack, stack.engine, clock, owner="next")
     assert await other.run_once() == [calendar_id]
+
+
+# -- concurrency caps -------------------------------------------------------------------------
+
+
+async def test_global_cap_and_one_sync_per_google_account(stack: Stack) -> None:
+    clock = FakeClock()
+    scheduler = await make_scheduler(
+        stack, stack.engine, clock, owner="capped", config=SchedulerConfig(concurrency=3)
+    )
+    store = scheduler.engine.store
+    emails = [f"cap{n}@example.com" for n in range(4)]
+    integration_ids = []
+    for n, email in enumerate(emails):
+        stack.google.add_user(f"50000000000000000000{n}", email)
+        integration_ids.append((await stack.connect(email, user_id=f"u-cap{n}"))["integration_id"])
+    # The first account has a second calendar: its two syncs share one quota.
+    second = stack.google.calendars.add_calendar(emails[0], "Team", "UTC")
+    [first] = await scheduler.engine.ensure_calendars(integration_ids[0])
+    extra = await store.ensure_calendar(
+        new_id="cal_" + "e" * 24,
+        integration_id=integration_ids[0],
+        tenant_id="acme",
+        google_calendar_id=second.id,
+        time_zone="UTC",
+        now=clock(),
+    )
+    # Requested calendars go first: both of the first account's are the top candidates.
+    for calendar_id in (first.id, extra.id):
+        assert await store.request_sync(calendar_id, clock())
+
+    claimed = await scheduler.tick()  # 5 calendars due (3 discovered now), 3 slots
+    assert len(claimed) == 3 and len(set(claimed) & {first.id, extra.id}) == 1
+    assert await scheduler.tick() == []  # every slot busy
+    await scheduler.drain()
+    assert len(await scheduler.run_once()) == 2  # the rest, the first account's other one too
+    for integration_id in integration_ids:
+        for row in await store.calendars_of(integration_id):
+            assert row.state == "synced"
