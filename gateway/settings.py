@@ -114,6 +114,31 @@ class Settings(BaseSettings):
         le=1095,
         validation_alias=AliasChoices("GATEWAY_SYNC_HORIZON_FUTURE_DAYS"),
     )
+    sync_worker: bool = Field(default=True, validation_alias=AliasChoices("GATEWAY_SYNC_WORKER"))
+    sync_tick_s: float = Field(
+        default=1.0, gt=0, le=60, validation_alias=AliasChoices("GATEWAY_SYNC_TICK_S")
+    )
+    sync_poll_interval_s: int = Field(
+        default=300, ge=1, le=86400, validation_alias=AliasChoices("GATEWAY_SYNC_POLL_INTERVAL_S")
+    )
+    sync_safety_poll_interval_s: int = Field(
+        default=3600,
+        ge=1,
+        le=86400,
+        validation_alias=AliasChoices("GATEWAY_SYNC_SAFETY_POLL_INTERVAL_S"),
+    )
+    sync_lease_s: float = Field(
+        default=120, ge=0.5, le=3600, validation_alias=AliasChoices("GATEWAY_SYNC_LEASE_S")
+    )
+    sync_concurrency: int = Field(
+        default=8, ge=1, le=256, validation_alias=AliasChoices("GATEWAY_SYNC_CONCURRENCY")
+    )
+    sync_backoff_base_s: float = Field(
+        default=2.0, gt=0, le=600, validation_alias=AliasChoices("GATEWAY_SYNC_BACKOFF_BASE_S")
+    )
+    sync_backoff_max_s: float = Field(
+        default=900, gt=0, le=86400, validation_alias=AliasChoices("GATEWAY_SYNC_BACKOFF_MAX_S")
+    )
     tentative_is_busy: bool = Field(
         default=True, validation_alias=AliasChoices("GATEWAY_TENTATIVE_IS_BUSY")
     )

@@ -148,6 +148,9 @@ async def start_stack(
     google.add_client(
         GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, [f"{public_url}/oauth/google/callback"]
     )
+    # The background sync scheduler would race tests that drive the sync engine themselves;
+    # the scheduler's own tests turn it on (sync_worker=True).
+    overrides.setdefault("sync_worker", False)
     settings = load_settings(
         env_file=None,
         database_url=database_url,

@@ -37,6 +37,7 @@ from gateway.http.appkeys import (
 )
 from gateway.http.auth import principal, requires_scope
 from gateway.http.lookup import integration_for
+from gateway.http.sync_wiring import sync_status
 from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
 
 CONNECT_KEY = web.AppKey("connect", ConnectService)
@@ -113,7 +114,11 @@ async def list_integrations(request: web.Request) -> web.Response:
 
 @requires_scope("connections:read")
 async def get_integration(request: web.Request) -> web.Response:
-    return web.json_response((await integration_for(request)).to_public())
+    """One integration, with the sync status of its calendars (`sync`)."""
+    integration = await integration_for(request)
+    document = integration.to_public()
+    document["sync"] = await sync_status(request.app, integration.id, utc_now())
+    return web.json_response(document)
 
 
 @requires_scope("connections:read")

@@ -1,31 +1,48 @@
-"""Wiring of calendar sync: the SyncEngine, born with the loop, and its disconnect purge hook.
+"""Wiring of calendar sync: the SyncEngine and this process's SyncScheduler, born with the
+loop, the disconnect purge hook, and the `sync` part of an integration's status.
 
 `setup(app)` adds a cleanup context that runs after the token context (the engine needs the
 TokenManager and the shared HTTP session) and registers the record purger of disconnect step 4.
 The purger works from the database alone, so a disconnect purges synced records even when no
 Google client is configured (then there is no engine, and nothing was ever synced).
+
+The scheduler runs when Google is configured and GATEWAY_SYNC_WORKER is true; it is stopped
+(its leases handed back) before the HTTP session closes. `app[SYNC_NUDGE_KEY]` wakes it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
 
 from aiohttp import web
 
 from gateway.connections.model import Integration
+from gateway.errors import ConfigurationError
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import ENGINE_KEY, HTTP_KEY, INTEGRATIONS_KEY, SETTINGS_KEY
+from gateway.http.appkeys import (
+    ENGINE_KEY,
+    HTTP_KEY,
+    INTEGRATIONS_KEY,
+    SETTINGS_KEY,
+    SYNC_NUDGE_KEY,
+)
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.http.token_wiring import TOKENS_KEY
-from gateway.sync.config import SyncConfig
+from gateway.sync.config import SchedulerConfig, SyncConfig
 from gateway.sync.engine import SyncEngine
-from gateway.sync.store import SyncStore
+from gateway.sync.scheduler import SyncScheduler
+from gateway.sync.store import CalendarFreshness, SyncStore
 
 log = logging.getLogger(__name__)
 
 SYNC_KEY = web.AppKey("sync", SyncEngine)
 SYNC_CONFIG_KEY = web.AppKey("sync_config", SyncConfig)
+SCHEDULER_CONFIG_KEY = web.AppKey("scheduler_config", SchedulerConfig)
+# Present only while this process runs a scheduler (Google configured, GATEWAY_SYNC_WORKER).
+SCHEDULER_KEY = web.AppKey("sync_scheduler", SyncScheduler)
 
 
 def _config(app: web.Application) -> SyncConfig:
@@ -39,6 +56,25 @@ def _config(app: web.Application) -> SyncConfig:
     )
 
 
+def _scheduler_config(app: web.Application) -> SchedulerConfig:
+    """GATEWAY_SYNC_TICK_S, ..._POLL_INTERVAL_S, ..._LEASE_S, ..._CONCURRENCY, ..._BACKOFF_*."""
+    settings = app[SETTINGS_KEY]
+    try:
+        return SchedulerConfig(
+            tick_s=settings.sync_tick_s,
+            poll_interval_s=settings.sync_poll_interval_s,
+            safety_poll_interval_s=settings.sync_safety_poll_interval_s,
+            lease_s=settings.sync_lease_s,
+            concurrency=settings.sync_concurrency,
+            backoff_base_s=settings.sync_backoff_base_s,
+            backoff_max_s=settings.sync_backoff_max_s,
+        )
+    except ValueError:
+        raise ConfigurationError(
+            "GATEWAY_SYNC_BACKOFF_MAX_S: must be at least GATEWAY_SYNC_BACKOFF_BASE_S"
+        ) from None
+
+
 async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     tokens = app.get(TOKENS_KEY)
     if tokens is None:
@@ -47,20 +83,64 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     settings = app[SETTINGS_KEY]
     client = await CalendarClient.create(app[HTTP_KEY], settings.google_calendar_api_url)
-    app[SYNC_KEY] = SyncEngine(
+    engine = SyncEngine(
         store=SyncStore(app[ENGINE_KEY]),
         client=client,
         tokens=tokens,
         integrations=app[INTEGRATIONS_KEY],
         config=app[SYNC_CONFIG_KEY],
     )
-    # Nothing to close: the HTTP session and the engine belong to the app.
-    yield
+    app[SYNC_KEY] = engine
+    if not settings.sync_worker:
+        log.info("GATEWAY_SYNC_WORKER=false: this process syncs no calendar by itself")
+        yield
+        return
+    scheduler = SyncScheduler(engine=engine, config=app[SCHEDULER_CONFIG_KEY])
+    app[SCHEDULER_KEY] = scheduler
+    app[SYNC_NUDGE_KEY] = scheduler.nudge
+    scheduler.start()
+    log.info("sync scheduler started: owner=%s", scheduler.owner)
+    try:
+        yield
+    finally:
+        await scheduler.stop()
+        log.info("sync scheduler stopped: owner=%s", scheduler.owner)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def render_sync_status(calendars: list[CalendarFreshness], now: datetime) -> dict[str, Any]:
+    """The `sync` member of `GET /v1/integrations/{id}` (documented in openapi.json)."""
+    return {
+        "calendars": [
+            {
+                "id": c.calendar_id,
+                "state": c.state,
+                "last_success_at": _ts(c.last_success_at),
+                "push": "active" if c.push_active else "polling",
+                "lag_s": (
+                    max(0, int((now - c.as_of).total_seconds())) if c.as_of is not None else None
+                ),
+                "backoff_until": _ts(c.backoff_until),
+                "last_error": c.last_error,
+            }
+            for c in calendars
+        ]
+    }
+
+
+async def sync_status(app: web.Application, integration_id: str, now: datetime) -> dict[str, Any]:
+    """The integration's calendars' sync status, from the database alone (any process)."""
+    found = await SyncStore(app[ENGINE_KEY]).freshness([integration_id], now)
+    return render_sync_status(found[integration_id], now)
 
 
 def setup(app: web.Application) -> None:
     """Add calendar sync to `app` (after token_wiring and disconnect_routes)."""
     app[SYNC_CONFIG_KEY] = _config(app)
+    app[SCHEDULER_CONFIG_KEY] = _scheduler_config(app)
 
     async def purge_records(integration: Integration) -> int:
         return await SyncStore(app[ENGINE_KEY]).purge_integration(integration.id)

@@ -37,3 +37,53 @@ class SyncConfig:
             today - timedelta(days=self.horizon_past_days),
             today + timedelta(days=self.horizon_future_days + 1),
         )
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """When calendars are synced, by whom, and how failures back off.
+
+    tick_s                  GATEWAY_SYNC_TICK_S                  how often the scheduler looks
+                                                                 for due work when nobody wakes it
+    poll_interval_s         GATEWAY_SYNC_POLL_INTERVAL_S         next sync of a calendar without
+                                                                 a live push channel
+    safety_poll_interval_s  GATEWAY_SYNC_SAFETY_POLL_INTERVAL_S  next sync of one with push (the
+                                                                 safety net for lost messages)
+    lease_s                 GATEWAY_SYNC_LEASE_S                 how long a claim on a calendar
+                                                                 lasts; renewed every third of it
+                                                                 while its sync runs, so only a
+                                                                 dead process's lease runs out
+    concurrency             GATEWAY_SYNC_CONCURRENCY             syncs at once in one process
+    backoff_base_s          GATEWAY_SYNC_BACKOFF_BASE_S          first backoff cap after a
+                                                                 transient failure (doubles)
+    backoff_max_s           GATEWAY_SYNC_BACKOFF_MAX_S           the longest backoff, and the
+                                                                 retry delay after a non-transient
+                                                                 error
+
+    One sync at a time per integration (a Google account's calendars share its quota).
+    """
+
+    tick_s: float = 1.0
+    poll_interval_s: int = 300
+    safety_poll_interval_s: int = 3600
+    lease_s: float = 120.0
+    concurrency: int = 8
+    backoff_base_s: float = 2.0
+    backoff_max_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.tick_s <= 0 or self.lease_s <= 0:
+            raise ValueError("tick_s and lease_s must be positive")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.backoff_base_s <= 0 or self.backoff_max_s < self.backoff_base_s:
+            raise ValueError("backoff_max_s must be at least backoff_base_s > 0")
+
+    def backoff_s(self, attempts: int, rng: float, retry_after_s: float | None = None) -> float:
+        """The wait after the `attempts`-th failure in a row: truncated exponential backoff with
+        full jitter (`rng` in [0, 1)), never shorter than Google's Retry-After."""
+        exponent = min(max(attempts - 1, 0), 30)  # 2**30 * base is past any sane cap
+        delay = rng * min(self.backoff_max_s, self.backoff_base_s * 2.0**exponent)
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, self.backoff_max_s))
+        return delay

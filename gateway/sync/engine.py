@@ -128,6 +128,8 @@ class SyncOutcome:
     pages: int = 0
     changes: int = 0
     error: str | None = None
+    # Google's Retry-After of a transient failure, when it sent one (the scheduler's backoff).
+    retry_after_s: float | None = None
 
 
 @dataclass
@@ -256,7 +258,8 @@ class SyncEngine:
                 now=self._clock(),
             )
             log.warning("calendar sync failed: calendar=%s error=%s", calendar.id, code)
-            return SyncOutcome(calendar_id, "failed", error=code)
+            retry_after = exc.retry_after_s if isinstance(exc, TransientGoogleError) else None
+            return SyncOutcome(calendar_id, "failed", error=code, retry_after_s=retry_after)
 
     def _params(self, horizon: Horizon | None) -> Json:
         params: Json = {"showDeleted": True, "maxResults": PAGE_SIZE}

@@ -1,0 +1,342 @@
+"""The sync scheduler: decides WHEN each calendar is synced, shared by every gateway process.
+
+    scheduler = SyncScheduler(engine=sync_engine, config=SchedulerConfig())
+    await scheduler.start()          # background loop (one per process)
+    scheduler.nudge(calendar_id)     # a sync was requested: look now, not at the next tick
+    await scheduler.stop()           # finishes or hands back its calendars
+
+Each tick (every `tick_s`, or at once when nudged or when a sync finishes):
+
+1. discovery: active integrations without calendar rows (just connected) get
+   `engine.ensure_calendars()`; their first full sync is then due at once;
+2. claiming: due calendars (see `SyncStore.claim_due`) are leased to this process, as many as
+   free slots (`concurrency`), one per Google account. Claiming clears `sync_requested_at`,
+   so many requests before a claim make one sync, and a request during a sync one more after;
+3. each claimed calendar is synced by the engine in its own task, while a heartbeat renews
+   the lease every third of `lease_s`. A process that dies stops renewing: its leases run out
+   and another process claims the calendars. A heartbeat that finds the lease gone (this
+   process stalled past it) cancels its sync, so two processes never write one calendar;
+4. afterwards: success plans the next poll (`poll_interval_s`, or `safety_poll_interval_s`
+   with a live push channel) and re-expands busy blocks whose horizon drifted by more than a
+   day; a transient failure (rate limit, 5xx, timeout) backs off exponentially with full
+   jitter (`backoff_s`, at least Google's Retry-After), any other failure waits the longest
+   backoff. A calendar of an integration that is not active is never synced.
+
+Nothing here calls Google itself; time (`clock`) and randomness (`rng`) are injectable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import secrets
+import socket
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+
+from gateway.apikeys import utc_now
+from gateway.connections.errors import IntegrationInactive
+from gateway.errors import NotFound
+from gateway.google.errors import GoogleError, TransientGoogleError
+from gateway.sync.config import SchedulerConfig
+from gateway.sync.engine import SyncEngine, SyncOutcome
+from gateway.sync.store import CalendarRow, SyncStore
+
+log = logging.getLogger(__name__)
+
+# A horizon that moved by more than this is re-expanded from the stored records.
+HORIZON_DRIFT = timedelta(days=1)
+# How long `stop()` lets running syncs finish before cancelling them.
+STOP_GRACE_S = 5.0
+
+
+def default_owner() -> str:
+    """A lease owner id unique to this process: host, pid and a random suffix (a restarted
+    process with a recycled pid is still someone else). At most 64 characters."""
+    return f"{socket.gethostname()[:36]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class SyncScheduler:
+    """One per gateway process (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        engine: SyncEngine,
+        config: SchedulerConfig | None = None,
+        owner: str | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.engine = engine
+        self._store: SyncStore = engine.store
+        self.config = config or SchedulerConfig()
+        self.owner = owner or default_owner()
+        if len(self.owner) > 64:
+            raise ValueError("a lease owner id has at most 64 characters")
+        self._clock = clock
+        self._rng = rng
+        self._wake = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
+        self._stopping = False
+        # calendar id -> its sync task; integration ids with a sync running here.
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._busy: set[str] = set()
+        # Integrations whose discovery failed or found nothing: not before this instant.
+        self._discovery_retry: dict[str, datetime] = {}
+        self._discovering: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"SyncScheduler(owner={self.owner!r}, running={len(self._running)})"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background loop (inside the running event loop)."""
+        if self._loop is None:
+            self._stopping = False
+            self._loop = asyncio.create_task(self._run(), name=f"sync-scheduler {self.owner}")
+
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop claiming; let running syncs finish for `grace_s`, cancel the rest and hand
+        their calendars back (lease released, sync re-requested) for another process."""
+        if self._loop is not None:
+            # Let a tick in progress finish (a claim cut short would leave leases behind until
+            # they run out); a tick stuck on Google is cancelled after the grace period.
+            self._stopping = True
+            self._wake.set()
+            done, _ = await asyncio.wait({self._loop}, timeout=grace_s)
+            if not done:
+                self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
+        tasks = list(self._running.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_s)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def nudge(self, calendar_id: str | None = None) -> None:
+        """Look for due work now (a sync was requested, e.g. by a push notification; the
+        request itself is durable in `calendars.sync_requested_at`)."""
+        self._wake.set()
+
+    @property
+    def running(self) -> frozenset[str]:
+        """Calendars this process is syncing right now."""
+        return frozenset(self._running)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                await self.tick()
+            except Exception:
+                # The database may be away for a moment: try again at the next tick.
+                log.exception("sync scheduler tick failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.tick_s)
+
+    # -- one tick ---------------------------------------------------------------------------
+
+    async def tick(self) -> list[str]:
+        """Discover new integrations' calendars, claim due calendars for the free slots and
+        start their syncs; returns the ids claimed (tests drive the scheduler with it)."""
+        await self._discover()
+        free = self.config.concurrency - len(self._running)
+        if free <= 0:
+            return []
+        now = self._clock()
+        claimed = await self._store.claim_due(
+            self.owner,
+            now,
+            lease_until=now + timedelta(seconds=self.config.lease_s),
+            limit=free,
+            busy_integrations=self._busy,
+        )
+        for calendar in claimed:
+            self._busy.add(calendar.integration_id)
+            task = asyncio.create_task(self._work(calendar), name=f"sync {calendar.id}")
+            self._running[calendar.id] = task
+            task.add_done_callback(functools.partial(self._finished, calendar))
+        return [c.id for c in claimed]
+
+    async def drain(self) -> None:
+        """Wait until every sync started here has finished."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def run_once(self) -> list[str]:
+        """One tick and the syncs it started, to the end."""
+        claimed = await self.tick()
+        await self.drain()
+        return claimed
+
+    def _finished(self, calendar: CalendarRow, _task: asyncio.Task[None]) -> None:
+        self._running.pop(calendar.id, None)
+        self._busy.discard(calendar.integration_id)
+        # A slot is free, and a request may have come in during the sync.
+        self._wake.set()
+
+    # -- discovery --------------------------------------------------------------------------
+
+    async def _discover(self) -> None:
+        now = self._clock()
+        found = await self._store.integrations_without_calendars(
+            limit=self.config.concurrency + len(self._discovery_retry)
+        )
+        todo = [
+            i
+            for i in found
+            if i not in self._discovering and self._discovery_retry.get(i, now) <= now
+        ][: self.config.concurrency]
+        # Forget integrations that got calendars (or went away).
+        for gone in set(self._discovery_retry) - set(found):
+            del self._discovery_retry[gone]
+        if todo:
+            await asyncio.gather(*(self._discover_one(i) for i in todo))
+
+    async def _discover_one(self, integration_id: str) -> None:
+        self._discovering.add(integration_id)
+        retry_s: float | None = None
+        try:
+            rows = await self.engine.ensure_calendars(integration_id)
+            if rows:
+                self._wake.set()
+                log.info("calendars discovered: integration=%s count=%d", integration_id, len(rows))
+            else:
+                retry_s = self.config.poll_interval_s
+        except IntegrityError:
+            pass  # another process created the row at the same moment: it exists now
+        except NotFound:
+            pass  # deleted meanwhile
+        except TransientGoogleError as exc:
+            retry_s = self.config.backoff_s(1, self._rng(), exc.retry_after_s)
+            log.warning("calendar discovery failed: integration=%s error=%s", integration_id, exc)
+        except IntegrationInactive:
+            pass  # the grant died meanwhile: no longer active, no longer discovered
+        except GoogleError as exc:
+            retry_s = self.config.backoff_max_s
+            log.warning("calendar discovery failed: integration=%s error=%s", integration_id, exc)
+        except Exception as exc:
+            # One integration's trouble (the database, a bug) must not stop the others'.
+            retry_s = self.config.backoff_max_s
+            log.error(
+                "calendar discovery crashed: integration=%s error=%s",
+                integration_id,
+                type(exc).__name__,
+            )
+        finally:
+            self._discovering.discard(integration_id)
+        if retry_s is not None:
+            self._discovery_retry[integration_id] = self._clock() + timedelta(seconds=retry_s)
+
+    # -- one calendar -----------------------------------------------------------------------
+
+    async def _work(self, calendar: CalendarRow) -> None:
+        try:
+            await self._sync_and_settle(calendar)
+        except Exception:
+            # Settling failed (the database): the lease runs out and the calendar is retried.
+            log.exception("calendar sync bookkeeping failed: calendar=%s", calendar.id)
+
+    async def _sync_and_settle(self, calendar: CalendarRow) -> None:
+        sync = asyncio.create_task(self.engine.sync_calendar(calendar.id))
+        held = asyncio.create_task(self._hold_lease(calendar.id))
+        try:
+            await asyncio.wait({sync, held}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # stop(): hand the calendar back at once instead of waiting for the lease to run out.
+            sync.cancel()
+            held.cancel()
+            await asyncio.gather(sync, held, return_exceptions=True)
+            await self._store.release(calendar.id, self.owner, self._clock(), again=True)
+            raise
+        if not sync.done():
+            sync.cancel()
+            await asyncio.gather(sync, return_exceptions=True)
+            log.warning("sync lease lost, sync abandoned: calendar=%s", calendar.id)
+            return
+        held.cancel()
+        await asyncio.gather(held, return_exceptions=True)
+        try:
+            outcome = sync.result()
+        except Exception as exc:
+            outcome = await self._unexpected(calendar, exc)
+        await self._settle(calendar, outcome)
+
+    async def _hold_lease(self, calendar_id: str) -> None:
+        """Renew the lease every third of its length; return when it is lost."""
+        lease = timedelta(seconds=self.config.lease_s)
+        held_until = self._clock() + lease
+        while True:
+            await asyncio.sleep(self.config.lease_s / 3)
+            now = self._clock()
+            try:
+                if not await self._store.extend_lease(calendar_id, self.owner, now + lease):
+                    return
+                held_until = now + lease
+            except Exception:
+                log.exception("sync lease renewal failed: calendar=%s", calendar_id)
+                if self._clock() >= held_until:
+                    return
+
+    async def _unexpected(self, calendar: CalendarRow, exc: Exception) -> SyncOutcome:
+        """A failure the engine does not classify (the database, a bug): an error, retried
+        after the longest backoff."""
+        code = exc.code if isinstance(exc, GoogleError) else "internal_error"
+        log.error("calendar sync crashed: calendar=%s error=%s", calendar.id, type(exc).__name__)
+        with contextlib.suppress(Exception):
+            await self._store.record_failure(
+                calendar.id, state="error", error_code=code, now=self._clock()
+            )
+        return SyncOutcome(calendar.id, "failed", error=code)
+
+    async def _settle(self, calendar: CalendarRow, outcome: SyncOutcome) -> None:
+        now = self._clock()
+        if outcome.status == "synced":
+            await self._reexpand_if_drifted(calendar.id, now)
+            released = await self._store.release_synced(
+                calendar.id,
+                self.owner,
+                now,
+                poll_interval_s=self.config.poll_interval_s,
+                safety_poll_interval_s=self.config.safety_poll_interval_s,
+            )
+        elif outcome.status == "failed":
+
+            def delay_s(state: str, attempts: int) -> float:
+                if state == "backoff":
+                    return self.config.backoff_s(attempts, self._rng(), outcome.retry_after_s)
+                return self.config.backoff_max_s
+
+            until = await self._store.release_failed(calendar.id, self.owner, now, delay_s)
+            released = until is not None
+            if until is not None:
+                log.info(
+                    "calendar sync backs off: calendar=%s error=%s until=%s",
+                    calendar.id,
+                    outcome.error,
+                    until.isoformat(),
+                )
+        else:  # inactive: never synced; the claim query skips it from now on
+            released = await self._store.release(calendar.id, self.owner, now, again=False)
+        if not released:
+            log.warning("sync lease was lost before release: calendar=%s", calendar.id)
+
+    async def _reexpand_if_drifted(self, calendar_id: str, now: datetime) -> None:
+        row = await self._store.get(calendar_id)
+        if row is None or row.horizon_start is None:
+            return
+        wanted = self.engine.config.horizon(now)
+        if abs(wanted.start - row.horizon_start) > HORIZON_DRIFT:
+            blocks = await self.engine.reexpand(calendar_id, wanted)
+            log.info("busy blocks re-expanded: calendar=%s blocks=%s", calendar_id, blocks)

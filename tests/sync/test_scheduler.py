@@ -1,0 +1,577 @@
+"""The sync scheduler against the Google emulator over real HTTP, on SQLite and PostgreSQL.
+
+A connection's first full sync starts by itself; a request (what a push notification or a
+booking makes) brings a change in; many requests make one sync, a request during a sync one
+more; polls follow the push state; inactive integrations never cost a Google call; a
+rate-limit storm backs off (reported in the integration's status) and loses no change.
+
+Most tests drive a scheduler of their own tick by tick with a fake clock (`run_once`); the
+first runs the app's background scheduler as deployed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from emulator.calendar_store import Calendar
+from gateway.apikeys import utc_now
+from gateway.connections.model import Status
+from gateway.db.schema import calendars, watch_channels
+from gateway.google.calendar import CalendarClient
+from gateway.http.appkeys import INTEGRATIONS_KEY, SYNC_NUDGE_KEY
+from gateway.http.sync_wiring import SCHEDULER_KEY
+from gateway.http.token_wiring import TOKENS_KEY
+from gateway.sync.config import SchedulerConfig
+from gateway.sync.engine import SyncEngine
+from gateway.sync.scheduler import SyncScheduler
+from gateway.sync.store import CalendarRow, SyncStore
+from tests.connections.test_integrations_api import assert_conforms
+from tests.stack import ALICE, DAVE, Stack, start_stack
+
+RATE_LIMIT_ERRORS = ("rateLimitExceeded", "userRateLimitExceeded", "backendError")
+EVERYTHING = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2028, 1, 1, tzinfo=UTC))
+
+
+class FakeClock:
+    """Wall time that moves only when told (starts at the real now: tokens are real)."""
+
+    def __init__(self) -> None:
+        self.now = utc_now()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def set(self, when: datetime) -> None:
+        self.now = max(self.now, when)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0) -> None:
+    """Wait for something the background scheduler does (a condition, not a duration)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.02)
+
+
+def event(event_id: str, start: str, end: str) -> dict[str, Any]:
+    return {"id": event_id, "start": {"dateTime": start}, "end": {"dateTime": end}}
+
+
+def blocks(*spans: tuple[str, str]) -> list[tuple[datetime, datetime]]:
+    return [(datetime.fromisoformat(s), datetime.fromisoformat(e)) for s, e in spans]
+
+
+async def get_integration(stack: Stack, integration_id: str) -> dict[str, Any]:
+    async with stack.http.get(
+        stack.url(f"/v1/integrations/{integration_id}"), headers=stack.auth()
+    ) as response:
+        assert response.status == 200, await response.text()
+        return dict(await response.json())
+
+
+def list_calls(stack: Stack, email: str, since_seq: int = 0) -> list[Any]:
+    """events.list calls the emulator answered for the user's primary calendar."""
+    return [
+        r
+        for r in stack.google.inspector.requests(endpoint="events.list", since_seq=since_seq)
+        if f"/calendars/{email}/" in r.path
+    ]
+
+
+def last_seq(stack: Stack) -> int:
+    records = stack.google.inspector.records
+    return records[-1].seq if records else 0
+
+
+@dataclass
+class Harness:
+    """A scheduler of the test's own over the stack's database, driven tick by tick."""
+
+    stack: Stack
+    clock: FakeClock
+    engine: SyncEngine
+    scheduler: SyncScheduler
+    hooks: list[Callable[[str, int], Awaitable[None]]] = field(default_factory=list)
+
+    @property
+    def store(self) -> SyncStore:
+        return self.engine.store
+
+    async def connect(self, email: str, user_id: str) -> str:
+        result = await self.stack.connect(email, user_id=user_id)
+        assert result["status"] == "connected"
+        return result["integration_id"]
+
+    async def calendar_of(self, integration_id: str) -> CalendarRow:
+        [calendar] = await self.store.calendars_of(integration_id)
+        return calendar
+
+    async def first_sync(self, email: str, user_id: str) -> tuple[str, CalendarRow]:
+        """Connect; one tick discovers the calendar and runs its first full sync."""
+        integration_id = await self.connect(email, user_id)
+        claimed = await self.scheduler.run_once()
+        calendar = await self.calendar_of(integration_id)
+        assert claimed == [calendar.id]
+        assert (await self.store.get(calendar.id)).state == "synced"  # type: ignore[union-attr]
+        return integration_id, calendar
+
+    def google(self, email: str) -> Calendar:
+        return self.stack.google.calendars.ensure_user(email)
+
+
+async def make_scheduler(
+    stack: Stack,
+    db: AsyncEngine,
+    clock: FakeClock,
+    *,
+    owner: str,
+    config: SchedulerConfig | None = None,
+    page_hook: Callable[[str, int], Awaitable[None]] | None = None,
+    engine_class: type[SyncEngine] = SyncEngine,
+    rng: Callable[[], float] | None = None,
+) -> SyncScheduler:
+    """A SyncEngine and a SyncScheduler on `db`, with the stack's token manager."""
+    client = await CalendarClient.create(stack.http, stack.settings.google_calendar_api_url)
+    engine = engine_class(
+        store=SyncStore(db),
+        client=client,
+        tokens=stack.app[TOKENS_KEY],
+        integrations=stack.app[INTEGRATIONS_KEY],
+        clock=clock,
+        page_hook=page_hook,
+    )
+    return SyncScheduler(
+        engine=engine,
+        config=config or SchedulerConfig(),
+        owner=owner,
+        clock=clock,
+        rng=rng or random.Random(5).random,
+    )
+
+
+@pytest.fixture
+async def h(stack: Stack) -> AsyncIterator[Harness]:
+    clock = FakeClock()
+    hooks: list[Callable[[str, int], Awaitable[None]]] = []
+
+    async def page_hook(kind: str, page: int) -> None:
+        for hook in list(hooks):
+            await hook(kind, page)
+
+    scheduler = await make_scheduler(
+        stack, stack.engine, clock, owner="test-a", page_hook=page_hook
+    )
+    try:
+        yield Harness(stack, clock, scheduler.engine, scheduler, hooks)
+    finally:
+        await scheduler.stop()
+
+
+# -- the app's own scheduler ----------------------------------------------------------------
+
+
+@pytest.fixture
+async def live(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """The stack with the background scheduler on, ticking often."""
+    async for running in start_stack(
+        engine, database_url, tmp_path, sync_worker=True, sync_tick_s=0.05
+    ):
+        yield running
+
+
+async def test_connect_starts_the_first_full_sync_and_a_request_brings_a_change(
+    live: Stack,
+) -> None:
+    google = live.google.calendars.ensure_user(ALICE)
+    live.google.calendars.insert_event(
+        google, event("first001", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")
+    )
+    integration_id = (await live.connect(ALICE, user_id="u-live"))["integration_id"]
+    store = SyncStore(live.engine)
+
+    async def synced() -> bool:
+        doc = await get_integration(live, integration_id)
+        return [c["state"] for c in doc["sync"]["calendars"]] == ["synced"]
+
+    await eventually(synced)
+    doc = await get_integration(live, integration_id)
+    assert_conforms(doc, "IntegrationDetail")
+    [status] = doc["sync"]["calendars"]
+    assert status["push"] == "polling" and status["backoff_until"] is None
+    assert status["last_error"] is None and status["last_success_at"] is not None
+    assert status["lag_s"] is not None and status["lag_s"] < 60
+    assert await store.busy_between(status["id"], *EVERYTHING) == blocks(
+        ("2026-12-01T10:00:00+00:00", "2026-12-01T11:00:00+00:00")
+    )
+
+    # A change at Google, then a request (as the webhook makes it) and a nudge.
+    since = last_seq(live)
+    live.google.calendars.insert_event(
+        google, event("second01", "2026-12-02T09:00:00Z", "2026-12-02T09:30:00Z")
+    )
+    assert await store.request_sync(status["id"], utc_now())
+    live.app[SYNC_NUDGE_KEY](status["id"])
+
+    async def has_second() -> bool:
+        return len(await store.busy_between(status["id"], *EVERYTHING)) == 2
+
+    await eventually(has_second)
+    [call] = list_calls(live, ALICE, since)
+    assert "syncToken" in call.query  # incremental, not a new full sync
+    assert live.app[SCHEDULER_KEY].owner
+
+
+async def test_app_without_worker_runs_no_scheduler(stack: Stack) -> None:
+    result = await stack.connect(ALICE, user_id="u-off")
+    await asyncio.sleep(0)  # would any background task have started, it could run now
+    assert SCHEDULER_KEY not in stack.app and SYNC_NUDGE_KEY not in stack.app
+    assert await SyncStore(stack.engine).calendars_of(result["integration_id"]) == []
+
+
+# -- requests, coalescing, polls --------------------------------------------------------------
+
+
+async def test_requests_coalesce_and_one_during_a_sync_makes_one_more(h: Harness) -> None:
+    _, calendar = await h.first_sync(ALICE, "u-coalesce")
+    assert await h.scheduler.run_once() == []  # nothing due: next poll in 5 minutes
+
+    since = last_seq(h.stack)
+    for _ in range(5):
+        assert await h.store.request_sync(calendar.id, h.clock())
+    assert await h.scheduler.run_once() == [calendar.id]
+    assert await h.scheduler.run_once() == []
+    assert len(list_calls(h.stack, ALICE, since)) == 1
+
+    # A notification arriving while the sync runs: exactly one more sync afterwards.
+    async def request_during(kind: str, page: int) -> None:
+        h.hooks.clear()
+        await h.store.request_sync(calendar.id, h.clock())
+
+    h.hooks.append(request_during)
+    since = last_seq(h.stack)
+    assert await h.scheduler.run_once() == []  # not due yet; the hook has not run
+    assert await h.store.request_sync(calendar.id, h.clock())
+    assert await h.scheduler.run_once() == [calendar.id]  # the hook requests again
+    assert await h.scheduler.run_once() == [calendar.id]  # ... so one more sync
+    assert await h.scheduler.run_once() == []
+    assert len(list_calls(h.stack, ALICE, since)) == 2
+
+
+async def test_polls_every_five_minutes_without_push_and_hourly_with_it(h: Harness) -> None:
+    integration_id, calendar = await h.first_sync(ALICE, "u-poll")
+    h.clock.advance(299)
+    assert await h.scheduler.run_once() == []
+    h.clock.advance(2)
+    assert await h.scheduler.run_once() == [calendar.id]  # the polling fallback
+
+    # A live watch channel (the push engineer's table): only the slow safety poll remains.
+    async with h.stack.engine.begin() as conn:
+        await conn.execute(
+            insert(watch_channels).values(
+                id="chan-test-1",
+                calendar_id=calendar.id,
+                integration_id=integration_id,
+                resource_id="res-1",
+                token_sha256=b"\0" * 32,
+                state="active",
+                expires_at=h.clock() + timedelta(days=7),
+                created_at=h.clock(),
+            )
+        )
+    h.clock.advance(301)
+    assert await h.scheduler.run_once() == [calendar.id]  # planned before the channel existed
+    doc = await get_integration(h.stack, integration_id)
+    assert doc["sync"]["calendars"][0]["push"] == "active"
+    h.clock.advance(301)
+    assert await h.scheduler.run_once() == []
+    h.clock.advance(3600 - 301)
+    assert await h.scheduler.run_once() == [calendar.id]  # the safety poll
+
+
+async def test_horizon_that_drifted_is_re_expanded(h: Harness) -> None:
+    _, calendar = await h.first_sync(ALICE, "u-drift")
+    before = (await h.store.get(calendar.id)).horizon  # type: ignore[union-attr]
+    assert before is not None
+    h.clock.advance(86400)  # one day: the horizon moved one day, not re-expanded yet
+    assert await h.scheduler.run_once() == [calendar.id]
+    assert (await h.store.get(calendar.id)).horizon == before  # type: ignore[union-attr]
+    h.clock.advance(86400)  # two days: re-expanded from the stored records
+    assert await h.scheduler.run_once() == [calendar.id]
+    after = (await h.store.get(calendar.id)).horizon  # type: ignore[union-attr]
+    assert after == h.engine.config.horizon(h.clock())
+
+
+# -- inactive integrations ------------------------------------------------------------------
+
+
+async def test_inactive_integrations_are_never_synced(h: Harness) -> None:
+    repo = h.stack.app[INTEGRATIONS_KEY]
+    # Alice was synced once, then her grant died; a request for her calendar arrives anyway.
+    alice, alice_cal = await h.first_sync(ALICE, "u-alice")
+    # Dave never got a calendar row: discovery must not call Google for him either.
+    dave = await h.connect(DAVE, "u-dave")
+    others: list[str] = []
+    for n, status in enumerate((Status.DISCONNECTING, Status.DISCONNECTED)):
+        email = f"gone{n}@example.com"
+        h.stack.google.add_user(f"30000000000000000000{n}", email)
+        others.append(await h.connect(email, f"u-gone{n}"))
+        assert await repo.set_status(others[-1], status)
+    assert await repo.set_status(alice, Status.NEEDS_REAUTH, reason="invalid_grant")
+    assert await repo.set_status(dave, Status.NEEDS_REAUTH, reason="invalid_grant")
+    assert await h.store.request_sync(alice_cal.id, h.clock())
+
+    since = last_seq(h.stack)
+    for _ in range(3):
+        assert await h.scheduler.run_once() == []
+        h.clock.advance(3600)
+    calendar_calls = [
+        r for r in h.stack.google.inspector.requests(since_seq=since) if "/calendar/v3/" in r.path
+    ]
+    assert calendar_calls == []
+    for integration_id in (dave, *others):
+        assert await h.store.calendars_of(integration_id) == []
+    # Back to active (the user connected again): the waiting request is served.
+    assert await repo.set_status(alice, Status.ACTIVE)
+    assert await h.scheduler.run_once() == [alice_cal.id]
+
+
+# -- rate-limit storms ------------------------------------------------------------------------
+
+
+async def test_rate_limit_storm_backs_off_reports_and_loses_no_change(h: Harness) -> None:
+    google = h.google(ALICE)
+    store = h.stack.google.calendars
+    for i in range(6):
+        store.insert_event(
+            google,
+            event(f"keep{i:04d}", f"2026-12-0{i + 1}T10:00:00Z", f"2026-12-0{i + 1}T11:00:00Z"),
+        )
+    integration_id, calendar = await h.first_sync(ALICE, "u-storm")
+    assert len(await h.store.busy_between(calendar.id, *EVERYTHING)) == 6
+
+    # The storm: every events.list of Alice's answers 429, then 403 rateLimitExceeded, then
+    # 403 userRateLimitExceeded, then 503, four times each; changes keep happening meanwhile.
+    for status, reason in (
+        (429, "rateLimitExceeded"),
+        (403, "rateLimitExceeded"),
+        (403, "userRateLimitExceeded"),
+        (503, None),
+    ):
+        h.stack.google.inject_fault(
+            status=status, reason=reason, times=4, user=ALICE, endpoint="events.list"
+        )
+    changes = iter(
+        [
+            lambda: store.insert_event(
+                google, event("added001", "2026-12-10T08:00:00Z", "2026-12-10T09:00:00Z")
+            ),
+            lambda: store.patch_event(
+                google, "keep0001", {"end": {"dateTime": "2026-12-02T12:30:00Z"}}
+            ),
+            lambda: store.delete_event(google, "keep0002"),
+            lambda: store.patch_event(google, "keep0003", {"transparency": "transparent"}),
+        ]
+    )
+    backoffs: list[float] = []
+    since = last_seq(h.stack)
+    for attempt in range(1, 17):
+        change = next(changes, None)
+        if change is not None:
+            change()
+        assert await h.store.request_sync(calendar.id, h.clock())
+        assert await h.scheduler.run_once() == [calendar.id]
+        [status] = (await get_integration(h.stack, integration_id))["sync"]["calendars"]
+        assert status["state"] == "backoff"
+        assert status["last_error"] in (
+            "rateLimitExceeded",
+            "userRateLimitExceeded",
+            "backendError",
+        )
+        until = datetime.fromisoformat(status["backoff_until"])
+        wait_s = (until - h.clock()).total_seconds()
+        # Truncated exponential backoff with full jitter: below base * 2**(n-1), capped.
+        assert 0 <= wait_s <= min(900, 2.0 * 2 ** (attempt - 1)) + 0.001
+        backoffs.append(wait_s)
+        # Requests do not break the backoff: nothing is claimed before it ends.
+        if wait_s > 0.001:
+            h.clock.advance(wait_s / 2)
+            assert await h.store.request_sync(calendar.id, h.clock())
+            assert await h.scheduler.run_once() == []
+        h.clock.set(until)
+    assert max(backoffs) > 8  # it really grew
+    assert len(list_calls(h.stack, ALICE, since)) == 16
+
+    # The storm is over: the next sync succeeds and every change is in.
+    assert await h.scheduler.run_once() == [calendar.id]
+    [status] = (await get_integration(h.stack, integration_id))["sync"]["calendars"]
+    assert status["state"] == "synced" and status["backoff_until"] is None
+    assert status["last_error"] is None
+    merged = await h.store.busy_between(calendar.id, *EVERYTHING)
+    assert merged == blocks(
+        ("2026-12-01T10:00:00+00:00", "2026-12-01T11:00:00+00:00"),
+        ("2026-12-02T10:00:00+00:00", "2026-12-02T12:30:00+00:00"),
+        ("2026-12-05T10:00:00+00:00", "2026-12-05T11:00:00+00:00"),
+        ("2026-12-06T10:00:00+00:00", "2026-12-06T11:00:00+00:00"),
+        ("2026-12-10T08:00:00+00:00", "2026-12-10T09:00:00+00:00"),
+    )
+    # Google's truth, from scratch: a forced full resync builds exactly the same copy.
+    store.invalidate_sync_tokens(ALICE)
+    assert await h.store.request_sync(calendar.id, h.clock())
+    assert await h.scheduler.run_once() == [calendar.id]
+    rebuilt = await h.store.get(calendar.id)
+    assert rebuilt is not None and rebuilt.active_generation == 2
+    assert await h.store.busy_between(calendar.id, *EVERYTHING) == merged
+
+
+async def test_a_non_transient_error_waits_the_longest_backoff(h: Harness) -> None:
+    integration_id, calendar = await h.first_sync(ALICE, "u-errors")
+    # Google answers 404 for the calendar (gone at Google): no reason to hammer it.
+    async with h.stack.engine.begin() as conn:
+        await conn.execute(
+            update(calendars)
+            .where(calendars.c.id == calendar.id)
+            .values(google_calendar_id="nobody@example.com")
+        )
+    assert await h.store.request_sync(calendar.id, h.clock())
+    assert await h.scheduler.run_once() == [calendar.id]
+    [status] = (await get_integration(h.stack, integration_id))["sync"]["calendars"]
+    assert status["state"] == "error" and status["last_error"] == "notFound"
+    until = datetime.fromisoformat(status["backoff_until"])
+    assert until - h.clock() == timedelta(seconds=900)
+    assert status["lag_s"] == 0  # the old copy is still the last good one, just made
+    h.clock.advance(899)
+    assert await h.scheduler.run_once() == []
+    async with h.stack.engine.begin() as conn:
+        await conn.execute(
+            update(calendars).where(calendars.c.id == calendar.id).values(google_calendar_id=ALICE)
+        )
+    h.clock.advance(1)
+    assert await h.scheduler.run_once() == [calendar.id]
+    [status] = (await get_integration(h.stack, integration_id))["sync"]["calendars"]
+    assert status["state"] == "synced" and status["backoff_until"] is None
+
+
+def test_backoff_is_truncated_exponential_with_full_jitter_and_honours_retry_after() -> None:
+    config = SchedulerConfig(backoff_base_s=2, backoff_max_s=900)
+    assert [config.backoff_s(n, 0.999999) for n in (1, 2, 3, 4)] == pytest.approx(
+        [2, 4, 8, 16], rel=1e-5
+    )
+    assert config.backoff_s(20, 0.5) == 450  # capped, then jittered
+    assert config.backoff_s(1, 0.0) == 0  # full jitter reaches down to zero...
+    assert config.backoff_s(1, 0.0, retry_after_s=30) == 30  # ...but never below Retry-After
+    assert config.backoff_s(1, 0.0, retry_after_s=10**6) == 900  # a silly one is capped
+
+
+# -- leases -----------------------------------------------------------------------------------
+
+
+async def test_a_sync_whose_lease_was_lost_is_abandoned(stack: Stack) -> None:
+    """A process stalled past its lease (another took the calendar) must not write on."""
+    clock = FakeClock()
+    stalled = asyncio.Event()
+
+    async def stall(kind: str, page: int) -> None:
+        # Someone else holds the calendar now (as after this process stalled past the lease).
+        async with stack.engine.begin() as conn:
+            await conn.execute(update(calendars).values(lease_owner="thief"))
+        stalled.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    scheduler = await make_scheduler(
+        stack,
+        stack.engine,
+        clock,
+        owner="stalls",
+        config=SchedulerConfig(lease_s=0.3),
+        page_hook=stall,
+    )
+    integration_id = (await stack.connect(ALICE, user_id="u-stall"))["integration_id"]
+    [calendar_id] = await scheduler.tick()
+    await asyncio.wait_for(stalled.wait(), 10)
+    # The heartbeat finds the lease gone and cancels the sync (else this waits forever).
+    await asyncio.wait_for(scheduler.drain(), 10)
+    row = await scheduler.engine.store.get(calendar_id)
+    assert row is not None and row.active_generation is None and row.state == "initial"
+    async with stack.engine.connect() as conn:
+        owner = (
+            await conn.execute(select(calendars.c.lease_owner).where(calendars.c.id == calendar_id))
+        ).scalar()
+    assert owner == "thief"  # not released by the loser
+    assert (await scheduler.engine.store.calendars_of(integration_id))[0].id == calendar_id
+
+
+async def test_stop_hands_running_calendars_back(stack: Stack) -> None:
+    clock = FakeClock()
+    started = asyncio.Event()
+
+    async def block(kind: str, page: int) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    scheduler = await make_scheduler(stack, stack.engine, clock, owner="leaving", page_hook=block)
+    await stack.connect(ALICE, user_id="u-stop")
+    [calendar_id] = await scheduler.tick()
+    await asyncio.wait_for(started.wait(), 10)
+    await scheduler.stop(grace_s=0)
+    async with stack.engine.connect() as conn:
+        row = (
+            (await conn.execute(select(calendars).where(calendars.c.id == calendar_id)))
+            .mappings()
+            .one()
+        )
+    assert row["lease_owner"] is None and row["lease_until"] is None
+    assert row["sync_requested_at"] is not None  # the next process syncs it at once
+    other = await make_scheduler(stack, stack.engine, clock, owner="next")
+    assert await other.run_once() == [calendar_id]
+
+
+# -- concurrency caps -------------------------------------------------------------------------
+
+
+async def test_global_cap_and_one_sync_per_google_account(stack: Stack) -> None:
+    clock = FakeClock()
+    scheduler = await make_scheduler(
+        stack, stack.engine, clock, owner="capped", config=SchedulerConfig(concurrency=3)
+    )
+    store = scheduler.engine.store
+    emails = [f"cap{n}@example.com" for n in range(4)]
+    integration_ids = []
+    for n, email in enumerate(emails):
+        stack.google.add_user(f"50000000000000000000{n}", email)
+        integration_ids.append((await stack.connect(email, user_id=f"u-cap{n}"))["integration_id"])
+    # The first account has a second calendar: its two syncs share one quota.
+    second = stack.google.calendars.add_calendar(emails[0], "Team", "UTC")
+    [first] = await scheduler.engine.ensure_calendars(integration_ids[0])
+    extra = await store.ensure_calendar(
+        new_id="cal_" + "e" * 24,
+        integration_id=integration_ids[0],
+        tenant_id="acme",
+        google_calendar_id=second.id,
+        time_zone="UTC",
+        now=clock(),
+    )
+    # Requested calendars go first: both of the first account's are the top candidates.
+    for calendar_id in (first.id, extra.id):
+        assert await store.request_sync(calendar_id, clock())
+
+    claimed = await scheduler.tick()  # 5 calendars due (3 discovered now), 3 slots
+    assert len(claimed) == 3 and len(set(claimed) & {first.id, extra.id}) == 1
+    assert await scheduler.tick() == []  # every slot busy
+    await scheduler.drain()
+    assert len(await scheduler.run_once()) == 2  # the rest, the first account's other one too
+    for integration_id in integration_ids:
+        for row in await store.calendars_of(integration_id):
+            assert row.state == "synced"
