@@ -19,7 +19,13 @@ from gateway.audit import AuditLog
 from gateway.connections.repository import IntegrationRepository
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated
-from gateway.http import connect_routes, disconnect_routes, sync_wiring, token_wiring
+from gateway.http import (
+    availability_routes,
+    connect_routes,
+    disconnect_routes,
+    sync_wiring,
+    token_wiring,
+)
 from gateway.http.appkeys import (
     APIKEYS_KEY,
     AUDIT_KEY,
@@ -88,7 +94,13 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
 
     app.cleanup_ctx.extend([storage_ctx, vault_ctx, http_ctx])
     # Each feature adds its services (as cleanup contexts, after the ones above) and routes.
-    for feature in (token_wiring, connect_routes, disconnect_routes, sync_wiring):
+    for feature in (
+        token_wiring,
+        connect_routes,
+        disconnect_routes,
+        sync_wiring,
+        availability_routes,
+    ):
         feature.setup(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/openapi.json", openapi)
