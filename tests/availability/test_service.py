@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import insert, update
 
 from gateway.apikeys import utc_now
 from gateway.availability.intervals import Interval
@@ -22,6 +23,7 @@ from gateway.availability.service import (
 from gateway.availability.slots import SlotQuery
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import Integration
+from gateway.db.schema import calendars, watch_channels
 from gateway.errors import InvalidInput
 from gateway.google.calendar import CalendarClient
 from gateway.http.appkeys import INTEGRATIONS_KEY
@@ -69,6 +71,47 @@ async def test_the_clock_decides_when_the_copy_is_too_old(stack: Stack) -> None:
     assert live.source == "google" and live.complete
     assert live.busy == [Interval(at(d, "10:00"), at(d, "11:00"))]
     assert live.as_of == synced_at + timedelta(minutes=20)
+
+
+async def test_a_live_push_channel_keeps_the_copy_current_until_a_change_is_pending(
+    stack: Stack,
+) -> None:
+    alice = await integration(stack, await connect(stack, ALICE))
+    [calendar_id] = await sync(stack, alice.id)
+    synced_at = utc_now()
+    two_hours_later = synced_at + timedelta(hours=2)
+    async with stack.engine.begin() as conn:
+        await conn.execute(
+            insert(watch_channels).values(
+                id="chan-avail-1",
+                calendar_id=calendar_id,
+                integration_id=alice.id,
+                resource_id="res-1",
+                token_sha256=bytes(32),
+                state="active",
+                expires_at=synced_at + timedelta(days=7),
+                created_at=synced_at,
+            )
+        )
+    d = day(7)
+    event(stack, ALICE, at(d, "10:00"), at(d, "11:00"))  # Google would now notify us
+    window = Interval(at(d, "09:00"), at(d, "12:00"))
+    later = await service(stack, clock=lambda: two_hours_later)
+
+    # No notification waiting: the copy is as good as now, however old the last sync.
+    pushed = await later.freebusy(alice, window, max_staleness=timedelta(minutes=10))
+    assert (pushed.source, pushed.as_of, pushed.busy) == ("cache", two_hours_later, [])
+
+    # The notification arrived but its sync has not run: the copy is as old as its last sync.
+    async with stack.engine.begin() as conn:
+        await conn.execute(
+            update(calendars)
+            .where(calendars.c.id == calendar_id)
+            .values(sync_requested_at=two_hours_later)
+        )
+    pending = await later.freebusy(alice, window, max_staleness=timedelta(minutes=10))
+    assert pending.source == "google"
+    assert pending.busy == [Interval(at(d, "10:00"), at(d, "11:00"))]
 
 
 async def test_min_notice_is_counted_from_the_injected_clock(stack: Stack) -> None:
