@@ -20,6 +20,7 @@ from gateway.connections.repository import IntegrationRepository
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated
 from gateway.http import (
+    availability_routes,
     connect_routes,
     disconnect_routes,
     health_routes,
@@ -109,6 +110,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         connect_routes,
         disconnect_routes,
         sync_wiring,
+        availability_routes,
         mcp_routes,
     ):
         feature.setup(app)

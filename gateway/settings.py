@@ -146,6 +146,16 @@ class Settings(BaseSettings):
         default=False, validation_alias=AliasChoices("GATEWAY_STORE_EVENT_DETAILS")
     )
 
+    freebusy_max_staleness_s: int = Field(
+        default=600,
+        ge=0,
+        le=86_400,
+        validation_alias=AliasChoices("GATEWAY_FREEBUSY_MAX_STALENESS_S"),
+    )
+    freebusy_concurrency: int = Field(
+        default=8, ge=1, le=64, validation_alias=AliasChoices("GATEWAY_FREEBUSY_CONCURRENCY")
+    )
+
     google_client_id: str | None = Field(
         default=None, validation_alias=AliasChoices("GOOGLE_CLIENT_ID")
     )

@@ -2,8 +2,9 @@
 
 ProblemError (gateway.errors)
 └── IntegrationInactive   409: the integration is not active (needs_reauth, disconnecting,
-                          disconnected); Google is not called for it. `extra["status"]`
-                          says which state, so the agent can ask the user to reconnect.
+                          disconnected); Google is not called for it.
+                          `extra["integration_status"]` says which state, so the
+                          agent can ask the user to reconnect.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ class IntegrationInactive(ProblemError):
     title = "Conflict"
 
     def __init__(self, integration_status: Status, *, reason: str | None = None) -> None:
-        extra: dict[str, object] = {"status": integration_status.value}
+        # `status` is the problem's HTTP status in the rendered body (problem+json keeps its
+        # own members), so the integration's state travels as `integration_status`.
+        extra: dict[str, object] = {
+            "status": integration_status.value,
+            "integration_status": integration_status.value,
+        }
         if reason is not None:
             extra["reauth_reason"] = reason
         message = (

@@ -217,7 +217,11 @@ async def test_invalid_grant_means_needs_reauth_audit_hook_and_no_more_google(en
     with pytest.raises(IntegrationInactive) as caught:
         await env.tokens.access_token(INTEGRATION_ID, request_id="req-42")
     assert caught.value.status == 409 and caught.value.code == "integration_inactive"
-    assert caught.value.extra == {"status": "needs_reauth", "reauth_reason": "invalid_grant"}
+    assert caught.value.extra == {
+        "status": "needs_reauth",
+        "integration_status": "needs_reauth",
+        "reauth_reason": "invalid_grant",
+    }
 
     integration = await env.integration()
     assert integration.status is Status.NEEDS_REAUTH
@@ -365,7 +369,7 @@ async def test_unknown_and_inactive_integrations(env: Env) -> None:
     assert await env.services.repo.set_status(INTEGRATION_ID, Status.DISCONNECTING)
     with pytest.raises(IntegrationInactive) as caught:
         await env.tokens.access_token(INTEGRATION_ID)
-    assert caught.value.extra == {"status": "disconnecting"}
+    assert caught.value.extra == {"status": "disconnecting", "integration_status": "disconnecting"}
     assert env.refresh_calls() == 0
 
 

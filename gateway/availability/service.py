@@ -1,0 +1,362 @@
+"""Availability answers for the agent: free/busy per integration and slots across several.
+
+    service = AvailabilityService(sync=sync_engine, client=calendar_client, tokens=token_manager)
+    answer = await service.freebusy(integration, window, max_staleness=timedelta(minutes=10))
+    answers = await service.freebusy_each(integrations, window, max_staleness=...)
+    found = await service.slots(integrations, slot_query, max_staleness=...)
+
+No HTTP here: the routes (gateway.http.availability_routes) parse and render, and MCP tools can
+call the same methods. Integrations are looked up (tenant, 404) by the caller.
+
+Where an answer comes from, per calendar of the integration (our `cal_...` ids):
+
+* the local copy (`source` cache) when it is complete, covers the window (the sync horizon) and
+  is at most `max_staleness` old (`SyncStore.freshness`: a live push channel makes it current);
+* otherwise Google's freeBusy, asked live for those calendars (`source` google);
+* if Google fails, a copy that covers the window is answered as `stale` with its `as_of`; a
+  calendar with no usable copy is `error` and contributes no busy time. If no calendar can be
+  answered at all, the Google failure itself is raised (the route makes it a 503 with
+  Retry-After for rate limiting): unknown time is never presented as free.
+
+`complete` is true only when every calendar is `fresh`. For slots, a person whose answer is not
+complete has the whole window treated as unknown (busy): a stale copy may miss the meeting that
+was booked a minute ago, and offering that time is how double bookings happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from gateway.apikeys import utc_now
+from gateway.availability.intervals import Interval, clip, merge
+from gateway.availability.slots import Person, SlotAnswer, SlotQuery, find_slots
+from gateway.connections.errors import IntegrationInactive
+from gateway.connections.model import Integration
+from gateway.errors import GatewayError, InvalidInput
+from gateway.google.calendar import CalendarClient
+from gateway.google.errors import (
+    GoogleError,
+    GoogleNotFound,
+    RateLimited,
+    TransientGoogleError,
+    UnexpectedGoogleResponse,
+)
+from gateway.sync.engine import ManagedTokenSource, SyncEngine, TokenKeeper
+from gateway.sync.store import CalendarFreshness, CalendarRow
+
+log = logging.getLogger(__name__)
+
+Source = Literal["cache", "google"]
+CalendarState = Literal["fresh", "stale", "error"]
+
+# Google's freeBusy refuses ranges beyond about three months; two months keeps a margin for
+# the buffers slots add around the window and bounds the work of one call.
+MAX_WINDOW = timedelta(days=62)
+# A day: older than that, an answer from the cache is not worth calling availability.
+MAX_STALENESS = timedelta(days=1)
+# Integrations in one call (POST /v1/freebusy, POST /v1/slots).
+MAX_INTEGRATIONS = 50
+
+
+@dataclass(frozen=True)
+class CalendarStatus:
+    """How one calendar of the answer was known.
+
+    state   fresh: current within the caller's max staleness (cache or Google);
+            stale: Google could not be asked, this is the local copy as of `as_of`;
+            error: nothing trustworthy is known (no copy covering the window, Google failed)
+    source  where its busy time came from (None for error)
+    error   why it is stale or unknown: rate_limited, google_unavailable, not_found,
+            google_error
+    """
+
+    calendar_id: str
+    state: CalendarState
+    as_of: datetime | None
+    source: Source | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FreeBusy:
+    """The busy time of one integration in `window` (merged, sorted, clipped, UTC)."""
+
+    integration_id: str
+    window: Interval
+    busy: list[Interval]
+    calendars: list[CalendarStatus]
+
+    @property
+    def complete(self) -> bool:
+        """Every calendar is fresh (and there is at least one)."""
+        return bool(self.calendars) and all(c.state == "fresh" for c in self.calendars)
+
+    @property
+    def source(self) -> Source:
+        """google if any calendar was asked live, else cache."""
+        return "google" if any(c.source == "google" for c in self.calendars) else "cache"
+
+    @property
+    def as_of(self) -> datetime | None:
+        """The oldest `as_of` among the calendars that contributed busy time."""
+        known = [c.as_of for c in self.calendars if c.as_of is not None and c.state != "error"]
+        return min(known) if known else None
+
+
+@dataclass(frozen=True)
+class SlotsResult:
+    """Slots, and per integration what its availability was (a FreeBusy, or the Google
+    failure that left it unknown)."""
+
+    answer: SlotAnswer
+    availability: dict[str, FreeBusy | GoogleError]
+
+
+def parse_window(time_min: datetime, time_max: datetime) -> Interval:
+    """The window [time_min, time_max) in UTC, or 422 naming the field: both aware, min before
+    max, at most MAX_WINDOW long."""
+    for name, value in (("time_min", time_min), ("time_max", time_max)):
+        if value.tzinfo is None:
+            raise _invalid(name, "must have an offset")
+    if time_max <= time_min:
+        raise _invalid("time_max", "must be after time_min")
+    if time_max - time_min > MAX_WINDOW:
+        raise _invalid("time_max", f"the window may span at most {MAX_WINDOW.days} days")
+    return Interval(time_min, time_max)
+
+
+def parse_staleness(max_staleness_s: int | None, default: timedelta) -> timedelta:
+    """`max_staleness_s` as a timedelta (default when None); 422 outside 0..MAX_STALENESS."""
+    if max_staleness_s is None:
+        return default
+    if not 0 <= max_staleness_s <= MAX_STALENESS.total_seconds():
+        raise _invalid(
+            "max_staleness_s", f"must be between 0 and {int(MAX_STALENESS.total_seconds())}"
+        )
+    return timedelta(seconds=max_staleness_s)
+
+
+def _invalid(field: str, message: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {message}", code="invalid_field", extra={"field": field})
+
+
+def _failure_code(exc: GoogleError) -> str:
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
+    if isinstance(exc, TransientGoogleError):
+        return "google_unavailable"
+    if isinstance(exc, GoogleNotFound):
+        return "not_found"
+    return "google_error"
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC, `Z`-suffixed: the one spelling of instants in availability answers."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _covers(row: CalendarRow, window: Interval) -> bool:
+    horizon = row.horizon
+    return horizon is not None and horizon.start <= window.start and window.end <= horizon.end
+
+
+def _google_busy(entry: Any, window: Interval) -> list[Interval]:
+    """The busy list of one calendar of Google's freeBusy answer; UnexpectedGoogleResponse if
+    it is not one."""
+    try:
+        found = [
+            Interval(datetime.fromisoformat(b["start"]), datetime.fromisoformat(b["end"]))
+            for b in entry["busy"]
+        ]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UnexpectedGoogleResponse("Google freeBusy answered an unreadable busy list") from exc
+    return clip(found, window)
+
+
+class AvailabilityService:
+    """Free/busy and slots over the sync engine's copy, with Google's freeBusy as the live
+    fallback (see the module doc)."""
+
+    def __init__(
+        self,
+        *,
+        sync: SyncEngine,
+        client: CalendarClient,
+        tokens: TokenKeeper,
+        clock: Callable[[], datetime] = utc_now,
+        concurrency: int = 8,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._sync = sync
+        self._store = sync.store
+        self._client = client
+        self._tokens = tokens
+        self._clock = clock
+        self._concurrency = concurrency
+
+    def __repr__(self) -> str:
+        return f"AvailabilityService(concurrency={self._concurrency})"
+
+    # -- one integration ----------------------------------------------------------------------
+
+    async def freebusy(
+        self, integration: Integration, window: Interval, *, max_staleness: timedelta
+    ) -> FreeBusy:
+        """Busy time of `integration` in `window`, from the cache when fresh enough, else
+        from Google. Raises IntegrationInactive for an integration that may not be used, and
+        the GoogleError when no calendar could be answered at all."""
+        if not integration.usable:
+            raise IntegrationInactive(integration.status, reason=integration.reauth_reason)
+        rows = await self._store.calendars_of(integration.id)
+        if not rows:
+            # Never synced in any process yet: learn its calendars (one Google call); the
+            # scheduler syncs them from then on.
+            rows = await self._sync.ensure_calendars(integration.id)
+        now = self._clock()
+        freshness = {
+            f.calendar_id: f
+            for f in (await self._store.freshness([integration.id], now))[integration.id]
+        }
+        statuses: dict[str, CalendarStatus] = {}
+        busy: list[Interval] = []
+        live: list[CalendarRow] = []
+        for row in rows:
+            as_of = self._as_of(freshness.get(row.id))
+            if as_of is not None and _covers(row, window) and now - as_of <= max_staleness:
+                busy.extend(await self._cached(row, window))
+                statuses[row.id] = CalendarStatus(row.id, "fresh", as_of, "cache")
+            else:
+                live.append(row)
+        failure: GoogleError | None = None
+        if live:
+            failure = await self._ask_google(integration, live, window, busy, statuses, freshness)
+        ordered = [statuses[row.id] for row in rows]
+        if failure is not None and all(s.state == "error" for s in ordered):
+            raise failure
+        return FreeBusy(integration.id, window, merge(busy), ordered)
+
+    @staticmethod
+    def _as_of(freshness: CalendarFreshness | None) -> datetime | None:
+        return freshness.as_of if freshness is not None else None
+
+    async def _cached(self, row: CalendarRow, window: Interval) -> list[Interval]:
+        blocks = await self._store.busy_between(row.id, window.start, window.end)
+        return clip((Interval(s, e) for s, e in blocks), window)
+
+    async def _ask_google(
+        self,
+        integration: Integration,
+        rows: list[CalendarRow],
+        window: Interval,
+        busy: list[Interval],
+        statuses: dict[str, CalendarStatus],
+        freshness: dict[str, CalendarFreshness],
+    ) -> GoogleError | None:
+        """Fill `busy` and `statuses` for `rows` from Google's freeBusy, falling back to stale
+        copies; returns the failure of the call, if it failed as a whole."""
+        try:
+            answer = await self._client.freebusy(
+                ManagedTokenSource(self._tokens, integration.id),
+                integration.id,
+                time_min=rfc3339(window.start),
+                time_max=rfc3339(window.end),
+                calendar_ids=[row.google_calendar_id for row in rows],
+            )
+        except GoogleError as exc:
+            log.warning(
+                "live freebusy failed: integration=%s error=%s", integration.id, _failure_code(exc)
+            )
+            for row in rows:
+                await self._fall_back(row, window, busy, statuses, freshness, _failure_code(exc))
+            return exc
+        asked_at = self._clock()
+        calendars = answer.get("calendars")
+        for row in rows:
+            entry = calendars.get(row.google_calendar_id) if isinstance(calendars, dict) else None
+            errors = entry.get("errors") if isinstance(entry, dict) else None
+            try:
+                if entry is None or errors:
+                    first = errors[0] if isinstance(errors, list) else None
+                    reason = str(first.get("reason")) if isinstance(first, dict) else None
+                    raise GoogleNotFound(
+                        "freeBusy did not answer for this calendar", google_error=reason
+                    )
+                busy.extend(_google_busy(entry, window))
+                statuses[row.id] = CalendarStatus(row.id, "fresh", asked_at, "google")
+            except GoogleError as exc:
+                await self._fall_back(row, window, busy, statuses, freshness, _failure_code(exc))
+        return None
+
+    async def _fall_back(
+        self,
+        row: CalendarRow,
+        window: Interval,
+        busy: list[Interval],
+        statuses: dict[str, CalendarStatus],
+        freshness: dict[str, CalendarFreshness],
+        error: str,
+    ) -> None:
+        """The stale copy when it covers the window, else an unknown calendar."""
+        as_of = self._as_of(freshness.get(row.id))
+        if as_of is not None and _covers(row, window):
+            busy.extend(await self._cached(row, window))
+            statuses[row.id] = CalendarStatus(row.id, "stale", as_of, "cache", error)
+        else:
+            statuses[row.id] = CalendarStatus(row.id, "error", None, None, error)
+
+    # -- several integrations -----------------------------------------------------------------
+
+    async def freebusy_each(
+        self, integrations: Sequence[Integration], window: Interval, *, max_staleness: timedelta
+    ) -> list[FreeBusy | GatewayError]:
+        """`freebusy` of each integration, at most `concurrency` at a time, in the given order;
+        a failure of one (inactive, Google) is its entry instead of failing the rest."""
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def one(integration: Integration) -> FreeBusy | GatewayError:
+            async with gate:
+                try:
+                    return await self.freebusy(integration, window, max_staleness=max_staleness)
+                except GatewayError as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(one(i) for i in integrations)))
+
+    async def slots(
+        self,
+        integrations: Sequence[Integration],
+        query: SlotQuery,
+        *,
+        max_staleness: timedelta,
+    ) -> SlotsResult:
+        """Slots for `integrations` (each a Person of `find_slots`). An integration that Google
+        could not answer for, or whose answer is not complete, is unknown over the whole
+        window: never offered as free, and the answer says `complete=False`. Raises the
+        Google failure when no integration could be answered at all, and IntegrationInactive
+        for one that may not be used."""
+        if not integrations:
+            raise ValueError("at least one integration is needed")
+        # Busy time just outside the window still counts against a slot's buffers.
+        fetch = query.window.widened(query.buffer)
+        results = await self.freebusy_each(integrations, fetch, max_staleness=max_staleness)
+        people: list[Person] = []
+        availability: dict[str, FreeBusy | GoogleError] = {}
+        for integration, result in zip(integrations, results, strict=True):
+            if isinstance(result, FreeBusy):
+                unknown = [] if result.complete else [fetch]
+                people.append(Person(integration.id, result.busy, unknown))
+            elif isinstance(result, GoogleError):
+                people.append(Person(integration.id, (), [fetch]))
+            else:
+                raise result
+            availability[integration.id] = result
+        failures = [r for r in results if isinstance(r, GoogleError)]
+        if len(failures) == len(results):
+            raise failures[0]
+        return SlotsResult(find_slots(query, people, self._clock()), availability)

@@ -1,0 +1,325 @@
+"""HTTP routes of availability: free/busy and slots (the agent's read side of issue 6).
+
+    GET  /v1/integrations/{integration_id}/freebusy   calendar:read   one integration
+    POST /v1/freebusy                                 calendar:read   several, one result each
+    POST /v1/slots                                    calendar:read   meeting slots, all/any
+
+Handlers parse (gateway.http.validation), call AvailabilityService (gateway.availability.service,
+which owns cache-or-Google and the honesty rules) and render. Another tenant's integration is
+404; an integration that is not active is 409 integration_inactive (per item in the batch);
+a Google failure with no honest answer left is lookup.google_problem (503 + Retry-After when
+rate limited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from pydantic import Field
+
+from gateway.availability.intervals import Interval
+from gateway.availability.service import (
+    MAX_INTEGRATIONS,
+    AvailabilityService,
+    FreeBusy,
+    parse_staleness,
+    parse_window,
+    rfc3339,
+)
+from gateway.availability.slots import SlotQuery, WorkingHours
+from gateway.connections.model import Integration
+from gateway.errors import GatewayError, InvalidInput, ProblemError
+from gateway.google.calendar import CalendarClient
+from gateway.google.errors import GoogleError
+from gateway.http.appkeys import HTTP_KEY, SETTINGS_KEY
+from gateway.http.auth import requires_scope
+from gateway.http.lookup import google_problem, integration_by_id, require_usable
+from gateway.http.problems import PROBLEM_TYPE_BASE
+from gateway.http.sync_wiring import SYNC_KEY
+from gateway.http.token_wiring import TOKENS_KEY
+from gateway.http.validation import Rfc3339, StrictBody, parse_query, read_json
+
+AVAILABILITY_KEY = web.AppKey("availability", AvailabilityService)
+
+IntegrationId = Annotated[str, Field(min_length=1, max_length=64)]
+IntegrationIds = Annotated[list[IntegrationId], Field(min_length=1, max_length=MAX_INTEGRATIONS)]
+StalenessS = Annotated[int, Field(ge=0, le=86_400)]
+
+
+class FreeBusyQuery(StrictBody):
+    time_min: Rfc3339
+    time_max: Rfc3339
+    max_staleness_s: StalenessS | None = None
+
+
+class FreeBusyBatch(StrictBody):
+    integration_ids: IntegrationIds
+    time_min: Rfc3339
+    time_max: Rfc3339
+    max_staleness_s: StalenessS | None = None
+
+
+class SlotsRequest(StrictBody):
+    integration_ids: IntegrationIds
+    mode: Literal["all", "any"]
+    duration_minutes: int = Field(ge=5, le=24 * 60)
+    time_min: Rfc3339
+    time_max: Rfc3339
+    time_zone: str = Field(min_length=1, max_length=64)
+    working_hours: dict[str, list[list[str]]] | None = None
+    buffer_minutes: int = Field(default=0, ge=0, le=12 * 60)
+    granularity_minutes: int = Field(default=15, ge=5, le=24 * 60)
+    min_notice_minutes: int = Field(default=0, ge=0, le=30 * 24 * 60)
+    limit: int = Field(default=100, ge=1, le=1000)
+    max_staleness_s: StalenessS | None = None
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+
+def _intervals(intervals: Sequence[Interval]) -> list[dict[str, str]]:
+    return [{"start": rfc3339(i.start), "end": rfc3339(i.end)} for i in intervals]
+
+
+def _ts(value: Any) -> str | None:
+    return rfc3339(value) if value is not None else None
+
+
+def render_freebusy(answer: FreeBusy) -> dict[str, Any]:
+    calendars: dict[str, Any] = {}
+    for c in answer.calendars:
+        entry: dict[str, Any] = {"state": c.state, "as_of": _ts(c.as_of), "source": c.source}
+        if c.error is not None:
+            entry["error"] = c.error
+        calendars[c.calendar_id] = entry
+    return {
+        "integration_id": answer.integration_id,
+        "time_min": rfc3339(answer.window.start),
+        "time_max": rfc3339(answer.window.end),
+        "busy": _intervals(answer.busy),
+        "as_of": _ts(answer.as_of),
+        "source": answer.source,
+        "complete": answer.complete,
+        "calendars": calendars,
+    }
+
+
+def _as_problem(exc: GatewayError) -> ProblemError:
+    if isinstance(exc, ProblemError):
+        return exc
+    if isinstance(exc, GoogleError):
+        return google_problem(exc)
+    return ProblemError("the gateway could not answer for this integration", code=exc.code)
+
+
+def render_problem(exc: ProblemError) -> dict[str, Any]:
+    """The problem+json body (gateway.http.problems) of `exc`, for one item of a batch."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + exc.code,
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.message,
+        "code": exc.code,
+    }
+    body.update({k: v for k, v in exc.extra.items() if k not in body})
+    return body
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+def _service(request: web.Request) -> AvailabilityService:
+    service = request.app.get(AVAILABILITY_KEY)
+    if service is None:
+        raise ProblemError(
+            "no Google OAuth client is configured on this gateway",
+            code="google_not_configured",
+            status=503,
+            title="Service Unavailable",
+        )
+    return service
+
+
+def _staleness(request: web.Request, max_staleness_s: int | None) -> timedelta:
+    default = timedelta(seconds=request.app[SETTINGS_KEY].freebusy_max_staleness_s)
+    return parse_staleness(max_staleness_s, default)
+
+
+def _unique(ids: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for n, value in enumerate(ids):
+        if value in seen:
+            raise InvalidInput(
+                f"integration_ids[{n}]: given more than once",
+                code="invalid_field",
+                extra={"field": f"integration_ids[{n}]"},
+            )
+        seen.add(value)
+
+
+@requires_scope("calendar:read")
+async def get_freebusy(request: web.Request) -> web.Response:
+    """Busy time of one integration, with how fresh it is."""
+    query = parse_query(request.query, FreeBusyQuery)
+    window = parse_window(query.time_min, query.time_max)
+    staleness = _staleness(request, query.max_staleness_s)
+    integration = require_usable(
+        await integration_by_id(request, request.match_info["integration_id"])
+    )
+    service = _service(request)
+    try:
+        answer = await service.freebusy(integration, window, max_staleness=staleness)
+    except GoogleError as exc:
+        raise google_problem(exc) from None
+    return web.json_response(render_freebusy(answer), headers={"Cache-Control": "no-store"})
+
+
+async def _lookup(request: web.Request, integration_id: str) -> Integration | ProblemError:
+    try:
+        return require_usable(await integration_by_id(request, integration_id))
+    except ProblemError as exc:
+        return exc
+
+
+@requires_scope("calendar:read")
+async def post_freebusy(request: web.Request) -> web.Response:
+    """Busy time of several integrations, answered concurrently; one entry per id, in order:
+    the free/busy object, or {"integration_id", "problem"} for that id alone."""
+    body = await read_json(request, FreeBusyBatch)
+    _unique(body.integration_ids)
+    window = parse_window(body.time_min, body.time_max)
+    staleness = _staleness(request, body.max_staleness_s)
+    found = await asyncio.gather(*(_lookup(request, i) for i in body.integration_ids))
+    service = _service(request)
+    usable = [i for i in found if isinstance(i, Integration)]
+    answers = iter(await service.freebusy_each(usable, window, max_staleness=staleness))
+    results: list[dict[str, Any]] = []
+    for integration_id, looked_up in zip(body.integration_ids, found, strict=True):
+        outcome: FreeBusy | GatewayError = (
+            next(answers) if isinstance(looked_up, Integration) else looked_up
+        )
+        if isinstance(outcome, FreeBusy):
+            results.append(render_freebusy(outcome))
+        else:
+            results.append(
+                {"integration_id": integration_id, "problem": render_problem(_as_problem(outcome))}
+            )
+    return web.json_response(
+        {"time_min": rfc3339(window.start), "time_max": rfc3339(window.end), "results": results},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _load_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        raise InvalidInput(
+            "time_zone: unknown time zone; use an IANA name such as Europe/Berlin",
+            code="invalid_field",
+            extra={"field": "time_zone"},
+        ) from None
+
+
+def _working_hours(spec: dict[str, list[list[str]]] | None) -> WorkingHours | None:
+    if spec is None:
+        return None
+    try:
+        return WorkingHours.parse(spec)
+    except ValueError as exc:
+        raise InvalidInput(
+            str(exc), code="invalid_field", extra={"field": "working_hours"}
+        ) from None
+
+
+@requires_scope("calendar:read")
+async def post_slots(request: web.Request) -> web.Response:
+    """Meeting slots for several integrations: everyone free (`all`) or anyone (`any`)."""
+    body = await read_json(request, SlotsRequest)
+    _unique(body.integration_ids)
+    window = parse_window(body.time_min, body.time_max)
+    staleness = _staleness(request, body.max_staleness_s)
+    # Reading a zone's rules is file I/O the first time: off the event loop.
+    tz = await asyncio.to_thread(_load_zone, body.time_zone)
+    query = SlotQuery(
+        window=window,
+        duration=timedelta(minutes=body.duration_minutes),
+        time_zone=tz,
+        mode=body.mode,
+        working_hours=_working_hours(body.working_hours),
+        buffer=timedelta(minutes=body.buffer_minutes),
+        granularity=timedelta(minutes=body.granularity_minutes),
+        min_notice=timedelta(minutes=body.min_notice_minutes),
+        limit=body.limit,
+    )
+    # The whole call is about these people together: any unknown or inactive one fails it.
+    integrations = [
+        require_usable(await integration_by_id(request, i)) for i in body.integration_ids
+    ]
+    try:
+        result = await _service(request).slots(integrations, query, max_staleness=staleness)
+    except GoogleError as exc:
+        raise google_problem(exc) from None
+    availability: dict[str, Any] = {}
+    for integration_id, outcome in result.availability.items():
+        if isinstance(outcome, FreeBusy):
+            rendered = render_freebusy(outcome)
+            availability[integration_id] = {
+                k: rendered[k] for k in ("source", "as_of", "complete", "calendars")
+            }
+        else:
+            availability[integration_id] = {
+                "complete": False,
+                "problem": render_problem(google_problem(outcome)),
+            }
+    answer = result.answer
+    return web.json_response(
+        {
+            "slots": [
+                {
+                    "start": rfc3339(s.start),
+                    "end": rfc3339(s.end),
+                    "integration_ids": list(s.people),
+                }
+                for s in answer.slots
+            ],
+            "complete": answer.complete,
+            "incomplete_integration_ids": list(answer.incomplete_people),
+            "mode": body.mode,
+            "time_zone": body.time_zone,
+            "time_min": rfc3339(window.start),
+            "time_max": rfc3339(window.end),
+            "integrations": availability,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+# -- wiring -----------------------------------------------------------------------------------
+
+
+def setup(app: web.Application) -> None:
+    """Add the availability service (after sync_wiring: it reads the engine) and routes."""
+
+    async def availability_ctx(app: web.Application) -> AsyncIterator[None]:
+        sync, tokens = app.get(SYNC_KEY), app.get(TOKENS_KEY)
+        if sync is not None and tokens is not None:
+            settings = app[SETTINGS_KEY]
+            client = await CalendarClient.create(app[HTTP_KEY], settings.google_calendar_api_url)
+            app[AVAILABILITY_KEY] = AvailabilityService(
+                sync=sync,
+                client=client,
+                tokens=tokens,
+                concurrency=settings.freebusy_concurrency,
+            )
+        yield
+
+    app.cleanup_ctx.append(availability_ctx)
+    app.router.add_get("/v1/integrations/{integration_id}/freebusy", get_freebusy)
+    app.router.add_post("/v1/freebusy", post_freebusy)
+    app.router.add_post("/v1/slots", post_slots)

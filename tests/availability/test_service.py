@@ -1,0 +1,192 @@
+"""AvailabilityService without HTTP (as MCP tools will call it), on the stack's real store and
+emulator, with an injected clock: staleness decided by the clock, min notice from the clock,
+one unreadable calendar beside a readable one, bounded concurrency keeping order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import insert, update
+
+from gateway.apikeys import utc_now
+from gateway.availability.intervals import Interval
+from gateway.availability.service import (
+    MAX_WINDOW,
+    AvailabilityService,
+    FreeBusy,
+    parse_staleness,
+    parse_window,
+)
+from gateway.availability.slots import SlotQuery
+from gateway.connections.errors import IntegrationInactive
+from gateway.connections.model import Integration
+from gateway.db.schema import calendars, watch_channels
+from gateway.errors import InvalidInput
+from gateway.google.calendar import CalendarClient
+from gateway.http.appkeys import INTEGRATIONS_KEY
+from gateway.http.sync_wiring import SYNC_KEY
+from gateway.http.token_wiring import TOKENS_KEY
+from tests.availability.helpers import ALICE, DAVE, ERIN, at, connect, day, event, sync
+from tests.stack import Stack
+
+UTC_ZONE = ZoneInfo("UTC")
+
+
+async def service(
+    stack: Stack, clock: Callable[[], datetime], concurrency: int = 8
+) -> AvailabilityService:
+    client = await CalendarClient.create(stack.http, stack.settings.google_calendar_api_url)
+    return AvailabilityService(
+        sync=stack.app[SYNC_KEY],
+        client=client,
+        tokens=stack.app[TOKENS_KEY],
+        clock=clock,
+        concurrency=concurrency,
+    )
+
+
+async def integration(stack: Stack, integration_id: str) -> Integration:
+    found = await stack.app[INTEGRATIONS_KEY].get_by_id(integration_id)
+    assert found is not None
+    return found
+
+
+async def test_the_clock_decides_when_the_copy_is_too_old(stack: Stack) -> None:
+    alice = await integration(stack, await connect(stack, ALICE))
+    await sync(stack, alice.id)
+    synced_at = utc_now()
+    d = day(7)
+    event(stack, ALICE, at(d, "10:00"), at(d, "11:00"))  # after the sync
+    window = Interval(at(d, "09:00"), at(d, "12:00"))
+    later = await service(stack, clock=lambda: synced_at + timedelta(minutes=20))
+
+    cached = await later.freebusy(alice, window, max_staleness=timedelta(minutes=30))
+    assert (cached.source, cached.busy, cached.complete) == ("cache", [], True)
+    assert cached.as_of is not None and cached.as_of <= synced_at
+
+    live = await later.freebusy(alice, window, max_staleness=timedelta(minutes=10))
+    assert live.source == "google" and live.complete
+    assert live.busy == [Interval(at(d, "10:00"), at(d, "11:00"))]
+    assert live.as_of == synced_at + timedelta(minutes=20)
+
+
+async def test_a_live_push_channel_keeps_the_copy_current_until_a_change_is_pending(
+    stack: Stack,
+) -> None:
+    alice = await integration(stack, await connect(stack, ALICE))
+    [calendar_id] = await sync(stack, alice.id)
+    synced_at = utc_now()
+    two_hours_later = synced_at + timedelta(hours=2)
+    async with stack.engine.begin() as conn:
+        await conn.execute(
+            insert(watch_channels).values(
+                id="chan-avail-1",
+                calendar_id=calendar_id,
+                integration_id=alice.id,
+                resource_id="res-1",
+                token_sha256=bytes(32),
+                state="active",
+                expires_at=synced_at + timedelta(days=7),
+                created_at=synced_at,
+            )
+        )
+    d = day(7)
+    event(stack, ALICE, at(d, "10:00"), at(d, "11:00"))  # Google would now notify us
+    window = Interval(at(d, "09:00"), at(d, "12:00"))
+    later = await service(stack, clock=lambda: two_hours_later)
+
+    # No notification waiting: the copy is as good as now, however old the last sync.
+    pushed = await later.freebusy(alice, window, max_staleness=timedelta(minutes=10))
+    assert (pushed.source, pushed.as_of, pushed.busy) == ("cache", two_hours_later, [])
+
+    # The notification arrived but its sync has not run: the copy is as old as its last sync.
+    async with stack.engine.begin() as conn:
+        await conn.execute(
+            update(calendars)
+            .where(calendars.c.id == calendar_id)
+            .values(sync_requested_at=two_hours_later)
+        )
+    pending = await later.freebusy(alice, window, max_staleness=timedelta(minutes=10))
+    assert pending.source == "google"
+    assert pending.busy == [Interval(at(d, "10:00"), at(d, "11:00"))]
+
+
+async def test_min_notice_is_counted_from_the_injected_clock(stack: Stack) -> None:
+    alice = await integration(stack, await connect(stack, ALICE))
+    await sync(stack, alice.id)
+    d = day(7)
+    now = at(d, "10:07")
+    found = await (await service(stack, clock=lambda: now)).slots(
+        [alice],
+        SlotQuery(
+            window=Interval(at(d, "09:00"), at(d, "14:00")),
+            duration=timedelta(minutes=30),
+            time_zone=UTC_ZONE,
+            min_notice=timedelta(minutes=120),
+        ),
+        max_staleness=timedelta(days=1),
+    )
+    assert found.answer.slots[0].start == at(d, "12:15")
+    assert found.answer.complete
+
+
+async def test_an_unreadable_calendar_is_listed_as_error_beside_a_fresh_one(
+    stack: Stack,
+) -> None:
+    alice = await integration(stack, await connect(stack, ALICE))
+    [primary] = await sync(stack, alice.id)
+    # A second calendar Google does not know (deleted meanwhile, say): never synced.
+    store = stack.app[SYNC_KEY].store
+    ghost = await store.ensure_calendar(
+        new_id="cal_" + "0" * 24,
+        integration_id=alice.id,
+        tenant_id=alice.tenant_id,
+        google_calendar_id="deleted-calendar@group.calendar.google.com",
+        time_zone="UTC",
+        now=utc_now(),
+    )
+    d = day(7)
+    event(stack, ALICE, at(d, "10:00"), at(d, "11:00"))
+    assert (await stack.app[SYNC_KEY].sync_calendar(primary)).status == "synced"
+    answer = await (await service(stack, clock=utc_now)).freebusy(
+        alice, Interval(at(d, "09:00"), at(d, "12:00")), max_staleness=timedelta(minutes=10)
+    )
+    states = {c.calendar_id: (c.state, c.error) for c in answer.calendars}
+    assert states == {primary: ("fresh", None), ghost.id: ("error", "not_found")}
+    assert answer.complete is False
+    assert answer.busy == [Interval(at(d, "10:00"), at(d, "11:00"))]
+
+
+async def test_many_answers_keep_their_order_under_a_concurrency_of_one(stack: Stack) -> None:
+    ids = [await connect(stack, email) for email in (ALICE, DAVE, ERIN)]
+    people = [await integration(stack, i) for i in ids]
+    d = day(7)
+    for n, email in enumerate((ALICE, DAVE, ERIN)):
+        event(stack, email, at(d, f"1{n}:00"), at(d, f"1{n}:30"))
+    repository = stack.app[INTEGRATIONS_KEY]
+    await repository.mark_needs_reauth(ids[1], reason="invalid_grant", at=utc_now())
+    people[1] = await integration(stack, ids[1])
+    answers = await (await service(stack, clock=utc_now, concurrency=1)).freebusy_each(
+        people, Interval(at(d, "09:00"), at(d, "13:00")), max_staleness=timedelta(0)
+    )
+    first, second, third = answers
+    assert isinstance(first, FreeBusy) and first.integration_id == ids[0]
+    assert first.busy == [Interval(at(d, "10:00"), at(d, "10:30"))]
+    assert isinstance(second, IntegrationInactive)
+    assert isinstance(third, FreeBusy) and third.integration_id == ids[2]
+    assert third.busy == [Interval(at(d, "12:00"), at(d, "12:30"))]
+
+
+def test_window_and_staleness_limits() -> None:
+    d = day(7)
+    assert parse_window(d, d + MAX_WINDOW) == Interval(d, d + MAX_WINDOW)
+    for start, end in ((d, d), (d, d - timedelta(hours=1)), (d, d + MAX_WINDOW + timedelta(1))):
+        with pytest.raises(InvalidInput):
+            parse_window(start, end)
+    assert parse_staleness(None, timedelta(minutes=10)) == timedelta(minutes=10)
+    assert parse_staleness(0, timedelta(minutes=10)) == timedelta(0)
+    with pytest.raises(InvalidInput):
+        parse_staleness(86_401, timedelta(minutes=10))
