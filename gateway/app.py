@@ -26,6 +26,7 @@ from gateway.http import (
     health_routes,
     mcp_routes,
     metrics_routes,
+    push_wiring,
     sync_wiring,
     token_wiring,
 )
@@ -110,6 +111,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         connect_routes,
         disconnect_routes,
         sync_wiring,
+        push_wiring,
         availability_routes,
         mcp_routes,
     ):

@@ -155,6 +155,25 @@ class Settings(BaseSettings):
     freebusy_concurrency: int = Field(
         default=8, ge=1, le=64, validation_alias=AliasChoices("GATEWAY_FREEBUSY_CONCURRENCY")
     )
+    push_enabled: bool = Field(default=True, validation_alias=AliasChoices("GATEWAY_PUSH_ENABLED"))
+    push_renew_before_s: int = Field(
+        default=86_400,
+        ge=60,
+        le=518_400,
+        validation_alias=AliasChoices("GATEWAY_PUSH_RENEW_BEFORE_S"),
+    )
+    push_silence_threshold_s: int = Field(
+        default=120,
+        ge=5,
+        le=86_400,
+        validation_alias=AliasChoices("GATEWAY_PUSH_SILENCE_THRESHOLD_S"),
+    )
+    push_maintenance_interval_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=3600,
+        validation_alias=AliasChoices("GATEWAY_PUSH_MAINTENANCE_INTERVAL_S"),
+    )
 
     google_client_id: str | None = Field(
         default=None, validation_alias=AliasChoices("GOOGLE_CLIENT_ID")
@@ -227,6 +246,20 @@ class Settings(BaseSettings):
     def oauth_redirect_uri(self) -> str:
         """Where Google sends the user's browser back to: derived from GATEWAY_PUBLIC_URL."""
         return f"{self.public_url}/oauth/google/callback"
+
+    @property
+    def push_webhook_url(self) -> str:
+        """Where Google delivers push notifications: derived from GATEWAY_PUBLIC_URL."""
+        return f"{self.public_url}/webhooks/google/calendar"
+
+    @property
+    def push_address_usable(self) -> bool:
+        """Whether Google (or, for http on a loopback host, the local emulator) accepts
+        GATEWAY_PUBLIC_URL as a webhook address: Google refuses every other http address."""
+        parts = urlsplit(self.public_url)
+        return parts.scheme == "https" or (
+            parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+        )
 
     @field_validator("database_url")
     @classmethod

@@ -1,0 +1,398 @@
+"""SQL of push channels: the `watch_channels` rows and the sync request a notification makes.
+
+A channel row moves through these states (`gateway.sync.channels` drives them):
+
+    opening   claimed and (being) opened at Google; no notification verified yet
+    active    at least one notification with the right token arrived: Google delivers to us
+    stopping  replaced or its integration went away; `channels.stop` at Google is pending
+    stopped   nothing more to do; its notifications are refused (404)
+
+A calendar needs a new channel when it has no HEALTHY one: an `opening` channel younger than
+the silence threshold, or an `active` one that does not expire within the renewal margin. The
+claim that inserts a new `opening` row re-checks that condition in the INSERT itself, under a
+`FOR UPDATE SKIP LOCKED` lock of the calendar row on PostgreSQL (SQLite runs one statement at
+a time, which makes the guarded INSERT atomic by itself), so two gateway processes never open
+two channels for one calendar; the only overlap is a renewal's (new first, then the old stops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import (
+    DateTime,
+    LargeBinary,
+    String,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
+
+from gateway.db.schema import calendars, integrations, watch_channels
+from gateway.db.values import as_utc
+
+OPENING, ACTIVE, STOPPING, STOPPED = "opening", "active", "stopping", "stopped"
+LIVE = (OPENING, ACTIVE)
+
+# `last_message_number` is a 32-bit INTEGER on PostgreSQL; a larger number (Google's are not
+# documented to stay below it) is accepted without the ordering check rather than refused.
+MAX_STORED_MESSAGE_NUMBER = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class ChannelRow:
+    """One watch channel as stored (the token is only ever its SHA-256)."""
+
+    id: str
+    calendar_id: str
+    integration_id: str
+    resource_id: str | None
+    token_sha256: bytes = field(repr=False)
+    state: str
+    expires_at: datetime | None
+    created_at: datetime
+    last_message_at: datetime | None
+    last_message_number: int | None
+
+
+@dataclass(frozen=True)
+class WatchTarget:
+    """A synced calendar of an active integration that needs a (new) channel."""
+
+    calendar_id: str
+    integration_id: str
+    google_calendar_id: str
+
+    def __repr__(self) -> str:
+        # The Google calendar id is usually the owner's address: not for logs.
+        return f"WatchTarget(calendar_id={self.calendar_id!r})"
+
+
+def _row(row: RowMapping) -> ChannelRow:
+    created_at = as_utc(row["created_at"])
+    assert created_at is not None  # NOT NULL column
+    return ChannelRow(
+        id=row["id"],
+        calendar_id=row["calendar_id"],
+        integration_id=row["integration_id"],
+        resource_id=row["resource_id"],
+        token_sha256=bytes(row["token_sha256"]),
+        state=row["state"],
+        expires_at=as_utc(row["expires_at"]),
+        created_at=created_at,
+        last_message_at=as_utc(row["last_message_at"]),
+        last_message_number=row["last_message_number"],
+    )
+
+
+def _healthy(now: datetime, renew_before: timedelta, silence: timedelta) -> ColumnElement[bool]:
+    """A channel that makes a new one unnecessary (see the module doc)."""
+    w = watch_channels.c
+    return or_(
+        and_(w.state == OPENING, w.created_at > now - silence),
+        and_(w.state == ACTIVE, or_(w.expires_at.is_(None), w.expires_at > now + renew_before)),
+    )
+
+
+def _eligible() -> ColumnElement[bool]:
+    """A calendar with a complete copy, of an active integration."""
+    return and_(
+        calendars.c.active_generation.is_not(None),
+        exists().where(
+            integrations.c.id == calendars.c.integration_id, integrations.c.status == "active"
+        ),
+    )
+
+
+class ChannelStore:
+    """Every statement about push channels."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._locks_rows = engine.dialect.name == "postgresql"
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def get(self, channel_id: str) -> ChannelRow | None:
+        async with self.engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(watch_channels).where(watch_channels.c.id == channel_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _row(row) if row is not None else None
+
+    async def channels_of_calendar(self, calendar_id: str) -> list[ChannelRow]:
+        """Every row of the calendar, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(watch_channels)
+                    .where(watch_channels.c.calendar_id == calendar_id)
+                    .order_by(watch_channels.c.created_at, watch_channels.c.id)
+                )
+            ).mappings()
+            return [_row(r) for r in rows]
+
+    async def channels_in_state(
+        self, state: str, *, integration_id: str | None = None, limit: int = 500
+    ) -> list[ChannelRow]:
+        query = select(watch_channels).where(watch_channels.c.state == state)
+        if integration_id is not None:
+            query = query.where(watch_channels.c.integration_id == integration_id)
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(query.order_by(watch_channels.c.created_at).limit(limit))
+            ).mappings()
+            return [_row(r) for r in rows]
+
+    async def targets(
+        self, now: datetime, *, renew_before: timedelta, silence: timedelta, limit: int
+    ) -> list[WatchTarget]:
+        """Calendars that need a channel: eligible and without a healthy one."""
+        c = calendars.c
+        query = (
+            select(c.id, c.integration_id, c.google_calendar_id)
+            .where(
+                _eligible(),
+                ~exists().where(
+                    watch_channels.c.calendar_id == c.id, _healthy(now, renew_before, silence)
+                ),
+            )
+            .order_by(c.id)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [WatchTarget(r[0], r[1], r[2]) for r in rows]
+
+    # -- the claim and the answer of events.watch ------------------------------------------------
+
+    async def claim(
+        self,
+        target: WatchTarget,
+        *,
+        channel_id: str,
+        token_sha256: bytes,
+        now: datetime,
+        renew_before: timedelta,
+        silence: timedelta,
+    ) -> bool:
+        """Insert an `opening` row for the calendar if it still needs one; False when another
+        process holds the calendar or already claimed a healthy channel for it."""
+        w = watch_channels.c
+        async with self.engine.begin() as conn:
+            if self._locks_rows:
+                locked = await conn.execute(
+                    select(calendars.c.id)
+                    .where(calendars.c.id == target.calendar_id)
+                    .with_for_update(skip_locked=True)
+                )
+                if locked.first() is None:
+                    return False
+            values = select(
+                literal(channel_id, String(64)),
+                literal(target.calendar_id, String(32)),
+                literal(target.integration_id, String(32)),
+                literal(token_sha256, LargeBinary(32)),
+                literal(OPENING, String(16)),
+                literal(now, DateTime(timezone=True)),
+            ).where(
+                # Re-checked here, in the statement that inserts: the listing is stale by now.
+                exists().where(calendars.c.id == target.calendar_id, _eligible()),
+                ~exists().where(
+                    w.calendar_id == target.calendar_id, _healthy(now, renew_before, silence)
+                ),
+            )
+            result = await conn.execute(
+                insert(watch_channels).from_select(
+                    ["id", "calendar_id", "integration_id", "token_sha256", "state", "created_at"],
+                    values,
+                )
+            )
+            return result.rowcount == 1
+
+    async def record_opened(self, channel_id: str, resource_id: str, expires_at: datetime) -> None:
+        """Google's answer to events.watch. The state is left alone: a notification may have
+        verified the channel already (Google can send `sync` before answering)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(watch_channels)
+                .where(watch_channels.c.id == channel_id, watch_channels.c.state.in_(LIVE))
+                .values(resource_id=resource_id, expires_at=expires_at)
+            )
+
+    async def forget(self, channel_id: str) -> None:
+        """Delete a row whose events.watch failed (Google has no such channel; should it have
+        made one after all, its notifications find no row and are refused)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(watch_channels).where(watch_channels.c.id == channel_id))
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    async def supersede(self, calendar_id: str, new_channel_id: str) -> list[ChannelRow]:
+        """Move the calendar's other live channels to `stopping` (the new one is open) and
+        return them."""
+        w = watch_channels.c
+        where = and_(w.calendar_id == calendar_id, w.id != new_channel_id, w.state.in_(LIVE))
+        return await self._move(where, STOPPING)
+
+    async def stop_integration(self, integration_id: str, state: str) -> list[ChannelRow]:
+        """Move every channel of the integration that is not stopped to `state` (`stopping`
+        when Google can still be asked to stop them, else `stopped`); returns them."""
+        w = watch_channels.c
+        where = and_(w.integration_id == integration_id, w.state != STOPPED)
+        if state == STOPPING:
+            where = and_(where, w.state != STOPPING)
+        return await self._move(where, state)
+
+    async def delete_integration(self, integration_id: str) -> int:
+        """Delete every row of the integration; returns how many were not stopped yet."""
+        w = watch_channels.c
+        async with self.engine.begin() as conn:
+            live = await conn.execute(
+                delete(watch_channels)
+                .where(w.integration_id == integration_id, w.state != STOPPED)
+                .returning(w.id)
+            )
+            count = len(live.all())
+            await conn.execute(delete(watch_channels).where(w.integration_id == integration_id))
+        return count
+
+    async def _move(self, where: ColumnElement[bool], state: str) -> list[ChannelRow]:
+        # One UPDATE ... RETURNING: a row another process moved meanwhile is not taken twice.
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(watch_channels).where(where).values(state=state).returning(watch_channels)
+            )
+            return [_row(r) for r in result.mappings()]
+
+    async def mark_stopped(self, channel_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(watch_channels)
+                .where(watch_channels.c.id == channel_id)
+                .values(state=STOPPED)
+            )
+
+    async def expire(self, now: datetime) -> int:
+        """Channels past their expiration are over at Google: mark them stopped."""
+        w = watch_channels.c
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(watch_channels)
+                .where(w.state != STOPPED, w.expires_at.is_not(None), w.expires_at <= now)
+                .values(state=STOPPED)
+            )
+            return int(result.rowcount)
+
+    async def stop_orphans(self) -> int:
+        """Mark stopped every channel whose calendar is gone or whose integration is not active
+        (the safety net behind the reauth and disconnect hooks, which may have failed or run
+        in another process): nothing may be asked of Google for them."""
+        w = watch_channels.c
+        active_calendar = exists().where(
+            calendars.c.id == w.calendar_id,
+            integrations.c.id == calendars.c.integration_id,
+            integrations.c.status == "active",
+        )
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(watch_channels)
+                .where(w.state != STOPPED, ~active_calendar)
+                .values(state=STOPPED)
+            )
+            return int(result.rowcount)
+
+    async def delete_finished(self, now: datetime, *, keep: timedelta) -> int:
+        """Delete stopped rows that expired `keep` ago, and stopped rows Google never answered
+        for (no expiry) older than that: their notifications are refused without a row too."""
+        w = watch_channels.c
+        cutoff = now - keep
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(watch_channels).where(
+                    w.state == STOPPED,
+                    or_(
+                        w.expires_at <= cutoff,
+                        and_(w.expires_at.is_(None), w.created_at <= cutoff),
+                    ),
+                )
+            )
+            return int(result.rowcount)
+
+    # -- notifications -----------------------------------------------------------------------------
+
+    async def accept_message(
+        self, channel: ChannelRow, *, resource_id: str, message_number: int, now: datetime
+    ) -> bool:
+        """Record a verified notification and request one sync of its calendar, in one
+        transaction. False (and nothing written) when the channel saw this message number or a
+        later one already, or stopped meanwhile: duplicates and stragglers do no work.
+
+        The first verified message makes the channel `active` (Google delivers to us).
+        """
+        w = watch_channels.c
+        values: dict[str, object] = {
+            "last_message_at": now,
+            "state": ACTIVE,
+            # Google may deliver `sync` before answering events.watch: the verified message
+            # says which resource the channel watches.
+            "resource_id": func.coalesce(w.resource_id, literal(resource_id, String(255))),
+        }
+        where = and_(w.id == channel.id, w.state.in_(LIVE))
+        if message_number <= MAX_STORED_MESSAGE_NUMBER:
+            values["last_message_number"] = message_number
+            where = and_(
+                where, or_(w.last_message_number.is_(None), w.last_message_number < message_number)
+            )
+        async with self.engine.begin() as conn:
+            result = await conn.execute(update(watch_channels).where(where).values(**values))
+            if result.rowcount != 1:
+                return False
+            await self.request_sync(channel.calendar_id, now, conn=conn)
+        return True
+
+    async def request_sync(
+        self, calendar_id: str, now: datetime, *, conn: AsyncConnection | None = None
+    ) -> None:
+        """Ask the scheduler for one sync of the calendar; requests coalesce (the earliest
+        waiting request's time is kept)."""
+        statement = (
+            update(calendars)
+            .where(calendars.c.id == calendar_id)
+            .values(sync_requested_at=func.coalesce(calendars.c.sync_requested_at, now))
+        )
+        if conn is not None:
+            await conn.execute(statement)
+            return
+        async with self.engine.begin() as own:
+            await own.execute(statement)
+
+    async def count_live(self, calendar_ids: Sequence[str]) -> dict[str, int]:
+        """Live (opening or active) channels per calendar."""
+        w = watch_channels.c
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(w.calendar_id, func.count())
+                    .where(w.calendar_id.in_(list(calendar_ids)), w.state.in_(LIVE))
+                    .group_by(w.calendar_id)
+                )
+            ).all()
+        return {r[0]: int(r[1]) for r in rows}

@@ -1,0 +1,381 @@
+"""Google push channels: opening, renewing, replacing and stopping them, and judging the
+notifications they deliver.
+
+    manager = ChannelManager(store=ChannelStore(db), client=calendar_client, tokens=token_manager,
+                             config=PushConfig(address="https://gw.example.com/webhooks/google/calendar"))
+    report = await manager.run_once()        # the maintenance pass every process runs
+    receiver = NotificationReceiver(ChannelStore(db))
+    verdict = await receiver.receive(notification)   # what the webhook does
+
+Lifecycle (states in `gateway.sync.channel_store`):
+
+* every calendar with a complete copy (`active_generation` set) of an active integration gets a
+  channel: a random, non-personal id and a fresh 256-bit token per channel, of which only the
+  SHA-256 is stored. The row is claimed (`opening`) BEFORE events.watch is called, because
+  Google may deliver the first notification (`sync`) before it answers;
+* the first notification whose token matches makes the channel `active`. Until then the
+  calendar counts as polling (the scheduler polls calendars without an active channel), and an
+  `opening` channel older than `silence_threshold_s` is replaced;
+* `renew_before_s` before expiry a new channel is opened, and only once Google has answered for
+  it is the old one stopped (`channels.stop`); the old one's notifications are refused from then;
+* a channel whose integration is being disconnected or lost its grant cannot be stopped at
+  Google (no token is left to call it with): it is stopped locally, so its notifications are
+  refused, and Google ends it at its expiration at the latest.
+
+Concurrency across gateway processes is the store's claim (one healthy channel per calendar).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+from base64 import urlsafe_b64encode
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from gateway.apikeys import utc_now
+from gateway.connections.errors import IntegrationInactive
+from gateway.connections.model import Integration
+from gateway.google.calendar import CalendarClient
+from gateway.google.errors import (
+    GoogleError,
+    GoogleNotFound,
+    InsufficientScope,
+    RevokedOrInvalidToken,
+    TransientGoogleError,
+)
+from gateway.sync.channel_store import (
+    LIVE,
+    STOPPED,
+    STOPPING,
+    ChannelRow,
+    ChannelStore,
+    WatchTarget,
+)
+from gateway.sync.engine import ManagedTokenSource, TokenKeeper
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_PATH = "/webhooks/google/calendar"
+RESOURCE_STATES = frozenset({"sync", "exists", "not_exists"})
+
+RandomBytes = Callable[[int], bytes]
+
+
+def token_digest(token: str) -> bytes:
+    """SHA-256 of a channel token. A fast hash is right: the token has 256 random bits."""
+    return hashlib.sha256(token.encode("utf-8")).digest()
+
+
+def new_channel_id(random_bytes: bytes) -> str:
+    """`gwch-` + 32 hex characters: random, and nothing about the user or calendar in it."""
+    if len(random_bytes) != 16:
+        raise ValueError("a channel id takes 16 random bytes")
+    return "gwch-" + random_bytes.hex()
+
+
+def new_channel_token(random_bytes: bytes) -> str:
+    """The per-channel secret Google echoes in X-Goog-Channel-Token (43 characters)."""
+    if len(random_bytes) != 32:
+        raise ValueError("a channel token takes 32 random bytes")
+    return urlsafe_b64encode(random_bytes).decode("ascii").rstrip("=")
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    """Timing of push channels (settings GATEWAY_PUSH_*).
+
+    address              GATEWAY_PUBLIC_URL + /webhooks/google/calendar
+    renew_before_s       a channel is replaced this long before it expires (Google's last
+                         about 7 days)
+    silence_threshold_s  a channel whose first notification did not arrive within this is
+                         replaced (Google sends `sync` at once)
+    keep_stopped_s       stopped rows are deleted this long after their expiry
+    failure_backoff_s    after Google refused to open a channel for a calendar, this process
+                         does not try again for this long (the calendar is polled meanwhile)
+    batch                calendars handled per maintenance pass; `concurrency` of them at once
+    """
+
+    address: str
+    renew_before_s: float = 86_400.0
+    silence_threshold_s: float = 120.0
+    keep_stopped_s: float = 86_400.0
+    failure_backoff_s: float = 600.0
+    batch: int = 500
+    concurrency: int = 8
+
+    @property
+    def renew_before(self) -> timedelta:
+        return timedelta(seconds=self.renew_before_s)
+
+    @property
+    def silence(self) -> timedelta:
+        return timedelta(seconds=self.silence_threshold_s)
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    """What one maintenance pass did (counts only)."""
+
+    opened: int = 0
+    failed: int = 0
+    stopped: int = 0
+    retired: int = 0  # ended locally: expired, or of an inactive integration
+    deleted: int = 0
+
+
+class ChannelManager:
+    """Opens, renews, replaces and stops the watch channels of synced calendars."""
+
+    def __init__(
+        self,
+        *,
+        store: ChannelStore,
+        client: CalendarClient,
+        tokens: TokenKeeper,
+        config: PushConfig,
+        clock: Callable[[], datetime] = utc_now,
+        random_bytes: RandomBytes = secrets.token_bytes,
+    ) -> None:
+        self.store = store
+        self._client = client
+        self._tokens = tokens
+        self.config = config
+        self._clock = clock
+        self._random = random_bytes
+        # calendar id -> when this process may try to open a channel for it again. In memory:
+        # a restart retries at once, which is cheap, and the calendar is polled meanwhile.
+        self._backoff: dict[str, datetime] = {}
+
+    def __repr__(self) -> str:
+        return f"ChannelManager({self.config!r})"
+
+    async def run_once(self) -> MaintenanceReport:
+        """One maintenance pass: stop (locally) expired channels and those of inactive
+        integrations, open a channel for every calendar without a healthy one (new, to renew,
+        or to replace a silent one), retry pending stops, delete old stopped rows."""
+        config = self.config
+        now = self._clock()
+        retired = await self.store.expire(now) + await self.store.stop_orphans()
+        self._backoff = {k: until for k, until in self._backoff.items() if until > now}
+        # Calendars in backoff are skipped here, so the listing asks for that many more: they
+        # must not crowd out the others.
+        listed = await self.store.targets(
+            now,
+            renew_before=config.renew_before,
+            silence=config.silence,
+            limit=config.batch + len(self._backoff),
+        )
+        targets = [t for t in listed if t.calendar_id not in self._backoff][: config.batch]
+        slots = asyncio.Semaphore(config.concurrency)
+
+        async def one(target: WatchTarget) -> bool | None:
+            async with slots:
+                return await self.open_channel(target)
+
+        results = await asyncio.gather(*(one(t) for t in targets))
+        stopped = 0
+        for row in await self.store.channels_in_state(STOPPING, limit=config.batch):
+            stopped += int(await self._stop(row))
+        deleted = await self.store.delete_finished(
+            self._clock(), keep=timedelta(seconds=config.keep_stopped_s)
+        )
+        report = MaintenanceReport(
+            opened=sum(1 for r in results if r is True),
+            failed=sum(1 for r in results if r is False),
+            stopped=stopped,
+            retired=retired,
+            deleted=deleted,
+        )
+        if report != MaintenanceReport():
+            log.info("push maintenance: %s", report)
+        return report
+
+    async def open_channel(self, target: WatchTarget) -> bool | None:
+        """Claim and open a channel for the calendar, then stop the ones it replaces. None when
+        no channel is needed (or another process claimed it), False when Google refused."""
+        token = new_channel_token(self._random(32))
+        channel_id = new_channel_id(self._random(16))
+        config = self.config
+        claimed = await self.store.claim(
+            target,
+            channel_id=channel_id,
+            token_sha256=token_digest(token),
+            now=self._clock(),
+            renew_before=config.renew_before,
+            silence=config.silence,
+        )
+        if not claimed:
+            return None
+        tokens = ManagedTokenSource(self._tokens, target.integration_id)
+        try:
+            answer = await self._client.watch_events(
+                tokens,
+                target.integration_id,
+                target.google_calendar_id,
+                channel_id=channel_id,
+                address=config.address,
+                token=token,
+            )
+            resource_id = str(answer["resourceId"])
+            expires_at = datetime.fromtimestamp(int(answer["expiration"]) / 1000, UTC)
+        except (GoogleError, IntegrationInactive, KeyError, ValueError) as exc:
+            await self.store.forget(channel_id)
+            self._backoff[target.calendar_id] = self._clock() + timedelta(
+                seconds=config.failure_backoff_s
+            )
+            code = getattr(exc, "google_error", None) or getattr(exc, "code", type(exc).__name__)
+            log.warning("push channel not opened: calendar=%s error=%s", target.calendar_id, code)
+            return False
+        except BaseException:
+            await self.store.forget(channel_id)
+            raise
+        await self.store.record_opened(channel_id, resource_id, expires_at)
+        log.info(
+            "push channel opened: calendar=%s channel=%s expires_at=%s",
+            target.calendar_id,
+            channel_id,
+            expires_at.isoformat(),
+        )
+        # New first, then the old: no moment without a channel during a renewal.
+        for old in await self.store.supersede(target.calendar_id, channel_id):
+            await self._stop(old)
+        return True
+
+    async def _stop(self, row: ChannelRow) -> bool:
+        """channels.stop for a `stopping` row; True when it is over (stopped, or Google does
+        not know it), False when Google could not be reached (retried next pass)."""
+        if row.resource_id is not None:
+            tokens = ManagedTokenSource(self._tokens, row.integration_id)
+            try:
+                await self._client.stop_channel(
+                    tokens, row.integration_id, channel_id=row.id, resource_id=row.resource_id
+                )
+            except TransientGoogleError as exc:
+                log.warning("push channel stop deferred: channel=%s error=%s", row.id, exc.code)
+                return False
+            except GoogleNotFound:
+                pass  # expired or already stopped: nothing left at Google
+            except (IntegrationInactive, RevokedOrInvalidToken, InsufficientScope) as exc:
+                # No usable grant: Google ends the channel at its expiration; we refuse it now.
+                log.info("push channel stopped locally: channel=%s reason=%s", row.id, exc.code)
+            except GoogleError as exc:
+                log.warning("push channel stop refused: channel=%s error=%s", row.id, exc.code)
+        await self.store.mark_stopped(row.id)
+        log.info("push channel stopped: calendar=%s channel=%s", row.calendar_id, row.id)
+        return True
+
+    async def stop_integration(self, integration: Integration) -> int:
+        """Disconnect hook (step 3): stop every channel of the integration; returns how many
+        were not stopped yet. Idempotent. Raises when a stop at Google must be retried.
+
+        During a disconnect the grant is already revoked, so nothing can be asked of Google:
+        the rows are deleted (see `forget_integration`)."""
+        if not integration.usable:
+            return await forget_integration(self.store, integration)
+        moved = await self.store.stop_integration(integration.id, STOPPING)
+        pending = await self.store.channels_in_state(STOPPING, integration_id=integration.id)
+        unfinished = [row.id for row in pending if not await self._stop(row)]
+        if unfinished:
+            raise TransientGoogleError(f"{len(unfinished)} push channel(s) could not be stopped")
+        return len(moved)
+
+
+async def stop_locally(store: ChannelStore, integration: Integration) -> int:
+    """Stop every channel of the integration without calling Google (no token to call it
+    with): their notifications are refused from now on. Returns how many were live."""
+    moved = await store.stop_integration(integration.id, STOPPED)
+    if moved:
+        log.info(
+            "push channels stopped locally: integration=%s count=%d", integration.id, len(moved)
+        )
+    return len(moved)
+
+
+async def forget_integration(store: ChannelStore, integration: Integration) -> int:
+    """Delete every channel row of a disconnecting integration (nothing of it is kept); their
+    notifications find no row and are refused. Returns how many were not stopped yet."""
+    forgotten = await store.delete_integration(integration.id)
+    if forgotten:
+        log.info("push channels forgotten: integration=%s count=%d", integration.id, forgotten)
+    return forgotten
+
+
+# -- notifications -------------------------------------------------------------------------------
+
+
+class Verdict(StrEnum):
+    """What the webhook answers: `refused` is 404, the others 200."""
+
+    REFUSED = "refused"  # unknown, stopped or expired channel, wrong token or resource
+    ACCEPTED = "accepted"  # verified and new: one sync of the calendar was requested
+    DUPLICATE = "duplicate"  # verified, but this message number (or a later one) was seen
+
+
+@dataclass(frozen=True)
+class Notification:
+    """The X-Goog-* headers of one notification, already checked for shape."""
+
+    channel_id: str
+    token: str | None
+    resource_id: str
+    resource_state: str
+    message_number: int
+
+    def __repr__(self) -> str:
+        # The token is the channel's secret.
+        return (
+            f"Notification(channel_id={self.channel_id!r}, state={self.resource_state!r}, "
+            f"number={self.message_number})"
+        )
+
+
+@dataclass(frozen=True)
+class Received:
+    verdict: Verdict
+    calendar_id: str | None = None
+
+
+class NotificationReceiver:
+    """Judges notifications against the stored channels; never calls Google."""
+
+    def __init__(self, store: ChannelStore, *, clock: Callable[[], datetime] = utc_now) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def receive(self, notification: Notification) -> Received:
+        """Verify the channel (id, token in constant time, state, expiry, resource id) and,
+        for a new message, request one sync of its calendar (coalesced; never run here).
+
+        Every message kind requests the sync: `exists`/`not_exists` say the calendar changed,
+        and the first `sync` closes the gap between the last sync and the channel's opening
+        (changes in between were notified to nobody, yet the calendar now counts as pushed).
+        """
+        channel = await self._store.get(notification.channel_id)
+        if channel is None:
+            return Received(Verdict.REFUSED)
+        presented = token_digest(notification.token or "")
+        token_ok = hmac.compare_digest(presented, channel.token_sha256)
+        now = self._clock()
+        if (
+            not token_ok
+            or notification.token is None
+            or channel.state not in LIVE
+            or (channel.expires_at is not None and channel.expires_at <= now)
+            or (channel.resource_id is not None and channel.resource_id != notification.resource_id)
+        ):
+            return Received(Verdict.REFUSED)
+        accepted = await self._store.accept_message(
+            channel,
+            resource_id=notification.resource_id,
+            message_number=notification.message_number,
+            now=now,
+        )
+        if not accepted:
+            return Received(Verdict.DUPLICATE, channel.calendar_id)
+        return Received(Verdict.ACCEPTED, channel.calendar_id)

@@ -1,0 +1,423 @@
+"""Push channels against the Google emulator over real HTTP, on SQLite and PostgreSQL.
+
+A synced calendar gets a channel at our webhook address; a change at Google reaches the
+webhook as a real notification and requests one sync, which makes the change visible; renewal
+opens the new channel before stopping the old; a silent channel is replaced (its calendar
+counts as polling meanwhile); disconnect and reauth stop the channels so their notifications
+are refused; two gateway processes never open two channels for one calendar.
+
+The app's own maintenance loop is off (interval 0): each test drives `run_once` of a manager
+whose clock is the emulator's, so moving Google's time moves ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from emulator.calendar_store import Calendar, Channel
+from gateway.connections.errors import IntegrationInactive
+from gateway.db.engine import create_engine
+from gateway.db.schema import calendars, integrations, watch_channels
+from gateway.google.calendar import CalendarClient
+from gateway.http.appkeys import INTEGRATIONS_KEY
+from gateway.http.push_wiring import CHANNELS_KEY, PUSH_CONFIG_KEY
+from gateway.http.sync_wiring import SYNC_KEY
+from gateway.http.token_wiring import TOKENS_KEY
+from gateway.settings import load_settings
+from gateway.sync.channel_store import ChannelRow, ChannelStore
+from gateway.sync.channels import ChannelManager, MaintenanceReport
+from gateway.sync.engine import SyncEngine
+from gateway.sync.store import CalendarRow, SyncStore
+from tests.stack import ALICE, DAVE, Stack, start_stack
+
+RENEW_BEFORE_S = 86_400
+WEEK_S = 604_799  # Google's (and the emulator's) default channel lifetime
+
+
+@pytest.fixture
+async def push_stack(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> AsyncIterator[Stack]:
+    """The stack with the app's maintenance loop off: tests run the passes themselves."""
+    # No background scheduler either (`sync_worker`, where it exists): the tests look at the
+    # sync requests a notification leaves behind.
+    async for running in start_stack(
+        engine, database_url, tmp_path, push_maintenance_interval_s=0, sync_worker=False
+    ):
+        yield running
+
+
+def google_now(stack: Stack) -> Callable[[], datetime]:
+    return lambda: datetime.fromtimestamp(stack.google.clock(), UTC)
+
+
+async def make_manager(stack: Stack, engine: AsyncEngine | None = None) -> ChannelManager:
+    client = await CalendarClient.create(stack.http, stack.settings.google_calendar_api_url)
+    return ChannelManager(
+        store=ChannelStore(engine or stack.engine),
+        client=client,
+        tokens=stack.app[TOKENS_KEY],
+        config=stack.app[PUSH_CONFIG_KEY],
+        clock=google_now(stack),
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Wait for something another task (a delivery from the emulator) does."""
+    for _ in range(1000):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+@dataclass
+class Push:
+    stack: Stack
+    sync: SyncEngine
+    manager: ChannelManager
+    integration_id: str
+    calendar: CalendarRow
+    google_cal: Calendar
+
+    @property
+    def store(self) -> ChannelStore:
+        return self.manager.store
+
+    async def channels(self) -> list[ChannelRow]:
+        return await self.store.channels_of_calendar(self.calendar.id)
+
+    async def channel(self, channel_id: str) -> ChannelRow:
+        row = await self.store.get(channel_id)
+        assert row is not None
+        return row
+
+    async def open_verified(self) -> ChannelRow:
+        """One maintenance pass opens a channel; wait for its `sync` message."""
+        report = await self.manager.run_once()
+        assert report.opened == 1
+        [row] = [r for r in await self.channels() if r.state in ("opening", "active")]
+        await self.wait_active(row.id)
+        return await self.channel(row.id)
+
+    async def wait_active(self, channel_id: str) -> None:
+        async def active() -> bool:
+            return (await self.channel(channel_id)).state == "active"
+
+        await eventually(active, f"channel {channel_id} verified")
+
+    async def sync_requested_at(self) -> datetime | None:
+        async with self.stack.engine.connect() as conn:
+            value: datetime | None = (
+                await conn.execute(
+                    select(calendars.c.sync_requested_at).where(calendars.c.id == self.calendar.id)
+                )
+            ).scalar_one()
+            return value
+
+    async def clear_sync_request(self) -> None:
+        """What the scheduler does when it takes the request."""
+        async with self.stack.engine.begin() as conn:
+            await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == self.calendar.id)
+                .values(sync_requested_at=None)
+            )
+
+    def google_channels(self) -> dict[str, Channel]:
+        return dict(self.stack.google.calendars.channels)
+
+    def insert_at_google(self, event_id: str, start: str, end: str) -> None:
+        self.stack.google.calendars.insert_event(
+            self.google_cal,
+            {"id": event_id, "start": {"dateTime": start}, "end": {"dateTime": end}},
+        )
+
+
+async def connect_and_sync(stack: Stack, email: str, user_id: str) -> tuple[str, CalendarRow]:
+    result = await stack.connect(email, user_id=user_id)
+    assert result["status"] == "connected"
+    sync = stack.app[SYNC_KEY]
+    [calendar] = await sync.ensure_calendars(result["integration_id"])
+    assert (await sync.sync_calendar(calendar.id)).status == "synced"
+    return result["integration_id"], calendar
+
+
+@pytest.fixture
+async def h(push_stack: Stack) -> Push:
+    stack = push_stack
+    integration_id, calendar = await connect_and_sync(stack, ALICE, "u-alice")
+    return Push(
+        stack,
+        stack.app[SYNC_KEY],
+        await make_manager(stack),
+        integration_id,
+        calendar,
+        stack.google.calendars.ensure_user(ALICE),
+    )
+
+
+async def test_the_app_builds_a_manager_for_the_public_address(push_stack: Stack) -> None:
+    manager = push_stack.app[CHANNELS_KEY]
+    assert manager.config.address == f"{push_stack.base_url}/webhooks/google/calendar"
+    assert manager.config.renew_before_s == RENEW_BEFORE_S
+
+
+async def test_only_a_calendar_with_a_complete_copy_gets_a_channel(push_stack: Stack) -> None:
+    stack = push_stack
+    result = await stack.connect(ALICE, user_id="u-alice")
+    sync = stack.app[SYNC_KEY]
+    [calendar] = await sync.ensure_calendars(result["integration_id"])
+    manager = await make_manager(stack)
+    assert (await manager.run_once()).opened == 0
+    assert stack.google.calendars.channels == {}
+    await sync.sync_calendar(calendar.id)
+    assert (await manager.run_once()).opened == 1
+    assert [c.calendar_id for c in stack.google.calendars.channels.values()] == [ALICE]
+
+
+async def test_a_synced_calendar_gets_one_channel_at_our_address(h: Push) -> None:
+    row = await h.open_verified()
+    [google] = h.google_channels().values()
+    assert google.id == row.id and google.calendar_id == ALICE
+    assert google.address == f"{h.stack.base_url}/webhooks/google/calendar"
+    # The secret Google echoes is stored only as its hash, and is a strong random value.
+    assert google.token is not None and len(google.token) >= 43
+    assert row.token_sha256 == hashlib.sha256(google.token.encode()).digest()
+    assert "alice" not in row.id and row.resource_id == google.resource_id
+    assert row.expires_at == datetime.fromtimestamp(google.expiration_ms / 1000, UTC)
+    # Verified by Google's first message: the calendar now counts as pushed.
+    [fresh] = (
+        await SyncStore(h.stack.engine).freshness([h.integration_id], google_now(h.stack)())
+    )[h.integration_id]
+    assert fresh.push_active
+    # Nothing more to do on the next pass: never a second channel.
+    assert (await h.manager.run_once()).opened == 0
+    assert len(h.google_channels()) == 1
+
+
+async def test_a_change_at_google_requests_one_sync_that_makes_it_visible(h: Push) -> None:
+    await h.open_verified()
+    await h.clear_sync_request()
+    h.insert_at_google("pushed001", "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")
+
+    async def requested() -> bool:
+        return await h.sync_requested_at() is not None
+
+    await eventually(requested, "the notification requested a sync")
+    window = (datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC))
+    assert await h.sync.busy_between(h.calendar.id, *window) == []
+    assert (await h.sync.sync_calendar(h.calendar.id)).changes == 1
+    assert await h.sync.busy_between(h.calendar.id, *window) == [
+        (datetime(2026, 12, 1, 10, tzinfo=UTC), datetime(2026, 12, 1, 11, tzinfo=UTC))
+    ]
+
+
+async def test_renewal_opens_the_new_channel_before_stopping_the_old(h: Push) -> None:
+    old = await h.open_verified()
+    old_google = h.google_channels()[old.id]
+    # Not yet due: nothing happens.
+    h.stack.google.advance_clock(WEEK_S - RENEW_BEFORE_S - 60)
+    assert (await h.manager.run_once()).opened == 0
+    h.stack.google.advance_clock(120)
+    since = h.stack.google.inspector.requests()[-1].seq
+    report = await h.manager.run_once()
+    assert report.opened == 1 and report.stopped == 0  # stopped inline, not as a retry
+    # (The access token expired with the clock: Google's 401 and our refresh come first.)
+    calls = [
+        (r.endpoint, r.status)
+        for r in h.stack.google.inspector.requests(since_seq=since)
+        if r.endpoint in ("events.watch", "channels.stop") and r.status != 401
+    ]
+    assert calls == [("events.watch", 200), ("channels.stop", 204)]
+    [new_id] = h.google_channels()
+    assert new_id != old.id
+    assert (await h.channel(old.id)).state == "stopped"
+    await h.wait_active(new_id)
+    # Google could still deliver an old message: it is refused.
+    status = await notify(h.stack, old_google, "exists", old_google.last_message_number + 50)
+    assert status == 404
+
+
+async def test_a_silent_channel_is_replaced_and_its_calendar_polled_meanwhile(h: Push) -> None:
+    h.stack.google.calendars.push_faults.drop_next = 1  # Google's `sync` message is lost
+    assert (await h.manager.run_once()).opened == 1
+    [silent] = await h.channels()
+    assert silent.state == "opening"
+    now = google_now(h.stack)
+    [fresh] = (await SyncStore(h.stack.engine).freshness([h.integration_id], now()))[
+        h.integration_id
+    ]
+    assert not fresh.push_active  # the scheduler polls it
+    assert (await h.manager.run_once()).opened == 0  # not silent for long enough yet
+    h.stack.google.advance_clock(h.manager.config.silence_threshold_s + 1)
+    assert (await h.manager.run_once()).opened == 1
+    assert silent.id not in h.google_channels()  # stopped at Google
+    [replacement] = h.google_channels()
+    await h.wait_active(replacement)
+    assert (await h.channel(silent.id)).state == "stopped"
+    [fresh] = (await SyncStore(h.stack.engine).freshness([h.integration_id], now()))[
+        h.integration_id
+    ]
+    assert fresh.push_active
+
+
+async def test_disconnect_stops_the_channels_and_refuses_their_notifications(h: Push) -> None:
+    row = await h.open_verified()
+    google = h.google_channels()[row.id]
+    async with h.stack.http.delete(
+        h.stack.url(f"/v1/integrations/{h.integration_id}"), headers=h.stack.auth()
+    ) as response:
+        assert response.status == 200
+        receipt = await response.json()
+    assert receipt["channels_stopped"] == 1
+    assert await h.channels() == []  # nothing of the integration is kept
+    assert await notify(h.stack, google, "exists", google.last_message_number + 1) == 404
+    # Idempotent: a second run of the hook finds nothing left to stop.
+    integration = await h.stack.app[INTEGRATIONS_KEY].get_by_id(h.integration_id)
+    assert integration is not None
+    assert await h.stack.app[CHANNELS_KEY].stop_integration(integration) == 0
+
+
+async def test_an_active_integration_stops_its_channels_at_google(h: Push) -> None:
+    row = await h.open_verified()
+    integration = await h.stack.app[INTEGRATIONS_KEY].get_by_id(h.integration_id)
+    assert integration is not None and integration.usable
+    assert await h.manager.stop_integration(integration) == 1
+    assert h.google_channels() == {}
+    assert (await h.channel(row.id)).state == "stopped"
+
+
+async def test_a_failed_watch_is_retried_after_a_backoff(h: Push) -> None:
+    h.stack.google.inject_fault(status=503, endpoint="events.watch")
+    assert (await h.manager.run_once()).failed == 1
+    assert await h.channels() == [] and h.google_channels() == {}
+    since = h.stack.google.inspector.requests()[-1].seq
+    assert (await h.manager.run_once()) == MaintenanceReport()  # backing off: no Google call
+    assert h.stack.google.inspector.requests(since_seq=since) == []
+    h.stack.google.advance_clock(h.manager.config.failure_backoff_s + 1)
+    assert (await h.manager.run_once()).opened == 1
+
+
+async def test_reauth_stops_the_channels_locally(h: Push) -> None:
+    row = await h.open_verified()
+    google = h.google_channels()[row.id]
+    h.stack.google.revoke_user_access(ALICE)
+    with pytest.raises(IntegrationInactive):
+        await h.stack.app[TOKENS_KEY].force_refresh(h.integration_id)
+    assert (await h.channel(row.id)).state == "stopped"
+    assert await notify(h.stack, google, "exists", google.last_message_number + 1) == 404
+    # A needs_reauth integration gets no new channel either.
+    assert (await h.manager.run_once()).opened == 0
+
+
+async def test_a_pass_stops_channels_a_missed_hook_left_behind(h: Push) -> None:
+    row = await h.open_verified()
+    # Another process moved the integration to needs_reauth and its hook did not run here.
+    async with h.stack.engine.begin() as conn:
+        await conn.execute(
+            update(integrations)
+            .where(integrations.c.id == h.integration_id)
+            .values(status="needs_reauth")
+        )
+    since = h.stack.google.inspector.requests()[-1].seq
+    assert (await h.manager.run_once()).retired == 1
+    assert (await h.channel(row.id)).state == "stopped"
+    assert h.stack.google.inspector.requests(since_seq=since) == []
+
+
+async def test_two_processes_never_open_two_channels_for_one_calendar(
+    push_stack: Stack, database_url: str
+) -> None:
+    stack = push_stack
+    _, alice = await connect_and_sync(stack, ALICE, "u-alice")
+    _, dave = await connect_and_sync(stack, DAVE, "u-dave")
+    second = await create_engine(database_url)
+    try:
+        first_manager = await make_manager(stack)
+        second_manager = await make_manager(stack, second)
+        opened = 0
+        for _ in range(3):
+            reports = await asyncio.gather(first_manager.run_once(), second_manager.run_once())
+            opened += sum(r.opened for r in reports)
+        assert opened == 2
+        store = ChannelStore(stack.engine)
+        assert await store.count_live([alice.id, dave.id]) == {alice.id: 1, dave.id: 1}
+        assert sorted(c.calendar_id for c in stack.google.calendars.channels.values()) == [
+            ALICE,
+            DAVE,
+        ]
+        # Both renew at the same moment: still one new channel per calendar.
+        stack.google.advance_clock(WEEK_S - RENEW_BEFORE_S + 60)
+        reports = await asyncio.gather(first_manager.run_once(), second_manager.run_once())
+        assert sum(r.opened for r in reports) == 2
+        assert len(stack.google.calendars.channels) == 2
+        async with stack.engine.connect() as conn:
+            states = sorted((await conn.execute(select(watch_channels.c.state))).scalars().all())
+        assert states.count("stopped") == 2 and len(states) == 4
+    finally:
+        await second.dispose()
+
+
+async def notify(stack: Stack, channel: Channel, state: str, number: int, **override: str) -> int:
+    """POST a notification as Google would for `channel` (headers overridable)."""
+    headers = {
+        "X-Goog-Channel-ID": channel.id,
+        "X-Goog-Channel-Token": channel.token or "",
+        "X-Goog-Resource-ID": channel.resource_id,
+        "X-Goog-Resource-URI": channel.resource_uri,
+        "X-Goog-Resource-State": state,
+        "X-Goog-Message-Number": str(number),
+        **override,
+    }
+    async with stack.http.post(
+        stack.url("/webhooks/google/calendar"), headers=headers, data=b""
+    ) as response:
+        await response.read()
+        return response.status
+
+
+@pytest.mark.parametrize(
+    ("public_url", "usable"),
+    [
+        ("https://gateway.example.com", True),
+        ("http://127.0.0.1:8080", True),  # the emulator only
+        ("http://localhost:8080", True),
+        ("http://gateway.example.com", False),  # Google refuses http webhooks
+    ],
+)
+def test_push_needs_an_address_google_accepts(public_url: str, usable: bool) -> None:
+    settings = load_settings(env_file=None, public_url=public_url)
+    assert settings.push_address_usable is usable
+    assert settings.push_webhook_url == f"{public_url}/webhooks/google/calendar"
+
+
+async def test_push_off_means_no_channels_and_every_notification_refused(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    async for stack in start_stack(
+        engine, database_url, tmp_path, push_enabled=False, sync_worker=False
+    ):
+        assert CHANNELS_KEY not in stack.app
+        await connect_and_sync(stack, ALICE, "u-alice")
+        assert stack.google.calendars.channels == {}
+        async with stack.http.post(
+            stack.url("/webhooks/google/calendar"),
+            headers={
+                "X-Goog-Channel-ID": "gwch-" + "1" * 32,
+                "X-Goog-Channel-Token": "t",
+                "X-Goog-Resource-ID": "r",
+                "X-Goog-Resource-State": "exists",
+                "X-Goog-Message-Number": "2",
+            },
+        ) as response:
+            assert response.status == 404

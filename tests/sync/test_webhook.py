@@ -1,0 +1,204 @@
+"""`POST /webhooks/google/calendar` over real HTTP, on SQLite and PostgreSQL.
+
+Forged notifications (unknown channel, wrong or missing token, wrong resource id, stopped
+channel) are refused with 404, cause no Google call and change nothing; a new message requests
+exactly one sync; repeated and older message numbers do nothing; malformed headers and bodies
+are refused; the channel token never reaches a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from sqlalchemy import select
+
+from emulator.calendar_store import Channel
+from gateway.db.schema import calendars, watch_channels
+from tests.stack import LogCapture, Stack
+from tests.sync import test_push_channels as channels
+from tests.sync.test_push_channels import Push, notify
+
+# Fixtures shared with the channel tests.
+push_stack = channels.push_stack
+h = channels.h
+
+WEBHOOK = "/webhooks/google/calendar"
+
+
+async def snapshot(stack: Stack) -> tuple[list[tuple[object, ...]], list[datetime | None]]:
+    """Every channel row and every calendar's sync request: what a refused call must not
+    change."""
+    async with stack.engine.connect() as conn:
+        rows = [tuple(r) for r in (await conn.execute(select(watch_channels))).all()]
+        requests = list((await conn.execute(select(calendars.c.sync_requested_at))).scalars())
+    return rows, requests
+
+
+async def active_channel(h: Push) -> Channel:
+    row = await h.open_verified()
+    await h.clear_sync_request()
+    return h.google_channels()[row.id]
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    capture = LogCapture()
+    root = logging.getLogger()
+    root.addHandler(capture)
+    try:
+        yield capture.lines
+    finally:
+        root.removeHandler(capture)
+
+
+async def test_forged_notifications_are_refused_without_effect(
+    h: Push, log_lines: list[str]
+) -> None:
+    channel = await active_channel(h)
+    stack = h.stack
+    next_number = channel.last_message_number + 10
+    token = channel.token or ""
+    flipped = ("B" if token[0] == "A" else "A") + token[1:]
+    before = await snapshot(stack)
+    since = stack.google.inspector.requests()[-1].seq
+    forgeries = {
+        "unknown channel": {"X-Goog-Channel-ID": "gwch-" + "0" * 32},
+        "wrong token": {"X-Goog-Channel-Token": flipped},
+        "token of another length": {"X-Goog-Channel-Token": "guess"},
+        "wrong resource": {"X-Goog-Resource-ID": "a" * len(channel.resource_id)},
+    }
+    for what, override in forgeries.items():
+        async with stack.http.post(
+            stack.url(WEBHOOK),
+            headers={
+                "X-Goog-Channel-ID": channel.id,
+                "X-Goog-Channel-Token": channel.token or "",
+                "X-Goog-Resource-ID": channel.resource_id,
+                "X-Goog-Resource-State": "exists",
+                "X-Goog-Message-Number": str(next_number),
+                **override,
+            },
+        ) as response:
+            assert response.status == 404, what
+            assert response.content_type == "application/problem+json"
+            problem = await response.json()
+            assert problem["code"] == "channel_not_found", what
+            assert channel.token not in str(problem)
+    assert await snapshot(stack) == before
+    assert stack.google.inspector.requests(since_seq=since) == []
+    # The genuine message still works afterwards.
+    assert await notify(stack, channel, "exists", next_number) == 200
+    assert await h.sync_requested_at() is not None
+    assert token and all(token not in line for line in log_lines)
+    assert any(channel.id in line for line in log_lines)  # the capture did see the webhook
+
+
+async def test_a_notification_without_a_token_is_refused(h: Push) -> None:
+    channel = await active_channel(h)
+    before = await snapshot(h.stack)
+    async with h.stack.http.post(
+        h.stack.url(WEBHOOK),
+        headers={
+            "X-Goog-Channel-ID": channel.id,
+            "X-Goog-Resource-ID": channel.resource_id,
+            "X-Goog-Resource-State": "exists",
+            "X-Goog-Message-Number": str(channel.last_message_number + 1),
+        },
+    ) as response:
+        assert response.status == 404
+    assert await snapshot(h.stack) == before
+
+
+async def test_a_stopped_channel_is_refused_without_effect(h: Push) -> None:
+    channel = await active_channel(h)
+    await h.store.supersede(h.calendar.id, "none")  # as a renewal does
+    before = await snapshot(h.stack)
+    since = h.stack.google.inspector.requests()[-1].seq
+    assert await notify(h.stack, channel, "exists", channel.last_message_number + 1) == 404
+    assert await snapshot(h.stack) == before
+    assert h.stack.google.inspector.requests(since_seq=since) == []
+
+
+async def test_one_sync_per_new_message_and_none_for_repeats(h: Push) -> None:
+    channel = await active_channel(h)
+    number = channel.last_message_number + 5
+    assert await notify(h.stack, channel, "exists", number) == 200
+    assert await h.sync_requested_at() is not None
+    assert (await h.channel(channel.id)).last_message_number == number
+    await h.clear_sync_request()
+    # Google repeats a message, or an older one arrives late: acknowledged, no work.
+    for late in (number, number - 1, 1):
+        assert await notify(h.stack, channel, "exists", late) == 200
+    assert await h.sync_requested_at() is None
+    assert (await h.channel(channel.id)).last_message_number == number
+    # not_exists is a change too.
+    assert await notify(h.stack, channel, "not_exists", number + 1) == 200
+    assert await h.sync_requested_at() is not None
+
+
+async def test_requests_coalesce_into_the_waiting_one(h: Push) -> None:
+    channel = await active_channel(h)
+    assert await notify(h.stack, channel, "exists", channel.last_message_number + 1) == 200
+    first = await h.sync_requested_at()
+    assert first is not None
+    assert await notify(h.stack, channel, "exists", channel.last_message_number + 2) == 200
+    assert await h.sync_requested_at() == first
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("X-Goog-Channel-ID", ""),
+        ("X-Goog-Channel-ID", "a" * 65),
+        ("X-Goog-Channel-ID", "has space"),
+        ("X-Goog-Resource-State", "deleted"),
+        ("X-Goog-Message-Number", "twelve"),
+        ("X-Goog-Message-Number", "0"),
+        ("X-Goog-Message-Number", "9" * 20),
+        ("X-Goog-Resource-ID", ""),
+        ("X-Goog-Channel-Token", "t" * 257),
+    ],
+)
+async def test_malformed_headers_are_refused(h: Push, header: str, value: str) -> None:
+    channel = await active_channel(h)
+    before = await snapshot(h.stack)
+    status = await notify(
+        h.stack, channel, "exists", channel.last_message_number + 1, **{header: value}
+    )
+    assert status == 400
+    assert await snapshot(h.stack) == before
+
+
+async def test_a_body_is_refused(h: Push) -> None:
+    channel = await active_channel(h)
+    async with h.stack.http.post(
+        h.stack.url(WEBHOOK),
+        headers={
+            "X-Goog-Channel-ID": channel.id,
+            "X-Goog-Channel-Token": channel.token or "",
+            "X-Goog-Resource-ID": channel.resource_id,
+            "X-Goog-Resource-State": "exists",
+            "X-Goog-Message-Number": str(channel.last_message_number + 1),
+        },
+        data=b"x" * 2048,
+    ) as response:
+        assert response.status == 413
+    assert await h.sync_requested_at() is None
+
+
+async def test_the_webhook_needs_no_api_key_and_refuses_other_methods(push_stack: Stack) -> None:
+    async with push_stack.http.get(push_stack.url(WEBHOOK)) as response:
+        assert response.status == 405
+    async with push_stack.http.post(
+        push_stack.url(WEBHOOK),
+        headers={
+            "X-Goog-Channel-ID": "gwch-unknown",
+            "X-Goog-Resource-ID": "r",
+            "X-Goog-Resource-State": "sync",
+            "X-Goog-Message-Number": "1",
+        },
+    ) as response:
+        assert response.status == 404  # not 401: Google sends no API key
