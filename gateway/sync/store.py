@@ -588,17 +588,24 @@ class SyncStore:
 
     # -- scheduling (gateway.sync.scheduler) -------------------------------------------------
 
-    async def request_sync(self, calendar_id: str, now: datetime) -> bool:
+    async def request_sync(
+        self, calendar_id: str, now: datetime, *, conn: AsyncConnection | None = None
+    ) -> bool:
         """Ask for one more sync of the calendar (a push notification, a booking). Requests
         coalesce: the earliest unclaimed one is kept, and the scheduler clears it when it
         claims the calendar, so a request arriving during a sync causes one sync after it.
-        False if there is no such calendar."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(calendars)
-                .where(calendars.c.id == calendar_id)
-                .values(sync_requested_at=func.coalesce(calendars.c.sync_requested_at, now))
-            )
+        Within the caller's transaction when `conn` is given (the webhook records the message
+        and the request together). False if there is no such calendar."""
+        statement = (
+            update(calendars)
+            .where(calendars.c.id == calendar_id)
+            .values(sync_requested_at=func.coalesce(calendars.c.sync_requested_at, now))
+        )
+        if conn is not None:
+            result = await conn.execute(statement)
+        else:
+            async with self.engine.begin() as own:
+                result = await own.execute(statement)
         return bool(result.rowcount == 1)
 
     async def integrations_without_calendars(self, limit: int) -> list[str]:
