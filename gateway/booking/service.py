@@ -428,6 +428,8 @@ class BookingService:
         self._check(integration, tenant_id)
         await self._check_zone(change.time_zone)
         row, calendar = await self._booked(integration, tenant_id, event_id)
+        if row.state == DELETED:
+            raise EventNotFound()
         try:
             event = await self._client.patch_event(
                 self._tokens_for(integration),
