@@ -123,6 +123,17 @@ def _drop_connection(request: web.Request) -> None:
         transport.abort()
 
 
+async def _hold_back(request: web.Request, delay_s: float) -> None:
+    """Wait `delay_s`, or less if the client goes away (nobody is left to answer then)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + delay_s
+    while loop.time() < until:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(min(0.05, until - loop.time()))
+
+
 def _fault_middleware(state: EmulatorState) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -145,7 +156,7 @@ def _fault_middleware(state: EmulatorState) -> Middleware:
                     response = exc.to_response()
                 if fault is not None and fault.after_delay_s > 0:
                     # Applied: the answer is held back (a client may die meanwhile).
-                    await asyncio.sleep(fault.after_delay_s)
+                    await _hold_back(request, fault.after_delay_s)
                 if fault is not None and fault.drop_response:
                     status = 0  # applied, never answered
                     _drop_connection(request)
