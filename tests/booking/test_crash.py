@@ -29,8 +29,8 @@ from tests.sync.test_scheduler_processes import _gateway_env
 
 
 @asynccontextmanager
-async def serve(stack: Stack, tmp_path: Path, name: str) -> AsyncIterator[tuple[str, int]]:
-    """A gateway process on the stack's database; yields (base url, pid). Killed on exit."""
+async def serve(stack: Stack, tmp_path: Path, name: str) -> AsyncIterator[str]:
+    """A gateway process on the stack's database; yields its base url. Killed on exit."""
     port = free_port()
     env = {**_gateway_env(stack, lease_s=30), "GATEWAY_SYNC_WORKER": "false"}
     with (tmp_path / f"{name}.log").open("wb") as log_file:
@@ -59,7 +59,7 @@ async def serve(stack: Stack, tmp_path: Path, name: str) -> AsyncIterator[tuple[
                     return False
 
             await eventually(up, timeout_s=60)
-            yield base, child.pid
+            yield base
         finally:
             if child.returncode is None:
                 child.send_signal(signal.SIGKILL)
@@ -72,7 +72,7 @@ async def test_a_crash_after_googles_success_books_one_event(stack: Stack, tmp_p
     headers = {**stack.auth(), "Idempotency-Key": "crash-1"}
     hold = stack.google.inject_fault(after_delay_s=60, endpoint="events.insert")
 
-    async with serve(stack, tmp_path, "first") as (base, _pid):
+    async with serve(stack, tmp_path, "first") as base:
         url = base + events_path(alice)
         attempt = asyncio.create_task(stack.http.post(url, json=body, headers=headers))
 
@@ -91,11 +91,13 @@ async def test_a_crash_after_googles_success_books_one_event(stack: Stack, tmp_p
         states = list((await conn.execute(select(bookings.c.state))).scalars())
     assert states == ["pending"]
 
-    async with serve(stack, tmp_path, "restarted") as (base, _pid):
-        async with stack.http.post(base + events_path(alice), json=body, headers=headers) as r:
-            assert r.status == 201, await r.text()
-            assert r.headers["Idempotent-Replayed"] == "true"
-            answer = await r.json()
+    async with (
+        serve(stack, tmp_path, "restarted") as base,
+        stack.http.post(base + events_path(alice), json=body, headers=headers) as r,
+    ):
+        assert r.status == 201, await r.text()
+        assert r.headers["Idempotent-Replayed"] == "true"
+        answer = await r.json()
     assert answer["id"] == google_event_id("acme", alice, "crash-1")
     [created] = gateway_events(stack, ALICE)
     assert created["id"] == answer["id"]
