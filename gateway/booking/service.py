@@ -216,7 +216,12 @@ class _Lock:
 
 
 class BookingService:
-    """Idempotent booking, and changing and cancelling what was booked (see the module doc)."""
+    """Idempotent booking, and changing and cancelling what was booked (see the module doc).
+
+    `max_staleness` bounds how old the availability an if_free booking is checked against may
+    be; `nudge` wakes this process's sync scheduler for a calendar just written; `max_locked`
+    bounds how many slot locks (each a database connection on PostgreSQL) are held at once.
+    """
 
     def __init__(
         self,
@@ -229,6 +234,7 @@ class BookingService:
         max_staleness: timedelta,
         clock: Callable[[], datetime] = utc_now,
         nudge: Callable[[str], None] | None = None,
+        max_locked: int = 4,
     ) -> None:
         self._store = store
         self._client = client
@@ -239,6 +245,9 @@ class BookingService:
         self._clock = clock
         self._nudge = nudge
         self._locks: dict[str, _Lock] = {}
+        # A held slot lock keeps a database connection (PostgreSQL) while the booking needs
+        # another: bounding how many are held at once keeps the pool from running dry.
+        self._locked = asyncio.Semaphore(max_locked)
 
     def __repr__(self) -> str:
         return f"BookingService(max_staleness={self._max_staleness!r})"
@@ -540,7 +549,7 @@ class BookingService:
         entry = self._locks.setdefault(integration_id, _Lock())
         entry.users += 1
         try:
-            async with entry.lock, self._store.slot_lock(integration_id):
+            async with entry.lock, self._locked, self._store.slot_lock(integration_id):
                 yield
         finally:
             entry.users -= 1
