@@ -9,6 +9,7 @@ emulator issued (tests/stack.py); the crash worker's log output is scanned here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -67,9 +68,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Short timings so failure paths take milliseconds, not the production seconds.
 FAST = DisconnectConfig(
-    retry=RetryPolicy(attempts=3, base_s=0.01, max_s=0.02, budget_s=1.0),
+    retry=RetryPolicy(attempts=3, base_s=0.01, max_s=0.02, budget_s=5.0),
     lease_ttl_s=30.0,
-    wait_s=0.3,
+    # The background resumer (every 0.1 s) may take a fresh job before the DELETE does; the
+    # DELETE then waits for that run. On a loaded machine that run can take a second or two.
+    wait_s=3.0,
     poll_s=0.05,
     resume_interval_s=0.1,
     retry_after_s=1,
@@ -456,10 +459,14 @@ async def test_a_failing_step_answers_202_and_the_resumer_finishes(stack: Stack)
             raise RuntimeError("sync store briefly unavailable")
         return 3
 
-    async with gateway(stack, hooks=DisconnectHooks(record_purgers=[flaky_purge])) as base_url:
+    # No waiting: whether the DELETE's own run or the background resumer met the failure first,
+    # the answer is 202 at once and the job stays durable.
+    config = dataclasses.replace(FAST, wait_s=0.0)
+    hooks = DisconnectHooks(record_purgers=[flaky_purge])
+    async with gateway(stack, config=config, hooks=hooks) as base_url:
         status, headers, body = await delete(stack, c.id, base_url=base_url)
         assert status == 202 and "Retry-After" in headers
-        assert body == {"id": c.id, "status": "disconnecting", "disconnect_step": 3}
+        assert body["status"] == "disconnecting" and body["disconnect_step"] in (1, 2, 3)
         for _ in range(100):  # the resumer runs every FAST.resume_interval_s
             if (await integration_row(stack.engine, c.id))["status"] == "disconnected":
                 break
