@@ -405,13 +405,12 @@ class SyncEngine:
         calendar = await self.store.get(calendar_id)
         if calendar is None:
             return False
-        horizon = calendar.horizon
-        merged = False
-        if horizon is not None:
-            records = self._parse_page({"items": events}, calendar)
-            merged = await self.store.merge_local(
-                calendar, records, compute=self._compute(calendar, horizon)
-            )
+        # Without a complete copy there are no blocks yet; a first build still gets the records.
+        horizon = calendar.horizon or self.config.horizon(self._clock())
+        records = self._parse_page({"items": events}, calendar)
+        merged = await self.store.merge_local(
+            calendar, records, compute=self._compute(calendar, horizon)
+        )
         await self.store.request_sync(calendar_id, self._clock())
         return merged
 

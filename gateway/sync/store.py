@@ -500,24 +500,30 @@ class SyncStore:
         cancellation) into the active copy, with the blocks of the series they touch, so
         availability sees them at once. Unlike `apply_delta` the sync token and the copy's
         freshness stay as they are: the next sync brings Google's own view, which replaces
-        these records. False when the calendar has no complete copy (or another generation
-        became active meanwhile): then there is nothing to merge into."""
-        generation = calendar.active_generation
-        if generation is None:
-            return False
+        these records.
+
+        A full sync being built meanwhile may have listed the calendar before the write: the
+        records go into that generation too (its blocks are computed from its records when it
+        completes), so switching to it does not lose them. Returns False when there is no
+        complete copy to show them in."""
         async with self.engine.begin() as conn:
             active = (
                 await conn.execute(
                     select(calendars.c.active_generation).where(calendars.c.id == calendar.id)
                 )
             ).scalar_one_or_none()
-            if active != generation:
-                return False
-            series = sorted(await self._apply(conn, calendar.id, generation, items))
-            records = await self._series_records(conn, calendar.id, generation, series)
-            await self._replace_series_blocks(
-                conn, calendar.id, generation, series, compute(records)
+            building = select(calendar_events.c.generation).where(
+                calendar_events.c.calendar_id == calendar.id
             )
+            if active is not None:
+                building = building.where(calendar_events.c.generation > active)
+            for generation in (await conn.execute(building.distinct())).scalars().all():
+                await self._apply(conn, calendar.id, generation, items)
+            if active is None:
+                return False
+            series = sorted(await self._apply(conn, calendar.id, active, items))
+            records = await self._series_records(conn, calendar.id, active, series)
+            await self._replace_series_blocks(conn, calendar.id, active, series, compute(records))
         return True
 
     async def replace_blocks(

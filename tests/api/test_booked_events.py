@@ -11,7 +11,19 @@ from sqlalchemy import func, select
 from gateway.apikeys import utc_now
 from gateway.db.schema import bookings
 from gateway.http.appkeys import INTEGRATIONS_KEY
-from tests.availability.helpers import ALICE, Response, at, call, connect, day, event, sync, z
+from tests.availability.helpers import (
+    ALICE,
+    DAVE,
+    Response,
+    at,
+    call,
+    connect,
+    day,
+    event,
+    key_with,
+    sync,
+    z,
+)
 from tests.booking.helpers import book, events_path, gateway_events, slot
 from tests.stack import Stack
 
@@ -146,8 +158,6 @@ async def test_delete_twice_is_204_and_only_our_events_can_be_touched(stack: Sta
 
 
 async def test_scopes_and_inactive_integrations_on_every_event_call(stack: Stack) -> None:
-    from tests.availability.helpers import key_with
-
     alice = await connect(stack, ALICE)
     d = day(11)
     booked = await book(stack, alice, slot(d), key="k-scope")
@@ -186,3 +196,41 @@ async def test_disconnect_purges_the_booking_rows(stack: Stack) -> None:
     assert await rows() == 0
     after = await book(stack, alice, slot(day(12)), key="k-purge")
     assert after.status == 409 and after.body["code"] == "integration_inactive"
+
+
+async def test_google_failures_on_list_change_and_cancel(stack: Stack) -> None:
+    alice = await connect(stack, ALICE)
+    d = day(13)
+    booked = await book(stack, alice, slot(d), key="k-google")
+    event_id = booked.body["id"]
+    window = {"time_min": z(at(d, "00:00")), "time_max": z(at(d, "23:00"))}
+
+    stack.google.inject_fault(status=429, endpoint="events.list", user=ALICE)
+    listed = await call(stack, "GET", events_path(alice), params=window)
+    assert listed.status == 503 and listed.body["code"] == "rate_limited"
+    assert int(listed.headers["Retry-After"]) >= 1
+
+    stack.google.inject_fault(status=503, endpoint="events.patch", user=ALICE)
+    changed = await patch(stack, alice, event_id, {"summary": "x"})
+    assert changed.status == 503 and changed.body["code"] == "google_unavailable"
+    assert gateway_events(stack, ALICE)[0]["summary"] == "Intro call"
+
+    stack.google.inject_fault(status=403, reason="rateLimitExceeded", endpoint="events.delete")
+    cancelled = await call(stack, "DELETE", event_path(alice, event_id))
+    assert cancelled.status == 503 and cancelled.body["code"] == "rate_limited"
+    assert len(gateway_events(stack, ALICE)) == 1  # still there: the agent retries
+    assert (await call(stack, "DELETE", event_path(alice, event_id))).status == 204
+    assert gateway_events(stack, ALICE) == []
+
+
+async def test_a_freebusy_only_grant_cannot_list_change_or_cancel(stack: Stack) -> None:
+    dave = await connect(stack, DAVE)
+    d = day(14)
+    window = {"time_min": z(at(d, "00:00")), "time_max": z(at(d, "23:00"))}
+    listed = await call(stack, "GET", events_path(dave), params=window)
+    assert listed.status == 403 and listed.body["code"] == "insufficient_google_scope"
+    some_id = "0123456789abcdefghijklmnopqrstuv"
+    changed = await patch(stack, dave, some_id, {"summary": "x"})
+    assert changed.status == 403 and changed.body["code"] == "insufficient_google_scope"
+    cancelled = await call(stack, "DELETE", event_path(dave, some_id))
+    assert cancelled.status == 403 and cancelled.body["code"] == "insufficient_google_scope"

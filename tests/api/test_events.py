@@ -13,7 +13,18 @@ from gateway.apikeys import utc_now
 from gateway.booking.idempotency import google_event_id
 from gateway.db.schema import bookings, calendars
 from gateway.http.appkeys import INTEGRATIONS_KEY
-from tests.availability.helpers import ALICE, DAVE, at, call, connect, day, event, sync, z
+from tests.availability.helpers import (
+    ALICE,
+    DAVE,
+    at,
+    call,
+    connect,
+    day,
+    event,
+    key_with,
+    sync,
+    z,
+)
 from tests.booking.helpers import book, events_path, gateway_events, inserts, slot
 from tests.stack import Stack
 
@@ -198,8 +209,6 @@ async def test_invalid_bodies_are_422_and_book_nothing(stack: Stack) -> None:
 
 
 async def test_scope_tenant_and_inactive_integration(stack: Stack) -> None:
-    from tests.availability.helpers import key_with
-
     alice = await connect(stack, ALICE)
     d = day(17)
     reader = await key_with(stack, "calendar:read")

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.sync.model import GATEWAY_PROPERTY
-from tests.availability.helpers import Response, at, call, z
+from tests.availability.helpers import Response, at, z
 from tests.stack import Stack
 
 
@@ -53,6 +53,3 @@ def gateway_events(stack: Stack, email: str) -> list[dict[str, Any]]:
 def inserts(stack: Stack) -> list[int]:
     """Statuses of every events.insert the emulator saw (0: applied, answer dropped)."""
     return [r.status for r in stack.google.inspector.requests(endpoint="events.insert")]
-
-
-__all__ = ["call"]
