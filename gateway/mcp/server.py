@@ -28,4 +28,19 @@ def build_mcp_server(version: str = "") -> MCPServer[Any]:
         description=tools.LIST_CONNECTIONS,
         annotations=ToolAnnotations(readOnlyHint=True, openWorldHint=False),
     )
+    read_only = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
+    server.add_tool(
+        tools.check_availability,
+        name="check_availability",
+        title="Check availability (busy times)",
+        description=tools.CHECK_AVAILABILITY,
+        annotations=read_only,
+    )
+    server.add_tool(
+        tools.find_meeting_slots,
+        name="find_meeting_slots",
+        title="Find meeting slots",
+        description=tools.FIND_MEETING_SLOTS,
+        annotations=read_only,
+    )
     return server
