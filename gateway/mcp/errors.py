@@ -68,7 +68,6 @@ ADVICE: dict[str, str] = {
         "The argument named in `field` is wrong: read `message`, fix it and call again. Every "
         "time is RFC 3339 with an offset, e.g. 2026-11-23T09:00:00+01:00."
     ),
-    "missing_field": "The argument named in `field` is required: add it and call again.",
     "google_not_configured": (
         "This gateway has no Google connection configured; report it to the operator."
     ),

@@ -9,7 +9,7 @@ from gateway.http.appkeys import AUDIT_KEY
 from tests.mcp.client import mcp_client, text_of, tool_error
 from tests.stack import ALICE, Stack
 
-EXPECTED_TOOLS = {"list_calendar_connections"}
+EXPECTED_TOOLS = {"list_calendar_connections", "check_availability", "find_meeting_slots"}
 
 
 async def test_tools_are_listed_with_schemas_and_descriptions(stack: Stack) -> None:
