@@ -60,8 +60,16 @@ ADVICE: dict[str, str] = {
         "new booking; reuse a key only to retry exactly the same request."
     ),
     "etag_mismatch": (
-        "The event changed since you read it. Read it again (list the events) and retry with "
-        "the new etag, or without one to overwrite."
+        "The meeting changed since that etag (someone edited it). Check with the user, then "
+        "retry without `etag` to apply your change anyway."
+    ),
+    "availability_unknown": (
+        "The calendar could not be read just now, so nothing was booked (never blind). Wait "
+        "`retry_after_s` seconds and retry with the same idempotency key."
+    ),
+    "invalid_idempotency_key": (
+        "The idempotency key must be 1-200 printable ASCII characters without spaces, e.g. a "
+        "UUID: fix it and call again."
     ),
     "invalid_input": "An argument is wrong: read `message`, fix the argument and call again.",
     "invalid_field": (
