@@ -27,6 +27,7 @@ from gateway.availability.service import (
     MAX_INTEGRATIONS,
     AvailabilityService,
     FreeBusy,
+    SlotsResult,
     parse_staleness,
     parse_window,
     rfc3339,
@@ -64,18 +65,29 @@ class FreeBusyBatch(StrictBody):
     max_staleness_s: StalenessS | None = None
 
 
+# The slot finder's limits, named so the MCP tool (gateway.mcp.tools) declares the same ones.
+SlotMode = Literal["all", "any"]
+DurationMinutes = Annotated[int, Field(ge=5, le=24 * 60)]
+TimeZoneName = Annotated[str, Field(min_length=1, max_length=64)]
+WorkingHoursSpec = dict[str, list[list[str]]]
+BufferMinutes = Annotated[int, Field(ge=0, le=12 * 60)]
+GranularityMinutes = Annotated[int, Field(ge=5, le=24 * 60)]
+NoticeMinutes = Annotated[int, Field(ge=0, le=30 * 24 * 60)]
+SlotLimit = Annotated[int, Field(ge=1, le=1000)]
+
+
 class SlotsRequest(StrictBody):
     integration_ids: IntegrationIds
-    mode: Literal["all", "any"]
-    duration_minutes: int = Field(ge=5, le=24 * 60)
+    mode: SlotMode
+    duration_minutes: DurationMinutes
     time_min: Rfc3339
     time_max: Rfc3339
-    time_zone: str = Field(min_length=1, max_length=64)
-    working_hours: dict[str, list[list[str]]] | None = None
-    buffer_minutes: int = Field(default=0, ge=0, le=12 * 60)
-    granularity_minutes: int = Field(default=15, ge=5, le=24 * 60)
-    min_notice_minutes: int = Field(default=0, ge=0, le=30 * 24 * 60)
-    limit: int = Field(default=100, ge=1, le=1000)
+    time_zone: TimeZoneName
+    working_hours: WorkingHoursSpec | None = None
+    buffer_minutes: BufferMinutes = 0
+    granularity_minutes: GranularityMinutes = 15
+    min_notice_minutes: NoticeMinutes = 0
+    limit: SlotLimit = 100
     max_staleness_s: StalenessS | None = None
 
 
@@ -130,11 +142,12 @@ def render_problem(exc: ProblemError) -> dict[str, Any]:
     return body
 
 
-# -- handlers ---------------------------------------------------------------------------------
+# -- parsing shared with the MCP tools (gateway.mcp.tools) ------------------------------------
 
 
-def _service(request: web.Request) -> AvailabilityService:
-    service = request.app.get(AVAILABILITY_KEY)
+def availability_service(app: web.Application) -> AvailabilityService:
+    """The app's AvailabilityService, or 503 google_not_configured."""
+    service = app.get(AVAILABILITY_KEY)
     if service is None:
         raise ProblemError(
             "no Google OAuth client is configured on this gateway",
@@ -145,74 +158,23 @@ def _service(request: web.Request) -> AvailabilityService:
     return service
 
 
-def _staleness(request: web.Request, max_staleness_s: int | None) -> timedelta:
-    default = timedelta(seconds=request.app[SETTINGS_KEY].freebusy_max_staleness_s)
+def staleness(app: web.Application, max_staleness_s: int | None) -> timedelta:
+    """The caller's `max_staleness_s`, else the configured default (422 out of range)."""
+    default = timedelta(seconds=app[SETTINGS_KEY].freebusy_max_staleness_s)
     return parse_staleness(max_staleness_s, default)
 
 
-def _unique(ids: Sequence[str]) -> None:
+def require_unique(ids: Sequence[str], field: str = "integration_ids") -> None:
+    """422 naming the first id given twice."""
     seen: set[str] = set()
     for n, value in enumerate(ids):
         if value in seen:
             raise InvalidInput(
-                f"integration_ids[{n}]: given more than once",
+                f"{field}[{n}]: given more than once",
                 code="invalid_field",
-                extra={"field": f"integration_ids[{n}]"},
+                extra={"field": f"{field}[{n}]"},
             )
         seen.add(value)
-
-
-@requires_scope("calendar:read")
-async def get_freebusy(request: web.Request) -> web.Response:
-    """Busy time of one integration, with how fresh it is."""
-    query = parse_query(request.query, FreeBusyQuery)
-    window = parse_window(query.time_min, query.time_max)
-    staleness = _staleness(request, query.max_staleness_s)
-    integration = require_usable(
-        await integration_by_id(request, request.match_info["integration_id"])
-    )
-    service = _service(request)
-    try:
-        answer = await service.freebusy(integration, window, max_staleness=staleness)
-    except GoogleError as exc:
-        raise google_problem(exc) from None
-    return web.json_response(render_freebusy(answer), headers={"Cache-Control": "no-store"})
-
-
-async def _lookup(request: web.Request, integration_id: str) -> Integration | ProblemError:
-    try:
-        return require_usable(await integration_by_id(request, integration_id))
-    except ProblemError as exc:
-        return exc
-
-
-@requires_scope("calendar:read")
-async def post_freebusy(request: web.Request) -> web.Response:
-    """Busy time of several integrations, answered concurrently; one entry per id, in order:
-    the free/busy object, or {"integration_id", "problem"} for that id alone."""
-    body = await read_json(request, FreeBusyBatch)
-    _unique(body.integration_ids)
-    window = parse_window(body.time_min, body.time_max)
-    staleness = _staleness(request, body.max_staleness_s)
-    found = await asyncio.gather(*(_lookup(request, i) for i in body.integration_ids))
-    service = _service(request)
-    usable = [i for i in found if isinstance(i, Integration)]
-    answers = iter(await service.freebusy_each(usable, window, max_staleness=staleness))
-    results: list[dict[str, Any]] = []
-    for integration_id, looked_up in zip(body.integration_ids, found, strict=True):
-        outcome: FreeBusy | GatewayError = (
-            next(answers) if isinstance(looked_up, Integration) else looked_up
-        )
-        if isinstance(outcome, FreeBusy):
-            results.append(render_freebusy(outcome))
-        else:
-            results.append(
-                {"integration_id": integration_id, "problem": render_problem(_as_problem(outcome))}
-            )
-    return web.json_response(
-        {"time_min": rfc3339(window.start), "time_max": rfc3339(window.end), "results": results},
-        headers={"Cache-Control": "no-store"},
-    )
 
 
 def _load_zone(name: str) -> ZoneInfo:
@@ -237,34 +199,37 @@ def _working_hours(spec: dict[str, list[list[str]]] | None) -> WorkingHours | No
         ) from None
 
 
-@requires_scope("calendar:read")
-async def post_slots(request: web.Request) -> web.Response:
-    """Meeting slots for several integrations: everyone free (`all`) or anyone (`any`)."""
-    body = await read_json(request, SlotsRequest)
-    _unique(body.integration_ids)
-    window = parse_window(body.time_min, body.time_max)
-    staleness = _staleness(request, body.max_staleness_s)
+async def slot_query(
+    window: Interval,
+    *,
+    mode: SlotMode,
+    duration_minutes: int,
+    time_zone: str,
+    working_hours: dict[str, list[list[str]]] | None,
+    buffer_minutes: int,
+    granularity_minutes: int,
+    min_notice_minutes: int,
+    limit: int,
+) -> SlotQuery:
+    """The slot finder's query from a request's fields (422 for an unknown zone or bad
+    working hours)."""
     # Reading a zone's rules is file I/O the first time: off the event loop.
-    tz = await asyncio.to_thread(_load_zone, body.time_zone)
-    query = SlotQuery(
+    tz = await asyncio.to_thread(_load_zone, time_zone)
+    return SlotQuery(
         window=window,
-        duration=timedelta(minutes=body.duration_minutes),
+        duration=timedelta(minutes=duration_minutes),
         time_zone=tz,
-        mode=body.mode,
-        working_hours=_working_hours(body.working_hours),
-        buffer=timedelta(minutes=body.buffer_minutes),
-        granularity=timedelta(minutes=body.granularity_minutes),
-        min_notice=timedelta(minutes=body.min_notice_minutes),
-        limit=body.limit,
+        mode=mode,
+        working_hours=_working_hours(working_hours),
+        buffer=timedelta(minutes=buffer_minutes),
+        granularity=timedelta(minutes=granularity_minutes),
+        min_notice=timedelta(minutes=min_notice_minutes),
+        limit=limit,
     )
-    # The whole call is about these people together: any unknown or inactive one fails it.
-    integrations = [
-        require_usable(await integration_by_id(request, i)) for i in body.integration_ids
-    ]
-    try:
-        result = await _service(request).slots(integrations, query, max_staleness=staleness)
-    except GoogleError as exc:
-        raise google_problem(exc) from None
+
+
+def render_slots(result: SlotsResult) -> dict[str, Any]:
+    """Slots, completeness and per integration how its availability was known."""
     availability: dict[str, Any] = {}
     for integration_id, outcome in result.availability.items():
         if isinstance(outcome, FreeBusy):
@@ -278,23 +243,115 @@ async def post_slots(request: web.Request) -> web.Response:
                 "problem": render_problem(google_problem(outcome)),
             }
     answer = result.answer
+    return {
+        "slots": [
+            {"start": rfc3339(s.start), "end": rfc3339(s.end), "integration_ids": list(s.people)}
+            for s in answer.slots
+        ],
+        "complete": answer.complete,
+        "incomplete_integration_ids": list(answer.incomplete_people),
+        "integrations": availability,
+    }
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+@requires_scope("calendar:read")
+async def get_freebusy(request: web.Request) -> web.Response:
+    """Busy time of one integration, with how fresh it is."""
+    query = parse_query(request.query, FreeBusyQuery)
+    window = parse_window(query.time_min, query.time_max)
+    max_staleness = staleness(request.app, query.max_staleness_s)
+    integration = require_usable(
+        await integration_by_id(request, request.match_info["integration_id"])
+    )
+    service = availability_service(request.app)
+    try:
+        answer = await service.freebusy(integration, window, max_staleness=max_staleness)
+    except GoogleError as exc:
+        raise google_problem(exc) from None
+    return web.json_response(render_freebusy(answer), headers={"Cache-Control": "no-store"})
+
+
+async def _lookup(request: web.Request, integration_id: str) -> Integration | ProblemError:
+    try:
+        return require_usable(await integration_by_id(request, integration_id))
+    except ProblemError as exc:
+        return exc
+
+
+@requires_scope("calendar:read")
+async def post_freebusy(request: web.Request) -> web.Response:
+    """Busy time of several integrations, answered concurrently; one entry per id, in order:
+    the free/busy object, or {"integration_id", "problem"} for that id alone."""
+    body = await read_json(request, FreeBusyBatch)
+    require_unique(body.integration_ids)
+    window = parse_window(body.time_min, body.time_max)
+    max_staleness = staleness(request.app, body.max_staleness_s)
+    found = await asyncio.gather(*(_lookup(request, i) for i in body.integration_ids))
+    service = availability_service(request.app)
+    usable = [i for i in found if isinstance(i, Integration)]
+    answers = iter(await service.freebusy_each(usable, window, max_staleness=max_staleness))
+    results: list[dict[str, Any]] = []
+    for integration_id, looked_up in zip(body.integration_ids, found, strict=True):
+        outcome: FreeBusy | GatewayError = (
+            next(answers) if isinstance(looked_up, Integration) else looked_up
+        )
+        if isinstance(outcome, FreeBusy):
+            results.append(render_freebusy(outcome))
+        else:
+            results.append(
+                {"integration_id": integration_id, "problem": render_problem(_as_problem(outcome))}
+            )
+    return web.json_response(
+        {"time_min": rfc3339(window.start), "time_max": rfc3339(window.end), "results": results},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@requires_scope("calendar:read")
+async def post_slots(request: web.Request) -> web.Response:
+    """Meeting slots for several integrations: everyone free (`all`) or anyone (`any`)."""
+    body = await read_json(request, SlotsRequest)
+    require_unique(body.integration_ids)
+    window = parse_window(body.time_min, body.time_max)
+    max_staleness = staleness(request.app, body.max_staleness_s)
+    query = await slot_query(
+        window,
+        **body.model_dump(
+            include={
+                "mode",
+                "duration_minutes",
+                "time_zone",
+                "working_hours",
+                "buffer_minutes",
+                "granularity_minutes",
+                "min_notice_minutes",
+                "limit",
+            }
+        ),
+    )
+    # The whole call is about these people together: any unknown or inactive one fails it.
+    integrations = [
+        require_usable(await integration_by_id(request, i)) for i in body.integration_ids
+    ]
+    service = availability_service(request.app)
+    try:
+        result = await service.slots(integrations, query, max_staleness=max_staleness)
+    except GoogleError as exc:
+        raise google_problem(exc) from None
+    rendered = render_slots(result)
     return web.json_response(
         {
-            "slots": [
-                {
-                    "start": rfc3339(s.start),
-                    "end": rfc3339(s.end),
-                    "integration_ids": list(s.people),
-                }
-                for s in answer.slots
-            ],
-            "complete": answer.complete,
-            "incomplete_integration_ids": list(answer.incomplete_people),
+            "slots": rendered["slots"],
+            "complete": rendered["complete"],
+            "incomplete_integration_ids": rendered["incomplete_integration_ids"],
             "mode": body.mode,
             "time_zone": body.time_zone,
             "time_min": rfc3339(window.start),
             "time_max": rfc3339(window.end),
-            "integrations": availability,
+            "integrations": rendered["integrations"],
         },
         headers={"Cache-Control": "no-store"},
     )

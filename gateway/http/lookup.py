@@ -36,16 +36,23 @@ INTEGRATION_ID = re.compile(r"^int_[0-9a-f]{24}$")
 DEFAULT_RETRY_AFTER_S = 5
 
 
-async def integration_by_id(request: web.Request, integration_id: str) -> Integration:
-    """The caller's integration `integration_id`, or 404 (also for another tenant's)."""
+async def tenant_integration(
+    app: web.Application, tenant_id: str, integration_id: str
+) -> Integration:
+    """Integration `integration_id` of `tenant_id`, or 404 (also for another tenant's)."""
     found = (
-        await request.app[INTEGRATIONS_KEY].get(principal(request).tenant_id, integration_id)
+        await app[INTEGRATIONS_KEY].get(tenant_id, integration_id)
         if INTEGRATION_ID.match(integration_id)
         else None
     )
     if found is None:
         raise NotFound("no such integration", code="integration_not_found")
     return found
+
+
+async def integration_by_id(request: web.Request, integration_id: str) -> Integration:
+    """The caller's integration `integration_id`, or 404 (also for another tenant's)."""
+    return await tenant_integration(request.app, principal(request).tenant_id, integration_id)
 
 
 async def integration_for(request: web.Request) -> Integration:

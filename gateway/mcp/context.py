@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -19,10 +19,14 @@ from gateway.apikeys import Principal
 
 @dataclass(frozen=True)
 class ToolCall:
-    """The application (its services) and the authenticated caller of one MCP request."""
+    """The application (its services) and the authenticated caller of one MCP request.
+
+    `integrations` collects the ids of the caller's own integrations a tool looked up, for the
+    audit entries (ids the caller merely named, maybe another tenant's, are not recorded)."""
 
     app: web.Application
     principal: Principal
+    integrations: list[str] = field(default_factory=list)
 
 
 _CURRENT: ContextVar[ToolCall | None] = ContextVar("gateway_mcp_call", default=None)

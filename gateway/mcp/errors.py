@@ -41,9 +41,11 @@ ADVICE: dict[str, str] = {
         "call (with the same idempotency key for bookings)."
     ),
     "incomplete_availability": (
-        "Availability is unknown for the calendars in `unknown_calendars` (Google could not be "
-        "reached and there is no fresh copy). Do not treat that time as free: retry later or "
-        "ask the person directly."
+        "Availability is unknown for the calendars in `unknown_calendars` (each names its "
+        "connection_id and calendar_id, null meaning all of that connection's calendars, and "
+        "why: Google could not be reached and there is no fresh copy). Do not treat that time "
+        "as free. `known` or `safe_slots` may still be used; for the rest, retry after "
+        "`retry_after_s` seconds or ask the person directly."
     ),
     "insufficient_scope": (
         "This API key is not allowed to do that. Ask the operator for a key with the scope "
@@ -58,10 +60,25 @@ ADVICE: dict[str, str] = {
         "new booking; reuse a key only to retry exactly the same request."
     ),
     "etag_mismatch": (
-        "The event changed since you read it. Read it again (list the events) and retry with "
-        "the new etag, or without one to overwrite."
+        "The meeting changed since that etag (someone edited it). Check with the user, then "
+        "retry without `etag` to apply your change anyway."
     ),
-    "invalid_input": "An argument is wrong: read `detail`, fix the argument and call again.",
+    "availability_unknown": (
+        "The calendar could not be read just now, so nothing was booked (never blind). Wait "
+        "`retry_after_s` seconds and retry with the same idempotency key."
+    ),
+    "invalid_idempotency_key": (
+        "The idempotency key must be 1-200 printable ASCII characters without spaces, e.g. a "
+        "UUID: fix it and call again."
+    ),
+    "invalid_input": "An argument is wrong: read `message`, fix the argument and call again.",
+    "invalid_field": (
+        "The argument named in `field` is wrong: read `message`, fix it and call again. Every "
+        "time is RFC 3339 with an offset, e.g. 2026-11-23T09:00:00+01:00."
+    ),
+    "google_not_configured": (
+        "This gateway has no Google connection configured; report it to the operator."
+    ),
     "event_not_found": (
         "No such event created by this gateway on this connection. Only meetings booked "
         "through the gateway can be changed or cancelled."

@@ -9,13 +9,20 @@ from gateway.http.appkeys import AUDIT_KEY
 from tests.mcp.client import mcp_client, text_of, tool_error
 from tests.stack import ALICE, Stack
 
-EXPECTED_TOOLS = {"list_calendar_connections"}
+EXPECTED_TOOLS = {
+    "list_calendar_connections",
+    "check_availability",
+    "find_meeting_slots",
+    "book_meeting",
+    "reschedule_meeting",
+    "cancel_meeting",
+}
 
 
 async def test_tools_are_listed_with_schemas_and_descriptions(stack: Stack) -> None:
     async with mcp_client(stack.base_url, stack.api_key) as client:
         listed = {t.name: t for t in (await client.list_tools()).tools}
-    assert set(listed) >= EXPECTED_TOOLS
+    assert set(listed) == EXPECTED_TOOLS
     for tool in listed.values():
         assert tool.description and len(tool.description) > 80, tool.name
         assert tool.input_schema["type"] == "object"

@@ -1,0 +1,253 @@
+"""The booking tools: book, move and cancel meetings through BookingService (gateway.booking),
+the same service as POST/PATCH/DELETE /v1/integrations/{id}/events, with the same scope
+(calendar:write). Descriptions are written for a language model; every time is RFC 3339 with an
+offset.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from aiohttp import web
+from pydantic import Field
+
+from gateway.booking.request import parse_booking, parse_change
+from gateway.booking.service import BookedEvent, BookingService
+from gateway.connections.model import Integration
+from gateway.errors import ProblemError
+from gateway.http.booking_routes import BOOKING_KEY
+from gateway.http.lookup import require_usable, tenant_integration
+from gateway.http.validation import PrintableText, Rfc3339
+from gateway.mcp.context import ToolCall
+from gateway.mcp.runtime import gateway_tool
+
+ConnectionId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        description="The connection to book on (`id` from list_calendar_connections).",
+    ),
+]
+EventId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1024,
+        description="The meeting's `id`, as book_meeting returned it.",
+    ),
+]
+Start = Annotated[
+    Rfc3339,
+    Field(description="Start, RFC 3339 with an offset, e.g. 2026-11-23T10:00:00+01:00."),
+]
+End = Annotated[
+    Rfc3339,
+    Field(description="End (after start), RFC 3339 with an offset."),
+]
+TimeZone = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=64,
+        description=(
+            "IANA time zone the event is shown in, e.g. Europe/Berlin (optional; the instant "
+            "is given by start/end either way)."
+        ),
+    ),
+]
+SendUpdates = Annotated[
+    Literal["all", "none"],
+    Field(description="all: Google emails the attendees about it; none: no email (default)."),
+]
+
+_ERRORS_COMMON = """- integration_inactive: ask the user to reconnect their calendar.
+- rate_limited / google_unavailable: wait `retry_after_s` seconds, then retry the SAME call
+  (for book_meeting with the SAME idempotency_key: it is never booked twice).
+- insufficient_google_scope: the user granted availability only; ask them to reconnect and
+  allow booking.
+- integration_not_found: call list_calendar_connections for valid ids.
+- invalid_field (with `field`): fix that argument."""
+
+BOOK_MEETING = f"""Book a meeting in a person's Google Calendar (the connection), e.g. a slot
+from find_meeting_slots the lead accepted. Safe to retry: send a unique `idempotency_key` per
+meeting (e.g. a UUID you generate once) and, after a timeout or error, retry with the SAME key
+and the same arguments: the meeting is created at most once (`replayed: true` says it already
+was). A new meeting needs a new key.
+
+By default (`if_free` true) the slot is checked against the calendar right before booking and
+nothing is booked when it is busy. Times are RFC 3339 with an offset, e.g.
+2026-11-23T10:00:00+01:00; the answer is in UTC (`Z`).
+
+Result: `event` (`id` for reschedule_meeting and cancel_meeting, `start`, `end`, `etag`,
+`status`, `html_link`), `connection_id`, `replayed`.
+
+Errors (isError, JSON {{"error": {{"code", "message", "advice", ...}}}}):
+- slot_busy (with `conflicts`: the busy intervals): nothing was booked; pick another slot
+  (find_meeting_slots) and offer it.
+- availability_unknown (with `retry_after_s`): the calendar could not be read, so nothing was
+  booked; retry later with the same key.
+- idempotency_key_reused: this key was used for a different meeting; use a new key.
+{_ERRORS_COMMON}"""
+
+RESCHEDULE_MEETING = f"""Move a meeting booked with book_meeting to a new time (both start and
+end, RFC 3339 with an offset, e.g. 2026-11-24T15:00:00+01:00). Only meetings this gateway
+booked can be moved. The new time is NOT checked for conflicts: check it first with
+check_availability or find_meeting_slots. Optional `etag` (from the booking or the last
+change) moves it only if nobody changed it since.
+
+Result: `event` with its new `start`, `end` and `etag`.
+
+Errors (isError, JSON {{"error": {{"code", "message", "advice", ...}}}}):
+- event_not_found: no meeting booked by this gateway has that id on this connection.
+- etag_mismatch: the meeting changed since; retry without `etag` to move it anyway.
+{_ERRORS_COMMON}"""
+
+CANCEL_MEETING = f"""Cancel (delete) a meeting booked with book_meeting. Only meetings this
+gateway booked can be cancelled; cancelling one again is no error. With send_updates all,
+Google emails the attendees the cancellation.
+
+Result: `cancelled: true` and the `event_id`.
+
+Errors (isError, JSON {{"error": {{"code", "message", "advice", ...}}}}):
+- event_not_found: no meeting booked by this gateway has that id on this connection.
+{_ERRORS_COMMON}"""
+
+
+def _service(app: web.Application) -> BookingService:
+    service = app.get(BOOKING_KEY)
+    if service is None:
+        raise ProblemError(
+            "no Google OAuth client is configured on this gateway",
+            code="google_not_configured",
+            status=503,
+            title="Service Unavailable",
+        )
+    return service
+
+
+async def _connection(call: ToolCall, connection_id: str) -> Integration:
+    """The caller's active integration: integration_not_found (another tenant's too) or
+    integration_inactive, naming `connection_id` (the service checks both again, and whether
+    the user granted booking)."""
+    try:
+        integration = await tenant_integration(call.app, call.principal.tenant_id, connection_id)
+        call.integrations.append(integration.id)
+        return require_usable(integration)
+    except ProblemError as exc:
+        exc.extra["connection_id"] = connection_id
+        raise
+
+
+def _event(connection_id: str, event: BookedEvent, **extra: Any) -> dict[str, Any]:
+    return {"connection_id": connection_id, "event": event.to_json(), **extra}
+
+
+@gateway_tool(scope="calendar:write", action="mcp.book_meeting")
+async def book_meeting(
+    call: ToolCall,
+    connection_id: ConnectionId,
+    idempotency_key: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[\x21-\x7e]+$",
+            description=(
+                "REQUIRED, unique per meeting (e.g. a UUID), 1-200 printable ASCII characters "
+                "without spaces. Retry a failed or timed-out call with the same key."
+            ),
+        ),
+    ],
+    summary: Annotated[
+        PrintableText, Field(min_length=1, max_length=1024, description="The meeting's title.")
+    ],
+    start: Start,
+    end: End,
+    time_zone: TimeZone = None,
+    description: Annotated[
+        str | None, Field(max_length=8192, description="Agenda or notes (optional).")
+    ] = None,
+    location: Annotated[
+        str | None, Field(max_length=1024, description="Place or video link (optional).")
+    ] = None,
+    attendees: Annotated[
+        list[Annotated[str, Field(min_length=3, max_length=320)]] | None,
+        Field(max_length=100, description="Guests' email addresses (optional)."),
+    ] = None,
+    send_updates: SendUpdates = "none",
+    if_free: Annotated[
+        bool,
+        Field(
+            description=(
+                "true (default): book only if the slot is free right now. false books even "
+                "over other meetings: only when the user asked for exactly that."
+            )
+        ),
+    ] = True,
+    calendar_id: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=64,
+            description="A calendar of the connection (cal_...); omit for the primary.",
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    request = parse_booking(
+        summary=summary,
+        start=start,
+        end=end,
+        calendar_id=calendar_id,
+        description=description,
+        location=location,
+        time_zone=time_zone,
+        attendees=attendees,
+        send_updates=send_updates,
+        if_free=if_free,
+    )
+    integration = await _connection(call, connection_id)
+    result = await _service(call.app).book(
+        integration, call.principal.tenant_id, idempotency_key, request
+    )
+    return _event(integration.id, result.event, replayed=result.replayed)
+
+
+@gateway_tool(scope="calendar:write", action="mcp.reschedule_meeting")
+async def reschedule_meeting(
+    call: ToolCall,
+    connection_id: ConnectionId,
+    event_id: EventId,
+    start: Start,
+    end: End,
+    time_zone: TimeZone = None,
+    etag: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=200,
+            description="Move only if the meeting still has this etag (optional).",
+        ),
+    ] = None,
+    send_updates: SendUpdates = "none",
+) -> dict[str, Any]:
+    change = parse_change(start=start, end=end, time_zone=time_zone, send_updates=send_updates)
+    integration = await _connection(call, connection_id)
+    event = await _service(call.app).update(
+        integration, call.principal.tenant_id, event_id, change, if_match=etag
+    )
+    return _event(integration.id, event)
+
+
+@gateway_tool(scope="calendar:write", action="mcp.cancel_meeting")
+async def cancel_meeting(
+    call: ToolCall,
+    connection_id: ConnectionId,
+    event_id: EventId,
+    send_updates: SendUpdates = "none",
+) -> dict[str, Any]:
+    integration = await _connection(call, connection_id)
+    await _service(call.app).cancel(
+        integration, call.principal.tenant_id, event_id, send_updates=send_updates
+    )
+    return {"connection_id": integration.id, "event_id": event_id, "cancelled": True}
