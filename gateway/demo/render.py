@@ -13,7 +13,6 @@ from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
-from rich.padding import Padding
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -51,7 +50,10 @@ def heading(console: Console, number: int, title: str) -> None:
 def note(console: Console, text: str, indent: int = 2) -> None:
     """An indented paragraph of explanation (rich markup allowed); wrapped lines keep the
     indentation."""
-    console.print(Padding(Text.from_markup(text), (0, 0, 0, indent), expand=False))
+    prefix = " " * indent
+    for line in Text.from_markup(text).wrap(console, max(20, console.width - indent)):
+        line.rstrip()
+        console.print(Text(prefix) + line, soft_wrap=True)
 
 
 def http_line(console: Console, method: str, path: str, status: int, what: str = "") -> None:

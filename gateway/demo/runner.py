@@ -437,9 +437,16 @@ class Demo:
         )
         if replay.body["id"] != first.body["id"] or replayed.lower() != "true":
             raise DemoFailed("the replayed booking was not answered with the same event")
+        inserts = await self.google.call(
+            "GET", f"/requests?endpoint=events.insert&user={USER_EMAIL}"
+        )
+        created = [r for r in inserts if r.get("status") == 200]
+        if len(created) != 1:
+            raise DemoFailed(f"Google created {len(created)} events for one booking")
         render.note(
             self.console,
-            "[green]one event at Google[/green]: a retry after a timeout can never book twice",
+            "[green]Google created one event[/green] (its request log shows one events.insert): "
+            "a retry after a timeout never books twice",
         )
         booked = (start, end)
 
