@@ -169,7 +169,7 @@ def _mcp_stdio() -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gateway.demo.runner import run_demo
+    from gateway.demo.command import run_demo
 
     try:
         return asyncio.run(run_demo(workdir=args.workdir, plain=args.plain))

@@ -8,4 +8,5 @@ emulator, walked through over real HTTP and printed step by step.
     render.py    what a person reads: steps, tables, the busy-time timeline, progress bars
     evidence.py  the byte scan of the database files after disconnect
     runner.py    the steps, in order
+    command.py   the command: scratch folder, log file, failure report
 """
