@@ -626,23 +626,46 @@ class Demo:
             raise DemoFailed("the emulator reported no issued token to look for")
         render.note(
             self.console,
-            "[green]nothing left[/green]: the tokens were revoked at Google, their ciphertext "
-            "deleted and their data key destroyed (crypto-shredding)",
+            "[green]nothing left[/green]: the tokens were never in the file in plain text "
+            "(sealed from the start); now they are revoked at Google, their ciphertext deleted "
+            "and their data key destroyed (crypto-shredding)",
         )
 
     def what_next(self) -> None:
         self.console.print()
         self.console.rule(f"[bold]{NEXT_TITLE}", align="left")
-        lines = [
-            "Run the gateway for real:  ./scripts/run serve   (= calendar-gateway serve --migrate;"
-            " settings in .env, see .env.example)",
-            "Try it against the emulator by hand:  README, 'Trying it with the emulator'",
-            "The API:  GET /openapi.json on a running gateway (gateway/openapi.json), "
-            "README 'Connecting a Google Calendar' and 'Availability'",
-            "Agents (MCP):  POST /mcp on the gateway, or `calendar-gateway mcp --stdio` with "
-            "CALENDAR_GATEWAY_URL and CALENDAR_GATEWAY_API_KEY",
-            "Operators:  calendar-gateway keys status | rotate | rewrap | retire, api-keys create",
-            "Tests:  ./scripts/test",
-        ]
-        for line in lines:
-            render.note(self.console, line)
+        render.key_values(
+            self.console,
+            [
+                (
+                    "run it for real",
+                    "./scripts/run serve   (calendar-gateway serve --migrate: ./var/gateway.db, "
+                    "./var/keyring.json; settings in .env, see .env.example)",
+                ),
+                (
+                    "an API key",
+                    "./scripts/run api-keys create --tenant acme --scopes "
+                    "connections:read,connections:write,calendar:read,calendar:write",
+                ),
+                (
+                    "by hand, no Google",
+                    "calendar-gateway emulator --port 8085, then README 'Trying it with the "
+                    "emulator'",
+                ),
+                (
+                    "the API docs",
+                    "GET /openapi.json on the gateway (gateway/openapi.json); README "
+                    "'Connecting a Google Calendar' and 'Availability API'",
+                ),
+                (
+                    "agents (MCP)",
+                    "POST /mcp with the API key, or calendar-gateway mcp --stdio with "
+                    "CALENDAR_GATEWAY_URL and CALENDAR_GATEWAY_API_KEY; README 'MCP'",
+                ),
+                (
+                    "operators",
+                    "calendar-gateway keys status | rotate | rewrap | retire; README 'Token vault'",
+                ),
+                ("the tests", "./scripts/test"),
+            ],
+        )
