@@ -57,6 +57,11 @@ def test_the_demo_walks_every_step_and_leaves_no_token_behind(
     for prefix in TOKEN_PREFIXES:
         assert prefix not in stored
     assert b"demo.rep@example.com" not in stored
+    # The gateway's log of the run (kept beside it) is redacted like any other.
+    logged = (folder / "gateway.log").read_bytes()
+    assert b"disconnect integration=" in logged
+    for prefix in TOKEN_PREFIXES:
+        assert prefix not in logged
     assert not (tmp_path / "var").exists()
 
 
