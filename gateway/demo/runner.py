@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 USER_EMAIL = "demo.rep@example.com"  # one of the emulator's demo users; consents
 USER_TIME_ZONE = "Europe/Berlin"  # that user's time zone at the emulator
 USER_ID = "rep-1"  # the agent's own id for the user
+BOOKED_SUMMARY = "Intro call: Ada Lovelace (Analytical Engines Ltd)"
+GUEST = "ada@analytical-engines.example"
 MEETING_MINUTES = 30
 WORKING_HOURS = {day: [["09:00", "17:00"]] for day in ("mon", "tue", "wed", "thu", "fri")}
 WAIT_S = 20.0  # longest wait for something the gateway does in the background
@@ -375,12 +377,12 @@ class Demo:
         start, end = _parse(self.slot["start"]), _parse(self.slot["end"])
         path = f"/v1/integrations/{self.integration_id}/events"
         body = {
-            "summary": "Intro call: Ada Lovelace (Analytical Engines Ltd)",
+            "summary": BOOKED_SUMMARY,
             "description": "Booked by the AI sales agent through calendar-gateway.",
             "start": self.slot["start"],
             "end": self.slot["end"],
             "time_zone": USER_TIME_ZONE,
-            "attendees": [{"email": "ada@analytical-engines.example"}],
+            "attendees": [{"email": GUEST}],
             "if_free": True,
         }
         headers = {"Idempotency-Key": f"demo-{uuid.uuid4()}"}
@@ -389,21 +391,7 @@ class Demo:
             f"The agent books {start.astimezone(self.tz):%a %d %b %H:%M}-"
             f"{end.astimezone(self.tz):%H:%M} (if_free: checked against fresh availability):",
         )
-        first = await self.api.call(
-            "POST", path, json_body=body, headers=headers, expect=(200, 201, 404, 405)
-        )
-        if first.status in (404, 405) and not (
-            isinstance(first.body, dict) and first.body.get("code") == "integration_not_found"
-        ):
-            render.http_line(self.console, "POST", path, first.status)
-            render.note(
-                self.console,
-                "[yellow]booking is not available in this build[/yellow] "
-                "(the endpoint comes with issue 6); skipping to the next step",
-            )
-            return
-        if first.status in (404, 405):
-            raise DemoFailed(f"POST {path} answered {first.status} ({first.problem()})")
+        first = await self.api.call("POST", path, json_body=body, headers=headers, expect=(201,))
         render.http_line(
             self.console,
             "POST",
@@ -590,6 +578,7 @@ class Demo:
                 "sealed tokens (ciphertext)": sealed,
                 "the user's wrapped data key": wrapped,
                 "the user's email address": [USER_EMAIL.encode()],
+                "the booked meeting (title, guest)": [BOOKED_SUMMARY.encode(), GUEST.encode()],
             },
         )
 

@@ -48,8 +48,9 @@ def test_the_demo_walks_every_step_and_leaves_no_token_behind(
     assert "matches the calendar" in out
     assert "Google -> POST /webhooks/google/calendar" in out
     assert "data key now wrapped by KEK version 2" in out
-    # Booking is shown for real, or said to be missing from this build; never a crash.
-    assert "Idempotent-Replayed" in out or "booking is not available in this build" in out
+    # The booking and its replay: one event, and Google saw one insert.
+    assert "Idempotent-Replayed" in out
+    assert "Google created one event" in out
     # The scan's verdict, and our own scan of the kept folder: no token, no email.
     assert "nothing left" in out
     stored = _database_bytes(folder)
