@@ -11,6 +11,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from gateway.errors import ConfigurationError, GatewayError, InvalidInput
@@ -29,6 +30,24 @@ def _parser() -> argparse.ArgumentParser:
         "--env-file", default=".env", help="settings file read before the environment (.env)"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="walk through the whole gateway against a local Google emulator (no setup)",
+        description=(
+            "Start the Google emulator and the gateway on embedded defaults in a scratch "
+            "folder and walk through connect, sync, availability, booking, push, key rotation "
+            "and disconnect over real HTTP. Reads no .env and no GATEWAY_* variables."
+        ),
+    )
+    demo.add_argument(
+        "--workdir",
+        type=Path,
+        help="use and keep this new or empty folder (default: a temporary one, removed after)",
+    )
+    demo.add_argument(
+        "--plain", action="store_true", help="no colour, no animation (automatic without a TTY)"
+    )
 
     serve = sub.add_parser("serve", help="run the gateway HTTP service")
     serve.add_argument("--migrate", action="store_true", help="apply migrations before serving")
@@ -107,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "mcp":
         # A client of some gateway, not a gateway: it reads no gateway settings.
         return _mcp_stdio()
+    if args.command == "demo":
+        # Embedded defaults only: a developer's .env (perhaps the real Google) must not apply.
+        return _demo(args)
     try:
         settings = load_settings(env_file=args.env_file)
     except ConfigurationError as exc:
@@ -144,6 +166,17 @@ def _mcp_stdio() -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from gateway.demo.command import run_demo
+
+    try:
+        return asyncio.run(run_demo(workdir=args.workdir, plain=args.plain))
+    except GatewayError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
 
 
 def _dispatch(args: argparse.Namespace) -> Command:

@@ -24,7 +24,7 @@ from gateway.db.migrate import ensure_migrated, upgrade
 from gateway.http.access_log import PathOnlyAccessLogger
 from gateway.settings import Settings, redact_url_password
 from gateway.wiring import open_vault
-from vault.service import Vault
+from vault.service import Vault, VaultStatus
 
 out = Console()
 err = Console(stderr=True)
@@ -90,9 +90,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def keys_status(_args: argparse.Namespace, settings: Settings) -> int:
-    async with _vault(settings) as vault:
-        status = await vault.status()
+def keys_status_table(status: VaultStatus) -> Table:
+    """The `keys status` table: KEK versions, their states and the data keys each wraps."""
     table = Table(title=f"KEK {status.kek_id}")
     table.add_column("version", justify="right")
     table.add_column("state")
@@ -106,7 +105,13 @@ async def keys_status(_args: argparse.Namespace, settings: Settings) -> int:
     }
     for version_number, count in sorted(orphans.items()):
         table.add_row(str(version_number), "[red]unknown to provider[/red]", str(count))
-    out.print(table)
+    return table
+
+
+async def keys_status(_args: argparse.Namespace, settings: Settings) -> int:
+    async with _vault(settings) as vault:
+        status = await vault.status()
+    out.print(keys_status_table(status))
     return 0
 
 

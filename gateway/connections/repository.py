@@ -210,7 +210,8 @@ class IntegrationRepository:
     async def consume_session(self, state_sha256: str) -> ConnectSession | None:
         """Mark the session used and return it, exactly once: a replayed state gets None.
 
-        The PKCE verifier is wiped in the same transaction: it is needed once, right now.
+        The PKCE verifier and the login hint (an email) are wiped in the same transaction:
+        they are needed once, right now, and a disconnect must leave no email behind.
         Expiry is the caller's check (it answers `expired_session`, not `invalid_state`).
         """
         async with self.engine.begin() as conn:
@@ -231,7 +232,7 @@ class IntegrationRepository:
                     connect_sessions.c.state_sha256 == state_sha256,
                     connect_sessions.c.consumed_at.is_(None),
                 )
-                .values(consumed_at=self._clock(), code_verifier="")
+                .values(consumed_at=self._clock(), code_verifier="", login_hint=None)
             )
             if result.rowcount != 1:
                 return None  # another request consumed it between our read and write

@@ -134,6 +134,18 @@ async def test_alice_connects_and_her_tokens_are_stored_sealed(stack: Stack) -> 
     assert await outcomes(stack) == ["ok"]
 
 
+async def test_a_used_connect_session_keeps_neither_verifier_nor_email(stack: Stack) -> None:
+    # The login hint is the user's email: once the callback used the session it has no
+    # purpose, and a later disconnect must leave no email behind (found by the demo's scan).
+    result = await stack.connect(ALICE, user_id="u-1")
+    assert result["status"] == "connected"
+    async with stack.engine.connect() as conn:
+        stored = (await conn.execute(select(connect_sessions))).mappings().one()
+    assert stored["consumed_at"] is not None
+    assert stored["login_hint"] is None
+    assert stored["code_verifier"] == ""
+
+
 async def test_connect_url_points_at_google_and_carries_no_secret(stack: Stack) -> None:
     session = await stack.start_connect("u-1")
     url = session["connect_url"]
