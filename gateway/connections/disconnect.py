@@ -12,8 +12,10 @@ The steps, in this order (`integrations.disconnect_step` holds the last one COMP
                                  retrying transient failures within the retry budget
     4. purge synced records      hooks; the sealed token blobs are deleted in the same write
                                  that records the step
-    5. destroy the data key      `vault.destroy`: every blob ever sealed for the integration,
-                                 backups included, can no longer be opened (crypto-shredding)
+    5. destroy the data key      `vault.destroy`: every blob ever sealed for the integration
+                                 can no longer be opened (crypto-shredding), here and in
+                                 backups taken from now on; an older backup holds the key row
+                                 until its KEK version is retired (docs/operations.md)
     6. receipt + audit entry     status `disconnected`, the receipt and the audit entry in one
                                  transaction
 
