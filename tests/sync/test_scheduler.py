@@ -466,7 +466,8 @@ async def test_a_non_transient_error_waits_the_longest_backoff(h: Harness) -> No
     assert status["state"] == "error" and status["last_error"] == "notFound"
     until = datetime.fromisoformat(status["backoff_until"])
     assert until - h.clock() == timedelta(seconds=900)
-    assert status["lag_s"] == 0  # the old copy is still the last good one, just made
+    # The old copy is still the last good one, just made (seconds of real time may pass here).
+    assert status["lag_s"] is not None and status["lag_s"] < 60
     h.clock.advance(899)
     assert await h.scheduler.run_once() == []
     async with h.stack.engine.begin() as conn:
