@@ -1,0 +1,122 @@
+"""Real `calendar-gateway serve` processes for the crash and shutdown tests.
+
+The test's own stack (tests/stack.py) plays Google and owns the database; each `serve_process`
+is a gateway started as an operator would start it (`python -m gateway serve`), configured
+through the environment (`_gateway_env` of the scheduler's process tests) to share that
+database, keyring and emulator. It can be stopped with SIGTERM (graceful) or SIGKILL (crash).
+Its log output is scanned for every secret the emulator issued when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.schema import calendars, integrations
+from tests.stack import Stack, assert_no_secret_logged, free_port, issued_secrets
+from tests.sync.test_scheduler_processes import _gateway_env
+
+
+@dataclass
+class ServeProcess:
+    process: asyncio.subprocess.Process
+    base_url: str
+    log_path: Path
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_text(self) -> str:
+        return self.log_path.read_text("utf-8", errors="replace")
+
+    async def kill(self) -> None:
+        """SIGKILL: no cleanup, no lease released, nothing flushed."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def terminate(self) -> None:
+        """SIGTERM, as an orchestrator stopping a replica sends."""
+        self.process.send_signal(signal.SIGTERM)
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
+    """Wait for a condition another process brings about (not a duration)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.02)
+
+
+@asynccontextmanager
+async def serve_process(
+    stack: Stack, tmp_path: Path, name: str, **env: str
+) -> AsyncIterator[ServeProcess]:
+    """Start `calendar-gateway serve` on a free port and wait until /healthz answers. `env`
+    adds or overrides environment variables (GATEWAY_SYNC_WORKER is on, the lease 60 s)."""
+    port = free_port()
+    log_path = tmp_path / f"{name}.log"
+    environment = {**_gateway_env(stack, lease_s=60.0), **env}
+    with log_path.open("wb") as log_file:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            cwd=tmp_path,
+            env=environment,
+            stdout=log_file,
+            stderr=log_file,
+        )
+    proc = ServeProcess(child, f"http://127.0.0.1:{port}", log_path)
+    try:
+
+        async def healthy() -> bool:
+            assert child.returncode is None, f"serve exited: {proc.log_text()[-2000:]}"
+            try:
+                async with stack.http.get(proc.url("/healthz")) as response:
+                    return response.status == 200
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await until(healthy, timeout_s=60)
+        yield proc
+    finally:
+        await proc.kill()
+        # The secret scan of tests/stack.py covers the test's own process; this one's log
+        # lines are checked here.
+        secrets = issued_secrets(stack.google) | {stack.api_key, stack.other_tenant_key}
+        assert_no_secret_logged(proc.log_text().splitlines(), secrets)
+
+
+async def expire_leases(engine: AsyncEngine) -> None:
+    """Time passes for a dead process's leases (sync and disconnect): they run out. The
+    tests move them into the past rather than wait for them."""
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(calendars).where(calendars.c.lease_owner.is_not(None)).values(lease_until=past)
+        )
+        await conn.execute(
+            update(integrations)
+            .where(integrations.c.disconnect_lease_owner.is_not(None))
+            .values(disconnect_lease_until=past)
+        )

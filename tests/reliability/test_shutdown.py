@@ -1,0 +1,88 @@
+"""Graceful shutdown of `calendar-gateway serve` on SIGTERM (what an orchestrator sends before
+it replaces a replica): new connections are refused at once, a request in flight completes
+with its 200, the calendar being synced is handed back in the database (its lease released,
+not left to run out), and the process exits 0. On SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+from sqlalchemy import select
+
+from gateway.db.schema import calendars
+from tests.reliability.processes import serve_process, until
+from tests.stack import ALICE, Stack
+from tests.sync.test_scheduler import event
+
+WINDOW = {"time_min": "2026-12-01T00:00:00Z", "time_max": "2026-12-08T00:00:00Z"}
+
+
+async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
+    stack: Stack, tmp_path: Path
+) -> None:
+    google = stack.google.calendars.ensure_user(ALICE)
+    stack.google.calendars.insert_event(
+        google, event("meeting1", "2026-12-02T09:00:00Z", "2026-12-02T10:00:00Z")
+    )
+    integration_id = (await stack.connect(ALICE, user_id="u-term"))["integration_id"]
+    # The child's first full sync of Alice's calendar hangs for a while: it holds the lease.
+    # (Discovery's own one-item events.list passes first: faults are taken in order.)
+    stack.google.inject_fault(delay_s=0.01, times=1, user=ALICE, endpoint="events.list")
+    sync_hang = stack.google.inject_fault(delay_s=3, times=1, user=ALICE, endpoint="events.list")
+    # A live freeBusy question to Google takes 2 s: the request is in flight at SIGTERM.
+    slow_google = stack.google.inject_fault(delay_s=2, times=1, endpoint="freebusy.query")
+
+    async with serve_process(stack, tmp_path, "terminated") as child:
+
+        async def syncing() -> bool:
+            return sync_hang.applied == 1
+
+        await until(syncing)
+        async with stack.engine.connect() as conn:
+            [owner] = (await conn.execute(select(calendars.c.lease_owner))).scalars().all()
+        assert owner is not None, "the child holds the calendar's lease"
+
+        async def ask_freebusy() -> tuple[int, dict[str, object]]:
+            async with stack.http.get(
+                child.url(f"/v1/integrations/{integration_id}/freebusy"),
+                params={**WINDOW, "max_staleness_s": "0"},
+                headers=stack.auth(),
+            ) as response:
+                return response.status, dict(await response.json())
+
+        in_flight = asyncio.create_task(ask_freebusy())
+
+        async def asked_google() -> bool:
+            return slow_google.applied == 1
+
+        await until(asked_google)
+        await child.terminate()
+
+        # New connections are refused while the request in flight is still being answered.
+        async def refused() -> bool:
+            try:
+                async with stack.http.get(child.url("/healthz")) as response:
+                    await response.read()
+                return False
+            except aiohttp.ClientConnectionError:
+                return True
+
+        await until(refused, timeout_s=10)
+        assert not in_flight.done(), "the in-flight request was cut short"
+
+        status, body = await asyncio.wait_for(in_flight, 30)
+        assert status == 200, body
+        assert body["busy"] == [{"start": "2026-12-02T09:00:00Z", "end": "2026-12-02T10:00:00Z"}]
+
+        code = await asyncio.wait_for(child.process.wait(), 30)
+        assert code == 0, child.log_text()[-2000:]
+
+    # The lease is released in the database, not left for 60 s to run out: another process
+    # can take the calendar at once. The sync in flight finished within the stop grace.
+    async with stack.engine.connect() as conn:
+        row = (await conn.execute(select(calendars))).mappings().one()
+    assert row["lease_owner"] is None and row["lease_until"] is None
+    assert row["state"] == "synced"
