@@ -54,11 +54,18 @@ class ServeProcess:
         self.process.send_signal(signal.SIGTERM)
 
 
-async def until(check: Callable[[], Awaitable[bool]], timeout_s: float = 30.0) -> None:
-    """Wait for a condition another process brings about (not a duration)."""
+async def until(
+    check: Callable[[], Awaitable[bool]],
+    timeout_s: float = 30.0,
+    describe: Callable[[], object] | None = None,
+) -> None:
+    """Wait for a condition another process (or task) brings about (not a duration);
+    `describe` says what was seen instead when it never comes."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        assert asyncio.get_running_loop().time() < deadline, (
+            f"condition never became true: {describe() if describe else ''}"
+        )
         await asyncio.sleep(0.02)
 
 
