@@ -18,10 +18,8 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import ApiKeyStore
-from gateway.app import create_app
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated, upgrade
-from gateway.http.access_log import PathOnlyAccessLogger
 from gateway.settings import Settings, redact_url_password
 from gateway.wiring import open_vault
 from vault.service import Vault, VaultStatus
@@ -63,6 +61,11 @@ async def migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported here: the HTTP application (aiohttp routes, the MCP SDK, ...) takes seconds to
+    # import, which `keys`, `migrate` and `api-keys` should not pay.
+    from gateway.app import create_app
+    from gateway.http.access_log import PathOnlyAccessLogger
+
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     async with _engine(settings, migrated=False) as engine:
