@@ -15,12 +15,14 @@ processes on the test's database and keyring; the Google emulator runs in the te
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import os
 import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -40,6 +42,7 @@ from gateway.db.schema import (
     watch_channels,
 )
 from gateway.http.sync_wiring import SYNC_KEY
+from gateway.sync.store import SyncStore
 from tests.cli import run_cli
 from tests.connections.test_disconnect import Connected, assert_destroyed, key_row, revoke_calls
 from tests.gateway.test_keys_cli import _status_rows
@@ -101,15 +104,66 @@ async def test_a_sync_killed_between_pages_is_completed_after_restart(
     # Restarted (the dead process's lease has run out): the sync is redone to the end.
     await expire_leases(stack.engine)
     async with serve_process(stack, tmp_path, "restarted-sync"):
+        await until(functools.partial(synced_generation, stack, 1), timeout_s=60)
+        compared = await assert_converged(stack, integration_id, ALICE)
+        assert compared > 200
 
-        async def synced() -> bool:
-            async with stack.engine.connect() as conn:
-                state = (await conn.execute(select(calendars.c.state))).scalar_one()
-            return bool(state == "synced")
+        # Google drops the sync token (410) and the calendar changes: the rebuild into a new
+        # generation is killed half-way too. Readers keep the last complete copy meanwhile.
+        before = google_busy(stack, ALICE, lo, hi)
+        stack.google.calendars.invalidate_sync_tokens(ALICE)
+        # The 410 answer and five pages of the full resync pass; the next page hangs.
+        stack.google.inject_fault(delay_s=0.01, times=6, user=ALICE, endpoint="events.list")
+        hang = stack.google.inject_fault(delay_s=60, times=1, user=ALICE, endpoint="events.list")
+        gap = free_gap(before)
+        stack.google.calendars.insert_event(
+            google, event("fresh410", _z(gap), _z(gap + timedelta(hours=1)))
+        )
+        assert google_busy(stack, ALICE, lo, hi) != before
+        assert await SyncStore(stack.engine).request_sync(row["id"], datetime.now(UTC))
 
-        await until(synced, timeout_s=60)
-    compared = await assert_converged(stack, integration_id, ALICE)
-    assert compared > 200
+        await until(hanging)
+        await old_copy_answered(stack, integration_id, lo, hi, before)
+    await old_copy_answered(stack, integration_id, lo, hi, before)
+
+    await expire_leases(stack.engine)
+    async with serve_process(stack, tmp_path, "restarted-again"):
+        await until(functools.partial(synced_generation, stack, 2), timeout_s=60)
+    await assert_converged(stack, integration_id, ALICE)  # the change made it in
+
+
+async def synced_generation(stack: Stack, generation: int) -> bool:
+    async with stack.engine.connect() as conn:
+        row = (await conn.execute(select(calendars))).mappings().one()
+    return bool(
+        row["state"] == "synced"
+        and row["active_generation"] == generation
+        and row["lease_owner"] is None
+    )
+
+
+async def old_copy_answered(
+    stack: Stack, integration_id: str, lo: datetime, hi: datetime, before: list[dict[str, str]]
+) -> None:
+    """The last complete copy answers (stale by one change, never empty or partial)."""
+    async with stack.engine.connect() as conn:
+        active = (await conn.execute(select(calendars.c.active_generation))).scalar_one()
+    assert active == 1
+    answer = await gateway_freebusy(stack, integration_id, lo, hi)
+    assert answer["source"] == "cache" and answer["busy"] == before
+
+
+def free_gap(busy: list[dict[str, str]]) -> datetime:
+    """The start of a free hour (between two busy periods) in `busy`."""
+    for one, two in itertools.pairwise(busy):
+        end, start = datetime.fromisoformat(one["end"]), datetime.fromisoformat(two["start"])
+        if start - end >= timedelta(hours=3):
+            return end + timedelta(hours=1)
+    raise AssertionError("no free hour")
+
+
+def _z(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
 
 
 # -- a disconnect ------------------------------------------------------------------------------
