@@ -32,8 +32,9 @@ async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
     # (Discovery's own one-item events.list passes first: faults are taken in order.)
     stack.google.inject_fault(delay_s=0.01, times=1, user=ALICE, endpoint="events.list")
     sync_hang = stack.google.inject_fault(delay_s=3, times=1, user=ALICE, endpoint="events.list")
-    # A live freeBusy question to Google takes 2 s: the request is in flight at SIGTERM.
-    slow_google = stack.google.inject_fault(delay_s=2, times=1, endpoint="freebusy.query")
+    # A live freeBusy question to Google takes 8 s: the request is in flight at SIGTERM, and
+    # stays in flight long enough for even a starved machine to have closed the listener.
+    slow_google = stack.google.inject_fault(delay_s=8, times=1, endpoint="freebusy.query")
 
     async with serve_process(stack, tmp_path, "terminated") as child:
 
