@@ -56,7 +56,7 @@ class ServeProcess:
 
 async def until(
     check: Callable[[], Awaitable[bool]],
-    timeout_s: float = 30.0,
+    timeout_s: float = 60.0,
     describe: Callable[[], object] | None = None,
 ) -> None:
     """Wait for a condition another process (or task) brings about (not a duration);
@@ -104,7 +104,7 @@ async def serve_process(
             except aiohttp.ClientConnectionError:
                 return False
 
-        await until(healthy, timeout_s=60)
+        await until(healthy, timeout_s=120)
         yield proc
     finally:
         await proc.kill()

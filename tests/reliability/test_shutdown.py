@@ -71,14 +71,14 @@ async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
             except aiohttp.ClientConnectionError:
                 return True
 
-        await until(refused, timeout_s=10)
+        await until(refused, timeout_s=30)
         assert not in_flight.done(), "the in-flight request was cut short"
 
-        status, body = await asyncio.wait_for(in_flight, 30)
+        status, body = await asyncio.wait_for(in_flight, 60)
         assert status == 200, body
         assert body["busy"] == [{"start": "2026-12-02T09:00:00Z", "end": "2026-12-02T10:00:00Z"}]
 
-        code = await asyncio.wait_for(child.process.wait(), 30)
+        code = await asyncio.wait_for(child.process.wait(), 60)
         assert code == 0, child.log_text()[-2000:]
 
     # The lease is released in the database, not left for 60 s to run out: another process
