@@ -101,12 +101,47 @@ async def test_a_sync_killed_between_pages_is_completed_after_restart(
         await child.kill()
     await no_partial_answer()
 
+    # Before the restart, meetings the dead process had already stored are cancelled at
+    # Google: the restarted sync must not resurrect them from the dead run's leftovers.
+    async with stack.engine.connect() as conn:
+        stored = (
+            (
+                await conn.execute(
+                    select(calendar_events.c.event_id)
+                    .where(
+                        calendar_events.c.calendar_id == row["id"],
+                        calendar_events.c.recurrence.is_(None),
+                        calendar_events.c.recurring_event_id.is_(None),
+                        calendar_events.c.status == "confirmed",
+                        calendar_events.c.transparency == "opaque",
+                        calendar_events.c.start_at >= lo,
+                        calendar_events.c.end_at <= hi,
+                    )
+                    .limit(3)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(stored) == 3
+    for event_id in stored:
+        stack.google.calendars.delete_event(google, event_id)
+
     # Restarted (the dead process's lease has run out): the sync is redone to the end.
     await expire_leases(stack.engine)
     async with serve_process(stack, tmp_path, "restarted-sync"):
         await until(functools.partial(synced_generation, stack, 1), timeout_s=60)
         compared = await assert_converged(stack, integration_id, ALICE)
         assert compared > 200
+        async with stack.engine.connect() as conn:
+            ghosts = (
+                await conn.execute(
+                    select(func.count()).where(
+                        busy_blocks.c.calendar_id == row["id"], busy_blocks.c.event_id.in_(stored)
+                    )
+                )
+            ).scalar_one()
+        assert ghosts == 0, "a meeting cancelled while the process was down still blocks time"
 
         # Google drops the sync token (410) and the calendar changes: the rebuild into a new
         # generation is killed half-way too. Readers keep the last complete copy meanwhile.
