@@ -1,7 +1,8 @@
 """Graceful shutdown of `calendar-gateway serve` on SIGTERM (what an orchestrator sends before
 it replaces a replica): new connections are refused at once, a request in flight completes
-with its 200, the calendar being synced is handed back in the database (its lease released,
-not left to run out), and the process exits 0. On SQLite and PostgreSQL.
+with its 200, the calendar being synced and the disconnect job being resumed are handed back
+in the database (their leases released, not left to run out), and the process exits 0. On
+SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
-from sqlalchemy import select
+from sqlalchemy import RowMapping, select
 
-from gateway.db.schema import calendars
+from gateway.db.schema import calendars, integrations
+from gateway.http.disconnect_routes import DISCONNECT_SERVICE_KEY
 from tests.reliability.processes import serve_process, until
-from tests.stack import ALICE, Stack
+from tests.stack import ALICE, DAVE, Stack
 from tests.sync.test_scheduler import event
 
 WINDOW = {"time_min": "2026-12-01T00:00:00Z", "time_max": "2026-12-08T00:00:00Z"}
@@ -28,6 +30,11 @@ async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
         google, event("meeting1", "2026-12-02T09:00:00Z", "2026-12-02T10:00:00Z")
     )
     integration_id = (await stack.connect(ALICE, user_id="u-term"))["integration_id"]
+    # Dave's disconnect was requested by a process that died before revoking: the child's
+    # resumer takes the job at startup, and Google's revocation endpoint hangs meanwhile.
+    leaving = (await stack.connect(DAVE, user_id="u-term-dave"))["integration_id"]
+    assert await stack.app[DISCONNECT_SERVICE_KEY].request("acme", leaving)
+    revoke_hang = stack.google.inject_fault(delay_s=60, times=3, user=DAVE, endpoint="revoke")
     # The child's first full sync of Alice's calendar hangs for a while: it holds the lease.
     # (Discovery's own one-item events.list passes first: faults are taken in order.)
     stack.google.inject_fault(delay_s=0.01, times=1, user=ALICE, endpoint="events.list")
@@ -45,6 +52,12 @@ async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
         async with stack.engine.connect() as conn:
             [owner] = (await conn.execute(select(calendars.c.lease_owner))).scalars().all()
         assert owner is not None, "the child holds the calendar's lease"
+
+        async def revoking() -> bool:
+            return revoke_hang.applied >= 1
+
+        await until(revoking)
+        assert f":{child.pid}:" in str((await job(stack, leaving))["disconnect_lease_owner"])
 
         async def ask_freebusy() -> tuple[int, dict[str, object]]:
             async with stack.http.get(
@@ -87,3 +100,19 @@ async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
         row = (await conn.execute(select(calendars))).mappings().one()
     assert row["lease_owner"] is None and row["lease_until"] is None
     assert row["state"] == "synced"
+    # The disconnect it was running is handed back too (not left for its 60 s lease to run
+    # out): still durable, at the step it had reached, for the next process to finish.
+    left = await job(stack, leaving)
+    assert left["status"] == "disconnecting"
+    assert left["disconnect_step"] == 2  # channels stopped; the revocation (3) was cut short
+    assert stack.google.revoked_grants(DAVE) == []
+    assert f":{child.pid}:" not in str(left["disconnect_lease_owner"])
+
+
+async def job(stack: Stack, integration_id: str) -> RowMapping:
+    async with stack.engine.connect() as conn:
+        return (
+            (await conn.execute(select(integrations).where(integrations.c.id == integration_id)))
+            .mappings()
+            .one()
+        )
