@@ -62,10 +62,12 @@ def redact(text: str) -> str:
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds `request_id` (or None) to every record."""
+    """Adds `request_id` (or None) to every record that does not carry one already (the
+    access log passes the id of the request it describes)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = current_request_id()
+        if getattr(record, "request_id", None) is None:
+            record.request_id = current_request_id()
         return True
 
 
