@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -38,7 +39,14 @@ from gateway.http.sync_wiring import SYNC_KEY
 from gateway.sync.channels import token_digest
 from tests.reliability.http_raw import RawAnswer, send_raw
 from tests.reliability.live import LiveStack, live_stack
-from tests.stack import ALICE, RETURN_URL, Stack, issued_secrets
+from tests.stack import (
+    ALICE,
+    RETURN_URL,
+    LogCapture,
+    Stack,
+    assert_no_secret_logged,
+    issued_secrets,
+)
 
 WEBHOOK = "/webhooks/google/calendar"
 
@@ -150,8 +158,18 @@ async def _prepare(live: LiveStack) -> World:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    with live_stack(tmp_path_factory.mktemp("bad-input")) as live:
-        yield live.run(_prepare(live))
+    # The stack checks its own log for what the emulator issued; the channel tokens and OAuth
+    # states sent here are secrets it does not know of.
+    capture = LogCapture()
+    logging.getLogger().addHandler(capture)
+    try:
+        with live_stack(tmp_path_factory.mktemp("bad-input")) as live:
+            made = live.run(_prepare(live))
+            yield made
+    finally:
+        logging.getLogger().removeHandler(capture)
+    state = parse_qs(urlsplit(made.spent_callback).query)["state"][0]
+    assert_no_secret_logged(capture.lines, {*made.channel_tokens, state, FORGED_STATE})
 
 
 # -- what must not change -----------------------------------------------------------------------
