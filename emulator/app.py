@@ -7,7 +7,8 @@ Each part of the emulator is a module with `setup(app, state)` that adds its rou
 
 One middleware wraps every endpoint outside `/_emulator/`: it names the endpoint (the route's
 `name=`, e.g. `events.list`, else a best guess from method and path), works out whose request it
-is, applies a scripted fault if one matches, turns `GoogleApiError` / `OAuthError` raised by a
+is, applies a scripted fault if one matches (an error, a hang, or a call applied and then
+answered late or never), turns `GoogleApiError` / `OAuthError` raised by a
 handler into Google's bodies, and records the request for inspection.
 """
 
@@ -115,6 +116,24 @@ async def _identify(
     return None, None
 
 
+def _drop_connection(request: web.Request) -> None:
+    """Close the client's connection without a byte of answer (a response lost in transit)."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def _hold_back(request: web.Request, delay_s: float) -> None:
+    """Wait `delay_s`, or less if the client goes away (nobody is left to answer then)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + delay_s
+    while loop.time() < until:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        await asyncio.sleep(min(0.05, until - loop.time()))
+
+
 def _fault_middleware(state: EmulatorState) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -135,6 +154,14 @@ def _fault_middleware(state: EmulatorState) -> Middleware:
                     response = await handler(request)
                 except (GoogleApiError, OAuthError) as exc:
                     response = exc.to_response()
+                if fault is not None and fault.after_delay_s > 0:
+                    # Applied: the answer is held back (a client may die meanwhile).
+                    await _hold_back(request, fault.after_delay_s)
+                if fault is not None and fault.drop_response:
+                    status = 0  # applied, never answered
+                    _drop_connection(request)
+                    # Nothing reaches the client once the transport is gone.
+                    return response
             status = response.status
             return response
         except web.HTTPException as exc:

@@ -315,7 +315,8 @@ def setup(app: web.Application, state: EmulatorState) -> None:
 
     @routes.post("/faults")
     async def add_fault(request: web.Request) -> web.Response:
-        """Body: {"status"?, "reason"?, "times"?, "user"?, "endpoint"?, "delay_s"?}."""
+        """Body: {"status"?, "reason"?, "times"?, "user"?, "endpoint"?, "delay_s"?,
+        "drop_response"?, "after_delay_s"?}."""
         body = await json_body(request)
         user = body.get("user")
         try:
@@ -326,6 +327,8 @@ def setup(app: web.Application, state: EmulatorState) -> None:
                 user=find_user(str(user)).sub if user is not None else None,
                 endpoint=body.get("endpoint"),
                 delay_s=float(body.get("delay_s", 0.0)),
+                drop_response=bool(body.get("drop_response", False)),
+                after_delay_s=float(body.get("after_delay_s", 0.0)),
             )
         except (TypeError, ValueError) as exc:
             raise bad_request(str(exc)) from None

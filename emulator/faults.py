@@ -1,4 +1,5 @@
-"""Scripted failures: "the next N matching calls answer 429 / 403 rate limit / 500 / 503, or hang".
+"""Scripted failures: "the next N matching calls answer 429 / 403 rate limit / 500 / 503, or hang,
+or are applied and then never answered".
 
 A `Fault` matches a request by endpoint (a name such as `token`, `events.list`, a glob such as
 `events.*`, or a path prefix starting with `/`) and/or by user (sub or email, resolved by the
@@ -7,6 +8,11 @@ with calls left is consumed. Bodies copy Google's shapes: the Calendar envelope 
 `usageLimits` for rate limits, and the OAuth `{"error", "error_description"}` body on the OAuth
 endpoints (whose wording for these cases is not published; the ones used are what clients such
 as google-auth treat as retryable).
+
+Two modes model a response lost on the way back, the case idempotent clients must survive:
+`drop_response` lets the call take effect and then closes the connection without an answer;
+`after_delay_s` lets it take effect and then holds the answer back that long (a test can kill
+the client meanwhile). Both need no status: the call itself succeeds at the emulator.
 
 Pure data and matching live here; `emulator/app.py` installs the middleware that applies them.
 """
@@ -37,6 +43,8 @@ class Fault:
 
     `status` None with `delay_s` > 0 means "hang, then answer normally"; a status with a delay
     means "hang, then fail". `reason` picks the rate-limit reason for 403/429.
+    `drop_response` applies the call, then closes the connection without answering;
+    `after_delay_s` applies the call, then waits that long before answering (or dropping).
     """
 
     fault_id: int
@@ -47,6 +55,13 @@ class Fault:
     endpoint: str | None = None
     delay_s: float = 0.0
     applied: int = 0
+    drop_response: bool = False
+    after_delay_s: float = 0.0
+
+    @property
+    def applies_call(self) -> bool:
+        """Whether the call itself runs (no scripted error status)."""
+        return self.status is None
 
     def matches(self, endpoint: str, path: str, sub: str | None) -> bool:
         if self.times <= 0:
@@ -103,11 +118,17 @@ class FaultInjector:
         user: str | None = None,
         endpoint: str | None = None,
         delay_s: float = 0.0,
+        drop_response: bool = False,
+        after_delay_s: float = 0.0,
     ) -> Fault:
         """Script the next `times` matching calls. `user` must already be a sub here (the
         control API and `EmulatorState`-aware callers resolve emails first)."""
-        if status is None and delay_s <= 0:
-            raise ValueError("a fault needs a status, a delay_s, or both")
+        if after_delay_s < 0:
+            raise ValueError("after_delay_s must not be negative")
+        if (drop_response or after_delay_s > 0) and status is not None:
+            raise ValueError("drop_response and after_delay_s apply the call: give no status")
+        if status is None and delay_s <= 0 and not drop_response and after_delay_s <= 0:
+            raise ValueError("a fault needs a status, a delay_s, drop_response or after_delay_s")
         if status is not None and status not in FAULT_STATUSES:
             raise ValueError(f"status must be one of {FAULT_STATUSES}")
         if reason is not None and status in (403, 429) and reason not in RATE_LIMIT_MESSAGES:
@@ -116,7 +137,17 @@ class FaultInjector:
             raise ValueError("times must be at least 1")
         if delay_s < 0:
             raise ValueError("delay_s must not be negative")
-        fault = Fault(next(self._ids), status, reason, times, user, endpoint, delay_s)
+        fault = Fault(
+            next(self._ids),
+            status,
+            reason,
+            times,
+            user,
+            endpoint,
+            delay_s,
+            drop_response=drop_response,
+            after_delay_s=after_delay_s,
+        )
         self.faults.append(fault)
         return fault
 

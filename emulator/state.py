@@ -310,6 +310,8 @@ class EmulatorState:
         user: str | None = None,
         endpoint: str | None = None,
         delay_s: float = 0.0,
+        drop_response: bool = False,
+        after_delay_s: float = 0.0,
     ) -> Fault:
         """Script the next `times` matching calls to fail (see `emulator.faults`); `user` may be
         a sub or an email."""
@@ -320,6 +322,8 @@ class EmulatorState:
             user=self.find_user(user).sub if user else None,
             endpoint=endpoint,
             delay_s=delay_s,
+            drop_response=drop_response,
+            after_delay_s=after_delay_s,
         )
 
     # -- grants and tokens ----------------------------------------------------------------

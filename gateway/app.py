@@ -21,6 +21,7 @@ from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated
 from gateway.http import (
     availability_routes,
+    booking_routes,
     connect_routes,
     disconnect_routes,
     health_routes,
@@ -115,6 +116,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         sync_wiring,
         push_wiring,
         availability_routes,
+        booking_routes,
         mcp_routes,
     ):
         feature.setup(app)

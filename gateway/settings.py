@@ -155,6 +155,14 @@ class Settings(BaseSettings):
     freebusy_concurrency: int = Field(
         default=8, ge=1, le=64, validation_alias=AliasChoices("GATEWAY_FREEBUSY_CONCURRENCY")
     )
+    # How old the busy time an if_free booking is checked against may be; older is asked of
+    # Google first. Small: a booking is where a stale answer turns into a double booking.
+    booking_max_staleness_s: int = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        validation_alias=AliasChoices("GATEWAY_BOOKING_MAX_STALENESS_S"),
+    )
     push_enabled: bool = Field(default=True, validation_alias=AliasChoices("GATEWAY_PUSH_ENABLED"))
     push_renew_before_s: int = Field(
         default=86_400,

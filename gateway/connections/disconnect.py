@@ -5,9 +5,11 @@ The steps, in this order (`integrations.disconnect_step` holds the last one COMP
 
     1. mark `disconnecting`      one guarded UPDATE; agent calls stop at once (the token
                                  manager serves `active` integrations only)
-    2. revoke at Google          the refresh token is opened with the vault and revoked,
+    2. stop watch channels       hooks registered by the sync engine, given the grant while
+                                 it still works (`channels.stop` needs a valid token, so
+                                 this comes before the revocation); best effort, bounded
+    3. revoke at Google          the refresh token is opened with the vault and revoked,
                                  retrying transient failures within the retry budget
-    3. stop watch channels       hooks registered by the sync engine
     4. purge synced records      hooks; the sealed token blobs are deleted in the same write
                                  that records the step
     5. destroy the data key      `vault.destroy`: every blob ever sealed for the integration,
@@ -23,14 +25,19 @@ resumer every gateway runs in the background) then continues from `disconnect_st
 
 Idempotency, which makes redoing the interrupted step safe:
     1  only from a state that is not already disconnecting/disconnected
-    2  revoking a revoked grant answers `invalid_token`, which counts as revoked
-    3, 4  hooks must be idempotent (they are called again after a crash); clearing the token
+    2, 4  hooks must be idempotent (they are called again after a crash); clearing the token
        columns twice is harmless
+    3  revoking a revoked grant answers `invalid_token`, which counts as revoked
     5  `vault.destroy` of a destroyed key returns `destroyed=False` and changes nothing
     6  the guarded UPDATE succeeds once, and the audit entry commits with it (exactly once)
 
-The outcome of step 2 is written with step 2 (the progress JSON in `disconnect_receipt`), so a
+The outcome of step 3 is written with step 3 (the progress JSON in `disconnect_receipt`), so a
 resume after it reports what really happened.
+
+Step 2's hooks get a `TokenSource` over the integration's sealed tokens (`_GrantTokens`): the
+TokenManager serves `active` integrations only, and this one is `disconnecting` by then. A
+refresh the hooks need is made once, without retries (the hooks are best effort); a refresh
+token Google rotates is stored, so step 3 revokes the grant that is really alive.
 
 `revoked_at_google` in the receipt is True when Google confirmed, during this disconnect, that
 the integration's grant no longer gives access: it answered 200 to our revocation of the refresh
@@ -59,6 +66,7 @@ from typing import Any, Protocol
 
 from gateway.apikeys import utc_now
 from gateway.audit import AuditLog
+from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import (
     PURPOSE_ACCESS_TOKEN,
     PURPOSE_REFRESH_TOKEN,
@@ -66,7 +74,9 @@ from gateway.connections.model import (
     Status,
 )
 from gateway.connections.repository import IntegrationRepository
+from gateway.google.calendar import TokenSource
 from gateway.google.errors import GoogleError
+from gateway.google.oauth_client import TokenGrant
 from gateway.google.retry import RetryPolicy
 from vault.envelope import SealContext
 from vault.errors import VaultError
@@ -85,6 +95,13 @@ IntegrationHook = Callable[[Integration], Awaitable[int]]
 """A sync-engine hook: does its part for the integration and returns how many things it
 stopped or deleted in this call."""
 
+ChannelStopper = Callable[[Integration, TokenSource], Awaitable[int]]
+"""A step-2 hook: like `IntegrationHook`, and given the integration's still-working grant to
+call Google with."""
+
+# A stored access token with less than this left is refreshed before step 2's hooks get it.
+MIN_ACCESS_TOKEN_S = 60
+
 
 class TokenRevoker(Protocol):
     """What step 2 needs from the Google OAuth client (`GoogleOAuthClient`)."""
@@ -94,20 +111,30 @@ class TokenRevoker(Protocol):
         ...
 
 
+class TokenRefresher(Protocol):
+    """What step 2's token source needs from the Google OAuth client (`GoogleOAuthClient`)."""
+
+    async def refresh(self, refresh_token: str) -> TokenGrant:
+        """A new access token for the grant (one attempt)."""
+        ...
+
+
 @dataclass
 class DisconnectHooks:
-    """Where the sync engine plugs into steps 3 and 4 (register from its `setup(app)` through
+    """Where the sync engine plugs into steps 2 and 4 (register from its `setup(app)` through
     `gateway.http.disconnect_routes.disconnect_hooks(app)`).
 
     Every hook receives the integration (status `disconnecting`), must be idempotent (after a
     crash the step runs again) and returns a count for the receipt. Raising fails the step: the
     job stops there and is retried later, so a hook that cannot finish must raise, never
-    pretend. Both run AFTER the grant was revoked at Google (the issue's order), so a channel
-    stopper cannot call Google with this integration's tokens: it forgets the channels locally
-    (notifications for them are refused from then on) and may try `channels.stop` best-effort.
+    pretend. Channel stoppers run BEFORE the grant is revoked and get a `TokenSource` for it,
+    because Google stops a channel only for a valid token. They must bound their time (the
+    step must end well within the job's lease) and should not raise for Google's failures: a
+    channel that cannot be stopped is forgotten locally (its notifications are refused from
+    then on) and ends at its expiration. Record purgers run after the revocation.
     """
 
-    channel_stoppers: list[IntegrationHook] = field(default_factory=list)
+    channel_stoppers: list[ChannelStopper] = field(default_factory=list)
     record_purgers: list[IntegrationHook] = field(default_factory=list)
 
 
@@ -248,6 +275,7 @@ class DisconnectService:
         audit: AuditLog,
         revoker: TokenRevoker | None,
         retry: RetryPolicy,
+        refresher: TokenRefresher | None = None,
         owner: str,
         hooks: DisconnectHooks | None = None,
         clock: Clock = utc_now,
@@ -264,6 +292,7 @@ class DisconnectService:
         self._vault = vault
         self._audit = audit
         self._revoker = revoker
+        self._refresher = refresher
         self._retry = retry
         self._owner = owner
         self._hooks = hooks if hooks is not None else DisconnectHooks()
@@ -405,10 +434,19 @@ class DisconnectService:
     ) -> _Progress:
         clear_tokens = False
         if step == 2:
-            progress = replace(progress, revocation=await self._revoke(integration))
-        elif step == 3:
-            stopped = await _run_hooks(self._hooks.channel_stoppers, integration)
+            tokens = _GrantTokens(
+                integration,
+                repository=self._repo,
+                vault=self._vault,
+                refresher=self._refresher,
+                clock=self._clock,
+            )
+            stopped = 0
+            for stopper in list(self._hooks.channel_stoppers):
+                stopped += int(await stopper(integration, tokens))
             progress = replace(progress, channels_stopped=stopped)
+        elif step == 3:
+            progress = replace(progress, revocation=await self._revoke(integration))
         elif step == 4:
             purged = await _run_hooks(self._hooks.record_purgers, integration)
             progress = replace(progress, records_purged=purged)
@@ -439,7 +477,7 @@ class DisconnectService:
         return progress
 
     async def _revoke(self, integration: Integration) -> Revocation:
-        """Step 2. Never raises for Google or the vault: the disconnect goes on regardless."""
+        """Step 3. Never raises for Google or the vault: the disconnect goes on regardless."""
         if self._revoker is None:
             return Revocation.NOT_CONFIGURED
         revoker = self._revoker
@@ -532,6 +570,85 @@ class DisconnectService:
             progress.revocation.value if progress.revocation else None,
         )
         return receipt
+
+
+class _GrantTokens:
+    """The `TokenSource` of step 2's hooks: the integration's grant while it still works (see
+    the module doc). Raises `IntegrationInactive` when no token can be had (none stored, the
+    vault cannot open it, no OAuth client) and Google's errors as they come; never logs or
+    shows a token."""
+
+    def __init__(
+        self,
+        integration: Integration,
+        *,
+        repository: IntegrationRepository,
+        vault: Vault,
+        refresher: TokenRefresher | None,
+        clock: Clock,
+    ) -> None:
+        self._integration = integration
+        self._repo = repository
+        self._vault = vault
+        self._refresher = refresher
+        self._clock = clock
+        self._refreshed: str | None = None
+
+    def __repr__(self) -> str:
+        return f"_GrantTokens({self._integration.id!r})"
+
+    async def access_token(self) -> str:
+        if self._refreshed is not None:
+            return self._refreshed
+        sealed = await self._repo.sealed_tokens(self._integration.id)
+        expires_at = sealed.access_token_expires_at if sealed is not None else None
+        if (
+            sealed is not None
+            and sealed.access_token is not None
+            and expires_at is not None
+            and expires_at - self._clock() > timedelta(seconds=MIN_ACCESS_TOKEN_S)
+        ):
+            return await self._open(PURPOSE_ACCESS_TOKEN, sealed.access_token)
+        return await self._refresh()
+
+    async def refreshed_token(self, stale: str) -> str:
+        return await self._refresh()
+
+    def _ctx(self, purpose: str) -> SealContext:
+        return SealContext(self._integration.tenant_id, self._integration.id, purpose)
+
+    async def _open(self, purpose: str, blob: bytes) -> str:
+        try:
+            return (await self._vault.open(self._ctx(purpose), blob)).decode("utf-8")
+        except VaultError:
+            raise IntegrationInactive(Status.DISCONNECTING) from None
+
+    async def _refresh(self) -> str:
+        sealed = await self._repo.sealed_tokens(self._integration.id)
+        if self._refresher is None or sealed is None or sealed.refresh_token is None:
+            raise IntegrationInactive(Status.DISCONNECTING)
+        grant = await self._refresher.refresh(
+            await self._open(PURPOSE_REFRESH_TOKEN, sealed.refresh_token)
+        )
+        if grant.refresh_token is not None:
+            # Google rotated the refresh token: the old one may no longer name the live grant,
+            # so step 3 must find the new one (sealed, as always).
+            now = self._clock()
+            await self._repo.store_refreshed_tokens(
+                self._integration.id,
+                expected_refresh_token=sealed.refresh_token,
+                access_token=await self._vault.seal(
+                    self._ctx(PURPOSE_ACCESS_TOKEN), grant.access_token.encode("utf-8")
+                ),
+                access_token_expires_at=now + timedelta(seconds=grant.expires_in_s),
+                refresh_token=await self._vault.seal(
+                    self._ctx(PURPOSE_REFRESH_TOKEN), grant.refresh_token.encode("utf-8")
+                ),
+                refreshed_at=now,
+                status=Status.DISCONNECTING,
+            )
+        self._refreshed = grant.access_token
+        return grant.access_token
 
 
 async def _run_hooks(hooks: list[IntegrationHook], integration: Integration) -> int:

@@ -271,11 +271,13 @@ class IntegrationRepository:
         refresh_token: bytes | None,
         refreshed_at: datetime,
         conn: AsyncConnection | None = None,
+        status: Status = Status.ACTIVE,
     ) -> bool:
         """Store a refresh's result in one UPDATE (a rotated refresh token with it, atomically).
 
-        Only while the integration is still active and still holds `expected_refresh_token`:
-        a concurrent disconnect or reconnect wins and this returns False.
+        Only while the integration still has `status` (active, or disconnecting for the
+        disconnect's own refresh) and still holds `expected_refresh_token`: a concurrent
+        disconnect or reconnect wins and this returns False.
         """
         values: dict[str, object] = {
             "access_token": access_token,
@@ -289,7 +291,7 @@ class IntegrationRepository:
             update(integrations)
             .where(
                 integrations.c.id == integration_id,
-                integrations.c.status == Status.ACTIVE.value,
+                integrations.c.status == status.value,
                 integrations.c.refresh_token == expected_refresh_token,
             )
             .values(**values)

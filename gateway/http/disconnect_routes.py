@@ -13,7 +13,8 @@
 
 The request runs the job inline when it can take the job's lease; its time is bounded by the
 revocation's retry policy (by default 3 attempts of at most 10 s each plus backoff, about
-32 s at worst; the other steps are local). Every process runs a resumer that,
+32 s at worst) and the stopping of push channels before it (at most `PushConfig.stop_budget_s`,
+10 s); the other steps are local. Every process runs a resumer that,
 on startup and every `resume_interval_s`, continues every disconnect whose lease is free or
 expired: a process killed mid-disconnect is finished by whichever process comes next.
 """
@@ -119,6 +120,8 @@ def setup(app: web.Application) -> None:
             vault=app[VAULT_KEY],
             audit=app[AUDIT_KEY],
             revoker=revoker,
+            # The same client refreshes the grant for step 2 (stopping watch channels).
+            refresher=app.get(GOOGLE_OAUTH_KEY),
             retry=config.retry,
             owner=_lease_owner(),
             hooks=app[DISCONNECT_HOOKS_KEY],

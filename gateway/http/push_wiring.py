@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from gateway.connections.model import Integration
-from gateway.google.calendar import CalendarClient
+from gateway.google.calendar import CalendarClient, TokenSource
 from gateway.http import webhook_routes
 from gateway.http.appkeys import ENGINE_KEY, HTTP_KEY, SETTINGS_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
@@ -104,10 +104,10 @@ def setup(app: web.Application) -> None:
     """Add push notifications to `app` (after token_wiring, disconnect_routes, sync_wiring)."""
     app[PUSH_CONFIG_KEY] = push_config(app[SETTINGS_KEY])
 
-    async def stop_channels(integration: Integration) -> int:
+    async def stop_channels(integration: Integration, tokens: TokenSource) -> int:
         manager = app.get(CHANNELS_KEY)
         if manager is not None:
-            return await manager.stop_integration(integration)
+            return await manager.stop_integration(integration, tokens)
         return await forget_integration(ChannelStore(app[ENGINE_KEY]), integration)
 
     disconnect_hooks(app).channel_stoppers.append(stop_channels)

@@ -1,4 +1,5 @@
-"""SQL of push channels: the `watch_channels` rows and the sync request a notification makes.
+"""SQL of push channels: the `watch_channels` rows (a verified notification's sync request is
+`SyncStore.request_sync`, made in the same transaction).
 
 A channel row moves through these states (`gateway.sync.channels` drives them):
 
@@ -36,11 +37,12 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.schema import calendars, integrations, watch_channels
 from gateway.db.values import as_utc
+from gateway.sync.store import SyncStore
 
 OPENING, ACTIVE, STOPPING, STOPPED = "opening", "active", "stopping", "stopped"
 LIVE = (OPENING, ACTIVE)
@@ -365,24 +367,8 @@ class ChannelStore:
             result = await conn.execute(update(watch_channels).where(where).values(**values))
             if result.rowcount != 1:
                 return False
-            await self.request_sync(channel.calendar_id, now, conn=conn)
+            await SyncStore(self.engine).request_sync(channel.calendar_id, now, conn=conn)
         return True
-
-    async def request_sync(
-        self, calendar_id: str, now: datetime, *, conn: AsyncConnection | None = None
-    ) -> None:
-        """Ask the scheduler for one sync of the calendar; requests coalesce (the earliest
-        waiting request's time is kept)."""
-        statement = (
-            update(calendars)
-            .where(calendars.c.id == calendar_id)
-            .values(sync_requested_at=func.coalesce(calendars.c.sync_requested_at, now))
-        )
-        if conn is not None:
-            await conn.execute(statement)
-            return
-        async with self.engine.begin() as own:
-            await own.execute(statement)
 
     async def count_live(self, calendar_ids: Sequence[str]) -> dict[str, int]:
         """Live (opening or active) channels per calendar."""

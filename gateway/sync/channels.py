@@ -18,9 +18,11 @@ Lifecycle (states in `gateway.sync.channel_store`):
   `opening` channel older than `silence_threshold_s` is replaced;
 * `renew_before_s` before expiry a new channel is opened, and only once Google has answered for
   it is the old one stopped (`channels.stop`); the old one's notifications are refused from then;
-* a channel whose integration is being disconnected or lost its grant cannot be stopped at
-  Google (no token is left to call it with): it is stopped locally, so its notifications are
-  refused, and Google ends it at its expiration at the latest.
+* a disconnect stops its integration's channels at Google before it revokes the grant (it
+  hands this module the still-valid grant), best effort within `stop_budget_s`, then forgets
+  them; a channel whose integration lost its grant (reauth) cannot be stopped at Google (no
+  token is left to call it with): it is stopped locally, so its notifications are refused, and
+  Google ends it at its expiration at the latest.
 
 Concurrency across gateway processes is the store's claim (one healthy channel per calendar).
 """
@@ -41,7 +43,7 @@ from enum import StrEnum
 from gateway.apikeys import utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import Integration
-from gateway.google.calendar import CalendarClient
+from gateway.google.calendar import CalendarClient, TokenSource
 from gateway.google.errors import (
     GoogleError,
     GoogleNotFound,
@@ -99,6 +101,8 @@ class PushConfig:
     failure_backoff_s    after Google refused to open a channel for a calendar, this process
                          does not try again for this long (the calendar is polled meanwhile)
     batch                calendars handled per maintenance pass; `concurrency` of them at once
+    stop_budget_s        a disconnect asks Google to stop its channels for at most this long
+                         (it must end well within the disconnect job's lease)
     """
 
     address: str
@@ -108,6 +112,7 @@ class PushConfig:
     failure_backoff_s: float = 600.0
     batch: int = 500
     concurrency: int = 8
+    stop_budget_s: float = 10.0
 
     @property
     def renew_before(self) -> timedelta:
@@ -247,11 +252,13 @@ class ChannelManager:
             await self._stop(old)
         return True
 
-    async def _stop(self, row: ChannelRow) -> bool:
-        """channels.stop for a `stopping` row; True when it is over (stopped, or Google does
-        not know it), False when Google could not be reached (retried next pass)."""
+    async def _stop(self, row: ChannelRow, tokens: TokenSource | None = None) -> bool:
+        """channels.stop for a `stopping` row, with `tokens` or else the integration's own
+        (TokenManager); True when it is over (stopped, or Google does not know it), False when
+        Google could not be reached (retried next pass)."""
         if row.resource_id is not None:
-            tokens = ManagedTokenSource(self._tokens, row.integration_id)
+            if tokens is None:
+                tokens = ManagedTokenSource(self._tokens, row.integration_id)
             try:
                 await self._client.stop_channel(
                     tokens, row.integration_id, channel_id=row.id, resource_id=row.resource_id
@@ -270,20 +277,30 @@ class ChannelManager:
         log.info("push channel stopped: calendar=%s channel=%s", row.calendar_id, row.id)
         return True
 
-    async def stop_integration(self, integration: Integration) -> int:
-        """Disconnect hook (step 3): stop every channel of the integration; returns how many
-        were not stopped yet. Idempotent. Raises when a stop at Google must be retried.
+    async def stop_integration(self, integration: Integration, tokens: TokenSource | None) -> int:
+        """Disconnect hook (step 2, before the revocation): stop every channel of the
+        integration at Google with `tokens`, its still-valid grant, then delete every row
+        (nothing of the integration is kept). Returns how many channels were not stopped yet.
 
-        During a disconnect the grant is already revoked, so nothing can be asked of Google:
-        the rows are deleted (see `forget_integration`)."""
-        if not integration.usable:
-            return await forget_integration(self.store, integration)
-        moved = await self.store.stop_integration(integration.id, STOPPING)
+        Best effort within `config.stop_budget_s`: a channel Google cannot be asked to stop
+        (down, slow, the grant already dead, `tokens` None) is forgotten all the same; its
+        notifications find no row and are refused, and Google ends it at its expiration.
+        Idempotent; raises only when the database fails (the step is then retried)."""
+        await self.store.stop_integration(integration.id, STOPPING)
         pending = await self.store.channels_in_state(STOPPING, integration_id=integration.id)
-        unfinished = [row.id for row in pending if not await self._stop(row)]
-        if unfinished:
-            raise TransientGoogleError(f"{len(unfinished)} push channel(s) could not be stopped")
-        return len(moved)
+        if tokens is not None and pending:
+            try:
+                async with asyncio.timeout(self.config.stop_budget_s):
+                    for row in pending:
+                        await self._stop(row, tokens)
+            except TimeoutError:
+                log.warning(
+                    "push channels not all stopped at Google within %gs: integration=%s",
+                    self.config.stop_budget_s,
+                    integration.id,
+                )
+        await forget_integration(self.store, integration)
+        return len(pending)
 
 
 async def stop_locally(store: ChannelStore, integration: Integration) -> int:

@@ -422,6 +422,24 @@ class SyncEngine:
             return None
         return len(blocks)
 
+    async def record_written(self, calendar_id: str, events: list[Json]) -> bool:
+        """Merge events the gateway just wrote to Google (booked, changed or cancelled: the
+        resources Google answered with) into the local copy at once, then request a sync so
+        Google's own view follows. True if the copy now shows them; False when there is no
+        complete copy yet (availability then asks Google live anyway)."""
+        calendar = await self.store.get(calendar_id)
+        if calendar is None:
+            return False
+        horizon = calendar.horizon
+        merged = False
+        if horizon is not None:
+            records = self._parse_page({"items": events}, calendar)
+            merged = await self.store.merge_local(
+                calendar, records, compute=self._compute(calendar, horizon)
+            )
+        await self.store.request_sync(calendar_id, self._clock())
+        return merged
+
     # -- reads and purge ----------------------------------------------------------------------
 
     async def busy_between(

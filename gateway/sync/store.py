@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import and_, delete, exists, func, insert, not_, or_, select, update
 from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -224,6 +225,37 @@ class SyncStore:
     ) -> CalendarRow:
         """The row for (integration, Google calendar), created with `new_id` if missing; a
         changed time zone is updated (it decides where all-day events fall)."""
+        try:
+            return await self._ensure_calendar(
+                new_id=new_id,
+                integration_id=integration_id,
+                tenant_id=tenant_id,
+                google_calendar_id=google_calendar_id,
+                time_zone=time_zone,
+                now=now,
+            )
+        except IntegrityError:
+            # Two first calls at once (a booking and a free/busy, two processes): the other
+            # one created it; this one now finds it.
+            return await self._ensure_calendar(
+                new_id=new_id,
+                integration_id=integration_id,
+                tenant_id=tenant_id,
+                google_calendar_id=google_calendar_id,
+                time_zone=time_zone,
+                now=now,
+            )
+
+    async def _ensure_calendar(
+        self,
+        *,
+        new_id: str,
+        integration_id: str,
+        tenant_id: str,
+        google_calendar_id: str,
+        time_zone: str,
+        now: datetime,
+    ) -> CalendarRow:
         key = and_(
             calendars.c.integration_id == integration_id,
             calendars.c.google_calendar_id == google_calendar_id,
@@ -457,6 +489,37 @@ class SyncStore:
             )
         return len(series)
 
+    async def merge_local(
+        self,
+        calendar: CalendarRow,
+        items: list[EventRecord],
+        *,
+        compute: Callable[[list[EventRecord]], list[BusyBlock]],
+    ) -> bool:
+        """Merge events the gateway itself just wrote to Google (a booking, its change or
+        cancellation) into the active copy, with the blocks of the series they touch, so
+        availability sees them at once. Unlike `apply_delta` the sync token and the copy's
+        freshness stay as they are: the next sync brings Google's own view, which replaces
+        these records. False when the calendar has no complete copy (or another generation
+        became active meanwhile): then there is nothing to merge into."""
+        generation = calendar.active_generation
+        if generation is None:
+            return False
+        async with self.engine.begin() as conn:
+            active = (
+                await conn.execute(
+                    select(calendars.c.active_generation).where(calendars.c.id == calendar.id)
+                )
+            ).scalar_one_or_none()
+            if active != generation:
+                return False
+            series = sorted(await self._apply(conn, calendar.id, generation, items))
+            records = await self._series_records(conn, calendar.id, generation, series)
+            await self._replace_series_blocks(
+                conn, calendar.id, generation, series, compute(records)
+            )
+        return True
+
     async def replace_blocks(
         self,
         calendar_id: str,
@@ -588,17 +651,24 @@ class SyncStore:
 
     # -- scheduling (gateway.sync.scheduler) -------------------------------------------------
 
-    async def request_sync(self, calendar_id: str, now: datetime) -> bool:
+    async def request_sync(
+        self, calendar_id: str, now: datetime, *, conn: AsyncConnection | None = None
+    ) -> bool:
         """Ask for one more sync of the calendar (a push notification, a booking). Requests
         coalesce: the earliest unclaimed one is kept, and the scheduler clears it when it
         claims the calendar, so a request arriving during a sync causes one sync after it.
-        False if there is no such calendar."""
-        async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(calendars)
-                .where(calendars.c.id == calendar_id)
-                .values(sync_requested_at=func.coalesce(calendars.c.sync_requested_at, now))
-            )
+        Within the caller's transaction when `conn` is given (the webhook records the message
+        and the request together). False if there is no such calendar."""
+        statement = (
+            update(calendars)
+            .where(calendars.c.id == calendar_id)
+            .values(sync_requested_at=func.coalesce(calendars.c.sync_requested_at, now))
+        )
+        if conn is not None:
+            result = await conn.execute(statement)
+        else:
+            async with self.engine.begin() as own:
+                result = await own.execute(statement)
         return bool(result.rowcount == 1)
 
     async def integrations_without_calendars(self, limit: int) -> list[str]:

@@ -235,3 +235,64 @@ async def test_a_part_can_name_its_own_endpoints(
     emulator.state.inject_fault(status=500, endpoint="people.me")
     assert (await call(emulator, http, "GET", "/v1/userinfo", token))[0] == 500
     assert (await call(emulator, http, "GET", "/v1/userinfo", token))[0] == 200
+
+
+async def _insert(
+    emulator: RunningEmulator,
+    http: aiohttp.ClientSession,
+    token: str,
+    event_id: str,
+    **kwargs: Any,
+) -> tuple[int, Any]:
+    body = {
+        "id": event_id,
+        "summary": "Intro call",
+        "start": {"dateTime": "2030-01-07T10:00:00Z"},
+        "end": {"dateTime": "2030-01-07T10:30:00Z"},
+    }
+    return await call(emulator, http, "POST", EVENTS, token, json=body, **kwargs)
+
+
+async def test_drop_response_applies_the_call_and_never_answers(
+    emulator: RunningEmulator, http: aiohttp.ClientSession
+) -> None:
+    token = emulator.token_for(ALICE)
+    emulator.state.inject_fault(drop_response=True, endpoint="events.insert")
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await _insert(emulator, http, token, "dropped0001")
+    # The event exists at Google all the same: a retry with the same id is a duplicate.
+    status, body = await _insert(emulator, http, token, "dropped0001")
+    assert status == 409 and body["error"]["errors"][0]["reason"] == "duplicate"
+    status, body = await call(emulator, http, "GET", f"{EVENTS}/dropped0001", token)
+    assert status == 200 and body["summary"] == "Intro call"
+    logged = emulator.state.inspector.requests(endpoint="events.insert")
+    assert [r.status for r in logged] == [0, 409]
+
+
+async def test_apply_then_hang_holds_the_answer_back(
+    emulator: RunningEmulator, http: aiohttp.ClientSession
+) -> None:
+    token = emulator.token_for(ALICE)
+    emulator.state.inject_fault(after_delay_s=5, endpoint="events.insert")
+    with pytest.raises(asyncio.TimeoutError):
+        await _insert(emulator, http, token, "hung000001", timeout=aiohttp.ClientTimeout(0.3))
+    # Already applied while the answer is still held back.
+    status, _ = await call(emulator, http, "GET", f"{EVENTS}/hung000001", token)
+    assert status == 200
+
+
+async def test_drop_response_over_the_control_api(
+    emulator: RunningEmulator, http: aiohttp.ClientSession
+) -> None:
+    body = {"drop_response": True, "endpoint": "events.insert", "after_delay_s": 0.1}
+    async with http.post(emulator.url("/_emulator/faults"), json=body) as r:
+        assert r.status == 201
+        fault = await r.json()
+    assert (fault["drop_response"], fault["after_delay_s"]) == (True, 0.1)
+    token = emulator.token_for(ALICE)
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await _insert(emulator, http, token, "dropped0002")
+    # A status and "apply the call" contradict each other.
+    refused = {"status": 503, "drop_response": True}
+    async with http.post(emulator.url("/_emulator/faults"), json=refused) as r:
+        assert r.status == 400

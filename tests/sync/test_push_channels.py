@@ -3,8 +3,9 @@
 A synced calendar gets a channel at our webhook address; a change at Google reaches the
 webhook as a real notification and requests one sync, which makes the change visible; renewal
 opens the new channel before stopping the old; a silent channel is replaced (its calendar
-counts as polling meanwhile); disconnect and reauth stop the channels so their notifications
-are refused; two gateway processes never open two channels for one calendar.
+counts as polling meanwhile); disconnect stops the channels at Google before it revokes the
+grant, reauth stops them locally, and their notifications are refused; two gateway processes
+never open two channels for one calendar.
 
 The app's own maintenance loop is off (interval 0): each test drives `run_once` of a manager
 whose clock is the emulator's, so moving Google's time moves ours.
@@ -271,30 +272,68 @@ async def test_a_silent_channel_is_replaced_and_its_calendar_polled_meanwhile(h:
     assert fresh.push_active
 
 
-async def test_disconnect_stops_the_channels_and_refuses_their_notifications(h: Push) -> None:
-    row = await h.open_verified()
-    google = h.google_channels()[row.id]
+async def delete_integration(h: Push) -> dict[str, object]:
     async with h.stack.http.delete(
         h.stack.url(f"/v1/integrations/{h.integration_id}"), headers=h.stack.auth()
     ) as response:
         assert response.status == 200
-        receipt = await response.json()
-    assert receipt["channels_stopped"] == 1
+        receipt: dict[str, object] = await response.json()
+    return receipt
+
+
+async def test_disconnect_stops_the_channels_at_google_then_revokes(h: Push) -> None:
+    row = await h.open_verified()
+    google = h.google_channels()[row.id]
+
+    receipt = await delete_integration(h)
+
+    assert receipt["channels_stopped"] == 1 and receipt["revoked_at_google"] is True
+    assert row.id not in h.google_channels()  # Google no longer delivers to us
+    assert [g.revoked_by for g in h.stack.google.revoked_grants(ALICE)] == ["revoke_endpoint"]
     assert await h.channels() == []  # nothing of the integration is kept
     assert await notify(h.stack, google, "exists", google.last_message_number + 1) == 404
     # Idempotent: a second run of the hook finds nothing left to stop.
     integration = await h.stack.app[INTEGRATIONS_KEY].get_by_id(h.integration_id)
     assert integration is not None
-    assert await h.stack.app[CHANNELS_KEY].stop_integration(integration) == 0
+    assert await h.stack.app[CHANNELS_KEY].stop_integration(integration, None) == 0
 
 
-async def test_an_active_integration_stops_its_channels_at_google(h: Push) -> None:
+async def test_disconnect_refreshes_an_expired_token_to_stop_the_channels(h: Push) -> None:
     row = await h.open_verified()
-    integration = await h.stack.app[INTEGRATIONS_KEY].get_by_id(h.integration_id)
-    assert integration is not None and integration.usable
-    assert await h.manager.stop_integration(integration) == 1
-    assert h.google_channels() == {}
-    assert (await h.channel(row.id)).state == "stopped"
+    h.stack.google.advance_clock(2 * 3600)  # every access token Google issued has expired
+
+    receipt = await delete_integration(h)
+
+    assert receipt["channels_stopped"] == 1 and receipt["revoked_at_google"] is True
+    assert row.id not in h.google_channels()
+    assert await h.channels() == []
+
+
+async def test_a_refresh_token_rotated_while_stopping_is_the_one_revoked(h: Push) -> None:
+    row = await h.open_verified()
+    h.stack.google.advance_clock(2 * 3600)
+    h.stack.google.rotate_refresh_token_next(ALICE)  # the disconnect's refresh gets a new one
+
+    receipt = await delete_integration(h)
+
+    assert row.id not in h.google_channels()
+    # The live grant itself was revoked by our call (not "already revoked" for a dead token).
+    assert receipt["revoked_at_google"] is True
+    assert [g.revoked_by for g in h.stack.google.revoked_grants(ALICE)] == ["revoke_endpoint"]
+
+
+async def test_disconnect_goes_on_when_google_cannot_stop_the_channels(h: Push) -> None:
+    row = await h.open_verified()
+    google = h.google_channels()[row.id]
+    h.stack.google.inject_fault(status=503, times=100, endpoint="channels.stop")
+
+    receipt = await delete_integration(h)
+
+    # Best effort: the grant is revoked and the channel forgotten; Google ends it at expiry.
+    assert receipt["channels_stopped"] == 1 and receipt["revoked_at_google"] is True
+    assert row.id in h.google_channels()
+    assert await h.channels() == []
+    assert await notify(h.stack, google, "exists", google.last_message_number + 1) == 404
 
 
 async def test_a_failed_watch_is_retried_after_a_backoff(h: Push) -> None:

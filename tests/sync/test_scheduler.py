@@ -270,6 +270,21 @@ async def test_requests_coalesce_and_one_during_a_sync_makes_one_more(h: Harness
     assert len(list_calls(h.stack, ALICE, since)) == 2
 
 
+async def test_a_request_is_made_or_undone_with_the_transaction_it_joins(h: Harness) -> None:
+    """The webhook records a message and requests its sync in one transaction: both or
+    neither, so a message that was not recorded leaves no sync behind."""
+    _, calendar = await h.first_sync(ALICE, "u-atomic")
+    with pytest.raises(RuntimeError):
+        async with h.stack.engine.begin() as conn:
+            assert await h.store.request_sync(calendar.id, h.clock(), conn=conn)
+            raise RuntimeError("the message could not be recorded")
+    assert await h.scheduler.run_once() == []  # nothing was requested
+
+    async with h.stack.engine.begin() as conn:
+        assert await h.store.request_sync(calendar.id, h.clock(), conn=conn)
+    assert await h.scheduler.run_once() == [calendar.id]
+
+
 async def test_polls_every_five_minutes_without_push_and_hourly_with_it(h: Harness) -> None:
     integration_id, calendar = await h.first_sync(ALICE, "u-poll")
     h.clock.advance(299)

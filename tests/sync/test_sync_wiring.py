@@ -19,7 +19,8 @@ async def test_setup_builds_the_engine_and_registers_the_purger(stack: Stack) ->
     result = await stack.connect(ALICE, user_id="u-wired")
     app = create_app(stack.settings, engine=stack.engine)
     purgers = disconnect_hooks(app).record_purgers
-    assert len(purgers) == 1
+    # The sync engine's, then booking's (gateway.http.booking_routes): each registered once.
+    assert len(purgers) == 2
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:
