@@ -65,6 +65,23 @@ async def test_token_refreshes_are_counted_by_outcome(stack: Stack) -> None:
     assert (await _scrape(stack))[key] == before + 1
 
 
+# Requests by route and status with latency histograms, sync lag, syncs by outcome, Google
+# errors by reason, refreshes by outcome, live channels, integrations by status, DEKs per KEK
+# version, vault operations.
+ISSUE_7_SAMPLES = {
+    "gateway_http_requests_total",
+    "gateway_http_request_duration_seconds_bucket",
+    "gateway_sync_lag_seconds_max",
+    "gateway_sync_runs_total",
+    "gateway_google_errors_total",
+    "gateway_token_refreshes_total",
+    "gateway_push_channels_live",
+    "gateway_integrations",
+    "gateway_vault_data_keys",
+    "gateway_vault_operations_total",
+}
+
+
 def _sync_runs(scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
     """gateway_sync_runs_total as {"kind/outcome": count}."""
     return {
@@ -109,3 +126,6 @@ async def test_sync_runs_are_counted_by_kind_and_outcome(stack: Stack) -> None:
         "incremental/inactive": 2,
     }
     assert scraped[errors_key] == errors_before + 1
+    # Every figure issue 7 lists is exposed once it has something to count.
+    exposed = {name for name, _ in scraped}
+    assert not ISSUE_7_SAMPLES - exposed, ISSUE_7_SAMPLES - exposed
