@@ -10,9 +10,14 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from gateway.http.request_id import HEADER
+
 
 class PathOnlyAccessLogger(AbstractAccessLogger):
-    """`GET /v1/integrations/int_x 200 512B 3.1ms`: never the query string or headers."""
+    """`GET /v1/integrations/int_x 200 512B 3.1ms`: never the query string or headers.
+
+    The line is written after the request-id middleware has unbound the id, so it carries the
+    id the answer was sent with (`X-Request-ID`), like every other line of the request."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
@@ -22,4 +27,5 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
             response.status,
             response.body_length,
             time * 1000,
+            extra={"request_id": response.headers.get(HEADER)},
         )

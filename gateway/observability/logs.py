@@ -16,6 +16,7 @@ import re
 import sys
 from typing import Any, Literal, TextIO
 
+from aiohttp.http_exceptions import HttpProcessingError
 from pythonjsonlogger.json import JsonFormatter
 
 from gateway.observability.context import current_request_id
@@ -61,11 +62,42 @@ def redact(text: str) -> str:
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds `request_id` (or None) to every record."""
+    """Adds `request_id` (or None) to every record that does not carry one already (the
+    access log passes the id of the request it describes)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = current_request_id()
+        if getattr(record, "request_id", None) is None:
+            record.request_id = current_request_id()
         return True
+
+
+class ProtocolErrorFilter(logging.Filter):
+    """Rewrites aiohttp's "Error handling request" records for requests it could not parse.
+
+    The parser's message quotes the offending raw bytes, typically a whole header line
+    (`Authorization: Bearer ...`, `X-Goog-Channel-Token: ...`) with a stray CR, LF or NUL; its
+    traceback says nothing an operator needs. The line keeps the peer and the error's class.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
+            said = record.getMessage()
+            record.msg = "%s: malformed HTTP request refused (%s)"
+            record.args = (said, type(exc).__name__)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_PROTOCOL_FILTER = ProtocolErrorFilter()
+
+
+def quiet_protocol_errors() -> None:
+    """Install `ProtocolErrorFilter` on aiohttp's server logger (idempotent; at app start)."""
+    logger = logging.getLogger("aiohttp.server")
+    if _PROTOCOL_FILTER not in logger.filters:
+        logger.addFilter(_PROTOCOL_FILTER)
 
 
 class RedactingTextFormatter(logging.Formatter):

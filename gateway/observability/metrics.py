@@ -27,7 +27,10 @@ HTTP_LATENCY = Histogram(
 )
 SYNC_RUNS = Counter(
     "gateway_sync_runs_total",
-    "Calendar syncs, by kind (full, incremental) and outcome (synced, failed, inactive).",
+    "Calendar sync runs, by kind (full; incremental; resync: a full sync forced by Google's"
+    " 410) and outcome (ok; backoff: a transient Google failure, retried with backoff; error;"
+    " inactive: the integration may not be used, Google not called; crashed: the database"
+    " or a bug).",
     ["kind", "outcome"],
 )
 GOOGLE_ERRORS = Counter(

@@ -44,6 +44,7 @@ from gateway.connections.model import Integration
 from gateway.errors import NotFound
 from gateway.google.calendar import CalendarClient, TokenSource
 from gateway.google.errors import GoogleError, SyncTokenExpired, TransientGoogleError
+from gateway.observability.metrics import SYNC_RUNS
 from gateway.sync.config import SyncConfig
 from gateway.sync.model import (
     BusyBlock,
@@ -90,6 +91,16 @@ class IntegrationLookup(Protocol):
     """What the engine needs of `IntegrationRepository`."""
 
     async def get_by_id(self, integration_id: str) -> Integration | None: ...
+
+
+SyncKind = Literal["full", "incremental", "resync"]
+RunOutcome = Literal["ok", "backoff", "error", "inactive", "crashed"]
+
+
+def _counted(kind: SyncKind, outcome: RunOutcome, result: SyncOutcome) -> SyncOutcome:
+    """Count one sync run in gateway_sync_runs_total and hand its outcome on."""
+    SYNC_RUNS.labels(kind, outcome).inc()
+    return result
 
 
 class ManagedTokenSource:
@@ -233,24 +244,34 @@ class SyncEngine:
         calendar = await self.store.get(calendar_id)
         if calendar is None:
             raise NotFound("no such calendar")
+        # What this run is, for gateway_sync_runs_total: a 410 turns it into a resync.
+        kind: SyncKind = (
+            "full"
+            if calendar.sync_token is None or calendar.active_generation is None
+            else "incremental"
+        )
         integration = await self._integrations.get_by_id(calendar.integration_id)
         if integration is None or not integration.usable:
-            return SyncOutcome(calendar_id, "inactive")
+            return _counted(kind, "inactive", SyncOutcome(calendar_id, "inactive"))
         tokens = ManagedTokenSource(self._tokens, integration.id)
         try:
-            if calendar.sync_token is None or calendar.active_generation is None:
-                return await self._full(calendar, tokens, resynced=False)
-            try:
-                return await self._incremental(calendar, tokens)
-            except SyncTokenExpired:
-                log.info("sync token expired, full resync: calendar=%s", calendar.id)
-                return await self._full(calendar, tokens, resynced=True)
+            if kind == "full":
+                outcome = await self._full(calendar, tokens, resynced=False)
+            else:
+                try:
+                    outcome = await self._incremental(calendar, tokens)
+                except SyncTokenExpired:
+                    log.info("sync token expired, full resync: calendar=%s", calendar.id)
+                    kind = "resync"
+                    outcome = await self._full(calendar, tokens, resynced=True)
+            return _counted(kind, "ok", outcome)
         except IntegrationInactive:
             # The grant died during this sync (the token manager moved it to needs_reauth).
-            return SyncOutcome(calendar_id, "inactive")
+            return _counted(kind, "inactive", SyncOutcome(calendar_id, "inactive"))
         except GoogleError as exc:
             transient = isinstance(exc, TransientGoogleError)
             code = exc.google_error or exc.code
+            SYNC_RUNS.labels(kind, "backoff" if transient else "error").inc()
             await self.store.record_failure(
                 calendar.id,
                 state="backoff" if transient else "error",
@@ -260,6 +281,10 @@ class SyncEngine:
             log.warning("calendar sync failed: calendar=%s error=%s", calendar.id, code)
             retry_after = exc.retry_after_s if isinstance(exc, TransientGoogleError) else None
             return SyncOutcome(calendar_id, "failed", error=code, retry_after_s=retry_after)
+        except Exception:
+            # The database or a bug: the scheduler records it; counted so a dashboard sees it.
+            SYNC_RUNS.labels(kind, "crashed").inc()
+            raise
 
     def _params(self, horizon: Horizon | None) -> Json:
         params: Json = {"showDeleted": True, "maxResults": PAGE_SIZE}

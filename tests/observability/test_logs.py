@@ -7,9 +7,10 @@ import json
 import logging
 
 import pytest
+from aiohttp.http_exceptions import BadHttpMessage
 
 from gateway.observability.context import request_id_bound
-from gateway.observability.logs import make_handler, redact
+from gateway.observability.logs import ProtocolErrorFilter, make_handler, redact
 
 API_KEY = "cgw_0123456789abcdef01234567_" + "Zk" * 21 + "Q"
 
@@ -81,3 +82,28 @@ def test_tracebacks_are_redacted_too() -> None:
 def test_text_lines_show_the_request_id() -> None:
     line = _emit("text", "hello %s", "world")
     assert "[req_abc123]: hello world" in line
+
+
+def test_unparsable_requests_are_logged_without_the_raw_header_line() -> None:
+    """aiohttp quotes the offending header line of a request it cannot parse (a channel token
+    or an API key with a stray CR); the filter keeps the peer and the error's class only."""
+    token = "chan-secret-Zq81xPz0lKd"
+    out = io.StringIO()
+    logger = logging.getLogger("test.observability.protocol")
+    logger.propagate = False
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.addFilter(ProtocolErrorFilter())
+    try:
+        exc = BadHttpMessage(f"Missing expected LF:\n\n  b'X-Goog-Channel-Token: {token}\\rx'")
+        logger.error("Error handling request from %s", "127.0.0.1", exc_info=exc)
+        logger.error("Error handling request from %s", "127.0.0.1", exc_info=RuntimeError("x"))
+    finally:
+        logger.removeHandler(handler)
+    text = out.getvalue()
+    assert token not in text
+    assert "ERROR Error handling request from 127.0.0.1: malformed HTTP request refused" in text
+    assert "(BadHttpMessage)" in text
+    # Other failures keep their traceback.
+    assert "RuntimeError: x" in text

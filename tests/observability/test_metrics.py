@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
+from tests.availability.helpers import connect, day, event
 from tests.stack import ALICE, Stack
 
 
@@ -59,3 +63,69 @@ async def test_token_refreshes_are_counted_by_outcome(stack: Stack) -> None:
     before = (await _scrape(stack)).get(key, 0)
     await stack.app[TOKENS_KEY].force_refresh(connected["integration_id"])
     assert (await _scrape(stack))[key] == before + 1
+
+
+# Requests by route and status with latency histograms, sync lag, syncs by outcome, Google
+# errors by reason, refreshes by outcome, live channels, integrations by status, DEKs per KEK
+# version, vault operations.
+ISSUE_7_SAMPLES = {
+    "gateway_http_requests_total",
+    "gateway_http_request_duration_seconds_bucket",
+    "gateway_sync_lag_seconds_max",
+    "gateway_sync_runs_total",
+    "gateway_google_errors_total",
+    "gateway_token_refreshes_total",
+    "gateway_push_channels_live",
+    "gateway_integrations",
+    "gateway_vault_data_keys",
+    "gateway_vault_operations_total",
+}
+
+
+def _sync_runs(scraped: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    """gateway_sync_runs_total as {"kind/outcome": count}."""
+    return {
+        f"{dict(labels)['kind']}/{dict(labels)['outcome']}": value
+        for (name, labels), value in scraped.items()
+        if name == "gateway_sync_runs_total"
+    }
+
+
+async def test_sync_runs_are_counted_by_kind_and_outcome(stack: Stack) -> None:
+    """A first sync, an incremental one, a 410 resync, a 503 and syncs of a revoked
+    integration each show up in gateway_sync_runs_total (and the 503 in Google's errors)."""
+    integration_id = await connect(stack, ALICE)
+    engine = stack.app[SYNC_KEY]
+    [calendar] = await engine.ensure_calendars(integration_id)
+    scraped = await _scrape(stack)
+    before = _sync_runs(scraped)
+    errors_key = ("gateway_google_errors_total", (("reason", "backendError"),))
+    errors_before = scraped.get(errors_key, 0)
+
+    assert (await engine.sync_calendar(calendar.id)).full
+    event(stack, ALICE, day(3), day(3) + timedelta(hours=1))
+    assert (await engine.sync_calendar(calendar.id)).status == "synced"
+    stack.google.calendars.invalidate_sync_tokens(ALICE)
+    assert (await engine.sync_calendar(calendar.id)).resynced
+    stack.google.inject_fault(status=503, user=ALICE, endpoint="events.list")
+    assert (await engine.sync_calendar(calendar.id)).status == "failed"
+    # The user revokes access at Google: the sync finds the grant dead, moves the integration
+    # to needs_reauth and ends inactive; the next one does not call Google at all.
+    stack.google.revoke_user_access(ALICE)
+    assert (await engine.sync_calendar(calendar.id)).status == "inactive"
+    assert (await engine.sync_calendar(calendar.id)).status == "inactive"
+
+    scraped = await _scrape(stack)
+    after = _sync_runs(scraped)
+    grown = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    assert grown == {
+        "full/ok": 1,
+        "incremental/ok": 1,
+        "resync/ok": 1,
+        "incremental/backoff": 1,
+        "incremental/inactive": 2,
+    }
+    assert scraped[errors_key] == errors_before + 1
+    # Every figure issue 7 lists is exposed once it has something to count.
+    exposed = {name for name, _ in scraped}
+    assert not ISSUE_7_SAMPLES - exposed, ISSUE_7_SAMPLES - exposed
