@@ -77,19 +77,26 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
             handle_signals=False,
             access_log_class=PathOnlyAccessLogger,
         )
-        await runner.setup()  # opens the vault: a bad keyring stops start-up here
+        # Handlers first: the app's start-up already runs background work (the sync scheduler),
+        # and a SIGTERM arriving then must still end in a clean shutdown, not a default kill.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         try:
-            site = web.TCPSite(runner, host, port)
-            await site.start()
-            out.print(f"calendar-gateway listening on http://{host}:{port}")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            await stop.wait()
-            out.print("shutting down")
+            await runner.setup()  # opens the vault: a bad keyring stops start-up here
+            try:
+                if not stop.is_set():
+                    site = web.TCPSite(runner, host, port)
+                    await site.start()
+                    out.print(f"calendar-gateway listening on http://{host}:{port}")
+                    await stop.wait()
+                out.print("shutting down")
+            finally:
+                await runner.cleanup()
         finally:
-            await runner.cleanup()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
     return 0
 
 
