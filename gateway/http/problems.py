@@ -3,7 +3,9 @@
     {"type": "https://calendar-gateway.dev/problems/<code>", "title": ..., "status": N,
      "detail": ..., "code": "<code>", ...extra}
 
-Unexpected exceptions become a 500 problem with no detail: the stack trace goes to the log
+A key provider outage (the vault's KekProviderError or KeyringError) becomes 503
+`key_provider_unavailable` with Retry-After. Other unexpected exceptions become a 500 problem
+with no detail: the stack trace goes to the log
 (which redacts secrets), never to the caller.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import ProblemError
+from vault.errors import KekProviderError, KeyringError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://calendar-gateway.dev/problems/"
@@ -25,6 +28,10 @@ PROBLEM_TYPE_BASE = "https://calendar-gateway.dev/problems/"
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# A key provider outage is temporary and the caller can do nothing but wait: say so, instead of
+# a bare 500 (the DEK cache and the synced copy keep most answers working meanwhile).
+KEY_PROVIDER_RETRY_AFTER_S = 30
 
 # Stable codes for errors aiohttp raises itself (routing, method, body size).
 _HTTP_CODES = {
@@ -81,6 +88,19 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return problem_response(exc.status, code, detail, headers=headers)
+    except (KekProviderError, KeyringError) as exc:
+        log.warning(
+            "key provider unavailable on %s %s: %s",
+            request.method,
+            request.path,
+            type(exc).__name__,
+        )
+        return problem_response(
+            503,
+            "key_provider_unavailable",
+            "The gateway's key provider cannot be reached; try again shortly.",
+            headers={"Retry-After": str(KEY_PROVIDER_RETRY_AFTER_S)},
+        )
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return problem_response(500, "internal_error", "The gateway failed to handle this request.")
