@@ -81,7 +81,7 @@ from gateway.google.errors import GoogleError
 from gateway.google.oauth_client import TokenGrant
 from gateway.google.retry import RetryPolicy
 from vault.envelope import SealContext
-from vault.errors import VaultError
+from vault.errors import KekProviderError, KeyringError, VaultError
 from vault.service import Vault
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,8 @@ class Revocation(StrEnum):
     ALREADY_REVOKED = "already_revoked"  # Google answered invalid_token for the refresh token
     GOOGLE_FAILED = "google_failed"  # transient past the budget, or an unexpected answer
     UNOPENABLE = "token_unopenable"  # the vault could not open the sealed token
+    # The key provider stayed unreachable past the service's `key_outage_patience`.
+    KEY_PROVIDER_DOWN = "key_provider_unavailable"
     NOTHING_STORED = "nothing_stored"  # no token stored to revoke
     # Only an access token was stored and Google did not know it: it may merely have expired.
     UNCONFIRMED = "unconfirmed"
@@ -257,6 +259,13 @@ class DisconnectOutcome:
         }
 
 
+class KeyProviderUnavailable(Exception):
+    """The revocation step waits for the key provider (see `_wait_for_key_provider`)."""
+
+    def __init__(self, integration_id: str) -> None:
+        super().__init__(f"integration {integration_id}: key provider unreachable, will retry")
+
+
 class LeaseLost(Exception):
     """Another process took the job over (our lease expired while we were stalled)."""
 
@@ -282,6 +291,7 @@ class DisconnectService:
         hooks: DisconnectHooks | None = None,
         clock: Clock = utc_now,
         lease_ttl_s: float = 60.0,
+        key_outage_patience: timedelta = timedelta(hours=24),
         step_hook: StepHook | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
@@ -300,6 +310,7 @@ class DisconnectService:
         self._hooks = hooks if hooks is not None else DisconnectHooks()
         self._clock = clock
         self._lease_ttl = timedelta(seconds=lease_ttl_s)
+        self._key_outage_patience = key_outage_patience
         self._step_hook = step_hook
         self._monotonic = monotonic
         self._sleep = sleep
@@ -491,6 +502,8 @@ class DisconnectService:
             return await self._revoke_access_token(integration, access_blob)
         try:
             token = await self._open(integration, PURPOSE_REFRESH_TOKEN, sealed.refresh_token)
+        except (KekProviderError, KeyringError):
+            return self._wait_for_key_provider(integration)
         except VaultError as exc:
             log.warning(
                 "disconnect integration=%s: refresh token unopenable (%s)",
@@ -515,6 +528,8 @@ class DisconnectService:
         revoker = self._revoker
         try:
             token = await self._open(integration, PURPOSE_ACCESS_TOKEN, blob)
+        except (KekProviderError, KeyringError):
+            return self._wait_for_key_provider(integration)
         except VaultError:
             return Revocation.UNOPENABLE
         try:
@@ -523,6 +538,20 @@ class DisconnectService:
             log.warning("disconnect integration=%s: revocation failed: %s", integration.id, exc)
             return Revocation.GOOGLE_FAILED
         return Revocation.REVOKED if revoked else Revocation.UNCONFIRMED
+
+    def _wait_for_key_provider(self, integration: Integration) -> Revocation:
+        """The key provider is down, so the token cannot be opened to revoke it. Destroying it
+        now would leave the grant alive at Google for good: the step fails instead (the job is
+        durable and retried) until the outage has lasted `key_outage_patience` since the
+        request, after which the disconnect completes without revoking, as the user asked."""
+        requested = integration.disconnect_requested_at
+        if requested is not None and self._clock() - requested < self._key_outage_patience:
+            raise KeyProviderUnavailable(integration.id)
+        log.warning(
+            "disconnect integration=%s: key provider still unreachable, not revoked at Google",
+            integration.id,
+        )
+        return Revocation.KEY_PROVIDER_DOWN
 
     async def _open(self, integration: Integration, purpose: str, blob: bytes) -> str:
         ctx = SealContext(integration.tenant_id, integration.id, purpose)

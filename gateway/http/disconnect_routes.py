@@ -29,6 +29,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -61,6 +62,9 @@ class DisconnectConfig:
     poll_s: float = 0.2
     resume_interval_s: float = 30.0
     retry_after_s: int = 5
+    # How long the revocation waits for an unreachable key provider before the disconnect
+    # completes without revoking at Google (see DisconnectService._wait_for_key_provider).
+    key_outage_patience_s: float = 24 * 3600.0
 
 
 # Set before the app starts to change the defaults (tests shorten the timings).
@@ -126,6 +130,7 @@ def setup(app: web.Application) -> None:
             owner=_lease_owner(),
             hooks=app[DISCONNECT_HOOKS_KEY],
             lease_ttl_s=config.lease_ttl_s,
+            key_outage_patience=timedelta(seconds=config.key_outage_patience_s),
         )
         app[DISCONNECT_SERVICE_KEY] = service
         resumer = asyncio.create_task(_resume_forever(service, config.resume_interval_s))

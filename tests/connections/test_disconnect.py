@@ -50,8 +50,9 @@ from gateway.http.disconnect_routes import (
     DisconnectConfig,
     disconnect_hooks,
 )
-from gateway.http.token_wiring import TOKENS_KEY
+from gateway.http.token_wiring import GOOGLE_OAUTH_KEY, TOKENS_KEY
 from gateway.wiring import open_vault
+from tests.key_outage import cut_off
 from tests.stack import (
     ALICE,
     ALICE_SUB,
@@ -695,3 +696,49 @@ async def test_sqlite_file_keeps_no_token_after_disconnect(stack: Stack) -> None
 
     assert status == 200
     assert await asyncio.to_thread(_file_hits, db_file, c.secrets()) == []
+
+
+# -- a key provider outage -----------------------------------------------------------------------
+
+
+async def test_a_key_provider_outage_delays_the_revocation_instead_of_skipping_it(
+    stack: Stack,
+) -> None:
+    c = await connected(stack)
+    provider = cut_off(stack.app[VAULT_KEY])
+    status, headers, body = await delete(stack, c.id)
+    # The token cannot be opened to revoke it: destroying it now would leave the grant alive.
+    assert status == 202 and "Retry-After" in headers
+    assert body["status"] == "disconnecting"
+    assert revoke_calls(stack) == 0
+    assert (await integration_row(stack.engine, c.id))["refresh_token"] is not None
+
+    provider.down = False
+    status, _, receipt = await delete(stack, c.id)
+    assert status == 200 and receipt["revoked_at_google"] is True
+    assert stack.google.revoked_grants(ALICE) != []
+    await assert_destroyed(stack, c)
+
+
+async def test_a_key_provider_outage_past_the_patience_still_destroys_the_tokens(
+    stack: Stack,
+) -> None:
+    c = await connected(stack)
+    cut_off(stack.app[VAULT_KEY])
+    impatient = DisconnectService(
+        repository=stack.app[INTEGRATIONS_KEY],
+        vault=stack.app[VAULT_KEY],
+        audit=AuditLog(stack.engine),
+        revoker=stack.app[GOOGLE_OAUTH_KEY],
+        retry=FAST.retry,
+        owner="test:1:outage",
+        key_outage_patience=timedelta(0),
+    )
+    outcome = await impatient.disconnect("acme", c.id)
+    assert outcome is not None and outcome.receipt is not None
+    receipt = outcome.to_public()
+    assert receipt["revoked_at_google"] is False and receipt["tokens_destroyed"] is True
+    assert revoke_calls(stack) == 0
+    await assert_destroyed(stack, c)
+    entries = await AuditLog(stack.engine).entries(integration_id=c.id)
+    assert entries[-1].detail["revocation"] == "key_provider_unavailable"
