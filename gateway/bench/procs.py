@@ -19,11 +19,15 @@ from pathlib import Path
 
 import aiohttp
 
+from gateway.errors import GatewayError
+
 STOP_GRACE_S = 10.0
 
 
-class BenchError(Exception):
+class BenchError(GatewayError):
     """A benchmark could not be run (a process did not start, a phase timed out)."""
+
+    code = "bench_failed"
 
 
 def free_port() -> int:
@@ -84,6 +88,17 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         await proc.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the process has used so far; 0.0 where /proc is missing."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # Fields 14 and 15 of proc(5) (utime, stime), counted after the ")" that ends the name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _wait_ready(

@@ -22,8 +22,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
-import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.apikeys import ApiKeyStore
 from gateway.bench.procs import BenchError, free_port, process
@@ -37,7 +38,12 @@ from gateway.connections.model import (
 from gateway.connections.repository import IntegrationRepository, SealedTokens
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
-from gateway.settings import DEFAULT_GOOGLE_SCOPES, Settings, load_settings
+from gateway.settings import (
+    DEFAULT_GOOGLE_SCOPES,
+    Settings,
+    load_settings,
+    redact_url_password,
+)
 from gateway.wiring import open_vault
 from vault.envelope import SealContext
 
@@ -71,29 +77,30 @@ async def database(backend: str, workdir: Path) -> AsyncIterator[str]:
         await _migrate(url)
         yield url
         return
-    admin_url = postgres_admin_url()
+    admin_url = postgres_admin_url().replace("postgresql://", "postgresql+asyncpg://", 1)
     name = f"cgbench_{secrets.token_hex(6)}"
+    await _admin(admin_url, f'CREATE DATABASE "{name}"')
     try:
-        admin = await asyncpg.connect(admin_url)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise BenchError(
-            f"PostgreSQL is not reachable ({type(exc).__name__}); set {POSTGRES_URL_ENV} "
-            "or run with --db sqlite"
-        ) from None
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        url = _with_database(admin_url, name).replace("postgresql://", "postgresql+asyncpg://", 1)
+        url = _with_database(admin_url, name)
         await _migrate(url)
         yield url
     finally:
-        admin = await asyncpg.connect(admin_url)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _admin(admin_url: str, statement: str) -> None:
+    """One statement outside a transaction (CREATE/DROP DATABASE) on the admin database."""
+    engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text(statement))
+    except (OSError, SQLAlchemyError) as exc:
+        raise BenchError(
+            f"PostgreSQL at {redact_url_password(admin_url)} refused the bench database "
+            f"({type(exc).__name__}); set {POSTGRES_URL_ENV} or run with --db sqlite"
+        ) from None
+    finally:
+        await engine.dispose()
 
 
 async def _migrate(url: str) -> None:
@@ -114,6 +121,7 @@ class Emulator:
 
     url: str
     http: aiohttp.ClientSession
+    pid: int
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
         async with self.http.request(method, f"{self.url}/_emulator{path}", json=body) as r:
@@ -190,10 +198,10 @@ async def emulator(workdir: Path) -> AsyncIterator[Emulator]:
             args,
             log_path=workdir / "emulator.log",
             ready_url=f"{url}/_emulator/health",
-        ),
+        ) as proc,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as http,
     ):
-        google = Emulator(url, http)
+        google = Emulator(url, http, proc.pid)
         # Webhooks on http://127.0.0.1 (Google itself wants https).
         await google.settings(allowInsecureLoopbackWebhooks=True)
         yield google
@@ -205,6 +213,7 @@ class Gateway:
 
     url: str
     port: int
+    pid: int
 
 
 def gateway_env(
@@ -269,7 +278,7 @@ async def gateways(
             if profile_dir:
                 # For finding bottlenecks: each gateway writes a cProfile file when stopped.
                 args = ["-m", "cProfile", "-o", f"{profile_dir}/gateway-{n}-{port}.prof", *args]
-            await stack.enter_async_context(
+            proc = await stack.enter_async_context(
                 process(
                     f"gateway {n}",
                     args,
@@ -278,7 +287,7 @@ async def gateways(
                     ready_url=f"http://127.0.0.1:{port}/healthz",
                 )
             )
-            started.append(Gateway(f"http://127.0.0.1:{port}", port))
+            started.append(Gateway(f"http://127.0.0.1:{port}", port, proc.pid))
         yield started
 
 

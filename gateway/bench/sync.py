@@ -31,7 +31,7 @@ import aiohttp
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.bench.procs import BenchError
+from gateway.bench.procs import BenchError, cpu_seconds
 from gateway.bench.report import Figure, percentile
 from gateway.bench.setup import (
     Emulator,
@@ -76,6 +76,8 @@ class BackendResult:
     baseline_s: float
     channels_s: float
     lags_ms: list[float]
+    gateway_cpu_s: float  # CPU time of every gateway process during the ingest
+    emulator_cpu_s: float
 
     @property
     def events_per_s(self) -> float:
@@ -123,6 +125,16 @@ def figures(results: list[BackendResult], config: SyncBenchConfig) -> list[Figur
                 f"{size}: {r.events:,} records in {r.ingest_s:.1f} s; aim >= 20,000",
             )
         )
+        if r.gateway_cpu_s > 0:
+            out.append(
+                Figure(
+                    f"sync ingest per gateway CPU second ({label})",
+                    r.events / r.gateway_cpu_s,
+                    "events/CPU-s",
+                    note=f"gateways {r.gateway_cpu_s:.1f} CPU-s, emulator {r.emulator_cpu_s:.1f} "
+                    "CPU-s: what a core to itself would give",
+                )
+            )
         if r.lags_ms:
             n = len(r.lags_ms)
             out.append(
@@ -165,6 +177,8 @@ async def _one_backend(
                 "GATEWAY_PUSH_MAINTENANCE_INTERVAL_S": "1",
             }
             async with gateways(processes, url, workdir, google.url, **extra) as running:
+                cpu_before = [cpu_seconds(g.pid) for g in running]
+                emulator_before = cpu_seconds(google.pid)
                 began = await insert_integrations(engine, prepared)
                 await _wait(
                     engine,
@@ -174,6 +188,10 @@ async def _one_backend(
                     "full sync",
                 )
                 ingest_s = time.monotonic() - began
+                gateway_cpu_s = sum(
+                    cpu_seconds(g.pid) - b for g, b in zip(running, cpu_before, strict=True)
+                )
+                emulator_cpu_s = cpu_seconds(google.pid) - emulator_before
                 events = await _scalar(engine, select(func.count()).select_from(calendar_events))
                 live = (
                     select(func.count(func.distinct(watch_channels.c.calendar_id)))
@@ -190,7 +208,16 @@ async def _one_backend(
         finally:
             await engine.dispose()
     return BackendResult(
-        backend, processes, events, ingest_s, baseline_rows, baseline_s, channels_s, lags
+        backend,
+        processes,
+        events,
+        ingest_s,
+        baseline_rows,
+        baseline_s,
+        channels_s,
+        lags,
+        gateway_cpu_s,
+        emulator_cpu_s,
     )
 
 

@@ -102,6 +102,40 @@ class CalendarFreshness:
         return f"CalendarFreshness(id={self.calendar_id!r}, as_of={self.as_of!r})"
 
 
+@dataclass(frozen=True)
+class CachedView:
+    """An integration's calendars, their freshness and their busy blocks in one window, read
+    together (`SyncStore.cached_view`); blocks are UTC, sorted, not merged."""
+
+    calendars: list[CalendarRow]
+    freshness: dict[str, CalendarFreshness]
+    blocks: dict[str, list[tuple[datetime, datetime]]]
+
+
+def _freshness(cal: CalendarRow, row: RowMapping, push: bool, now: datetime) -> CalendarFreshness:
+    """A calendar's freshness (see CalendarFreshness) from its row and whether a live push
+    channel watches it."""
+    pending = row["sync_requested_at"] is not None
+    if cal.active_generation is None:
+        as_of = None
+    elif push and not pending and cal.state == "synced":
+        as_of = now
+    else:
+        as_of = cal.last_success_at
+    return CalendarFreshness(
+        calendar_id=cal.id,
+        integration_id=cal.integration_id,
+        google_calendar_id=cal.google_calendar_id,
+        state=cal.state,
+        as_of=as_of,
+        push_active=push,
+        sync_pending=pending,
+        last_error=cal.last_error,
+        backoff_until=as_utc(row["backoff_until"]),
+        last_success_at=cal.last_success_at,
+    )
+
+
 def _calendar(row: RowMapping) -> CalendarRow:
     return CalendarRow(
         id=row["id"],
@@ -550,29 +584,69 @@ class SyncStore:
                 )
         for row in rows:
             cal = _calendar(row)
-            pending = row["sync_requested_at"] is not None
-            push = cal.id in live_ids
-            if cal.active_generation is None:
-                as_of = None
-            elif push and not pending and cal.state == "synced":
-                as_of = now
-            else:
-                as_of = cal.last_success_at
-            out[cal.integration_id].append(
-                CalendarFreshness(
-                    calendar_id=cal.id,
-                    integration_id=cal.integration_id,
-                    google_calendar_id=cal.google_calendar_id,
-                    state=cal.state,
-                    as_of=as_of,
-                    push_active=push,
-                    sync_pending=pending,
-                    last_error=cal.last_error,
-                    backoff_until=as_utc(row["backoff_until"]),
-                    last_success_at=cal.last_success_at,
-                )
-            )
+            out[cal.integration_id].append(_freshness(cal, row, cal.id in live_ids, now))
         return out
+
+    async def cached_view(
+        self, integration_id: str, now: datetime, start: datetime, end: datetime
+    ) -> CachedView:
+        """What a free/busy answer from the local copy needs, on one connection: the
+        integration's calendars (as `calendars_of`), their freshness (as `freshness`) and the
+        busy blocks of their active generations overlapping [start, end) (as `busy_between`).
+
+        Two statements instead of the five of those three calls: the availability hot path.
+        Blocks come from one statement joining each calendar's `active_generation`, so a
+        generation switch is seen entirely or not at all; when one happens between the two
+        statements the blocks are newer than the freshness says, never older."""
+        live = (
+            exists()
+            .where(
+                watch_channels.c.calendar_id == calendars.c.id,
+                watch_channels.c.state == "active",
+                or_(watch_channels.c.expires_at.is_(None), watch_channels.c.expires_at > now),
+            )
+            .label("push_live")
+        )
+        blocks_query = (
+            select(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
+            .join(
+                calendars,
+                and_(
+                    calendars.c.id == busy_blocks.c.calendar_id,
+                    calendars.c.active_generation == busy_blocks.c.generation,
+                ),
+            )
+            .where(
+                calendars.c.integration_id == integration_id,
+                busy_blocks.c.start_at < end.astimezone(UTC),
+                busy_blocks.c.end_at > start.astimezone(UTC),
+            )
+            .order_by(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
+        )
+        async with self.engine.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(calendars, live)
+                        .where(calendars.c.integration_id == integration_id)
+                        .order_by(calendars.c.created_at, calendars.c.id)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            found = (await conn.execute(blocks_query)).all() if rows else []
+        view = CachedView([], {}, {})
+        for row in rows:
+            cal = _calendar(row)
+            view.calendars.append(cal)
+            view.freshness[cal.id] = _freshness(cal, row, bool(row["push_live"]), now)
+            view.blocks[cal.id] = []
+        for calendar_id, s, e in found:
+            s_utc, e_utc = as_utc(s), as_utc(e)
+            assert s_utc is not None and e_utc is not None
+            view.blocks[calendar_id].append((s_utc, e_utc))
+        return view
 
     async def count_records(self, calendar_id: str) -> int:
         async with self.engine.connect() as conn:
