@@ -139,6 +139,8 @@ def _bench_all_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--integrations", type=_positive, help="sync: integrations")
     parser.add_argument("--events", type=_positive, help="sync: events per calendar")
+    parser.add_argument("--deks", type=_positive, help="vault: data keys to rewrap")
+    parser.add_argument("--duration", type=float, help="api: measured seconds per load run")
     _bench_db_option(parser)
 
 

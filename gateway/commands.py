@@ -238,7 +238,18 @@ async def bench_all(args: argparse.Namespace, _settings: Settings) -> int:
         sync = replace(sync, integrations=args.integrations)
     if getattr(args, "events", None):
         sync = replace(sync, events=args.events)
-    config = replace(config, sync=sync, api=replace(config.api, backends=backends))
+    api = replace(config.api, backends=backends)
+    if getattr(args, "duration", None):
+        api = replace(api, duration_s=args.duration, single_duration_s=args.duration)
+    vault = config.vault
+    if getattr(args, "deks", None):
+        vault = replace(
+            vault,
+            deks=args.deks,
+            ops=min(vault.ops, args.deks * 10),
+            cold_ops=min(vault.cold_ops, args.deks),
+        )
+    config = replace(config, vault=vault, sync=sync, api=api)
     return await _run_bench(lambda workdir: run_all(workdir, config))
 
 

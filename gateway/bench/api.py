@@ -82,14 +82,18 @@ async def run_api_bench(workdir: Path, config: ApiBenchConfig) -> list[Figure]:
 
 
 async def _load(
-    url: str, headers: dict[str, str], config: ApiBenchConfig, concurrency: int, workdir: Path
+    url: str,
+    headers: dict[str, str],
+    config: ApiBenchConfig,
+    concurrency: int,
+    workdir: Path,
+    duration_s: float | None = None,
 ) -> LoadResult:
-    single = concurrency == 1
     result = await run_load(
         url,
         headers=headers,
         concurrency=concurrency,
-        duration_s=config.single_duration_s if single else config.duration_s,
+        duration_s=config.duration_s if duration_s is None else duration_s,
         warmup_s=config.warmup_s,
         log_path=workdir / "load.log",
     )
@@ -139,7 +143,7 @@ async def _one_backend(
                 busy = await _check_cached(target, headers)
                 many = await _load(target, headers, config, config.concurrency, workdir)
                 one = (
-                    await _load(target, headers, config, 1, workdir)
+                    await _load(target, headers, config, 1, workdir, config.single_duration_s)
                     if config.single_duration_s > 0
                     else None
                 )
