@@ -40,6 +40,11 @@ def _number(value: float) -> str:
     return f"{value:.2f}"
 
 
+def _ratio(ratio: float) -> str:
+    # Small ratios keep a significant digit: 0.001x is not 0.00x.
+    return f"{ratio:.2f}" if ratio >= 0.1 else f"{ratio:.3f}"
+
+
 def format_table(figures: Iterable[Figure], *, markdown: bool = False) -> str:
     """A fixed-width table (or a Markdown one, for the README) of `figures`."""
     rows = [
@@ -47,7 +52,7 @@ def format_table(figures: Iterable[Figure], *, markdown: bool = False) -> str:
             f.name,
             _number(f.value),
             f.unit,
-            "" if f.ratio is None else f"{f.ratio:.2f}x {f.baseline}",
+            "" if f.ratio is None else f"{_ratio(f.ratio)}x {f.baseline}",
             f.note,
         )
         for f in figures
