@@ -5,9 +5,9 @@
         python -m gateway.bench.load --url http://127.0.0.1:8080/x --concurrency 64 --duration 5
 
 `concurrency` keep-alive connections each send one GET after another for `warmup` seconds (not
-counted) and then `duration` seconds, in which every completed request is counted; one JSON line on stdout gives the count, the requests per
-second and the p50/p99 latency. Headers come from the environment, not argv, where any user of
-the machine could read an API key. Every request is bounded in count (`--max-requests`) and in
+counted) and then `duration` seconds, in which every completed request is counted; one JSON
+line on stdout gives the count, the requests per second and the p50/p99 latency. Headers come
+from the environment, not argv, where any user of the machine could read an API key. Every request is bounded in count (`--max-requests`) and in
 time, and only loopback addresses are accepted.
 """
 
