@@ -7,8 +7,9 @@
 `concurrency` keep-alive connections each send one GET after another for `warmup` seconds (not
 counted) and then `duration` seconds, in which every completed request is counted; one JSON
 line on stdout gives the count, the requests per second and the p50/p99 latency. Headers come
-from the environment, not argv, where any user of the machine could read an API key. Every request is bounded in count (`--max-requests`) and in
-time, and only loopback addresses are accepted.
+from the environment, not argv, where any user of the machine could read an API key. Every
+request is bounded in count (`--max-requests`) and in time, and only loopback addresses are
+accepted.
 """
 
 from __future__ import annotations

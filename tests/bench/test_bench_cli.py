@@ -24,8 +24,8 @@ def _figures(out: str) -> dict[str, float]:
     return found
 
 
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
-    assert main(["--env-file", "/nonexistent/.env", *argv]) == 0
+def _run(command: str, capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
+    assert main(["--env-file", "/nonexistent/.env", *command.split()]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^calendar-gateway bench, .* UTC, \d+ cores", out, re.M), out
     figures = _figures(out)
@@ -34,7 +34,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> dict[str, float
 
 
 def test_bench_sync_prints_ingest_and_push_lag(capsys: pytest.CaptureFixture[str]) -> None:
-    figures = _run("bench sync --integrations 2 --events 40 --db sqlite".split(), capsys)
+    figures = _run("bench sync --integrations 2 --events 40 --db sqlite", capsys)
     assert list(figures) == [
         "raw INSERT of event rows (SQLite, 1 proc)",
         "sync ingest (SQLite, 1 proc)",
@@ -46,7 +46,7 @@ def test_bench_sync_prints_ingest_and_push_lag(capsys: pytest.CaptureFixture[str
 
 def test_bench_api_prints_bare_and_cached_freebusy(capsys: pytest.CaptureFixture[str]) -> None:
     figures = _run(
-        "bench api --events 40 --db sqlite --concurrency 4 --duration 0.5".split(),
+        "bench api --events 40 --db sqlite --concurrency 4 --duration 0.5",
         capsys,
     )
     assert list(figures) == [
@@ -64,7 +64,7 @@ def test_bench_without_a_subcommand_runs_everything_on_postgres(
     require_postgres()
     monkeypatch.setenv("GATEWAY_BENCH_POSTGRES_URL", postgres_url())
     figures = _run(
-        "bench --integrations 2 --events 30 --deks 50 --db postgres --duration 0.5".split(),
+        "bench --integrations 2 --events 30 --deks 50 --db postgres --duration 0.5",
         capsys,
     )
     names = list(figures)
