@@ -305,13 +305,22 @@ class SyncStore:
     # -- records ------------------------------------------------------------------------------
 
     async def _apply(
-        self, conn: AsyncConnection, calendar_id: str, generation: int, items: list[EventRecord]
-    ) -> set[str]:
-        """Merge records into a generation; returns the series they touch.
+        self,
+        conn: AsyncConnection,
+        calendar_id: str,
+        generation: int,
+        items: list[EventRecord],
+        *,
+        empty: bool = False,
+    ) -> tuple[set[str], list[EventRecord]]:
+        """Merge records into a generation; returns the series they touch and the records
+        written.
 
         The last record of an id wins (pages are in order). A cancelled exception is kept: it
         removes an occurrence. Any other cancelled event is deleted, a cancelled master with
-        its exceptions. Everything else replaces its previous version.
+        its exceptions. Everything else replaces its previous version. `empty` says the
+        generation holds nothing yet (the first page of a full sync): there is nothing to
+        replace or delete, so only the INSERTs run.
         """
         latest: dict[str, EventRecord] = {}
         for record in items:
@@ -330,21 +339,21 @@ class SyncStore:
             calendar_events.c.calendar_id == calendar_id,
             calendar_events.c.generation == generation,
         )
-        ids = list(latest)
-        for chunk in _chunks(ids):
-            await conn.execute(
-                delete(calendar_events).where(scope, calendar_events.c.event_id.in_(chunk))
-            )
-        for chunk in _chunks(gone):
-            await conn.execute(
-                delete(calendar_events).where(
-                    scope, calendar_events.c.recurring_event_id.in_(chunk)
+        if not empty:
+            for chunk in _chunks(list(latest)):
+                await conn.execute(
+                    delete(calendar_events).where(scope, calendar_events.c.event_id.in_(chunk))
                 )
-            )
+            for chunk in _chunks(gone):
+                await conn.execute(
+                    delete(calendar_events).where(
+                        scope, calendar_events.c.recurring_event_id.in_(chunk)
+                    )
+                )
         rows = [_record_row(calendar_id, generation, r) for r in keep]
         for chunk_rows in _chunks(rows):
             await conn.execute(insert(calendar_events), list(chunk_rows))
-        return {r.series_id for r in latest.values()}
+        return {r.series_id for r in latest.values()}, keep
 
     async def _series_records(
         self, conn: AsyncConnection, calendar_id: str, generation: int, series: Sequence[str]
@@ -414,10 +423,21 @@ class SyncStore:
                 await conn.execute(delete(table).where(stale))
         return (active or 0) + 1
 
-    async def write_page(self, calendar_id: str, generation: int, items: list[EventRecord]) -> None:
-        """Merge one page of a full sync into the generation being built."""
+    async def write_page(
+        self,
+        calendar_id: str,
+        generation: int,
+        items: list[EventRecord],
+        *,
+        first: bool = False,
+    ) -> list[EventRecord]:
+        """Merge one page of a full sync into the generation being built; returns the records
+        it wrote. `first`: the first page of a generation `begin_generation` just emptied
+        (nothing to replace: INSERTs only, and the records returned are then the whole
+        generation)."""
         async with self.engine.begin() as conn:
-            await self._apply(conn, calendar_id, generation, items)
+            _, written = await self._apply(conn, calendar_id, generation, items, empty=first)
+        return written
 
     async def activate_generation(
         self,
@@ -479,7 +499,8 @@ class SyncStore:
         generation = calendar.active_generation
         assert generation is not None
         async with self.engine.begin() as conn:
-            series = sorted(await self._apply(conn, calendar.id, generation, items))
+            touched, _ = await self._apply(conn, calendar.id, generation, items)
+            series = sorted(touched)
             records = await self._series_records(conn, calendar.id, generation, series)
             await self._replace_series_blocks(
                 conn, calendar.id, generation, series, compute(records)
