@@ -245,18 +245,13 @@ def gateway_env(
 
 
 def bench_settings(env: dict[str, str]) -> Settings:
-    """The gateway's Settings for `env` (for the set-up done in this process)."""
-    names = {k: v for k, v in env.items() if k.startswith(_SETTING_PREFIXES)}
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(names)
-    try:
-        return load_settings(env_file=None)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    """The gateway's Settings for `env` (for the set-up done in this process); each variable
+    given overrides the process's own environment."""
+    fields = {
+        str(field.validation_alias.choices[0]): name  # type: ignore[union-attr]
+        for name, field in Settings.model_fields.items()
+    }
+    return load_settings(env_file=None, **{fields[k]: v for k, v in env.items() if k in fields})
 
 
 @asynccontextmanager
