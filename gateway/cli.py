@@ -80,10 +80,38 @@ def _parser() -> argparse.ArgumentParser:
     revoke = api_keys_sub.add_parser("revoke", help="revoke a key at once")
     revoke.add_argument("key_id", help="the key id shown by `api-keys list`")
 
-    bench = sub.add_parser("bench", help="benchmarks that print figures")
-    bench_sub = bench.add_subparsers(dest="bench_command", required=True, metavar="WHAT")
+    bench = sub.add_parser(
+        "bench", help="benchmarks that print figures (no WHAT: all of them, one table)"
+    )
+    _bench_all_options(bench)
+    bench_sub = bench.add_subparsers(dest="bench_command", required=False, metavar="WHAT")
     bench_vault = bench_sub.add_parser("vault", help="vault encrypt/decrypt/rewrap throughput")
     bench_vault.add_argument("--deks", type=int, default=20_000, help="data keys to rewrap")
+    bench_sync = bench_sub.add_parser(
+        "sync", help="full-sync ingest rate and push-to-visible lag, against the emulator"
+    )
+    bench_sync.add_argument("--integrations", type=_positive, default=1_000)
+    bench_sync.add_argument("--events", type=_positive, default=1_000, help="per calendar")
+    _bench_db_option(bench_sync)
+    bench_sync.add_argument(
+        "--processes", type=_positive, default=2, help="gateway processes on PostgreSQL"
+    )
+    bench_sync.add_argument(
+        "--push-parallel", type=_positive, default=8, help="pushed changes in flight at once"
+    )
+    bench_sync.add_argument(
+        "--sync-concurrency", type=_positive, default=8, help="GATEWAY_SYNC_CONCURRENCY"
+    )
+    bench_api = bench_sub.add_parser(
+        "api", help="cached free/busy requests/s and latency against a bare aiohttp handler"
+    )
+    bench_api.add_argument("--events", type=_positive, default=1_000, help="in the calendar")
+    _bench_db_option(bench_api)
+    bench_api.add_argument("--concurrency", type=_positive, default=64, help="connections")
+    bench_api.add_argument("--duration", type=float, default=5.0, help="measured seconds")
+    _bench_all_options(
+        bench_sub.add_parser("all", help="vault, sync and API benchmarks in one table")
+    )
 
     mcp = sub.add_parser(
         "mcp",
@@ -104,6 +132,35 @@ def _parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     return parser
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+def _bench_db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        choices=("sqlite", "postgres", "both"),
+        default="both",
+        help="backend(s); PostgreSQL at GATEWAY_BENCH_POSTGRES_URL (a throwaway database)",
+    )
+
+
+def _bench_all_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="the issues' sizes (sync 1,000 x 1,000 events; takes long on two cores)",
+    )
+    parser.add_argument("--integrations", type=_positive, help="sync: integrations")
+    parser.add_argument("--events", type=_positive, help="sync: events per calendar")
+    parser.add_argument("--deks", type=_positive, help="vault: data keys to rewrap")
+    parser.add_argument("--duration", type=float, help="api: measured seconds per load run")
+    _bench_db_option(parser)
 
 
 def _fail(message: str, status: int = 1) -> int:
@@ -192,7 +249,13 @@ def _dispatch(args: argparse.Namespace) -> Command:
             "rewrap": commands.keys_rewrap,
             "retire": commands.keys_retire,
         },
-        "bench": {"vault": commands.bench_vault},
+        "bench": {
+            "vault": commands.bench_vault,
+            "sync": commands.bench_sync,
+            "api": commands.bench_api,
+            "all": commands.bench_all,
+            None: commands.bench_all,
+        },
         "api-keys": {
             "create": commands.api_keys_create,
             "list": commands.api_keys_list,

@@ -7,9 +7,10 @@ import asyncio
 import shutil
 import signal
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from rich.console import Console
@@ -23,6 +24,9 @@ from gateway.db.migrate import ensure_migrated, upgrade
 from gateway.settings import Settings, redact_url_password
 from gateway.wiring import open_vault
 from vault.service import Vault, VaultStatus
+
+if TYPE_CHECKING:
+    from gateway.bench.report import Figure
 
 out = Console()
 err = Console(stderr=True)
@@ -183,6 +187,85 @@ async def bench_vault(args: argparse.Namespace, _settings: Settings) -> int:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
     print(format_table(results))
     return 0
+
+
+def _backends(choice: str) -> tuple[str, ...]:
+    return ("sqlite", "postgres") if choice == "both" else (choice,)
+
+
+async def _run_bench(run: Callable[[Path], Awaitable[list[Figure]]]) -> int:
+    """Run a benchmark in a throwaway folder (never the configured database) and print the
+    machine line and the table. A failed run keeps its folder (process logs) and says where."""
+    from gateway.bench.report import format_table
+    from gateway.bench.runner import machine_line
+
+    workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="cg-bench-"))
+    header = machine_line()
+    try:
+        figures = await run(workdir)
+    except BaseException:
+        err.print(f"benchmark logs kept in {workdir}")
+        raise
+    await asyncio.to_thread(shutil.rmtree, workdir, True)
+    print(header)
+    print(format_table(figures))
+    return 0
+
+
+async def bench_sync(args: argparse.Namespace, _settings: Settings) -> int:
+    """`bench sync`: ingest and push-to-visible lag (gateway.bench.sync)."""
+    from gateway.bench.sync import SyncBenchConfig, run_sync_bench
+
+    config = SyncBenchConfig(
+        integrations=args.integrations,
+        events=args.events,
+        backends=_backends(args.db),
+        processes=args.processes,
+        push_parallel=args.push_parallel,
+        sync_concurrency=args.sync_concurrency,
+    )
+    return await _run_bench(lambda workdir: run_sync_bench(workdir, config))
+
+
+async def bench_api(args: argparse.Namespace, _settings: Settings) -> int:
+    """`bench api`: cached free/busy against a bare handler (gateway.bench.api)."""
+    from gateway.bench.api import ApiBenchConfig, run_api_bench
+
+    config = ApiBenchConfig(
+        events=args.events,
+        backends=_backends(args.db),
+        concurrency=args.concurrency,
+        duration_s=args.duration,
+    )
+    return await _run_bench(lambda workdir: run_api_bench(workdir, config))
+
+
+async def bench_all(args: argparse.Namespace, _settings: Settings) -> int:
+    """`bench` / `bench all`: every benchmark, one table (gateway.bench.runner)."""
+    from dataclasses import replace
+
+    from gateway.bench.runner import AllConfig, full_sizes, run_all
+
+    backends = _backends(getattr(args, "db", "both"))
+    config = full_sizes(backends) if getattr(args, "full", False) else AllConfig()
+    sync = replace(config.sync, backends=backends)
+    if getattr(args, "integrations", None):
+        sync = replace(sync, integrations=args.integrations)
+    if getattr(args, "events", None):
+        sync = replace(sync, events=args.events)
+    api = replace(config.api, backends=backends)
+    if getattr(args, "duration", None):
+        api = replace(api, duration_s=args.duration, single_duration_s=args.duration)
+    vault = config.vault
+    if getattr(args, "deks", None):
+        vault = replace(
+            vault,
+            deks=args.deks,
+            ops=min(vault.ops, args.deks * 10),
+            cold_ops=min(vault.cold_ops, args.deks),
+        )
+    config = replace(config, vault=vault, sync=sync, api=api)
+    return await _run_bench(lambda workdir: run_all(workdir, config))
 
 
 async def api_keys_create(args: argparse.Namespace, settings: Settings) -> int:

@@ -213,23 +213,23 @@ class AvailabilityService:
         the GoogleError when no calendar could be answered at all."""
         if not integration.usable:
             raise IntegrationInactive(integration.status, reason=integration.reauth_reason)
-        rows = await self._store.calendars_of(integration.id)
-        if not rows:
+        now = self._clock()
+        # Calendars, freshness and cached busy time in one read (the hot path).
+        view = await self._store.cached_view(integration.id, now, window.start, window.end)
+        if not view.calendars:
             # Never synced in any process yet: learn its calendars (one Google call); the
             # scheduler syncs them from then on.
-            rows = await self._sync.ensure_calendars(integration.id)
-        now = self._clock()
-        freshness = {
-            f.calendar_id: f
-            for f in (await self._store.freshness([integration.id], now))[integration.id]
-        }
+            await self._sync.ensure_calendars(integration.id)
+            now = self._clock()
+            view = await self._store.cached_view(integration.id, now, window.start, window.end)
+        rows, freshness = view.calendars, view.freshness
         statuses: dict[str, CalendarStatus] = {}
         busy: list[Interval] = []
         live: list[CalendarRow] = []
         for row in rows:
             as_of = self._as_of(freshness.get(row.id))
             if as_of is not None and _covers(row, window) and now - as_of <= max_staleness:
-                busy.extend(await self._cached(row, window))
+                busy.extend(clip((Interval(s, e) for s, e in view.blocks[row.id]), window))
                 statuses[row.id] = CalendarStatus(row.id, "fresh", as_of, "cache")
             else:
                 live.append(row)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Executable, RowMapping, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -65,6 +66,26 @@ class SealedTokens:
     access_token_expires_at: datetime | None
 
 
+def _values(integration: Integration, tokens: SealedTokens) -> dict[str, Any]:
+    """The integrations row of a new integration."""
+    return {
+        "id": integration.id,
+        "tenant_id": integration.tenant_id,
+        "user_id": integration.user_id,
+        "status": integration.status.value,
+        "google_sub": integration.google_sub,
+        "google_email": integration.google_email,
+        "granted_scopes": " ".join(sorted(integration.granted_scopes)),
+        "refresh_token": tokens.refresh_token,
+        "access_token": tokens.access_token,
+        "access_token_expires_at": tokens.access_token_expires_at,
+        "created_at": integration.created_at,
+        "updated_at": integration.updated_at,
+        "last_refresh_at": integration.last_refresh_at,
+        "disconnect_step": 0,
+    }
+
+
 @dataclass(frozen=True)
 class ConnectSession:
     """A pending connection: created by the agent's backend, completed by the user's browser."""
@@ -97,25 +118,15 @@ class IntegrationRepository:
     # -- integrations ------------------------------------------------------------------------
 
     async def insert(self, integration: Integration, tokens: SealedTokens) -> None:
+        await self.insert_many([(integration, tokens)])
+
+    async def insert_many(self, items: list[tuple[Integration, SealedTokens]]) -> None:
+        """Insert new integrations in one transaction (one executemany: bulk imports and the
+        benchmarks' set-up)."""
+        if not items:
+            return
         async with self.engine.begin() as conn:
-            await conn.execute(
-                integrations.insert().values(
-                    id=integration.id,
-                    tenant_id=integration.tenant_id,
-                    user_id=integration.user_id,
-                    status=integration.status.value,
-                    google_sub=integration.google_sub,
-                    google_email=integration.google_email,
-                    granted_scopes=" ".join(sorted(integration.granted_scopes)),
-                    refresh_token=tokens.refresh_token,
-                    access_token=tokens.access_token,
-                    access_token_expires_at=tokens.access_token_expires_at,
-                    created_at=integration.created_at,
-                    updated_at=integration.updated_at,
-                    last_refresh_at=integration.last_refresh_at,
-                    disconnect_step=0,
-                )
-            )
+            await conn.execute(integrations.insert(), [_values(i, t) for i, t in items])
 
     async def get(self, tenant_id: str, integration_id: str) -> Integration | None:
         """The tenant's integration, or None (also for another tenant's)."""

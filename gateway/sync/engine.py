@@ -332,17 +332,25 @@ class SyncEngine:
         horizon = self.config.horizon(self._clock())
         generation = await self.store.begin_generation(calendar.id)
         pages, changes, sync_token = 0, 0, None
+        written: list[EventRecord] = []
         async for page in self._client.event_pages(
             tokens, calendar.integration_id, calendar.google_calendar_id, **self._params(horizon)
         ):
             pages += 1
             records = self._parse_page(page, calendar)
             changes += len(records)
-            await self.store.write_page(calendar.id, generation, records)
+            written = await self.store.write_page(
+                calendar.id, generation, records, first=pages == 1
+            )
             sync_token = page.get("nextSyncToken")
             if self._page_hook is not None:
                 await self._page_hook("full", pages)
-        records = await self.store.records(calendar.id, generation)
+        if pages == 1:
+            # One page (most calendars: up to PAGE_SIZE events) wrote the whole generation:
+            # its records are in hand, in the order `records()` would read them back.
+            records = sorted(written, key=lambda r: r.event_id)
+        else:
+            records = await self.store.records(calendar.id, generation)
         blocks = self._compute(calendar, horizon)(records)
         await self.store.activate_generation(
             calendar.id,

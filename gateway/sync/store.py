@@ -103,6 +103,40 @@ class CalendarFreshness:
         return f"CalendarFreshness(id={self.calendar_id!r}, as_of={self.as_of!r})"
 
 
+@dataclass(frozen=True)
+class CachedView:
+    """An integration's calendars, their freshness and their busy blocks in one window, read
+    together (`SyncStore.cached_view`); blocks are UTC, sorted, not merged."""
+
+    calendars: list[CalendarRow]
+    freshness: dict[str, CalendarFreshness]
+    blocks: dict[str, list[tuple[datetime, datetime]]]
+
+
+def _freshness(cal: CalendarRow, row: RowMapping, push: bool, now: datetime) -> CalendarFreshness:
+    """A calendar's freshness (see CalendarFreshness) from its row and whether a live push
+    channel watches it."""
+    pending = row["sync_requested_at"] is not None
+    if cal.active_generation is None:
+        as_of = None
+    elif push and not pending and cal.state == "synced":
+        as_of = now
+    else:
+        as_of = cal.last_success_at
+    return CalendarFreshness(
+        calendar_id=cal.id,
+        integration_id=cal.integration_id,
+        google_calendar_id=cal.google_calendar_id,
+        state=cal.state,
+        as_of=as_of,
+        push_active=push,
+        sync_pending=pending,
+        last_error=cal.last_error,
+        backoff_until=as_utc(row["backoff_until"]),
+        last_success_at=cal.last_success_at,
+    )
+
+
 def _calendar(row: RowMapping) -> CalendarRow:
     return CalendarRow(
         id=row["id"],
@@ -303,13 +337,22 @@ class SyncStore:
     # -- records ------------------------------------------------------------------------------
 
     async def _apply(
-        self, conn: AsyncConnection, calendar_id: str, generation: int, items: list[EventRecord]
-    ) -> set[str]:
-        """Merge records into a generation; returns the series they touch.
+        self,
+        conn: AsyncConnection,
+        calendar_id: str,
+        generation: int,
+        items: list[EventRecord],
+        *,
+        empty: bool = False,
+    ) -> tuple[set[str], list[EventRecord]]:
+        """Merge records into a generation; returns the series they touch and the records
+        written.
 
         The last record of an id wins (pages are in order). A cancelled exception is kept: it
         removes an occurrence. Any other cancelled event is deleted, a cancelled master with
-        its exceptions. Everything else replaces its previous version.
+        its exceptions. Everything else replaces its previous version. `empty` says the
+        generation holds nothing yet (the first page of a full sync): there is nothing to
+        replace or delete, so only the INSERTs run.
         """
         latest: dict[str, EventRecord] = {}
         for record in items:
@@ -328,21 +371,21 @@ class SyncStore:
             calendar_events.c.calendar_id == calendar_id,
             calendar_events.c.generation == generation,
         )
-        ids = list(latest)
-        for chunk in _chunks(ids):
-            await conn.execute(
-                delete(calendar_events).where(scope, calendar_events.c.event_id.in_(chunk))
-            )
-        for chunk in _chunks(gone):
-            await conn.execute(
-                delete(calendar_events).where(
-                    scope, calendar_events.c.recurring_event_id.in_(chunk)
+        if not empty:
+            for chunk in _chunks(list(latest)):
+                await conn.execute(
+                    delete(calendar_events).where(scope, calendar_events.c.event_id.in_(chunk))
                 )
-            )
+            for chunk in _chunks(gone):
+                await conn.execute(
+                    delete(calendar_events).where(
+                        scope, calendar_events.c.recurring_event_id.in_(chunk)
+                    )
+                )
         rows = [_record_row(calendar_id, generation, r) for r in keep]
         for chunk_rows in _chunks(rows):
             await conn.execute(insert(calendar_events), list(chunk_rows))
-        return {r.series_id for r in latest.values()}
+        return {r.series_id for r in latest.values()}, keep
 
     async def _series_records(
         self, conn: AsyncConnection, calendar_id: str, generation: int, series: Sequence[str]
@@ -412,10 +455,21 @@ class SyncStore:
                 await conn.execute(delete(table).where(stale))
         return (active or 0) + 1
 
-    async def write_page(self, calendar_id: str, generation: int, items: list[EventRecord]) -> None:
-        """Merge one page of a full sync into the generation being built."""
+    async def write_page(
+        self,
+        calendar_id: str,
+        generation: int,
+        items: list[EventRecord],
+        *,
+        first: bool = False,
+    ) -> list[EventRecord]:
+        """Merge one page of a full sync into the generation being built; returns the records
+        it wrote. `first`: the first page of a generation `begin_generation` just emptied
+        (nothing to replace: INSERTs only, and the records returned are then the whole
+        generation)."""
         async with self.engine.begin() as conn:
-            await self._apply(conn, calendar_id, generation, items)
+            _, written = await self._apply(conn, calendar_id, generation, items, empty=first)
+        return written
 
     async def activate_generation(
         self,
@@ -477,7 +531,8 @@ class SyncStore:
         generation = calendar.active_generation
         assert generation is not None
         async with self.engine.begin() as conn:
-            series = sorted(await self._apply(conn, calendar.id, generation, items))
+            touched, _ = await self._apply(conn, calendar.id, generation, items)
+            series = sorted(touched)
             records = await self._series_records(conn, calendar.id, generation, series)
             await self._replace_series_blocks(
                 conn, calendar.id, generation, series, compute(records)
@@ -619,29 +674,69 @@ class SyncStore:
                 )
         for row in rows:
             cal = _calendar(row)
-            pending = row["sync_requested_at"] is not None
-            push = cal.id in live_ids
-            if cal.active_generation is None:
-                as_of = None
-            elif push and not pending and cal.state == "synced":
-                as_of = now
-            else:
-                as_of = cal.last_success_at
-            out[cal.integration_id].append(
-                CalendarFreshness(
-                    calendar_id=cal.id,
-                    integration_id=cal.integration_id,
-                    google_calendar_id=cal.google_calendar_id,
-                    state=cal.state,
-                    as_of=as_of,
-                    push_active=push,
-                    sync_pending=pending,
-                    last_error=cal.last_error,
-                    backoff_until=as_utc(row["backoff_until"]),
-                    last_success_at=cal.last_success_at,
-                )
-            )
+            out[cal.integration_id].append(_freshness(cal, row, cal.id in live_ids, now))
         return out
+
+    async def cached_view(
+        self, integration_id: str, now: datetime, start: datetime, end: datetime
+    ) -> CachedView:
+        """What a free/busy answer from the local copy needs, on one connection: the
+        integration's calendars (as `calendars_of`), their freshness (as `freshness`) and the
+        busy blocks of their active generations overlapping [start, end) (as `busy_between`).
+
+        Two statements instead of the five of those three calls: the availability hot path.
+        Blocks come from one statement joining each calendar's `active_generation`, so a
+        generation switch is seen entirely or not at all; when one happens between the two
+        statements the blocks are newer than the freshness says, never older."""
+        live = (
+            exists()
+            .where(
+                watch_channels.c.calendar_id == calendars.c.id,
+                watch_channels.c.state == "active",
+                or_(watch_channels.c.expires_at.is_(None), watch_channels.c.expires_at > now),
+            )
+            .label("push_live")
+        )
+        blocks_query = (
+            select(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
+            .join(
+                calendars,
+                and_(
+                    calendars.c.id == busy_blocks.c.calendar_id,
+                    calendars.c.active_generation == busy_blocks.c.generation,
+                ),
+            )
+            .where(
+                calendars.c.integration_id == integration_id,
+                busy_blocks.c.start_at < end.astimezone(UTC),
+                busy_blocks.c.end_at > start.astimezone(UTC),
+            )
+            .order_by(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
+        )
+        async with self.engine.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(calendars, live)
+                        .where(calendars.c.integration_id == integration_id)
+                        .order_by(calendars.c.created_at, calendars.c.id)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+            found = (await conn.execute(blocks_query)).all() if rows else []
+        view = CachedView([], {}, {})
+        for row in rows:
+            cal = _calendar(row)
+            view.calendars.append(cal)
+            view.freshness[cal.id] = _freshness(cal, row, bool(row["push_live"]), now)
+            view.blocks[cal.id] = []
+        for calendar_id, s, e in found:
+            s_utc, e_utc = as_utc(s), as_utc(e)
+            assert s_utc is not None and e_utc is not None
+            view.blocks[calendar_id].append((s_utc, e_utc))
+        return view
 
     async def count_records(self, calendar_id: str) -> int:
         async with self.engine.connect() as conn:

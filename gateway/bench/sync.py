@@ -1,0 +1,344 @@
+"""`calendar-gateway bench sync`: full-sync ingest rate, and push-to-visible lag.
+
+One run, per backend (SQLite with one gateway process; PostgreSQL with `processes` gateway
+processes sharing the database, the work split by the scheduler's leases):
+
+1. ingest: N integrations whose primary calendars hold M generated events each (the emulator's
+   deterministic seed: single, all-day, recurring with exceptions, transparent, declined,
+   deleted) are inserted at once; the gateways' schedulers discover and fully sync every
+   calendar. Figure: event records stored / seconds from the insert until every calendar has a
+   complete copy. Baseline: the same database's raw executemany INSERT of as many event rows
+   (the floor of any way to store them);
+2. push: once every calendar has a live watch channel, one new event per integration is made
+   "in Google Calendar"; the emulator pushes a notification to the gateway's webhook, the
+   scheduler syncs, and `GET /v1/integrations/{id}/freebusy` is polled until the event's busy
+   time shows. Figures: p50 and p99 of that lag over all integrations, `push_parallel` changes
+   in flight at a time (a steady stream, not one burst of N).
+
+Aims (issue 5): ingest at least 20,000 events/s; push-to-visible lag p99 under 1 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.bench.procs import BenchError, cpu_seconds
+from gateway.bench.report import Figure, percentile
+from gateway.bench.setup import (
+    Emulator,
+    bench_emails,
+    bench_settings,
+    database,
+    emulator,
+    gateway_env,
+    gateways,
+    insert_integrations,
+    prepare_integrations,
+)
+from gateway.db.engine import create_engine
+from gateway.db.schema import calendar_events, calendars, watch_channels
+
+# Raw-insert baseline: at most this many rows (the rate is steady well before).
+BASELINE_ROWS = 100_000
+BASELINE_CHUNK = 500
+POLL_S = 0.2
+VISIBLE_POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class SyncBenchConfig:
+    integrations: int = 1_000
+    events: int = 1_000
+    backends: tuple[str, ...] = ("sqlite", "postgres")
+    processes: int = 2  # gateway processes on PostgreSQL (SQLite: always one)
+    push_changes: int | None = None  # default: one per integration
+    push_parallel: int = 8
+    sync_concurrency: int = 8  # GATEWAY_SYNC_CONCURRENCY of each gateway
+    timeout_s: float = 3_600.0
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    backend: str
+    processes: int
+    events: int
+    ingest_s: float
+    baseline_rows: int
+    baseline_s: float
+    channels_s: float
+    lags_ms: list[float]
+    gateway_cpu_s: float  # CPU time of every gateway process during the ingest
+    emulator_cpu_s: float
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.ingest_s if self.ingest_s > 0 else 0.0
+
+    @property
+    def baseline_per_s(self) -> float:
+        return self.baseline_rows / self.baseline_s if self.baseline_s > 0 else 0.0
+
+
+async def run_sync_bench(workdir: Path, config: SyncBenchConfig) -> list[Figure]:
+    """Run the benchmark (module doc) under `workdir`; one set of figures per backend."""
+    emails = bench_emails(config.integrations)
+    results: list[BackendResult] = []
+    async with emulator(workdir) as google:
+        await google.add_users(emails, events=config.events)
+        for backend in config.backends:
+            processes = 1 if backend == "sqlite" else config.processes
+            results.append(await _one_backend(workdir, google, emails, backend, processes, config))
+    return figures(results, config)
+
+
+def figures(results: list[BackendResult], config: SyncBenchConfig) -> list[Figure]:
+    size = f"{config.integrations:,} x {config.events:,} events"
+    out: list[Figure] = []
+    for r in results:
+        label = f"{'SQLite' if r.backend == 'sqlite' else 'PostgreSQL'}, {r.processes} proc"
+        out.append(
+            Figure(
+                f"raw INSERT of event rows ({label})",
+                r.baseline_per_s,
+                "rows/s",
+                r.baseline_per_s,
+                "raw insert",
+                f"executemany, {BASELINE_CHUNK} rows per statement",
+            )
+        )
+        out.append(
+            Figure(
+                f"sync ingest ({label})",
+                r.events_per_s,
+                "events/s",
+                r.baseline_per_s,
+                "raw insert",
+                f"{size}: {r.events:,} records in {r.ingest_s:.1f} s; aim >= 20,000",
+            )
+        )
+        if r.gateway_cpu_s > 0:
+            out.append(
+                Figure(
+                    f"sync ingest per gateway CPU second ({label})",
+                    r.events / r.gateway_cpu_s,
+                    "events/CPU-s",
+                    note=f"gateways {r.gateway_cpu_s:.1f} CPU-s, emulator {r.emulator_cpu_s:.1f} "
+                    "CPU-s: what a core to itself would give",
+                )
+            )
+        if r.lags_ms:
+            n = len(r.lags_ms)
+            out.append(
+                Figure(
+                    f"push-to-visible lag p50 ({label})",
+                    percentile(r.lags_ms, 0.5),
+                    "ms",
+                    note=f"{n} changes, push channels live after {r.channels_s:.1f} s",
+                )
+            )
+            out.append(
+                Figure(
+                    f"push-to-visible lag p99 ({label})",
+                    percentile(r.lags_ms, 0.99),
+                    "ms",
+                    note=f"aim < 1,000 ms; max {max(r.lags_ms):.0f} ms",
+                )
+            )
+    return out
+
+
+async def _one_backend(
+    workdir: Path,
+    google: Emulator,
+    emails: list[str],
+    backend: str,
+    processes: int,
+    config: SyncBenchConfig,
+) -> BackendResult:
+    async with database(backend, workdir) as url:
+        engine = await create_engine(url)
+        try:
+            settings = bench_settings(gateway_env(url, workdir, google.url, 0))
+            prepared = await prepare_integrations(engine, settings, google, emails)
+            baseline_rows = min(BASELINE_ROWS, max(config.integrations * config.events, 1_000))
+            baseline_s = await raw_insert_baseline(engine, baseline_rows)
+            extra = {
+                "GATEWAY_SYNC_CONCURRENCY": str(config.sync_concurrency),
+                "GATEWAY_SYNC_TICK_S": "0.5",
+                "GATEWAY_PUSH_MAINTENANCE_INTERVAL_S": "1",
+            }
+            async with gateways(processes, url, workdir, google.url, **extra) as running:
+                cpu_before = [cpu_seconds(g.pid) for g in running]
+                emulator_before = cpu_seconds(google.pid)
+                began = await insert_integrations(engine, prepared)
+                await _wait(
+                    engine,
+                    select(func.count()).where(calendars.c.active_generation.is_not(None)),
+                    len(emails),
+                    config.timeout_s,
+                    "full sync",
+                )
+                ingest_s = time.monotonic() - began
+                gateway_cpu_s = sum(
+                    cpu_seconds(g.pid) - b for g, b in zip(running, cpu_before, strict=True)
+                )
+                emulator_cpu_s = cpu_seconds(google.pid) - emulator_before
+                events = await _scalar(engine, select(func.count()).select_from(calendar_events))
+                live = (
+                    select(func.count(func.distinct(watch_channels.c.calendar_id)))
+                    .where(watch_channels.c.state == "active")
+                    .scalar_subquery()
+                )
+                await _wait(engine, select(live), len(emails), config.timeout_s, "push channels")
+                channels_s = time.monotonic() - began
+                changes = config.push_changes if config.push_changes is not None else len(emails)
+                targets = list(prepared.emails.items())[:changes]
+                lags = await push_lags(
+                    google, [g.url for g in running], prepared.api_key, targets, config
+                )
+        finally:
+            await engine.dispose()
+    return BackendResult(
+        backend,
+        processes,
+        events,
+        ingest_s,
+        baseline_rows,
+        baseline_s,
+        channels_s,
+        lags,
+        gateway_cpu_s,
+        emulator_cpu_s,
+    )
+
+
+async def _scalar(engine: AsyncEngine, query: Any) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def _wait(engine: AsyncEngine, query: Any, target: int, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (found := await _scalar(engine, query)) < target:
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: {found} of {target} after {timeout_s:.0f} s")
+        await asyncio.sleep(POLL_S)
+
+
+async def raw_insert_baseline(engine: AsyncEngine, rows: int) -> float:
+    """Seconds to INSERT `rows` event rows with executemany (BASELINE_CHUNK per statement, one
+    transaction per statement, as a sync writes pages); the rows are deleted afterwards."""
+    now = datetime.now(UTC)
+    row = {
+        "calendar_id": "cal_bench_baseline",
+        "generation": 1,
+        "status": "confirmed",
+        "transparency": "opaque",
+        "self_declined": False,
+        "event_type": "default",
+        "all_day": False,
+        "start_at": now,
+        "end_at": now + timedelta(hours=1),
+        "start_date": None,
+        "end_date": None,
+        "time_zone": "UTC",
+        "recurrence": None,
+        "recurring_event_id": None,
+        "original_start": None,
+        "etag": '"3181161784712000"',
+        "updated": now.isoformat(),
+        "created_by_gateway": False,
+        "details": None,
+    }
+    batches = [
+        [{**row, "event_id": f"{n:032x}"} for n in range(i, min(rows, i + BASELINE_CHUNK))]
+        for i in range(0, rows, BASELINE_CHUNK)
+    ]
+    began = time.perf_counter()
+    for batch in batches:
+        async with engine.begin() as conn:
+            await conn.execute(insert(calendar_events), batch)
+    seconds = time.perf_counter() - began
+    async with engine.begin() as conn:
+        await conn.execute(
+            delete(calendar_events).where(calendar_events.c.calendar_id == "cal_bench_baseline")
+        )
+    return seconds
+
+
+async def push_lags(
+    google: Emulator,
+    gateway_urls: list[str],
+    api_key: str,
+    targets: list[tuple[str, str]],
+    config: SyncBenchConfig,
+) -> list[float]:
+    """For each (integration id, address): make one new event at Google and poll free/busy
+    until it shows; returns the lags in ms. Requests alternate between the gateways."""
+    headers = {"Authorization": f"Bearer {api_key}"}
+    # A week well inside the sync horizon and beyond the seeded events (+-60 days).
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    week_start = day + timedelta(days=200)
+    window = {
+        "time_min": week_start.isoformat().replace("+00:00", "Z"),
+        "time_max": (week_start + timedelta(days=7)).isoformat().replace("+00:00", "Z"),
+    }
+    gate = asyncio.Semaphore(config.push_parallel)
+    lags: list[float] = []
+    timeout = aiohttp.ClientTimeout(total=30)
+    connector = aiohttp.TCPConnector(limit=config.push_parallel * 2)
+
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+
+        async def busy(n: int, integration_id: str) -> list[tuple[datetime, datetime]]:
+            base = gateway_urls[n % len(gateway_urls)]
+            url = f"{base}/v1/integrations/{integration_id}/freebusy"
+            async with http.get(url, params=window, headers=headers) as r:
+                if r.status != 200:
+                    raise BenchError(f"freebusy answered {r.status}: {(await r.text())[:300]}")
+                body = await r.json()
+            return [
+                (datetime.fromisoformat(b["start"]), datetime.fromisoformat(b["end"]))
+                for b in body["busy"]
+            ]
+
+        async def one(n: int, integration_id: str, email: str) -> None:
+            async with gate:
+                before = await busy(n, integration_id)
+                start = _free_slot(before, week_start)
+                end = start + timedelta(minutes=30)
+                began = time.monotonic()
+                await google.insert_event(email, start, end)
+                deadline = began + 60
+                while True:
+                    shown = await busy(n + 1, integration_id)
+                    if any(s <= start and end <= e for s, e in shown):
+                        lags.append((time.monotonic() - began) * 1000)
+                        return
+                    if time.monotonic() > deadline:
+                        raise BenchError("a pushed change was not visible within 60 s")
+                    await asyncio.sleep(VISIBLE_POLL_S)
+
+        await asyncio.gather(*(one(n, i, e) for n, (i, e) in enumerate(targets)))
+    return lags
+
+
+def _free_slot(busy: list[tuple[datetime, datetime]], week_start: datetime) -> datetime:
+    """The first half hour from 08:00 UTC on of the week that no busy interval touches."""
+    slot = week_start + timedelta(hours=8)
+    while any(s < slot + timedelta(minutes=30) and slot < e for s, e in busy):
+        slot += timedelta(minutes=30)
+    return slot
+
+
+def scaled(config: SyncBenchConfig, **changes: Any) -> SyncBenchConfig:
+    return replace(config, **changes)

@@ -1,0 +1,77 @@
+"""`calendar-gateway bench sync|api|all` at tiny sizes: each prints the machine line and one
+table with the rows a reader expects, every figure a positive number. No timing is asserted:
+speed is what the benchmarks print, not what tests check."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gateway.cli import main
+from tests.services import postgres_url, require_postgres
+
+
+def _figures(out: str) -> dict[str, float]:
+    """measurement -> value, from the printed table."""
+    lines = out.splitlines()
+    start = next(n for n, line in enumerate(lines) if line.startswith("measurement"))
+    found: dict[str, float] = {}
+    for line in lines[start + 2 :]:
+        # Columns are separated by at least two spaces; the value is the second column.
+        cells = re.split(r"\s{2,}", line.strip())
+        found[cells[0]] = float(cells[1].replace(",", ""))
+    return found
+
+
+def _run(command: str, capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
+    assert main(["--env-file", "/nonexistent/.env", *command.split()]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^calendar-gateway bench, .* UTC, \d+ cores", out, re.M), out
+    figures = _figures(out)
+    assert all(value > 0 for value in figures.values()), figures
+    return figures
+
+
+def test_bench_sync_prints_ingest_and_push_lag(capsys: pytest.CaptureFixture[str]) -> None:
+    figures = _run("bench sync --integrations 2 --events 40 --db sqlite", capsys)
+    assert list(figures) == [
+        "raw INSERT of event rows (SQLite, 1 proc)",
+        "sync ingest (SQLite, 1 proc)",
+        "sync ingest per gateway CPU second (SQLite, 1 proc)",
+        "push-to-visible lag p50 (SQLite, 1 proc)",
+        "push-to-visible lag p99 (SQLite, 1 proc)",
+    ]
+
+
+def test_bench_api_prints_bare_and_cached_freebusy(capsys: pytest.CaptureFixture[str]) -> None:
+    figures = _run(
+        "bench api --events 40 --db sqlite --concurrency 4 --duration 0.5",
+        capsys,
+    )
+    assert list(figures) == [
+        "bare aiohttp handler, 4 connections",
+        "freebusy from cache (SQLite), 4 connections",
+        "freebusy p50 (SQLite), 4 connections",
+        "freebusy p99 (SQLite), 4 connections",
+        "freebusy single request p50 (SQLite)",
+    ]
+
+
+def test_bench_without_a_subcommand_runs_everything_on_postgres(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    require_postgres()
+    monkeypatch.setenv("GATEWAY_BENCH_POSTGRES_URL", postgres_url())
+    figures = _run(
+        "bench --integrations 2 --events 30 --deks 50 --db postgres --duration 0.5",
+        capsys,
+    )
+    names = list(figures)
+    # The vault's rows first, then sync (two gateway processes on one database), then api.
+    assert names[0] == "raw AES-256-GCM encrypt (200 B)"
+    assert "vault open (DEK cache warm)" in names
+    assert "sync ingest (PostgreSQL, 2 proc)" in names
+    assert "push-to-visible lag p99 (PostgreSQL, 2 proc)" in names
+    assert "bare aiohttp handler, 64 connections" in names
+    assert names[-1] == "freebusy single request p50 (PostgreSQL)"
