@@ -576,7 +576,8 @@ class SyncStore:
                 await self._apply(conn, calendar.id, generation, items)
             if active is None:
                 return False
-            series = sorted(await self._apply(conn, calendar.id, active, items))
+            touched, _written = await self._apply(conn, calendar.id, active, items)
+            series = sorted(touched)
             records = await self._series_records(conn, calendar.id, active, series)
             await self._replace_series_blocks(conn, calendar.id, active, series, compute(records))
         return True
