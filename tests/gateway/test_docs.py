@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from emulator.__main__ import build_parser as emulator_parser
+from gateway.bench.setup import POSTGRES_URL_ENV, PROFILE_ENV
 from gateway.cli import _parser as cli_parser
 from gateway.settings import Settings
 
@@ -34,6 +35,8 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # Read by the test harness (tests/services.py), not by the gateway.
 TEST_HARNESS_VARIABLES = {"GATEWAY_TEST_POSTGRES_URL", "GATEWAY_TEST_SOFTHSM_LIB"}
+# Read by `calendar-gateway bench` only.
+BENCH_VARIABLES = {POSTGRES_URL_ENV, PROFILE_ENV}
 
 SETTING = re.compile(r"\bGATEWAY_[A-Z0-9_]+\*?")
 # After `calendar-gateway `: the command up to the end of its code span, a comment, a table
@@ -72,7 +75,7 @@ def test_every_setting_named_exists() -> None:
     }
     services = (ROOT / "tests" / "services.py").read_text("utf-8")
     assert all(name in services for name in TEST_HARNESS_VARIABLES)
-    known = settings | TEST_HARNESS_VARIABLES
+    known = settings | TEST_HARNESS_VARIABLES | BENCH_VARIABLES
     unknown = []
     for doc, name in _found(SETTING):
         if name.endswith("*"):
@@ -90,16 +93,29 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
     return {}
 
 
+def _subcommand_required(parser: argparse.ArgumentParser) -> bool:
+    return any(
+        isinstance(action, argparse._SubParsersAction) and action.required
+        for action in parser._actions
+    )
+
+
 def _check_command(words: list[str]) -> str | None:
     """None if `calendar-gateway <words>` parses as documented, else what is wrong."""
     parser = cli_parser()
     path: list[str] = []
+    takes_value = False
     for word in words:
+        if takes_value:  # the value of the option before (`--events 1000`)
+            takes_value = False
+            continue
         option = word.strip("[]").split("=")[0]
         subcommands = _subcommands(parser)
         if option.startswith("-"):
-            if option not in parser._option_string_actions:
+            action = parser._option_string_actions.get(option)
+            if action is None:
                 return f"{' '.join(path) or 'calendar-gateway'} has no option {option}"
+            takes_value = action.nargs != 0 and "=" not in word
         elif subcommands:
             if word not in subcommands:
                 return f"{' '.join(path) or 'calendar-gateway'} has no subcommand {word!r}"
@@ -108,7 +124,7 @@ def _check_command(words: list[str]) -> str | None:
             if path == ["emulator"]:
                 parser = emulator_parser()  # it parses its own options
         # Anything else is a value (a version number, a tenant, a placeholder).
-    if _subcommands(parser):
+    if _subcommand_required(parser):
         return f"{' '.join(path)} needs a subcommand"
     return None
 
