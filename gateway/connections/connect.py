@@ -181,6 +181,12 @@ class ConnectService:
 
     # -- connect sessions ---------------------------------------------------------------------
 
+    async def purge_expired_sessions(self) -> int:
+        """Delete connect sessions expired for longer than SESSION_RETENTION: an abandoned one
+        still holds a PKCE verifier and the login hint (an email). A day of grace keeps recently
+        used states recognisable as spent (not unknown). Returns how many went."""
+        return await self._repo.purge_sessions(self._clock() - SESSION_RETENTION)
+
     async def create_session(
         self, *, tenant_id: str, user_id: str, return_url: str, login_hint: str | None = None
     ) -> StartedSession:
@@ -199,10 +205,9 @@ class ConnectService:
                 code="return_url_not_allowed",
                 extra={"field": "return_url"},
             )
+        # Housekeeping on the way (the app also runs it periodically: `purge_expired_sessions`).
+        await self.purge_expired_sessions()
         now = self._clock()
-        # Housekeeping on the way: sessions long expired only keep a verifier and a login hint.
-        # A day of grace keeps recently used states recognisable as spent (not unknown).
-        await self._repo.purge_sessions(now - SESSION_RETENTION)
         state = _b64url(self._token_bytes(STATE_BYTES))
         verifier = _b64url(self._token_bytes(VERIFIER_BYTES))
         expires_at = now + timedelta(seconds=self._settings.connect_session_ttl_s)

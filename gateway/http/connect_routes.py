@@ -12,7 +12,10 @@ render. Another tenant's integration is 404, like one that does not exist.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -40,7 +43,12 @@ from gateway.http.lookup import integration_for
 from gateway.http.sync_wiring import sync_status
 from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
 
+log = logging.getLogger(__name__)
+
 CONNECT_KEY = web.AppKey("connect", ConnectService)
+# How often abandoned connect sessions are purged (set before the app starts to change it).
+SESSION_PURGE_INTERVAL_KEY = web.AppKey("session_purge_interval_s", float)
+SESSION_PURGE_INTERVAL_S = 3600.0
 
 # Responses the browser sees during the OAuth dance: never cached (they follow URLs that carry
 # a code and a state) and never leak those URLs onward in a Referer.
@@ -190,7 +198,7 @@ def setup(app: web.Application) -> None:
             allow_plain_http_if_configured(settings)
             flow = GoogleFlow(settings)
             revoker = GoogleOAuthClient.from_settings(app[HTTP_KEY], settings)
-        app[CONNECT_KEY] = ConnectService(
+        service = ConnectService(
             repository=app[INTEGRATIONS_KEY],
             vault=app[VAULT_KEY],
             audit=app[AUDIT_KEY],
@@ -198,7 +206,15 @@ def setup(app: web.Application) -> None:
             flow=flow,
             revoker=revoker,
         )
-        yield
+        app[CONNECT_KEY] = service
+        interval_s = app.get(SESSION_PURGE_INTERVAL_KEY, SESSION_PURGE_INTERVAL_S)
+        purger = asyncio.create_task(_purge_sessions_forever(service, interval_s))
+        try:
+            yield
+        finally:
+            purger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purger
 
     app.cleanup_ctx.append(connect_ctx)
     app.router.add_post("/v1/connect-sessions", create_connect_session)
@@ -206,3 +222,16 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/v1/integrations", list_integrations)
     app.router.add_get("/v1/integrations/{integration_id}", get_integration)
     app.router.add_get("/v1/integrations/{integration_id}/export", export_integration)
+
+
+async def _purge_sessions_forever(service: ConnectService, interval_s: float) -> None:
+    """Purge abandoned connect sessions at startup and every `interval_s`, so a quiet gateway
+    (no new connections) does not keep their login hints (emails) for ever."""
+    while True:
+        try:
+            purged = await service.purge_expired_sessions()
+            if purged:
+                log.info("purged %d expired connect session(s)", purged)
+        except Exception:  # the database may be briefly unreachable; try again next round
+            log.exception("connect session purge failed")
+        await asyncio.sleep(interval_s)

@@ -7,6 +7,7 @@ return URL whose query says how it went.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -36,6 +37,7 @@ from gateway.connections.model import (
 from gateway.connections.repository import IntegrationRepository, SealedTokens
 from gateway.db.schema import audit_log, connect_sessions, integrations
 from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
+from gateway.http.connect_routes import SESSION_PURGE_INTERVAL_KEY
 from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE, load_settings
 from gateway.wiring import open_vault
 from tests.stack import (
@@ -144,6 +146,33 @@ async def test_a_used_connect_session_keeps_neither_verifier_nor_email(stack: St
     assert stored["consumed_at"] is not None
     assert stored["login_hint"] is None
     assert stored["code_verifier"] == ""
+
+
+async def test_abandoned_sessions_are_purged_without_a_new_connection(stack: Stack) -> None:
+    """A user who never finished the consent leaves a session holding their email: a gateway
+    that sees no new connection must still purge it, a day after it expired."""
+    await stack.start_connect("u-old", login_hint=ALICE)
+    await stack.start_connect("u-new", login_hint=BOB)
+    async with stack.engine.begin() as conn:
+        await conn.execute(
+            update(connect_sessions)
+            .where(connect_sessions.c.user_id == "u-old")
+            .values(expires_at=utc_now() - timedelta(days=2))
+        )
+
+    app = create_app(stack.settings, engine=stack.engine)  # another process, or a restart
+    app[SESSION_PURGE_INTERVAL_KEY] = 0.05
+    async with TestServer(app, host="127.0.0.1", port=0):
+        for _ in range(100):
+            async with stack.engine.connect() as conn:
+                users = (await conn.execute(select(connect_sessions.c.user_id))).scalars().all()
+            if users == ["u-new"]:
+                break
+            await asyncio.sleep(0.05)
+    assert users == ["u-new"]  # the live session stays usable
+    async with stack.engine.connect() as conn:
+        hints = (await conn.execute(select(connect_sessions.c.login_hint))).scalars().all()
+    assert hints == [BOB]
 
 
 async def test_connect_url_points_at_google_and_carries_no_secret(stack: Stack) -> None:
