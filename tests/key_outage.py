@@ -58,5 +58,10 @@ def cut_off(vault: Vault) -> FlakyProvider:
     provider = FlakyProvider(vault._provider)
     vault._provider = provider
     provider.down = True
-    vault._cache.clear()
+    forget_cached_keys(vault)
     return provider
+
+
+def forget_cached_keys(vault: Vault) -> None:
+    """Empty the vault's data key cache, so the next use unwraps from the database."""
+    vault._cache.clear()

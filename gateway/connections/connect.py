@@ -45,6 +45,7 @@ from gateway.connections.repository import ConnectSession, IntegrationRepository
 from gateway.errors import InvalidInput, ProblemError
 from gateway.settings import Settings
 from vault.envelope import SealContext
+from vault.errors import InvalidCiphertext
 from vault.service import Vault
 
 log = logging.getLogger(__name__)
@@ -334,7 +335,17 @@ class ConnectService:
             session.tenant_id, session.user_id, identity.sub
         )
         if existing is not None:
-            sealed = await self._seal(session.tenant_id, existing.id, tokens)
+            try:
+                sealed = await self._seal(session.tenant_id, existing.id, tokens)
+            except InvalidCiphertext:
+                # Its data key no longer opens (a backup restored after the key's KEK version
+                # was retired): nothing sealed under it can be recovered, and the new tokens
+                # replace the old ones anyway. A fresh key lets the user reconnect in place.
+                log.warning(
+                    "connect: integration=%s data key unopenable; replacing it", existing.id
+                )
+                await self._vault.destroy(session.tenant_id, existing.id)
+                sealed = await self._seal(session.tenant_id, existing.id, tokens)
             if await self._repo.reconnect(
                 existing.id,
                 google_email=identity.email,

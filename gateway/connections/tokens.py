@@ -41,6 +41,7 @@ log line, an exception message or an audit entry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -70,6 +71,7 @@ from gateway.google.oauth_client import GoogleOAuthClient, TokenGrant
 from gateway.google.retry import RetryPolicy, Sleep
 from gateway.observability.metrics import TOKEN_REFRESHES
 from vault.envelope import SealContext
+from vault.errors import InvalidCiphertext
 from vault.service import Vault
 
 log = logging.getLogger(__name__)
@@ -84,6 +86,8 @@ DEFAULT_REFRESH_RETRY = RetryPolicy(attempts=3, base_s=0.25, max_s=2.0, budget_s
 MIN_SERVABLE_S = 30
 # Audit `action` of everything this module records.
 AUDIT_ACTION = "refresh"
+# reauth_reason of an integration whose sealed refresh token no longer opens.
+UNOPENABLE_REASON = "token_unopenable"
 
 
 @dataclass
@@ -159,7 +163,8 @@ class TokenManager:
         """
         integration, sealed = await self._read_active(integration_id)
         if self._fresh(sealed, self._clock()):
-            return await self._open_access(integration, sealed)
+            with contextlib.suppress(InvalidCiphertext):  # the refresh below decides
+                return await self._open_access(integration, sealed)
         return await self._single_flight(integration_id, request_id=request_id, stale=None)
 
     async def force_refresh(
@@ -293,9 +298,13 @@ class TokenManager:
             integration, sealed = self._require_active(found, integration_id)
             now = self._clock()
             if self._fresh(sealed, now):
-                current = await self._open_access(integration, sealed)
-                if not forced or (stale is not None and current != stale):
-                    return current
+                try:
+                    current = await self._open_access(integration, sealed)
+                except InvalidCiphertext:
+                    forced = True  # the stored token cannot serve; the refresh decides
+                else:
+                    if not forced or (stale is not None and current != stale):
+                        return current
             recent = self._recent_failure(integration_id, now)
             if recent is not None:
                 if self._servable(sealed, now) and not forced:
@@ -346,9 +355,16 @@ class TokenManager:
         raise failure
 
     async def _call_google(self, integration: Integration, sealed_refresh: bytes) -> TokenGrant:
-        refresh_token = (
-            await self._vault.open(self._ctx(integration, PURPOSE_REFRESH_TOKEN), sealed_refresh)
-        ).decode("utf-8")
+        try:
+            opened = await self._vault.open(
+                self._ctx(integration, PURPOSE_REFRESH_TOKEN), sealed_refresh
+            )
+        except InvalidCiphertext:
+            # The grant is as lost to us as if Google had killed it (a backup restored after
+            # its data key's KEK version was retired, or tampering): the user must connect
+            # again, which the connect flow allows by replacing the data key.
+            raise InvalidGrant(UNOPENABLE_REASON, google_status=None) from None
+        refresh_token = opened.decode("utf-8")
         return await self._retry.run(
             lambda: self._oauth.refresh(refresh_token), sleep=self._sleep, rng=self._rng
         )
