@@ -10,10 +10,6 @@ instead of booking again. On SQLite and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
@@ -23,47 +19,9 @@ from gateway.booking.idempotency import google_event_id
 from gateway.db.schema import bookings
 from tests.availability.helpers import ALICE, connect, day
 from tests.booking.helpers import events_path, gateway_events, inserts, slot
-from tests.stack import Stack, free_port
+from tests.reliability.processes import serve_process
+from tests.stack import Stack
 from tests.sync.test_scheduler import eventually
-from tests.sync.test_scheduler_processes import _gateway_env
-
-
-@asynccontextmanager
-async def serve(stack: Stack, tmp_path: Path, name: str) -> AsyncIterator[str]:
-    """A gateway process on the stack's database; yields its base url. Killed on exit."""
-    port = free_port()
-    env = {**_gateway_env(stack, lease_s=30), "GATEWAY_SYNC_WORKER": "false"}
-    with (tmp_path / f"{name}.log").open("wb") as log_file:
-        child = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            cwd=tmp_path,
-            env=env,
-            stdout=log_file,
-            stderr=log_file,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-
-            async def up() -> bool:
-                try:
-                    async with stack.http.get(base + "/healthz") as response:
-                        return response.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
-
-            await eventually(up, timeout_s=60)
-            yield base
-        finally:
-            if child.returncode is None:
-                child.send_signal(signal.SIGKILL)
-            await child.wait()
 
 
 async def test_a_crash_after_googles_success_books_one_event(stack: Stack, tmp_path: Path) -> None:
@@ -72,8 +30,8 @@ async def test_a_crash_after_googles_success_books_one_event(stack: Stack, tmp_p
     headers = {**stack.auth(), "Idempotency-Key": "crash-1"}
     hold = stack.google.inject_fault(after_delay_s=60, endpoint="events.insert")
 
-    async with serve(stack, tmp_path, "first") as base:
-        url = base + events_path(alice)
+    async with serve_process(stack, tmp_path, "first", GATEWAY_SYNC_WORKER="false") as first:
+        url = first.url(events_path(alice))
         attempt = asyncio.create_task(stack.http.post(url, json=body, headers=headers))
 
         async def applied_at_google() -> bool:
@@ -92,8 +50,8 @@ async def test_a_crash_after_googles_success_books_one_event(stack: Stack, tmp_p
     assert states == ["pending"]
 
     async with (
-        serve(stack, tmp_path, "restarted") as base,
-        stack.http.post(base + events_path(alice), json=body, headers=headers) as r,
+        serve_process(stack, tmp_path, "restarted", GATEWAY_SYNC_WORKER="false") as restarted,
+        stack.http.post(restarted.url(events_path(alice)), json=body, headers=headers) as r,
     ):
         assert r.status == 201, await r.text()
         assert r.headers["Idempotent-Replayed"] == "true"
