@@ -12,6 +12,7 @@ generation in one transaction (records, recomputed blocks and the new sync token
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -259,26 +260,21 @@ class SyncStore:
     ) -> CalendarRow:
         """The row for (integration, Google calendar), created with `new_id` if missing; a
         changed time zone is updated (it decides where all-day events fall)."""
+        attempt = functools.partial(
+            self._ensure_calendar,
+            new_id=new_id,
+            integration_id=integration_id,
+            tenant_id=tenant_id,
+            google_calendar_id=google_calendar_id,
+            time_zone=time_zone,
+            now=now,
+        )
         try:
-            return await self._ensure_calendar(
-                new_id=new_id,
-                integration_id=integration_id,
-                tenant_id=tenant_id,
-                google_calendar_id=google_calendar_id,
-                time_zone=time_zone,
-                now=now,
-            )
+            return await attempt()
         except IntegrityError:
             # Two first calls at once (a booking and a free/busy, two processes): the other
             # one created it; this one now finds it.
-            return await self._ensure_calendar(
-                new_id=new_id,
-                integration_id=integration_id,
-                tenant_id=tenant_id,
-                google_calendar_id=google_calendar_id,
-                time_zone=time_zone,
-                now=now,
-            )
+            return await attempt()
 
     async def _ensure_calendar(
         self,
