@@ -19,9 +19,8 @@ from gateway.booking.idempotency import google_event_id
 from gateway.db.schema import bookings
 from tests.availability.helpers import ALICE, connect, day
 from tests.booking.helpers import events_path, gateway_events, inserts, slot
-from tests.reliability.processes import serve_process
+from tests.reliability.processes import serve_process, until
 from tests.stack import Stack
-from tests.sync.test_scheduler import eventually
 
 
 async def test_a_crash_after_googles_success_books_one_event(stack: Stack, tmp_path: Path) -> None:
@@ -37,7 +36,7 @@ async def test_a_crash_after_googles_success_books_one_event(stack: Stack, tmp_p
         async def applied_at_google() -> bool:
             return hold.applied == 1 and len(gateway_events(stack, ALICE)) == 1
 
-        await eventually(applied_at_google, timeout_s=30)
+        await until(applied_at_google, timeout_s=30)
         # Google created the event; the gateway is waiting for the answer: kill it now.
     try:
         await attempt
