@@ -33,9 +33,6 @@ MAX_SUMMARY = 1024
 MAX_DESCRIPTION = 8192
 MAX_LOCATION = 1024
 MAX_ATTENDEES = 100
-# The value of the private extended property that marks events the gateway made.
-GATEWAY_PROPERTY_VALUE = "v1"
-
 CALENDAR_ID = re.compile(r"^cal_[0-9a-f]{24}$")
 # Google event ids: base32hex, 5-1024 characters (the gateway's own are 52).
 EVENT_ID = re.compile(r"^[a-v0-9]{5,1024}$")
@@ -158,14 +155,15 @@ class BookingRequest:
         """SHA-256 (hex) of `canonical()`: an Idempotency-Key is bound to it."""
         return body_fingerprint(self.canonical())
 
-    def google_body(self, event_id: str) -> dict[str, Any]:
-        """The events.insert body, with our id and the marker of gateway-made events."""
+    def google_body(self, event_id: str, owner_tag: str) -> dict[str, Any]:
+        """The events.insert body, with our id and the booking integration's mark
+        (`Integration.owner_tag`), by which only that integration recognises the event."""
         body: dict[str, Any] = {
             "id": event_id,
             "summary": self.summary,
             "start": _when(self.start, self.time_zone),
             "end": _when(self.end, self.time_zone),
-            "extendedProperties": {"private": {GATEWAY_PROPERTY: GATEWAY_PROPERTY_VALUE}},
+            "extendedProperties": {"private": {GATEWAY_PROPERTY: owner_tag}},
         }
         if self.description is not None:
             body["description"] = self.description

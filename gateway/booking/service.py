@@ -60,7 +60,6 @@ from gateway.booking.errors import (
 from gateway.booking.idempotency import check_idempotency_key, google_event_id
 from gateway.booking.request import (
     EVENT_ID,
-    GATEWAY_PROPERTY_VALUE,
     BookingRequest,
     EventChange,
     known_time_zone,
@@ -308,7 +307,7 @@ class BookingService:
                         self._tokens_for(integration),
                         integration.id,
                         calendar.google_calendar_id,
-                        request.google_body(event_id),
+                        request.google_body(event_id, integration.owner_tag),
                         send_updates=request.send_updates,
                     )
                     replayed = False
@@ -375,17 +374,17 @@ class BookingService:
         await self._store.mark_created(
             integration.tenant_id, integration.id, key, booked.to_json(), self._clock()
         )
-        await self._written(calendar, event)
+        await self._written(integration, calendar, event)
         log.info(
             "booked: integration=%s calendar=%s replayed=%s", integration.id, calendar.id, replayed
         )
         return BookingResult(booked, replayed)
 
-    async def _written(self, calendar: CalendarRow, event: Json) -> None:
+    async def _written(self, integration: Integration, calendar: CalendarRow, event: Json) -> None:
         """Show the change in the local copy now; the booking stands even if this fails (the
         requested sync, or the next poll, brings it)."""
         try:
-            await self._sync.record_written(calendar.id, [event])
+            await self._sync.record_written(calendar.id, [event], owner_tag=integration.owner_tag)
         except (SQLAlchemyError, GatewayError) as exc:
             log.warning(
                 "booked event not merged locally: calendar=%s error=%s",
@@ -409,7 +408,7 @@ class BookingService:
                 self._tokens_for(integration),
                 integration.id,
                 calendar.google_calendar_id,
-                privateExtendedProperty=f"{GATEWAY_PROPERTY}={GATEWAY_PROPERTY_VALUE}",
+                privateExtendedProperty=f"{GATEWAY_PROPERTY}={integration.owner_tag}",
                 timeMin=rfc3339(window.start),
                 timeMax=rfc3339(window.end),
                 singleEvents=True,
@@ -453,7 +452,7 @@ class BookingService:
             raise EtagMismatch() from None
         except (GoogleNotFound, EventGone):
             raise EventNotFound() from None
-        await self._written(calendar, event)
+        await self._written(integration, calendar, event)
         return BookedEvent.from_google(event, calendar.id)
 
     async def cancel(
@@ -475,7 +474,7 @@ class BookingService:
                 send_updates=send_updates,
             )
         await self._store.mark_event(integration.id, event_id, DELETED, self._clock())
-        await self._written(calendar, {"id": event_id, "status": "cancelled"})
+        await self._written(integration, calendar, {"id": event_id, "status": "cancelled"})
 
     # -- helpers ------------------------------------------------------------------------------
 

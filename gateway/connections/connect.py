@@ -33,6 +33,7 @@ from gateway.connections.google_flow import (
     OAuthFlow,
 )
 from gateway.connections.model import (
+    OWNER_TAG_BYTES,
     PURPOSE_ACCESS_TOKEN,
     PURPOSE_REFRESH_TOKEN,
     Capability,
@@ -40,6 +41,7 @@ from gateway.connections.model import (
     Status,
     capabilities_for,
     new_integration_id,
+    new_owner_tag,
 )
 from gateway.connections.repository import ConnectSession, IntegrationRepository, SealedTokens
 from gateway.errors import InvalidInput, ProblemError
@@ -373,6 +375,7 @@ class ConnectService:
                 created_at=now,
                 updated_at=now,
                 access_token_expires_at=tokens.expires_at,
+                owner_tag=new_owner_tag(self._token_bytes(OWNER_TAG_BYTES)),
             ),
             sealed,
         )

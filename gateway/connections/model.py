@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import secrets
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -54,6 +56,20 @@ def new_integration_id(random_bytes: bytes) -> str:
     return "int_" + random_bytes.hex()
 
 
+OWNER_TAG_BYTES = 18
+
+
+def new_owner_tag(random_bytes: bytes | None = None) -> str:
+    """The value of the private extended property on every event this integration books
+    (144 random bits, base64url). Bound to one integration, not to the Google account: the
+    same account connected under another tenant, or again after a disconnect, sees the same
+    events at Google but cannot claim this integration's meetings (their details)."""
+    raw = secrets.token_bytes(OWNER_TAG_BYTES) if random_bytes is None else random_bytes
+    if len(raw) != OWNER_TAG_BYTES:
+        raise ValueError(f"an owner tag takes {OWNER_TAG_BYTES} random bytes")
+    return base64.urlsafe_b64encode(raw).decode("ascii")
+
+
 def _ts(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
@@ -76,6 +92,8 @@ class Integration:
     reauth_reason: str | None = None
     disconnect_requested_at: datetime | None = None
     disconnect_step: int = 0
+    # Marks the meetings this integration booked at Google (see `new_owner_tag`).
+    owner_tag: str = field(default_factory=new_owner_tag, repr=False)
 
     @property
     def capabilities(self) -> list[Capability]:

@@ -39,6 +39,7 @@ def row_to_integration(row: RowMapping) -> Integration:
         reauth_reason=row["reauth_reason"],
         disconnect_requested_at=as_utc(row["disconnect_requested_at"]),
         disconnect_step=row["disconnect_step"],
+        owner_tag=row["owner_tag"],
     )
 
 
@@ -76,6 +77,7 @@ def _values(integration: Integration, tokens: SealedTokens) -> dict[str, Any]:
         "google_sub": integration.google_sub,
         "google_email": integration.google_email,
         "granted_scopes": " ".join(sorted(integration.granted_scopes)),
+        "owner_tag": integration.owner_tag,
         "refresh_token": tokens.refresh_token,
         "access_token": tokens.access_token,
         "access_token_expires_at": tokens.access_token_expires_at,

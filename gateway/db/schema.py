@@ -62,6 +62,10 @@ integrations = Table(
     Column("google_sub", String(255), nullable=True),
     Column("google_email", String(320), nullable=True),
     Column("granted_scopes", Text, nullable=False, default=""),  # space separated
+    # The private extended property value on events this integration booked: only they are
+    # "ours" (kept in full, listed by GET .../events); random per integration, so the same
+    # Google account under another tenant, or connected again, cannot claim them.
+    Column("owner_tag", String(32), nullable=False),
     # Tokens, sealed by the vault (bound to tenant, integration and purpose). Never plaintext.
     Column("refresh_token", LargeBinary, nullable=True),
     Column("access_token", LargeBinary, nullable=True),

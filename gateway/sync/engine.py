@@ -256,14 +256,16 @@ class SyncEngine:
         tokens = ManagedTokenSource(self._tokens, integration.id)
         try:
             if kind == "full":
-                outcome = await self._full(calendar, tokens, resynced=False)
+                outcome = await self._full(calendar, tokens, integration.owner_tag, resynced=False)
             else:
                 try:
-                    outcome = await self._incremental(calendar, tokens)
+                    outcome = await self._incremental(calendar, tokens, integration.owner_tag)
                 except SyncTokenExpired:
                     log.info("sync token expired, full resync: calendar=%s", calendar.id)
                     kind = "resync"
-                    outcome = await self._full(calendar, tokens, resynced=True)
+                    outcome = await self._full(
+                        calendar, tokens, integration.owner_tag, resynced=True
+                    )
             return _counted(kind, "ok", outcome)
         except IntegrationInactive:
             # The grant died during this sync (the token manager moved it to needs_reauth).
@@ -292,7 +294,7 @@ class SyncEngine:
             params["timeMin"] = horizon.start.isoformat().replace("+00:00", "Z")
         return params
 
-    def _parse_page(self, page: Json, calendar: CalendarRow) -> list[EventRecord]:
+    def _parse_page(self, page: Json, calendar: CalendarRow, owner_tag: str) -> list[EventRecord]:
         out: list[EventRecord] = []
         for item in page.get("items") or []:
             try:
@@ -301,6 +303,7 @@ class SyncEngine:
                         item,
                         calendar_tz=calendar.time_zone,
                         keep_details=self.config.store_event_details,
+                        owner_tag=owner_tag,
                     )
                 )
             except EventParseError as exc:
@@ -327,7 +330,7 @@ class SyncEngine:
         return compute
 
     async def _full(
-        self, calendar: CalendarRow, tokens: TokenSource, *, resynced: bool
+        self, calendar: CalendarRow, tokens: TokenSource, owner_tag: str, *, resynced: bool
     ) -> SyncOutcome:
         horizon = self.config.horizon(self._clock())
         generation = await self.store.begin_generation(calendar.id)
@@ -337,7 +340,7 @@ class SyncEngine:
             tokens, calendar.integration_id, calendar.google_calendar_id, **self._params(horizon)
         ):
             pages += 1
-            records = self._parse_page(page, calendar)
+            records = self._parse_page(page, calendar, owner_tag)
             changes += len(records)
             written = await self.store.write_page(
                 calendar.id, generation, records, first=pages == 1
@@ -378,7 +381,9 @@ class SyncEngine:
             changes=changes,
         )
 
-    async def _incremental(self, calendar: CalendarRow, tokens: TokenSource) -> SyncOutcome:
+    async def _incremental(
+        self, calendar: CalendarRow, tokens: TokenSource, owner_tag: str
+    ) -> SyncOutcome:
         # The horizon the active copy was expanded for: moving it is re-expansion's job.
         horizon = calendar.horizon or self.config.horizon(self._clock())
         items: list[EventRecord] = []
@@ -391,7 +396,7 @@ class SyncEngine:
             **self._params(None),
         ):
             pages += 1
-            items.extend(self._parse_page(page, calendar))
+            items.extend(self._parse_page(page, calendar, owner_tag))
             sync_token = page.get("nextSyncToken")
             if self._page_hook is not None:
                 await self._page_hook("incremental", pages)
@@ -430,17 +435,18 @@ class SyncEngine:
             return None
         return len(blocks)
 
-    async def record_written(self, calendar_id: str, events: list[Json]) -> bool:
+    async def record_written(self, calendar_id: str, events: list[Json], *, owner_tag: str) -> bool:
         """Merge events the gateway just wrote to Google (booked, changed or cancelled: the
         resources Google answered with) into the local copy at once, then request a sync so
         Google's own view follows. True if the copy now shows them; False when there is no
-        complete copy yet (availability then asks Google live anyway)."""
+        complete copy yet (availability then asks Google live anyway). `owner_tag` is the
+        writing integration's (`Integration.owner_tag`)."""
         calendar = await self.store.get(calendar_id)
         if calendar is None:
             return False
         # Without a complete copy there are no blocks yet; a first build still gets the records.
         horizon = calendar.horizon or self.config.horizon(self._clock())
-        records = self._parse_page({"items": events}, calendar)
+        records = self._parse_page({"items": events}, calendar, owner_tag)
         merged = await self.store.merge_local(
             calendar, records, compute=self._compute(calendar, horizon)
         )

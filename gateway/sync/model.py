@@ -30,7 +30,8 @@ from gateway.sync.recurrence import (
 )
 
 # The private extended property the gateway sets on events it creates (booking), so the sync
-# engine recognises them and may keep them in full.
+# engine recognises them and may keep them in full. Its value is the booking integration's
+# `owner_tag`: only that integration's copy treats the event as its own.
 GATEWAY_PROPERTY = "calendarGateway"
 
 # Fields kept in `details` when they may be stored (opt-in, or an event the gateway created).
@@ -152,10 +153,13 @@ def _original_key(item: Mapping[str, Any], calendar_tz: tzinfo) -> str | None:
     return found[1] if found else None
 
 
-def _made_by_gateway(item: Mapping[str, Any]) -> bool:
+def _made_by(item: Mapping[str, Any], owner_tag: str | None) -> bool:
+    """Whether the integration whose tag is `owner_tag` booked this event."""
+    if not owner_tag:
+        return False
     props = item.get("extendedProperties")
     private = props.get("private") if isinstance(props, Mapping) else None
-    return isinstance(private, Mapping) and bool(private.get(GATEWAY_PROPERTY))
+    return isinstance(private, Mapping) and private.get(GATEWAY_PROPERTY) == owner_tag
 
 
 def _details(item: Mapping[str, Any]) -> dict[str, Any]:
@@ -171,12 +175,18 @@ def _details(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_event(
-    item: Mapping[str, Any], *, calendar_tz: str, keep_details: bool = False
+    item: Mapping[str, Any],
+    *,
+    calendar_tz: str,
+    keep_details: bool = False,
+    owner_tag: str | None = None,
 ) -> EventRecord:
     """Reduce one events.list item to what availability and booking need.
 
     `keep_details` (GATEWAY_STORE_EVENT_DETAILS) keeps title, description, location and
-    attendees; events the gateway created keep them regardless. Raises EventParseError.
+    attendees; events the syncing integration booked (their private property equals its
+    `owner_tag`) keep them regardless. Any other integration's meeting, even on the same
+    Google account, is minimised like the user's own events. Raises EventParseError.
     """
     event_id = item.get("id")
     if not isinstance(event_id, str) or not event_id:
@@ -203,7 +213,7 @@ def parse_event(
         for a in attendees
     )
     recurrence = item.get("recurrence")
-    gateway_made = _made_by_gateway(item)
+    gateway_made = _made_by(item, owner_tag)
     base.update(
         transparency=str(item.get("transparency") or "opaque"),
         self_declined=declined,

@@ -38,10 +38,10 @@ def test_the_same_booking_spelled_differently_has_one_fingerprint() -> None:
 
 def test_the_insert_body_carries_our_id_and_marker_and_no_empty_fields() -> None:
     request = parse_booking(summary="Intro", start=START, end=END, time_zone="Europe/Berlin")
-    body = request.google_body("abc12345")
+    body = request.google_body("abc12345", "tag-of-this-integration")
     assert body["id"] == "abc12345"
     assert body["start"] == {"dateTime": "2030-01-07T10:00:00Z", "timeZone": "Europe/Berlin"}
-    assert body["extendedProperties"]["private"][GATEWAY_PROPERTY]
+    assert body["extendedProperties"]["private"][GATEWAY_PROPERTY] == "tag-of-this-integration"
     assert "description" not in body and "attendees" not in body
     assert "Intro" not in repr(request)  # titles are personal data: not in reprs
 

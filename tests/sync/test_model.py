@@ -78,12 +78,15 @@ def test_details_are_dropped_unless_opted_in_or_made_by_the_gateway() -> None:
     assert parse_event(item, calendar_tz="Europe/Berlin").details is None
     opted = parse_event(item, calendar_tz="Europe/Berlin", keep_details=True)
     assert opted.details is not None and opted.details["summary"] == "Secret merger"
-    ours = parse_event(
-        {**item, "extendedProperties": {"private": {GATEWAY_PROPERTY: "1"}}},
-        calendar_tz="Europe/Berlin",
-    )
+    booked = {**item, "extendedProperties": {"private": {GATEWAY_PROPERTY: "tag-of-ours"}}}
+    ours = parse_event(booked, calendar_tz="Europe/Berlin", owner_tag="tag-of-ours")
     assert ours.created_by_gateway and ours.details is not None
     assert ours.details["attendees"] == [{"email": "x@example.com", "responseStatus": "accepted"}]
+    # Another integration's meeting (same Google account, other tenant or an earlier
+    # connection) is the user's event to this one: minimised.
+    theirs = parse_event(booked, calendar_tz="Europe/Berlin", owner_tag="tag-of-another")
+    assert not theirs.created_by_gateway and theirs.details is None
+    assert parse_event(booked, calendar_tz="Europe/Berlin").details is None
 
 
 @pytest.mark.parametrize(
