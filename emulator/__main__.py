@@ -30,8 +30,8 @@ def parse_user(spec: str) -> SeedUser:
     return SeedUser(sub, email, consent=mode)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__)
+def build_parser(prog: str = "python -m emulator") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8085)
     parser.add_argument("--client-id", default=DEMO_CLIENT_ID)
@@ -69,8 +69,8 @@ def seed_primary_calendars(count: int) -> Callable[[EmulatorState], None]:
     return seed
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m emulator") -> None:
+    args = build_parser(prog).parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             run_emulator(

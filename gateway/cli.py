@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from gateway.errors import ConfigurationError, GatewayError, InvalidInput
 from gateway.observability.logs import configure_logging
-from gateway.settings import Settings, load_settings
+from gateway.settings import Settings, load_settings, unknown_variables
 from vault.errors import VaultError
 
 PROG = "calendar-gateway"
@@ -27,7 +28,9 @@ Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Calendar Gateway")
     parser.add_argument(
-        "--env-file", default=".env", help="settings file read before the environment (.env)"
+        "--env-file",
+        default=None,
+        help="settings file read before the environment (default: .env if it exists)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -176,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # options (argparse's REMAINDER would not take ones starting with "--").
         from emulator.__main__ import main as emulator_main
 
-        emulator_main(extra)
+        emulator_main(extra, prog=f"{PROG} emulator")
         return 0
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -186,8 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         # Embedded defaults only: a developer's .env (perhaps the real Google) must not apply.
         return _demo(args)
+    env_file = Path(args.env_file) if args.env_file is not None else Path(".env")
+    if args.env_file is not None and not env_file.is_file():
+        return _fail(f"--env-file {args.env_file}: no such file", 2)
+    for warning in unknown_variables(_variable_names(env_file)):
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
     try:
-        settings = load_settings(env_file=args.env_file)
+        settings = load_settings(env_file=env_file)
     except ConfigurationError as exc:
         return _fail(str(exc), 2)
     configure_logging(settings.log_level, settings.log_format)
@@ -207,6 +215,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(
             f"unexpected {type(exc).__name__}; run with GATEWAY_LOG_LEVEL=DEBUG for details"
         )
+
+
+def _variable_names(env_file: Path) -> set[str]:
+    """The variable names the settings will see: the environment's and the settings file's."""
+    names = set(os.environ)
+    if env_file.is_file():
+        # python-dotenv is what pydantic-settings reads the file with.
+        from dotenv import dotenv_values
+
+        names.update(dotenv_values(env_file))
+    return names
 
 
 def _mcp_stdio() -> int:

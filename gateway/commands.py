@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import signal
 import tempfile
@@ -23,6 +24,7 @@ from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated, upgrade
 from gateway.settings import Settings, redact_url_password
 from gateway.wiring import open_vault
+from vault.providers import keyring_file
 from vault.service import Vault, VaultStatus
 
 if TYPE_CHECKING:
@@ -53,14 +55,17 @@ async def _vault(settings: Settings) -> AsyncIterator[Vault]:
             await vault.close()
 
 
+def _migrated(settings: Settings, before: str | None, after: str | None) -> str:
+    where = redact_url_password(settings.database_url)
+    if before == after:
+        return f"database {where} is up to date (revision {after})"
+    return f"migrated {where} from {before or 'empty'} to revision {after}"
+
+
 async def migrate(_args: argparse.Namespace, settings: Settings) -> int:
     async with _engine(settings, migrated=False) as engine:
         before, after = await upgrade(engine)
-    where = redact_url_password(settings.database_url)
-    if before == after:
-        out.print(f"database {where} is up to date (revision {after})")
-    else:
-        out.print(f"migrated {where} from {before or 'empty'} to revision {after}")
+    out.print(_migrated(settings, before, after))
     return 0
 
 
@@ -74,8 +79,10 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     port = args.port if args.port is not None else settings.port
     async with _engine(settings, migrated=False) as engine:
         if args.migrate:
-            await upgrade(engine)
+            out.print(_migrated(settings, *await upgrade(engine)))
         await ensure_migrated(engine)
+        keyring = keyring_file(settings.kek_uri)
+        new_keyring = keyring is not None and not await asyncio.to_thread(os.path.lexists, keyring)
         runner = web.AppRunner(
             create_app(settings, engine=engine),
             handle_signals=False,
@@ -89,6 +96,9 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         try:
             await runner.setup()  # opens the vault: a bad keyring stops start-up here
+            if new_keyring:
+                # Its loss loses every token: say so once, where the operator looks.
+                out.print(f"created key ring {keyring}; back it up apart from the database")
             try:
                 if not stop.is_set():
                     site = web.TCPSite(runner, host, port)

@@ -6,6 +6,8 @@ one `ConfigurationError` line naming the variable; values of secret settings are
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -321,6 +323,34 @@ _ENV_NAMES = {
     name: str(field.validation_alias.choices[0])  # type: ignore[union-attr]
     for name, field in Settings.model_fields.items()
 }
+
+
+# GATEWAY_* variables that are not settings but are read by someone else on purpose: the test
+# harness (tests/services.py) and `calendar-gateway bench` (gateway/bench/setup.py).
+OTHER_GATEWAY_VARIABLES = frozenset(
+    {
+        "GATEWAY_TEST_POSTGRES_URL",
+        "GATEWAY_TEST_SOFTHSM_LIB",
+        "GATEWAY_BENCH_POSTGRES_URL",
+        "GATEWAY_BENCH_PROFILE_DIR",
+    }
+)
+
+
+def unknown_variables(names: Iterable[str]) -> list[str]:
+    """A warning for each GATEWAY_* name that no setting reads (a typo is otherwise silently
+    ignored and the default applies), naming the closest valid one."""
+    valid = sorted(set(_ENV_NAMES.values()))
+    warnings = []
+    for name in sorted(set(names)):
+        if not name.startswith("GATEWAY_") or name in _ENV_NAMES.values():
+            continue
+        if name in OTHER_GATEWAY_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"{name} is not a setting and is ignored{hint}")
+    return warnings
 
 
 def load_settings(env_file: Path | str | None = ".env", **overrides: Any) -> Settings:

@@ -1,5 +1,7 @@
 # Sourced by scripts/run and scripts/test: make .venv (Python >= 3.11) and install the project.
 # $1: the extras to install ("" or "test").
+# The project is installed editable, so code changes need no reinstall; pip runs again only when
+# pyproject.toml (the dependencies) or the extras asked for changed since the last install.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
@@ -13,5 +15,14 @@ fi
 extras="${1:-}"
 target="."
 [ -n "$extras" ] && target=".[$extras]"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target"
+# One stamp per extras set: "test" includes everything "" needs.
+stamp=".venv/.installed-${extras:-base}"
+want="$(cat pyproject.toml | sha256sum | cut -d' ' -f1)"
+if [ "$extras" = "" ] && [ -f .venv/.installed-test ] && [ "$(cat .venv/.installed-test)" = "$want" ]; then
+  stamp=".venv/.installed-test"
+fi
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$target"
+  echo "$want" > "$stamp"
+fi

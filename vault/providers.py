@@ -41,6 +41,12 @@ def _file_path(rest: str) -> str:
     return rest
 
 
+def keyring_file(uri: str) -> str | None:
+    """The key ring file a `file:` KEK URI names (None for other providers)."""
+    scheme, _, rest = uri.partition(":")
+    return _file_path(rest) if scheme.lower() == "file" else None
+
+
 async def provider_from_uri(uri: str, *, pkcs11_pin: str | None = None) -> KekProvider:
     """Open the KEK provider named by `uri`.
 
