@@ -8,8 +8,11 @@ to ASCII when the output cannot encode block characters.
 from __future__ import annotations
 
 import os
+import sys
+import textwrap
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, time, timedelta
+from typing import IO, TextIO, cast
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
@@ -30,15 +33,56 @@ WORK_END = time(17, 0)
 # Width when the output is not a terminal (rich would use 80): the timeline and URLs fit.
 PLAIN_WIDTH = 100
 
+# Rich's drawing characters in their ASCII forms, for output that is not a terminal.
+_ASCII = str.maketrans({"─": "-", "━": "-", "…": "...", "│": "|", "█": "#", "·": ".", "▒": "*"})
+
+
+class PlainText:
+    """A text stream for logs, CI and pipes: plain ASCII (rich's rules and ellipses in their
+    ASCII forms, anything else as `?`) and no trailing spaces (rich pads table cells), so the
+    output diffs, greps and pastes cleanly."""
+
+    encoding = "ascii"  # rich picks ASCII glyphs (the timeline's) from this
+
+    def __init__(self, target: TextIO) -> None:
+        self._target = target
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        for line in lines:
+            self._target.write(self._plain(line) + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self._target.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    @staticmethod
+    def _plain(line: str) -> str:
+        ascii_only = line.translate(_ASCII).encode("ascii", "replace").decode("ascii")
+        return ascii_only.rstrip()
+
 
 def make_console(*, plain: bool = False) -> Console:
-    """A console on stdout: plain (no colour, no animation) when asked or not a terminal."""
-    if plain:
-        console = Console(force_terminal=False, no_color=True, highlight=False)
+    """A console on stdout: plain (no colour, no animation) when asked or not a terminal.
+    Plain output is ASCII without trailing spaces, and long lines are never wrapped (a URL or
+    an identifier broken across lines cannot be pasted)."""
+    if plain or not sys.stdout.isatty():
+        console = Console(
+            # rich writes, flushes and asks isatty/encoding only: all PlainText has.
+            file=cast("IO[str]", PlainText(sys.stdout)),
+            force_terminal=False,
+            no_color=True,
+            highlight=False,
+            soft_wrap=True,
+            width=PLAIN_WIDTH if "COLUMNS" not in os.environ else None,
+        )
     else:
         console = Console(highlight=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = PLAIN_WIDTH
     return console
 
 
@@ -51,7 +95,14 @@ def note(console: Console, text: str, indent: int = 2) -> None:
     """An indented paragraph of explanation (rich markup allowed); wrapped lines keep the
     indentation."""
     prefix = " " * indent
-    for line in Text.from_markup(text).wrap(console, max(20, console.width - indent)):
+    width = max(20, console.width - indent)
+    if isinstance(console.file, PlainText):
+        # Plain output is for copying: a URL or an id longer than the line stays whole.
+        plain = Text.from_markup(text).plain
+        for part in textwrap.wrap(plain, width, break_long_words=False, break_on_hyphens=False):
+            console.print(prefix + part, soft_wrap=True, markup=False)
+        return
+    for line in Text.from_markup(text).wrap(console, width):
         line.rstrip()
         console.print(Text(prefix) + line, soft_wrap=True)
 

@@ -94,6 +94,16 @@ async def _eventually(
         await asyncio.sleep(0.1)
 
 
+# Google grants `email` and `profile` under their long names too: the same permission twice.
+_SCOPE_ALIASES = {"email": "userinfo.email", "profile": "userinfo.profile"}
+
+
+def scope_names(scopes: list[str]) -> str:
+    """Granted scopes for reading: their last path segment, each permission once."""
+    names = (s.rsplit("/", 1)[-1] for s in scopes)
+    return ", ".join(sorted({_SCOPE_ALIASES.get(n, n) for n in names}))
+
+
 @dataclass
 class Demo:
     """One run of the walk-through against a running stack."""
@@ -231,7 +241,7 @@ class Demo:
             ("status", found["status"]),
             ("Google account", str(found["google_email"])),
             ("capabilities", ", ".join(found["capabilities"])),
-            ("scopes granted", ", ".join(s.rsplit("/", 1)[-1] for s in found["granted_scopes"])),
+            ("scopes granted", scope_names(found["granted_scopes"])),
             ("tokens", "sealed in the vault (AES-256-GCM under a per-user data key)"),
         )
 

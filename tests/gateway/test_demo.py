@@ -64,6 +64,14 @@ def test_the_demo_walks_every_step_and_leaves_no_token_behind(
     for prefix in TOKEN_PREFIXES:
         assert prefix not in logged
     assert not (tmp_path / "var").exists()
+    # Without a terminal the output is for logs and copying: ASCII, no trailing spaces, no URL
+    # or id broken across lines, and each granted scope named once.
+    assert out.isascii()
+    assert [line for line in out.splitlines() if line != line.rstrip()] == []
+    assert "login_hint=demo.rep@example.com" in out
+    [scopes] = [line for line in out.splitlines() if "scopes granted" in line]
+    names = scopes.split("scopes granted", 1)[1].strip().split(", ")
+    assert len(names) == len(set(names)) and "userinfo.email" in names and "email" not in names
 
 
 def test_a_failing_step_stops_the_demo_with_a_clear_error(
