@@ -1,7 +1,9 @@
 """Google's OAuth 2.0 / OpenID Connect endpoints, as strict as the real ones on the wire.
 
-Paths mirror Google's (the host differs): `GET /o/oauth2/v2/auth` (no UI: the scripted user
-consents, refuses or grants part, and the endpoint answers the 302 at once), `POST /token`,
+Paths mirror Google's (the host differs): `GET /o/oauth2/v2/auth` (the scripted user
+consents, refuses or grants part, and the endpoint answers the 302 at once; a user whose consent
+is `ask` gets an HTML consent screen instead, one checkbox per scope, Allow and Cancel, posting
+to `POST /o/oauth2/v2/consent`, for a real browser), `POST /token`,
 `POST /revoke`, `GET /v1/userinfo` (also `/oauth2/v3/userinfo`), `GET /oauth2/v3/certs` (JWKS),
 `GET /oauth2/v1/certs` (PEM certificates, what google-auth verifies with) and
 `GET /.well-known/openid-configuration`.
@@ -24,6 +26,7 @@ import html
 import json
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
@@ -43,6 +46,8 @@ from emulator.state import (
 )
 
 AUTHORIZE_PATH = "/o/oauth2/v2/auth"
+# Where the consent screen's form posts (Google's own is elsewhere; only a browser sees it).
+CONSENT_PATH = "/o/oauth2/v2/consent"
 TOKEN_PATH = "/token"  # noqa: S105 - a path
 REVOKE_PATH = "/revoke"
 USERINFO_PATHS = ("/v1/userinfo", "/oauth2/v3/userinfo")
@@ -69,6 +74,7 @@ ID_TOKEN_LIFETIME_S = 3600
 # Endpoint names (what faults and the request log match on) by path.
 ENDPOINT_NAMES = {
     AUTHORIZE_PATH: "authorize",
+    CONSENT_PATH: "consent",
     TOKEN_PATH: "token",
     REVOKE_PATH: "revoke",
     **dict.fromkeys(USERINFO_PATHS, "userinfo"),
@@ -90,6 +96,7 @@ def setup(app: web.Application, state: EmulatorState) -> None:
         return handle
 
     app.router.add_get(AUTHORIZE_PATH, bind(authorize))
+    app.router.add_post(CONSENT_PATH, bind(consent))
     app.router.add_post(TOKEN_PATH, bind(token))
     app.router.add_post(REVOKE_PATH, bind(revoke))
     for path in USERINFO_PATHS:
@@ -237,33 +244,142 @@ async def authorize(request: web.Request, state: EmulatorState) -> web.Response:
         granted = requested & normalise_scopes(user.partial_scopes | SIGN_IN_SCOPES)
     else:
         granted = requested
-    if q.get("include_granted_scopes") == "true":
-        granted |= already
-
-    code = AuthCode(
-        code=state.new_token("4/0Aemu", 24),
+    asked = _AuthRequest(
         client_id=client.client_id,
         redirect_uri=redirect_uri,
         sub=user.sub,
-        scopes=granted,
+        requested=requested,
+        already=already,
+        echo=echo,
         offline=access_type == "offline",
         force_consent="consent" in prompts,
         code_challenge=challenge,
         code_challenge_method=method if challenge is not None else None,
         nonce=q.get("nonce"),
+        include_granted=q.get("include_granted_scopes") == "true",
+    )
+    if user.consent == "ask" and ("consent" in prompts or not requested <= already):
+        consent_id = state.new_token("consent-", 16)
+        state.pending_consents[consent_id] = (asked, state.clock() + CONSENT_PAGE_LIFETIME_S)
+        return _consent_page(consent_id, user.email, client.client_id, requested)
+    return _issue_code(state, asked, granted)
+
+
+@dataclass(frozen=True)
+class _AuthRequest:
+    """A validated authorization request, kept while the user looks at the consent screen."""
+
+    client_id: str
+    redirect_uri: str
+    sub: str
+    requested: frozenset[str]
+    already: frozenset[str]
+    echo: dict[str, str]
+    offline: bool
+    force_consent: bool
+    code_challenge: str | None
+    code_challenge_method: str | None
+    nonce: str | None
+    include_granted: bool
+
+
+def _issue_code(state: EmulatorState, asked: _AuthRequest, granted: frozenset[str]) -> web.Response:
+    """The user agreed to `granted`: a code, and the redirect back to the client."""
+    if asked.include_granted:
+        granted |= asked.already
+    code = AuthCode(
+        code=state.new_token("4/0Aemu", 24),
+        client_id=asked.client_id,
+        redirect_uri=asked.redirect_uri,
+        sub=asked.sub,
+        scopes=granted,
+        offline=asked.offline,
+        force_consent=asked.force_consent,
+        code_challenge=asked.code_challenge,
+        code_challenge_method=asked.code_challenge_method,
+        nonce=asked.nonce,
         expires_at=state.clock() + state.auth_code_lifetime_s,
     )
     state.auth_codes[code.code] = code
+    new_consent = asked.force_consent or not asked.requested <= asked.already
     return _redirect(
-        redirect_uri,
+        asked.redirect_uri,
         {
-            **echo,
+            **asked.echo,
             "code": code.code,
             "scope": scope_string(granted),
             "authuser": "0",
-            "prompt": "consent" if "consent" in prompts or not requested <= already else "none",
+            "prompt": "consent" if new_consent else "none",
         },
     )
+
+
+# -- the consent screen (users whose consent is "ask": a person decides in a browser) ------
+
+CONSENT_PAGE_LIFETIME_S = 600
+
+# What Google's granular consent screen says for each scope the gateway may ask for.
+_SCOPE_TEXT = {
+    "https://www.googleapis.com/auth/calendar.events.freebusy": (
+        "See the availability on calendars you have access to"
+    ),
+    "https://www.googleapis.com/auth/calendar.freebusy": (
+        "See the availability on calendars you have access to"
+    ),
+    "https://www.googleapis.com/auth/calendar.events.owned": (
+        "See, create, change, and delete events on Google calendars you own"
+    ),
+    "https://www.googleapis.com/auth/calendar.events": (
+        "View and edit events on all your calendars"
+    ),
+    "https://www.googleapis.com/auth/calendar": (
+        "See, edit, share, and permanently delete all the calendars you can access"
+    ),
+}
+
+
+def _consent_page(
+    consent_id: str, email: str, client_id: str, requested: frozenset[str]
+) -> web.Response:
+    """Google's granular consent screen, reduced to what a test drives: the account, the app,
+    one checkbox per scope the user may untick (sign-in scopes are not offered), Allow and
+    Cancel."""
+    boxes = "".join(
+        f'<li><label><input type="checkbox" name="scope" value="{html.escape(scope)}" '
+        f'id="scope-{n}" checked> {html.escape(_SCOPE_TEXT.get(scope, scope))}</label></li>'
+        for n, scope in enumerate(sorted(requested - SIGN_IN_SCOPES))
+    )
+    body = (
+        "<!doctype html><html><head><meta charset=utf-8>"
+        "<title>Sign in - Google Accounts</title><style>"
+        "body{font-family:sans-serif;max-width:40em;margin:3em auto}"
+        "li{list-style:none;margin:.6em 0}button{margin-right:1em;padding:.5em 1.5em}"
+        "</style></head><body>"
+        f"<h1>{html.escape(client_id)} wants access to your Google Account</h1>"
+        f'<p id="account">{html.escape(email)}</p>'
+        "<p>Select what this app can access:</p>"
+        f'<form method="post" action="{CONSENT_PATH}">'
+        f'<input type="hidden" name="consent_id" value="{html.escape(consent_id)}">'
+        f"<ul>{boxes}</ul>"
+        '<button type="submit" name="action" value="cancel" id="cancel">Cancel</button>'
+        '<button type="submit" name="action" value="allow" id="allow">Allow</button>'
+        "</form></body></html>"
+    )
+    return web.Response(text=body, content_type="text/html", headers=NO_STORE)
+
+
+async def consent(request: web.Request, state: EmulatorState) -> web.Response:
+    """The consent screen's form: Allow with the ticked scopes, or Cancel."""
+    form = await request.post()
+    pending = state.pending_consents.pop(str(form.get("consent_id", "")), None)
+    if pending is None or pending[1] < state.clock():
+        return _error_page(400, "invalid_request", "This consent screen has expired.")
+    asked = pending[0]
+    assert isinstance(asked, _AuthRequest)
+    if form.get("action") != "allow":
+        return _redirect(asked.redirect_uri, {"error": "access_denied", **asked.echo})
+    ticked = normalise_scopes(frozenset(str(v) for v in form.getall("scope", [])))
+    return _issue_code(state, asked, asked.requested & (ticked | SIGN_IN_SCOPES))
 
 
 # -- token endpoint -----------------------------------------------------------------------

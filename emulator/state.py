@@ -26,8 +26,8 @@ from emulator.faults import Fault, FaultInjector
 from emulator.inspection import Inspector
 from emulator.signing import SigningKey
 
-ConsentMode = Literal["grant", "deny", "partial"]
-CONSENT_MODES: tuple[ConsentMode, ...] = ("grant", "deny", "partial")
+ConsentMode = Literal["grant", "deny", "partial", "ask"]
+CONSENT_MODES: tuple[ConsentMode, ...] = ("grant", "deny", "partial", "ask")
 
 CALENDAR_SCOPES_READ = frozenset(
     {
@@ -96,8 +96,9 @@ class OAuthClient:
 @dataclass
 class User:
     """A scripted Google account. `consent` says what the authorization endpoint does for it:
-    grant everything asked, deny (`access_denied`), or grant only `partial_scopes` of what was
-    asked (granular consent; sign-in scopes are always kept)."""
+    grant everything asked, deny (`access_denied`), grant only `partial_scopes` of what was
+    asked (granular consent; sign-in scopes are always kept), or `ask`: no scripted decision,
+    an HTML consent screen where a person (a browser test) decides."""
 
     sub: str
     email: str
@@ -200,6 +201,9 @@ class EmulatorState:
     refresh_index: dict[str, str] = field(default_factory=dict)  # refresh token -> grant_id
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
     auth_codes: dict[str, AuthCode] = field(default_factory=dict)
+    # Consent screens shown and not yet answered: id -> (the request, expiry). The request's
+    # type belongs to emulator/oauth.py, which this module does not import.
+    pending_consents: dict[str, tuple[object, float]] = field(default_factory=dict)
     calendars: CalendarStore = field(default_factory=CalendarStore)
     faults: FaultInjector = field(default_factory=FaultInjector)
     inspector: Inspector = field(default_factory=Inspector)

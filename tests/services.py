@@ -62,6 +62,20 @@ def require_postgres() -> str:
     return postgres_url()
 
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def require_chromium() -> tuple[str, str]:
+    """Debian's chromium and chromium-driver (no browser download): (browser, driver)."""
+    require(
+        "Chromium",
+        Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(),
+        "install Debian's chromium and chromium-driver packages",
+    )
+    return CHROMIUM, CHROMEDRIVER
+
+
 def softhsm_library() -> str | None:
     """Path of libsofthsm2.so (GATEWAY_TEST_SOFTHSM_LIB, else the usual Debian places)."""
     configured = os.environ.get("GATEWAY_TEST_SOFTHSM_LIB")

@@ -151,12 +151,12 @@ async def start_stack(
     # The background sync scheduler would race tests that drive the sync engine themselves;
     # the scheduler's own tests turn it on (sync_worker=True).
     overrides.setdefault("sync_worker", False)
+    overrides.setdefault("allowed_return_urls", ["https://app.example.com/"])
     settings = load_settings(
         env_file=None,
         database_url=database_url,
         kek_uri=f"file:{tmp_path / 'keyring.json'}",
         public_url=public_url,
-        allowed_return_urls=["https://app.example.com/"],
         google_client_id=GATEWAY_CLIENT_ID,
         google_client_secret=GATEWAY_CLIENT_SECRET,
         google_auth_uri=f"{google_url}/o/oauth2/v2/auth",
