@@ -20,6 +20,7 @@ from gateway.connections.repository import IntegrationRepository
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated
 from gateway.http import (
+    audit_wiring,
     availability_routes,
     booking_routes,
     connect_routes,
@@ -111,6 +112,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
     for feature in (
         health_routes,
         metrics_routes,
+        audit_wiring,
         token_wiring,
         connect_routes,
         disconnect_routes,

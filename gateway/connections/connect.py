@@ -7,8 +7,13 @@ The OAuth `state` is 256 random bits, stored only as its SHA-256, single-use (co
 anything else happens, so a replay finds it spent), and expires with the session. The PKCE
 verifier lives in the session row until that one use.
 
-Every outcome of a callback writes one audit entry (action `connect`, outcome `ok` or the error
-code) with ids and codes only. Tokens are sealed by the vault before they reach the database
+Every callback that names a live session writes one audit entry (action `connect`, outcome `ok`
+or the error code) with ids and codes only; Google's `error` parameter is recorded as one code
+of a fixed vocabulary (`GOOGLE_ERROR_CODES`, else `other`), never as the text that came in.
+A callback that names no live session (no state, an unknown one, or a replay of a spent one)
+identifies nobody and can be repeated by anyone at will: it is counted in a metric
+(`gateway_connect_callbacks_refused_total{reason}`) and logged at most once a minute, never
+audited row by row. Tokens are sealed by the vault before they reach the database
 and never leave this module in clear: not in logs, not in exceptions, not in the redirect.
 """
 
@@ -43,6 +48,8 @@ from gateway.connections.model import (
 )
 from gateway.connections.repository import ConnectSession, IntegrationRepository, SealedTokens
 from gateway.errors import InvalidInput, ProblemError
+from gateway.observability.metrics import CONNECT_CALLBACKS_REFUSED
+from gateway.observability.throttle import LogThrottle
 from gateway.settings import Settings
 from vault.envelope import SealContext
 from vault.errors import InvalidCiphertext
@@ -69,6 +76,32 @@ CALLBACK_ERRORS = (
     EXPIRED_SESSION,
     EXCHANGE_FAILED,
 )
+# What Google's `error` parameter may say on the redirect back (RFC 6749 4.1.2.1, OpenID
+# Connect, and Google's own): recorded as is; anything else (the browser can send any text) is
+# recorded as GOOGLE_ERROR_OTHER.
+GOOGLE_ERROR_CODES = frozenset(
+    {
+        "access_denied",
+        "invalid_request",
+        "unauthorized_client",
+        "unsupported_response_type",
+        "invalid_scope",
+        "server_error",
+        "temporarily_unavailable",
+        "interaction_required",
+        "login_required",
+        "account_selection_required",
+        "consent_required",
+        "admin_policy_enforced",
+        "disallowed_useragent",
+        "org_internal",
+        "invalid_client",
+        "redirect_uri_mismatch",
+    }
+)
+GOOGLE_ERROR_OTHER = "other"
+# At most one log line per this many seconds for callbacks that name no live session.
+REFUSED_LOG_INTERVAL_S = 60.0
 
 
 class GoogleNotConfigured(ProblemError):
@@ -112,6 +145,11 @@ class CallbackOutcome:
 def state_digest(state: str) -> str:
     """How a state is looked up: its SHA-256, hex (the state itself is never stored)."""
     return hashlib.sha256(state.encode("utf-8", "replace")).hexdigest()
+
+
+def google_error_code(raw: str) -> str:
+    """Google's `error` parameter as one code of GOOGLE_ERROR_CODES, else `other`."""
+    return raw if raw in GOOGLE_ERROR_CODES else GOOGLE_ERROR_OTHER
 
 
 def _b64url(raw: bytes) -> str:
@@ -176,6 +214,7 @@ class ConnectService:
         self._revoker = revoker
         self._clock = clock
         self._token_bytes = token_bytes
+        self._refused_log = LogThrottle(log, interval_s=REFUSED_LOG_INTERVAL_S, clock=clock)
 
     def __repr__(self) -> str:
         return f"ConnectService(configured={self._flow is not None})"
@@ -239,14 +278,14 @@ class ConnectService:
         """
         state = query.get("state", "")
         if not state or len(state) > MAX_STATE_CHARS:
-            await self._record(INVALID_STATE, None)
+            self._refused("missing_state" if not state else "unknown_state")
             return CallbackOutcome(None, INVALID_STATE)
         digest = state_digest(state)
         # Consumed first, whatever follows: a state works once, even if this attempt fails.
         session = await self._repo.consume_session(digest)
         if session is None:
             spent = await self._repo.find_session(digest)
-            await self._record(INVALID_STATE, spent.tenant_id if spent else None)
+            self._refused("spent_state" if spent else "unknown_state")
             # A spent state still names its own session's return_url (one the tenant chose
             # and we checked): safe to send the browser there. An unknown one names nothing.
             return (
@@ -257,7 +296,7 @@ class ConnectService:
         if now >= session.expires_at:
             return await self._refuse(session, EXPIRED_SESSION)
         if "error" in query:
-            google_error = query["error"][:64]
+            google_error = google_error_code(query["error"])
             code = ACCESS_DENIED if google_error == ACCESS_DENIED else EXCHANGE_FAILED
             return await self._refuse(session, code, google_error=google_error)
         code_param = query.get("code", "")
@@ -417,6 +456,11 @@ class ConnectService:
         await self._record(code, session.tenant_id, detail=detail)
         log.info("connect: tenant=%s refused: %s", session.tenant_id, code)
         return self._fail(session, code)
+
+    def _refused(self, reason: str) -> None:
+        """A callback that names no live session: counted, logged now and then, not audited."""
+        CONNECT_CALLBACKS_REFUSED.labels(reason=reason).inc()
+        self._refused_log.event("connect: callback refused: %s", reason)
 
     @staticmethod
     def _fail(session: ConnectSession, code: str) -> CallbackOutcome:

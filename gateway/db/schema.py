@@ -111,6 +111,7 @@ audit_log = Table(
     Column("detail", Text, nullable=True),
     Index("ix_audit_log_integration", "integration_id"),
     Index("ix_audit_log_tenant_at", "tenant_id", "at"),
+    Index("ix_audit_log_at", "at"),  # the retention purge
 )
 
 # -- calendar sync (gateway/sync) -------------------------------------------------------------

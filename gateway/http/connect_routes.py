@@ -12,8 +12,6 @@ render. Another tenant's integration is 404, like one that does not exist.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -42,6 +40,7 @@ from gateway.http.auth import principal, requires_scope
 from gateway.http.lookup import integration_for
 from gateway.http.sync_wiring import sync_status
 from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
+from gateway.periodic import periodic
 
 log = logging.getLogger(__name__)
 
@@ -208,13 +207,16 @@ def setup(app: web.Application) -> None:
         )
         app[CONNECT_KEY] = service
         interval_s = app.get(SESSION_PURGE_INTERVAL_KEY, SESSION_PURGE_INTERVAL_S)
-        purger = asyncio.create_task(_purge_sessions_forever(service, interval_s))
-        try:
+
+        async def purge_sessions() -> None:
+            # A quiet gateway (no new connections) must not keep abandoned sessions' login
+            # hints (emails) for ever.
+            purged = await service.purge_expired_sessions()
+            if purged:
+                log.info("purged %d expired connect session(s)", purged)
+
+        async with periodic(purge_sessions, what="connect session purge", interval_s=interval_s):
             yield
-        finally:
-            purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purger
 
     app.cleanup_ctx.append(connect_ctx)
     app.router.add_post("/v1/connect-sessions", create_connect_session)
@@ -222,16 +224,3 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/v1/integrations", list_integrations)
     app.router.add_get("/v1/integrations/{integration_id}", get_integration)
     app.router.add_get("/v1/integrations/{integration_id}/export", export_integration)
-
-
-async def _purge_sessions_forever(service: ConnectService, interval_s: float) -> None:
-    """Purge abandoned connect sessions at startup and every `interval_s`, so a quiet gateway
-    (no new connections) does not keep their login hints (emails) for ever."""
-    while True:
-        try:
-            purged = await service.purge_expired_sessions()
-            if purged:
-                log.info("purged %d expired connect session(s)", purged)
-        except Exception:  # the database may be briefly unreachable; try again next round
-            log.exception("connect session purge failed")
-        await asyncio.sleep(interval_s)

@@ -7,10 +7,10 @@ return URL whose query says how it went.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -37,7 +38,6 @@ from gateway.connections.model import (
 from gateway.connections.repository import IntegrationRepository, SealedTokens
 from gateway.db.schema import audit_log, connect_sessions, integrations
 from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
-from gateway.http.connect_routes import SESSION_PURGE_INTERVAL_KEY
 from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE, load_settings
 from gateway.wiring import open_vault
 from tests.stack import (
@@ -51,6 +51,7 @@ from tests.stack import (
     GATEWAY_CLIENT_ID,
     GATEWAY_CLIENT_SECRET,
     RETURN_URL,
+    LogCapture,
     Stack,
     issued_secrets,
 )
@@ -161,14 +162,9 @@ async def test_abandoned_sessions_are_purged_without_a_new_connection(stack: Sta
         )
 
     app = create_app(stack.settings, engine=stack.engine)  # another process, or a restart
-    app[SESSION_PURGE_INTERVAL_KEY] = 0.05
-    async with TestServer(app, host="127.0.0.1", port=0):
-        for _ in range(100):
-            async with stack.engine.connect() as conn:
-                users = (await conn.execute(select(connect_sessions.c.user_id))).scalars().all()
-            if users == ["u-new"]:
-                break
-            await asyncio.sleep(0.05)
+    # The purge runs at start-up, before the app serves.
+    async with TestServer(app, host="127.0.0.1", port=0), stack.engine.connect() as conn:
+        users = (await conn.execute(select(connect_sessions.c.user_id))).scalars().all()
     assert users == ["u-new"]  # the live session stays usable
     async with stack.engine.connect() as conn:
         hints = (await conn.execute(select(connect_sessions.c.login_hint))).scalars().all()
@@ -233,7 +229,13 @@ async def test_dave_grants_availability_only(stack: Stack) -> None:
 # -- state: forged, replayed, expired ---------------------------------------------------------
 
 
+def refused(reason: str) -> float:
+    value = REGISTRY.get_sample_value("gateway_connect_callbacks_refused_total", {"reason": reason})
+    return value or 0.0
+
+
 async def test_forged_or_missing_state_gets_a_plain_page_not_a_redirect(stack: Stack) -> None:
+    before = {reason: refused(reason) for reason in ("unknown_state", "missing_state")}
     for query in ({"state": "forged-state", "code": "4/0Aemu-x"}, {"code": "x"}, {}):
         url = stack.url("/oauth/google/callback") + ("?" + urlencode(query) if query else "")
         async with stack.http.get(url, allow_redirects=False) as response:
@@ -242,7 +244,10 @@ async def test_forged_or_missing_state_gets_a_plain_page_not_a_redirect(stack: S
             assert response.content_type == "text/plain"
             assert response.headers["Cache-Control"] == "no-store"
             assert "invalid_state" in await response.text()
-    assert await outcomes(stack) == ["invalid_state"] * 3
+    # Nobody is identified: counted, not audited (finding 3 of issue 14).
+    assert await audit_rows(stack) == []
+    assert refused("unknown_state") == before["unknown_state"] + 1
+    assert refused("missing_state") == before["missing_state"] + 2
 
 
 async def test_replayed_callback_finds_the_state_spent(stack: Stack) -> None:
@@ -254,7 +259,8 @@ async def test_replayed_callback_finds_the_state_spent(stack: Stack) -> None:
     assert again.startswith(RETURN_URL)
     assert query_of(again) == {"status": "error", "error": "invalid_state"}
     assert len(await integration_rows(stack)) == 1
-    assert await outcomes(stack) == ["ok", "invalid_state"]
+    # A replay can be repeated at will: counted, not audited.
+    assert await outcomes(stack) == ["ok"]
 
     # And Google itself refuses the code a second time.
     code = query_of(callback)["code"]
@@ -306,6 +312,29 @@ async def test_google_error_other_than_denial_is_exchange_failed(stack: Stack) -
     assert query_of(back) == {"status": "error", "error": "exchange_failed"}
     [entry] = await audit_rows(stack)
     assert json.loads(entry["detail"]) == {"google_error": "server_error"}
+
+
+@pytest.mark.parametrize(
+    ("sent", "recorded"),
+    [
+        ("<script>alert(document.cookie)</script>", "other"),
+        ("access_denied\r\nforged", "other"),
+        ("x" * 5000, "other"),
+        ("invalid_scope", "invalid_scope"),
+        ("admin_policy_enforced", "admin_policy_enforced"),
+    ],
+)
+async def test_google_error_is_recorded_as_a_known_code_only(
+    stack: Stack, sent: str, recorded: str
+) -> None:
+    """Finding 4 of issue 14: whatever the browser puts in `error` reached the audit detail."""
+    session = await stack.start_connect("u-1", login_hint=ALICE)
+    state = query_of(session["connect_url"])["state"]
+    url = stack.url("/oauth/google/callback?") + urlencode({"state": state, "error": sent})
+    back = await stack.browser_get(url)
+    assert query_of(back) == {"status": "error", "error": "exchange_failed"}
+    [entry] = await audit_rows(stack)
+    assert json.loads(entry["detail"]) == {"google_error": recorded}
 
 
 # -- the session request ----------------------------------------------------------------------
@@ -578,6 +607,65 @@ async def test_unverified_identity_or_no_refresh_token_is_refused_and_revoked(
     assert outcome.error == "exchange_failed"
     assert revoker.revoked == ["rt-fake", "at-fake"]
     assert await service_parts["repository"].list_for_user("acme", None) == []
+
+
+async def test_a_flood_of_forged_states_writes_no_audit_row(service_parts: dict[str, Any]) -> None:
+    """Finding 3 of issue 14: 3,000 callbacks with random states wrote 3,000 audit rows. They
+    are counted, and logged once a minute at most, each line saying how many it stands for."""
+    clock = Clock()
+    service = ConnectService(**service_parts, flow=FakeFlow(), revoker=None, clock=clock)
+    capture = LogCapture()
+    logger = logging.getLogger("gateway.connections.connect")
+    logger.addHandler(capture)
+    before = refused("unknown_state")
+    try:
+        for n in range(300):
+            if n == 150:
+                clock.now += timedelta(seconds=59)  # still inside the first minute
+            outcome = await service.complete_callback({"state": f"forged-{n}", "code": "c"})
+            assert (outcome.error, outcome.location) == ("invalid_state", None)
+        clock.now += timedelta(seconds=1)
+        await service.complete_callback({"state": "forged-last", "code": "c"})
+    finally:
+        logger.removeHandler(capture)
+    assert await AuditLog(service_parts["repository"].engine).entries() == []
+    assert refused("unknown_state") == before + 301
+    lines = [line for line in capture.lines if "callback refused" in line]
+    assert len(lines) == 2, lines
+    assert "(1 such since the last line)" in lines[0]
+    assert "(300 such since the last line)" in lines[1]
+
+
+async def test_audit_entries_older_than_the_retention_are_purged(engine: AsyncEngine) -> None:
+    clock = Clock()
+    audit = AuditLog(engine, clock=clock)
+    await audit.record("connect", "ok", tenant_id="acme", integration_id="int_old")
+    clock.now += timedelta(days=200)
+    await audit.record("connect", "ok", tenant_id="acme", integration_id="int_new")
+    clock.now += timedelta(days=200)
+    assert await audit.purge(older_than=timedelta(days=400)) == 0  # exactly 400 days: kept
+    clock.now += timedelta(seconds=1)
+    assert await audit.purge(older_than=timedelta(days=400)) == 1
+    assert [e.integration_id for e in await audit.entries()] == ["int_new"]
+
+
+async def test_the_gateway_purges_old_audit_entries_when_it_starts(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        env_file=None,
+        database_url=database_url,
+        kek_uri=f"file:{tmp_path / 'k.json'}",
+        audit_retention_days=30,
+    )
+    old = Clock()
+    old.now = utc_now() - timedelta(days=31)
+    await AuditLog(engine, clock=old).record("connect", "ok", integration_id="int_old")
+    old.now = utc_now() - timedelta(days=29)
+    await AuditLog(engine, clock=old).record("connect", "ok", integration_id="int_kept")
+    async with TestServer(create_app(settings, engine=engine), host="127.0.0.1", port=0):
+        kept = [e.integration_id for e in await AuditLog(engine).entries()]
+    assert kept == ["int_kept"]
 
 
 async def test_long_expired_sessions_are_purged(service_parts: dict[str, Any]) -> None:

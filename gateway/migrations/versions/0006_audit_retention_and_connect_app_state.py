@@ -1,0 +1,27 @@
+"""audit retention (an index on audit_log.at for the purge)
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-05
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0006"
+down_revision: str | None = "0005"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    # The retention purge deletes by age across tenants (ix_audit_log_tenant_at leads with the
+    # tenant, so it cannot serve that).
+    op.create_index("ix_audit_log_at", "audit_log", ["at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_audit_log_at", table_name="audit_log")
