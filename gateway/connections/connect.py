@@ -47,6 +47,7 @@ from gateway.connections.model import (
     new_integration_id,
 )
 from gateway.connections.repository import ConnectSession, IntegrationRepository, SealedTokens
+from gateway.connections.return_urls import canonical_return_url
 from gateway.errors import InvalidInput, ProblemError
 from gateway.observability.metrics import CONNECT_CALLBACKS_REFUSED
 from gateway.observability.throttle import LogThrottle
@@ -156,28 +157,6 @@ def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def return_url_allowed(url: str, prefixes: list[str]) -> bool:
-    """Whether `url` may receive the user's browser: an absolute http(s) URL without userinfo,
-    starting with an allowed prefix on the same origin. A prefix without a trailing '/' must
-    end at a boundary, so `https://app.example.com` does not admit `https://app.example.com.evil`
-    (or `...@evil`)."""
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        return False
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-        return False
-    for prefix in prefixes:
-        if not url.startswith(prefix):
-            continue
-        allowed = urlsplit(prefix)
-        if (allowed.scheme, allowed.netloc.lower()) != (parts.scheme, parts.netloc.lower()):
-            continue
-        rest = url[len(prefix) :]
-        if not rest or prefix.endswith(("/", "?", "&")) or rest[0] in "/?#":
-            return True
-    return False
-
-
 def with_query(url: str, params: Mapping[str, str]) -> str:
     """`url` with `params` added to its query (its own parameters kept, ours replacing any of
     the same name so a return_url cannot pre-set `status`)."""
@@ -239,7 +218,9 @@ class ConnectService:
                 "Google Calendar connections are not configured on this gateway "
                 "(GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET)"
             )
-        if not return_url_allowed(return_url, self._settings.allowed_return_urls):
+        # Checked, stored and followed in one canonical form (no `..`, `%2e%2e`, `\\`, ...).
+        canonical = canonical_return_url(return_url, self._settings.allowed_return_urls)
+        if canonical is None:
             raise InvalidInput(
                 "return_url: not an allowed return URL (see GATEWAY_ALLOWED_RETURN_URLS)",
                 code="return_url_not_allowed",
@@ -256,7 +237,7 @@ class ConnectService:
                 state_sha256=state_digest(state),
                 tenant_id=tenant_id,
                 user_id=user_id,
-                return_url=return_url,
+                return_url=canonical,
                 login_hint=login_hint,
                 code_verifier=verifier,
                 created_at=now,

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.apikeys import SCOPES, ApiKeyStore, utc_now
 from gateway.app import create_app
 from gateway.audit import AuditLog
-from gateway.connections.connect import ConnectService, return_url_allowed, with_query
+from gateway.connections.connect import ConnectService, with_query
 from gateway.connections.google_flow import ExchangeFailed, GoogleIdentity, GrantedTokens
 from gateway.connections.model import (
     PURPOSE_ACCESS_TOKEN,
@@ -36,6 +36,7 @@ from gateway.connections.model import (
     Status,
 )
 from gateway.connections.repository import IntegrationRepository, SealedTokens
+from gateway.connections.return_urls import return_url_allowed
 from gateway.db.schema import audit_log, connect_sessions, integrations
 from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
 from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE, load_settings
@@ -347,6 +348,9 @@ async def test_return_url_must_be_allowed(stack: Stack) -> None:
         "https://app.example.com@evil.com/",
         "http://app.example.com/",
         "javascript:alert(1)",
+        "https://app.example.com\\@evil.example/",
+        "https://app.example.com/..;/admin",
+        "https://app.example.com/a%2f..%2f..%2fadmin",
     ):
         async with stack.http.post(
             stack.url("/v1/connect-sessions"),
@@ -360,6 +364,19 @@ async def test_return_url_must_be_allowed(stack: Stack) -> None:
             assert problem["detail"].startswith("return_url:")
     async with stack.engine.connect() as conn:
         assert (await conn.execute(select(connect_sessions))).first() is None
+
+
+async def test_the_browser_returns_to_the_url_that_was_checked(stack: Stack) -> None:
+    """The session stores the return URL in the canonical form the prefix check saw, so the
+    browser lands exactly there."""
+    body = {"user_id": "u-1", "return_url": "HTTPS://App.Example.com:443/a/./b/%2e%2e/c%7e?x=1"}
+    async with stack.http.post(
+        stack.url("/v1/connect-sessions"), json=body, headers=stack.auth()
+    ) as response:
+        assert response.status == 201, await response.text()
+        session = await response.json()
+    back = await stack.browser_get(await stack.browser_get(session["connect_url"]))
+    assert back.startswith("https://app.example.com/a/c~?x=1&status=connected&"), back
 
 
 def test_return_url_prefix_rules() -> None:
