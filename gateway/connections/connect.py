@@ -134,8 +134,9 @@ class CallbackOutcome:
     """Where to send the browser after a callback.
 
     `location` is the session's return_url with `status=connected&integration_id=...` or
-    `status=error&error=<code>`; it is None when the state is unknown (no trustworthy place to
-    send the browser: answer a plain error page with `error` instead).
+    `status=error&error=<code>`, then `user_id` and the caller's `app_state` if it gave one.
+    It is None when the state is unknown (no trustworthy place to send the browser: answer a
+    plain error page with `error` instead).
     """
 
     location: str | None
@@ -207,9 +208,19 @@ class ConnectService:
         return await self._repo.purge_sessions(self._clock() - SESSION_RETENTION)
 
     async def create_session(
-        self, *, tenant_id: str, user_id: str, return_url: str, login_hint: str | None = None
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        return_url: str,
+        login_hint: str | None = None,
+        app_state: str | None = None,
     ) -> StartedSession:
         """Start a connection for `user_id`: store a session, return Google's consent URL.
+
+        `app_state` is the caller's opaque value, handed back with `user_id` on the final
+        redirect so the app can check that the browser coming back is the one that started
+        (login CSRF: a connect URL works from any browser until it expires).
 
         Raises GoogleNotConfigured (503) and InvalidInput (422, code return_url_not_allowed).
         """
@@ -242,6 +253,7 @@ class ConnectService:
                 code_verifier=verifier,
                 created_at=now,
                 expires_at=expires_at,
+                app_state=app_state,
             )
         )
         url = self._flow.authorization_url(
@@ -334,7 +346,12 @@ class ConnectService:
         )
         return CallbackOutcome(
             with_query(
-                session.return_url, {"status": "connected", "integration_id": integration_id}
+                session.return_url,
+                {
+                    "status": "connected",
+                    "integration_id": integration_id,
+                    **_identifies(session),
+                },
             ),
             None,
             integration_id,
@@ -446,7 +463,10 @@ class ConnectService:
     @staticmethod
     def _fail(session: ConnectSession, code: str) -> CallbackOutcome:
         return CallbackOutcome(
-            with_query(session.return_url, {"status": "error", "error": code}), code
+            with_query(
+                session.return_url, {"status": "error", "error": code, **_identifies(session)}
+            ),
+            code,
         )
 
     async def _record(
@@ -464,6 +484,15 @@ class ConnectService:
             integration_id=integration_id,
             detail=detail or None,
         )
+
+
+def _identifies(session: ConnectSession) -> dict[str, str]:
+    """What the final redirect tells the app about whose session this was: `user_id`, and the
+    caller's `app_state` while the session still holds it (a replayed state gets none)."""
+    found = {"user_id": session.user_id}
+    if session.app_state is not None:
+        found["app_state"] = session.app_state
+    return found
 
 
 class _MissingRefreshToken(Exception):

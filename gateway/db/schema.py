@@ -95,6 +95,9 @@ connect_sessions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("consumed_at", DateTime(timezone=True), nullable=True),
+    # The caller's opaque value, handed back on the final redirect (login CSRF check); wiped
+    # when the session is used.
+    Column("app_state", String(512), nullable=True),
 )
 
 audit_log = Table(

@@ -63,6 +63,11 @@ class CreateConnectSession(StrictBody):
     user_id: PrintableText = Field(min_length=1, max_length=200)
     return_url: PrintableText = Field(min_length=1, max_length=2048)
     login_hint: PrintableText | None = Field(default=None, min_length=1, max_length=320)
+    # Opaque to us and returned on the final redirect: printable ASCII, no spaces, so it
+    # survives a URL's query unchanged and cannot carry markup-breaking whitespace.
+    app_state: str | None = Field(
+        default=None, min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$"
+    )
 
 
 class ListIntegrations(StrictBody):
@@ -85,6 +90,7 @@ async def create_connect_session(request: web.Request) -> web.Response:
         user_id=body.user_id,
         return_url=body.return_url,
         login_hint=body.login_hint,
+        app_state=body.app_state,
     )
     return web.json_response(
         {"connect_url": started.connect_url, "expires_at": _ts(started.expires_at)},

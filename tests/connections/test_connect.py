@@ -197,7 +197,7 @@ async def test_connect_url_points_at_google_and_carries_no_secret(stack: Stack) 
 
 async def test_bob_refuses_and_nothing_is_stored(stack: Stack) -> None:
     result = await stack.connect(BOB, user_id="u-bob")
-    assert result == {"status": "error", "error": "access_denied"}
+    assert result == {"status": "error", "error": "access_denied", "user_id": "u-bob"}
     assert await integration_rows(stack) == []
     assert stack.google.active_grants(BOB_SUB, GATEWAY_CLIENT_ID) == []
     assert await outcomes(stack) == ["access_denied"]
@@ -207,7 +207,7 @@ async def test_carol_grants_no_calendar_scope_and_the_partial_grant_is_revoked(
     stack: Stack,
 ) -> None:
     result = await stack.connect(CAROL, user_id="u-carol")
-    assert result == {"status": "error", "error": "insufficient_scope"}
+    assert result == {"status": "error", "error": "insufficient_scope", "user_id": "u-carol"}
     assert await integration_rows(stack) == []
     # She did grant sign-in scopes: the gateway gave that grant back.
     revoked = stack.google.revoked_grants(CAROL_SUB)
@@ -258,7 +258,7 @@ async def test_replayed_callback_finds_the_state_spent(stack: Stack) -> None:
 
     again = await stack.browser_get(callback)
     assert again.startswith(RETURN_URL)
-    assert query_of(again) == {"status": "error", "error": "invalid_state"}
+    assert query_of(again) == {"status": "error", "error": "invalid_state", "user_id": "u-1"}
     assert len(await integration_rows(stack)) == 1
     # A replay can be repeated at will: counted, not audited.
     assert await outcomes(stack) == ["ok"]
@@ -284,7 +284,7 @@ async def test_expired_session(stack: Stack) -> None:
             update(connect_sessions).values(expires_at=utc_now() - timedelta(seconds=1))
         )
     back = await stack.browser_get(callback)
-    assert query_of(back) == {"status": "error", "error": "expired_session"}
+    assert query_of(back) == {"status": "error", "error": "expired_session", "user_id": "u-1"}
     assert await integration_rows(stack) == []
     # The code was never redeemed.
     assert stack.google.inspector.token_calls_for(ALICE_SUB, "authorization_code") == 0
@@ -296,7 +296,7 @@ async def test_pkce_mismatch_fails_the_exchange(stack: Stack) -> None:
     async with stack.engine.begin() as conn:
         await conn.execute(update(connect_sessions).values(code_verifier="x" * 64))
     back = await stack.browser_get(callback)
-    assert query_of(back) == {"status": "error", "error": "exchange_failed"}
+    assert query_of(back) == {"status": "error", "error": "exchange_failed", "user_id": "u-1"}
     assert await integration_rows(stack) == []
     token_calls = stack.google.inspector.requests(endpoint="token")
     assert [r.status for r in token_calls] == [400]
@@ -310,7 +310,7 @@ async def test_google_error_other_than_denial_is_exchange_failed(stack: Stack) -
         {"state": state, "error": "server_error"}
     )
     back = await stack.browser_get(url)
-    assert query_of(back) == {"status": "error", "error": "exchange_failed"}
+    assert query_of(back) == {"status": "error", "error": "exchange_failed", "user_id": "u-1"}
     [entry] = await audit_rows(stack)
     assert json.loads(entry["detail"]) == {"google_error": "server_error"}
 
@@ -333,9 +333,73 @@ async def test_google_error_is_recorded_as_a_known_code_only(
     state = query_of(session["connect_url"])["state"]
     url = stack.url("/oauth/google/callback?") + urlencode({"state": state, "error": sent})
     back = await stack.browser_get(url)
-    assert query_of(back) == {"status": "error", "error": "exchange_failed"}
+    assert query_of(back) == {"status": "error", "error": "exchange_failed", "user_id": "u-1"}
     [entry] = await audit_rows(stack)
     assert json.loads(entry["detail"]) == {"google_error": recorded}
+
+
+# -- app_state: binding the returning browser (login CSRF) -------------------------------------
+
+
+async def start_with_app_state(stack: Stack, app_state: Any, email: str) -> aiohttp.ClientResponse:
+    body = {"user_id": "u-app", "return_url": RETURN_URL, "login_hint": email}
+    return await stack.http.post(
+        stack.url("/v1/connect-sessions"),
+        json={**body, "app_state": app_state},
+        headers=stack.auth(),
+    )
+
+
+async def test_app_state_comes_back_with_the_user_id_and_is_never_logged(stack: Stack) -> None:
+    """Finding 8 of issue 14: a connect URL works from any browser, so the app needs something
+    of its own back to check that the browser returning is the one that started."""
+    capture = LogCapture()
+    logging.getLogger().addHandler(capture)
+    try:
+        app_state = "h1:" + "Zx9-_.~!*" * 20  # e.g. an HMAC of the app's own session id
+        async with await start_with_app_state(stack, app_state, ALICE) as response:
+            assert response.status == 201, await response.text()
+            session = await response.json()
+        callback = await stack.browser_get(session["connect_url"])
+        back = await stack.browser_get(callback)
+        query = query_of(back)
+        assert query["status"] == "connected"
+        assert (query["user_id"], query["app_state"]) == ("u-app", app_state)
+
+        # Used once: the session no longer holds it, and a replay gets none.
+        async with stack.engine.connect() as conn:
+            stored = (await conn.execute(select(connect_sessions.c.app_state))).scalars().all()
+        assert stored == [None]
+        again = query_of(await stack.browser_get(callback))
+        assert again == {"status": "error", "error": "invalid_state", "user_id": "u-app"}
+
+        # A refusal at Google comes back with it too.
+        async with await start_with_app_state(stack, "s2", BOB) as response:
+            session = await response.json()
+        refused = query_of(await stack.browser_get(await stack.browser_get(session["connect_url"])))
+        assert refused == {
+            "status": "error",
+            "error": "access_denied",
+            "user_id": "u-app",
+            "app_state": "s2",
+        }
+    finally:
+        logging.getLogger().removeHandler(capture)
+    assert capture.lines
+    assert not [line for line in capture.lines if "Zx9-_.~!*" in line]
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "x" * 513, "with space", "line\nbreak", "caf\u00e9", "tab\there", 12345, ["x"]]
+)
+async def test_a_bad_app_state_is_refused_and_stores_nothing(stack: Stack, bad: Any) -> None:
+    async with await start_with_app_state(stack, bad, ALICE) as response:
+        assert response.status == 422, await response.text()
+        assert response.content_type == "application/problem+json"
+        problem = await response.json()
+    assert problem["field"] == "app_state" or "app_state" in problem["detail"]
+    async with stack.engine.connect() as conn:
+        assert (await conn.execute(select(connect_sessions))).first() is None
 
 
 # -- the session request ----------------------------------------------------------------------
@@ -441,7 +505,7 @@ async def test_reconnect_reuses_the_integration_and_reactivates_it(stack: Stack)
     assert await repo.set_status(integration_id, Status.NEEDS_REAUTH, reason="invalid_grant")
 
     second = await stack.connect(ALICE, user_id="u-1")
-    assert second == {"status": "connected", "integration_id": integration_id}
+    assert second == {"status": "connected", "integration_id": integration_id, "user_id": "u-1"}
     [after] = await integration_rows(stack)
     assert after["status"] == "active"
     assert after["reauth_reason"] is None

@@ -257,6 +257,7 @@ def _back_to_app_with(error: str) -> Check:
         location = answer.header("Location") or ""
         assert location.startswith(RETURN_URL), location
         query = parse_qs(urlsplit(location).query)
+        query.pop("user_id", None)  # the session's own user id, handed back to the app
         assert query == {"status": ["error"], "error": [error]}, location
 
     return check
