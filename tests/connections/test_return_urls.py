@@ -30,6 +30,7 @@ BYPASSES = [
     "https://app.example.com/oauth/%252e%252e/admin",
     "https://app.example.com/oauth/..;/admin",
     "https://app.example.com/oauth/%00/../../admin",
+    "https://app.example.com/oauth/x%0d%0aSet-Cookie:%20a=b",
     # userinfo and host confusion
     "https://user@app.example.com/oauth/x",
     "https://app.example.com@evil.example/oauth/",
