@@ -237,7 +237,7 @@ async def authorize(request: web.Request, state: EmulatorState) -> web.Response:
         granted = requested & normalise_scopes(user.partial_scopes | SIGN_IN_SCOPES)
     else:
         granted = requested
-    if q.get("include_granted_scopes") == "true":
+    if q.get("include_granted_scopes") == "true" or state.merge_earlier_grants:
         granted |= already
 
     code = AuthCode(

@@ -36,6 +36,7 @@ from gateway.connections.google_flow import (
     GoogleIdentity,
     GrantedTokens,
     OAuthFlow,
+    requested_scopes,
 )
 from gateway.connections.model import (
     PURPOSE_ACCESS_TOKEN,
@@ -44,6 +45,7 @@ from gateway.connections.model import (
     Integration,
     Status,
     capabilities_for,
+    excess_scopes,
     new_integration_id,
 )
 from gateway.connections.repository import ConnectSession, IntegrationRepository, SealedTokens
@@ -329,15 +331,22 @@ class ConnectService:
             return await self._refuse(session, EXCHANGE_FAILED, revoked=revoked)
 
         capabilities = capabilities_for(tokens.granted_scopes)
-        await self._record(
-            "ok",
-            session.tenant_id,
-            integration_id=integration_id,
-            detail={
-                "capabilities": ",".join(c.value for c in capabilities),
-                "reconnect": reconnected,
-            },
-        )
+        detail: dict[str, str | bool] = {
+            "capabilities": ",".join(c.value for c in capabilities),
+            "reconnect": reconnected,
+        }
+        excess = excess_scopes(tokens.granted_scopes, requested_scopes(self._settings))
+        if excess:
+            # Google merged an earlier, broader grant into this one: kept (we cannot narrow a
+            # grant, and refusing would leave the user's earlier grant in place anyway), shown
+            # as `excess_scopes` in the integration's status and export, and audited here.
+            detail["excess_scopes"] = " ".join(excess)
+            log.warning(
+                "connect: integration=%s holds scopes beyond those asked for: %s",
+                integration_id,
+                " ".join(excess),
+            )
+        await self._record("ok", session.tenant_id, integration_id=integration_id, detail=detail)
         log.info(
             "connect: tenant=%s integration=%s connected (reconnect=%s)",
             session.tenant_id,

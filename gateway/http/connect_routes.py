@@ -27,7 +27,9 @@ from gateway.connections.google_flow import (
     GoogleFlow,
     allow_plain_http_if_configured,
     quiet_token_logging,
+    requested_scopes,
 )
+from gateway.connections.model import Integration, excess_scopes
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.http.appkeys import (
     AUDIT_KEY,
@@ -72,6 +74,11 @@ class CreateConnectSession(StrictBody):
 
 class ListIntegrations(StrictBody):
     user_id: PrintableText | None = Field(default=None, min_length=1, max_length=200)
+
+
+def _excess(request: web.Request, integration: Integration) -> list[str]:
+    """Scopes the integration's grant holds beyond what this gateway asks Google for."""
+    return excess_scopes(integration.granted_scopes, requested_scopes(request.app[SETTINGS_KEY]))
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -130,6 +137,7 @@ async def get_integration(request: web.Request) -> web.Response:
     """One integration, with the sync status of its calendars (`sync`)."""
     integration = await integration_for(request)
     document = integration.to_public()
+    document["excess_scopes"] = _excess(request, integration)
     document["sync"] = await sync_status(request.app, integration.id, utc_now())
     return web.json_response(document)
 
@@ -156,6 +164,7 @@ async def export_integration(request: web.Request) -> web.Response:
             "google_sub": integration.google_sub,
             "access_token_expires_at": _ts(integration.access_token_expires_at),
             "disconnect_requested_at": _ts(integration.disconnect_requested_at),
+            "excess_scopes": _excess(request, integration),
         },
         "tokens": {
             "refresh_token_stored": bool(sealed and sealed.refresh_token),

@@ -110,7 +110,7 @@ async def test_alice_connects_and_her_tokens_are_stored_sealed(stack: Stack) -> 
     sent = stack.google.inspector.requests(endpoint="authorize")[-1].query
     assert sent["access_type"] == "offline"
     assert sent["prompt"] == "consent"
-    assert sent["include_granted_scopes"] == "true"
+    assert "include_granted_scopes" not in sent
     assert sent["code_challenge_method"] == "S256"
     assert sent["login_hint"] == ALICE
     assert sent["redirect_uri"] == stack.settings.oauth_redirect_uri
@@ -136,6 +136,44 @@ async def test_alice_connects_and_her_tokens_are_stored_sealed(stack: Stack) -> 
     assert row["access_token_expires_at"] is not None
 
     assert await outcomes(stack) == ["ok"]
+
+
+FULL_CALENDAR = "https://www.googleapis.com/auth/calendar"
+
+
+async def test_an_earlier_broader_grant_is_not_folded_into_the_new_one(stack: Stack) -> None:
+    """Finding 6 of issue 14: with include_granted_scopes=true, a token carried the full
+    `calendar` scope Alice had granted this client before."""
+    stack.google.issue_tokens(ALICE, GATEWAY_CLIENT_ID, [FULL_CALENDAR])
+    result = await stack.connect(ALICE, user_id="u-1")
+    body = await integration(stack, result["integration_id"])
+    assert FULL_CALENDAR not in body["granted_scopes"]
+    assert body["excess_scopes"] == []
+    newest = stack.google.active_grants(ALICE_SUB, GATEWAY_CLIENT_ID)[-1]
+    assert FULL_CALENDAR not in newest.scopes
+
+
+async def test_a_grant_broader_than_asked_is_shown_and_audited(stack: Stack) -> None:
+    """When Google merges an earlier grant anyway, the integration says so: in its status, its
+    export and the audit entry of the connection."""
+    stack.google.issue_tokens(ALICE, GATEWAY_CLIENT_ID, [FULL_CALENDAR])
+    stack.google.merge_earlier_grants = True
+    result = await stack.connect(ALICE, user_id="u-1")
+    integration_id = result["integration_id"]
+    body = await integration(stack, integration_id)
+    assert FULL_CALENDAR in body["granted_scopes"]
+    assert body["excess_scopes"] == [FULL_CALENDAR]
+    async with stack.http.get(
+        stack.url(f"/v1/integrations/{integration_id}/export"), headers=stack.auth()
+    ) as response:
+        export = await response.json()
+    assert export["integration"]["excess_scopes"] == [FULL_CALENDAR]
+    [entry] = [e for e in export["audit"] if e["action"] == "connect"]
+    assert entry["detail"]["excess_scopes"] == FULL_CALENDAR
+
+    # Dave, who granted exactly what was asked, has none.
+    dave = await stack.connect(DAVE, user_id="u-dave")
+    assert (await integration(stack, dave["integration_id"]))["excess_scopes"] == []
 
 
 async def test_a_used_connect_session_keeps_neither_verifier_nor_email(stack: Stack) -> None:
