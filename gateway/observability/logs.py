@@ -101,16 +101,32 @@ def escape_controls(text: str) -> str:
     return _CONTROL.sub(_escape_control, text)
 
 
+_OWN_RENDERING = ("msg", "exc_text", "stack_info")
+
+
 def _inert(record: logging.LogRecord) -> logging.LogRecord:
-    """A copy of `record` whose message (arguments merged in) and every other text field hold
-    no control character. A copy, because other handlers may see the original."""
-    clean = logging.makeLogRecord(record.__dict__)
-    clean.msg = escape_controls(record.getMessage())
+    """`record` itself when no text field holds a control character and it has no traceback
+    (the common case: nothing to copy), else a copy whose message (arguments merged in) and
+    every other text field hold none. A copy, because other handlers may see the original."""
+    message = record.getMessage()
+    fields = record.__dict__
+    if (
+        record.exc_info is None
+        and record.stack_info is None
+        and _CONTROL.search(message) is None
+        and not any(
+            isinstance(value, str) and name not in _OWN_RENDERING and _CONTROL.search(value)
+            for name, value in fields.items()
+        )
+    ):
+        return record
+    clean = logging.makeLogRecord(fields)
+    clean.msg = escape_controls(message)
     clean.args = None
     # Another handler may have cached its own rendering of the traceback: render ours.
     clean.exc_text = None
-    for name, value in record.__dict__.items():
-        if isinstance(value, str) and name not in ("msg", "exc_text", "stack_info"):
+    for name, value in fields.items():
+        if isinstance(value, str) and name not in _OWN_RENDERING:
             setattr(clean, name, escape_controls(value))
     return clean
 
