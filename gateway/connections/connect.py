@@ -282,9 +282,12 @@ class ConnectService:
             spent = await self._repo.find_session(digest)
             self._refused("spent_state" if spent else "unknown_state")
             # A spent state still names its own session's return_url (one the tenant chose
-            # and we checked): safe to send the browser there. An unknown one names nothing.
+            # and we checked): safe to send the browser there, but without `user_id`: whoever
+            # replays an old callback URL learns nothing. An unknown one names nothing.
             return (
-                self._fail(spent, INVALID_STATE) if spent else CallbackOutcome(None, INVALID_STATE)
+                self._fail(spent, INVALID_STATE, identify=False)
+                if spent
+                else CallbackOutcome(None, INVALID_STATE)
             )
 
         now = self._clock()
@@ -470,13 +473,11 @@ class ConnectService:
         self._refused_log.event("connect: callback refused: %s", reason)
 
     @staticmethod
-    def _fail(session: ConnectSession, code: str) -> CallbackOutcome:
-        return CallbackOutcome(
-            with_query(
-                session.return_url, {"status": "error", "error": code, **_identifies(session)}
-            ),
-            code,
-        )
+    def _fail(session: ConnectSession, code: str, *, identify: bool = True) -> CallbackOutcome:
+        params = {"status": "error", "error": code}
+        if identify:
+            params.update(_identifies(session))
+        return CallbackOutcome(with_query(session.return_url, params), code)
 
     async def _record(
         self,
@@ -497,7 +498,7 @@ class ConnectService:
 
 def _identifies(session: ConnectSession) -> dict[str, str]:
     """What the final redirect tells the app about whose session this was: `user_id`, and the
-    caller's `app_state` while the session still holds it (a replayed state gets none)."""
+    caller's `app_state` if it gave one."""
     found = {"user_id": session.user_id}
     if session.app_state is not None:
         found["app_state"] = session.app_state

@@ -296,7 +296,7 @@ async def test_replayed_callback_finds_the_state_spent(stack: Stack) -> None:
 
     again = await stack.browser_get(callback)
     assert again.startswith(RETURN_URL)
-    assert query_of(again) == {"status": "error", "error": "invalid_state", "user_id": "u-1"}
+    assert query_of(again) == {"status": "error", "error": "invalid_state"}
     assert len(await integration_rows(stack)) == 1
     # A replay can be repeated at will: counted, not audited.
     assert await outcomes(stack) == ["ok"]
@@ -404,12 +404,12 @@ async def test_app_state_comes_back_with_the_user_id_and_is_never_logged(stack: 
         assert query["status"] == "connected"
         assert (query["user_id"], query["app_state"]) == ("u-app", app_state)
 
-        # Used once: the session no longer holds it, and a replay gets none.
+        # Used once: the session no longer holds it, and a replay gets neither it nor user_id.
         async with stack.engine.connect() as conn:
             stored = (await conn.execute(select(connect_sessions.c.app_state))).scalars().all()
         assert stored == [None]
         again = query_of(await stack.browser_get(callback))
-        assert again == {"status": "error", "error": "invalid_state", "user_id": "u-app"}
+        assert again == {"status": "error", "error": "invalid_state"}
 
         # A refusal at Google comes back with it too.
         async with await start_with_app_state(stack, "s2", BOB) as response:
