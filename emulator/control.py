@@ -243,6 +243,7 @@ def setup(app: web.Application, state: EmulatorState) -> None:
             "request_log_size": state.inspector.max_records,
             "max_refresh_tokens_per_client": state.max_refresh_tokens_per_client,
             "refresh_token_lifetime_s": state.refresh_token_lifetime_s,
+            "merge_earlier_grants": state.merge_earlier_grants,
         }
 
     @routes.get("/settings")
@@ -261,6 +262,8 @@ def setup(app: web.Application, state: EmulatorState) -> None:
         for name, minimum in ints.items():
             if name in body and (not isinstance(body[name], int) or body[name] < minimum):
                 raise bad_request(f"{name} must be an integer >= {minimum}")
+        if "merge_earlier_grants" in body and not isinstance(body["merge_earlier_grants"], bool):
+            raise bad_request("merge_earlier_grants must be true or false")
         if "access_token_lifetime_s" in body:
             state.access_token_lifetime_s = body["access_token_lifetime_s"]
         if "auth_code_lifetime_s" in body:
@@ -274,6 +277,8 @@ def setup(app: web.Application, state: EmulatorState) -> None:
             if lifetime is not None and (not isinstance(lifetime, int) or lifetime < 1):
                 raise bad_request("refresh_token_lifetime_s must be null or an integer >= 1")
             state.refresh_token_lifetime_s = lifetime
+        if "merge_earlier_grants" in body:
+            state.merge_earlier_grants = body["merge_earlier_grants"]
         if "default_user" in body:
             ref = body["default_user"]
             state.default_user_sub = find_user(str(ref)).sub if ref is not None else None

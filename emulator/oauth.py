@@ -256,7 +256,7 @@ async def authorize(request: web.Request, state: EmulatorState) -> web.Response:
         code_challenge=challenge,
         code_challenge_method=method if challenge is not None else None,
         nonce=q.get("nonce"),
-        include_granted=q.get("include_granted_scopes") == "true",
+        include_granted=q.get("include_granted_scopes") == "true" or state.merge_earlier_grants,
     )
     if user.consent == "ask" and ("consent" in prompts or not requested <= already):
         consent_id = state.new_token("consent-", 16)

@@ -214,6 +214,11 @@ class EmulatorState:
     max_refresh_tokens_per_client: int = MAX_REFRESH_TOKENS_PER_CLIENT
     # None: refresh tokens live until revoked. 604800 mimics an External app in "Testing" status.
     refresh_token_lifetime_s: int | None = None
+    # True: the authorization endpoint adds the scopes the user already granted this client even
+    # without include_granted_scopes=true. Google's consent does this for some accounts (the
+    # earlier grant is merged into the new one); a client must not assume its token holds only
+    # what it asked for. Never more than was really granted before.
+    merge_earlier_grants: bool = False
     # id_token `iss`: Google's, so google-auth's verify_oauth2_token accepts emulator tokens.
     issuer: str = "https://accounts.google.com"
     signing_key: SigningKey = field(default_factory=SigningKey)

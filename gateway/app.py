@@ -20,6 +20,7 @@ from gateway.connections.repository import IntegrationRepository
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated
 from gateway.http import (
+    audit_wiring,
     availability_routes,
     booking_routes,
     connect_routes,
@@ -43,7 +44,7 @@ from gateway.http.appkeys import (
 from gateway.http.metrics_routes import metrics_middleware
 from gateway.http.problems import problem_middleware
 from gateway.http.request_id import request_id_middleware
-from gateway.observability.logs import quiet_protocol_errors
+from gateway.observability.logs import hold_chatty_loggers, quiet_protocol_errors
 from gateway.settings import Settings
 from gateway.wiring import open_vault
 
@@ -68,6 +69,7 @@ async def openapi(_request: web.Request) -> web.Response:
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.Application:
     """Build the gateway application. Pass `engine` to share one (tests do)."""
     quiet_protocol_errors()
+    hold_chatty_loggers()
     # The request id is bound outside the problem middleware, so error answers carry it too.
     app = web.Application(
         middlewares=[request_id_middleware, metrics_middleware, problem_middleware],
@@ -110,6 +112,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
     for feature in (
         health_routes,
         metrics_routes,
+        audit_wiring,
         token_wiring,
         connect_routes,
         disconnect_routes,

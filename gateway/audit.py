@@ -1,7 +1,9 @@
 """The audit log: who did what to which integration, with what outcome.
 
 Entries carry codes and ids only: never a token, an email address or event data, because the
-audit log is kept longer than the data it describes (it outlives a disconnect).
+audit log is kept longer than the data it describes (it outlives a disconnect). Not for ever:
+entries older than GATEWAY_AUDIT_RETENTION_DAYS are purged (`purge`, run at start-up and hourly
+by gateway/http/audit_wiring.py).
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.apikeys import utc_now
@@ -66,6 +68,13 @@ class AuditLog:
             return
         async with self._engine.begin() as own:
             await own.execute(audit_log.insert().values(**values))
+
+    async def purge(self, *, older_than: timedelta) -> int:
+        """Delete entries written more than `older_than` ago (by the clock). Returns how many."""
+        cutoff = self._clock() - older_than
+        async with self._engine.begin() as conn:
+            result = await conn.execute(delete(audit_log).where(audit_log.c.at < cutoff))
+        return int(result.rowcount or 0)
 
     async def entries(
         self, *, tenant_id: str | None = None, integration_id: str | None = None

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     connect_session_ttl_s: int = Field(
         default=600, ge=60, le=3600, validation_alias=AliasChoices("GATEWAY_CONNECT_SESSION_TTL_S")
     )
+    audit_retention_days: int = Field(
+        default=400, ge=1, le=36_500, validation_alias=AliasChoices("GATEWAY_AUDIT_RETENTION_DAYS")
+    )
     token_refresh_margin_s: int = Field(
         default=300, ge=0, le=3000, validation_alias=AliasChoices("GATEWAY_TOKEN_REFRESH_MARGIN_S")
     )

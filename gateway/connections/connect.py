@@ -7,8 +7,13 @@ The OAuth `state` is 256 random bits, stored only as its SHA-256, single-use (co
 anything else happens, so a replay finds it spent), and expires with the session. The PKCE
 verifier lives in the session row until that one use.
 
-Every outcome of a callback writes one audit entry (action `connect`, outcome `ok` or the error
-code) with ids and codes only. Tokens are sealed by the vault before they reach the database
+Every callback that names a live session writes one audit entry (action `connect`, outcome `ok`
+or the error code) with ids and codes only; Google's `error` parameter is recorded as one code
+of a fixed vocabulary (`GOOGLE_ERROR_CODES`, else `other`), never as the text that came in.
+A callback that names no live session (no state, an unknown one, or a replay of a spent one)
+identifies nobody and can be repeated by anyone at will: it is counted in a metric
+(`gateway_connect_callbacks_refused_total{reason}`) and logged at most once a minute, never
+audited row by row. Tokens are sealed by the vault before they reach the database
 and never leave this module in clear: not in logs, not in exceptions, not in the redirect.
 """
 
@@ -31,6 +36,7 @@ from gateway.connections.google_flow import (
     GoogleIdentity,
     GrantedTokens,
     OAuthFlow,
+    requested_scopes,
 )
 from gateway.connections.model import (
     OWNER_TAG_BYTES,
@@ -40,11 +46,15 @@ from gateway.connections.model import (
     Integration,
     Status,
     capabilities_for,
+    excess_scopes,
     new_integration_id,
     new_owner_tag,
 )
 from gateway.connections.repository import ConnectSession, IntegrationRepository, SealedTokens
+from gateway.connections.return_urls import canonical_return_url
 from gateway.errors import InvalidInput, ProblemError
+from gateway.observability.metrics import CONNECT_CALLBACKS_REFUSED
+from gateway.observability.throttle import LogThrottle
 from gateway.settings import Settings
 from vault.envelope import SealContext
 from vault.errors import InvalidCiphertext
@@ -71,6 +81,32 @@ CALLBACK_ERRORS = (
     EXPIRED_SESSION,
     EXCHANGE_FAILED,
 )
+# What Google's `error` parameter may say on the redirect back (RFC 6749 4.1.2.1, OpenID
+# Connect, and Google's own): recorded as is; anything else (the browser can send any text) is
+# recorded as GOOGLE_ERROR_OTHER.
+GOOGLE_ERROR_CODES = frozenset(
+    {
+        "access_denied",
+        "invalid_request",
+        "unauthorized_client",
+        "unsupported_response_type",
+        "invalid_scope",
+        "server_error",
+        "temporarily_unavailable",
+        "interaction_required",
+        "login_required",
+        "account_selection_required",
+        "consent_required",
+        "admin_policy_enforced",
+        "disallowed_useragent",
+        "org_internal",
+        "invalid_client",
+        "redirect_uri_mismatch",
+    }
+)
+GOOGLE_ERROR_OTHER = "other"
+# At most one log line per this many seconds for callbacks that name no live session.
+REFUSED_LOG_INTERVAL_S = 60.0
 
 
 class GoogleNotConfigured(ProblemError):
@@ -102,8 +138,9 @@ class CallbackOutcome:
     """Where to send the browser after a callback.
 
     `location` is the session's return_url with `status=connected&integration_id=...` or
-    `status=error&error=<code>`; it is None when the state is unknown (no trustworthy place to
-    send the browser: answer a plain error page with `error` instead).
+    `status=error&error=<code>`, then `user_id` and the caller's `app_state` if it gave one.
+    It is None when the state is unknown (no trustworthy place to send the browser: answer a
+    plain error page with `error` instead).
     """
 
     location: str | None
@@ -116,30 +153,13 @@ def state_digest(state: str) -> str:
     return hashlib.sha256(state.encode("utf-8", "replace")).hexdigest()
 
 
+def google_error_code(raw: str) -> str:
+    """Google's `error` parameter as one code of GOOGLE_ERROR_CODES, else `other`."""
+    return raw if raw in GOOGLE_ERROR_CODES else GOOGLE_ERROR_OTHER
+
+
 def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def return_url_allowed(url: str, prefixes: list[str]) -> bool:
-    """Whether `url` may receive the user's browser: an absolute http(s) URL without userinfo,
-    starting with an allowed prefix on the same origin. A prefix without a trailing '/' must
-    end at a boundary, so `https://app.example.com` does not admit `https://app.example.com.evil`
-    (or `...@evil`)."""
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
-        return False
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-        return False
-    for prefix in prefixes:
-        if not url.startswith(prefix):
-            continue
-        allowed = urlsplit(prefix)
-        if (allowed.scheme, allowed.netloc.lower()) != (parts.scheme, parts.netloc.lower()):
-            continue
-        rest = url[len(prefix) :]
-        if not rest or prefix.endswith(("/", "?", "&")) or rest[0] in "/?#":
-            return True
-    return False
 
 
 def with_query(url: str, params: Mapping[str, str]) -> str:
@@ -178,6 +198,7 @@ class ConnectService:
         self._revoker = revoker
         self._clock = clock
         self._token_bytes = token_bytes
+        self._refused_log = LogThrottle(log, interval_s=REFUSED_LOG_INTERVAL_S, clock=clock)
 
     def __repr__(self) -> str:
         return f"ConnectService(configured={self._flow is not None})"
@@ -191,9 +212,19 @@ class ConnectService:
         return await self._repo.purge_sessions(self._clock() - SESSION_RETENTION)
 
     async def create_session(
-        self, *, tenant_id: str, user_id: str, return_url: str, login_hint: str | None = None
+        self,
+        *,
+        tenant_id: str,
+        user_id: str,
+        return_url: str,
+        login_hint: str | None = None,
+        app_state: str | None = None,
     ) -> StartedSession:
         """Start a connection for `user_id`: store a session, return Google's consent URL.
+
+        `app_state` is the caller's opaque value, handed back with `user_id` on the final
+        redirect so the app can check that the browser coming back is the one that started
+        (login CSRF: a connect URL works from any browser until it expires).
 
         Raises GoogleNotConfigured (503) and InvalidInput (422, code return_url_not_allowed).
         """
@@ -202,7 +233,9 @@ class ConnectService:
                 "Google Calendar connections are not configured on this gateway "
                 "(GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET)"
             )
-        if not return_url_allowed(return_url, self._settings.allowed_return_urls):
+        # Checked, stored and followed in one canonical form (no `..`, `%2e%2e`, `\\`, ...).
+        canonical = canonical_return_url(return_url, self._settings.allowed_return_urls)
+        if canonical is None:
             raise InvalidInput(
                 "return_url: not an allowed return URL (see GATEWAY_ALLOWED_RETURN_URLS)",
                 code="return_url_not_allowed",
@@ -219,11 +252,12 @@ class ConnectService:
                 state_sha256=state_digest(state),
                 tenant_id=tenant_id,
                 user_id=user_id,
-                return_url=return_url,
+                return_url=canonical,
                 login_hint=login_hint,
                 code_verifier=verifier,
                 created_at=now,
                 expires_at=expires_at,
+                app_state=app_state,
             )
         )
         url = self._flow.authorization_url(
@@ -241,25 +275,28 @@ class ConnectService:
         """
         state = query.get("state", "")
         if not state or len(state) > MAX_STATE_CHARS:
-            await self._record(INVALID_STATE, None)
+            self._refused("missing_state" if not state else "unknown_state")
             return CallbackOutcome(None, INVALID_STATE)
         digest = state_digest(state)
         # Consumed first, whatever follows: a state works once, even if this attempt fails.
         session = await self._repo.consume_session(digest)
         if session is None:
             spent = await self._repo.find_session(digest)
-            await self._record(INVALID_STATE, spent.tenant_id if spent else None)
+            self._refused("spent_state" if spent else "unknown_state")
             # A spent state still names its own session's return_url (one the tenant chose
-            # and we checked): safe to send the browser there. An unknown one names nothing.
+            # and we checked): safe to send the browser there, but without `user_id`: whoever
+            # replays an old callback URL learns nothing. An unknown one names nothing.
             return (
-                self._fail(spent, INVALID_STATE) if spent else CallbackOutcome(None, INVALID_STATE)
+                self._fail(spent, INVALID_STATE, identify=False)
+                if spent
+                else CallbackOutcome(None, INVALID_STATE)
             )
 
         now = self._clock()
         if now >= session.expires_at:
             return await self._refuse(session, EXPIRED_SESSION)
         if "error" in query:
-            google_error = query["error"][:64]
+            google_error = google_error_code(query["error"])
             code = ACCESS_DENIED if google_error == ACCESS_DENIED else EXCHANGE_FAILED
             return await self._refuse(session, code, google_error=google_error)
         code_param = query.get("code", "")
@@ -299,15 +336,22 @@ class ConnectService:
             return await self._refuse(session, EXCHANGE_FAILED, revoked=revoked)
 
         capabilities = capabilities_for(tokens.granted_scopes)
-        await self._record(
-            "ok",
-            session.tenant_id,
-            integration_id=integration_id,
-            detail={
-                "capabilities": ",".join(c.value for c in capabilities),
-                "reconnect": reconnected,
-            },
-        )
+        detail: dict[str, str | bool] = {
+            "capabilities": ",".join(c.value for c in capabilities),
+            "reconnect": reconnected,
+        }
+        excess = excess_scopes(tokens.granted_scopes, requested_scopes(self._settings))
+        if excess:
+            # Google merged an earlier, broader grant into this one: kept (we cannot narrow a
+            # grant, and refusing would leave the user's earlier grant in place anyway), shown
+            # as `excess_scopes` in the integration's status and export, and audited here.
+            detail["excess_scopes"] = " ".join(excess)
+            log.warning(
+                "connect: integration=%s holds scopes beyond those asked for: %s",
+                integration_id,
+                " ".join(excess),
+            )
+        await self._record("ok", session.tenant_id, integration_id=integration_id, detail=detail)
         log.info(
             "connect: tenant=%s integration=%s connected (reconnect=%s)",
             session.tenant_id,
@@ -316,7 +360,12 @@ class ConnectService:
         )
         return CallbackOutcome(
             with_query(
-                session.return_url, {"status": "connected", "integration_id": integration_id}
+                session.return_url,
+                {
+                    "status": "connected",
+                    "integration_id": integration_id,
+                    **_identifies(session),
+                },
             ),
             None,
             integration_id,
@@ -421,11 +470,17 @@ class ConnectService:
         log.info("connect: tenant=%s refused: %s", session.tenant_id, code)
         return self._fail(session, code)
 
+    def _refused(self, reason: str) -> None:
+        """A callback that names no live session: counted, logged now and then, not audited."""
+        CONNECT_CALLBACKS_REFUSED.labels(reason=reason).inc()
+        self._refused_log.event("connect: callback refused: %s", reason)
+
     @staticmethod
-    def _fail(session: ConnectSession, code: str) -> CallbackOutcome:
-        return CallbackOutcome(
-            with_query(session.return_url, {"status": "error", "error": code}), code
-        )
+    def _fail(session: ConnectSession, code: str, *, identify: bool = True) -> CallbackOutcome:
+        params = {"status": "error", "error": code}
+        if identify:
+            params.update(_identifies(session))
+        return CallbackOutcome(with_query(session.return_url, params), code)
 
     async def _record(
         self,
@@ -442,6 +497,15 @@ class ConnectService:
             integration_id=integration_id,
             detail=detail or None,
         )
+
+
+def _identifies(session: ConnectSession) -> dict[str, str]:
+    """What the final redirect tells the app about whose session this was: `user_id`, and the
+    caller's `app_state` if it gave one."""
+    found = {"user_id": session.user_id}
+    if session.app_state is not None:
+        found["app_state"] = session.app_state
+    return found
 
 
 class _MissingRefreshToken(Exception):

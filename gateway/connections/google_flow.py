@@ -3,8 +3,9 @@
 Two halves, each a plain object the connect service calls:
 
 - `authorization_url(state, code_verifier, login_hint)` builds Google's consent URL (pure, no
-  I/O): `access_type=offline` and `prompt=consent` so a refresh token always comes back,
-  `include_granted_scopes=true`, PKCE S256 from the verifier we chose and stored.
+  I/O): `access_type=offline` and `prompt=consent` so a refresh token always comes back, PKCE
+  S256 from the verifier we chose and stored. Never `include_granted_scopes`: it would fold any
+  broader scope the user granted this client before (the full `calendar`, say) into our token.
 - `exchange(code, code_verifier)` redeems the code and verifies the id_token. Both are blocking
   (requests underneath), so they run in a worker thread: nothing here blocks the event loop.
 
@@ -162,7 +163,6 @@ class GoogleFlow:
             state=state,
             access_type="offline",
             prompt="consent",
-            include_granted_scopes="true",
             **extra,
         )
         return str(url)

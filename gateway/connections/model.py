@@ -49,6 +49,21 @@ def capabilities_for(granted_scopes: frozenset[str]) -> list[Capability]:
     return found
 
 
+# Google answers the sign-in scopes in their URL form whatever spelling was asked.
+_SIGN_IN_ALIASES = {
+    "email": "https://www.googleapis.com/auth/userinfo.email",
+    "profile": "https://www.googleapis.com/auth/userinfo.profile",
+}
+
+
+def excess_scopes(granted: frozenset[str], requested: list[str]) -> list[str]:
+    """The scopes a grant holds beyond what was asked for (sorted). Google may still merge a
+    broader scope the user granted this client before into a new grant; the gateway never uses
+    it, but the user and the tenant should see that the token could."""
+    asked = set(requested) | {_SIGN_IN_ALIASES[s] for s in requested if s in _SIGN_IN_ALIASES}
+    return sorted(granted - asked)
+
+
 def new_integration_id(random_bytes: bytes) -> str:
     """`int_` + 24 hex characters (96 random bits)."""
     if len(random_bytes) != 12:

@@ -55,6 +55,7 @@ def row_to_session(row: RowMapping) -> ConnectSession:
         code_verifier=row["code_verifier"],
         created_at=created_at,
         expires_at=expires_at,
+        app_state=row["app_state"],
     )
 
 
@@ -100,6 +101,8 @@ class ConnectSession:
     code_verifier: str = field(repr=False)
     created_at: datetime
     expires_at: datetime
+    # Returned to the caller on the final redirect; never logged (it may bind the browser).
+    app_state: str | None = field(default=None, repr=False)
 
 
 class IntegrationRepository:
@@ -217,14 +220,16 @@ class IntegrationRepository:
                     code_verifier=session.code_verifier,
                     created_at=session.created_at,
                     expires_at=session.expires_at,
+                    app_state=session.app_state,
                 )
             )
 
     async def consume_session(self, state_sha256: str) -> ConnectSession | None:
         """Mark the session used and return it, exactly once: a replayed state gets None.
 
-        The PKCE verifier and the login hint (an email) are wiped in the same transaction:
-        they are needed once, right now, and a disconnect must leave no email behind.
+        The PKCE verifier, the login hint (an email) and the caller's app_state are wiped in the
+        same transaction: they are needed once, right now, and a disconnect must leave no email
+        behind (a replayed state gets no app_state back).
         Expiry is the caller's check (it answers `expired_session`, not `invalid_state`).
         """
         async with self.engine.begin() as conn:
@@ -245,7 +250,9 @@ class IntegrationRepository:
                     connect_sessions.c.state_sha256 == state_sha256,
                     connect_sessions.c.consumed_at.is_(None),
                 )
-                .values(consumed_at=self._clock(), code_verifier="", login_hint=None)
+                .values(
+                    consumed_at=self._clock(), code_verifier="", login_hint=None, app_state=None
+                )
             )
             if result.rowcount != 1:
                 return None  # another request consumed it between our read and write

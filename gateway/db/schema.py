@@ -99,6 +99,9 @@ connect_sessions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("expires_at", DateTime(timezone=True), nullable=False),
     Column("consumed_at", DateTime(timezone=True), nullable=True),
+    # The caller's opaque value, handed back on the final redirect (login CSRF check); wiped
+    # when the session is used.
+    Column("app_state", String(512), nullable=True),
 )
 
 audit_log = Table(
@@ -115,6 +118,7 @@ audit_log = Table(
     Column("detail", Text, nullable=True),
     Index("ix_audit_log_integration", "integration_id"),
     Index("ix_audit_log_tenant_at", "tenant_id", "at"),
+    Index("ix_audit_log_at", "at"),  # the retention purge
 )
 
 # -- calendar sync (gateway/sync) -------------------------------------------------------------

@@ -12,8 +12,6 @@ render. Another tenant's integration is 404, like one that does not exist.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -29,7 +27,9 @@ from gateway.connections.google_flow import (
     GoogleFlow,
     allow_plain_http_if_configured,
     quiet_token_logging,
+    requested_scopes,
 )
+from gateway.connections.model import Integration, excess_scopes
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.http.appkeys import (
     AUDIT_KEY,
@@ -42,6 +42,7 @@ from gateway.http.auth import principal, requires_scope
 from gateway.http.lookup import integration_for
 from gateway.http.sync_wiring import sync_status
 from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
+from gateway.periodic import periodic
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,20 @@ class CreateConnectSession(StrictBody):
     user_id: PrintableText = Field(min_length=1, max_length=200)
     return_url: PrintableText = Field(min_length=1, max_length=2048)
     login_hint: PrintableText | None = Field(default=None, min_length=1, max_length=320)
+    # Opaque to us and returned on the final redirect: printable ASCII, no spaces, so it
+    # survives a URL's query unchanged and cannot carry markup-breaking whitespace.
+    app_state: str | None = Field(
+        default=None, min_length=1, max_length=512, pattern=r"^[\x21-\x7e]+$"
+    )
 
 
 class ListIntegrations(StrictBody):
     user_id: PrintableText | None = Field(default=None, min_length=1, max_length=200)
+
+
+def _excess(request: web.Request, integration: Integration) -> list[str]:
+    """Scopes the integration's grant holds beyond what this gateway asks Google for."""
+    return excess_scopes(integration.granted_scopes, requested_scopes(request.app[SETTINGS_KEY]))
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -86,6 +97,7 @@ async def create_connect_session(request: web.Request) -> web.Response:
         user_id=body.user_id,
         return_url=body.return_url,
         login_hint=body.login_hint,
+        app_state=body.app_state,
     )
     return web.json_response(
         {"connect_url": started.connect_url, "expires_at": _ts(started.expires_at)},
@@ -125,6 +137,7 @@ async def get_integration(request: web.Request) -> web.Response:
     """One integration, with the sync status of its calendars (`sync`)."""
     integration = await integration_for(request)
     document = integration.to_public()
+    document["excess_scopes"] = _excess(request, integration)
     document["sync"] = await sync_status(request.app, integration.id, utc_now())
     return web.json_response(document)
 
@@ -151,6 +164,7 @@ async def export_integration(request: web.Request) -> web.Response:
             "google_sub": integration.google_sub,
             "access_token_expires_at": _ts(integration.access_token_expires_at),
             "disconnect_requested_at": _ts(integration.disconnect_requested_at),
+            "excess_scopes": _excess(request, integration),
         },
         "tokens": {
             "refresh_token_stored": bool(sealed and sealed.refresh_token),
@@ -208,13 +222,16 @@ def setup(app: web.Application) -> None:
         )
         app[CONNECT_KEY] = service
         interval_s = app.get(SESSION_PURGE_INTERVAL_KEY, SESSION_PURGE_INTERVAL_S)
-        purger = asyncio.create_task(_purge_sessions_forever(service, interval_s))
-        try:
+
+        async def purge_sessions() -> None:
+            # A quiet gateway (no new connections) must not keep abandoned sessions' login
+            # hints (emails) for ever.
+            purged = await service.purge_expired_sessions()
+            if purged:
+                log.info("purged %d expired connect session(s)", purged)
+
+        async with periodic(purge_sessions, what="connect session purge", interval_s=interval_s):
             yield
-        finally:
-            purger.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await purger
 
     app.cleanup_ctx.append(connect_ctx)
     app.router.add_post("/v1/connect-sessions", create_connect_session)
@@ -222,16 +239,3 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/v1/integrations", list_integrations)
     app.router.add_get("/v1/integrations/{integration_id}", get_integration)
     app.router.add_get("/v1/integrations/{integration_id}/export", export_integration)
-
-
-async def _purge_sessions_forever(service: ConnectService, interval_s: float) -> None:
-    """Purge abandoned connect sessions at startup and every `interval_s`, so a quiet gateway
-    (no new connections) does not keep their login hints (emails) for ever."""
-    while True:
-        try:
-            purged = await service.purge_expired_sessions()
-            if purged:
-                log.info("purged %d expired connect session(s)", purged)
-        except Exception:  # the database may be briefly unreachable; try again next round
-            log.exception("connect session purge failed")
-        await asyncio.sleep(interval_s)

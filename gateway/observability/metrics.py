@@ -49,3 +49,10 @@ TOKEN_REFRESHES = Counter(
     "Access-token refreshes at Google, by outcome (ok, invalid_grant, ...).",
     ["outcome"],
 )
+CONNECT_CALLBACKS_REFUSED = Counter(
+    "gateway_connect_callbacks_refused_total",
+    "OAuth callbacks refused before they named a live connect session, so nobody is identified"
+    " and no audit entry is written, by reason (missing_state; unknown_state; spent_state: a"
+    " replay of a state already used).",
+    ["reason"],
+)

@@ -7,10 +7,10 @@ return URL whose query says how it went.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,13 +20,14 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import SCOPES, ApiKeyStore, utc_now
 from gateway.app import create_app
 from gateway.audit import AuditLog
-from gateway.connections.connect import ConnectService, return_url_allowed, with_query
+from gateway.connections.connect import ConnectService, with_query
 from gateway.connections.google_flow import ExchangeFailed, GoogleIdentity, GrantedTokens
 from gateway.connections.model import (
     PURPOSE_ACCESS_TOKEN,
@@ -35,9 +36,9 @@ from gateway.connections.model import (
     Status,
 )
 from gateway.connections.repository import IntegrationRepository, SealedTokens
+from gateway.connections.return_urls import return_url_allowed
 from gateway.db.schema import audit_log, connect_sessions, integrations
 from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
-from gateway.http.connect_routes import SESSION_PURGE_INTERVAL_KEY
 from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE, load_settings
 from gateway.wiring import open_vault
 from tests.stack import (
@@ -51,6 +52,7 @@ from tests.stack import (
     GATEWAY_CLIENT_ID,
     GATEWAY_CLIENT_SECRET,
     RETURN_URL,
+    LogCapture,
     Stack,
     issued_secrets,
 )
@@ -108,7 +110,7 @@ async def test_alice_connects_and_her_tokens_are_stored_sealed(stack: Stack) -> 
     sent = stack.google.inspector.requests(endpoint="authorize")[-1].query
     assert sent["access_type"] == "offline"
     assert sent["prompt"] == "consent"
-    assert sent["include_granted_scopes"] == "true"
+    assert "include_granted_scopes" not in sent
     assert sent["code_challenge_method"] == "S256"
     assert sent["login_hint"] == ALICE
     assert sent["redirect_uri"] == stack.settings.oauth_redirect_uri
@@ -136,6 +138,44 @@ async def test_alice_connects_and_her_tokens_are_stored_sealed(stack: Stack) -> 
     assert await outcomes(stack) == ["ok"]
 
 
+FULL_CALENDAR = "https://www.googleapis.com/auth/calendar"
+
+
+async def test_an_earlier_broader_grant_is_not_folded_into_the_new_one(stack: Stack) -> None:
+    """Finding 6 of issue 14: with include_granted_scopes=true, a token carried the full
+    `calendar` scope Alice had granted this client before."""
+    stack.google.issue_tokens(ALICE, GATEWAY_CLIENT_ID, [FULL_CALENDAR])
+    result = await stack.connect(ALICE, user_id="u-1")
+    body = await integration(stack, result["integration_id"])
+    assert FULL_CALENDAR not in body["granted_scopes"]
+    assert body["excess_scopes"] == []
+    newest = stack.google.active_grants(ALICE_SUB, GATEWAY_CLIENT_ID)[-1]
+    assert FULL_CALENDAR not in newest.scopes
+
+
+async def test_a_grant_broader_than_asked_is_shown_and_audited(stack: Stack) -> None:
+    """When Google merges an earlier grant anyway, the integration says so: in its status, its
+    export and the audit entry of the connection."""
+    stack.google.issue_tokens(ALICE, GATEWAY_CLIENT_ID, [FULL_CALENDAR])
+    stack.google.merge_earlier_grants = True
+    result = await stack.connect(ALICE, user_id="u-1")
+    integration_id = result["integration_id"]
+    body = await integration(stack, integration_id)
+    assert FULL_CALENDAR in body["granted_scopes"]
+    assert body["excess_scopes"] == [FULL_CALENDAR]
+    async with stack.http.get(
+        stack.url(f"/v1/integrations/{integration_id}/export"), headers=stack.auth()
+    ) as response:
+        export = await response.json()
+    assert export["integration"]["excess_scopes"] == [FULL_CALENDAR]
+    [entry] = [e for e in export["audit"] if e["action"] == "connect"]
+    assert entry["detail"]["excess_scopes"] == FULL_CALENDAR
+
+    # Dave, who granted exactly what was asked, has none.
+    dave = await stack.connect(DAVE, user_id="u-dave")
+    assert (await integration(stack, dave["integration_id"]))["excess_scopes"] == []
+
+
 async def test_a_used_connect_session_keeps_neither_verifier_nor_email(stack: Stack) -> None:
     # The login hint is the user's email: once the callback used the session it has no
     # purpose, and a later disconnect must leave no email behind (found by the demo's scan).
@@ -161,14 +201,9 @@ async def test_abandoned_sessions_are_purged_without_a_new_connection(stack: Sta
         )
 
     app = create_app(stack.settings, engine=stack.engine)  # another process, or a restart
-    app[SESSION_PURGE_INTERVAL_KEY] = 0.05
-    async with TestServer(app, host="127.0.0.1", port=0):
-        for _ in range(100):
-            async with stack.engine.connect() as conn:
-                users = (await conn.execute(select(connect_sessions.c.user_id))).scalars().all()
-            if users == ["u-new"]:
-                break
-            await asyncio.sleep(0.05)
+    # The purge runs at start-up, before the app serves.
+    async with TestServer(app, host="127.0.0.1", port=0), stack.engine.connect() as conn:
+        users = (await conn.execute(select(connect_sessions.c.user_id))).scalars().all()
     assert users == ["u-new"]  # the live session stays usable
     async with stack.engine.connect() as conn:
         hints = (await conn.execute(select(connect_sessions.c.login_hint))).scalars().all()
@@ -200,7 +235,7 @@ async def test_connect_url_points_at_google_and_carries_no_secret(stack: Stack) 
 
 async def test_bob_refuses_and_nothing_is_stored(stack: Stack) -> None:
     result = await stack.connect(BOB, user_id="u-bob")
-    assert result == {"status": "error", "error": "access_denied"}
+    assert result == {"status": "error", "error": "access_denied", "user_id": "u-bob"}
     assert await integration_rows(stack) == []
     assert stack.google.active_grants(BOB_SUB, GATEWAY_CLIENT_ID) == []
     assert await outcomes(stack) == ["access_denied"]
@@ -210,7 +245,7 @@ async def test_carol_grants_no_calendar_scope_and_the_partial_grant_is_revoked(
     stack: Stack,
 ) -> None:
     result = await stack.connect(CAROL, user_id="u-carol")
-    assert result == {"status": "error", "error": "insufficient_scope"}
+    assert result == {"status": "error", "error": "insufficient_scope", "user_id": "u-carol"}
     assert await integration_rows(stack) == []
     # She did grant sign-in scopes: the gateway gave that grant back.
     revoked = stack.google.revoked_grants(CAROL_SUB)
@@ -233,7 +268,13 @@ async def test_dave_grants_availability_only(stack: Stack) -> None:
 # -- state: forged, replayed, expired ---------------------------------------------------------
 
 
+def refused(reason: str) -> float:
+    value = REGISTRY.get_sample_value("gateway_connect_callbacks_refused_total", {"reason": reason})
+    return value or 0.0
+
+
 async def test_forged_or_missing_state_gets_a_plain_page_not_a_redirect(stack: Stack) -> None:
+    before = {reason: refused(reason) for reason in ("unknown_state", "missing_state")}
     for query in ({"state": "forged-state", "code": "4/0Aemu-x"}, {"code": "x"}, {}):
         url = stack.url("/oauth/google/callback") + ("?" + urlencode(query) if query else "")
         async with stack.http.get(url, allow_redirects=False) as response:
@@ -242,7 +283,10 @@ async def test_forged_or_missing_state_gets_a_plain_page_not_a_redirect(stack: S
             assert response.content_type == "text/plain"
             assert response.headers["Cache-Control"] == "no-store"
             assert "invalid_state" in await response.text()
-    assert await outcomes(stack) == ["invalid_state"] * 3
+    # Nobody is identified: counted, not audited (finding 3 of issue 14).
+    assert await audit_rows(stack) == []
+    assert refused("unknown_state") == before["unknown_state"] + 1
+    assert refused("missing_state") == before["missing_state"] + 2
 
 
 async def test_replayed_callback_finds_the_state_spent(stack: Stack) -> None:
@@ -254,7 +298,8 @@ async def test_replayed_callback_finds_the_state_spent(stack: Stack) -> None:
     assert again.startswith(RETURN_URL)
     assert query_of(again) == {"status": "error", "error": "invalid_state"}
     assert len(await integration_rows(stack)) == 1
-    assert await outcomes(stack) == ["ok", "invalid_state"]
+    # A replay can be repeated at will: counted, not audited.
+    assert await outcomes(stack) == ["ok"]
 
     # And Google itself refuses the code a second time.
     code = query_of(callback)["code"]
@@ -277,7 +322,7 @@ async def test_expired_session(stack: Stack) -> None:
             update(connect_sessions).values(expires_at=utc_now() - timedelta(seconds=1))
         )
     back = await stack.browser_get(callback)
-    assert query_of(back) == {"status": "error", "error": "expired_session"}
+    assert query_of(back) == {"status": "error", "error": "expired_session", "user_id": "u-1"}
     assert await integration_rows(stack) == []
     # The code was never redeemed.
     assert stack.google.inspector.token_calls_for(ALICE_SUB, "authorization_code") == 0
@@ -289,7 +334,7 @@ async def test_pkce_mismatch_fails_the_exchange(stack: Stack) -> None:
     async with stack.engine.begin() as conn:
         await conn.execute(update(connect_sessions).values(code_verifier="x" * 64))
     back = await stack.browser_get(callback)
-    assert query_of(back) == {"status": "error", "error": "exchange_failed"}
+    assert query_of(back) == {"status": "error", "error": "exchange_failed", "user_id": "u-1"}
     assert await integration_rows(stack) == []
     token_calls = stack.google.inspector.requests(endpoint="token")
     assert [r.status for r in token_calls] == [400]
@@ -303,9 +348,96 @@ async def test_google_error_other_than_denial_is_exchange_failed(stack: Stack) -
         {"state": state, "error": "server_error"}
     )
     back = await stack.browser_get(url)
-    assert query_of(back) == {"status": "error", "error": "exchange_failed"}
+    assert query_of(back) == {"status": "error", "error": "exchange_failed", "user_id": "u-1"}
     [entry] = await audit_rows(stack)
     assert json.loads(entry["detail"]) == {"google_error": "server_error"}
+
+
+@pytest.mark.parametrize(
+    ("sent", "recorded"),
+    [
+        ("<script>alert(document.cookie)</script>", "other"),
+        ("access_denied\r\nforged", "other"),
+        ("x" * 5000, "other"),
+        ("invalid_scope", "invalid_scope"),
+        ("admin_policy_enforced", "admin_policy_enforced"),
+    ],
+)
+async def test_google_error_is_recorded_as_a_known_code_only(
+    stack: Stack, sent: str, recorded: str
+) -> None:
+    """Finding 4 of issue 14: whatever the browser puts in `error` reached the audit detail."""
+    session = await stack.start_connect("u-1", login_hint=ALICE)
+    state = query_of(session["connect_url"])["state"]
+    url = stack.url("/oauth/google/callback?") + urlencode({"state": state, "error": sent})
+    back = await stack.browser_get(url)
+    assert query_of(back) == {"status": "error", "error": "exchange_failed", "user_id": "u-1"}
+    [entry] = await audit_rows(stack)
+    assert json.loads(entry["detail"]) == {"google_error": recorded}
+
+
+# -- app_state: binding the returning browser (login CSRF) -------------------------------------
+
+
+async def start_with_app_state(stack: Stack, app_state: Any, email: str) -> aiohttp.ClientResponse:
+    body = {"user_id": "u-app", "return_url": RETURN_URL, "login_hint": email}
+    return await stack.http.post(
+        stack.url("/v1/connect-sessions"),
+        json={**body, "app_state": app_state},
+        headers=stack.auth(),
+    )
+
+
+async def test_app_state_comes_back_with_the_user_id_and_is_never_logged(stack: Stack) -> None:
+    """Finding 8 of issue 14: a connect URL works from any browser, so the app needs something
+    of its own back to check that the browser returning is the one that started."""
+    capture = LogCapture()
+    logging.getLogger().addHandler(capture)
+    try:
+        app_state = "h1:" + "Zx9-_.~!*" * 20  # e.g. an HMAC of the app's own session id
+        async with await start_with_app_state(stack, app_state, ALICE) as response:
+            assert response.status == 201, await response.text()
+            session = await response.json()
+        callback = await stack.browser_get(session["connect_url"])
+        back = await stack.browser_get(callback)
+        query = query_of(back)
+        assert query["status"] == "connected"
+        assert (query["user_id"], query["app_state"]) == ("u-app", app_state)
+
+        # Used once: the session no longer holds it, and a replay gets neither it nor user_id.
+        async with stack.engine.connect() as conn:
+            stored = (await conn.execute(select(connect_sessions.c.app_state))).scalars().all()
+        assert stored == [None]
+        again = query_of(await stack.browser_get(callback))
+        assert again == {"status": "error", "error": "invalid_state"}
+
+        # A refusal at Google comes back with it too.
+        async with await start_with_app_state(stack, "s2", BOB) as response:
+            session = await response.json()
+        refused = query_of(await stack.browser_get(await stack.browser_get(session["connect_url"])))
+        assert refused == {
+            "status": "error",
+            "error": "access_denied",
+            "user_id": "u-app",
+            "app_state": "s2",
+        }
+    finally:
+        logging.getLogger().removeHandler(capture)
+    assert capture.lines
+    assert not [line for line in capture.lines if "Zx9-_.~!*" in line]
+
+
+@pytest.mark.parametrize(
+    "bad", ["", "x" * 513, "with space", "line\nbreak", "caf\u00e9", "tab\there", 12345, ["x"]]
+)
+async def test_a_bad_app_state_is_refused_and_stores_nothing(stack: Stack, bad: Any) -> None:
+    async with await start_with_app_state(stack, bad, ALICE) as response:
+        assert response.status == 422, await response.text()
+        assert response.content_type == "application/problem+json"
+        problem = await response.json()
+    assert problem["field"] == "app_state" or "app_state" in problem["detail"]
+    async with stack.engine.connect() as conn:
+        assert (await conn.execute(select(connect_sessions))).first() is None
 
 
 # -- the session request ----------------------------------------------------------------------
@@ -318,6 +450,9 @@ async def test_return_url_must_be_allowed(stack: Stack) -> None:
         "https://app.example.com@evil.com/",
         "http://app.example.com/",
         "javascript:alert(1)",
+        "https://app.example.com\\@evil.example/",
+        "https://app.example.com/..;/admin",
+        "https://app.example.com/a%2f..%2f..%2fadmin",
     ):
         async with stack.http.post(
             stack.url("/v1/connect-sessions"),
@@ -331,6 +466,19 @@ async def test_return_url_must_be_allowed(stack: Stack) -> None:
             assert problem["detail"].startswith("return_url:")
     async with stack.engine.connect() as conn:
         assert (await conn.execute(select(connect_sessions))).first() is None
+
+
+async def test_the_browser_returns_to_the_url_that_was_checked(stack: Stack) -> None:
+    """The session stores the return URL in the canonical form the prefix check saw, so the
+    browser lands exactly there."""
+    body = {"user_id": "u-1", "return_url": "HTTPS://App.Example.com:443/a/./b/%2e%2e/c%7e?x=1"}
+    async with stack.http.post(
+        stack.url("/v1/connect-sessions"), json=body, headers=stack.auth()
+    ) as response:
+        assert response.status == 201, await response.text()
+        session = await response.json()
+    back = await stack.browser_get(await stack.browser_get(session["connect_url"]))
+    assert back.startswith("https://app.example.com/a/c~?x=1&status=connected&"), back
 
 
 def test_return_url_prefix_rules() -> None:
@@ -395,7 +543,7 @@ async def test_reconnect_reuses_the_integration_and_reactivates_it(stack: Stack)
     assert await repo.set_status(integration_id, Status.NEEDS_REAUTH, reason="invalid_grant")
 
     second = await stack.connect(ALICE, user_id="u-1")
-    assert second == {"status": "connected", "integration_id": integration_id}
+    assert second == {"status": "connected", "integration_id": integration_id, "user_id": "u-1"}
     [after] = await integration_rows(stack)
     assert after["status"] == "active"
     assert after["reauth_reason"] is None
@@ -578,6 +726,65 @@ async def test_unverified_identity_or_no_refresh_token_is_refused_and_revoked(
     assert outcome.error == "exchange_failed"
     assert revoker.revoked == ["rt-fake", "at-fake"]
     assert await service_parts["repository"].list_for_user("acme", None) == []
+
+
+async def test_a_flood_of_forged_states_writes_no_audit_row(service_parts: dict[str, Any]) -> None:
+    """Finding 3 of issue 14: 3,000 callbacks with random states wrote 3,000 audit rows. They
+    are counted, and logged once a minute at most, each line saying how many it stands for."""
+    clock = Clock()
+    service = ConnectService(**service_parts, flow=FakeFlow(), revoker=None, clock=clock)
+    capture = LogCapture()
+    logger = logging.getLogger("gateway.connections.connect")
+    logger.addHandler(capture)
+    before = refused("unknown_state")
+    try:
+        for n in range(300):
+            if n == 150:
+                clock.now += timedelta(seconds=59)  # still inside the first minute
+            outcome = await service.complete_callback({"state": f"forged-{n}", "code": "c"})
+            assert (outcome.error, outcome.location) == ("invalid_state", None)
+        clock.now += timedelta(seconds=1)
+        await service.complete_callback({"state": "forged-last", "code": "c"})
+    finally:
+        logger.removeHandler(capture)
+    assert await AuditLog(service_parts["repository"].engine).entries() == []
+    assert refused("unknown_state") == before + 301
+    lines = [line for line in capture.lines if "callback refused" in line]
+    assert len(lines) == 2, lines
+    assert "(1 such since the last line)" in lines[0]
+    assert "(300 such since the last line)" in lines[1]
+
+
+async def test_audit_entries_older_than_the_retention_are_purged(engine: AsyncEngine) -> None:
+    clock = Clock()
+    audit = AuditLog(engine, clock=clock)
+    await audit.record("connect", "ok", tenant_id="acme", integration_id="int_old")
+    clock.now += timedelta(days=200)
+    await audit.record("connect", "ok", tenant_id="acme", integration_id="int_new")
+    clock.now += timedelta(days=200)
+    assert await audit.purge(older_than=timedelta(days=400)) == 0  # exactly 400 days: kept
+    clock.now += timedelta(seconds=1)
+    assert await audit.purge(older_than=timedelta(days=400)) == 1
+    assert [e.integration_id for e in await audit.entries()] == ["int_new"]
+
+
+async def test_the_gateway_purges_old_audit_entries_when_it_starts(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    settings = load_settings(
+        env_file=None,
+        database_url=database_url,
+        kek_uri=f"file:{tmp_path / 'k.json'}",
+        audit_retention_days=30,
+    )
+    old = Clock()
+    old.now = utc_now() - timedelta(days=31)
+    await AuditLog(engine, clock=old).record("connect", "ok", integration_id="int_old")
+    old.now = utc_now() - timedelta(days=29)
+    await AuditLog(engine, clock=old).record("connect", "ok", integration_id="int_kept")
+    async with TestServer(create_app(settings, engine=engine), host="127.0.0.1", port=0):
+        kept = [e.integration_id for e in await AuditLog(engine).entries()]
+    assert kept == ["int_kept"]
 
 
 async def test_long_expired_sessions_are_purged(service_parts: dict[str, Any]) -> None:

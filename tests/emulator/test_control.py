@@ -247,6 +247,7 @@ async def test_reset_forgets_faults_log_and_rotations_but_not_people(
         ("POST", "/users", {"email": "x@example.com"}),
         ("POST", "/clients", {"client_id": "c"}),
         ("PATCH", "/settings", {"access_token_lifetime_s": 0}),
+        ("PATCH", "/settings", {"merge_earlier_grants": "yes"}),
         ("POST", "/clock", {}),
         ("POST", "/refresh-rotation", {"times": 0}),
     ],

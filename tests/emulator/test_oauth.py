@@ -227,6 +227,24 @@ async def test_include_granted_scopes_returns_union_with_earlier_grants(
     assert redirect["scope"] == "openid"
 
 
+async def test_merge_earlier_grants_adds_only_what_was_really_granted(
+    emulator: RunningEmulator, http: aiohttp.ClientSession
+) -> None:
+    """The control knob for a Google that merges an earlier grant into a new one although the
+    client did not ask for include_granted_scopes: never a scope the user did not grant."""
+    emulator.issue(ALICE, [CALENDAR_READONLY])
+    async with http.patch(
+        emulator.url("/_emulator/settings"), json={"merge_earlier_grants": True}
+    ) as response:
+        assert response.status == 200
+        assert (await response.json())["merge_earlier_grants"] is True
+    redirect = await code_for(emulator, http, scope="openid", login_hint=ALICE.email)
+    assert set(redirect["scope"].split()) == {"openid", CALENDAR_READONLY}
+    # Carol granted nothing before: she grants what she is asked, nothing more.
+    redirect = await code_for(emulator, http, scope="openid", login_hint=CAROL.email)
+    assert redirect["scope"] == "openid"
+
+
 async def test_bad_pkce_method_is_refused(
     emulator: RunningEmulator, http: aiohttp.ClientSession
 ) -> None:
