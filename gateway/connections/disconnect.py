@@ -20,9 +20,9 @@ The steps, in this order (`integrations.disconnect_step` holds the last one COMP
                                  own table, kept for good) and the audit entry in one
                                  transaction
 
-Between steps 5 and 6 the integration is appended to the deletion journal (journal.py, a file
-outside the database), so restoring a database backup taken before this disconnect cannot
-bring its tokens back (reshred.py). Step 4 notes the data key's id and KEK version for the
+Step 6 first appends the integration to the deletion journal (journal.py, a file outside the
+database), so restoring a database backup taken before this disconnect cannot bring its
+tokens back (reshred.py). Step 4 notes the data key's id and KEK version for the
 receipt before step 5 destroys it.
 
 Durability. The job lives on the integration row. A process works on it only while it holds
@@ -533,10 +533,6 @@ class DisconnectService:
         # Deleted token blobs and the key row must not survive in SQLite's WAL file.
         if step in (4, 5) and not await self._repo.checkpoint_wal():
             log.warning("disconnect integration=%s: WAL checkpoint was busy", integration.id)
-        if step == 5 and self._journal is not None:
-            # Outside the database, before the job can complete: a restored backup must not
-            # bring this integration back (reshred.py). A resume may append it twice: harmless.
-            await self._journal.append(integration.tenant_id, integration.id, now)
         log.info("disconnect integration=%s step=%d done", integration.id, step)
         return progress
 
@@ -611,8 +607,14 @@ class DisconnectService:
     async def _finish(
         self, integration: Integration, owner: str, progress: _Progress
     ) -> DisconnectReceipt:
-        """Step 6: the receipt and the audit entry, in one transaction."""
+        """Step 6: the journal entry, then the receipt and the audit entry in one transaction."""
         now = self._clock()
+        if self._journal is not None:
+            # Outside the database, before the job can complete (a failure here fails the step,
+            # which is retried): a restored backup must not bring this integration back
+            # (reshred.py). Only now, with nothing left to shred, so the replay never races
+            # this job. A retried step appends it twice: harmless.
+            await self._journal.append(integration.tenant_id, integration.id, now)
         receipt = DisconnectReceipt(
             integration_id=integration.id,
             revoked_at_google=bool(progress.revocation and progress.revocation.confirmed),

@@ -15,8 +15,9 @@ disconnect; the old tokens must not even be tried): status `disconnected` and th
 columns cleared in one write (nothing serves it from then on), the sync engine's purgers, the
 data key destroyed, and an audit entry `reshredded_after_restore`.
 
-Why after step 5 only: the journal entry is written by the disconnect job right after it
-destroyed the data key (step 5), when nothing is left to shred, so a live job is never raced.
+Why a disconnect past step 5 is left alone: the journal entry is written by the disconnect job
+at step 6, after it destroyed the data key (step 5), when nothing is left to shred, so a live
+job is never raced.
 """
 
 from __future__ import annotations
