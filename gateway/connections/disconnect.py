@@ -609,12 +609,13 @@ class DisconnectService:
     ) -> DisconnectReceipt:
         """Step 6: the journal entry, then the receipt and the audit entry in one transaction."""
         now = self._clock()
+        journal_seq = None
         if self._journal is not None:
             # Outside the database, before the job can complete (a failure here fails the step,
             # which is retried): a restored backup must not bring this integration back
             # (reshred.py). Only now, with nothing left to shred, so the replay never races
             # this job. A retried step appends it twice: harmless.
-            await self._journal.append(integration.tenant_id, integration.id, now)
+            journal_seq = await self._journal.append(integration.tenant_id, integration.id, now)
         receipt = DisconnectReceipt(
             integration_id=integration.id,
             revoked_at_google=bool(progress.revocation and progress.revocation.confirmed),
@@ -656,7 +657,12 @@ class DisconnectService:
                 raise LeaseLost
             if signed is not None and self._receipts is not None:
                 await self._receipts.insert(
-                    integration.tenant_id, integration.id, signed, now, conn=conn
+                    integration.tenant_id,
+                    integration.id,
+                    signed,
+                    now,
+                    journal_seq=journal_seq,
+                    conn=conn,
                 )
             await self._audit.record(
                 "disconnect",

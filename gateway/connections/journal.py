@@ -20,8 +20,11 @@ file system that honours flock), writes one line with O_APPEND and fsyncs it. A 
 its final newline is a torn write of a crashed append: the replay ignores it and the next
 append truncates it (the disconnect that wrote it had not completed and writes it again).
 
-Cutting the file short cannot be detected from the file alone: never restore an old journal
-over a newer one (docs/operations.md).
+Cutting the file short cannot be detected from the file alone. Each signed receipt records the
+seq of its disconnect's entry (`disconnect_receipts.journal_seq`), so the replay refuses a
+journal that ends before an entry the database knows of; an old journal put back together with
+an equally old database cannot be told apart: never restore an old journal over a newer one
+(docs/operations.md).
 """
 
 from __future__ import annotations
@@ -175,12 +178,25 @@ class DeletionJournal:
             integration_id=str(doc["integration_id"]),
         )
 
-    async def append(self, tenant_id: str, integration_id: str, at: datetime) -> None:
-        """Append one entry, durably (fsync) before returning."""
-        stamp = at.isoformat().replace("+00:00", "Z")
-        await asyncio.to_thread(self._append, tenant_id, integration_id, stamp)
+    @property
+    def last_seq(self) -> int:
+        """The seq of the last entry `read_new()` verified (0 before any)."""
+        return self._seq
 
-    def _append(self, tenant_id: str, integration_id: str, at: str) -> None:
+    def older_than(self, recorded_seq: int) -> JournalBroken:
+        """The error for a journal that ends before an entry the database recorded."""
+        return self._broken(
+            self._line + 1,
+            f"entry {recorded_seq} is missing although the database recorded it (an older "
+            "copy of the journal put back?)",
+        )
+
+    async def append(self, tenant_id: str, integration_id: str, at: datetime) -> int:
+        """Append one entry, durably (fsync) before returning; returns its seq."""
+        stamp = at.isoformat().replace("+00:00", "Z")
+        return await asyncio.to_thread(self._append, tenant_id, integration_id, stamp)
+
+    def _append(self, tenant_id: str, integration_id: str, at: str) -> int:
         self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with _locked(self._path):
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
@@ -197,6 +213,7 @@ class DeletionJournal:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+        return seq + 1
 
     def _tail(self, fd: int) -> tuple[int, bytes]:
         """The last complete entry's seq and MAC (0 and zeros for an empty file), truncating

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.connections.receipts import SignedReceipt
@@ -23,9 +23,11 @@ class ReceiptStore:
         signed: SignedReceipt,
         completed_at: datetime,
         *,
+        journal_seq: int | None,
         conn: AsyncConnection,
     ) -> None:
-        """Store the receipt inside the caller's transaction (the disconnect's last step)."""
+        """Store the receipt inside the caller's transaction (the disconnect's last step), with
+        the seq of the disconnect's deletion journal entry."""
         await conn.execute(
             insert(disconnect_receipts).values(
                 receipt_id=signed.receipt_id,
@@ -34,6 +36,7 @@ class ReceiptStore:
                 key_id=signed.key_id,
                 completed_at=completed_at,
                 document=signed.to_json(),
+                journal_seq=journal_seq,
             )
         )
 
@@ -49,3 +52,9 @@ class ReceiptStore:
                 )
             ).scalar_one_or_none()
         return SignedReceipt.from_json(document) if document is not None else None
+
+    async def last_journal_seq(self) -> int:
+        """The highest deletion journal seq any receipt recorded (0 for none)."""
+        async with self._engine.connect() as conn:
+            found = await conn.scalar(select(func.max(disconnect_receipts.c.journal_seq)))
+        return int(found or 0)

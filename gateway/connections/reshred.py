@@ -36,6 +36,7 @@ from gateway.audit import AuditLog
 from gateway.connections.disconnect import DisconnectHooks
 from gateway.connections.journal import DeletionJournal
 from gateway.connections.model import Status
+from gateway.connections.receipt_store import ReceiptStore
 from gateway.connections.repository import IntegrationRepository
 from gateway.db.schema import bookings, calendars, integrations, vault_data_keys, watch_channels
 from vault.service import Vault
@@ -77,6 +78,7 @@ class JournalReplay:
         self,
         *,
         journal: DeletionJournal,
+        receipts: ReceiptStore,
         engine: AsyncEngine,
         repository: IntegrationRepository,
         vault: Vault,
@@ -85,6 +87,7 @@ class JournalReplay:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._journal = journal
+        self._receipts = receipts
         self._engine = engine
         self._repo = repository
         self._vault = vault
@@ -101,10 +104,16 @@ class JournalReplay:
         return integration_id in self._named
 
     async def replay(self) -> int:
-        """Read new journal entries (JournalBroken if the chain is broken), then shred again
-        every named integration that has something left. Returns how many were shredded."""
+        """Read new journal entries (JournalBroken if the chain is broken, or if the journal
+        ends before an entry a receipt in the database recorded), then shred again every named
+        integration that has something left. Returns how many were shredded."""
+        # The database first: an entry is in the file before its receipt commits, so reading
+        # the file after this query sees every entry the query found (no false alarm).
+        recorded = await self._receipts.last_journal_seq()
         for entry in await self._journal.read_new():
             self._named[entry.integration_id] = entry.tenant_id
+        if recorded > self._journal.last_seq:
+            raise self._journal.older_than(recorded)
         ids = sorted(self._named)
         found: list[str] = []
         async with self._engine.connect() as conn:

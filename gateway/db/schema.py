@@ -251,4 +251,7 @@ disconnect_receipts = Table(
     Column("completed_at", DateTime(timezone=True), nullable=False),
     # The signed document ({"receipt", "signature"}), exactly as handed out: no secret.
     Column("document", Text, nullable=False),
+    # The seq of the disconnect's deletion journal entry: a journal ending before it is an
+    # older copy put back (gateway/connections/journal.py).
+    Column("journal_seq", Integer, nullable=True),
 )

@@ -138,8 +138,10 @@ def setup(app: web.Application) -> None:
         journal = DeletionJournal(
             app[SETTINGS_KEY].deletion_journal_path, app[TRUST_KEY].journal_key
         )
+        receipts = ReceiptStore(app[ENGINE_KEY])
         replay = JournalReplay(
             journal=journal,
+            receipts=receipts,
             engine=app[ENGINE_KEY],
             repository=app[INTEGRATIONS_KEY],
             vault=app[VAULT_KEY],
@@ -167,7 +169,7 @@ def setup(app: web.Application) -> None:
             lease_ttl_s=config.lease_ttl_s,
             key_outage_patience=timedelta(seconds=config.key_outage_patience_s),
             signing=app[TRUST_KEY],
-            receipts=ReceiptStore(app[ENGINE_KEY]),
+            receipts=receipts,
             journal=journal,
         )
         app[DISCONNECT_SERVICE_KEY] = service

@@ -166,6 +166,29 @@ async def test_a_broken_journal_stops_serve_with_one_line(stack: Stack, tmp_path
     assert "listening" not in result.stdout
 
 
+async def test_an_older_journal_put_back_under_a_newer_database_stops_start_up(
+    stack: Stack,
+) -> None:
+    for user_id in ("u-1", "u-2"):
+        integration_id = await connect(stack, ALICE, user_id=user_id)
+        async with stack.http.delete(
+            stack.url(f"/v1/integrations/{integration_id}"), headers=stack.auth()
+        ) as response:
+            assert response.status == 200
+        if user_id == "u-1":
+            old = stack.settings.deletion_journal_path.read_bytes()
+    path = stack.settings.deletion_journal_path
+    path.write_bytes(old)  # the journal as it was after the first disconnect only
+
+    with pytest.raises(JournalBroken) as caught:
+        async with restored_gateway(stack.settings):
+            pass
+
+    assert str(caught.value).startswith(
+        f"deletion journal {path} line 2: entry 2 is missing although the database recorded it"
+    )
+
+
 # -- backup, disconnect, restore -----------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("key_id", sa.String(32), nullable=False),
         sa.Column("completed_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("document", sa.Text(), nullable=False),
+        sa.Column("journal_seq", sa.Integer(), nullable=True),
         sa.PrimaryKeyConstraint("receipt_id", name=op.f("pk_disconnect_receipts")),
         sa.UniqueConstraint("integration_id", name=op.f("uq_disconnect_receipts_integration_id")),
     )
