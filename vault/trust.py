@@ -48,6 +48,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -261,8 +262,6 @@ def public_key_of(seed: bytes) -> bytes:
 
 def verify_signature(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """True when `signature` is `public_key`'s Ed25519 signature of `message`."""
-    from cryptography.exceptions import InvalidSignature
-
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError):
