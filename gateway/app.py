@@ -29,6 +29,7 @@ from gateway.http import (
     mcp_routes,
     metrics_routes,
     push_wiring,
+    receipt_routes,
     sync_wiring,
     token_wiring,
 )
@@ -39,6 +40,7 @@ from gateway.http.appkeys import (
     HTTP_KEY,
     INTEGRATIONS_KEY,
     SETTINGS_KEY,
+    TRUST_KEY,
     VAULT_KEY,
 )
 from gateway.http.metrics_routes import metrics_middleware
@@ -46,7 +48,7 @@ from gateway.http.problems import problem_middleware
 from gateway.http.request_id import request_id_middleware
 from gateway.observability.logs import hold_chatty_loggers, quiet_protocol_errors
 from gateway.settings import Settings
-from gateway.wiring import open_vault
+from gateway.wiring import open_trust_keys, open_vault
 
 # Bodies larger than this are refused with 413 before any handler reads them.
 MAX_BODY_BYTES = 64 * 1024
@@ -95,6 +97,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         vault = await open_vault(settings, app[ENGINE_KEY])
         app[VAULT_KEY] = vault
         try:
+            app[TRUST_KEY] = await open_trust_keys(settings, vault)
             yield
         finally:
             await vault.close()
@@ -116,6 +119,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         token_wiring,
         connect_routes,
         disconnect_routes,
+        receipt_routes,
         sync_wiring,
         push_wiring,
         availability_routes,

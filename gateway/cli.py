@@ -68,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
     retire = keys_sub.add_parser("retire", help="retire a KEK version nothing depends on")
     retire.add_argument("version", type=int, help="KEK version number")
 
+    receipts = sub.add_parser("receipts", help="signed destruction receipts")
+    receipts_sub = receipts.add_subparsers(dest="receipts_command", required=True, metavar="ACTION")
+    verify = receipts_sub.add_parser(
+        "verify", help="exit 0 if FILE is a genuine receipt, 1 (saying why) if not"
+    )
+    verify.add_argument("file", help="a receipt as the disconnect answered it (JSON)")
+    receipts_sub.add_parser("keys", help="list the receipt-signing keys (public parts)")
+    receipts_sub.add_parser(
+        "rotate-key", help="sign new receipts with a new key (old ones stay listed)"
+    )
+
     api_keys = sub.add_parser("api-keys", help="API keys of internal callers")
     api_keys_sub = api_keys.add_subparsers(dest="api_keys_command", required=True, metavar="ACTION")
     create = api_keys_sub.add_parser("create", help="create a key (its value is printed once)")
@@ -274,6 +285,11 @@ def _dispatch(args: argparse.Namespace) -> Command:
             "api": commands.bench_api,
             "all": commands.bench_all,
             None: commands.bench_all,
+        },
+        "receipts": {
+            "verify": commands.receipts_verify,
+            "keys": commands.receipts_keys,
+            "rotate-key": commands.receipts_rotate_key,
         },
         "api-keys": {
             "create": commands.api_keys_create,

@@ -22,9 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.apikeys import ApiKeyStore
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated, upgrade
+from gateway.errors import InvalidInput
 from gateway.settings import Settings, redact_url_password
-from gateway.wiring import open_vault
-from vault.providers import keyring_file
+from gateway.wiring import open_trust_keys, open_vault
+from vault.providers import keyring_path
 from vault.service import Vault, VaultStatus
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
         if args.migrate:
             out.print(_migrated(settings, *await upgrade(engine)))
         await ensure_migrated(engine)
-        keyring = keyring_file(settings.kek_uri)
+        keyring = keyring_path(settings.kek_uri)
         new_keyring = keyring is not None and not await asyncio.to_thread(os.path.lexists, keyring)
         runner = web.AppRunner(
             create_app(settings, engine=engine),
@@ -168,6 +169,8 @@ async def keys_rewrap(args: argparse.Namespace, settings: Settings) -> int:
                 progress.update(task, completed=done, total=total)
 
             result = await vault.rewrap(batch_size=args.batch_size, progress=report)
+        # The trust keys file's secrets too (opening it rewraps them under the primary).
+        await open_trust_keys(settings, vault)
     out.print(
         f"rewrapped {result.rewrapped} data keys under the primary KEK"
         + (
@@ -181,8 +184,69 @@ async def keys_rewrap(args: argparse.Namespace, settings: Settings) -> int:
 
 async def keys_retire(args: argparse.Namespace, settings: Settings) -> int:
     async with _vault(settings) as vault:
+        # Opening the trust keys file rewraps its secrets under the primary first, so retiring
+        # the version they were wrapped under cannot strand them.
+        await open_trust_keys(settings, vault)
         await vault.retire(args.version)
     out.print(f"KEK version {args.version} is retired")
+    return 0
+
+
+async def receipts_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Exit 0 for a genuine receipt, 1 (one line saying why) for anything else. Needs the
+    trust keys file only: no database, no KEK."""
+    from gateway.connections.receipts import MAX_RECEIPT_BYTES, InvalidReceipt, verify_receipt
+    from vault.trust import read_public_keys
+
+    path = Path(args.file)
+
+    def read() -> bytes:
+        with path.open("rb") as fh:
+            return fh.read(MAX_RECEIPT_BYTES + 1)
+
+    try:
+        raw = await asyncio.to_thread(read)
+    except OSError as exc:
+        raise InvalidInput(f"receipt {path}: cannot be read ({exc.strerror})") from None
+    keys = await asyncio.to_thread(read_public_keys, settings.trust_keys_path)
+    try:
+        signed = verify_receipt(raw, keys)
+    except InvalidReceipt as exc:
+        err.print(f"calendar-gateway: error: receipt {path}: {exc}", markup=False, highlight=False)
+        return 1
+    receipt = signed.receipt
+    out.print(
+        f"genuine: receipt {signed.receipt_id} for integration {receipt.get('integration_id')} "
+        f"of tenant {receipt.get('tenant_id')}, signed by {signed.key_id}",
+        markup=False,
+        highlight=False,
+    )
+    return 0
+
+
+async def receipts_keys(_args: argparse.Namespace, settings: Settings) -> int:
+    from vault.trust import read_public_keys
+
+    keys = await asyncio.to_thread(read_public_keys, settings.trust_keys_path)
+    table = Table(title=f"receipt-signing keys ({settings.trust_keys_path})")
+    for column in ("key id", "algorithm", "created", "retired"):
+        table.add_column(column)
+    for key in keys:
+        public = key.to_public()
+        table.add_row(key.key_id, key.algorithm, public["created_at"], public["retired_at"] or "")
+    out.print(table)
+    return 0
+
+
+async def receipts_rotate_key(_args: argparse.Namespace, settings: Settings) -> int:
+    async with _vault(settings) as vault:
+        trust = await open_trust_keys(settings, vault)
+        new = await trust.rotate_signing_key()
+    out.print(
+        f"receipts are now signed with {new.key_id}; earlier keys stay listed (retired) so "
+        "their receipts still verify",
+        markup=False,
+    )
     return 0
 
 

@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from gateway.errors import ConfigurationError
+from vault.providers import keyring_path
 
 # Accepted DATABASE_URL schemes, and the plain spellings we translate to their async drivers so a
 # user pasting a libpq-style URL is not punished for it.
@@ -84,6 +85,11 @@ class Settings(BaseSettings):
     )
     dek_cache_ttl_s: float = Field(
         default=300.0, ge=0, validation_alias=AliasChoices("GATEWAY_DEK_CACHE_TTL_S")
+    )
+    # The deletion journal (a file outside the database; empty: deletion-journal.jsonl beside
+    # the keyring, or ./var/ for HSM and KMS deployments). The trust keys file lives beside it.
+    deletion_journal: str = Field(
+        default="", validation_alias=AliasChoices("GATEWAY_DELETION_JOURNAL")
     )
     kek_retire_grace_s: float = Field(
         default=60.0, ge=0, validation_alias=AliasChoices("GATEWAY_KEK_RETIRE_GRACE_S")
@@ -249,6 +255,21 @@ class Settings(BaseSettings):
         if AVAILABILITY_SCOPE not in value:
             raise ValueError(f"must include {AVAILABILITY_SCOPE} (availability needs it)")
         return value
+
+    @property
+    def deletion_journal_path(self) -> Path:
+        """Where the deletion journal is: GATEWAY_DELETION_JOURNAL, else beside the keyring
+        (a file: KEK) or in ./var/."""
+        if self.deletion_journal:
+            return Path(self.deletion_journal)
+        keyring = keyring_path(self.kek_uri)
+        directory = Path(keyring).parent if keyring is not None else Path("var")
+        return directory / "deletion-journal.jsonl"
+
+    @property
+    def trust_keys_path(self) -> Path:
+        """The trust keys file (receipt signing, journal MAC): beside the deletion journal."""
+        return self.deletion_journal_path.with_name("trust-keys.json")
 
     @property
     def google_configured(self) -> bool:

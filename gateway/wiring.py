@@ -10,6 +10,7 @@ from vault.cache import DekCache
 from vault.providers import provider_from_uri
 from vault.service import Vault
 from vault.store import SqlDekStore
+from vault.trust import TrustKeys
 
 
 async def open_vault(settings: Settings, engine: AsyncEngine) -> Vault:
@@ -22,3 +23,8 @@ async def open_vault(settings: Settings, engine: AsyncEngine) -> Vault:
         cache=DekCache(max_size=settings.dek_cache_size, ttl_s=settings.dek_cache_ttl_s),
         retire_grace_s=settings.kek_retire_grace_s,
     )
+
+
+async def open_trust_keys(settings: Settings, vault: Vault) -> TrustKeys:
+    """The receipt-signing and journal keys, created beside the journal on first use."""
+    return await TrustKeys.open(settings.trust_keys_path, vault.provider)

@@ -5,6 +5,7 @@ VaultError
 │                       flipped byte, truncated blob, wrong context, unknown/retired KEK,
 │                       destroyed DEK. `reason` is a short non-secret code for logs.
 ├── KeyringError        the local keyring file is missing, corrupt or has unsafe permissions
+├── TrustKeyError       the trust keys file (receipt signing, journal MAC) cannot be used
 ├── KekProviderError    the KEK provider (HSM, KMS) cannot be reached or refused an operation
 ├── KeyNotFound         no data key exists for that integration (never created, or destroyed)
 └── RetireRefused       a KEK version cannot be retired (it is the primary, or DEKs still
@@ -28,6 +29,10 @@ class InvalidCiphertext(VaultError):
 
 class KeyringError(VaultError):
     """The local keyring file cannot be used; the message names the file and the problem."""
+
+
+class TrustKeyError(VaultError):
+    """The trust keys file cannot be used; the message names the file and the problem."""
 
 
 class KekProviderError(VaultError):

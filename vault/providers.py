@@ -41,10 +41,15 @@ def _file_path(rest: str) -> str:
     return rest
 
 
-def keyring_file(uri: str) -> str | None:
-    """The key ring file a `file:` KEK URI names (None for other providers)."""
-    scheme, _, rest = uri.partition(":")
-    return _file_path(rest) if scheme.lower() == "file" else None
+def keyring_path(uri: str) -> str | None:
+    """The keyring file of a `file:` KEK URI; None for other providers (or a bad URI)."""
+    scheme, sep, rest = uri.partition(":")
+    if not sep or scheme.lower() != "file":
+        return None
+    try:
+        return _file_path(rest)
+    except KekProviderError:
+        return None
 
 
 async def provider_from_uri(uri: str, *, pkcs11_pin: str | None = None) -> KekProvider:

@@ -149,6 +149,11 @@ class Vault:
     def __repr__(self) -> str:
         return f"Vault(kek_id={self._provider.kek_id!r}, cache={self._cache!r})"
 
+    @property
+    def provider(self) -> KekProvider:
+        """The KEK provider (the trust keys file wraps its secrets with it too)."""
+        return self._provider
+
     async def close(self) -> None:
         """Forget every cached DEK and close the KEK provider (HSM session, KMS client)."""
         self._cache.clear()

@@ -16,8 +16,14 @@ The steps, in this order (`integrations.disconnect_step` holds the last one COMP
                                  can no longer be opened (crypto-shredding), here and in
                                  backups taken from now on; an older backup holds the key row
                                  until its KEK version is retired (docs/operations.md)
-    6. receipt + audit entry     status `disconnected`, the receipt and the audit entry in one
+    6. receipt + audit entry     status `disconnected`, the signed receipt (receipts.py; its
+                                 own table, kept for good) and the audit entry in one
                                  transaction
+
+Step 6 first appends the integration to the deletion journal (journal.py, a file outside the
+database), so restoring a database backup taken before this disconnect cannot bring its
+tokens back (reshred.py). Step 4 notes the data key's id and KEK version for the
+receipt before step 5 destroys it.
 
 Durability. The job lives on the integration row. A process works on it only while it holds
 the row's lease (taken by an atomic UPDATE when free or expired, renewed by every step's write),
@@ -59,6 +65,7 @@ import asyncio
 import itertools
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -69,12 +76,15 @@ from typing import Any, Protocol
 from gateway.apikeys import utc_now
 from gateway.audit import AuditLog
 from gateway.connections.errors import IntegrationInactive
+from gateway.connections.journal import DeletionJournal
 from gateway.connections.model import (
     PURPOSE_ACCESS_TOKEN,
     PURPOSE_REFRESH_TOKEN,
     Integration,
     Status,
 )
+from gateway.connections.receipt_store import ReceiptStore
+from gateway.connections.receipts import SignedReceipt, sign_receipt
 from gateway.connections.repository import IntegrationRepository
 from gateway.google.calendar import TokenSource
 from gateway.google.errors import GoogleError
@@ -83,6 +93,7 @@ from gateway.google.retry import RetryPolicy
 from vault.envelope import SealContext
 from vault.errors import KekProviderError, KeyringError, VaultError
 from vault.service import Vault
+from vault.trust import Signer
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +121,14 @@ class TokenRevoker(Protocol):
 
     async def revoke(self, token: str) -> bool:
         """True: revoked now; False: Google answered invalid_token (already revoked)."""
+        ...
+
+
+class ReceiptSigning(Protocol):
+    """Where the receipt-signing key comes from (`vault.trust.TrustKeys`)."""
+
+    async def signer(self) -> Signer:
+        """The current signing key."""
         ...
 
 
@@ -175,9 +194,12 @@ class DisconnectReceipt:
     channels_stopped: int
     records_purged: int
     completed_at: datetime
+    # The signed receipt (receipts.py); None only for disconnects completed before receipts
+    # were signed, or by a service built without a signing key (some tests).
+    signed: SignedReceipt | None = None
 
     def to_public(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "id": self.integration_id,
             "status": Status.DISCONNECTED.value,
             "revoked_at_google": self.revoked_at_google,
@@ -186,6 +208,9 @@ class DisconnectReceipt:
             "records_purged": self.records_purged,
             "completed_at": _ts(self.completed_at),
         }
+        if self.signed is not None:
+            document["receipt"] = self.signed.to_public()
+        return document
 
 
 @dataclass(frozen=True)
@@ -196,6 +221,8 @@ class _Progress:
     channels_stopped: int = 0
     records_purged: int = 0
     key_destroyed: bool | None = None
+    # {"dek_id", "kek_id", "kek_version"} of the data key step 5 destroys (noted by step 4).
+    data_key: dict[str, Any] | None = None
 
     def to_json(self, **final: object) -> str:
         data: dict[str, object] = {
@@ -204,6 +231,7 @@ class _Progress:
             "channels_stopped": self.channels_stopped,
             "records_purged": self.records_purged,
             "key_destroyed": self.key_destroyed,
+            "data_key": self.data_key,
         }
         data.update(final)
         return json.dumps(data, sort_keys=True)
@@ -219,6 +247,7 @@ class _Progress:
             channels_stopped=int(data.get("channels_stopped") or 0),
             records_purged=int(data.get("records_purged") or 0),
             key_destroyed=data.get("key_destroyed"),
+            data_key=data.get("data_key"),
         )
 
 
@@ -293,6 +322,10 @@ class DisconnectService:
         lease_ttl_s: float = 60.0,
         key_outage_patience: timedelta = timedelta(hours=24),
         step_hook: StepHook | None = None,
+        signing: ReceiptSigning | None = None,
+        receipts: ReceiptStore | None = None,
+        journal: DeletionJournal | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -312,6 +345,10 @@ class DisconnectService:
         self._lease_ttl = timedelta(seconds=lease_ttl_s)
         self._key_outage_patience = key_outage_patience
         self._step_hook = step_hook
+        self._signing = signing
+        self._receipts = receipts
+        self._journal = journal
+        self._rng = rng
         self._monotonic = monotonic
         self._sleep = sleep
         self._runs = itertools.count(1)
@@ -362,12 +399,14 @@ class DisconnectService:
         if found is None:
             return None
         current, progress_json = found
+        receipt = None
+        if current.status is Status.DISCONNECTED:
+            receipt = receipt_from_json(integration_id, progress_json)
+            if receipt is not None and self._receipts is not None:
+                signed = await self._receipts.for_integration(tenant_id, integration_id)
+                receipt = replace(receipt, signed=signed)
         return DisconnectOutcome(
-            integration_id=integration_id,
-            receipt=receipt_from_json(integration_id, progress_json)
-            if current.status is Status.DISCONNECTED
-            else None,
-            step=current.disconnect_step,
+            integration_id=integration_id, receipt=receipt, step=current.disconnect_step
         )
 
     async def request(
@@ -461,6 +500,14 @@ class DisconnectService:
         elif step == 3:
             progress = replace(progress, revocation=await self._revoke(integration))
         elif step == 4:
+            key = await self._vault.key_info(integration.tenant_id, integration.id)
+            if key is not None:
+                data_key = {
+                    "dek_id": key.dek_id,
+                    "kek_id": key.kek_id,
+                    "kek_version": key.kek_version,
+                }
+                progress = replace(progress, data_key=data_key)
             purged = await _run_hooks(self._hooks.record_purgers, integration)
             progress = replace(progress, records_purged=purged)
             clear_tokens = True
@@ -560,8 +607,15 @@ class DisconnectService:
     async def _finish(
         self, integration: Integration, owner: str, progress: _Progress
     ) -> DisconnectReceipt:
-        """Step 6: the receipt and the audit entry, in one transaction."""
+        """Step 6: the journal entry, then the receipt and the audit entry in one transaction."""
         now = self._clock()
+        journal_seq = None
+        if self._journal is not None:
+            # Outside the database, before the job can complete (a failure here fails the step,
+            # which is retried): a restored backup must not bring this integration back
+            # (reshred.py). Only now, with nothing left to shred, so the replay never races
+            # this job. A retried step appends it twice: harmless.
+            journal_seq = await self._journal.append(integration.tenant_id, integration.id, now)
         receipt = DisconnectReceipt(
             integration_id=integration.id,
             revoked_at_google=bool(progress.revocation and progress.revocation.confirmed),
@@ -572,14 +626,44 @@ class DisconnectService:
             records_purged=progress.records_purged,
             completed_at=now,
         )
+        signed = None
+        if self._signing is not None:
+            signed = sign_receipt(
+                {
+                    "receipt_id": "rcp_" + self._rng(12).hex(),
+                    "tenant_id": integration.tenant_id,
+                    "integration_id": integration.id,
+                    "requested_at": _ts(integration.disconnect_requested_at or now),
+                    "completed_at": _ts(now),
+                    "revocation": progress.revocation.value if progress.revocation else None,
+                    "revoked_at_google": receipt.revoked_at_google,
+                    "tokens_destroyed": receipt.tokens_destroyed,
+                    "channels_stopped": receipt.channels_stopped,
+                    "records_purged": receipt.records_purged,
+                    "data_key": progress.data_key,
+                },
+                await self._signing.signer(),
+            )
+            receipt = replace(receipt, signed=signed)
         receipt_json = progress.to_json(
-            tokens_destroyed=receipt.tokens_destroyed, completed_at=_ts(now)
+            tokens_destroyed=receipt.tokens_destroyed,
+            completed_at=_ts(now),
+            receipt_id=signed.receipt_id if signed is not None else None,
         )
         async with self._repo.engine.begin() as conn:
             if not await self._repo.complete_disconnect(
                 integration.id, owner, LAST_STEP, receipt_json, now=now, conn=conn
             ):
                 raise LeaseLost
+            if signed is not None and self._receipts is not None:
+                await self._receipts.insert(
+                    integration.tenant_id,
+                    integration.id,
+                    signed,
+                    now,
+                    journal_seq=journal_seq,
+                    conn=conn,
+                )
             await self._audit.record(
                 "disconnect",
                 "ok" if receipt.revoked_at_google else "not_revoked_at_google",

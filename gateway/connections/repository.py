@@ -576,6 +576,26 @@ class IntegrationRepository:
                 .values(disconnect_lease_owner=None, disconnect_lease_until=None)
             )
 
+    async def mark_reshredded(self, integration_id: str, receipt_json: str, now: datetime) -> None:
+        """The deletion journal's replay (reshred.py): the integration, brought back by a
+        database restore, is `disconnected` again with no token, whatever state it was in."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(integrations)
+                .where(integrations.c.id == integration_id)
+                .values(
+                    status=Status.DISCONNECTED.value,
+                    disconnect_step=6,
+                    disconnect_lease_owner=None,
+                    disconnect_lease_until=None,
+                    disconnect_receipt=receipt_json,
+                    refresh_token=None,
+                    access_token=None,
+                    access_token_expires_at=None,
+                    updated_at=now,
+                )
+            )
+
     async def checkpoint_wal(self) -> bool:
         """On SQLite, copy the write-ahead log into the database file and truncate it, so
         pages holding deleted tokens do not linger in the -wal file (secure_delete already

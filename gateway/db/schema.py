@@ -245,3 +245,21 @@ bookings = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Index("ix_bookings_event", "integration_id", "google_event_id"),
 )
+
+# -- destruction receipts (gateway/connections/receipts.py) --------------------------------------
+
+disconnect_receipts = Table(
+    "disconnect_receipts",
+    metadata,
+    # Kept after everything else about the integration is gone: the user's proof, and ours.
+    Column("receipt_id", String(32), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("integration_id", String(32), nullable=False, unique=True),
+    Column("key_id", String(32), nullable=False),  # the signing key
+    Column("completed_at", DateTime(timezone=True), nullable=False),
+    # The signed document ({"receipt", "signature"}), exactly as handed out: no secret.
+    Column("document", Text, nullable=False),
+    # The seq of the disconnect's deletion journal entry: a journal ending before it is an
+    # older copy put back (gateway/connections/journal.py).
+    Column("journal_seq", Integer, nullable=True),
+)

@@ -604,7 +604,13 @@ class Demo:
 
         reply = await _eventually(finished, "the disconnect")
         render.http_line(self.console, "DELETE", path, reply.status, "the destruction receipt:")
-        render.key_values(self.console, [(k, str(v)) for k, v in reply.body.items()])
+        body = dict(reply.body)
+        signed = body.pop("receipt", None)
+        rows = [(k, str(v)) for k, v in body.items()]
+        if isinstance(signed, dict):
+            key_id = signed.get("receipt", {}).get("key_id")
+            rows.append(("signed", f"Ed25519 by {key_id} (public keys: GET /v1/receipts/keys)"))
+        render.key_values(self.console, rows)
         self.tokens_seen |= await self.google.issued_tokens(USER_EMAIL)
         after = await self._scan(sealed, wrapped)
         files = ", ".join(p.name for p in self.stack.database_files if p.exists())

@@ -13,10 +13,13 @@ from gateway.audit import AuditLog
 from gateway.connections.repository import IntegrationRepository
 from gateway.settings import Settings
 from vault.service import Vault
+from vault.trust import TrustKeys
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 ENGINE_KEY = web.AppKey("engine", AsyncEngine)
 VAULT_KEY = web.AppKey("vault", Vault)
+# The receipt-signing and deletion journal keys (vault/trust.py), opened with the vault.
+TRUST_KEY = web.AppKey("trust_keys", TrustKeys)
 APIKEYS_KEY = web.AppKey("api_keys", ApiKeyStore)
 AUDIT_KEY = web.AppKey("audit", AuditLog)
 INTEGRATIONS_KEY = web.AppKey("integrations", IntegrationRepository)

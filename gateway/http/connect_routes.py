@@ -23,6 +23,7 @@ from pydantic import Field
 
 from gateway.apikeys import utc_now
 from gateway.connections.connect import ConnectService
+from gateway.connections.export import stored_records
 from gateway.connections.google_flow import (
     GoogleFlow,
     allow_plain_http_if_configured,
@@ -30,9 +31,11 @@ from gateway.connections.google_flow import (
     requested_scopes,
 )
 from gateway.connections.model import Integration, excess_scopes
+from gateway.connections.receipt_store import ReceiptStore
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.http.appkeys import (
     AUDIT_KEY,
+    ENGINE_KEY,
     HTTP_KEY,
     INTEGRATIONS_KEY,
     SETTINGS_KEY,
@@ -146,7 +149,9 @@ async def get_integration(request: web.Request) -> web.Response:
 async def export_integration(request: web.Request) -> web.Response:
     """Everything stored about an integration (the user's right of access), without secrets:
     its fields, whether tokens are held (never the tokens or their ciphertext), its vault key's
-    metadata (never key bytes), its disconnect progress and its audit entries."""
+    metadata (never key bytes), its disconnect progress, its audit entries, its signed
+    destruction receipt, and every stored record about it (`records`: calendars, events with
+    their stored details, busy blocks, push channels, bookings; see connections/export.py)."""
     integration = await integration_for(request)
     repo = request.app[INTEGRATIONS_KEY]
     sealed = await repo.sealed_tokens(integration.id)
@@ -195,6 +200,13 @@ async def export_integration(request: web.Request) -> web.Response:
             for e in entries
         ],
     }
+    document["records"] = await stored_records(
+        request.app[ENGINE_KEY], integration.tenant_id, integration.id
+    )
+    signed = await ReceiptStore(request.app[ENGINE_KEY]).for_integration(
+        integration.tenant_id, integration.id
+    )
+    document["receipt"] = signed.to_public() if signed is not None else None
     return web.json_response(document, headers={"Cache-Control": "no-store"})
 
 

@@ -11,12 +11,19 @@
       401  problem+json `unauthenticated`; 403 `insufficient_scope` (no connections:write)
       404  problem+json `integration_not_found`: unknown, or another tenant's (never 403)
 
+The 200 answer also carries `receipt`: the signed receipt ({"receipt", "signature"}, see
+gateway/connections/receipts.py), kept in the database for good.
+
 The request runs the job inline when it can take the job's lease; its time is bounded by the
 revocation's retry policy (by default 3 attempts of at most 10 s each plus backoff, about
 32 s at worst) and the stopping of push channels before it (at most `PushConfig.stop_budget_s`,
 10 s); the other steps are local. Every process runs a resumer that,
 on startup and every `resume_interval_s`, continues every disconnect whose lease is free or
 expired: a process killed mid-disconnect is finished by whichever process comes next.
+
+Before the app serves anything (and before the sync scheduler starts), the deletion journal is
+replayed (gateway/connections/reshred.py), then again every `journal_replay_interval_s`; a
+broken journal stops start-up with one line naming the file and the line.
 """
 
 from __future__ import annotations
@@ -38,9 +45,19 @@ from gateway.connections.disconnect import (
     DisconnectService,
     TokenRevoker,
 )
+from gateway.connections.journal import DeletionJournal
+from gateway.connections.receipt_store import ReceiptStore
+from gateway.connections.reshred import JournalReplay
 from gateway.errors import NotFound
 from gateway.google.retry import RetryPolicy
-from gateway.http.appkeys import AUDIT_KEY, INTEGRATIONS_KEY, VAULT_KEY
+from gateway.http.appkeys import (
+    AUDIT_KEY,
+    ENGINE_KEY,
+    INTEGRATIONS_KEY,
+    SETTINGS_KEY,
+    TRUST_KEY,
+    VAULT_KEY,
+)
 from gateway.http.auth import principal, requires_scope
 from gateway.http.token_wiring import GOOGLE_OAUTH_KEY
 
@@ -65,12 +82,15 @@ class DisconnectConfig:
     # How long the revocation waits for an unreachable key provider before the disconnect
     # completes without revoking at Google (see DisconnectService._wait_for_key_provider).
     key_outage_patience_s: float = 24 * 3600.0
+    # How often a running process replays the deletion journal (it always does at start-up).
+    journal_replay_interval_s: float = 60.0
 
 
 # Set before the app starts to change the defaults (tests shorten the timings).
 DISCONNECT_CONFIG_KEY = web.AppKey("disconnect_config", DisconnectConfig)
 DISCONNECT_HOOKS_KEY = web.AppKey("disconnect_hooks", DisconnectHooks)
 DISCONNECT_SERVICE_KEY = web.AppKey("disconnect_service", DisconnectService)
+JOURNAL_REPLAY_KEY = web.AppKey("journal_replay", JournalReplay)
 
 
 def disconnect_hooks(app: web.Application) -> DisconnectHooks:
@@ -115,6 +135,23 @@ def setup(app: web.Application) -> None:
 
     async def disconnect_ctx(app: web.Application) -> AsyncIterator[None]:
         config = app[DISCONNECT_CONFIG_KEY]
+        journal = DeletionJournal(
+            app[SETTINGS_KEY].deletion_journal_path, app[TRUST_KEY].journal_key
+        )
+        receipts = ReceiptStore(app[ENGINE_KEY])
+        replay = JournalReplay(
+            journal=journal,
+            receipts=receipts,
+            engine=app[ENGINE_KEY],
+            repository=app[INTEGRATIONS_KEY],
+            vault=app[VAULT_KEY],
+            audit=app[AUDIT_KEY],
+            hooks=app[DISCONNECT_HOOKS_KEY],
+        )
+        # Before anything serves or syncs: a restored backup's integrations are shredded
+        # again first. A broken journal raises here and start-up stops.
+        await replay.replay()
+        app[JOURNAL_REPLAY_KEY] = replay
         # The token feature's client (its context runs before this one). Without a Google
         # client nobody could have connected, but a disconnect must still destroy whatever is
         # stored: receipts then say revoked_at_google=false.
@@ -131,15 +168,23 @@ def setup(app: web.Application) -> None:
             hooks=app[DISCONNECT_HOOKS_KEY],
             lease_ttl_s=config.lease_ttl_s,
             key_outage_patience=timedelta(seconds=config.key_outage_patience_s),
+            signing=app[TRUST_KEY],
+            receipts=receipts,
+            journal=journal,
         )
         app[DISCONNECT_SERVICE_KEY] = service
-        resumer = asyncio.create_task(_resume_forever(service, config.resume_interval_s))
+        tasks = [
+            asyncio.create_task(_resume_forever(service, config.resume_interval_s)),
+            asyncio.create_task(_replay_forever(replay, config.journal_replay_interval_s)),
+        ]
         try:
             yield
         finally:
-            resumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await resumer
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app.cleanup_ctx.append(disconnect_ctx)
     app.router.add_delete("/v1/integrations/{integration_id}", delete_integration)
@@ -155,3 +200,15 @@ async def _resume_forever(service: DisconnectService, interval_s: float) -> None
         except Exception:  # the database may be briefly unreachable; try again next round
             log.exception("disconnect resumer failed")
         await asyncio.sleep(interval_s)
+
+
+async def _replay_forever(replay: JournalReplay, interval_s: float) -> None:
+    """Replay the deletion journal every `interval_s` (start-up already did once)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            shredded = await replay.replay()
+            if shredded:
+                log.warning("deletion journal replay shredded %d integration(s) again", shredded)
+        except Exception:  # a broken journal is logged loudly every round until fixed
+            log.exception("deletion journal replay failed")

@@ -283,7 +283,9 @@ async def test_disconnect_active_integration(stack: Stack) -> None:
         "channels_stopped",
         "records_purged",
         "completed_at",
+        "receipt",
     }
+    assert set(receipt["receipt"]) == {"receipt", "signature"}
     assert receipt["id"] == c.id and receipt["status"] == "disconnected"
     assert receipt["revoked_at_google"] is True and receipt["tokens_destroyed"] is True
     assert receipt["channels_stopped"] == 0 and receipt["records_purged"] == 0

@@ -523,6 +523,12 @@ CASES: dict[str, Bad] = {
     "freebusy unknown query parameter": Bad(
         "GET", FREEBUSY + "?time_min=$soon&time_max=$later&calendar=all", 422, "unknown_field"
     ),
+    "receipt keys with a query parameter": Bad(
+        "GET", f"/v1/receipts/keys?key_id={SQLQ}", 422, "unknown_field", auth=False
+    ),
+    "receipt keys with a repeated parameter": Bad(
+        "GET", "/v1/receipts/keys?a=1&a=2", 422, "duplicate_field", auth=False
+    ),
     "batch freebusy unknown field": _json_post(
         "/v1/freebusy",
         f'{{"integration_ids": ["$iid"], {WINDOW}, "force": true}}',
