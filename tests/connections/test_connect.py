@@ -7,7 +7,6 @@ return URL whose query says how it went.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -40,6 +39,7 @@ from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
 from gateway.http.connect_routes import SESSION_PURGE_INTERVAL_KEY
 from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE, load_settings
 from gateway.wiring import open_vault
+from tests.reliability.processes import until
 from tests.stack import (
     ALICE,
     ALICE_SUB,
@@ -162,13 +162,16 @@ async def test_abandoned_sessions_are_purged_without_a_new_connection(stack: Sta
 
     app = create_app(stack.settings, engine=stack.engine)  # another process, or a restart
     app[SESSION_PURGE_INTERVAL_KEY] = 0.05
+    users: list[str] = []
+
+    async def purged() -> bool:
+        nonlocal users
+        async with stack.engine.connect() as conn:
+            users = list((await conn.execute(select(connect_sessions.c.user_id))).scalars())
+        return users == ["u-new"]
+
     async with TestServer(app, host="127.0.0.1", port=0):
-        for _ in range(100):
-            async with stack.engine.connect() as conn:
-                users = (await conn.execute(select(connect_sessions.c.user_id))).scalars().all()
-            if users == ["u-new"]:
-                break
-            await asyncio.sleep(0.05)
+        await until(purged, describe=lambda: users)  # the new process's purge task ran
     assert users == ["u-new"]  # the live session stays usable
     async with stack.engine.connect() as conn:
         hints = (await conn.execute(select(connect_sessions.c.login_hint))).scalars().all()
