@@ -104,7 +104,9 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
                 if not stop.is_set():
                     site = web.TCPSite(runner, host, port)
                     await site.start()
-                    out.print(f"calendar-gateway listening on http://{host}:{port}")
+                    # The port really bound: with --port 0 the kernel chooses one.
+                    bound = runner.addresses[0][1]
+                    out.print(f"calendar-gateway listening on http://{host}:{bound}")
                     await stop.wait()
                 out.print("shutting down")
             finally:

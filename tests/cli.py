@@ -1,11 +1,15 @@
-"""Running the real `calendar-gateway` command in a subprocess, as a user would."""
+"""Running the real `calendar-gateway` command: in a subprocess, as a user would, or through its
+entry point in this process."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from gateway.cli import main
 
 
 def run_cli(
@@ -24,3 +28,24 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def main_in_process(argv: list[str]) -> int:
+    """Run `calendar-gateway ARGV` through its entry point in this process, then put the
+    logging configuration back: `main()` sets up logging as in production, replacing the root
+    logger's handlers with one bound to the sys.stderr of that moment (pytest's capture, closed
+    after the test). Left in place, every later record, from any thread, would hit a closed
+    stream ("Logging error ... I/O operation on closed file") instead of the suite's own
+    handlers (the session-wide secret scan of tests/conftest.py among them)."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        return main(argv)
+    finally:
+        for added in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(added)
+            added.close()
+        for kept in handlers:
+            if kept not in root.handlers:
+                root.addHandler(kept)
+        root.setLevel(level)

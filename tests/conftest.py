@@ -38,6 +38,21 @@ def no_secret_in_any_log_line() -> Iterator[None]:
     assert_no_secret_logged(capture.lines, secrets)
 
 
+@pytest.fixture(autouse=True)
+def no_log_handler_on_a_closed_stream() -> Iterator[None]:
+    """A test must not leave the root logger writing to a stream that is closed after it (such
+    as pytest's capture of sys.stderr, which `configure_logging` binds to when the CLI runs in
+    this process: see tests/cli.py `main_in_process`): every later record, from any thread,
+    would end in "Logging error ... I/O operation on closed file"."""
+    yield
+    stale = [
+        handler
+        for handler in logging.getLogger().handlers
+        if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False)
+    ]
+    assert not stale, f"root log handlers left on a closed stream: {stale}"
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     """Runs a test once on SQLite and once on PostgreSQL."""

@@ -143,7 +143,12 @@ async def start_stack(
     await google_server.start_server(access_log=None)  # Google's log is not ours to check
     google_url = str(google_server.make_url("/")).rstrip("/")
 
-    port = free_port()
+    # The gateway's socket is bound now and kept: its URL goes into its own settings (OAuth
+    # callback, webhook address) before the app exists, and a port merely found free and
+    # released could be taken meanwhile by another xdist worker or an outgoing connection.
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    port = int(listening.getsockname()[1])
     public_url = f"http://127.0.0.1:{port}"
     google.add_client(
         GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, [f"{public_url}/oauth/google/callback"]
@@ -170,14 +175,17 @@ async def start_stack(
     api_key = (await keys.create("acme", SCOPES, name="test")).value
     other = (await keys.create("globex", SCOPES, name="other tenant")).value
     app = create_app(settings, engine=engine)
-    gateway_server = TestServer(app, host="127.0.0.1", port=port)
+    # AppRunner as TestServer would build it, on the socket bound above.
+    gateway_runner = web.AppRunner(
+        app, access_log_class=PathOnlyAccessLogger, handler_cancellation=True
+    )
     capture = LogCapture()
     root = logging.getLogger()
     previous_level = root.level
     root.addHandler(capture)
     root.setLevel(logging.DEBUG)
-    # The runner takes its options from start_server(), not from TestServer().
-    await gateway_server.start_server(access_log_class=PathOnlyAccessLogger)
+    await gateway_runner.setup()
+    await web.SockSite(gateway_runner, listening).start()
     try:
         async with aiohttp.ClientSession() as http:
             yield Stack(
@@ -192,7 +200,7 @@ async def start_stack(
                 other_tenant_key=other,
             )
     finally:
-        await gateway_server.close()
+        await gateway_runner.cleanup()
         await google_server.close()
         root.removeHandler(capture)
         root.setLevel(previous_level)

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from gateway.cli import main
+from tests.cli import main_in_process
 from tests.services import postgres_url, require_postgres
 
 
@@ -25,7 +25,7 @@ def _figures(out: str) -> dict[str, float]:
 
 
 def _run(command: str, capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
-    assert main(["--env-file", "/nonexistent/.env", *command.split()]) == 0
+    assert main_in_process(["--env-file", "/nonexistent/.env", *command.split()]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^calendar-gateway bench, .* UTC, \d+ cores", out, re.M), out
     figures = _figures(out)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -53,6 +54,7 @@ from gateway.http.disconnect_routes import (
 from gateway.http.token_wiring import GOOGLE_OAUTH_KEY, TOKENS_KEY
 from gateway.wiring import open_vault
 from tests.key_outage import cut_off
+from tests.reliability.processes import expire_leases, until
 from tests.stack import (
     ALICE,
     ALICE_SUB,
@@ -470,10 +472,7 @@ async def test_a_failing_step_answers_202_and_the_resumer_finishes(stack: Stack)
         status, headers, body = await delete(stack, c.id, base_url=base_url)
         assert status == 202 and "Retry-After" in headers
         assert body["status"] == "disconnecting" and body["disconnect_step"] in (1, 2, 3)
-        for _ in range(100):  # the resumer runs every FAST.resume_interval_s
-            if (await integration_row(stack.engine, c.id))["status"] == "disconnected":
-                break
-            await asyncio.sleep(0.05)
+        await until(functools.partial(disconnected, stack, c))  # the resumer's work
         status, _, receipt = await delete(stack, c.id, base_url=base_url)
     assert status == 200
     assert receipt["records_purged"] == 3 and receipt["revoked_at_google"] is True
@@ -555,6 +554,10 @@ async def test_a_run_that_lost_its_lease_cannot_move_the_job(stack: Stack) -> No
 # -- killed after each step, resumed by another process -------------------------------------------
 
 
+async def disconnected(stack: Stack, c: Connected) -> bool:
+    return bool((await integration_row(stack.engine, c.id))["status"] == "disconnected")
+
+
 async def run_worker(stack: Stack, c: Connected, exit_after_step: int, **job: Any) -> str:
     """Disconnect `c` in a separate gateway process that dies after `exit_after_step`; return
     its log output (already checked for secrets)."""
@@ -586,7 +589,8 @@ async def run_worker(stack: Stack, c: Connected, exit_after_step: int, **job: An
         stderr=asyncio.subprocess.PIPE,
     )
     # The emulator serves the worker from this event loop while we wait.
-    out, err = await asyncio.wait_for(proc.communicate(json.dumps(payload).encode()), 30)
+    # A safety net only (a loaded machine starts Python slowly): the worker kills itself.
+    out, err = await asyncio.wait_for(proc.communicate(json.dumps(payload).encode()), 300)
     log_text = err.decode(errors="replace")
     assert proc.returncode == 137, (proc.returncode, out, log_text[-2000:])
     secrets = {c.refresh_token, c.access_token, secret.get_secret_value()}
@@ -650,8 +654,8 @@ async def test_delete_of_a_killed_disconnect_finishes_it_once_the_lease_expired(
     stack: Stack,
 ) -> None:
     c = await connected(stack)
-    await run_worker(stack, c, 2, lease_ttl_s=0.5)
-    await asyncio.sleep(0.6)
+    await run_worker(stack, c, 2)
+    await expire_leases(stack.engine)  # time passes for the dead process's lease
     status, _, receipt = await delete(stack, c.id)
     assert status == 200 and receipt["revoked_at_google"] is True
     assert revoke_calls(stack) == 1
@@ -662,13 +666,10 @@ async def test_a_restarted_gateway_finishes_a_killed_disconnect(stack: Stack) ->
     """The real restart path: the background resumer of a new gateway process picks up the
     job once the dead process's lease expires, without any request."""
     c = await connected(stack)
-    await run_worker(stack, c, 3, lease_ttl_s=0.5)
-    await asyncio.sleep(0.6)
+    await run_worker(stack, c, 3)
+    await expire_leases(stack.engine)  # time passes for the dead process's lease
     async with gateway(stack):
-        for _ in range(100):
-            if (await integration_row(stack.engine, c.id))["status"] == "disconnected":
-                break
-            await asyncio.sleep(0.05)
+        await until(functools.partial(disconnected, stack, c))
     await assert_destroyed(stack, c)
     assert revoke_calls(stack) == 1
 

@@ -34,6 +34,7 @@ from gateway.google.errors import OAuthClientMisconfigured, TransientGoogleError
 from gateway.google.retry import RetryPolicy
 from gateway.http.token_wiring import TOKENS_KEY
 from tests.connections.refresh_worker import Services, open_services, seed_integration, stored_token
+from tests.reliability.processes import until
 from tests.stack import (
     ALICE,
     ALICE_SUB,
@@ -376,16 +377,21 @@ async def test_unknown_and_inactive_integrations(env: Env) -> None:
 async def test_a_caller_cancelled_mid_refresh_does_not_lose_a_rotated_token(env: Env) -> None:
     _, first_refresh = await env.seed(expires_in_s=-1)
     env.google.rotate_refresh_token_next(ALICE)
-    env.google.inject_fault(delay_s=0.3, endpoint="token")  # Google is slow to answer
+    slow = env.google.inject_fault(delay_s=1.0, endpoint="token")  # Google is slow to answer
     caller = asyncio.create_task(env.tokens.access_token(INTEGRATION_ID))
-    await asyncio.sleep(0.1)
+
+    async def at_google() -> bool:
+        return slow.applied == 1
+
+    await until(at_google)  # the refresh request is in flight, not merely scheduled
     caller.cancel()  # e.g. the agent's HTTP request was aborted
     with pytest.raises(asyncio.CancelledError):
         await caller
-    for _ in range(100):  # the refresh finishes on its own
-        if "refreshing=0" in repr(env.tokens):
-            break
-        await asyncio.sleep(0.02)
+
+    async def refresh_finished() -> bool:
+        return "refreshing=0" in repr(env.tokens)
+
+    await until(refresh_finished)  # on its own, after the caller left
     (grant,) = env.google.active_grants(ALICE_SUB, GATEWAY_CLIENT_ID)
     assert grant.refresh_token != first_refresh
     assert await env.stored(PURPOSE_REFRESH_TOKEN) == grant.refresh_token

@@ -1,16 +1,13 @@
-"""Real Google recordings (shared/reference/google-fixtures) load, serve and round-trip.
+"""Real Google recordings (tests/fixtures/google) load, serve and round-trip.
 
 `northworld-events.json` is anonymised and two of its items share one id; a calendar cannot hold
 two events with one id, so the store keeps the later item and reports the repeat."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from emulator.calendar_store import CalendarStore
 from emulator.discovery import load_discovery
@@ -18,18 +15,14 @@ from emulator.errors import GoogleApiError
 from tests.emulator import test_calendar_support as support
 from tests.emulator.conftest import ALICE, RunningEmulator
 from tests.emulator.test_calendar_support import Api
+from tests.fixtures import google_recording
 
 api = support.api
 store = support.store
 
-FIXTURES = Path("/work/shared/reference/google-fixtures")
-
 
 def fixture(name: str) -> Any:
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"recordings not available at {FIXTURES}")
-    return json.loads(path.read_text())
+    return google_recording(name)
 
 
 def test_recordings_themselves_validate_against_discovery_schemas() -> None:

@@ -32,6 +32,8 @@ def test_the_demo_walks_every_step_and_leaves_no_token_behind(
     (tmp_path / ".env").write_text("GATEWAY_SYNC_WORKER=false\nGATEWAY_PUSH_ENABLED=false\n")
     monkeypatch.setenv("GATEWAY_SYNC_WORKER", "false")
     monkeypatch.setenv("GOOGLE_CALENDAR_API_URL", "http://127.0.0.1:1/calendar/v3/")
+    # Not a terminal and no width set, as when piped (pytest-xdist workers get COLUMNS=80).
+    monkeypatch.delenv("COLUMNS", raising=False)
     folder = tmp_path / "demo"
 
     status = main(["demo", "--workdir", str(folder)])

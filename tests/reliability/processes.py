@@ -10,6 +10,7 @@ Its log output is scanned for every secret the emulator issued when it ends.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +24,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import calendars, integrations
-from tests.stack import Stack, assert_no_secret_logged, free_port, issued_secrets
+from tests.stack import Stack, assert_no_secret_logged, issued_secrets
 from tests.sync.test_scheduler_processes import _gateway_env
 
 
@@ -69,13 +70,19 @@ async def until(
         await asyncio.sleep(0.02)
 
 
+_LISTENING = re.compile(r"calendar-gateway listening on (http://127\.0\.0\.1:\d+)")
+
+
 @asynccontextmanager
 async def serve_process(
     stack: Stack, tmp_path: Path, name: str, **env: str
 ) -> AsyncIterator[ServeProcess]:
-    """Start `calendar-gateway serve` on a free port and wait until /healthz answers. `env`
-    adds or overrides environment variables (GATEWAY_SYNC_WORKER is on, the lease 60 s)."""
-    port = free_port()
+    """Start `calendar-gateway serve` on a port of its own and wait until /healthz answers.
+    `env` adds or overrides environment variables (GATEWAY_SYNC_WORKER is on, the lease 60 s).
+
+    It listens on port 0 and its start-up line says which port the kernel chose: a port found
+    free here and handed over could be taken before the child binds it (by another xdist
+    worker, or as the source port of any outgoing connection)."""
     log_path = tmp_path / f"{name}.log"
     environment = {**_gateway_env(stack, lease_s=60.0), **env}
     with log_path.open("wb") as log_file:
@@ -87,14 +94,21 @@ async def serve_process(
             "--host",
             "127.0.0.1",
             "--port",
-            str(port),
+            "0",
             cwd=tmp_path,
             env=environment,
             stdout=log_file,
             stderr=log_file,
         )
-    proc = ServeProcess(child, f"http://127.0.0.1:{port}", log_path)
+    proc = ServeProcess(child, "", log_path)
     try:
+
+        async def listening() -> bool:
+            assert child.returncode is None, f"serve exited: {proc.log_text()[-2000:]}"
+            found = _LISTENING.search(proc.log_text())
+            if found:
+                proc.base_url = found.group(1)
+            return found is not None
 
         async def healthy() -> bool:
             assert child.returncode is None, f"serve exited: {proc.log_text()[-2000:]}"
@@ -104,6 +118,7 @@ async def serve_process(
             except aiohttp.ClientConnectionError:
                 return False
 
+        await until(listening, timeout_s=120)
         await until(healthy, timeout_s=120)
         yield proc
     finally:

@@ -26,6 +26,10 @@ from schemathesis.checks import (
 
 from tests.reliability.live import LiveStack, live_stack
 
+# One live stack serves the whole module (module-scoped fixture): its tests stay on one xdist
+# worker (--dist loadgroup) instead of each worker starting a stack of its own.
+pytestmark = pytest.mark.xdist_group("api_fuzz")
+
 OPENAPI = Path(__file__).parents[2] / "gateway" / "openapi.json"
 schema = schemathesis.openapi.from_dict(json.loads(OPENAPI.read_text("utf-8")))
 

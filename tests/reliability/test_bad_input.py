@@ -48,6 +48,10 @@ from tests.stack import (
     issued_secrets,
 )
 
+# One live stack serves the whole module (module-scoped fixture): its tests stay on one xdist
+# worker (--dist loadgroup) instead of each worker starting a stack of its own.
+pytestmark = pytest.mark.xdist_group("bad_input")
+
 WEBHOOK = "/webhooks/google/calendar"
 
 

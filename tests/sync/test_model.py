@@ -3,9 +3,7 @@ series with exceptions, data minimisation in the record."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,13 +18,13 @@ from gateway.sync.model import (
     is_busy,
     parse_event,
 )
+from tests.fixtures import google_recording
 
-FIXTURES = Path("/work/shared/reference/google-fixtures")
 HORIZON = Horizon(datetime(2026, 10, 1, tzinfo=UTC), datetime(2027, 12, 1, tzinfo=UTC))
 
 
 def _load(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text("utf-8"))
+    return google_recording(name)
 
 
 def timed(event_id: str, start: str, end: str, **extra: Any) -> dict[str, Any]:

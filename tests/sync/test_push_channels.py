@@ -73,12 +73,13 @@ async def make_manager(stack: Stack, engine: AsyncEngine | None = None) -> Chann
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Wait for something another task (a delivery from the emulator) does."""
-    for _ in range(1000):
-        if await check():
-            return
+    """Wait for something another task (a delivery from the emulator) does; the deadline is
+    only a safety net, generous for a loaded machine."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"never happened: {what}")
         await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 @dataclass

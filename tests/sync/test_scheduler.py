@@ -58,7 +58,7 @@ class FakeClock:
         self.now = max(self.now, when)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 15.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0) -> None:
     """Wait for something the background scheduler does (a condition, not a duration)."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not await check():

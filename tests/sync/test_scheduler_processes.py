@@ -36,7 +36,7 @@ from gateway.sync.engine import SyncEngine, SyncOutcome
 from gateway.sync.scheduler import SyncScheduler
 from gateway.sync.store import SyncStore
 from gateway.wiring import open_vault
-from tests.stack import ALICE, Stack, free_port
+from tests.stack import ALICE, Stack
 from tests.sync.test_scheduler import EVERYTHING, FakeClock, blocks, event, eventually
 
 USERS = 8
@@ -234,7 +234,7 @@ async def test_a_killed_process_lease_is_taken_over(stack: Stack, tmp_path: Path
             "--host",
             "127.0.0.1",
             "--port",
-            str(free_port()),
+            "0",
             cwd=tmp_path,
             env=_gateway_env(stack, lease_s=3),
             stdout=log_file,

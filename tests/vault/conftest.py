@@ -1,7 +1,8 @@
 """Fixtures for the vault's tests: a fresh key table on SQLite and PostgreSQL, a keyring, vaults.
 
 The parametrised `database_url` fixture (one run per backend, PostgreSQL databases created as
-`cgtest_<hex>` and dropped WITH (FORCE)) comes from tests/conftest.py via tests/databases.py.
+`cgtest_<worker>_<pid>_<hex>` and dropped WITH (FORCE)) comes from tests/conftest.py via
+tests/databases.py.
 """
 
 from __future__ import annotations

@@ -33,8 +33,9 @@ SO_PIN = "so-pin-4321"
 USER_PIN = "user-pin-8765"
 TOKEN_LABEL = "cg-test"
 KMS_REGION = "eu-west-1"
-# Low timeouts so a dead endpoint fails a test in about a second instead of hanging it.
-KMS_TEST_QUERY = "connect-timeout=1&read-timeout=3&max-attempts=2"
+# A dead endpoint refuses the connection at once; the read timeout only has to outlast a slow
+# answer from moto on a loaded machine (the hung-endpoint tests set their own).
+KMS_TEST_QUERY = "connect-timeout=5&read-timeout=30&max-attempts=2"
 
 
 @dataclass(frozen=True)
