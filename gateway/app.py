@@ -40,9 +40,8 @@ from gateway.http.appkeys import (
     SETTINGS_KEY,
     VAULT_KEY,
 )
-from gateway.http.metrics_routes import metrics_middleware
-from gateway.http.problems import problem_middleware
-from gateway.http.request_id import request_id_middleware
+from gateway.http.json_body import json_response
+from gateway.http.middleware import gateway_middleware
 from gateway.observability.logs import quiet_protocol_errors
 from gateway.settings import Settings
 from gateway.wiring import open_vault
@@ -53,7 +52,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 async def healthz(_request: web.Request) -> web.Response:
     """Process liveness: answers as long as the event loop runs."""
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 _OPENAPI_PATH = Path(__file__).with_name("openapi.json")
@@ -68,9 +67,9 @@ async def openapi(_request: web.Request) -> web.Response:
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.Application:
     """Build the gateway application. Pass `engine` to share one (tests do)."""
     quiet_protocol_errors()
-    # The request id is bound outside the problem middleware, so error answers carry it too.
+    # One middleware: request id, metrics and problem+json (see gateway.http.middleware).
     app = web.Application(
-        middlewares=[request_id_middleware, metrics_middleware, problem_middleware],
+        middlewares=[gateway_middleware],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS_KEY] = settings

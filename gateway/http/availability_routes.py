@@ -39,6 +39,7 @@ from gateway.google.calendar import CalendarClient
 from gateway.google.errors import GoogleError
 from gateway.http.appkeys import HTTP_KEY, SETTINGS_KEY
 from gateway.http.auth import requires_scope
+from gateway.http.json_body import json_response
 from gateway.http.lookup import google_problem, integration_by_id, require_usable
 from gateway.http.problems import PROBLEM_TYPE_BASE
 from gateway.http.sync_wiring import SYNC_KEY
@@ -271,7 +272,7 @@ async def get_freebusy(request: web.Request) -> web.Response:
         answer = await service.freebusy(integration, window, max_staleness=max_staleness)
     except GoogleError as exc:
         raise google_problem(exc) from None
-    return web.json_response(render_freebusy(answer), headers={"Cache-Control": "no-store"})
+    return json_response(render_freebusy(answer), headers={"Cache-Control": "no-store"})
 
 
 async def _lookup(request: web.Request, integration_id: str) -> Integration | ProblemError:
@@ -304,7 +305,7 @@ async def post_freebusy(request: web.Request) -> web.Response:
             results.append(
                 {"integration_id": integration_id, "problem": render_problem(_as_problem(outcome))}
             )
-    return web.json_response(
+    return json_response(
         {"time_min": rfc3339(window.start), "time_max": rfc3339(window.end), "results": results},
         headers={"Cache-Control": "no-store"},
     )
@@ -342,7 +343,7 @@ async def post_slots(request: web.Request) -> web.Response:
     except GoogleError as exc:
         raise google_problem(exc) from None
     rendered = render_slots(result)
-    return web.json_response(
+    return json_response(
         {
             "slots": rendered["slots"],
             "complete": rendered["complete"],

@@ -33,6 +33,7 @@ from gateway.http.appkeys import ENGINE_KEY, HTTP_KEY, SETTINGS_KEY, SYNC_NUDGE_
 from gateway.http.auth import principal, requires_scope
 from gateway.http.availability_routes import AVAILABILITY_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
+from gateway.http.json_body import json_response
 from gateway.http.lookup import google_problem, integration_for
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
@@ -133,7 +134,7 @@ async def post_event(request: web.Request) -> web.Response:
     headers = {"Cache-Control": "no-store"}
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return web.json_response(result.event.to_json(), status=201, headers=headers)
+    return json_response(result.event.to_json(), status=201, headers=headers)
 
 
 @requires_scope("calendar:read")
@@ -148,7 +149,7 @@ async def list_events(request: web.Request) -> web.Response:
         )
     except GoogleError as exc:
         raise google_problem(exc) from None
-    return web.json_response(
+    return json_response(
         {
             "integration_id": integration.id,
             "time_min": rfc3339(window.start),
@@ -185,7 +186,7 @@ async def patch_event(request: web.Request) -> web.Response:
         )
     except GoogleError as exc:
         raise google_problem(exc) from None
-    return web.json_response(event.to_json(), headers={"Cache-Control": "no-store"})
+    return json_response(event.to_json(), headers={"Cache-Control": "no-store"})
 
 
 @requires_scope("calendar:write")

@@ -39,6 +39,7 @@ from gateway.http.appkeys import (
     VAULT_KEY,
 )
 from gateway.http.auth import principal, requires_scope
+from gateway.http.json_body import json_response
 from gateway.http.lookup import integration_for
 from gateway.http.sync_wiring import sync_status
 from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
@@ -87,7 +88,7 @@ async def create_connect_session(request: web.Request) -> web.Response:
         return_url=body.return_url,
         login_hint=body.login_hint,
     )
-    return web.json_response(
+    return json_response(
         {"connect_url": started.connect_url, "expires_at": _ts(started.expires_at)},
         status=201,
         headers={"Cache-Control": "no-store"},
@@ -117,7 +118,7 @@ async def list_integrations(request: web.Request) -> web.Response:
     found = await request.app[INTEGRATIONS_KEY].list_for_user(
         principal(request).tenant_id, query.user_id
     )
-    return web.json_response({"integrations": [i.to_public() for i in found]})
+    return json_response({"integrations": [i.to_public() for i in found]})
 
 
 @requires_scope("connections:read")
@@ -126,7 +127,7 @@ async def get_integration(request: web.Request) -> web.Response:
     integration = await integration_for(request)
     document = integration.to_public()
     document["sync"] = await sync_status(request.app, integration.id, utc_now())
-    return web.json_response(document)
+    return json_response(document)
 
 
 @requires_scope("connections:read")
@@ -181,7 +182,7 @@ async def export_integration(request: web.Request) -> web.Response:
             for e in entries
         ],
     }
-    return web.json_response(document, headers={"Cache-Control": "no-store"})
+    return json_response(document, headers={"Cache-Control": "no-store"})
 
 
 # -- wiring -----------------------------------------------------------------------------------
