@@ -37,11 +37,13 @@ from gateway.http.appkeys import (
     ENGINE_KEY,
     HTTP_KEY,
     INTEGRATIONS_KEY,
+    LIVE_LIMITS_KEY,
     SETTINGS_KEY,
     VAULT_KEY,
 )
 from gateway.http.json_body import json_response
 from gateway.http.middleware import gateway_middleware
+from gateway.livecalls import LiveCallLimits
 from gateway.observability.logs import quiet_protocol_errors
 from gateway.settings import Settings
 from gateway.wiring import open_vault
@@ -73,6 +75,10 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS_KEY] = settings
+    app[LIVE_LIMITS_KEY] = LiveCallLimits(
+        per_key_per_min=settings.live_calls_per_min_per_key,
+        per_tenant_per_min=settings.live_calls_per_min_per_tenant,
+    )
 
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         own = engine is None

@@ -37,7 +37,7 @@ from gateway.connections.model import Integration
 from gateway.errors import GatewayError, InvalidInput, ProblemError
 from gateway.google.calendar import CalendarClient
 from gateway.google.errors import GoogleError
-from gateway.http.appkeys import HTTP_KEY, SETTINGS_KEY
+from gateway.http.appkeys import HTTP_KEY, LIVE_LIMITS_KEY, SETTINGS_KEY
 from gateway.http.auth import requires_scope
 from gateway.http.json_body import json_response
 from gateway.http.lookup import google_problem, integration_by_id, require_usable
@@ -45,6 +45,7 @@ from gateway.http.problems import PROBLEM_TYPE_BASE
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.http.validation import Rfc3339, StrictBody, parse_query, read_json
+from gateway.livecalls import SharedAnswers
 
 AVAILABILITY_KEY = web.AppKey("availability", AvailabilityService)
 
@@ -368,12 +369,17 @@ def setup(app: web.Application) -> None:
         sync, tokens = app.get(SYNC_KEY), app.get(TOKENS_KEY)
         if sync is not None and tokens is not None:
             settings = app[SETTINGS_KEY]
-            client = await CalendarClient.create(app[HTTP_KEY], settings.google_calendar_api_url)
+            client = await CalendarClient.create(
+                app[HTTP_KEY],
+                settings.google_calendar_api_url,
+                before_send=app[LIVE_LIMITS_KEY].admit,
+            )
             app[AVAILABILITY_KEY] = AvailabilityService(
                 sync=sync,
                 client=client,
                 tokens=tokens,
                 concurrency=settings.freebusy_concurrency,
+                shared=SharedAnswers(ttl=timedelta(seconds=settings.live_answer_reuse_s)),
             )
         yield
 

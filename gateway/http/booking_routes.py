@@ -29,7 +29,13 @@ from gateway.connections.model import Integration
 from gateway.errors import ProblemError
 from gateway.google.calendar import CalendarClient
 from gateway.google.errors import GoogleError
-from gateway.http.appkeys import ENGINE_KEY, HTTP_KEY, SETTINGS_KEY, SYNC_NUDGE_KEY
+from gateway.http.appkeys import (
+    ENGINE_KEY,
+    HTTP_KEY,
+    LIVE_LIMITS_KEY,
+    SETTINGS_KEY,
+    SYNC_NUDGE_KEY,
+)
 from gateway.http.auth import principal, requires_scope
 from gateway.http.availability_routes import AVAILABILITY_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
@@ -220,7 +226,11 @@ def setup(app: web.Application) -> None:
         availability = app.get(AVAILABILITY_KEY)
         if sync is not None and tokens is not None and availability is not None:
             settings = app[SETTINGS_KEY]
-            client = await CalendarClient.create(app[HTTP_KEY], settings.google_calendar_api_url)
+            client = await CalendarClient.create(
+                app[HTTP_KEY],
+                settings.google_calendar_api_url,
+                before_send=app[LIVE_LIMITS_KEY].admit,
+            )
             app[BOOKING_KEY] = BookingService(
                 store=BookingStore(app[ENGINE_KEY]),
                 client=client,

@@ -49,3 +49,15 @@ TOKEN_REFRESHES = Counter(
     "Access-token refreshes at Google, by outcome (ok, invalid_grant, ...).",
     ["outcome"],
 )
+LIVE_CALLS_REFUSED = Counter(
+    "gateway_live_calls_refused_total",
+    "Live Google calls refused (429 live_calls_limited) by the limit that refused them"
+    " (api_key, tenant).",
+    ["limit"],
+)
+LIVE_ANSWERS_SHARED = Counter(
+    "gateway_live_answers_shared_total",
+    "Live free/busy questions answered without a Google call of their own, by how (in_flight:"
+    " joined the same question at Google; recent: its answer of a few seconds ago).",
+    ["how"],
+)
