@@ -106,6 +106,11 @@ _BY_TENANT_AND_ID = select(integrations).where(
     integrations.c.tenant_id == bindparam("tenant_id"),
 )
 
+_BY_TENANT_AND_IDS = select(integrations).where(
+    integrations.c.tenant_id == bindparam("tenant_id"),
+    integrations.c.id.in_(bindparam("integration_ids", expanding=True)),
+)
+
 
 class IntegrationRepository:
     def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> None:
@@ -143,6 +148,18 @@ class IntegrationRepository:
             )
             row = found.mappings().first()
         return row_to_integration(row) if row is not None else None
+
+    async def get_many(self, tenant_id: str, integration_ids: list[str]) -> dict[str, Integration]:
+        """The tenant's integrations among `integration_ids`, by id, in one statement (a batch
+        of 50 is one query, not 50); other tenants' and unknown ids are absent."""
+        if not integration_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            found = await conn.execute(
+                _BY_TENANT_AND_IDS, {"tenant_id": tenant_id, "integration_ids": integration_ids}
+            )
+            rows = found.mappings().all()
+        return {row["id"]: row_to_integration(row) for row in rows}
 
     async def get_by_id(self, integration_id: str) -> Integration | None:
         """Internal lookup without a tenant (background jobs)."""

@@ -40,7 +40,12 @@ from gateway.google.errors import GoogleError
 from gateway.http.appkeys import HTTP_KEY, LIVE_LIMITS_KEY, SETTINGS_KEY
 from gateway.http.auth import requires_scope
 from gateway.http.json_body import json_response
-from gateway.http.lookup import google_problem, integration_by_id, require_usable
+from gateway.http.lookup import (
+    google_problem,
+    integration_by_id,
+    integrations_by_ids,
+    require_usable,
+)
 from gateway.http.problems import PROBLEM_TYPE_BASE
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
@@ -276,9 +281,11 @@ async def get_freebusy(request: web.Request) -> web.Response:
     return json_response(render_freebusy(answer), headers={"Cache-Control": "no-store"})
 
 
-async def _lookup(request: web.Request, integration_id: str) -> Integration | ProblemError:
+def _usable(found: Integration | ProblemError) -> Integration | ProblemError:
+    if isinstance(found, ProblemError):
+        return found
     try:
-        return require_usable(await integration_by_id(request, integration_id))
+        return require_usable(found)
     except ProblemError as exc:
         return exc
 
@@ -291,7 +298,7 @@ async def post_freebusy(request: web.Request) -> web.Response:
     require_unique(body.integration_ids)
     window = parse_window(body.time_min, body.time_max)
     max_staleness = staleness(request.app, body.max_staleness_s)
-    found = await asyncio.gather(*(_lookup(request, i) for i in body.integration_ids))
+    found = [_usable(i) for i in await integrations_by_ids(request, body.integration_ids)]
     service = availability_service(request.app)
     usable = [i for i in found if isinstance(i, Integration)]
     answers = iter(await service.freebusy_each(usable, window, max_staleness=max_staleness))
@@ -335,9 +342,11 @@ async def post_slots(request: web.Request) -> web.Response:
         ),
     )
     # The whole call is about these people together: any unknown or inactive one fails it.
-    integrations = [
-        require_usable(await integration_by_id(request, i)) for i in body.integration_ids
-    ]
+    integrations: list[Integration] = []
+    for looked_up in await integrations_by_ids(request, body.integration_ids):
+        if isinstance(looked_up, ProblemError):
+            raise looked_up
+        integrations.append(require_usable(looked_up))
     service = availability_service(request.app)
     try:
         result = await service.slots(integrations, query, max_staleness=max_staleness)
