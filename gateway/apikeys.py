@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import RowMapping, select, update
+from sqlalchemy import RowMapping, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import api_keys
@@ -27,6 +27,10 @@ SCOPES = ("connections:read", "connections:write", "calendar:read", "calendar:wr
 KEY_PREFIX = "cgw_"
 _KEY_RE = re.compile(r"^cgw_([0-9a-f]{24})_([A-Za-z0-9_-]{43})$")
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+# Built once: every authenticated request runs it, and a statement built per call costs its
+# construction and cache-key generation each time (SQLAlchemy memoizes both on the object).
+_BY_KEY_ID = select(api_keys).where(api_keys.c.key_id == bindparam("key_id"))
 
 
 def utc_now() -> datetime:
@@ -147,11 +151,7 @@ class ApiKeyStore:
                 .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=self._clock())
             )
-            row = (
-                (await conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)))
-                .mappings()
-                .first()
-            )
+            row = (await conn.execute(_BY_KEY_ID, {"key_id": key_id})).mappings().first()
         if row is None:
             raise NotFound(f"no API key with id {key_id!r}", code="api_key_not_found")
         return _to_key(row)
@@ -164,11 +164,7 @@ class ApiKeyStore:
             raise Unauthenticated("missing or invalid API key")
         key_id, secret = match[1], match[2]
         async with self._engine.connect() as conn:
-            row = (
-                (await conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)))
-                .mappings()
-                .first()
-            )
+            row = (await conn.execute(_BY_KEY_ID, {"key_id": key_id})).mappings().first()
         if row is None or not hmac.compare_digest(row["secret_sha256"], _digest(secret)):
             raise Unauthenticated("missing or invalid API key")
         if row["revoked_at"] is not None:

@@ -39,13 +39,14 @@ from gateway.http.appkeys import (
     ENGINE_KEY,
     HTTP_KEY,
     INTEGRATIONS_KEY,
+    LIVE_LIMITS_KEY,
     SETTINGS_KEY,
     TRUST_KEY,
     VAULT_KEY,
 )
-from gateway.http.metrics_routes import metrics_middleware
-from gateway.http.problems import problem_middleware
-from gateway.http.request_id import request_id_middleware
+from gateway.http.json_body import json_response
+from gateway.http.middleware import gateway_middleware
+from gateway.livecalls import LiveCallLimits
 from gateway.observability.logs import hold_chatty_loggers, quiet_protocol_errors
 from gateway.settings import Settings
 from gateway.wiring import open_trust_keys, open_vault
@@ -56,7 +57,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 async def healthz(_request: web.Request) -> web.Response:
     """Process liveness: answers as long as the event loop runs."""
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 _OPENAPI_PATH = Path(__file__).with_name("openapi.json")
@@ -72,12 +73,16 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
     """Build the gateway application. Pass `engine` to share one (tests do)."""
     quiet_protocol_errors()
     hold_chatty_loggers()
-    # The request id is bound outside the problem middleware, so error answers carry it too.
+    # One middleware: request id, metrics and problem+json (see gateway.http.middleware).
     app = web.Application(
-        middlewares=[request_id_middleware, metrics_middleware, problem_middleware],
+        middlewares=[gateway_middleware],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS_KEY] = settings
+    app[LIVE_LIMITS_KEY] = LiveCallLimits(
+        per_key_per_min=settings.live_calls_per_min_per_key,
+        per_tenant_per_min=settings.live_calls_per_min_per_tenant,
+    )
 
     async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         own = engine is None

@@ -123,6 +123,18 @@ def _parser() -> argparse.ArgumentParser:
     _bench_db_option(bench_api)
     bench_api.add_argument("--concurrency", type=_positive, default=64, help="connections")
     bench_api.add_argument("--duration", type=float, default=5.0, help="measured seconds")
+    bench_api.add_argument(
+        "--large-events",
+        type=int,
+        default=10_000,
+        help="events of the large calendar compared with a 100-event one (0: skip)",
+    )
+    bench_api.add_argument(
+        "--memory-calendars",
+        type=int,
+        default=20,
+        help="calendars loaded for the memory figure (0: skip)",
+    )
     _bench_all_options(
         bench_sub.add_parser("all", help="vault, sync and API benchmarks in one table")
     )

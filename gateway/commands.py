@@ -312,6 +312,8 @@ async def bench_api(args: argparse.Namespace, _settings: Settings) -> int:
         backends=_backends(args.db),
         concurrency=args.concurrency,
         duration_s=args.duration,
+        size_large=max(0, args.large_events),
+        memory_calendars=max(0, args.memory_calendars),
     )
     return await _run_bench(lambda workdir: run_api_bench(workdir, config))
 
@@ -330,6 +332,15 @@ async def bench_all(args: argparse.Namespace, _settings: Settings) -> int:
     if getattr(args, "events", None):
         sync = replace(sync, events=args.events)
     api = replace(config.api, backends=backends)
+    # A small sync run asks for a small API run too: its calendars as small as the sync's.
+    if getattr(args, "integrations", None):
+        api = replace(api, memory_calendars=min(api.memory_calendars, args.integrations))
+    if getattr(args, "events", None):
+        api = replace(
+            api,
+            memory_events=args.events,
+            size_large=min(api.size_large, max(args.events * 10, api.size_small + 1)),
+        )
     if getattr(args, "duration", None):
         api = replace(api, duration_s=args.duration, single_duration_s=args.duration)
     vault = config.vault

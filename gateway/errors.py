@@ -12,7 +12,8 @@ message that is safe to show: no secret, no token, no personal data ever goes in
         ├── InvalidInput        422 (or 400): a value the caller sent is wrong; names the field
         ├── Unauthenticated     401: missing, malformed, unknown or revoked API key
         ├── Forbidden           403: the key lacks the scope the operation needs
-        └── NotFound            404: no such thing for this tenant (other tenants' too)
+        ├── NotFound            404: no such thing for this tenant (other tenants' too)
+        └── TooManyRequests     429: a limit of the caller's key or tenant; says when to retry
 """
 
 from __future__ import annotations
@@ -105,3 +106,27 @@ class NotFound(ProblemError):
     code = "not_found"
     status = 404
     title = "Not Found"
+
+
+class TooManyRequests(ProblemError):
+    """429 with `Retry-After` (whole seconds, at least 1) and `retry_after_s` in the body."""
+
+    code = "too_many_requests"
+    status = 429
+    title = "Too Many Requests"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: int,
+        code: str | None = None,
+        extra: dict[str, object] | None = None,
+    ) -> None:
+        seconds = max(1, retry_after_s)
+        super().__init__(
+            message,
+            code=code,
+            extra={**(extra or {}), "retry_after_s": seconds},
+            headers={"Retry-After": str(seconds)},
+        )

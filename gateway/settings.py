@@ -166,6 +166,25 @@ class Settings(BaseSettings):
     freebusy_concurrency: int = Field(
         default=8, ge=1, le=64, validation_alias=AliasChoices("GATEWAY_FREEBUSY_CONCURRENCY")
     )
+    # Live Google calls (free/busy the copy cannot answer, booking calls) per minute, per API
+    # key and per tenant; a bucket holds one minute's allowance (gateway.livecalls).
+    live_calls_per_min_per_key: int = Field(
+        default=120,
+        ge=1,
+        le=100_000,
+        validation_alias=AliasChoices("GATEWAY_LIVE_CALLS_PER_MIN_PER_KEY"),
+    )
+    live_calls_per_min_per_tenant: int = Field(
+        default=600,
+        ge=1,
+        le=1_000_000,
+        validation_alias=AliasChoices("GATEWAY_LIVE_CALLS_PER_MIN_PER_TENANT"),
+    )
+    # How long a live free/busy answer serves the same question again (0: only questions asked
+    # while it is in flight share it).
+    live_answer_reuse_s: int = Field(
+        default=5, ge=0, le=60, validation_alias=AliasChoices("GATEWAY_LIVE_ANSWER_REUSE_S")
+    )
     # How old the busy time an if_free booking is checked against may be; older is asked of
     # Google first. Small: a booking is where a stale answer turns into a double booking.
     booking_max_staleness_s: int = Field(

@@ -46,6 +46,7 @@ from gateway.google.errors import (
     TransientGoogleError,
     UnexpectedGoogleResponse,
 )
+from gateway.livecalls import SharedAnswers
 from gateway.sync.engine import ManagedTokenSource, SyncEngine, TokenKeeper
 from gateway.sync.store import CalendarFreshness, CalendarRow
 
@@ -190,6 +191,7 @@ class AvailabilityService:
         tokens: TokenKeeper,
         clock: Callable[[], datetime] = utc_now,
         concurrency: int = 8,
+        shared: SharedAnswers[Any] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -199,6 +201,11 @@ class AvailabilityService:
         self._tokens = tokens
         self._clock = clock
         self._concurrency = concurrency
+        # Identical live questions answered once (gateway.livecalls); by default only those
+        # asked while one is in flight.
+        self._shared = (
+            shared if shared is not None else SharedAnswers(ttl=timedelta(0), clock=clock)
+        )
 
     def __repr__(self) -> str:
         return f"AvailabilityService(concurrency={self._concurrency})"
@@ -206,11 +213,17 @@ class AvailabilityService:
     # -- one integration ----------------------------------------------------------------------
 
     async def freebusy(
-        self, integration: Integration, window: Interval, *, max_staleness: timedelta
+        self,
+        integration: Integration,
+        window: Interval,
+        *,
+        max_staleness: timedelta,
+        share: bool = True,
     ) -> FreeBusy:
         """Busy time of `integration` in `window`, from the cache when fresh enough, else
         from Google. Raises IntegrationInactive for an integration that may not be used, and
-        the GoogleError when no calendar could be answered at all."""
+        the GoogleError when no calendar could be answered at all. `share=False` asks Google
+        itself instead of sharing an identical question's answer (a booking's free check)."""
         if not integration.usable:
             raise IntegrationInactive(integration.status, reason=integration.reauth_reason)
         now = self._clock()
@@ -235,11 +248,17 @@ class AvailabilityService:
                 live.append(row)
         failure: GoogleError | None = None
         if live:
-            failure = await self._ask_google(integration, live, window, busy, statuses, freshness)
+            failure = await self._ask_google(
+                integration, live, window, busy, statuses, freshness, max_staleness, share
+            )
         ordered = [statuses[row.id] for row in rows]
         if failure is not None and all(s.state == "error" for s in ordered):
             raise failure
         return FreeBusy(integration.id, window, merge(busy), ordered)
+
+    def forget_live_answers(self, integration_id: str) -> None:
+        """Kept live answers of the integration no longer hold (a booking changed it)."""
+        self._shared.forget(lambda q: isinstance(q, tuple) and q[1] == integration_id)
 
     @staticmethod
     def _as_of(freshness: CalendarFreshness | None) -> datetime | None:
@@ -257,17 +276,31 @@ class AvailabilityService:
         busy: list[Interval],
         statuses: dict[str, CalendarStatus],
         freshness: dict[str, CalendarFreshness],
+        max_staleness: timedelta,
+        share: bool,
     ) -> GoogleError | None:
         """Fill `busy` and `statuses` for `rows` from Google's freeBusy, falling back to stale
-        copies; returns the failure of the call, if it failed as a whole."""
-        try:
-            answer = await self._client.freebusy(
+        copies; returns the failure of the call, if it failed as a whole. The same question
+        asked again within seconds is answered once (`SharedAnswers`); the live-call limits
+        may refuse the call (TooManyRequests, raised as is)."""
+        time_min, time_max = rfc3339(window.start), rfc3339(window.end)
+        calendar_ids = [row.google_calendar_id for row in rows]
+        question = (integration.tenant_id, integration.id, tuple(calendar_ids), time_min, time_max)
+
+        async def ask() -> Any:
+            return await self._client.freebusy(
                 ManagedTokenSource(self._tokens, integration.id),
                 integration.id,
-                time_min=rfc3339(window.start),
-                time_max=rfc3339(window.end),
-                calendar_ids=[row.google_calendar_id for row in rows],
+                time_min=time_min,
+                time_max=time_max,
+                calendar_ids=calendar_ids,
             )
+
+        try:
+            if share:
+                answer, asked_at = await self._shared.get(question, ask, max_age=max_staleness)
+            else:
+                answer, asked_at = await ask(), self._clock()
         except GoogleError as exc:
             log.warning(
                 "live freebusy failed: integration=%s error=%s", integration.id, _failure_code(exc)
@@ -275,7 +308,6 @@ class AvailabilityService:
             for row in rows:
                 await self._fall_back(row, window, busy, statuses, freshness, _failure_code(exc))
             return exc
-        asked_at = self._clock()
         calendars = answer.get("calendars")
         for row in rows:
             entry = calendars.get(row.google_calendar_id) if isinstance(calendars, dict) else None

@@ -25,7 +25,7 @@ import aiohttp
 from sqlalchemy import func, select
 
 from gateway.bench.load import LoadResult, run_load
-from gateway.bench.procs import BenchError, free_port, process
+from gateway.bench.procs import BenchError, free_port, process, rss_bytes
 from gateway.bench.report import Figure
 from gateway.bench.setup import (
     bench_emails,
@@ -50,6 +50,13 @@ class ApiBenchConfig:
     warmup_s: float = 1.0
     single_duration_s: float = 2.0  # the one-connection run (0: skip it)
     timeout_s: float = 300.0
+    # The calendar-size comparison (size_large 0: skip it).
+    size_small: int = 100
+    size_large: int = 10_000
+    size_week_events: int = 20
+    # The memory of loaded calendars (memory_calendars 0: skip it).
+    memory_calendars: int = 20
+    memory_events: int = 1_000
 
 
 async def run_api_bench(workdir: Path, config: ApiBenchConfig) -> list[Figure]:
@@ -74,11 +81,59 @@ async def run_api_bench(workdir: Path, config: ApiBenchConfig) -> list[Figure]:
         ),
     ]
     [email] = bench_emails(1, prefix="api")
+    sized = bench_emails(2, prefix="size") if config.size_large > 0 else []
+    loaded = bench_emails(config.memory_calendars, prefix="mem")
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     async with emulator(workdir) as google:
         await google.add_users([email], events=config.events)
+        await google.add_users(sized, events=0)
+        for address, total in zip(sized, (config.size_small, config.size_large), strict=False):
+            await google.load_events(address, _sized_calendar(start, total, config))
+        await google.add_users(loaded, events=config.memory_events)
         for backend in config.backends:
-            out += await _one_backend(workdir, google, email, backend, bare, config)
+            out += await _one_backend(
+                workdir, google, Emails(email, sized, loaded), start, backend, bare, config
+            )
     return out
+
+
+@dataclass(frozen=True)
+class Emails:
+    """The bench's Google users: the load target, the two sized calendars, the loaded ones."""
+
+    main: str
+    sized: list[str]
+    loaded: list[str]
+
+    @property
+    def all(self) -> list[str]:
+        return [self.main, *self.sized, *self.loaded]
+
+
+def _sized_calendar(
+    start: datetime, total: int, config: ApiBenchConfig
+) -> list[tuple[datetime, datetime]]:
+    """`total` half-hour events: `size_week_events` in the measured week [start, start + 7 d),
+    spread over its days, and the rest in the 300 days after it (inside the sync horizon)."""
+    week = [
+        start + timedelta(hours=9 + (n % 8) + 24 * (n % 7), minutes=0)
+        for n in range(min(total, config.size_week_events))
+    ]
+    rest = total - len(week)
+    later = start + timedelta(days=8)
+    step = timedelta(days=300) / max(1, rest)
+    spans = [(s, s + timedelta(minutes=30)) for s in week]
+    spans += [(later + n * step, later + n * step + timedelta(minutes=30)) for n in range(rest)]
+    return spans
+
+
+def _week_query(start: datetime) -> str:
+    return urlencode(
+        {
+            "time_min": start.isoformat().replace("+00:00", "Z"),
+            "time_max": (start + timedelta(days=7)).isoformat().replace("+00:00", "Z"),
+        }
+    )
 
 
 async def _load(
@@ -105,7 +160,8 @@ async def _load(
 async def _one_backend(
     workdir: Path,
     google: object,
-    email: str,
+    emails: Emails,
+    start: datetime,
     backend: str,
     bare: LoadResult,
     config: ApiBenchConfig,
@@ -114,39 +170,55 @@ async def _one_backend(
 
     assert isinstance(google, Emulator)
     label = "SQLite" if backend == "sqlite" else "PostgreSQL"
+    sizes: list[LoadResult] = []
+    memory: tuple[int, int] | None = None
     async with database(backend, workdir) as url:
         engine = await create_engine(url)
         try:
             settings = bench_settings(gateway_env(url, workdir, google.url, 0))
-            prepared = await prepare_integrations(engine, settings, google, [email])
+            prepared = await prepare_integrations(engine, settings, google, emails.all)
+            by_email = {address: i for i, address in prepared.emails.items()}
             async with gateways(1, url, workdir, google.url) as [gateway]:
                 await insert_integrations(engine, prepared)
                 deadline = time.monotonic() + config.timeout_s
                 synced = select(func.count()).where(calendars.c.active_generation.is_not(None))
                 while True:
                     async with engine.connect() as conn:
-                        if (await conn.execute(synced)).scalar_one() >= 1:
+                        if (await conn.execute(synced)).scalar_one() >= len(emails.all):
                             break
                     if time.monotonic() > deadline:
-                        raise BenchError("the bench calendar was not synced in time")
+                        raise BenchError("the bench calendars were not synced in time")
                     await asyncio.sleep(0.2)
-                [integration_id] = prepared.emails
-                start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-                query = urlencode(
-                    {
-                        "time_min": start.isoformat().replace("+00:00", "Z"),
-                        "time_max": (start + timedelta(days=7)).isoformat().replace("+00:00", "Z"),
-                    }
-                )
-                target = f"{gateway.url}/v1/integrations/{integration_id}/freebusy?{query}"
                 headers = {"Authorization": f"Bearer {prepared.api_key}"}
-                busy = await _check_cached(target, headers)
-                many = await _load(target, headers, config, config.concurrency, workdir)
+
+                def target(address: str) -> str:
+                    integration_id = by_email[address]
+                    return f"{gateway.url}/v1/integrations/{integration_id}/freebusy?" + (
+                        _week_query(start)
+                    )
+
+                busy = await _check_cached(target(emails.main), headers)
+                many = await _load(
+                    target(emails.main), headers, config, config.concurrency, workdir
+                )
                 one = (
-                    await _load(target, headers, config, 1, workdir, config.single_duration_s)
+                    await _load(
+                        target(emails.main), headers, config, 1, workdir, config.single_duration_s
+                    )
                     if config.single_duration_s > 0
                     else None
                 )
+                for address in emails.sized:
+                    await _check_cached(target(address), headers)
+                    duration = max(config.single_duration_s, 1.0)
+                    sizes.append(
+                        await _load(target(address), headers, config, 1, workdir, duration)
+                    )
+                if emails.loaded:
+                    before = rss_bytes(gateway.pid)
+                    for address in emails.loaded:
+                        await _check_cached(target(address), headers)
+                    memory = (before, rss_bytes(gateway.pid))
         finally:
             await engine.dispose()
     figures = [
@@ -175,6 +247,32 @@ async def _one_backend(
                 one.p50_ms,
                 "ms",
                 note=f"one connection: {one.rps:,.0f} req/s, p99 {one.p99_ms:.1f} ms",
+            )
+        )
+    if len(sizes) == 2:
+        small, large = sizes
+        figures.append(
+            Figure(
+                f"freebusy one week, {config.size_large:,}-event calendar ({label})",
+                large.p50_ms,
+                "ms",
+                small.p50_ms,
+                f"{config.size_small:,}-event calendar",
+                f"p50, one connection; the same {config.size_week_events} events in the week;"
+                " aim <= 1.2x",
+            )
+        )
+    if memory is not None:
+        before, after = memory
+        figures.append(
+            Figure(
+                f"gateway memory after loading {len(emails.loaded):,} calendars ({label})",
+                after / 2**20,
+                "MB",
+                before / 2**20,
+                "RSS before",
+                f"growth {(after - before) / 2**20:+.1f} MB for {len(emails.loaded):,} x "
+                f"{config.memory_events:,} events; aim <= 100 MB at 1,000 x 1,000",
             )
         )
     return figures

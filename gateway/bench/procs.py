@@ -101,6 +101,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_bytes(pid: int) -> int:
+    """Resident memory of the process now (VmRSS); 0 where /proc is missing."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024  # proc(5) says kB
+    except OSError:
+        pass
+    return 0
+
+
 async def _wait_ready(
     name: str, proc: asyncio.subprocess.Process, url: str, log_path: Path, timeout_s: float
 ) -> None:

@@ -40,7 +40,7 @@ def full_sizes(backends: tuple[str, ...] = ("sqlite", "postgres")) -> AllConfig:
     return AllConfig(
         VaultBenchConfig(ops=50_000, cold_ops=2_000, deks=20_000),
         SyncBenchConfig(integrations=1_000, events=1_000, backends=backends),
-        ApiBenchConfig(duration_s=10.0, backends=backends),
+        ApiBenchConfig(duration_s=10.0, backends=backends, memory_calendars=1_000),
     )
 
 

@@ -160,6 +160,21 @@ class Emulator:
             )
         )
 
+    async def load_events(self, email: str, spans: Sequence[tuple[datetime, datetime]]) -> None:
+        """Put one timed event per (start, end) into the user's primary calendar, in chunks
+        (the control route's `load`: the benchmark decides where every event lies)."""
+        for first in range(0, len(spans), 2_000):
+            items = [
+                {
+                    "id": f"bench{first + n:08d}",
+                    "summary": "bench",
+                    "start": {"dateTime": start.isoformat()},
+                    "end": {"dateTime": end.isoformat()},
+                }
+                for n, (start, end) in enumerate(spans[first : first + 2_000])
+            ]
+            await self._call("POST", f"/calendar/calendars/{email}/load", {"items": items})
+
     async def insert_event(self, email: str, start: datetime, end: datetime) -> str:
         """A change "in Google Calendar" (the emulator pushes it to watch channels)."""
         body = {

@@ -349,8 +349,10 @@ class BookingService:
     async def _check_free(self, integration: Integration, request: BookingRequest) -> None:
         window = Interval(request.start, request.end)
         try:
+            # Never an answer shared with an earlier question: it may predate the booking
+            # made under this lock a moment ago.
             answer = await self._availability.freebusy(
-                integration, window, max_staleness=self._max_staleness
+                integration, window, max_staleness=self._max_staleness, share=False
             )
         except TransientGoogleError as exc:
             retry = exc.retry_after_s if exc.retry_after_s is not None else DEFAULT_RETRY_AFTER_S
@@ -383,6 +385,7 @@ class BookingService:
     async def _written(self, integration: Integration, calendar: CalendarRow, event: Json) -> None:
         """Show the change in the local copy now; the booking stands even if this fails (the
         requested sync, or the next poll, brings it)."""
+        self._availability.forget_live_answers(calendar.integration_id)
         try:
             await self._sync.record_written(calendar.id, [event], owner_tag=integration.owner_tag)
         except (SQLAlchemyError, GatewayError) as exc:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Executable, RowMapping, delete, or_, select, update
+from sqlalchemy import Executable, RowMapping, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.apikeys import utc_now
@@ -105,6 +105,18 @@ class ConnectSession:
     app_state: str | None = field(default=None, repr=False)
 
 
+# Built once: every request naming an integration runs it (see gateway.apikeys._BY_KEY_ID).
+_BY_TENANT_AND_ID = select(integrations).where(
+    integrations.c.id == bindparam("integration_id"),
+    integrations.c.tenant_id == bindparam("tenant_id"),
+)
+
+_BY_TENANT_AND_IDS = select(integrations).where(
+    integrations.c.tenant_id == bindparam("tenant_id"),
+    integrations.c.id.in_(bindparam("integration_ids", expanding=True)),
+)
+
+
 class IntegrationRepository:
     def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> None:
         self.engine = engine
@@ -135,13 +147,24 @@ class IntegrationRepository:
 
     async def get(self, tenant_id: str, integration_id: str) -> Integration | None:
         """The tenant's integration, or None (also for another tenant's)."""
-        row = await self._first(
-            select(integrations).where(
-                integrations.c.id == integration_id,
-                integrations.c.tenant_id == tenant_id,
+        async with self.engine.connect() as conn:
+            found = await conn.execute(
+                _BY_TENANT_AND_ID, {"integration_id": integration_id, "tenant_id": tenant_id}
             )
-        )
+            row = found.mappings().first()
         return row_to_integration(row) if row is not None else None
+
+    async def get_many(self, tenant_id: str, integration_ids: list[str]) -> dict[str, Integration]:
+        """The tenant's integrations among `integration_ids`, by id, in one statement (a batch
+        of 50 is one query, not 50); other tenants' and unknown ids are absent."""
+        if not integration_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            found = await conn.execute(
+                _BY_TENANT_AND_IDS, {"tenant_id": tenant_id, "integration_ids": integration_ids}
+            )
+            rows = found.mappings().all()
+        return {row["id"]: row_to_integration(row) for row in rows}
 
     async def get_by_id(self, integration_id: str) -> Integration | None:
         """Internal lookup without a tenant (background jobs)."""

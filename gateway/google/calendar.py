@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -93,19 +93,33 @@ class CalendarClient:
     """Calendar v3 calls for the gateway. Create with `await CalendarClient.create(...)`."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, resources: _Resources, *, timeout_s: float = 20.0
+        self,
+        session: aiohttp.ClientSession,
+        resources: _Resources,
+        *,
+        timeout_s: float = 20.0,
+        before_send: Callable[[], None] | None = None,
     ) -> None:
         self._session = session
         self._r = resources
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._before_send = before_send
 
     @classmethod
     async def create(
-        cls, session: aiohttp.ClientSession, base_url: str, *, timeout_s: float = 20.0
+        cls,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        timeout_s: float = 20.0,
+        before_send: Callable[[], None] | None = None,
     ) -> CalendarClient:
-        """`base_url` is GOOGLE_CALENDAR_API_URL, e.g. https://www.googleapis.com/calendar/v3/."""
+        """`base_url` is GOOGLE_CALENDAR_API_URL, e.g. https://www.googleapis.com/calendar/v3/.
+
+        `before_send` runs before each call goes out and may refuse it by raising (the live-call
+        limits of gateway.livecalls); the refusal reaches the caller as is."""
         resources = await asyncio.to_thread(_build_resources, base_url.rstrip("/") + "/")
-        return cls(session, resources, timeout_s=timeout_s)
+        return cls(session, resources, timeout_s=timeout_s, before_send=before_send)
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -272,6 +286,8 @@ class CalendarClient:
         request: HttpRequest,
         extra_headers: Mapping[str, str] | None = None,
     ) -> Json:
+        if self._before_send is not None:
+            self._before_send()
         GOOGLE_REQUESTS.labels(str(getattr(request, "methodId", "unknown"))).inc()
         try:
             token = await tokens.access_token()

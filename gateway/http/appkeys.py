@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.apikeys import ApiKeyStore
 from gateway.audit import AuditLog
 from gateway.connections.repository import IntegrationRepository
+from gateway.livecalls import LiveCallLimits
 from gateway.settings import Settings
 from vault.service import Vault
 from vault.trust import TrustKeys
@@ -23,6 +24,8 @@ TRUST_KEY = web.AppKey("trust_keys", TrustKeys)
 APIKEYS_KEY = web.AppKey("api_keys", ApiKeyStore)
 AUDIT_KEY = web.AppKey("audit", AuditLog)
 INTEGRATIONS_KEY = web.AppKey("integrations", IntegrationRepository)
+# Limits on live Google calls per API key and tenant, shared by availability and booking.
+LIVE_LIMITS_KEY = web.AppKey("live_limits", LiveCallLimits)
 # One client session for every outbound call to Google (connection pooling, one timeout policy).
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway.apikeys import SCOPES, Principal
 from gateway.errors import Forbidden, Unauthenticated
 from gateway.http.appkeys import APIKEYS_KEY
+from gateway.livecalls import caller_bound
 
 _PRINCIPAL = web.RequestKey("principal", Principal)
 
@@ -39,7 +40,8 @@ def requires_scope(scope: str) -> Callable[[Handler], Handler]:
             if scope not in who.scopes:
                 raise Forbidden(f"this API key lacks the {scope} scope", extra={"scope": scope})
             request[_PRINCIPAL] = who
-            return await handler(request)
+            with caller_bound(who.tenant_id, who.key_id):
+                return await handler(request)
 
         wrapper.required_scope = scope  # type: ignore[attr-defined]
         return wrapper

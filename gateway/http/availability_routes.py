@@ -37,13 +37,20 @@ from gateway.connections.model import Integration
 from gateway.errors import GatewayError, InvalidInput, ProblemError
 from gateway.google.calendar import CalendarClient
 from gateway.google.errors import GoogleError
-from gateway.http.appkeys import HTTP_KEY, SETTINGS_KEY
+from gateway.http.appkeys import HTTP_KEY, LIVE_LIMITS_KEY, SETTINGS_KEY
 from gateway.http.auth import requires_scope
-from gateway.http.lookup import google_problem, integration_by_id, require_usable
+from gateway.http.json_body import json_response
+from gateway.http.lookup import (
+    google_problem,
+    integration_by_id,
+    integrations_by_ids,
+    require_usable,
+)
 from gateway.http.problems import PROBLEM_TYPE_BASE
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.http.validation import Rfc3339, StrictBody, parse_query, read_json
+from gateway.livecalls import SharedAnswers
 
 AVAILABILITY_KEY = web.AppKey("availability", AvailabilityService)
 
@@ -271,12 +278,14 @@ async def get_freebusy(request: web.Request) -> web.Response:
         answer = await service.freebusy(integration, window, max_staleness=max_staleness)
     except GoogleError as exc:
         raise google_problem(exc) from None
-    return web.json_response(render_freebusy(answer), headers={"Cache-Control": "no-store"})
+    return json_response(render_freebusy(answer), headers={"Cache-Control": "no-store"})
 
 
-async def _lookup(request: web.Request, integration_id: str) -> Integration | ProblemError:
+def _usable(found: Integration | ProblemError) -> Integration | ProblemError:
+    if isinstance(found, ProblemError):
+        return found
     try:
-        return require_usable(await integration_by_id(request, integration_id))
+        return require_usable(found)
     except ProblemError as exc:
         return exc
 
@@ -289,7 +298,7 @@ async def post_freebusy(request: web.Request) -> web.Response:
     require_unique(body.integration_ids)
     window = parse_window(body.time_min, body.time_max)
     max_staleness = staleness(request.app, body.max_staleness_s)
-    found = await asyncio.gather(*(_lookup(request, i) for i in body.integration_ids))
+    found = [_usable(i) for i in await integrations_by_ids(request, body.integration_ids)]
     service = availability_service(request.app)
     usable = [i for i in found if isinstance(i, Integration)]
     answers = iter(await service.freebusy_each(usable, window, max_staleness=max_staleness))
@@ -304,7 +313,7 @@ async def post_freebusy(request: web.Request) -> web.Response:
             results.append(
                 {"integration_id": integration_id, "problem": render_problem(_as_problem(outcome))}
             )
-    return web.json_response(
+    return json_response(
         {"time_min": rfc3339(window.start), "time_max": rfc3339(window.end), "results": results},
         headers={"Cache-Control": "no-store"},
     )
@@ -333,16 +342,18 @@ async def post_slots(request: web.Request) -> web.Response:
         ),
     )
     # The whole call is about these people together: any unknown or inactive one fails it.
-    integrations = [
-        require_usable(await integration_by_id(request, i)) for i in body.integration_ids
-    ]
+    integrations: list[Integration] = []
+    for looked_up in await integrations_by_ids(request, body.integration_ids):
+        if isinstance(looked_up, ProblemError):
+            raise looked_up
+        integrations.append(require_usable(looked_up))
     service = availability_service(request.app)
     try:
         result = await service.slots(integrations, query, max_staleness=max_staleness)
     except GoogleError as exc:
         raise google_problem(exc) from None
     rendered = render_slots(result)
-    return web.json_response(
+    return json_response(
         {
             "slots": rendered["slots"],
             "complete": rendered["complete"],
@@ -367,12 +378,17 @@ def setup(app: web.Application) -> None:
         sync, tokens = app.get(SYNC_KEY), app.get(TOKENS_KEY)
         if sync is not None and tokens is not None:
             settings = app[SETTINGS_KEY]
-            client = await CalendarClient.create(app[HTTP_KEY], settings.google_calendar_api_url)
+            client = await CalendarClient.create(
+                app[HTTP_KEY],
+                settings.google_calendar_api_url,
+                before_send=app[LIVE_LIMITS_KEY].admit,
+            )
             app[AVAILABILITY_KEY] = AvailabilityService(
                 sync=sync,
                 client=client,
                 tokens=tokens,
                 concurrency=settings.freebusy_concurrency,
+                shared=SharedAnswers(ttl=timedelta(seconds=settings.live_answer_reuse_s)),
             )
         yield
 

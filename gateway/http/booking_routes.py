@@ -29,10 +29,17 @@ from gateway.connections.model import Integration
 from gateway.errors import ProblemError
 from gateway.google.calendar import CalendarClient
 from gateway.google.errors import GoogleError
-from gateway.http.appkeys import ENGINE_KEY, HTTP_KEY, SETTINGS_KEY, SYNC_NUDGE_KEY
+from gateway.http.appkeys import (
+    ENGINE_KEY,
+    HTTP_KEY,
+    LIVE_LIMITS_KEY,
+    SETTINGS_KEY,
+    SYNC_NUDGE_KEY,
+)
 from gateway.http.auth import principal, requires_scope
 from gateway.http.availability_routes import AVAILABILITY_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
+from gateway.http.json_body import json_response
 from gateway.http.lookup import google_problem, integration_for
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
@@ -133,7 +140,7 @@ async def post_event(request: web.Request) -> web.Response:
     headers = {"Cache-Control": "no-store"}
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return web.json_response(result.event.to_json(), status=201, headers=headers)
+    return json_response(result.event.to_json(), status=201, headers=headers)
 
 
 @requires_scope("calendar:read")
@@ -148,7 +155,7 @@ async def list_events(request: web.Request) -> web.Response:
         )
     except GoogleError as exc:
         raise google_problem(exc) from None
-    return web.json_response(
+    return json_response(
         {
             "integration_id": integration.id,
             "time_min": rfc3339(window.start),
@@ -185,7 +192,7 @@ async def patch_event(request: web.Request) -> web.Response:
         )
     except GoogleError as exc:
         raise google_problem(exc) from None
-    return web.json_response(event.to_json(), headers={"Cache-Control": "no-store"})
+    return json_response(event.to_json(), headers={"Cache-Control": "no-store"})
 
 
 @requires_scope("calendar:write")
@@ -219,7 +226,11 @@ def setup(app: web.Application) -> None:
         availability = app.get(AVAILABILITY_KEY)
         if sync is not None and tokens is not None and availability is not None:
             settings = app[SETTINGS_KEY]
-            client = await CalendarClient.create(app[HTTP_KEY], settings.google_calendar_api_url)
+            client = await CalendarClient.create(
+                app[HTTP_KEY],
+                settings.google_calendar_api_url,
+                before_send=app[LIVE_LIMITS_KEY].admit,
+            )
             app[BOOKING_KEY] = BookingService(
                 store=BookingStore(app[ENGINE_KEY]),
                 client=client,

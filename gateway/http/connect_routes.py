@@ -42,6 +42,7 @@ from gateway.http.appkeys import (
     VAULT_KEY,
 )
 from gateway.http.auth import principal, requires_scope
+from gateway.http.json_body import json_response
 from gateway.http.lookup import integration_for
 from gateway.http.sync_wiring import sync_status
 from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
@@ -102,7 +103,7 @@ async def create_connect_session(request: web.Request) -> web.Response:
         login_hint=body.login_hint,
         app_state=body.app_state,
     )
-    return web.json_response(
+    return json_response(
         {"connect_url": started.connect_url, "expires_at": _ts(started.expires_at)},
         status=201,
         headers={"Cache-Control": "no-store"},
@@ -132,7 +133,7 @@ async def list_integrations(request: web.Request) -> web.Response:
     found = await request.app[INTEGRATIONS_KEY].list_for_user(
         principal(request).tenant_id, query.user_id
     )
-    return web.json_response({"integrations": [i.to_public() for i in found]})
+    return json_response({"integrations": [i.to_public() for i in found]})
 
 
 @requires_scope("connections:read")
@@ -142,7 +143,7 @@ async def get_integration(request: web.Request) -> web.Response:
     document = integration.to_public()
     document["excess_scopes"] = _excess(request, integration)
     document["sync"] = await sync_status(request.app, integration.id, utc_now())
-    return web.json_response(document)
+    return json_response(document)
 
 
 @requires_scope("connections:read")
@@ -207,7 +208,7 @@ async def export_integration(request: web.Request) -> web.Response:
         integration.tenant_id, integration.id
     )
     document["receipt"] = signed.to_public() if signed is not None else None
-    return web.json_response(document, headers={"Cache-Control": "no-store"})
+    return json_response(document, headers={"Cache-Control": "no-store"})
 
 
 # -- wiring -----------------------------------------------------------------------------------

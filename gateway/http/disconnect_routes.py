@@ -59,6 +59,7 @@ from gateway.http.appkeys import (
     VAULT_KEY,
 )
 from gateway.http.auth import principal, requires_scope
+from gateway.http.json_body import json_response
 from gateway.http.token_wiring import GOOGLE_OAUTH_KEY
 
 log = logging.getLogger(__name__)
@@ -121,8 +122,8 @@ async def delete_integration(request: web.Request) -> web.Response:
     if outcome is None:
         raise NotFound("no such integration", code="integration_not_found")
     if outcome.receipt is not None:
-        return web.json_response(outcome.to_public())
-    return web.json_response(
+        return json_response(outcome.to_public())
+    return json_response(
         outcome.to_public(), status=202, headers={"Retry-After": str(config.retry_after_s)}
     )
 

@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from gateway.db.migrate import current_revision, head_revision
 from gateway.http.appkeys import ENGINE_KEY, VAULT_KEY
+from gateway.http.json_body import json_response
 
 CACHE_S = 5.0
 CHECK_TIMEOUT_S = 5.0
@@ -60,7 +61,7 @@ async def readyz(request: web.Request) -> web.Response:
         cache["until"] = now + CACHE_S
     checks: dict[str, str] = cache["checks"]
     ready = all(v == "ok" for v in checks.values())
-    return web.json_response(
+    return json_response(
         {"status": "ready" if ready else "not_ready", "checks": checks},
         status=200 if ready else 503,
         headers={"Cache-Control": "no-store"},

@@ -55,6 +55,19 @@ async def integration_by_id(request: web.Request, integration_id: str) -> Integr
     return await tenant_integration(request.app, principal(request).tenant_id, integration_id)
 
 
+async def integrations_by_ids(
+    request: web.Request, integration_ids: list[str]
+) -> list[Integration | NotFound]:
+    """`integration_by_id` of each id, in order, from one query: the integration, or the 404
+    that id would get."""
+    wanted = [i for i in integration_ids if INTEGRATION_ID.match(i)]
+    found = await request.app[INTEGRATIONS_KEY].get_many(principal(request).tenant_id, wanted)
+    return [
+        found.get(i) or NotFound("no such integration", code="integration_not_found")
+        for i in integration_ids
+    ]
+
+
 async def integration_for(request: web.Request) -> Integration:
     """The caller's integration named in the path, or 404 (also for another tenant's)."""
     return await integration_by_id(request, request.match_info["integration_id"])

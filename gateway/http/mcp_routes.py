@@ -24,6 +24,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from gateway.errors import ProblemError
 from gateway.http.appkeys import SETTINGS_KEY
 from gateway.http.auth import authenticate
+from gateway.livecalls import caller_bound
 from gateway.mcp.context import calling
 from gateway.mcp.server import build_mcp_server
 
@@ -83,7 +84,7 @@ def setup(app: web.Application) -> None:
                 status=406,
                 title="Not Acceptable",
             )
-        with calling(request.app, who):
+        with calling(request.app, who), caller_bound(who.tenant_id, who.key_id):
             return await ASGIContext(asgi, request, "").get_response()
 
     app.router.add_post(MCP_PATH, mcp_endpoint)

@@ -11,7 +11,6 @@ with no detail: the stack trace goes to the log
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -20,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.errors import ProblemError
+from gateway.http.json_body import json_response
 from vault.errors import KekProviderError, KeyringError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -63,32 +63,26 @@ def problem_response(
     }
     if extra:
         body.update({k: v for k, v in extra.items() if k not in body})
-    return web.Response(
-        status=status,
-        text=json.dumps(body),
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers=headers,
-    )
+    return json_response(body, status=status, headers=headers, content_type=PROBLEM_CONTENT_TYPE)
 
 
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ProblemError as exc:
+def problem_for(request: web.Request, exc: Exception) -> web.Response | None:
+    """The problem+json answer to an exception a handler raised; None for an HTTPException
+    below 400 (a redirect), which the caller re-raises for aiohttp to send."""
+    if isinstance(exc, ProblemError):
         return problem_response(
             exc.status, exc.code, exc.message, title=exc.title, extra=exc.extra, headers=exc.headers
         )
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            return None
         code = _HTTP_CODES.get(exc.status, "http_error")
         detail = (
             exc.reason if exc.text is None or exc.text.startswith(str(exc.status)) else exc.text
         )
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         return problem_response(exc.status, code, detail, headers=headers)
-    except (KekProviderError, KeyringError) as exc:
+    if isinstance(exc, (KekProviderError, KeyringError)):
         log.warning(
             "key provider unavailable on %s %s: %s",
             request.method,
@@ -101,6 +95,18 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             "The gateway's key provider cannot be reached; try again shortly.",
             headers={"Retry-After": str(KEY_PROVIDER_RETRY_AFTER_S)},
         )
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return problem_response(500, "internal_error", "The gateway failed to handle this request.")
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return problem_response(500, "internal_error", "The gateway failed to handle this request.")
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """`problem_for` as a middleware on its own (the gateway's app uses
+    gateway.http.middleware, which includes it)."""
+    try:
+        return await handler(request)
+    except Exception as exc:
+        answer = problem_for(request, exc)
+        if answer is None:
+            raise
+        return answer

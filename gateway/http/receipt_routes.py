@@ -17,6 +17,7 @@ import asyncio
 from aiohttp import web
 
 from gateway.http.appkeys import SETTINGS_KEY
+from gateway.http.json_body import json_response
 from gateway.http.validation import StrictBody, parse_query
 from vault.trust import read_public_keys
 
@@ -29,7 +30,7 @@ async def receipt_keys(request: web.Request) -> web.Response:
     parse_query(request.query, _NoQuery)
     path = request.app[SETTINGS_KEY].trust_keys_path
     keys = await asyncio.to_thread(read_public_keys, path)
-    return web.json_response(
+    return json_response(
         {"keys": [k.to_public() for k in keys]}, headers={"Cache-Control": "max-age=60"}
     )
 

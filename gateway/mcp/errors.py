@@ -40,6 +40,11 @@ ADVICE: dict[str, str] = {
         "Google is temporarily unavailable. Wait `retry_after_s` seconds, then retry the same "
         "call (with the same idempotency key for bookings)."
     ),
+    "live_calls_limited": (
+        "This API key (or its tenant) has made too many live Google calls this minute; nothing "
+        "was asked or booked. Wait `retry_after_s` seconds and retry the same call; questions "
+        "within the synced horizon are answered from the copy and are not limited."
+    ),
     "incomplete_availability": (
         "Availability is unknown for the calendars in `unknown_calendars` (each names its "
         "connection_id and calendar_id, null meaning all of that connection's calendars, and "

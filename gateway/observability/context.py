@@ -11,7 +11,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 _REQUEST_ID: ContextVar[str | None] = ContextVar("gateway_request_id", default=None)
 
@@ -33,6 +33,17 @@ def accept_request_id(presented: str | None) -> str:
 
 def current_request_id() -> str | None:
     return _REQUEST_ID.get()
+
+
+def bind_request_id(request_id: str) -> Token[str | None]:
+    """Bind `request_id` until `unbind_request_id(token)`: the plain form of
+    `request_id_bound`, for the HTTP middleware (a context manager costs a generator per
+    request on the hot path)."""
+    return _REQUEST_ID.set(request_id)
+
+
+def unbind_request_id(token: Token[str | None]) -> None:
+    _REQUEST_ID.reset(token)
 
 
 @contextmanager

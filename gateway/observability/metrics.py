@@ -56,3 +56,15 @@ CONNECT_CALLBACKS_REFUSED = Counter(
     " replay of a state already used).",
     ["reason"],
 )
+LIVE_CALLS_REFUSED = Counter(
+    "gateway_live_calls_refused_total",
+    "Live Google calls refused (429 live_calls_limited) by the limit that refused them"
+    " (api_key, tenant).",
+    ["limit"],
+)
+LIVE_ANSWERS_SHARED = Counter(
+    "gateway_live_answers_shared_total",
+    "Live free/busy questions answered without a Google call of their own, by how (in_flight:"
+    " joined the same question at Google; recent: its answer of a few seconds ago).",
+    ["how"],
+)

@@ -19,7 +19,18 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, exists, func, insert, not_, or_, select, update
+from sqlalchemy import (
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -218,6 +229,42 @@ def _block_rows(
         }
         for b in blocks
     ]
+
+
+# The two statements of `SyncStore.cached_view`, built once: it runs on every free/busy request,
+# and a statement built per call costs its construction and SQLAlchemy's cache-key generation
+# each time (both memoized on a statement object that lives on). Parameters: integration_id,
+# now, start, end.
+_VIEW_PUSH_LIVE = (
+    exists()
+    .where(
+        watch_channels.c.calendar_id == calendars.c.id,
+        watch_channels.c.state == "active",
+        or_(watch_channels.c.expires_at.is_(None), watch_channels.c.expires_at > bindparam("now")),
+    )
+    .label("push_live")
+)
+_VIEW_CALENDARS = (
+    select(calendars, _VIEW_PUSH_LIVE)
+    .where(calendars.c.integration_id == bindparam("integration_id"))
+    .order_by(calendars.c.created_at, calendars.c.id)
+)
+_VIEW_BLOCKS = (
+    select(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
+    .join(
+        calendars,
+        and_(
+            calendars.c.id == busy_blocks.c.calendar_id,
+            calendars.c.active_generation == busy_blocks.c.generation,
+        ),
+    )
+    .where(
+        calendars.c.integration_id == bindparam("integration_id"),
+        busy_blocks.c.start_at < bindparam("end"),
+        busy_blocks.c.end_at > bindparam("start"),
+    )
+    .order_by(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
+)
 
 
 class SyncStore:
@@ -685,44 +732,15 @@ class SyncStore:
         Blocks come from one statement joining each calendar's `active_generation`, so a
         generation switch is seen entirely or not at all; when one happens between the two
         statements the blocks are newer than the freshness says, never older."""
-        live = (
-            exists()
-            .where(
-                watch_channels.c.calendar_id == calendars.c.id,
-                watch_channels.c.state == "active",
-                or_(watch_channels.c.expires_at.is_(None), watch_channels.c.expires_at > now),
-            )
-            .label("push_live")
-        )
-        blocks_query = (
-            select(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
-            .join(
-                calendars,
-                and_(
-                    calendars.c.id == busy_blocks.c.calendar_id,
-                    calendars.c.active_generation == busy_blocks.c.generation,
-                ),
-            )
-            .where(
-                calendars.c.integration_id == integration_id,
-                busy_blocks.c.start_at < end.astimezone(UTC),
-                busy_blocks.c.end_at > start.astimezone(UTC),
-            )
-            .order_by(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
-        )
+        params = {
+            "integration_id": integration_id,
+            "now": now,
+            "start": start.astimezone(UTC),
+            "end": end.astimezone(UTC),
+        }
         async with self.engine.connect() as conn:
-            rows = (
-                (
-                    await conn.execute(
-                        select(calendars, live)
-                        .where(calendars.c.integration_id == integration_id)
-                        .order_by(calendars.c.created_at, calendars.c.id)
-                    )
-                )
-                .mappings()
-                .all()
-            )
-            found = (await conn.execute(blocks_query)).all() if rows else []
+            rows = (await conn.execute(_VIEW_CALENDARS, params)).mappings().all()
+            found = (await conn.execute(_VIEW_BLOCKS, params)).all() if rows else []
         view = CachedView([], {}, {})
         for row in rows:
             cal = _calendar(row)

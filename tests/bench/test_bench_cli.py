@@ -46,7 +46,8 @@ def test_bench_sync_prints_ingest_and_push_lag(capsys: pytest.CaptureFixture[str
 
 def test_bench_api_prints_bare_and_cached_freebusy(capsys: pytest.CaptureFixture[str]) -> None:
     figures = _run(
-        "bench api --events 40 --db sqlite --concurrency 4 --duration 0.5",
+        "bench api --events 40 --db sqlite --concurrency 4 --duration 0.5"
+        " --large-events 300 --memory-calendars 2",
         capsys,
     )
     assert list(figures) == [
@@ -55,6 +56,8 @@ def test_bench_api_prints_bare_and_cached_freebusy(capsys: pytest.CaptureFixture
         "freebusy p50 (SQLite), 4 connections",
         "freebusy p99 (SQLite), 4 connections",
         "freebusy single request p50 (SQLite)",
+        "freebusy one week, 300-event calendar (SQLite)",
+        "gateway memory after loading 2 calendars (SQLite)",
     ]
 
 
@@ -74,4 +77,6 @@ def test_bench_without_a_subcommand_runs_everything_on_postgres(
     assert "sync ingest (PostgreSQL, 2 proc)" in names
     assert "push-to-visible lag p99 (PostgreSQL, 2 proc)" in names
     assert "bare aiohttp handler, 64 connections" in names
-    assert names[-1] == "freebusy single request p50 (PostgreSQL)"
+    assert "freebusy single request p50 (PostgreSQL)" in names
+    assert "freebusy one week, 300-event calendar (PostgreSQL)" in names
+    assert names[-1] == "gateway memory after loading 2 calendars (PostgreSQL)"
