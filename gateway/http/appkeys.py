@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import ApiKeyStore
 from gateway.audit import AuditLog
+from gateway.availability.index import AvailabilityIndex
 from gateway.connections.repository import IntegrationRepository
+from gateway.db.listener import CacheCoherence
 from gateway.settings import Settings
 from vault.service import Vault
 
@@ -20,6 +22,10 @@ VAULT_KEY = web.AppKey("vault", Vault)
 APIKEYS_KEY = web.AppKey("api_keys", ApiKeyStore)
 AUDIT_KEY = web.AppKey("audit", AuditLog)
 INTEGRATIONS_KEY = web.AppKey("integrations", IntegrationRepository)
+# The in-process availability index (absent when GATEWAY_INDEX_MEMORY_MB=0) and what keeps it
+# and the API-key cache coherent with the database.
+INDEX_KEY = web.AppKey("availability_index", AvailabilityIndex)
+COHERENCE_KEY = web.AppKey("cache_coherence", CacheCoherence)
 # One client session for every outbound call to Google (connection pooling, one timeout policy).
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 
