@@ -164,7 +164,7 @@ class CacheCoherence:
             self.listener_pid = conn.get_server_pid()
             # Anything read before this LISTEN may have missed a change: start empty.
             self._reset(usable=True)
-            log.info("cache LISTEN connection up")
+            log.debug("cache LISTEN connection up")
             while not lost.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(lost.wait(), self._ping_s)
