@@ -330,6 +330,7 @@ class SyncStore:
                 await conn.execute(
                     update(calendars).where(key).values(time_zone=time_zone, updated_at=now)
                 )
+                await bump_calendars(conn, [row["id"]])
             row = (await conn.execute(select(calendars).where(key))).mappings().one()
         return _calendar(row)
 
