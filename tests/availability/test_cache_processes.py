@@ -34,7 +34,7 @@ def refused(stack: Stack, proc: ServeProcess, key: str):  # type: ignore[no-unty
 
 
 @pytest.mark.parametrize("backend", ["postgres"])
-async def test_a_key_revoked_on_one_process_is_refused_on_the_other_within_a_second(
+async def test_a_key_revoked_by_another_process_is_refused_by_both_serves_within_a_second(
     stack: Stack, tmp_path: Path
 ) -> None:
     keys = ApiKeyStore(stack.engine)
