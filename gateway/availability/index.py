@@ -143,7 +143,9 @@ class AvailabilityIndex:
         self._integration_floor: dict[str, int] = {}
         self._bytes = 0
         self._usable = False
+        # Bumped by every reset; the integrations' also by a write of another program.
         self.epoch = 0
+        self.integrations_epoch = 0
 
     def __repr__(self) -> str:
         return (
@@ -193,11 +195,12 @@ class AvailabilityIndex:
 
     def put_integration(self, entry: IntegrationEntry, *, epoch: int) -> bool:
         """Hold `entry` unless it is older than a change already heard of, or was read before
-        the last reset (`epoch` as it was when the read began)."""
+        the last reset or external write (`integrations_epoch` as it was when the read
+        began)."""
         key = entry.integration.id
         if (
             not self._usable
-            or epoch != self.epoch
+            or epoch != self.integrations_epoch
             or entry.version < self._integration_floor.get(key, 0)
         ):
             return False
@@ -210,7 +213,7 @@ class AvailabilityIndex:
         return True
 
     def put_calendar(self, entry: CalendarEntry, *, epoch: int) -> bool:
-        """As put_integration, for a calendar."""
+        """As put_integration, for a calendar (`epoch` as it was when the read began)."""
         key = entry.row.id
         if (
             not self._usable
@@ -269,14 +272,16 @@ class AvailabilityIndex:
 
     def reset(self, *, usable: bool) -> None:
         self.epoch += 1
+        self.integrations_epoch += 1
         self._calendars.clear()
         self._integrations.clear()
         self._bytes = 0
         self._usable = usable
 
     def external_write(self) -> None:
-        # The CLI writes keys and the vault, never calendars; an integration entry is cheap to
-        # reload, so those go too in case a status changed.
-        self.epoch += 1
+        # The CLI writes keys and the vault, never calendars (which stay: on SQLite this also
+        # fires for this process's own writes); an integration entry is cheap to reload, so
+        # those go in case a status changed.
+        self.integrations_epoch += 1
         while self._integrations:
             self._drop_integration(next(iter(self._integrations)))

@@ -26,8 +26,9 @@ was booked a minute ago, and offering that time is how double bookings happen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -254,6 +255,7 @@ class AvailabilityService:
         self._clock = clock
         self._concurrency = concurrency
         self._index = index
+        self._flights: dict[str, asyncio.Future[None]] = {}
 
     def __repr__(self) -> str:
         return f"AvailabilityService(concurrency={self._concurrency})"
@@ -308,8 +310,17 @@ class AvailabilityService:
         found = self.held_integration(tenant_id, integration_id)
         if found is not None:
             return found
+        async with self._flight(f"i {integration_id}"):
+            # After waiting for another caller's load it is usually held now (else this
+            # caller reads it: another tenant's id, or a change came meanwhile).
+            found = self.held_integration(tenant_id, integration_id)
+            if found is not None:
+                return found
+            return await self._load_integration(tenant_id, integration_id)
+
+    async def _load_integration(self, tenant_id: str, integration_id: str) -> Integration | None:
         index = self._index
-        epoch = index.epoch if index is not None else 0
+        epoch = index.integrations_epoch if index is not None else 0
         loaded = await self._store.index_integration(integration_id)
         if loaded is None:
             return None
@@ -336,15 +347,48 @@ class AvailabilityService:
         entry = index.integration(integration_id) if index is not None else None
         if index is None or entry is None or not entry.calendar_ids:
             return await self._store.cached_view(integration_id, now, window.start, window.end)
+        while True:
+            async with self._flight(f"c {integration_id}") as leader:
+                if leader:
+                    return await self._load_view(integration_id, entry.calendar_ids, now, window)
+                # A load just ended: held now, unless a change came meanwhile (then queue for
+                # the next load rather than all reading at once).
+                held = self._held_view(integration_id, now, window)
+                if held is not None:
+                    return held
+
+    async def _load_view(
+        self, integration_id: str, calendar_ids: tuple[str, ...], now: datetime, window: Interval
+    ) -> CachedView:
         # Load the integration's calendars into the index; this read answers either way.
+        index = self._index
+        assert index is not None
         epoch = index.epoch
-        snapshots = await self._store.index_calendars(entry.calendar_ids)
+        snapshots = await self._store.index_calendars(calendar_ids)
         loaded = {s.row.id: _entry_of(s) for s in snapshots}
         for calendar in loaded.values():
             index.put_calendar(calendar, epoch=epoch)
-        if set(loaded) != set(entry.calendar_ids):  # a calendar went meanwhile
+        if set(loaded) != set(calendar_ids):  # a calendar went meanwhile
             return await self._store.cached_view(integration_id, now, window.start, window.end)
-        return _view_of([loaded[c] for c in entry.calendar_ids], now, window)
+        return _view_of([loaded[c] for c in calendar_ids], now, window)
+
+    @contextlib.asynccontextmanager
+    async def _flight(self, key: str) -> AsyncIterator[bool]:
+        """One index load per key at a time: True for the caller that loads; a caller that
+        arrives meanwhile waits for that load to end and gets False (look in the index again).
+        A burst of requests after a change then reads the rows once, not once each."""
+        running = self._flights.get(key)
+        if running is not None:
+            await asyncio.shield(running)  # the loader's cancellation must not end our wait
+            yield False
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flights[key] = done
+        try:
+            yield True
+        finally:
+            del self._flights[key]
+            done.set_result(None)
 
     async def _cached(self, row: CalendarRow, window: Interval) -> list[Interval]:
         blocks = await self._store.busy_between(row.id, window.start, window.end)

@@ -160,3 +160,19 @@ def _is(predicate: Any) -> Any:
         return bool(predicate())
 
     return check
+
+
+async def test_a_burst_after_a_change_reads_the_calendars_once(stack: Stack) -> None:
+    alice = await connect(stack, ALICE)
+    d = day(7)
+    await sync(stack, alice)
+    await call(stack, "GET", path(alice), params=window(d))  # held
+    event(stack, ALICE, at(d, "13:00"), at(d, "14:00"))
+    await sync(stack, alice)  # drops the calendar from the index
+    with statements(stack.engine) as seen:
+        answers = await asyncio.gather(
+            *(call(stack, "GET", path(alice), params=window(d)) for _ in range(20))
+        )
+    assert {len(a.body["busy"]) for a in answers} == {1}
+    block_reads = [s for s in seen if "FROM busy_blocks" in s]
+    assert len(block_reads) == 1, block_reads

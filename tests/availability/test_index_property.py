@@ -210,7 +210,8 @@ async def _do(pair: Pair, person: Person, action: tuple[Any, ...]) -> None:
             assert outcome.status == "synced", outcome
     elif kind == "book":
         start = at(D + timedelta(hours=action[2]), "00:00")
-        body = {"summary": "Intro", "start": z(start), "end": z(start + timedelta(minutes=30))}
+        end = start + timedelta(minutes=30)
+        body = {"summary": "Intro", "start": z(start), "end": z(end), "if_free": False}
         headers = {
             **pair.stack.auth(),
             "Idempotency-Key": f"prop-{next(_bookings)}-{secrets.token_hex(4)}",
