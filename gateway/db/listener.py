@@ -147,7 +147,7 @@ class CacheCoherence:
             try:
                 await self._listen_once()
                 attempt = 0
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except Exception as exc:  # any failure: bypass the caches, try again
                 log.warning("cache LISTEN connection failed: %s", type(exc).__name__)
             self.state = "down"
             self.listener_pid = None
@@ -181,12 +181,26 @@ class CacheCoherence:
 
     async def _watch_sqlite(self) -> None:
         path = sqlite_path(self._url)
-        self._reset(usable=True)
         if path is None:  # in memory: no other process can write it
+            self._reset(usable=True)
             return
+        attempt = 0
+        while True:
+            try:
+                await self._watch_file(path)
+            except Exception as exc:  # unwatched writes may come: bypass until watching again
+                log.warning("SQLite change watcher failed: %s", type(exc).__name__)
+            self.state = "down"
+            self._reset(usable=False)
+            await self.retry_wait(attempt)
+            attempt += 1
+
+    async def _watch_file(self, path: Path) -> None:
         conn = await asyncio.to_thread(_open_watch, path)
         try:
             last = await asyncio.to_thread(_data_version, conn)
+            # Anything cached before the watch began may have missed a write: start empty.
+            self._reset(usable=True)
             while True:
                 await asyncio.sleep(self._poll_s)
                 now = await asyncio.to_thread(_data_version, conn)
