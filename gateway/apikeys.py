@@ -3,6 +3,13 @@
 A key looks like `cgw_<key_id>_<secret>`. `key_id` is public (lists, logs, audit); the secret
 is 256 random bits shown once at creation and stored only as its SHA-256. A key belongs to one
 tenant and carries scopes; every operation names the scope it needs.
+
+With `cache=True` (the server) a verified key is remembered in memory, by the SHA-256 of the
+whole presented value, so a warm request reads no database. The store is then a Subscriber of
+gateway.db.notify: a revocation (this process, another process through NOTIFY, or the CLI
+beside an SQLite server through `external_write`) drops it, and a key id once revoked is never
+cached again. While the change feed is down (`reset(usable=False)`) nothing is answered from
+memory.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from datetime import UTC, datetime
 from sqlalchemy import RowMapping, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.db.notify import Change, key_revoked
 from gateway.db.schema import api_keys
 from gateway.db.values import as_utc
 from gateway.errors import InvalidInput, NotFound, Unauthenticated
@@ -27,6 +35,8 @@ SCOPES = ("connections:read", "connections:write", "calendar:read", "calendar:wr
 KEY_PREFIX = "cgw_"
 _KEY_RE = re.compile(r"^cgw_([0-9a-f]{24})_([A-Za-z0-9_-]{43})$")
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Verified keys remembered at most; beyond, the memory starts over (callers use a few keys).
+CACHE_MAX_KEYS = 10_000
 
 # Built once: every authenticated request runs it, and a statement built per call costs its
 # construction and cache-key generation each time (SQLAlchemy memoizes both on the object).
@@ -106,10 +116,20 @@ class ApiKeyStore:
         *,
         clock: Callable[[], datetime] = utc_now,
         token_bytes: Callable[[int], bytes] = secrets.token_bytes,
+        cache: bool = False,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._token_bytes = token_bytes
+        self._cache_enabled = cache
+        # SHA-256 of the presented value -> its principal; only while the feed is usable.
+        self._verified: dict[bytes, Principal] = {}
+        self._revoked: set[str] = set()
+        self._usable = False
+        self._epoch = 0
+
+    def __repr__(self) -> str:
+        return f"ApiKeyStore(cached={len(self._verified)})"
 
     async def create(
         self, tenant_id: str, scopes: Iterable[str], name: str | None = None
@@ -151,6 +171,7 @@ class ApiKeyStore:
                 .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=self._clock())
             )
+            await key_revoked(conn, key_id)
             row = (await conn.execute(_BY_KEY_ID, {"key_id": key_id})).mappings().first()
         if row is None:
             raise NotFound(f"no API key with id {key_id!r}", code="api_key_not_found")
@@ -163,13 +184,50 @@ class ApiKeyStore:
         if match is None:
             raise Unauthenticated("missing or invalid API key")
         key_id, secret = match[1], match[2]
+        presented_sha256 = b""
+        if self._cache_enabled:
+            presented_sha256 = _digest(presented)
+            known = self._verified.get(presented_sha256) if self._usable else None
+            if known is not None:
+                return known
+        epoch = self._epoch
         async with self._engine.connect() as conn:
             row = (await conn.execute(_BY_KEY_ID, {"key_id": key_id})).mappings().first()
         if row is None or not hmac.compare_digest(row["secret_sha256"], _digest(secret)):
             raise Unauthenticated("missing or invalid API key")
         if row["revoked_at"] is not None:
             raise Unauthenticated("missing or invalid API key")
-        return Principal(row["tenant_id"], key_id, frozenset(row["scopes"].split()))
+        who = Principal(row["tenant_id"], key_id, frozenset(row["scopes"].split()))
+        # Kept only if nothing was revoked or reset while the row was read.
+        if (
+            self._cache_enabled
+            and self._usable
+            and epoch == self._epoch
+            and key_id not in self._revoked
+        ):
+            if len(self._verified) >= CACHE_MAX_KEYS:
+                self._verified.clear()
+            self._verified[presented_sha256] = who
+        return who
+
+    # -- Subscriber (gateway.db.notify) ---------------------------------------------------------
+
+    def changed(self, change: Change) -> None:
+        if change.kind != "key":
+            return
+        self._revoked.add(change.id)
+        self._epoch += 1
+        for digest in [d for d, p in self._verified.items() if p.key_id == change.id]:
+            del self._verified[digest]
+
+    def reset(self, *, usable: bool) -> None:
+        self._epoch += 1
+        self._verified.clear()
+        self._usable = usable
+
+    def external_write(self) -> None:
+        self._epoch += 1
+        self._verified.clear()
 
 
 def _to_key(row: RowMapping) -> ApiKey:

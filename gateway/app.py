@@ -16,9 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import ApiKeyStore
 from gateway.audit import AuditLog
+from gateway.availability.index import AvailabilityIndex
 from gateway.connections.repository import IntegrationRepository
 from gateway.db.engine import create_engine
+from gateway.db.listener import CacheCoherence
 from gateway.db.migrate import ensure_migrated
+from gateway.db.notify import Subscriber
 from gateway.http import (
     audit_wiring,
     availability_routes,
@@ -36,8 +39,10 @@ from gateway.http import (
 from gateway.http.appkeys import (
     APIKEYS_KEY,
     AUDIT_KEY,
+    COHERENCE_KEY,
     ENGINE_KEY,
     HTTP_KEY,
+    INDEX_KEY,
     INTEGRATIONS_KEY,
     LIVE_LIMITS_KEY,
     SETTINGS_KEY,
@@ -90,10 +95,24 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         try:
             await ensure_migrated(eng)
             app[ENGINE_KEY] = eng
-            app[APIKEYS_KEY] = ApiKeyStore(eng)
+            api_keys = ApiKeyStore(eng, cache=True)
+            app[APIKEYS_KEY] = api_keys
             app[AUDIT_KEY] = AuditLog(eng)
             app[INTEGRATIONS_KEY] = IntegrationRepository(eng)
-            yield
+            caches: list[Subscriber] = [api_keys]
+            if settings.index_memory_mb > 0:
+                index = AvailabilityIndex(budget_bytes=settings.index_memory_mb * 2**20)
+                app[INDEX_KEY] = index
+                caches.append(index)
+            # Born here, in the loop, and stopped before the engine: the caches answer only
+            # while it listens for changes (gateway.db.listener).
+            coherence = CacheCoherence(eng, settings.database_url, caches=caches)
+            app[COHERENCE_KEY] = coherence
+            await coherence.start()
+            try:
+                yield
+            finally:
+                await coherence.stop()
         finally:
             if own:
                 await eng.dispose()

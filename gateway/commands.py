@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.apikeys import ApiKeyStore
 from gateway.db.engine import create_engine
 from gateway.db.migrate import ensure_migrated, upgrade
+from gateway.db.serve_lock import serve_lock
 from gateway.errors import InvalidInput
 from gateway.settings import Settings, redact_url_password
 from gateway.wiring import open_trust_keys, open_vault
@@ -71,13 +72,18 @@ async def migrate(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def serve(args: argparse.Namespace, settings: Settings) -> int:
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    with serve_lock(settings.database_url):
+        return await _serve(args, settings, host, port)
+
+
+async def _serve(args: argparse.Namespace, settings: Settings, host: str, port: int) -> int:
     # Imported here: the HTTP application (aiohttp routes, the MCP SDK, ...) takes seconds to
     # import, which `keys`, `migrate` and `api-keys` should not pay.
     from gateway.app import create_app
     from gateway.http.access_log import PathOnlyAccessLogger
 
-    host = args.host or settings.host
-    port = args.port if args.port is not None else settings.port
     async with _engine(settings, migrated=False) as engine:
         if args.migrate:
             out.print(_migrated(settings, *await upgrade(engine)))

@@ -185,6 +185,11 @@ class Settings(BaseSettings):
     live_answer_reuse_s: int = Field(
         default=5, ge=0, le=60, validation_alias=AliasChoices("GATEWAY_LIVE_ANSWER_REUSE_S")
     )
+    # Memory for the in-process availability index (busy blocks and freshness per calendar,
+    # least recently used dropped first); 0 turns the index off (every answer reads the database).
+    index_memory_mb: int = Field(
+        default=256, ge=0, le=65_536, validation_alias=AliasChoices("GATEWAY_INDEX_MEMORY_MB")
+    )
     # How old the busy time an if_free booking is checked against may be; older is asked of
     # Google first. Small: a booking is where a stale answer turns into a double booking.
     booking_max_staleness_s: int = Field(

@@ -26,17 +26,25 @@ was booked a minute ago, and offering that time is how double bookings happen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from gateway.apikeys import utc_now
+from gateway.availability.index import (
+    FOREVER,
+    AvailabilityIndex,
+    CalendarEntry,
+    IntegrationEntry,
+)
 from gateway.availability.intervals import Interval, clip, merge
 from gateway.availability.slots import Person, SlotAnswer, SlotQuery, find_slots
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import Integration
+from gateway.connections.repository import row_to_integration
 from gateway.errors import GatewayError, InvalidInput
 from gateway.google.calendar import CalendarClient
 from gateway.google.errors import (
@@ -48,7 +56,7 @@ from gateway.google.errors import (
 )
 from gateway.livecalls import SharedAnswers
 from gateway.sync.engine import ManagedTokenSource, SyncEngine, TokenKeeper
-from gateway.sync.store import CalendarFreshness, CalendarRow
+from gateway.sync.store import CachedView, CalendarFreshness, CalendarRow, CalendarSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +174,52 @@ def _covers(row: CalendarRow, window: Interval) -> bool:
     return horizon is not None and horizon.start <= window.start and window.end <= horizon.end
 
 
+def _as_of(freshness: CalendarFreshness | None) -> datetime | None:
+    return freshness.as_of if freshness is not None else None
+
+
+def _from_copy(
+    view: CachedView, window: Interval, max_staleness: timedelta, now: datetime
+) -> tuple[list[Interval], dict[str, CalendarStatus], list[CalendarRow]]:
+    """The busy time and status of each calendar the copy may answer for (fresh enough and
+    covering the window), and the calendars it may not (to ask Google)."""
+    statuses: dict[str, CalendarStatus] = {}
+    busy: list[Interval] = []
+    live: list[CalendarRow] = []
+    for row in view.calendars:
+        as_of = _as_of(view.freshness.get(row.id))
+        if as_of is not None and _covers(row, window) and now - as_of <= max_staleness:
+            busy.extend(clip((Interval(s, e) for s, e in view.blocks[row.id]), window))
+            statuses[row.id] = CalendarStatus(row.id, "fresh", as_of, "cache")
+        else:
+            live.append(row)
+    return busy, statuses, live
+
+
+def _entry_of(snapshot: CalendarSnapshot) -> CalendarEntry:
+    push_until: float | None = None
+    if snapshot.push_forever:
+        push_until = FOREVER
+    elif snapshot.push_until is not None:
+        push_until = snapshot.push_until.timestamp()
+    return CalendarEntry.build(
+        snapshot.row,
+        snapshot.version,
+        sync_requested_at=snapshot.sync_requested_at,
+        backoff_until=snapshot.backoff_until,
+        push_until_s=push_until,
+        blocks=snapshot.blocks,
+    )
+
+
+def _view_of(calendars: Sequence[CalendarEntry], now: datetime, window: Interval) -> CachedView:
+    return CachedView(
+        [c.row for c in calendars],
+        {c.row.id: c.freshness(now) for c in calendars},
+        {c.row.id: c.busy_between(window.start, window.end) for c in calendars},
+    )
+
+
 def _google_busy(entry: Any, window: Interval) -> list[Interval]:
     """The busy list of one calendar of Google's freeBusy answer; UnexpectedGoogleResponse if
     it is not one."""
@@ -192,6 +246,7 @@ class AvailabilityService:
         clock: Callable[[], datetime] = utc_now,
         concurrency: int = 8,
         shared: SharedAnswers[Any] | None = None,
+        index: AvailabilityIndex | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -206,6 +261,8 @@ class AvailabilityService:
         self._shared = (
             shared if shared is not None else SharedAnswers(ttl=timedelta(0), clock=clock)
         )
+        self._index = index
+        self._flights: dict[str, asyncio.Future[None]] = {}
 
     def __repr__(self) -> str:
         return f"AvailabilityService(concurrency={self._concurrency})"
@@ -227,25 +284,17 @@ class AvailabilityService:
         if not integration.usable:
             raise IntegrationInactive(integration.status, reason=integration.reauth_reason)
         now = self._clock()
-        # Calendars, freshness and cached busy time in one read (the hot path).
-        view = await self._store.cached_view(integration.id, now, window.start, window.end)
+        # Calendars, freshness and cached busy time: from memory when held (the hot path),
+        # else in one read.
+        view = await self._view(integration.id, now, window)
         if not view.calendars:
             # Never synced in any process yet: learn its calendars (one Google call); the
             # scheduler syncs them from then on.
             await self._sync.ensure_calendars(integration.id)
             now = self._clock()
-            view = await self._store.cached_view(integration.id, now, window.start, window.end)
+            view = await self._view(integration.id, now, window)
         rows, freshness = view.calendars, view.freshness
-        statuses: dict[str, CalendarStatus] = {}
-        busy: list[Interval] = []
-        live: list[CalendarRow] = []
-        for row in rows:
-            as_of = self._as_of(freshness.get(row.id))
-            if as_of is not None and _covers(row, window) and now - as_of <= max_staleness:
-                busy.extend(clip((Interval(s, e) for s, e in view.blocks[row.id]), window))
-                statuses[row.id] = CalendarStatus(row.id, "fresh", as_of, "cache")
-            else:
-                live.append(row)
+        busy, statuses, live = _from_copy(view, window, max_staleness, now)
         failure: GoogleError | None = None
         if live:
             failure = await self._ask_google(
@@ -262,7 +311,103 @@ class AvailabilityService:
 
     @staticmethod
     def _as_of(freshness: CalendarFreshness | None) -> datetime | None:
-        return freshness.as_of if freshness is not None else None
+        return _as_of(freshness)
+
+    # -- the in-process index (gateway.availability.index) -------------------------------------
+
+    def held_integration(self, tenant_id: str, integration_id: str) -> Integration | None:
+        """The tenant's integration if the index holds it (its status is current: any change
+        drops it), else None (then call `integration`)."""
+        entry = self._index.integration(integration_id) if self._index is not None else None
+        if entry is None or entry.integration.tenant_id != tenant_id:
+            return None
+        return entry.integration
+
+    async def integration(self, tenant_id: str, integration_id: str) -> Integration | None:
+        """The tenant's integration `integration_id` (None if it is not the tenant's or does
+        not exist), from the index when held; a read is held for the next call."""
+        found = self.held_integration(tenant_id, integration_id)
+        if found is not None:
+            return found
+        async with self._flight(f"i {integration_id}"):
+            # After waiting for another caller's load it is usually held now (else this
+            # caller reads it: another tenant's id, or a change came meanwhile).
+            found = self.held_integration(tenant_id, integration_id)
+            if found is not None:
+                return found
+            return await self._load_integration(tenant_id, integration_id)
+
+    async def _load_integration(self, tenant_id: str, integration_id: str) -> Integration | None:
+        index = self._index
+        epoch = index.integrations_epoch if index is not None else 0
+        loaded = await self._store.index_integration(integration_id)
+        if loaded is None:
+            return None
+        row, version, calendar_ids = loaded
+        entry = IntegrationEntry(row_to_integration(row), version, tuple(calendar_ids))
+        if index is not None:
+            index.put_integration(entry, epoch=epoch)
+        return entry.integration if entry.integration.tenant_id == tenant_id else None
+
+    def _held_view(self, integration_id: str, now: datetime, window: Interval) -> CachedView | None:
+        """The view of `cached_view` from the index, or None unless all of it is held."""
+        index = self._index
+        entry = index.integration(integration_id) if index is not None else None
+        if index is None or entry is None or not entry.calendar_ids:
+            return None
+        calendars = index.calendars(entry.calendar_ids)
+        return _view_of(calendars, now, window) if calendars is not None else None
+
+    async def _view(self, integration_id: str, now: datetime, window: Interval) -> CachedView:
+        held = self._held_view(integration_id, now, window)
+        if held is not None:
+            return held
+        index = self._index
+        entry = index.integration(integration_id) if index is not None else None
+        if index is None or entry is None or not entry.calendar_ids:
+            return await self._store.cached_view(integration_id, now, window.start, window.end)
+        while True:
+            async with self._flight(f"c {integration_id}") as leader:
+                if leader:
+                    return await self._load_view(integration_id, entry.calendar_ids, now, window)
+                # A load just ended: held now, unless a change came meanwhile (then queue for
+                # the next load rather than all reading at once).
+                held = self._held_view(integration_id, now, window)
+                if held is not None:
+                    return held
+
+    async def _load_view(
+        self, integration_id: str, calendar_ids: tuple[str, ...], now: datetime, window: Interval
+    ) -> CachedView:
+        # Load the integration's calendars into the index; this read answers either way.
+        index = self._index
+        assert index is not None
+        epoch = index.epoch
+        snapshots = await self._store.index_calendars(calendar_ids)
+        loaded = {s.row.id: _entry_of(s) for s in snapshots}
+        for calendar in loaded.values():
+            index.put_calendar(calendar, epoch=epoch)
+        if set(loaded) != set(calendar_ids):  # a calendar went meanwhile
+            return await self._store.cached_view(integration_id, now, window.start, window.end)
+        return _view_of([loaded[c] for c in calendar_ids], now, window)
+
+    @contextlib.asynccontextmanager
+    async def _flight(self, key: str) -> AsyncIterator[bool]:
+        """One index load per key at a time: True for the caller that loads; a caller that
+        arrives meanwhile waits for that load to end and gets False (look in the index again).
+        A burst of requests after a change then reads the rows once, not once each."""
+        running = self._flights.get(key)
+        if running is not None:
+            await asyncio.shield(running)  # the loader's cancellation must not end our wait
+            yield False
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flights[key] = done
+        try:
+            yield True
+        finally:
+            del self._flights[key]
+            done.set_result(None)
 
     async def _cached(self, row: CalendarRow, window: Interval) -> list[Interval]:
         blocks = await self._store.busy_between(row.id, window.start, window.end)
@@ -358,7 +503,22 @@ class AvailabilityService:
                 except GatewayError as exc:
                     return exc
 
-        return list(await asyncio.gather(*(one(i) for i in integrations)))
+        # One pass over the index first: every integration it answers completely costs no
+        # task, no await and no database read; only the rest are asked concurrently.
+        now = self._clock()
+        results: list[FreeBusy | GatewayError | None] = []
+        for integration in integrations:
+            view = self._held_view(integration.id, now, window) if integration.usable else None
+            answer: FreeBusy | None = None
+            if view is not None:
+                busy, statuses, live = _from_copy(view, window, max_staleness, now)
+                if not live:
+                    ordered = [statuses[row.id] for row in view.calendars]
+                    answer = FreeBusy(integration.id, window, merge(busy), ordered)
+            results.append(answer)
+        missing = [i for i, r in zip(integrations, results, strict=True) if r is None]
+        asked = iter(await asyncio.gather(*(one(i) for i in missing)))
+        return [r if r is not None else next(asked) for r in results]
 
     async def slots(
         self,

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.apikeys import utc_now
 from gateway.connections.model import Integration, Status
+from gateway.db.notify import bump_integration
 from gateway.db.schema import connect_sessions, integrations
 from gateway.db.values import as_utc
 
@@ -227,6 +228,8 @@ class IntegrationRepository:
             result = await conn.execute(
                 stmt.values(status=status.value, reauth_reason=reason, updated_at=self._clock())
             )
+            if result.rowcount:
+                await bump_integration(conn, integration_id)
         return bool(result.rowcount)
 
     # -- connect sessions --------------------------------------------------------------------
@@ -373,9 +376,13 @@ class IntegrationRepository:
         )
         if conn is not None:
             result = await conn.execute(stmt)
+            if result.rowcount:
+                await bump_integration(conn, integration_id)
         else:
             async with self.engine.begin() as own:
                 result = await own.execute(stmt)
+                if result.rowcount:
+                    await bump_integration(own, integration_id)
         return bool(result.rowcount)
 
     # -- connect (connect.py) ----------------------------------------------------------------
@@ -423,6 +430,8 @@ class IntegrationRepository:
                 )
                 .values(**values)
             )
+            if result.rowcount:
+                await bump_integration(conn, integration_id)
         return bool(result.rowcount)
 
     async def purge_sessions(self, expired_before: datetime) -> int:
@@ -465,6 +474,8 @@ class IntegrationRepository:
                     updated_at=now,
                 )
             )
+            if result.rowcount:
+                await bump_integration(conn, integration_id)
         return bool(result.rowcount)
 
     async def disconnect_job(self, integration_id: str) -> tuple[Integration, str | None] | None:
@@ -586,6 +597,8 @@ class IntegrationRepository:
                 updated_at=now,
             )
         )
+        if result.rowcount:
+            await bump_integration(conn, integration_id)
         return bool(result.rowcount)
 
     async def release_disconnect_lease(self, integration_id: str, owner: str) -> None:
@@ -618,6 +631,8 @@ class IntegrationRepository:
                     updated_at=now,
                 )
             )
+            # Every process's caches drop it (gateway.db.notify), as for any status change.
+            await bump_integration(conn, integration_id)
 
     async def checkpoint_wal(self) -> bool:
         """On SQLite, copy the write-ahead log into the database file and truncate it, so

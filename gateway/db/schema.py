@@ -80,6 +80,8 @@ integrations = Table(
     Column("disconnect_lease_owner", String(64), nullable=True),
     Column("disconnect_lease_until", DateTime(timezone=True), nullable=True),
     Column("disconnect_receipt", Text, nullable=True),  # JSON, no secret
+    # Incremented with every change of status or of its calendars (gateway.db.notify).
+    Column("version", Integer, nullable=False, server_default="0"),
     Index("ix_integrations_tenant_user", "tenant_id", "user_id"),
     Index("ix_integrations_status", "status"),
 )
@@ -155,6 +157,8 @@ calendars = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Incremented with every change of its busy blocks or freshness (gateway.db.notify).
+    Column("version", Integer, nullable=False, server_default="0"),
     Index("ix_calendars_integration_google", "integration_id", "google_calendar_id", unique=True),
     Index("ix_calendars_next_poll_at", "next_poll_at"),
 )

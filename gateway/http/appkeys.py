@@ -10,7 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import ApiKeyStore
 from gateway.audit import AuditLog
+from gateway.availability.index import AvailabilityIndex
 from gateway.connections.repository import IntegrationRepository
+from gateway.db.listener import CacheCoherence
 from gateway.livecalls import LiveCallLimits
 from gateway.settings import Settings
 from vault.service import Vault
@@ -26,6 +28,10 @@ AUDIT_KEY = web.AppKey("audit", AuditLog)
 INTEGRATIONS_KEY = web.AppKey("integrations", IntegrationRepository)
 # Limits on live Google calls per API key and tenant, shared by availability and booking.
 LIVE_LIMITS_KEY = web.AppKey("live_limits", LiveCallLimits)
+# The in-process availability index (absent when GATEWAY_INDEX_MEMORY_MB=0) and what keeps it
+# and the API-key cache coherent with the database.
+INDEX_KEY = web.AppKey("availability_index", AvailabilityIndex)
+COHERENCE_KEY = web.AppKey("cache_coherence", CacheCoherence)
 # One client session for every outbound call to Google (connection pooling, one timeout policy).
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 

@@ -34,18 +34,13 @@ from gateway.availability.service import (
 )
 from gateway.availability.slots import SlotQuery, WorkingHours
 from gateway.connections.model import Integration
-from gateway.errors import GatewayError, InvalidInput, ProblemError
+from gateway.errors import GatewayError, InvalidInput, NotFound, ProblemError
 from gateway.google.calendar import CalendarClient
 from gateway.google.errors import GoogleError
-from gateway.http.appkeys import HTTP_KEY, LIVE_LIMITS_KEY, SETTINGS_KEY
-from gateway.http.auth import requires_scope
+from gateway.http.appkeys import HTTP_KEY, INDEX_KEY, LIVE_LIMITS_KEY, SETTINGS_KEY
+from gateway.http.auth import principal, requires_scope
 from gateway.http.json_body import json_response
-from gateway.http.lookup import (
-    google_problem,
-    integration_by_id,
-    integrations_by_ids,
-    require_usable,
-)
+from gateway.http.lookup import INTEGRATION_ID, google_problem, require_usable
 from gateway.http.problems import PROBLEM_TYPE_BASE
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
@@ -270,10 +265,10 @@ async def get_freebusy(request: web.Request) -> web.Response:
     query = parse_query(request.query, FreeBusyQuery)
     window = parse_window(query.time_min, query.time_max)
     max_staleness = staleness(request.app, query.max_staleness_s)
-    integration = require_usable(
-        await integration_by_id(request, request.match_info["integration_id"])
-    )
     service = availability_service(request.app)
+    integration = require_usable(
+        await _integration(request, service, request.match_info["integration_id"])
+    )
     try:
         answer = await service.freebusy(integration, window, max_staleness=max_staleness)
     except GoogleError as exc:
@@ -281,11 +276,25 @@ async def get_freebusy(request: web.Request) -> web.Response:
     return json_response(render_freebusy(answer), headers={"Cache-Control": "no-store"})
 
 
-def _usable(found: Integration | ProblemError) -> Integration | ProblemError:
-    if isinstance(found, ProblemError):
-        return found
+async def _integration(
+    request: web.Request, service: AvailabilityService, integration_id: str
+) -> Integration:
+    """The caller's integration, or 404 (also for another tenant's), through the service's
+    index: a warm request reads no database for it."""
+    tenant_id = principal(request).tenant_id
+    found = service.held_integration(tenant_id, integration_id)
+    if found is None and INTEGRATION_ID.match(integration_id):
+        found = await service.integration(tenant_id, integration_id)
+    if found is None:
+        raise NotFound("no such integration", code="integration_not_found")
+    return found
+
+
+async def _lookup(
+    request: web.Request, service: AvailabilityService, integration_id: str
+) -> Integration | ProblemError:
     try:
-        return require_usable(found)
+        return require_usable(await _integration(request, service, integration_id))
     except ProblemError as exc:
         return exc
 
@@ -298,8 +307,8 @@ async def post_freebusy(request: web.Request) -> web.Response:
     require_unique(body.integration_ids)
     window = parse_window(body.time_min, body.time_max)
     max_staleness = staleness(request.app, body.max_staleness_s)
-    found = [_usable(i) for i in await integrations_by_ids(request, body.integration_ids)]
     service = availability_service(request.app)
+    found = [await _lookup(request, service, i) for i in body.integration_ids]
     usable = [i for i in found if isinstance(i, Integration)]
     answers = iter(await service.freebusy_each(usable, window, max_staleness=max_staleness))
     results: list[dict[str, Any]] = []
@@ -342,12 +351,10 @@ async def post_slots(request: web.Request) -> web.Response:
         ),
     )
     # The whole call is about these people together: any unknown or inactive one fails it.
-    integrations: list[Integration] = []
-    for looked_up in await integrations_by_ids(request, body.integration_ids):
-        if isinstance(looked_up, ProblemError):
-            raise looked_up
-        integrations.append(require_usable(looked_up))
     service = availability_service(request.app)
+    integrations = [
+        require_usable(await _integration(request, service, i)) for i in body.integration_ids
+    ]
     try:
         result = await service.slots(integrations, query, max_staleness=max_staleness)
     except GoogleError as exc:
@@ -389,6 +396,7 @@ def setup(app: web.Application) -> None:
                 tokens=tokens,
                 concurrency=settings.freebusy_concurrency,
                 shared=SharedAnswers(ttl=timedelta(seconds=settings.live_answer_reuse_s)),
+                index=app.get(INDEX_KEY),
             )
         yield
 

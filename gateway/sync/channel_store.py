@@ -40,6 +40,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
+from gateway.db.notify import bump_calendars
 from gateway.db.schema import calendars, integrations, watch_channels
 from gateway.db.values import as_utc
 from gateway.sync.store import SyncStore
@@ -233,11 +234,13 @@ class ChannelStore:
         """Google's answer to events.watch. The state is left alone: a notification may have
         verified the channel already (Google can send `sync` before answering)."""
         async with self.engine.begin() as conn:
-            await conn.execute(
+            moved = await conn.execute(
                 update(watch_channels)
                 .where(watch_channels.c.id == channel_id, watch_channels.c.state.in_(LIVE))
                 .values(resource_id=resource_id, expires_at=expires_at)
+                .returning(watch_channels.c.calendar_id)
             )
+            await bump_calendars(conn, moved.scalars().all())
 
     async def forget(self, channel_id: str) -> None:
         """Delete a row whose events.watch failed (Google has no such channel; should it have
@@ -282,7 +285,9 @@ class ChannelStore:
             result = await conn.execute(
                 update(watch_channels).where(where).values(state=state).returning(watch_channels)
             )
-            return [_row(r) for r in result.mappings()]
+            moved = [_row(r) for r in result.mappings()]
+            await bump_calendars(conn, [r.calendar_id for r in moved])
+            return moved
 
     async def mark_stopped(self, channel_id: str) -> None:
         async with self.engine.begin() as conn:

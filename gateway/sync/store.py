@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
+from gateway.db.notify import bump_calendars, bump_integration
 from gateway.db.schema import (
     busy_blocks,
     calendar_events,
@@ -125,7 +126,25 @@ class CachedView:
     blocks: dict[str, list[tuple[datetime, datetime]]]
 
 
-def _freshness(cal: CalendarRow, row: RowMapping, push: bool, now: datetime) -> CalendarFreshness:
+@dataclass(frozen=True)
+class CalendarSnapshot:
+    """A calendar as the availability index loads it (`SyncStore.index_calendars`)."""
+
+    row: CalendarRow
+    version: int
+    sync_requested_at: datetime | None
+    backoff_until: datetime | None
+    push_until: datetime | None  # the latest expiry of an active channel
+    push_forever: bool  # an active channel without an expiry
+    blocks: list[tuple[datetime, datetime]]
+
+    def __repr__(self) -> str:
+        return f"CalendarSnapshot(id={self.row.id!r}, version={self.version})"
+
+
+def calendar_freshness(
+    cal: CalendarRow, row: Mapping[Any, Any], push: bool, now: datetime
+) -> CalendarFreshness:
     """A calendar's freshness (see CalendarFreshness) from its row and whether a live push
     channel watches it."""
     pending = row["sync_requested_at"] is not None
@@ -353,10 +372,12 @@ class SyncStore:
                         updated_at=now,
                     )
                 )
+                await bump_integration(conn, integration_id)
             elif row["time_zone"] != time_zone:
                 await conn.execute(
                     update(calendars).where(key).values(time_zone=time_zone, updated_at=now)
                 )
+                await bump_calendars(conn, [row["id"]])
             row = (await conn.execute(select(calendars).where(key))).mappings().one()
         return _calendar(row)
 
@@ -376,6 +397,7 @@ class SyncStore:
                     updated_at=now,
                 )
             )
+            await bump_calendars(conn, [calendar_id])
 
     # -- records ------------------------------------------------------------------------------
 
@@ -547,6 +569,7 @@ class SyncStore:
             )
             if switched.rowcount != 1:
                 return False
+            await bump_calendars(conn, [calendar_id])
         # After the switch is committed nobody reads the old generation any more.
         async with self.engine.begin() as conn:
             for table in (calendar_events, busy_blocks):
@@ -585,6 +608,7 @@ class SyncStore:
                 .where(calendars.c.id == calendar.id)
                 .values(sync_token=sync_token, **_success(now))
             )
+            await bump_calendars(conn, [calendar.id])
         return len(series)
 
     async def merge_local(
@@ -623,6 +647,7 @@ class SyncStore:
             series = sorted(touched)
             records = await self._series_records(conn, calendar.id, active, series)
             await self._replace_series_blocks(conn, calendar.id, active, series, compute(records))
+            await bump_calendars(conn, [calendar.id])
         return True
 
     async def replace_blocks(
@@ -650,6 +675,7 @@ class SyncStore:
             )
             for rows in _chunks(_block_rows(calendar_id, generation, blocks)):
                 await conn.execute(insert(busy_blocks), list(rows))
+            await bump_calendars(conn, [calendar_id])
         return True
 
     # -- reads --------------------------------------------------------------------------------
@@ -718,7 +744,7 @@ class SyncStore:
                 )
         for row in rows:
             cal = _calendar(row)
-            out[cal.integration_id].append(_freshness(cal, row, cal.id in live_ids, now))
+            out[cal.integration_id].append(calendar_freshness(cal, row, cal.id in live_ids, now))
         return out
 
     async def cached_view(
@@ -745,13 +771,89 @@ class SyncStore:
         for row in rows:
             cal = _calendar(row)
             view.calendars.append(cal)
-            view.freshness[cal.id] = _freshness(cal, row, bool(row["push_live"]), now)
+            view.freshness[cal.id] = calendar_freshness(cal, row, bool(row["push_live"]), now)
             view.blocks[cal.id] = []
         for calendar_id, s, e in found:
             s_utc, e_utc = as_utc(s), as_utc(e)
             assert s_utc is not None and e_utc is not None
             view.blocks[calendar_id].append((s_utc, e_utc))
         return view
+
+    async def index_integration(
+        self, integration_id: str
+    ) -> tuple[RowMapping, int, list[str]] | None:
+        """For the availability index: the integration's row, its version and its calendars'
+        ids (in `calendars_of` order), in one statement; None if there is no such row."""
+        query = (
+            select(integrations, calendars.c.id.label("index_calendar_id"))
+            .select_from(
+                integrations.outerjoin(calendars, calendars.c.integration_id == integrations.c.id)
+            )
+            .where(integrations.c.id == integration_id)
+            .order_by(calendars.c.created_at, calendars.c.id)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        if not rows:
+            return None
+        ids = [r["index_calendar_id"] for r in rows if r["index_calendar_id"] is not None]
+        return rows[0], int(rows[0]["version"]), ids
+
+    async def index_calendars(self, calendar_ids: Sequence[str]) -> list[CalendarSnapshot]:
+        """For the availability index: each calendar's row, version, sync request, backoff,
+        live push channels and every block of its active generation, read from one snapshot
+        (REPEATABLE READ on PostgreSQL; on SQLite the version floors of gateway.db.notify
+        refuse a read that a commit overtook)."""
+        w = watch_channels.c
+        active = and_(w.calendar_id == calendars.c.id, w.state == "active")
+        push_until = (
+            select(func.max(w.expires_at)).where(active).scalar_subquery().label("push_until")
+        )
+        push_forever = exists().where(active, w.expires_at.is_(None)).label("push_forever")
+        blocks_query = (
+            select(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
+            .join(
+                calendars,
+                and_(
+                    calendars.c.id == busy_blocks.c.calendar_id,
+                    calendars.c.active_generation == busy_blocks.c.generation,
+                ),
+            )
+            .where(busy_blocks.c.calendar_id.in_(list(calendar_ids)))
+        )
+        async with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                rows = (
+                    (
+                        await conn.execute(
+                            select(calendars, push_until, push_forever).where(
+                                calendars.c.id.in_(list(calendar_ids))
+                            )
+                        )
+                    )
+                    .mappings()
+                    .all()
+                )
+                found = (await conn.execute(blocks_query)).all() if rows else []
+        blocks: dict[str, list[tuple[datetime, datetime]]] = {r["id"]: [] for r in rows}
+        for calendar_id, s, e in found:
+            s_utc, e_utc = as_utc(s), as_utc(e)
+            assert s_utc is not None and e_utc is not None
+            blocks[calendar_id].append((s_utc, e_utc))
+        return [
+            CalendarSnapshot(
+                row=_calendar(r),
+                version=int(r["version"]),
+                sync_requested_at=as_utc(r["sync_requested_at"]),
+                backoff_until=as_utc(r["backoff_until"]),
+                push_until=as_utc(r["push_until"]),
+                push_forever=bool(r["push_forever"]),
+                blocks=blocks[r["id"]],
+            )
+            for r in rows
+        ]
 
     async def count_records(self, calendar_id: str) -> int:
         async with self.engine.connect() as conn:
@@ -782,9 +884,11 @@ class SyncStore:
         )
         if conn is not None:
             result = await conn.execute(statement)
+            await bump_calendars(conn, [calendar_id])
         else:
             async with self.engine.begin() as own:
                 result = await own.execute(statement)
+                await bump_calendars(own, [calendar_id])
         return bool(result.rowcount == 1)
 
     async def integrations_without_calendars(self, limit: int) -> list[str]:
@@ -874,6 +978,7 @@ class SyncStore:
                 if got.rowcount == 1:
                     seen.add(integration_id)
                     claimed.append(calendar_id)
+            await bump_calendars(conn, claimed)
             rows: list[RowMapping] = []
             for chunk in _chunks(claimed):
                 rows.extend(
@@ -954,6 +1059,7 @@ class SyncStore:
                 .where(self._held(calendar_id, owner))
                 .values(lease_owner=None, lease_until=None, backoff_until=until, next_poll_at=until)
             )
+            await bump_calendars(conn, [calendar_id])
         return until
 
     async def release(self, calendar_id: str, owner: str, now: datetime, *, again: bool) -> bool:
@@ -966,6 +1072,8 @@ class SyncStore:
             result = await conn.execute(
                 update(calendars).where(self._held(calendar_id, owner)).values(**values)
             )
+            if again:
+                await bump_calendars(conn, [calendar_id])
         return bool(result.rowcount == 1)
 
     # -- purge --------------------------------------------------------------------------------
@@ -981,6 +1089,9 @@ class SyncStore:
                     )
                 ).scalars()
             )
+            # Told before the rows go: every cache drops them, and nothing reloads them.
+            await bump_calendars(conn, ids)
+            await bump_integration(conn, integration_id)
             purged = 0
             for chunk in _chunks(ids):
                 await conn.execute(delete(busy_blocks).where(busy_blocks.c.calendar_id.in_(chunk)))

@@ -1,0 +1,287 @@
+"""The in-process availability index: what a warm free/busy answer needs, without a database.
+
+    index = AvailabilityIndex(budget_bytes=64 * 2**20)
+    entry = index.integration(integration_id)          # status, version, its calendar ids
+    entries = index.calendars(entry.calendar_ids)      # None when any one is not held
+    entries[0].freshness(now), entries[0].busy_between(start, end)
+
+Per calendar (`CalendarEntry`): the active generation's busy blocks as two sorted arrays of
+epoch seconds (merged, so both are sorted and a window is two bisects, whatever the calendar's
+size), and what its freshness is computed from (the row, whether a sync is pending, until when a
+push channel is live). Freshness depends on the clock (a channel expires), so the entry keeps its
+inputs and `freshness(now)` computes it with the same function as the database path.
+
+Coherence. Every entry carries the version it was read at (gateway.db.notify). The index is a
+`Subscriber`: a change drops an older entry and raises that row's floor; `put_*` refuses an
+entry below its floor (it was read before a change this process has already heard of) or read
+before the last `reset` (the epoch). While not `usable` (the LISTEN connection is down) it
+holds and answers nothing: callers read the database.
+
+Memory. Entries are held least-recently-used first and dropped beyond `budget_bytes`, estimated
+from the arrays' sizes plus a fixed overhead per entry. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.connections.model import Integration
+from gateway.db.notify import Change
+from gateway.sync.store import CalendarFreshness, CalendarRow, calendar_freshness
+
+# Python objects around the arrays (the entry, the row, the dict slot), measured roughly with
+# sys.getsizeof on CPython 3.11: a budget guide, not an exact account.
+ENTRY_OVERHEAD_BYTES = 1_200
+INTEGRATION_OVERHEAD_BYTES = 1_000
+# A push channel without an expiry (Google always sets one; kept open-ended if absent).
+FOREVER = math.inf
+
+
+def _epoch_floor(moment: datetime) -> int:
+    return math.floor(moment.timestamp())
+
+
+def _epoch_ceil(moment: datetime) -> int:
+    return math.ceil(moment.timestamp())
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarEntry:
+    """One calendar as the index holds it (see the module doc)."""
+
+    row: CalendarRow
+    version: int
+    sync_requested_at: datetime | None
+    backoff_until: datetime | None
+    push_until_s: float | None  # latest expiry of an active channel; None: no active channel
+    starts: array[int]
+    ends: array[int]
+
+    @classmethod
+    def build(
+        cls,
+        row: CalendarRow,
+        version: int,
+        *,
+        sync_requested_at: datetime | None,
+        backoff_until: datetime | None,
+        push_until_s: float | None,
+        blocks: Iterable[tuple[datetime, datetime]],
+    ) -> CalendarEntry:
+        """An entry from the active generation's blocks (any order, may overlap). They are
+        merged as gateway.availability.intervals.merge does (touching blocks join, empty ones
+        vanish); a sub-second edge is widened to the whole second (busy, never free)."""
+        spans = sorted(
+            (s, e)
+            for s, e in ((_epoch_floor(a), _epoch_ceil(b)) for a, b in blocks if b > a)
+            if e > s
+        )
+        starts: array[int] = array("q")
+        ends: array[int] = array("q")
+        for s, e in spans:
+            if ends and s <= ends[-1]:
+                if e > ends[-1]:
+                    ends[-1] = e
+            else:
+                starts.append(s)
+                ends.append(e)
+        return cls(row, version, sync_requested_at, backoff_until, push_until_s, starts, ends)
+
+    @property
+    def nbytes(self) -> int:
+        return ENTRY_OVERHEAD_BYTES + self.starts.itemsize * (len(self.starts) + len(self.ends))
+
+    def push_live(self, now: datetime) -> bool:
+        return self.push_until_s is not None and self.push_until_s > now.timestamp()
+
+    def freshness(self, now: datetime) -> CalendarFreshness:
+        """The calendar's freshness at `now`, exactly as SyncStore.cached_view computes it."""
+        return calendar_freshness(
+            self.row,
+            {"sync_requested_at": self.sync_requested_at, "backoff_until": self.backoff_until},
+            self.push_live(now),
+            now,
+        )
+
+    def busy_between(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+        """The blocks overlapping [start, end), by start (not clipped): two bisects."""
+        lo = bisect_right(self.ends, start.timestamp())
+        hi = bisect_left(self.starts, end.timestamp())
+        return [
+            (datetime.fromtimestamp(self.starts[k], UTC), datetime.fromtimestamp(self.ends[k], UTC))
+            for k in range(lo, hi)
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class IntegrationEntry:
+    """An integration (its status decides whether anything may be answered) and the ids of
+    its calendars, in the order availability lists them."""
+
+    integration: Integration
+    version: int
+    calendar_ids: tuple[str, ...]
+
+
+class AvailabilityIndex:
+    """Calendars and integrations held in memory, kept coherent by changes (a Subscriber of
+    gateway.db.notify) and bounded by `budget_bytes`."""
+
+    def __init__(self, *, budget_bytes: int) -> None:
+        if budget_bytes < 0:
+            raise ValueError("budget_bytes must not be negative")
+        self.budget_bytes = budget_bytes
+        self._calendars: OrderedDict[str, CalendarEntry] = OrderedDict()
+        self._integrations: OrderedDict[str, IntegrationEntry] = OrderedDict()
+        self._calendar_floor: dict[str, int] = {}
+        self._integration_floor: dict[str, int] = {}
+        self._bytes = 0
+        self._usable = False
+        # Bumped by every reset; the integrations' also by a write of another program.
+        self.epoch = 0
+        self.integrations_epoch = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"AvailabilityIndex(usable={self._usable}, calendars={len(self._calendars)}, "
+            f"bytes={self._bytes})"
+        )
+
+    @property
+    def usable(self) -> bool:
+        return self._usable
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._calendars)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def integration(self, integration_id: str) -> IntegrationEntry | None:
+        if not self._usable:
+            return None
+        entry = self._integrations.get(integration_id)
+        if entry is not None:
+            self._integrations.move_to_end(integration_id)
+        return entry
+
+    def calendars(self, calendar_ids: Sequence[str]) -> list[CalendarEntry] | None:
+        """The entries of `calendar_ids` in order, or None unless every one is held."""
+        if not self._usable:
+            return None
+        out: list[CalendarEntry] = []
+        for calendar_id in calendar_ids:
+            entry = self._calendars.get(calendar_id)
+            if entry is None:
+                return None
+            self._calendars.move_to_end(calendar_id)
+            out.append(entry)
+        return out
+
+    def calendar(self, calendar_id: str) -> CalendarEntry | None:
+        found = self.calendars([calendar_id])
+        return found[0] if found else None
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def put_integration(self, entry: IntegrationEntry, *, epoch: int) -> bool:
+        """Hold `entry` unless it is older than a change already heard of, or was read before
+        the last reset or external write (`integrations_epoch` as it was when the read
+        began)."""
+        key = entry.integration.id
+        if (
+            not self._usable
+            or epoch != self.integrations_epoch
+            or entry.version < self._integration_floor.get(key, 0)
+        ):
+            return False
+        old = self._integrations.pop(key, None)
+        if old is not None:
+            self._bytes -= self._integration_bytes(old)
+        self._integrations[key] = entry
+        self._bytes += self._integration_bytes(entry)
+        self._shrink()
+        return True
+
+    def put_calendar(self, entry: CalendarEntry, *, epoch: int) -> bool:
+        """As put_integration, for a calendar (`epoch` as it was when the read began)."""
+        key = entry.row.id
+        if (
+            not self._usable
+            or epoch != self.epoch
+            or entry.version < self._calendar_floor.get(key, 0)
+            or entry.nbytes > self.budget_bytes
+        ):
+            return False
+        self._drop_calendar(key)
+        self._calendars[key] = entry
+        self._bytes += entry.nbytes
+        self._shrink()
+        return True
+
+    @staticmethod
+    def _integration_bytes(entry: IntegrationEntry) -> int:
+        return INTEGRATION_OVERHEAD_BYTES + 40 * len(entry.calendar_ids)
+
+    def _drop_calendar(self, calendar_id: str) -> None:
+        old = self._calendars.pop(calendar_id, None)
+        if old is not None:
+            self._bytes -= old.nbytes
+
+    def _drop_integration(self, integration_id: str) -> None:
+        old = self._integrations.pop(integration_id, None)
+        if old is not None:
+            self._bytes -= self._integration_bytes(old)
+
+    def _shrink(self) -> None:
+        # Calendars first (they are the bulk); an integration alone is cheap to reload.
+        while self._bytes > self.budget_bytes and self._calendars:
+            self._drop_calendar(next(iter(self._calendars)))
+        while self._bytes > self.budget_bytes and self._integrations:
+            self._drop_integration(next(iter(self._integrations)))
+
+    # -- Subscriber (gateway.db.notify) ---------------------------------------------------------
+
+    def changed(self, change: Change) -> None:
+        if change.kind == "calendar":
+            key = change.id
+            if change.version > self._calendar_floor.get(key, 0):
+                self._calendar_floor[key] = change.version
+            entry = self._calendars.get(key)
+            if entry is not None and entry.version < change.version:
+                self._drop_calendar(key)
+            owner = self._integrations.get(change.integration_id or "")
+            if owner is not None and key not in owner.calendar_ids:
+                self._drop_integration(owner.integration.id)
+        elif change.kind == "integration":
+            key = change.id
+            if change.version > self._integration_floor.get(key, 0):
+                self._integration_floor[key] = change.version
+            held = self._integrations.get(key)
+            if held is not None and held.version < change.version:
+                self._drop_integration(key)
+
+    def reset(self, *, usable: bool) -> None:
+        self.epoch += 1
+        self.integrations_epoch += 1
+        self._calendars.clear()
+        self._integrations.clear()
+        self._bytes = 0
+        self._usable = usable
+
+    def external_write(self) -> None:
+        # The CLI writes keys and the vault, never calendars (which stay: on SQLite this also
+        # fires for this process's own writes); an integration entry is cheap to reload, so
+        # those go in case a status changed.
+        self.integrations_epoch += 1
+        while self._integrations:
+            self._drop_integration(next(iter(self._integrations)))

@@ -1,0 +1,178 @@
+"""The in-process caches in a running gateway (real HTTP, the emulator, SQLite and PostgreSQL):
+a warm free/busy reads no database, this process's own writes are seen at once, a status
+change stops answers at once, and a lost LISTEN connection makes the gateway read the database
+until it is back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import event as sa_event
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.apikeys import SCOPES, ApiKeyStore
+from gateway.db.schema import busy_blocks, calendars
+from gateway.http.appkeys import COHERENCE_KEY, INDEX_KEY, INTEGRATIONS_KEY
+from tests.availability.helpers import ALICE, at, call, connect, day, event, sync, z
+from tests.reliability.processes import until
+from tests.services import require_postgres
+from tests.stack import Stack
+
+
+def path(integration_id: str) -> str:
+    return f"/v1/integrations/{integration_id}/freebusy"
+
+
+def window(d: Any) -> dict[str, str]:
+    return {"time_min": z(at(d, "09:00")), "time_max": z(at(d, "17:00"))}
+
+
+@contextmanager
+def statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Every SQL statement the gateway's engine runs inside the block."""
+    seen: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        seen.append(statement)
+
+    sa_event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        sa_event.remove(engine.sync_engine, "before_cursor_execute", count)
+
+
+async def test_a_warm_freebusy_reads_no_database(stack: Stack) -> None:
+    alice = await connect(stack, ALICE)
+    d = day(7)
+    event(stack, ALICE, at(d, "10:00"), at(d, "11:00"))
+    await sync(stack, alice)
+    cold = await call(stack, "GET", path(alice), params=window(d))
+    assert cold.status == 200 and cold.body["source"] == "cache", cold.body
+    batch_body = {"integration_ids": [alice], **window(d)}
+    await call(stack, "POST", "/v1/freebusy", json=batch_body)
+
+    with statements(stack.engine) as seen:
+        warm = await call(stack, "GET", path(alice), params=window(d))
+        batch = await call(stack, "POST", "/v1/freebusy", json=batch_body)
+    assert seen == []
+    assert warm.body == cold.body
+    assert batch.body["results"] == [cold.body]
+    assert warm.body["busy"] == [{"start": z(at(d, "10:00")), "end": z(at(d, "11:00"))}]
+
+
+async def test_this_process_sees_its_own_sync_at_once(stack: Stack) -> None:
+    alice = await connect(stack, ALICE)
+    d = day(7)
+    await sync(stack, alice)
+    before = await call(stack, "GET", path(alice), params=window(d))
+    assert before.body["busy"] == []
+    event(stack, ALICE, at(d, "13:00"), at(d, "14:00"))
+    await sync(stack, alice)  # an incremental sync in this process
+    after = await call(stack, "GET", path(alice), params=window(d))
+    assert after.body["busy"] == [{"start": z(at(d, "13:00")), "end": z(at(d, "14:00"))}]
+
+
+async def test_needs_reauth_stops_cached_answers_at_once(stack: Stack) -> None:
+    alice = await connect(stack, ALICE)
+    d = day(7)
+    await sync(stack, alice)
+    assert (await call(stack, "GET", path(alice), params=window(d))).status == 200
+    repo = stack.app[INTEGRATIONS_KEY]
+    assert await repo.mark_needs_reauth(alice, reason="invalid_grant", at=d)
+    refused = await call(stack, "GET", path(alice), params=window(d))
+    assert refused.status == 409, refused.body
+    assert refused.body["code"] == "integration_inactive"
+
+
+async def test_a_revoked_key_is_refused_at_once_in_this_process(stack: Stack) -> None:
+    keys = ApiKeyStore(stack.engine)
+    made = await keys.create("acme", SCOPES, name="short-lived")
+    assert (await call(stack, "GET", "/v1/integrations", key=made.value)).status == 200
+    await keys.revoke(made.key.key_id)  # another store on the same engine: another writer
+    assert (await call(stack, "GET", "/v1/integrations", key=made.value)).status == 401
+
+
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_a_lost_listen_connection_bypasses_the_index_until_it_is_back(
+    stack: Stack,
+) -> None:
+    alice = await connect(stack, ALICE)
+    d = day(7)
+    [calendar_id] = await sync(stack, alice)
+    index, coherence = stack.app[INDEX_KEY], stack.app[COHERENCE_KEY]
+    assert (await call(stack, "GET", path(alice), params=window(d))).body["busy"] == []
+    assert index.calendar(calendar_id) is not None
+
+    # LISTENing again waits until the test says so.
+    back = asyncio.Event()
+
+    async def held(_attempt: int) -> None:
+        await back.wait()
+
+    coherence.retry_wait = held
+    admin = await asyncpg.connect(require_postgres())
+    try:
+        await admin.execute("SELECT pg_terminate_backend($1)", coherence.listener_pid)
+    finally:
+        await admin.close()
+    await until(_is(lambda: coherence.state == "down"), timeout_s=30)
+    assert index.calendar(calendar_id) is None
+
+    # Meanwhile a write this process is never told of (its NOTIFY found nobody listening).
+    async with stack.engine.begin() as conn:
+        generation = (
+            await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == calendar_id)
+                .values(version=calendars.c.version + 1)
+                .returning(calendars.c.active_generation)
+            )
+        ).scalar_one()
+        await conn.execute(
+            busy_blocks.insert().values(
+                calendar_id=calendar_id,
+                generation=generation,
+                event_id="elsewhere",
+                start_at=at(d, "15:00"),
+                end_at=at(d, "16:00"),
+                series_id="elsewhere",
+            )
+        )
+    seen = [{"start": z(at(d, "15:00")), "end": z(at(d, "16:00"))}]
+    assert (await call(stack, "GET", path(alice), params=window(d))).body["busy"] == seen
+    assert index.calendar(calendar_id) is None  # read from the database, not held
+
+    back.set()
+    await until(_is(lambda: coherence.state == "live"), timeout_s=30)
+    assert (await call(stack, "GET", path(alice), params=window(d))).body["busy"] == seen
+    assert index.calendar(calendar_id) is not None  # held again
+
+
+def _is(predicate: Any) -> Any:
+    async def check() -> bool:
+        return bool(predicate())
+
+    return check
+
+
+async def test_a_burst_after_a_change_reads_the_calendars_once(stack: Stack) -> None:
+    alice = await connect(stack, ALICE)
+    d = day(7)
+    await sync(stack, alice)
+    await call(stack, "GET", path(alice), params=window(d))  # held
+    event(stack, ALICE, at(d, "13:00"), at(d, "14:00"))
+    await sync(stack, alice)  # drops the calendar from the index
+    with statements(stack.engine) as seen:
+        answers = await asyncio.gather(
+            *(call(stack, "GET", path(alice), params=window(d)) for _ in range(20))
+        )
+    assert {len(a.body["busy"]) for a in answers} == {1}
+    block_reads = [s for s in seen if "FROM busy_blocks" in s]
+    assert len(block_reads) == 1, block_reads

@@ -1,0 +1,196 @@
+"""The availability index as a data structure (no database): windows answered by bisection
+equal the plain interval arithmetic, versions and floors refuse old reads, the memory budget
+drops the least recently used calendars, and nothing is answered while it is not usable."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.availability.index import (
+    ENTRY_OVERHEAD_BYTES,
+    AvailabilityIndex,
+    CalendarEntry,
+    IntegrationEntry,
+)
+from gateway.availability.intervals import Interval, clip, merge
+from gateway.connections.model import Integration, Status
+from gateway.db.notify import Change, parse
+from gateway.sync.store import CalendarRow
+
+T0 = datetime(2026, 12, 7, tzinfo=UTC)
+
+
+def row(calendar_id: str = "cal_1", integration_id: str = "int_1") -> CalendarRow:
+    return CalendarRow(
+        id=calendar_id,
+        integration_id=integration_id,
+        tenant_id="acme",
+        google_calendar_id="alice@example.com",
+        time_zone="UTC",
+        sync_token="t",
+        active_generation=1,
+        state="synced",
+        last_success_at=T0,
+        last_attempt_at=T0,
+        last_error=None,
+        horizon_start=T0 - timedelta(days=30),
+        horizon_end=T0 + timedelta(days=365),
+    )
+
+
+def entry(
+    calendar_id: str = "cal_1",
+    version: int = 1,
+    blocks: list[tuple[datetime, datetime]] | None = None,
+    push_until_s: float | None = None,
+) -> CalendarEntry:
+    return CalendarEntry.build(
+        row(calendar_id),
+        version,
+        sync_requested_at=None,
+        backoff_until=None,
+        push_until_s=push_until_s,
+        blocks=blocks or [],
+    )
+
+
+def integration_entry(
+    version: int = 1, calendar_ids: tuple[str, ...] = ("cal_1",)
+) -> IntegrationEntry:
+    integration = Integration(
+        id="int_1",
+        tenant_id="acme",
+        user_id="u-1",
+        status=Status.ACTIVE,
+        google_sub="1",
+        google_email="alice@example.com",
+        granted_scopes=frozenset(),
+        created_at=T0,
+        updated_at=T0,
+    )
+    return IntegrationEntry(integration, version, calendar_ids)
+
+
+def usable(budget_bytes: int = 1 << 20) -> AvailabilityIndex:
+    index = AvailabilityIndex(budget_bytes=budget_bytes)
+    index.reset(usable=True)
+    return index
+
+
+minutes = st.integers(min_value=0, max_value=3 * 24 * 60)
+spans = st.lists(st.tuples(minutes, st.integers(min_value=0, max_value=600)), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(spans, minutes, st.integers(min_value=1, max_value=2 * 24 * 60))
+def test_a_window_by_bisection_is_the_interval_arithmetic_of_the_database_path(
+    raw: list[tuple[int, int]], start_min: int, length_min: int
+) -> None:
+    blocks = [(T0 + timedelta(minutes=s), T0 + timedelta(minutes=s + n)) for s, n in raw]
+    window = Interval(
+        T0 + timedelta(minutes=start_min), T0 + timedelta(minutes=start_min + length_min)
+    )
+    # The database path: blocks overlapping the window, clipped, merged.
+    expected = clip(
+        (Interval(s, e) for s, e in blocks if s < window.end and e > window.start), window
+    )
+    found = entry(blocks=blocks).busy_between(window.start, window.end)
+    assert clip((Interval(s, e) for s, e in found), window) == expected
+    assert merge(Interval(s, e) for s, e in found) == [Interval(s, e) for s, e in found]
+
+
+def test_a_sub_second_edge_is_widened_to_busy_never_narrowed() -> None:
+    half = timedelta(milliseconds=500)
+    e = entry(blocks=[(T0 + half, T0 + timedelta(minutes=1) + half)])
+    assert e.busy_between(T0, T0 + timedelta(hours=1)) == [
+        (T0, T0 + timedelta(minutes=1, seconds=1))
+    ]
+
+
+def test_push_counts_until_the_channel_expires() -> None:
+    e = entry(push_until_s=(T0 + timedelta(hours=1)).timestamp())
+    assert e.freshness(T0).as_of == T0  # a live channel: current
+    later = T0 + timedelta(hours=2)
+    assert e.freshness(later).push_active is False
+    assert e.freshness(later).as_of == T0  # the last successful sync
+
+
+def test_nothing_is_held_or_answered_until_usable_and_after_a_reset() -> None:
+    index = AvailabilityIndex(budget_bytes=1 << 20)
+    assert not index.put_calendar(entry(), epoch=index.epoch)
+    index.reset(usable=True)
+    assert index.put_calendar(entry(), epoch=index.epoch)
+    assert index.calendar("cal_1") is not None
+    index.reset(usable=False)  # the LISTEN connection is lost
+    assert index.calendar("cal_1") is None
+    assert not index.put_calendar(entry(), epoch=index.epoch)
+
+
+def test_a_read_from_before_a_reset_is_not_kept() -> None:
+    index = usable()
+    epoch = index.epoch
+    index.reset(usable=True)  # the connection came back: changes may have been missed
+    assert not index.put_calendar(entry(), epoch=epoch)
+
+
+def test_a_change_drops_the_older_entry_and_refuses_reads_older_than_it() -> None:
+    index = usable()
+    index.put_calendar(entry(version=3), epoch=index.epoch)
+    index.changed(Change("calendar", "cal_1", "int_1", 3))  # its own write, heard again
+    assert index.calendar("cal_1") is not None
+    index.changed(Change("calendar", "cal_1", "int_1", 4))
+    assert index.calendar("cal_1") is None
+    # A read that began before version 4 committed is not kept; one of version 4 is.
+    assert not index.put_calendar(entry(version=3), epoch=index.epoch)
+    assert index.put_calendar(entry(version=4), epoch=index.epoch)
+
+
+def test_an_integration_change_drops_it_and_a_new_calendar_drops_its_list() -> None:
+    index = usable()
+    assert index.put_integration(integration_entry(version=1), epoch=index.integrations_epoch)
+    index.changed(Change("calendar", "cal_2", "int_1", 1))  # a calendar it did not list
+    assert index.integration("int_1") is None
+    assert index.put_integration(integration_entry(version=1), epoch=index.integrations_epoch)
+    index.changed(Change("integration", "int_1", None, 2))  # e.g. needs_reauth
+    assert index.integration("int_1") is None
+    assert not index.put_integration(integration_entry(version=1), epoch=index.integrations_epoch)
+
+
+def test_a_write_by_another_program_drops_integrations_but_keeps_calendars() -> None:
+    index = usable()
+    index.put_calendar(entry(), epoch=index.epoch)
+    before = index.integrations_epoch
+    index.put_integration(integration_entry(), epoch=before)
+    index.external_write()  # SQLite: the CLI wrote the file (keys, the vault)
+    assert index.integration("int_1") is None
+    assert index.calendar("cal_1") is not None
+    assert not index.put_integration(integration_entry(), epoch=before)
+
+
+def test_the_budget_drops_the_least_recently_used_calendar() -> None:
+    blocks = [(T0 + timedelta(hours=k), T0 + timedelta(hours=k, minutes=30)) for k in range(100)]
+    one = entry("cal_a", blocks=blocks).nbytes
+    assert one == ENTRY_OVERHEAD_BYTES + 100 * 16
+    index = usable(budget_bytes=2 * one)
+    for name in ("cal_a", "cal_b"):
+        assert index.put_calendar(entry(name, blocks=blocks), epoch=index.epoch)
+    assert index.calendar("cal_a") is not None  # now the most recently used
+    index.put_calendar(entry("cal_c", blocks=blocks), epoch=index.epoch)
+    assert index.calendar("cal_b") is None
+    assert index.calendar("cal_a") is not None and index.calendar("cal_c") is not None
+    assert index.nbytes <= index.budget_bytes
+
+
+def test_payloads_round_trip_and_unknown_ones_are_ignored() -> None:
+    for change in (
+        Change("calendar", "cal_1", "int_1", 7),
+        Change("integration", "int_1", None, 2),
+        Change("key", "0123abcd"),
+        Change("fence", "x1"),
+    ):
+        assert parse(change.payload()) == change
+    assert parse("z something new") is None
+    assert parse("c cal_1 int_1 notanumber") is None
