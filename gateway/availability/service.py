@@ -11,7 +11,8 @@ call the same methods. Integrations are looked up (tenant, 404) by the caller.
 Where an answer comes from, per calendar of the integration (our `cal_...` ids):
 
 * the local copy (`source` cache) when it is complete, covers the window (the sync horizon) and
-  is at most `max_staleness` old (`SyncStore.freshness`: a live push channel makes it current);
+  is at most `max_staleness` old (`gateway.sync.freshness.copy_as_of`: a live push channel
+  makes it current for GATEWAY_PUSH_TRUST_S after its last sign of life);
 * otherwise Google's freeBusy, asked live for those calendars (`source` google);
 * if Google fails, a copy that covers the window is answered as `stale` with its `as_of`; a
   calendar with no usable copy is `error` and contributes no busy time. If no calendar can be
@@ -47,7 +48,8 @@ from gateway.google.errors import (
     UnexpectedGoogleResponse,
 )
 from gateway.sync.engine import ManagedTokenSource, SyncEngine, TokenKeeper
-from gateway.sync.store import CalendarFreshness, CalendarRow
+from gateway.sync.freshness import DEFAULT_PUSH_TRUST_S
+from gateway.sync.store import CachedView, CalendarFreshness, CalendarRow
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,7 @@ class AvailabilityService:
         tokens: TokenKeeper,
         clock: Callable[[], datetime] = utc_now,
         concurrency: int = 8,
+        push_trust_s: float = DEFAULT_PUSH_TRUST_S,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -199,6 +202,7 @@ class AvailabilityService:
         self._tokens = tokens
         self._clock = clock
         self._concurrency = concurrency
+        self._push_trust_s = push_trust_s  # GATEWAY_PUSH_TRUST_S (gateway.sync.freshness)
 
     def __repr__(self) -> str:
         return f"AvailabilityService(concurrency={self._concurrency})"
@@ -215,13 +219,13 @@ class AvailabilityService:
             raise IntegrationInactive(integration.status, reason=integration.reauth_reason)
         now = self._clock()
         # Calendars, freshness and cached busy time in one read (the hot path).
-        view = await self._store.cached_view(integration.id, now, window.start, window.end)
+        view = await self._cached_view(integration.id, now, window)
         if not view.calendars:
             # Never synced in any process yet: learn its calendars (one Google call); the
             # scheduler syncs them from then on.
             await self._sync.ensure_calendars(integration.id)
             now = self._clock()
-            view = await self._store.cached_view(integration.id, now, window.start, window.end)
+            view = await self._cached_view(integration.id, now, window)
         rows, freshness = view.calendars, view.freshness
         statuses: dict[str, CalendarStatus] = {}
         busy: list[Interval] = []
@@ -240,6 +244,13 @@ class AvailabilityService:
         if failure is not None and all(s.state == "error" for s in ordered):
             raise failure
         return FreeBusy(integration.id, window, merge(busy), ordered)
+
+    async def _cached_view(
+        self, integration_id: str, now: datetime, window: Interval
+    ) -> CachedView:
+        return await self._store.cached_view(
+            integration_id, now, window.start, window.end, push_trust_s=self._push_trust_s
+        )
 
     @staticmethod
     def _as_of(freshness: CalendarFreshness | None) -> datetime | None:

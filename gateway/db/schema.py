@@ -147,6 +147,8 @@ calendars = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Why no push channel could be opened (`push_refused: webhookUrlNotHttps`), until one opens.
+    Column("push_error", String(80), nullable=True),
     Index("ix_calendars_integration_google", "integration_id", "google_calendar_id", unique=True),
     Index("ix_calendars_next_poll_at", "next_poll_at"),
 )

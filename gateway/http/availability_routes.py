@@ -373,6 +373,7 @@ def setup(app: web.Application) -> None:
                 client=client,
                 tokens=tokens,
                 concurrency=settings.freebusy_concurrency,
+                push_trust_s=settings.push_trust_s,
             )
         yield
 

@@ -229,14 +229,35 @@ class ChannelStore:
             )
             return result.rowcount == 1
 
-    async def record_opened(self, channel_id: str, resource_id: str, expires_at: datetime) -> None:
+    async def record_opened(
+        self,
+        channel_id: str,
+        resource_id: str,
+        expires_at: datetime,
+        *,
+        calendar_id: str | None = None,
+    ) -> None:
         """Google's answer to events.watch. The state is left alone: a notification may have
-        verified the channel already (Google can send `sync` before answering)."""
+        verified the channel already (Google can send `sync` before answering). The
+        calendar's `push_error` is cleared: Google accepted a channel."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(watch_channels)
                 .where(watch_channels.c.id == channel_id, watch_channels.c.state.in_(LIVE))
                 .values(resource_id=resource_id, expires_at=expires_at)
+            )
+            if calendar_id is not None:
+                await conn.execute(
+                    update(calendars)
+                    .where(calendars.c.id == calendar_id, calendars.c.push_error.is_not(None))
+                    .values(push_error=None)
+                )
+
+    async def record_push_error(self, calendar_id: str, reason: str) -> None:
+        """Why the calendar has no channel (`push_refused: ...`), for its status."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(calendars).where(calendars.c.id == calendar_id).values(push_error=reason)
             )
 
     async def forget(self, channel_id: str) -> None:

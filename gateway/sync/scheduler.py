@@ -20,7 +20,9 @@ Each tick (every `tick_s`, or at once when nudged or when a sync finishes):
    with a live push channel) and re-expands busy blocks whose horizon drifted by more than a
    day; a transient failure (rate limit, 5xx, timeout) backs off exponentially with full
    jitter (`backoff_s`, at least Google's Retry-After), any other failure waits the longest
-   backoff. A calendar of an integration that is not active is never synced.
+   backoff. A calendar of an integration that is not active is never synced;
+5. then the `after_sync` hooks run with the calendar and its outcome (push wiring opens the
+   first watch channel there, right after the first full sync committed).
 
 Nothing here calls Google itself; time (`clock`) and randomness (`rng`) are injectable.
 """
@@ -35,7 +37,7 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -54,6 +56,9 @@ log = logging.getLogger(__name__)
 HORIZON_DRIFT = timedelta(days=1)
 # How long `stop()` lets running syncs finish before cancelling them.
 STOP_GRACE_S = 5.0
+
+AfterSync = Callable[[CalendarRow, SyncOutcome], Awaitable[None]]
+"""Called after a successful sync has been settled (in the calendar's task; failures logged)."""
 
 
 def default_owner() -> str:
@@ -91,6 +96,7 @@ class SyncScheduler:
         # Integrations whose discovery failed or found nothing: not before this instant.
         self._discovery_retry: dict[str, datetime] = {}
         self._discovering: set[str] = set()
+        self.after_sync: list[AfterSync] = []
 
     def __repr__(self) -> str:
         return f"SyncScheduler(owner={self.owner!r}, running={len(self._running)})"
@@ -243,12 +249,21 @@ class SyncScheduler:
 
     async def _work(self, calendar: CalendarRow) -> None:
         try:
-            await self._sync_and_settle(calendar)
+            outcome = await self._sync_and_settle(calendar)
         except Exception:
             # Settling failed (the database): the lease runs out and the calendar is retried.
             log.exception("calendar sync bookkeeping failed: calendar=%s", calendar.id)
+            return
+        if outcome is None or outcome.status != "synced":
+            return
+        for hook in self.after_sync:
+            try:
+                await hook(calendar, outcome)
+            except Exception:
+                log.exception("after-sync hook failed: calendar=%s", calendar.id)
 
-    async def _sync_and_settle(self, calendar: CalendarRow) -> None:
+    async def _sync_and_settle(self, calendar: CalendarRow) -> SyncOutcome | None:
+        """Sync under the lease and record the verdict; None when the lease was lost."""
         sync = asyncio.create_task(self.engine.sync_calendar(calendar.id))
         held = asyncio.create_task(self._hold_lease(calendar.id))
         try:
@@ -264,7 +279,7 @@ class SyncScheduler:
             sync.cancel()
             await asyncio.gather(sync, return_exceptions=True)
             log.warning("sync lease lost, sync abandoned: calendar=%s", calendar.id)
-            return
+            return None
         held.cancel()
         await asyncio.gather(held, return_exceptions=True)
         try:
@@ -272,6 +287,7 @@ class SyncScheduler:
         except Exception as exc:
             outcome = await self._unexpected(calendar, exc)
         await self._settle(calendar, outcome)
+        return outcome
 
     async def _hold_lease(self, calendar_id: str) -> None:
         """Renew the lease every third of its length; return when it is lost."""
