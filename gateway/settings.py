@@ -132,12 +132,6 @@ class Settings(BaseSettings):
     sync_poll_interval_s: int = Field(
         default=300, ge=1, le=86400, validation_alias=AliasChoices("GATEWAY_SYNC_POLL_INTERVAL_S")
     )
-    sync_safety_poll_interval_s: int = Field(
-        default=3600,
-        ge=1,
-        le=86400,
-        validation_alias=AliasChoices("GATEWAY_SYNC_SAFETY_POLL_INTERVAL_S"),
-    )
     sync_lease_s: float = Field(
         default=120, ge=0.5, le=3600, validation_alias=AliasChoices("GATEWAY_SYNC_LEASE_S")
     )
@@ -210,6 +204,12 @@ class Settings(BaseSettings):
         ge=5,
         le=86_400,
         validation_alias=AliasChoices("GATEWAY_PUSH_SILENCE_THRESHOLD_S"),
+    )
+    # With push, the copy counts as current for this long after the last notification or
+    # successful sync (a channel can go silent without a word); pushed calendars are polled at
+    # this interval too, so a dead channel costs at most this much staleness.
+    push_trust_s: int = Field(
+        default=900, ge=5, le=86_400, validation_alias=AliasChoices("GATEWAY_PUSH_TRUST_S")
     )
     push_maintenance_interval_s: float = Field(
         default=60.0,

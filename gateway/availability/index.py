@@ -3,7 +3,7 @@
     index = AvailabilityIndex(budget_bytes=64 * 2**20)
     entry = index.integration(integration_id)          # status, version, its calendar ids
     entries = index.calendars(entry.calendar_ids)      # None when any one is not held
-    entries[0].freshness(now), entries[0].busy_between(start, end)
+    entries[0].freshness(now, push_trust_s), entries[0].busy_between(start, end)
 
 Per calendar (`CalendarEntry`): the active generation's busy blocks as two sorted arrays of
 epoch seconds (merged, so both are sorted and a window is two bisects, whatever the calendar's
@@ -60,6 +60,10 @@ class CalendarEntry:
     sync_requested_at: datetime | None
     backoff_until: datetime | None
     push_until_s: float | None  # latest expiry of an active channel; None: no active channel
+    # The last sign of life of its active channels (gateway.sync.freshness: push is trusted for
+    # GATEWAY_PUSH_TRUST_S after it), and why no channel opened.
+    push_heard_at: datetime | None
+    push_error: str | None
     starts: array[int]
     ends: array[int]
 
@@ -72,6 +76,8 @@ class CalendarEntry:
         sync_requested_at: datetime | None,
         backoff_until: datetime | None,
         push_until_s: float | None,
+        push_heard_at: datetime | None = None,
+        push_error: str | None = None,
         blocks: Iterable[tuple[datetime, datetime]],
     ) -> CalendarEntry:
         """An entry from the active generation's blocks (any order, may overlap). They are
@@ -91,7 +97,17 @@ class CalendarEntry:
             else:
                 starts.append(s)
                 ends.append(e)
-        return cls(row, version, sync_requested_at, backoff_until, push_until_s, starts, ends)
+        return cls(
+            row,
+            version,
+            sync_requested_at,
+            backoff_until,
+            push_until_s,
+            push_heard_at,
+            push_error,
+            starts,
+            ends,
+        )
 
     @property
     def nbytes(self) -> int:
@@ -100,14 +116,18 @@ class CalendarEntry:
     def push_live(self, now: datetime) -> bool:
         return self.push_until_s is not None and self.push_until_s > now.timestamp()
 
-    def freshness(self, now: datetime) -> CalendarFreshness:
-        """The calendar's freshness at `now`, exactly as SyncStore.cached_view computes it."""
-        return calendar_freshness(
-            self.row,
-            {"sync_requested_at": self.sync_requested_at, "backoff_until": self.backoff_until},
-            self.push_live(now),
-            now,
-        )
+    def freshness(self, now: datetime, push_trust_s: float) -> CalendarFreshness:
+        """The calendar's freshness at `now`, as SyncStore.cached_view computes it. (One
+        approximation: the sign of life is the newest of all active channels', where the
+        database takes only the unexpired ones'; a calendar has one channel but for the minutes
+        of a renewal.)"""
+        row = {
+            "sync_requested_at": self.sync_requested_at,
+            "backoff_until": self.backoff_until,
+            "push_error": self.push_error,
+        }
+        heard = self.push_heard_at if self.push_live(now) else None
+        return calendar_freshness(self.row, row, heard, now, push_trust_s)
 
     def busy_between(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
         """The blocks overlapping [start, end), by start (not clipped): two bisects."""

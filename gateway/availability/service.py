@@ -11,7 +11,8 @@ call the same methods. Integrations are looked up (tenant, 404) by the caller.
 Where an answer comes from, per calendar of the integration (our `cal_...` ids):
 
 * the local copy (`source` cache) when it is complete, covers the window (the sync horizon) and
-  is at most `max_staleness` old (`SyncStore.freshness`: a live push channel makes it current);
+  is at most `max_staleness` old (`gateway.sync.freshness.copy_as_of`: a live push channel
+  makes it current for GATEWAY_PUSH_TRUST_S after its last sign of life);
 * otherwise Google's freeBusy, asked live for those calendars (`source` google);
 * if Google fails, a copy that covers the window is answered as `stale` with its `as_of`; a
   calendar with no usable copy is `error` and contributes no busy time. If no calendar can be
@@ -56,6 +57,7 @@ from gateway.google.errors import (
 )
 from gateway.livecalls import SharedAnswers
 from gateway.sync.engine import ManagedTokenSource, SyncEngine, TokenKeeper
+from gateway.sync.freshness import DEFAULT_PUSH_TRUST_S
 from gateway.sync.store import CachedView, CalendarFreshness, CalendarRow, CalendarSnapshot
 
 log = logging.getLogger(__name__)
@@ -208,14 +210,18 @@ def _entry_of(snapshot: CalendarSnapshot) -> CalendarEntry:
         sync_requested_at=snapshot.sync_requested_at,
         backoff_until=snapshot.backoff_until,
         push_until_s=push_until,
+        push_heard_at=snapshot.push_heard_at,
+        push_error=snapshot.push_error,
         blocks=snapshot.blocks,
     )
 
 
-def _view_of(calendars: Sequence[CalendarEntry], now: datetime, window: Interval) -> CachedView:
+def _view_of(
+    calendars: Sequence[CalendarEntry], now: datetime, window: Interval, push_trust_s: float
+) -> CachedView:
     return CachedView(
         [c.row for c in calendars],
-        {c.row.id: c.freshness(now) for c in calendars},
+        {c.row.id: c.freshness(now, push_trust_s) for c in calendars},
         {c.row.id: c.busy_between(window.start, window.end) for c in calendars},
     )
 
@@ -247,6 +253,7 @@ class AvailabilityService:
         concurrency: int = 8,
         shared: SharedAnswers[Any] | None = None,
         index: AvailabilityIndex | None = None,
+        push_trust_s: float = DEFAULT_PUSH_TRUST_S,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -263,6 +270,7 @@ class AvailabilityService:
         )
         self._index = index
         self._flights: dict[str, asyncio.Future[None]] = {}
+        self._push_trust_s = push_trust_s  # GATEWAY_PUSH_TRUST_S (gateway.sync.freshness)
 
     def __repr__(self) -> str:
         return f"AvailabilityService(concurrency={self._concurrency})"
@@ -308,6 +316,13 @@ class AvailabilityService:
     def forget_live_answers(self, integration_id: str) -> None:
         """Kept live answers of the integration no longer hold (a booking changed it)."""
         self._shared.forget(lambda q: isinstance(q, tuple) and q[1] == integration_id)
+
+    async def _cached_view(
+        self, integration_id: str, now: datetime, window: Interval
+    ) -> CachedView:
+        return await self._store.cached_view(
+            integration_id, now, window.start, window.end, push_trust_s=self._push_trust_s
+        )
 
     @staticmethod
     def _as_of(freshness: CalendarFreshness | None) -> datetime | None:
@@ -356,7 +371,9 @@ class AvailabilityService:
         if index is None or entry is None or not entry.calendar_ids:
             return None
         calendars = index.calendars(entry.calendar_ids)
-        return _view_of(calendars, now, window) if calendars is not None else None
+        return (
+            _view_of(calendars, now, window, self._push_trust_s) if calendars is not None else None
+        )
 
     async def _view(self, integration_id: str, now: datetime, window: Interval) -> CachedView:
         held = self._held_view(integration_id, now, window)
@@ -365,7 +382,7 @@ class AvailabilityService:
         index = self._index
         entry = index.integration(integration_id) if index is not None else None
         if index is None or entry is None or not entry.calendar_ids:
-            return await self._store.cached_view(integration_id, now, window.start, window.end)
+            return await self._cached_view(integration_id, now, window)
         while True:
             async with self._flight(f"c {integration_id}") as leader:
                 if leader:
@@ -388,8 +405,8 @@ class AvailabilityService:
         for calendar in loaded.values():
             index.put_calendar(calendar, epoch=epoch)
         if set(loaded) != set(calendar_ids):  # a calendar went meanwhile
-            return await self._store.cached_view(integration_id, now, window.start, window.end)
-        return _view_of([loaded[c] for c in calendar_ids], now, window)
+            return await self._cached_view(integration_id, now, window)
+        return _view_of([loaded[c] for c in calendar_ids], now, window, self._push_trust_s)
 
     @contextlib.asynccontextmanager
     async def _flight(self, key: str) -> AsyncIterator[bool]:

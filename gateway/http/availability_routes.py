@@ -397,6 +397,7 @@ def setup(app: web.Application) -> None:
                 concurrency=settings.freebusy_concurrency,
                 shared=SharedAnswers(ttl=timedelta(seconds=settings.live_answer_reuse_s)),
                 index=app.get(INDEX_KEY),
+                push_trust_s=settings.push_trust_s,
             )
         yield
 

@@ -31,6 +31,7 @@ from gateway.http.appkeys import (
 )
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.http.token_wiring import TOKENS_KEY
+from gateway.settings import Settings
 from gateway.sync.config import SchedulerConfig, SyncConfig
 from gateway.sync.engine import SyncEngine
 from gateway.sync.scheduler import SyncScheduler
@@ -63,7 +64,9 @@ def _scheduler_config(app: web.Application) -> SchedulerConfig:
         return SchedulerConfig(
             tick_s=settings.sync_tick_s,
             poll_interval_s=settings.sync_poll_interval_s,
-            safety_poll_interval_s=settings.sync_safety_poll_interval_s,
+            # A pushed calendar's copy is trusted this long (gateway.sync.freshness): poll it
+            # as often, so a channel that went silent costs no more staleness than that.
+            safety_poll_interval_s=settings.push_trust_s,
             lease_s=settings.sync_lease_s,
             concurrency=settings.sync_concurrency,
             backoff_base_s=settings.sync_backoff_base_s,
@@ -111,8 +114,21 @@ def _ts(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def render_sync_status(calendars: list[CalendarFreshness], now: datetime) -> dict[str, Any]:
-    """The `sync` member of `GET /v1/integrations/{id}` (documented in openapi.json)."""
+def push_off_reason(settings: Settings) -> str | None:
+    """Why this deployment opens no channel at all (a stable code), or None when it does."""
+    if not settings.push_enabled:
+        return "push_disabled"
+    if not settings.push_address_usable:
+        return "push_address_not_https"
+    return None
+
+
+def render_sync_status(
+    calendars: list[CalendarFreshness], now: datetime, push_off: str | None = None
+) -> dict[str, Any]:
+    """The `sync` member of `GET /v1/integrations/{id}` (documented in openapi.json).
+    `push_error` says why a calendar is polled: `push_off` (the deployment's reason), else
+    what Google answered when its channel was opened (`push_refused: webhookUrlNotHttps`)."""
     return {
         "calendars": [
             {
@@ -120,6 +136,7 @@ def render_sync_status(calendars: list[CalendarFreshness], now: datetime) -> dic
                 "state": c.state,
                 "last_success_at": _ts(c.last_success_at),
                 "push": "active" if c.push_active else "polling",
+                "push_error": None if c.push_active else (push_off or c.push_error),
                 "lag_s": (
                     max(0, int((now - c.as_of).total_seconds())) if c.as_of is not None else None
                 ),
@@ -133,8 +150,11 @@ def render_sync_status(calendars: list[CalendarFreshness], now: datetime) -> dic
 
 async def sync_status(app: web.Application, integration_id: str, now: datetime) -> dict[str, Any]:
     """The integration's calendars' sync status, from the database alone (any process)."""
-    found = await SyncStore(app[ENGINE_KEY]).freshness([integration_id], now)
-    return render_sync_status(found[integration_id], now)
+    settings = app[SETTINGS_KEY]
+    found = await SyncStore(app[ENGINE_KEY]).freshness(
+        [integration_id], now, push_trust_s=settings.push_trust_s
+    )
+    return render_sync_status(found[integration_id], now, push_off_reason(settings))
 
 
 def setup(app: web.Application) -> None:

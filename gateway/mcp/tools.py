@@ -23,7 +23,7 @@ from gateway.availability.service import (
 from gateway.connections.model import Integration
 from gateway.errors import ProblemError
 from gateway.google.errors import GoogleError
-from gateway.http.appkeys import ENGINE_KEY, INTEGRATIONS_KEY
+from gateway.http.appkeys import ENGINE_KEY, INTEGRATIONS_KEY, SETTINGS_KEY
 from gateway.http.availability_routes import (
     BufferMinutes,
     DurationMinutes,
@@ -79,7 +79,9 @@ async def list_calendar_connections(
     ] = None,
 ) -> dict[str, Any]:
     found = await call.app[INTEGRATIONS_KEY].list_for_user(call.principal.tenant_id, user_id)
-    freshness = await SyncStore(call.app[ENGINE_KEY]).freshness([i.id for i in found], utc_now())
+    freshness = await SyncStore(call.app[ENGINE_KEY]).freshness(
+        [i.id for i in found], utc_now(), push_trust_s=call.app[SETTINGS_KEY].push_trust_s
+    )
     return {
         "connections": [
             {

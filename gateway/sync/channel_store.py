@@ -230,9 +230,17 @@ class ChannelStore:
             )
             return result.rowcount == 1
 
-    async def record_opened(self, channel_id: str, resource_id: str, expires_at: datetime) -> None:
+    async def record_opened(
+        self,
+        channel_id: str,
+        resource_id: str,
+        expires_at: datetime,
+        *,
+        calendar_id: str | None = None,
+    ) -> None:
         """Google's answer to events.watch. The state is left alone: a notification may have
-        verified the channel already (Google can send `sync` before answering)."""
+        verified the channel already (Google can send `sync` before answering). The
+        calendar's `push_error` is cleared: Google accepted a channel."""
         async with self.engine.begin() as conn:
             moved = await conn.execute(
                 update(watch_channels)
@@ -240,7 +248,22 @@ class ChannelStore:
                 .values(resource_id=resource_id, expires_at=expires_at)
                 .returning(watch_channels.c.calendar_id)
             )
+            if calendar_id is not None:
+                await conn.execute(
+                    update(calendars)
+                    .where(calendars.c.id == calendar_id, calendars.c.push_error.is_not(None))
+                    .values(push_error=None)
+                )
             await bump_calendars(conn, moved.scalars().all())
+
+    async def record_push_error(self, calendar_id: str, reason: str) -> None:
+        """Why the calendar has no channel (`push_refused: ...`), for its status."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(calendars).where(calendars.c.id == calendar_id).values(push_error=reason)
+            )
+            # Its status is part of what the availability index holds.
+            await bump_calendars(conn, [calendar_id])
 
     async def forget(self, channel_id: str) -> None:
         """Delete a row whose events.watch failed (Google has no such channel; should it have

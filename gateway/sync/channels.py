@@ -11,8 +11,15 @@ Lifecycle (states in `gateway.sync.channel_store`):
 
 * every calendar with a complete copy (`active_generation` set) of an active integration gets a
   channel: a random, non-personal id and a fresh 256-bit token per channel, of which only the
-  SHA-256 is stored. The row is claimed (`opening`) BEFORE events.watch is called, because
-  Google may deliver the first notification (`sync`) before it answers;
+  SHA-256 is stored. The first one is opened right after the first full sync has committed
+  (`open_after_sync`, called by the scheduler), not at the next maintenance pass. The row is
+  claimed (`opening`) BEFORE events.watch is called, because Google may deliver the first
+  notification (`sync`) before it answers;
+* a calendar whose channel Google refused (`push.webhookUrlNotHttps`, a 5xx, ...) is retried by
+  this process with the sync scheduler's backoff (`SchedulerConfig.backoff_s`: seconds at
+  first, doubling up to its maximum; `retry_due`, which the wiring runs when `next_retry_at`
+  comes), and `calendars.push_error` says why push is off (`push_refused: <Google's reason>`
+  or `push_failed: <code>`) until a channel opens;
 * the first notification whose token matches makes the channel `active`. Until then the
   calendar counts as polling (the scheduler polls calendars without an active channel), and an
   `opening` channel older than `silence_threshold_s` is replaced;
@@ -33,6 +40,8 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import random
+import re
 import secrets
 from base64 import urlsafe_b64encode
 from collections.abc import Callable
@@ -59,6 +68,7 @@ from gateway.sync.channel_store import (
     ChannelStore,
     WatchTarget,
 )
+from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import ManagedTokenSource, TokenKeeper
 
 log = logging.getLogger(__name__)
@@ -67,6 +77,10 @@ WEBHOOK_PATH = "/webhooks/google/calendar"
 RESOURCE_STATES = frozenset({"sync", "exists", "not_exists"})
 
 RandomBytes = Callable[[int], bytes]
+Backoff = Callable[[int, float], float]
+"""Seconds to wait after the n-th failure in a row, given a random number in [0, 1)."""
+
+_REASON = re.compile(r"[^A-Za-z0-9_.]")
 
 
 def token_digest(token: str) -> bytes:
@@ -98,8 +112,6 @@ class PushConfig:
     silence_threshold_s  a channel whose first notification did not arrive within this is
                          replaced (Google sends `sync` at once)
     keep_stopped_s       stopped rows are deleted this long after their expiry
-    failure_backoff_s    after Google refused to open a channel for a calendar, this process
-                         does not try again for this long (the calendar is polled meanwhile)
     batch                calendars handled per maintenance pass; `concurrency` of them at once
     stop_budget_s        a disconnect asks Google to stop its channels for at most this long
                          (it must end well within the disconnect job's lease)
@@ -109,7 +121,6 @@ class PushConfig:
     renew_before_s: float = 86_400.0
     silence_threshold_s: float = 120.0
     keep_stopped_s: float = 86_400.0
-    failure_backoff_s: float = 600.0
     batch: int = 500
     concurrency: int = 8
     stop_budget_s: float = 10.0
@@ -121,6 +132,27 @@ class PushConfig:
     @property
     def silence(self) -> timedelta:
         return timedelta(seconds=self.silence_threshold_s)
+
+
+def push_error(exc: Exception) -> str:
+    """Why a channel could not be opened, as the stable code the status shows: `push_refused:
+    <Google's reason>` when Google said no (e.g. `push_refused: webhookUrlNotHttps`),
+    `push_failed: <code>` when it could not be asked or answered nonsense."""
+    if isinstance(exc, TransientGoogleError):
+        return f"push_failed: {exc.code}"
+    if isinstance(exc, GoogleError):
+        reason = (exc.google_error or exc.code).removeprefix("push.")
+        return "push_refused: " + _REASON.sub("", reason)[:48]
+    return "push_failed: unexpected_response"
+
+
+@dataclass
+class _Retry:
+    """A calendar whose channel Google refused: when this process tries again."""
+
+    target: WatchTarget
+    attempts: int
+    until: datetime
 
 
 @dataclass(frozen=True)
@@ -146,6 +178,8 @@ class ChannelManager:
         config: PushConfig,
         clock: Callable[[], datetime] = utc_now,
         random_bytes: RandomBytes = secrets.token_bytes,
+        backoff_s: Backoff | None = None,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.store = store
         self._client = client
@@ -153,9 +187,15 @@ class ChannelManager:
         self.config = config
         self._clock = clock
         self._random = random_bytes
-        # calendar id -> when this process may try to open a channel for it again. In memory:
-        # a restart retries at once, which is cheap, and the calendar is polled meanwhile.
-        self._backoff: dict[str, datetime] = {}
+        # The sync scheduler's formula (one backoff rule in the gateway), wired with its
+        # settings (GATEWAY_SYNC_BACKOFF_*).
+        self._backoff_s = backoff_s or SchedulerConfig().backoff_s
+        self._rng = rng
+        # calendar id -> when this process tries to open a channel for it again. In memory: a
+        # restart retries at once, which is cheap, and the calendar is polled meanwhile.
+        self._backoff: dict[str, _Retry] = {}
+        # Set when a retry was planned: the maintenance loop may have to wake earlier.
+        self.retry_planned = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"ChannelManager({self.config!r})"
@@ -167,16 +207,16 @@ class ChannelManager:
         config = self.config
         now = self._clock()
         retired = await self.store.expire(now) + await self.store.stop_orphans()
-        self._backoff = {k: until for k, until in self._backoff.items() if until > now}
+        waiting = {k for k, retry in self._backoff.items() if retry.until > now}
         # Calendars in backoff are skipped here, so the listing asks for that many more: they
         # must not crowd out the others.
         listed = await self.store.targets(
             now,
             renew_before=config.renew_before,
             silence=config.silence,
-            limit=config.batch + len(self._backoff),
+            limit=config.batch + len(waiting),
         )
-        targets = [t for t in listed if t.calendar_id not in self._backoff][: config.batch]
+        targets = [t for t in listed if t.calendar_id not in waiting][: config.batch]
         slots = asyncio.Semaphore(config.concurrency)
 
         async def one(target: WatchTarget) -> bool | None:
@@ -201,9 +241,47 @@ class ChannelManager:
             log.info("push maintenance: %s", report)
         return report
 
+    async def open_after_sync(self, target: WatchTarget) -> bool | None:
+        """The scheduler's hook after a calendar's full sync committed: open its first channel
+        now (None when it has a healthy one, or waits for a retry; see `open_channel`)."""
+        retry = self._backoff.get(target.calendar_id)
+        if retry is not None and retry.until > self._clock():
+            return None
+        return await self.open_channel(target)
+
+    def now(self) -> datetime:
+        """This manager's clock (the maintenance loop measures retry times with it)."""
+        return self._clock()
+
+    def next_retry_at(self) -> datetime | None:
+        """When the earliest refused calendar is due to be retried, or None."""
+        return min((r.until for r in self._backoff.values()), default=None)
+
+    async def retry_due(self) -> int:
+        """Try again for every calendar whose backoff is over; returns how many opened."""
+        now = self._clock()
+        due = [r.target for r in self._backoff.values() if r.until <= now]
+        slots = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(target: WatchTarget) -> bool | None:
+            async with slots:
+                return await self.open_channel(target)
+
+        results = await asyncio.gather(*(one(t) for t in due))
+        return sum(1 for r in results if r is True)
+
+    def _plan_retry(self, target: WatchTarget) -> datetime:
+        previous = self._backoff.get(target.calendar_id)
+        attempts = previous.attempts + 1 if previous is not None else 1
+        until = self._clock() + timedelta(seconds=self._backoff_s(attempts, self._rng()))
+        self._backoff[target.calendar_id] = _Retry(target, attempts, until)
+        self.retry_planned.set()
+        return until
+
     async def open_channel(self, target: WatchTarget) -> bool | None:
         """Claim and open a channel for the calendar, then stop the ones it replaces. None when
-        no channel is needed (or another process claimed it), False when Google refused."""
+        no channel is needed (or another process claimed it), False when Google refused (a
+        retry is planned and the reason recorded for the status)."""
         token = new_channel_token(self._random(32))
         channel_id = new_channel_id(self._random(16))
         config = self.config
@@ -216,6 +294,7 @@ class ChannelManager:
             silence=config.silence,
         )
         if not claimed:
+            self._backoff.pop(target.calendar_id, None)  # healthy, gone, or another's to open
             return None
         tokens = ManagedTokenSource(self._tokens, target.integration_id)
         try:
@@ -229,18 +308,30 @@ class ChannelManager:
             )
             resource_id = str(answer["resourceId"])
             expires_at = datetime.fromtimestamp(int(answer["expiration"]) / 1000, UTC)
-        except (GoogleError, IntegrationInactive, KeyError, ValueError) as exc:
+        except IntegrationInactive:
+            # The grant died meanwhile: no channel, no retry (it is not eligible any more).
             await self.store.forget(channel_id)
-            self._backoff[target.calendar_id] = self._clock() + timedelta(
-                seconds=config.failure_backoff_s
+            self._backoff.pop(target.calendar_id, None)
+            return False
+        except (GoogleError, KeyError, ValueError) as exc:
+            await self.store.forget(channel_id)
+            reason = push_error(exc)
+            await self.store.record_push_error(target.calendar_id, reason)
+            until = self._plan_retry(target)
+            log.warning(
+                "push channel not opened: calendar=%s error=%s retry_at=%s",
+                target.calendar_id,
+                reason,
+                until.isoformat(),
             )
-            code = getattr(exc, "google_error", None) or getattr(exc, "code", type(exc).__name__)
-            log.warning("push channel not opened: calendar=%s error=%s", target.calendar_id, code)
             return False
         except BaseException:
             await self.store.forget(channel_id)
             raise
-        await self.store.record_opened(channel_id, resource_id, expires_at)
+        self._backoff.pop(target.calendar_id, None)
+        await self.store.record_opened(
+            channel_id, resource_id, expires_at, calendar_id=target.calendar_id
+        )
         log.info(
             "push channel opened: calendar=%s channel=%s expires_at=%s",
             target.calendar_id,

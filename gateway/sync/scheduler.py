@@ -20,7 +20,9 @@ Each tick (every `tick_s`, or at once when nudged or when a sync finishes):
    with a live push channel) and re-expands busy blocks whose horizon drifted by more than a
    day; a transient failure (rate limit, 5xx, timeout) backs off exponentially with full
    jitter (`backoff_s`, at least Google's Retry-After), any other failure waits the longest
-   backoff. A calendar of an integration that is not active is never synced.
+   backoff. A calendar of an integration that is not active is never synced;
+5. then the `after_sync` hooks run with the calendar and its outcome (push wiring opens the
+   first watch channel there, right after the first full sync committed).
 
 Nothing here calls Google itself; time (`clock`) and randomness (`rng`) are injectable.
 """
@@ -31,11 +33,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import random
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -54,6 +57,9 @@ log = logging.getLogger(__name__)
 HORIZON_DRIFT = timedelta(days=1)
 # How long `stop()` lets running syncs finish before cancelling them.
 STOP_GRACE_S = 5.0
+
+AfterSync = Callable[[CalendarRow, SyncOutcome], Awaitable[None]]
+"""Called after a successful sync has been settled (in the calendar's task; failures logged)."""
 
 
 def default_owner() -> str:
@@ -91,6 +97,10 @@ class SyncScheduler:
         # Integrations whose discovery failed or found nothing: not before this instant.
         self._discovery_retry: dict[str, datetime] = {}
         self._discovering: set[str] = set()
+        self.after_sync: list[AfterSync] = []
+        # Whether the loop's next tick looks for new integrations even if it looked less than
+        # tick_s ago (a nudge without a calendar); sync requests and finished syncs do not.
+        self._discovery_due = False
 
     def __repr__(self) -> str:
         return f"SyncScheduler(owner={self.owner!r}, running={len(self._running)})"
@@ -126,7 +136,11 @@ class SyncScheduler:
 
     def nudge(self, calendar_id: str | None = None) -> None:
         """Look for due work now (a sync was requested, e.g. by a push notification; the
-        request itself is durable in `calendars.sync_requested_at`)."""
+        request itself is durable in `calendars.sync_requested_at`). A nudge for a known
+        calendar claims at once without looking for new integrations first (one query less
+        on the push-to-visible path); discovery keeps its tick."""
+        if calendar_id is None:
+            self._discovery_due = True
         self._wake.set()
 
     @property
@@ -135,10 +149,17 @@ class SyncScheduler:
         return frozenset(self._running)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        discovered_at = -math.inf
         while not self._stopping:
             self._wake.clear()
+            # Every tick_s at least, even while finishing syncs keep waking the loop.
+            discover = self._discovery_due or loop.time() - discovered_at >= self.config.tick_s
+            if discover:
+                self._discovery_due = False
+                discovered_at = loop.time()
             try:
-                await self.tick()
+                await self.tick(discover=discover)
             except Exception:
                 # The database may be away for a moment: try again at the next tick.
                 log.exception("sync scheduler tick failed")
@@ -147,10 +168,12 @@ class SyncScheduler:
 
     # -- one tick ---------------------------------------------------------------------------
 
-    async def tick(self) -> list[str]:
-        """Discover new integrations' calendars, claim due calendars for the free slots and
-        start their syncs; returns the ids claimed (tests drive the scheduler with it)."""
-        await self._discover()
+    async def tick(self, *, discover: bool = True) -> list[str]:
+        """Discover new integrations' calendars (unless `discover` is false), claim due
+        calendars for the free slots and start their syncs; returns the ids claimed (tests
+        drive the scheduler with it)."""
+        if discover:
+            await self._discover()
         free = self.config.concurrency - len(self._running)
         if free <= 0:
             return []
@@ -243,12 +266,21 @@ class SyncScheduler:
 
     async def _work(self, calendar: CalendarRow) -> None:
         try:
-            await self._sync_and_settle(calendar)
+            outcome = await self._sync_and_settle(calendar)
         except Exception:
             # Settling failed (the database): the lease runs out and the calendar is retried.
             log.exception("calendar sync bookkeeping failed: calendar=%s", calendar.id)
+            return
+        if outcome is None or outcome.status != "synced":
+            return
+        for hook in self.after_sync:
+            try:
+                await hook(calendar, outcome)
+            except Exception:
+                log.exception("after-sync hook failed: calendar=%s", calendar.id)
 
-    async def _sync_and_settle(self, calendar: CalendarRow) -> None:
+    async def _sync_and_settle(self, calendar: CalendarRow) -> SyncOutcome | None:
+        """Sync under the lease and record the verdict; None when the lease was lost."""
         sync = asyncio.create_task(self.engine.sync_calendar(calendar.id))
         held = asyncio.create_task(self._hold_lease(calendar.id))
         try:
@@ -264,7 +296,7 @@ class SyncScheduler:
             sync.cancel()
             await asyncio.gather(sync, return_exceptions=True)
             log.warning("sync lease lost, sync abandoned: calendar=%s", calendar.id)
-            return
+            return None
         held.cancel()
         await asyncio.gather(held, return_exceptions=True)
         try:
@@ -272,6 +304,7 @@ class SyncScheduler:
         except Exception as exc:
             outcome = await self._unexpected(calendar, exc)
         await self._settle(calendar, outcome)
+        return outcome
 
     async def _hold_lease(self, calendar_id: str) -> None:
         """Renew the lease every third of its length; return when it is lost."""
@@ -303,7 +336,8 @@ class SyncScheduler:
     async def _settle(self, calendar: CalendarRow, outcome: SyncOutcome) -> None:
         now = self._clock()
         if outcome.status == "synced":
-            await self._reexpand_if_drifted(calendar.id, now)
+            if not outcome.full:  # a full sync has just expanded for today's horizon
+                await self._reexpand_if_drifted(calendar, now)
             released = await self._store.release_synced(
                 calendar.id,
                 self.owner,
@@ -332,11 +366,12 @@ class SyncScheduler:
         if not released:
             log.warning("sync lease was lost before release: calendar=%s", calendar.id)
 
-    async def _reexpand_if_drifted(self, calendar_id: str, now: datetime) -> None:
-        row = await self._store.get(calendar_id)
-        if row is None or row.horizon_start is None:
+    async def _reexpand_if_drifted(self, calendar: CalendarRow, now: datetime) -> None:
+        # The row as claimed: only a full sync or this re-expansion move the horizon, and
+        # neither ran for it since (the lease), so no read is needed on every sync's path.
+        if calendar.horizon_start is None:
             return
         wanted = self.engine.config.horizon(now)
-        if abs(wanted.start - row.horizon_start) > HORIZON_DRIFT:
-            blocks = await self.engine.reexpand(calendar_id, wanted)
-            log.info("busy blocks re-expanded: calendar=%s blocks=%s", calendar_id, blocks)
+        if abs(wanted.start - calendar.horizon_start) > HORIZON_DRIFT:
+            blocks = await self.engine.reexpand(calendar.id, wanted)
+            log.info("busy blocks re-expanded: calendar=%s blocks=%s", calendar.id, blocks)

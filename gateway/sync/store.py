@@ -45,6 +45,7 @@ from gateway.db.schema import (
     watch_channels,
 )
 from gateway.db.values import as_utc
+from gateway.sync.freshness import DEFAULT_PUSH_TRUST_S, copy_as_of
 from gateway.sync.model import BusyBlock, EventRecord, Horizon
 
 # Rows per executemany / IN list: well under SQLite's 32k variables and PostgreSQL's 65k.
@@ -92,10 +93,11 @@ class CalendarFreshness:
     """How far a calendar's local copy can be trusted, for availability answers.
 
     as_of         the instant up to which the copy is known to match Google, or None when
-                  there is no complete copy yet. With a live push channel and no notification
-                  waiting, Google would have told us of any change, so the copy is current
-                  (`as_of` = now); otherwise it is the last successful sync.
+                  there is no complete copy yet (`gateway.sync.freshness.copy_as_of`: with a
+                  live push channel, no notification waiting and a sign of life within
+                  GATEWAY_PUSH_TRUST_S, now; otherwise the last successful sync)
     push_active   an `active` watch channel that has not expired
+    last_push_at  the last notification of such a channel, or None
     sync_pending  a push notification or request is waiting for its sync
     backoff_until no sync is tried before this instant (after failures), or None
     last_success_at  the last sync that completed, or None
@@ -111,6 +113,8 @@ class CalendarFreshness:
     last_error: str | None
     backoff_until: datetime | None = None
     last_success_at: datetime | None = None
+    last_push_at: datetime | None = None
+    push_error: str | None = None  # why no channel opened (gateway.sync.channels.push_error)
 
     def __repr__(self) -> str:
         return f"CalendarFreshness(id={self.calendar_id!r}, as_of={self.as_of!r})"
@@ -136,35 +140,54 @@ class CalendarSnapshot:
     backoff_until: datetime | None
     push_until: datetime | None  # the latest expiry of an active channel
     push_forever: bool  # an active channel without an expiry
+    push_heard_at: datetime | None  # the last sign of life of its active channels
+    push_error: str | None
     blocks: list[tuple[datetime, datetime]]
 
     def __repr__(self) -> str:
         return f"CalendarSnapshot(id={self.row.id!r}, version={self.version})"
 
 
+def _heard_at() -> ColumnElement[datetime]:
+    """A channel's last sign of life: its last message (an `active` channel has had one; its
+    creation stands in should a row lack it), so that NULL means no live channel at all."""
+    return func.coalesce(watch_channels.c.last_message_at, watch_channels.c.created_at)
+
+
 def calendar_freshness(
-    cal: CalendarRow, row: Mapping[Any, Any], push: bool, now: datetime
+    cal: CalendarRow,
+    row: Mapping[Any, Any],
+    last_push_at: datetime | None,
+    now: datetime,
+    push_trust_s: float,
 ) -> CalendarFreshness:
-    """A calendar's freshness (see CalendarFreshness) from its row and whether a live push
-    channel watches it."""
+    """A calendar's freshness (see CalendarFreshness) from its row and the last sign of life
+    of its live push channel (None: no live channel). The database path and the availability
+    index both use it, so both answer the same `as_of` for the same facts."""
     pending = row["sync_requested_at"] is not None
-    if cal.active_generation is None:
-        as_of = None
-    elif push and not pending and cal.state == "synced":
-        as_of = now
-    else:
-        as_of = cal.last_success_at
+    push = last_push_at is not None
     return CalendarFreshness(
         calendar_id=cal.id,
         integration_id=cal.integration_id,
         google_calendar_id=cal.google_calendar_id,
         state=cal.state,
-        as_of=as_of,
+        as_of=copy_as_of(
+            now,
+            complete=cal.active_generation is not None,
+            synced=cal.state == "synced",
+            sync_pending=pending,
+            push_live=push,
+            last_success_at=cal.last_success_at,
+            last_push_at=last_push_at,
+            push_trust_s=push_trust_s,
+        ),
         push_active=push,
         sync_pending=pending,
         last_error=cal.last_error,
         backoff_until=as_utc(row["backoff_until"]),
         last_success_at=cal.last_success_at,
+        last_push_at=last_push_at,
+        push_error=row["push_error"],
     )
 
 
@@ -254,17 +277,18 @@ def _block_rows(
 # and a statement built per call costs its construction and SQLAlchemy's cache-key generation
 # each time (both memoized on a statement object that lives on). Parameters: integration_id,
 # now, start, end.
-_VIEW_PUSH_LIVE = (
-    exists()
+_VIEW_PUSH_HEARD_AT = (
+    select(func.max(_heard_at()))
     .where(
         watch_channels.c.calendar_id == calendars.c.id,
         watch_channels.c.state == "active",
         or_(watch_channels.c.expires_at.is_(None), watch_channels.c.expires_at > bindparam("now")),
     )
-    .label("push_live")
+    .scalar_subquery()
+    .label("push_heard_at")
 )
 _VIEW_CALENDARS = (
-    select(calendars, _VIEW_PUSH_LIVE)
+    select(calendars, _VIEW_PUSH_HEARD_AT)
     .where(calendars.c.integration_id == bindparam("integration_id"))
     .order_by(calendars.c.created_at, calendars.c.id)
 )
@@ -710,22 +734,26 @@ class SyncStore:
         return out
 
     async def freshness(
-        self, integration_ids: Sequence[str], now: datetime
+        self,
+        integration_ids: Sequence[str],
+        now: datetime,
+        *,
+        push_trust_s: float = DEFAULT_PUSH_TRUST_S,
     ) -> dict[str, list[CalendarFreshness]]:
         """Per integration, the freshness of each of its calendars (see CalendarFreshness)."""
         out: dict[str, list[CalendarFreshness]] = {i: [] for i in integration_ids}
         if not integration_ids:
             return out
         live = (
-            select(watch_channels.c.calendar_id)
+            select(watch_channels.c.calendar_id, func.max(_heard_at()))
             .where(
                 watch_channels.c.state == "active",
                 or_(watch_channels.c.expires_at.is_(None), watch_channels.c.expires_at > now),
             )
-            .distinct()
+            .group_by(watch_channels.c.calendar_id)
         )
         async with self.engine.connect() as conn:
-            live_ids: set[str] = set()
+            live_ids: dict[str, datetime | None] = {}
             rows: list[RowMapping] = []
             for chunk in _chunks(list(integration_ids)):
                 rows.extend(
@@ -738,17 +766,25 @@ class SyncStore:
                     ).mappings()
                 )
                 live_ids.update(
-                    (
-                        await conn.execute(live.where(watch_channels.c.integration_id.in_(chunk)))
-                    ).scalars()
+                    (calendar_id, as_utc(heard))
+                    for calendar_id, heard in await conn.execute(
+                        live.where(watch_channels.c.integration_id.in_(chunk))
+                    )
                 )
         for row in rows:
             cal = _calendar(row)
-            out[cal.integration_id].append(calendar_freshness(cal, row, cal.id in live_ids, now))
+            heard = live_ids.get(cal.id)
+            out[cal.integration_id].append(calendar_freshness(cal, row, heard, now, push_trust_s))
         return out
 
     async def cached_view(
-        self, integration_id: str, now: datetime, start: datetime, end: datetime
+        self,
+        integration_id: str,
+        now: datetime,
+        start: datetime,
+        end: datetime,
+        *,
+        push_trust_s: float = DEFAULT_PUSH_TRUST_S,
     ) -> CachedView:
         """What a free/busy answer from the local copy needs, on one connection: the
         integration's calendars (as `calendars_of`), their freshness (as `freshness`) and the
@@ -771,7 +807,8 @@ class SyncStore:
         for row in rows:
             cal = _calendar(row)
             view.calendars.append(cal)
-            view.freshness[cal.id] = calendar_freshness(cal, row, bool(row["push_live"]), now)
+            heard = as_utc(row["push_heard_at"])
+            view.freshness[cal.id] = calendar_freshness(cal, row, heard, now, push_trust_s)
             view.blocks[cal.id] = []
         for calendar_id, s, e in found:
             s_utc, e_utc = as_utc(s), as_utc(e)
@@ -810,6 +847,9 @@ class SyncStore:
             select(func.max(w.expires_at)).where(active).scalar_subquery().label("push_until")
         )
         push_forever = exists().where(active, w.expires_at.is_(None)).label("push_forever")
+        push_heard_at = (
+            select(func.max(_heard_at())).where(active).scalar_subquery().label("push_heard_at")
+        )
         blocks_query = (
             select(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
             .join(
@@ -828,7 +868,7 @@ class SyncStore:
                 rows = (
                     (
                         await conn.execute(
-                            select(calendars, push_until, push_forever).where(
+                            select(calendars, push_until, push_forever, push_heard_at).where(
                                 calendars.c.id.in_(list(calendar_ids))
                             )
                         )
@@ -850,6 +890,8 @@ class SyncStore:
                 backoff_until=as_utc(r["backoff_until"]),
                 push_until=as_utc(r["push_until"]),
                 push_forever=bool(r["push_forever"]),
+                push_heard_at=as_utc(r["push_heard_at"]),
+                push_error=r["push_error"],
                 blocks=blocks[r["id"]],
             )
             for r in rows

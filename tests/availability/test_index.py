@@ -46,6 +46,7 @@ def entry(
     version: int = 1,
     blocks: list[tuple[datetime, datetime]] | None = None,
     push_until_s: float | None = None,
+    push_heard_at: datetime | None = None,
 ) -> CalendarEntry:
     return CalendarEntry.build(
         row(calendar_id),
@@ -53,6 +54,7 @@ def entry(
         sync_requested_at=None,
         backoff_until=None,
         push_until_s=push_until_s,
+        push_heard_at=push_heard_at,
         blocks=blocks or [],
     )
 
@@ -110,12 +112,17 @@ def test_a_sub_second_edge_is_widened_to_busy_never_narrowed() -> None:
     ]
 
 
-def test_push_counts_until_the_channel_expires() -> None:
-    e = entry(push_until_s=(T0 + timedelta(hours=1)).timestamp())
-    assert e.freshness(T0).as_of == T0  # a live channel: current
-    later = T0 + timedelta(hours=2)
-    assert e.freshness(later).push_active is False
-    assert e.freshness(later).as_of == T0  # the last successful sync
+def test_push_counts_until_the_channel_expires_or_goes_silent() -> None:
+    e = entry(push_until_s=(T0 + timedelta(hours=3)).timestamp(), push_heard_at=T0)
+    assert e.freshness(T0, 900).as_of == T0  # a live channel: current
+    quiet = T0 + timedelta(minutes=10)
+    assert e.freshness(quiet, 900).as_of == quiet  # heard from within GATEWAY_PUSH_TRUST_S
+    silent = T0 + timedelta(minutes=20)
+    assert e.freshness(silent, 900).push_active is True
+    assert e.freshness(silent, 900).as_of == T0  # silent too long: the last successful sync
+    later = T0 + timedelta(hours=4)
+    assert e.freshness(later, 900).push_active is False
+    assert e.freshness(later, 900).as_of == T0
 
 
 def test_nothing_is_held_or_answered_until_usable_and_after_a_reset() -> None:

@@ -17,8 +17,9 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -27,16 +28,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from emulator.calendar_store import Calendar, Channel
 from gateway.connections.errors import IntegrationInactive
 from gateway.db.engine import create_engine
+from gateway.db.notify import bump_calendars
 from gateway.db.schema import calendars, integrations, watch_channels
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import INTEGRATIONS_KEY
+from gateway.http.appkeys import INTEGRATIONS_KEY, SYNC_NUDGE_KEY
 from gateway.http.push_wiring import CHANNELS_KEY, PUSH_CONFIG_KEY
-from gateway.http.sync_wiring import SYNC_KEY
+from gateway.http.sync_wiring import SCHEDULER_CONFIG_KEY, SCHEDULER_KEY, SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.settings import load_settings
-from gateway.sync.channel_store import ChannelRow, ChannelStore
+from gateway.sync.channel_store import ChannelRow, ChannelStore, WatchTarget
 from gateway.sync.channels import ChannelManager, MaintenanceReport
-from gateway.sync.engine import SyncEngine
+from gateway.sync.engine import SyncEngine, SyncOutcome
+from gateway.sync.scheduler import SyncScheduler
 from gateway.sync.store import CalendarRow, SyncStore
 from tests.stack import ALICE, DAVE, Stack, start_stack
 
@@ -61,6 +64,11 @@ def google_now(stack: Stack) -> Callable[[], datetime]:
     return lambda: datetime.fromtimestamp(stack.google.clock(), UTC)
 
 
+# The jitter draw of the backoff: the first retry comes after 0.99 x 2 s (GATEWAY_SYNC_BACKOFF_
+# BASE_S), the longest the first backoff can be.
+JITTER = 0.99
+
+
 async def make_manager(stack: Stack, engine: AsyncEngine | None = None) -> ChannelManager:
     client = await CalendarClient.create(stack.http, stack.settings.google_calendar_api_url)
     return ChannelManager(
@@ -69,7 +77,14 @@ async def make_manager(stack: Stack, engine: AsyncEngine | None = None) -> Chann
         tokens=stack.app[TOKENS_KEY],
         config=stack.app[PUSH_CONFIG_KEY],
         clock=google_now(stack),
+        backoff_s=stack.app[SCHEDULER_CONFIG_KEY].backoff_s,
+        rng=lambda: JITTER,
     )
+
+
+def first_backoff_s(stack: Stack) -> float:
+    """The longest the first retry of a refused channel waits (seconds, not minutes)."""
+    return float(stack.app[SCHEDULER_CONFIG_KEY].backoff_base_s)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
@@ -344,7 +359,8 @@ async def test_a_failed_watch_is_retried_after_a_backoff(h: Push) -> None:
     since = h.stack.google.inspector.requests()[-1].seq
     assert (await h.manager.run_once()) == MaintenanceReport()  # backing off: no Google call
     assert h.stack.google.inspector.requests(since_seq=since) == []
-    h.stack.google.advance_clock(h.manager.config.failure_backoff_s + 1)
+    # Retried within seconds (the sync backoff's first step), not minutes.
+    h.stack.google.advance_clock(first_backoff_s(h.stack))
     assert (await h.manager.run_once()).opened == 1
 
 
@@ -461,3 +477,236 @@ async def test_push_off_means_no_channels_and_every_notification_refused(
             },
         ) as response:
             assert response.status == 404
+
+
+# -- push from the first minute (issue 13 item 5) ------------------------------------------------
+
+
+async def status_of_push(stack: Stack, integration_id: str) -> tuple[str, str | None]:
+    """`push` and `push_error` of the integration's calendar, as GET /v1/integrations/{id}
+    reports them."""
+    async with stack.http.get(
+        stack.url(f"/v1/integrations/{integration_id}"), headers=stack.auth()
+    ) as response:
+        assert response.status == 200
+        [calendar] = (await response.json())["sync"]["calendars"]
+    return calendar["push"], calendar["push_error"]
+
+
+def after_sync_signal(stack: Stack) -> asyncio.Queue[SyncOutcome]:
+    """Every outcome the app's scheduler settles, after its own hooks (the channel opener)."""
+    outcomes: asyncio.Queue[SyncOutcome] = asyncio.Queue()
+
+    async def seen(_calendar: CalendarRow, outcome: SyncOutcome) -> None:
+        outcomes.put_nowait(outcome)
+
+    stack.app[SCHEDULER_KEY].after_sync.append(seen)
+    return outcomes
+
+
+async def next_outcome(outcomes: asyncio.Queue[SyncOutcome]) -> SyncOutcome:
+    # Far below the scheduler's 60 s tick: only a wake-up can make it in time.
+    return await asyncio.wait_for(outcomes.get(), timeout=TICK_S / 2)
+
+
+TICK_S = 60.0
+
+
+async def test_the_first_full_sync_opens_the_channel_and_a_change_syncs_at_once(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    # No maintenance pass ever runs, and the scheduler ticks only once a minute: the channel
+    # must come from the first sync's completion, and the change's sync from the notification.
+    async for stack in start_stack(
+        engine,
+        database_url,
+        tmp_path,
+        sync_worker=True,
+        sync_tick_s=TICK_S,
+        push_maintenance_interval_s=0,
+    ):
+        outcomes = after_sync_signal(stack)
+        result = await stack.connect(ALICE, user_id="u-alice")
+        stack.app[SYNC_NUDGE_KEY]()  # the connection's discovery (a tick's work)
+        first = await next_outcome(outcomes)
+        assert first.full and first.status == "synced"
+        # By the time the sync's hooks have run, Google has the channel and we its row.
+        [calendar] = await SyncStore(stack.engine).calendars_of(result["integration_id"])
+        [google] = stack.google.calendars.channels.values()
+        assert google.calendar_id == ALICE
+        [row] = await ChannelStore(stack.engine).channels_of_calendar(calendar.id)
+        assert row.id == google.id and row.resource_id == google.resource_id
+        assert calendar.last_success_at is not None
+        assert row.created_at - calendar.last_success_at < timedelta(seconds=5)
+
+        # Google's `sync` message, then a change: each notification starts a sync at once.
+        assert (await next_outcome(outcomes)).status == "synced"
+        stack.google.calendars.insert_event(
+            stack.google.calendars.ensure_user(ALICE),
+            {
+                "id": "pushed002",
+                "start": {"dateTime": "2026-12-01T10:00:00Z"},
+                "end": {"dateTime": "2026-12-01T11:00:00Z"},
+            },
+        )
+        changed = await next_outcome(outcomes)
+        assert changed.changes == 1
+        window = (datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC))
+        assert await stack.app[SYNC_KEY].busy_between(calendar.id, *window) == [
+            (datetime(2026, 12, 1, 10, tzinfo=UTC), datetime(2026, 12, 1, 11, tzinfo=UTC))
+        ]
+        assert await status_of_push(stack, result["integration_id"]) == ("active", None)
+
+
+async def test_a_refused_channel_is_retried_within_seconds_and_the_status_says_why(
+    h: Push,
+) -> None:
+    # Google (like the emulator by default) refuses a plain-http webhook address.
+    h.stack.google.calendars.allow_insecure_loopback_webhooks = False
+    target = WatchTarget(h.calendar.id, h.integration_id, h.calendar.google_calendar_id)
+    assert await h.manager.open_after_sync(target) is False
+    assert await h.channels() == []
+    assert await status_of_push(h.stack, h.integration_id) == (
+        "polling",
+        "push_refused: webhookUrlNotHttps",
+    )
+    retry_at = h.manager.next_retry_at()
+    assert retry_at is not None
+    assert retry_at - google_now(h.stack)() <= timedelta(seconds=first_backoff_s(h.stack))
+    # Not before its time: no Google call.
+    since = h.stack.google.inspector.requests()[-1].seq
+    assert await h.manager.retry_due() == 0
+    assert h.stack.google.inspector.requests(since_seq=since) == []
+    # Still refused at the first retry: the next wait is longer (the same backoff, doubling).
+    h.stack.google.advance_clock(first_backoff_s(h.stack))
+    assert await h.manager.retry_due() == 0
+    second = h.manager.next_retry_at()
+    assert second is not None and second - google_now(h.stack)() > timedelta(
+        seconds=first_backoff_s(h.stack)
+    )
+    # Fixed at Google's end (an https address, here: the emulator told to accept ours).
+    h.stack.google.calendars.allow_insecure_loopback_webhooks = True
+    h.stack.google.advance_clock(2 * first_backoff_s(h.stack))
+    assert await h.manager.retry_due() == 1
+    assert h.manager.next_retry_at() is None
+    [row] = await h.channels()
+    await h.wait_active(row.id)
+    assert await status_of_push(h.stack, h.integration_id) == ("active", None)
+
+
+async def test_with_push_off_the_status_says_why(
+    engine: AsyncEngine, database_url: str, tmp_path: Path
+) -> None:
+    async for stack in start_stack(
+        engine, database_url, tmp_path, push_enabled=False, sync_worker=False
+    ):
+        integration_id, _ = await connect_and_sync(stack, ALICE, "u-alice")
+        assert await status_of_push(stack, integration_id) == ("polling", "push_disabled")
+
+
+# -- channels that go silent (issue 13 item 6) ---------------------------------------------------
+
+
+async def freebusy_as_of(h: Push, max_staleness_s: int) -> dict[str, Any]:
+    async with h.stack.http.get(
+        h.stack.url(f"/v1/integrations/{h.integration_id}/freebusy"),
+        params={
+            "time_min": "2026-12-01T00:00:00Z",
+            "time_max": "2026-12-02T00:00:00Z",
+            "max_staleness_s": str(max_staleness_s),
+        },
+        headers=h.stack.auth(),
+    ) as response:
+        assert response.status == 200, await response.text()
+        body: dict[str, Any] = await response.json()
+    return body
+
+
+async def age_the_copy(h: Push, seconds: float) -> datetime:
+    """Move the last sync and the channel's last message `seconds` into the past (what a
+    channel silent for that long leaves behind); returns the sync's new time."""
+    then = datetime.now(UTC) - timedelta(seconds=seconds)
+    async with h.stack.engine.begin() as conn:
+        await conn.execute(
+            update(calendars)
+            .where(calendars.c.id == h.calendar.id)
+            .values(last_success_at=then, sync_requested_at=None)
+        )
+        await conn.execute(
+            update(watch_channels)
+            .where(watch_channels.c.calendar_id == h.calendar.id)
+            .values(last_message_at=then)
+        )
+        # As every writer does, so the availability index drops what it held (gateway.db.notify).
+        await bump_calendars(conn, [h.calendar.id])
+    return then
+
+
+def instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+async def test_a_silent_channel_stops_vouching_for_the_copy_after_the_trust_window(
+    h: Push,
+) -> None:
+    await h.open_verified()
+    trust_s = h.stack.settings.push_trust_s
+    assert trust_s == 900
+    # Heard from within the window: the channel vouches for the copy, as of now.
+    await age_the_copy(h, trust_s - 60)
+    before = datetime.now(UTC)
+    answer = await freebusy_as_of(h, max_staleness_s=60)
+    assert answer["source"] == "cache" and answer["complete"] is True
+    assert instant(answer["as_of"]) >= before
+    # Silent for longer: the copy is as old as its last sync, and answers say so.
+    synced_at = await age_the_copy(h, trust_s + 60)
+    answer = await freebusy_as_of(h, max_staleness_s=86_400)
+    assert answer["source"] == "cache"
+    assert instant(answer["as_of"]) == synced_at
+    # A caller who wants fresher than that gets Google's own answer instead.
+    answer = await freebusy_as_of(h, max_staleness_s=600)
+    assert answer["source"] == "google" and answer["complete"] is True
+
+
+async def test_a_pushed_calendar_is_polled_at_the_trust_interval(push_stack: Stack) -> None:
+    stack = push_stack
+    clock = FakeClock(datetime.now(UTC))
+    scheduler = SyncScheduler(
+        engine=stack.app[SYNC_KEY], config=stack.app[SCHEDULER_CONFIG_KEY], clock=clock
+    )
+    result = await stack.connect(ALICE, user_id="u-alice")
+    assert await scheduler.run_once()  # discovery and the first full sync
+    h = Push(
+        stack,
+        stack.app[SYNC_KEY],
+        await make_manager(stack),
+        result["integration_id"],
+        (await SyncStore(stack.engine).calendars_of(result["integration_id"]))[0],
+        stack.google.calendars.ensure_user(ALICE),
+    )
+    await h.open_verified()
+    assert await scheduler.run_once() == [h.calendar.id]  # the `sync` message's sync
+    trust_s = stack.settings.push_trust_s
+    # Nothing changes at Google, and the channel says nothing: no sync until the safety poll...
+    clock.advance(trust_s - 1)
+    assert await scheduler.run_once() == []
+    [fresh] = (await SyncStore(stack.engine).freshness([h.integration_id], clock()))[
+        h.integration_id
+    ]
+    assert fresh.push_active
+    # ...which comes when the channel's word stops counting, not an hour later.
+    clock.advance(2)
+    assert await scheduler.run_once() == [h.calendar.id]
+
+
+class FakeClock:
+    """Time that moves only when told."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)

@@ -185,9 +185,11 @@ async def h(stack: Stack) -> AsyncIterator[Harness]:
 
 @pytest.fixture
 async def live(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    """The stack with the background scheduler on, ticking often."""
+    """The stack with the background scheduler on, ticking often. Push is off: a channel
+    opened after the first sync would bring syncs of its own (tests/sync/test_push_channels.py
+    runs the scheduler with push)."""
     async for running in start_stack(
-        engine, database_url, tmp_path, sync_worker=True, sync_tick_s=0.05
+        engine, database_url, tmp_path, sync_worker=True, sync_tick_s=0.05, push_enabled=False
     ):
         yield running
 
