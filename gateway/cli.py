@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Embedded defaults only: a developer's .env (perhaps the real Google) must not apply.
         return _demo(args)
     env_file = Path(args.env_file) if args.env_file is not None else Path(".env")
-    if args.env_file is not None and not env_file.is_file():
+    if args.env_file is not None and not env_file.exists():
         return _fail(f"--env-file {args.env_file}: no such file", 2)
     for warning in unknown_variables(_variable_names(env_file)):
         print(f"{PROG}: warning: {warning}", file=sys.stderr)
@@ -243,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _variable_names(env_file: Path) -> set[str]:
     """The variable names the settings will see: the environment's and the settings file's."""
     names = set(os.environ)
-    if env_file.is_file():
+    if env_file.exists():
         # python-dotenv is what pydantic-settings reads the file with.
         from dotenv import dotenv_values
 

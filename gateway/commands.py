@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from gateway.bench.report import Figure
 
 out = Console()
-err = Console(stderr=True)
+# Error lines stay one line whatever the width: scripts and tests read them.
+err = Console(stderr=True, soft_wrap=True)
 
 
 @asynccontextmanager
@@ -102,11 +103,13 @@ async def _serve(args: argparse.Namespace, settings: Settings, host: str, port: 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await runner.setup()  # opens the vault: a bad keyring stops start-up here
-            if new_keyring:
-                # Its loss loses every token: say so once, where the operator looks.
-                out.print(f"created key ring {keyring}; back it up apart from the database")
             try:
+                # Inside the try: a start-up that fails half-way (a bad keyring, a broken
+                # deletion journal) still closes what had started, in order.
+                await runner.setup()
+                if new_keyring:
+                    # Its loss loses every token: say so once, where the operator looks.
+                    out.print(f"created key ring {keyring}; back it up apart from the database")
                 if not stop.is_set():
                     site = web.TCPSite(runner, host, port)
                     await site.start()
@@ -220,7 +223,13 @@ async def receipts_verify(args: argparse.Namespace, settings: Settings) -> int:
     try:
         signed = verify_receipt(raw, keys)
     except InvalidReceipt as exc:
-        err.print(f"calendar-gateway: error: receipt {path}: {exc}", markup=False, highlight=False)
+        # One line whatever the terminal's width: scripts read it.
+        err.print(
+            f"calendar-gateway: error: receipt {path}: {exc}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         return 1
     receipt = signed.receipt
     out.print(
