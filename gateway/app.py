@@ -30,6 +30,7 @@ from gateway.http import (
     push_wiring,
     sync_wiring,
     token_wiring,
+    webhook_endpoint_routes,
 )
 from gateway.http.appkeys import (
     APIKEYS_KEY,
@@ -118,6 +119,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         availability_routes,
         booking_routes,
         mcp_routes,
+        webhook_endpoint_routes,
     ):
         feature.setup(app)
     app.router.add_get("/healthz", healthz)

@@ -72,7 +72,10 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--scopes",
         required=True,
-        help="comma-separated: connections:read, connections:write, calendar:read, calendar:write",
+        help=(
+            "comma-separated: connections:read, connections:write, calendar:read, "
+            "calendar:write, webhooks:read, webhooks:write"
+        ),
     )
     create.add_argument("--name", help="a label to recognise the key by")
     listing = api_keys_sub.add_parser("list", help="list keys (never their values)")
