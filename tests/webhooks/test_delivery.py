@@ -14,6 +14,8 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import utc_now
+from gateway.connections.errors import IntegrationInactive
+from gateway.http.token_wiring import TOKENS_KEY
 from gateway.http.webhook_endpoint_routes import ENDPOINTS_KEY, WEBHOOK_STORE_KEY
 from gateway.webhooks.destinations import DestinationPolicy, system_resolve
 from gateway.webhooks.worker import DeliveryWorker
@@ -294,3 +296,53 @@ async def test_bad_input_and_scopes(stack: Stack) -> None:
             assert response.status == 422, body
     async with stack.http.get(stack.url("/v1/webhook-endpoints")) as response:
         assert response.status == 401
+
+
+async def test_an_integrations_whole_life_is_announced_in_order(
+    stack: Stack, hooks: Receiver
+) -> None:
+    """connected -> needs_reauth (with the reason) -> reconnected -> disconnected (with the
+    receipt), each written with its status change and delivered signed."""
+    made = await create_endpoint(
+        stack,
+        hooks.url,
+        [
+            "integration.connected",
+            "integration.needs_reauth",
+            "integration.reconnected",
+            "integration.disconnected",
+        ],
+    )
+    hooks.secrets.append(made["secret"])
+    back = await stack.connect("alice@example.com")
+    integration_id = back["integration_id"]
+    stack.google.revoke_user_access("alice@example.com")
+    with pytest.raises(IntegrationInactive):
+        await stack.app[TOKENS_KEY].force_refresh(integration_id)
+    await stack.connect("alice@example.com")
+    async with stack.http.delete(
+        stack.url(f"/v1/integrations/{integration_id}"), headers=stack.auth()
+    ) as response:
+        assert response.status == 200
+        receipt = await response.json()
+    run = worker(stack)
+    while await run.run_once():
+        pass
+    types = [
+        r.payload["type"] for r in sorted(hooks.requests, key=lambda r: r.payload["timestamp"])
+    ]
+    assert sorted(types) == sorted(
+        [
+            "integration.connected",
+            "integration.needs_reauth",
+            "integration.reconnected",
+            "integration.disconnected",
+        ]
+    )
+    assert all(r.verified for r in hooks.requests)
+    assert all(r.payload["data"]["integration_id"] == integration_id for r in hooks.requests)
+    [reauth] = hooks.of_type("integration.needs_reauth")
+    assert reauth.payload["data"]["reason"] == "invalid_grant"
+    [gone] = hooks.of_type("integration.disconnected")
+    assert gone.payload["data"]["status"] == "disconnected"
+    assert gone.payload["data"]["receipt"]["revoked_at_google"] == receipt["revoked_at_google"]
