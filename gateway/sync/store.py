@@ -34,6 +34,7 @@ from gateway.db.schema import (
 )
 from gateway.db.values import as_utc
 from gateway.sync.model import BusyBlock, EventRecord, Horizon
+from gateway.webhooks.booking_events import record_booking_changes
 
 # Rows per executemany / IN list: well under SQLite's 32k variables and PostgreSQL's 65k.
 BATCH = 500
@@ -527,6 +528,16 @@ class SyncStore:
         generation = calendar.active_generation
         assert generation is not None
         async with self.engine.begin() as conn:
+            # Outbound webhooks for meetings the gateway booked, in this very transaction.
+            await record_booking_changes(
+                conn,
+                tenant_id=calendar.tenant_id,
+                integration_id=calendar.integration_id,
+                calendar_id=calendar.id,
+                generation=generation,
+                items=items,
+                now=now,
+            )
             touched, _ = await self._apply(conn, calendar.id, generation, items)
             series = sorted(touched)
             records = await self._series_records(conn, calendar.id, generation, series)

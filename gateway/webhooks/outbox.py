@@ -8,7 +8,7 @@ the worker's business (worker.py). A tenant without subscribed endpoints gets no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy import insert, select
@@ -23,6 +23,19 @@ from gateway.webhooks.model import (
     new_event_id,
     rfc3339,
 )
+
+
+async def subscribed(conn: AsyncConnection, tenant_id: str, event_types: Sequence[str]) -> bool:
+    """Whether an enabled endpoint of the tenant wants any of `event_types` (lets a caller
+    skip preparing an event nobody receives)."""
+    rows = await conn.execute(
+        select(webhook_endpoints.c.events).where(
+            webhook_endpoints.c.tenant_id == tenant_id,
+            webhook_endpoints.c.state == EndpointState.ENABLED.value,
+        )
+    )
+    wanted = set(event_types)
+    return any(wanted & set(str(events).split()) for (events,) in rows)
 
 
 async def record_event(
