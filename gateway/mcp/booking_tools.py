@@ -92,13 +92,17 @@ Errors (isError, JSON {{"error": {{"code", "message", "advice", ...}}}}):
 
 RESCHEDULE_MEETING = f"""Move a meeting booked with book_meeting to a new time (both start and
 end, RFC 3339 with an offset, e.g. 2026-11-24T15:00:00+01:00). Only meetings this gateway
-booked can be moved. The new time is NOT checked for conflicts: check it first with
-check_availability or find_meeting_slots. Optional `etag` (from the booking or the last
-change) moves it only if nobody changed it since.
+booked can be moved. By default (`if_free` true) the new time is checked against the calendar
+right before moving, ignoring the meeting itself; `if_free` false moves without looking.
+Optional `etag` (from the booking or the last change) moves it only if nobody changed it since.
 
 Result: `event` with its new `start`, `end` and `etag`.
 
 Errors (isError, JSON {{"error": {{"code", "message", "advice", ...}}}}):
+- slot_busy (with `conflicts`: the busy intervals): nothing was moved; pick another time
+  (find_meeting_slots) and offer it.
+- availability_unknown (with `retry_after_s`): the calendar could not be read, so nothing was
+  moved; retry later.
 - event_not_found: no meeting booked by this gateway has that id on this connection.
 - etag_mismatch: the meeting changed since; retry without `etag` to move it anyway.
 {_ERRORS_COMMON}"""
@@ -230,11 +234,18 @@ async def reschedule_meeting(
         ),
     ] = None,
     send_updates: SendUpdates = "none",
+    if_free: Annotated[
+        bool,
+        Field(
+            description="Check that the new time is free first (default true); false moves "
+            "without looking."
+        ),
+    ] = True,
 ) -> dict[str, Any]:
     change = parse_change(start=start, end=end, time_zone=time_zone, send_updates=send_updates)
     integration = await _connection(call, connection_id)
     event = await _service(call.app).update(
-        integration, call.principal.tenant_id, event_id, change, if_match=etag
+        integration, call.principal.tenant_id, event_id, change, if_match=etag, if_free=if_free
     )
     return _event(integration.id, event)
 

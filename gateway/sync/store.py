@@ -619,10 +619,11 @@ class SyncStore:
     # -- reads --------------------------------------------------------------------------------
 
     async def busy_between(
-        self, calendar_id: str, start: datetime, end: datetime
+        self, calendar_id: str, start: datetime, end: datetime, *, except_event: str | None = None
     ) -> list[tuple[datetime, datetime]]:
-        """Blocks of the active generation overlapping [start, end), by start. One statement,
-        so a generation switch is seen entirely or not at all."""
+        """Blocks of the active generation overlapping [start, end), by start, without those
+        of `except_event` (a meeting being moved). One statement, so a generation switch is
+        seen entirely or not at all."""
         active = (
             select(calendars.c.active_generation)
             .where(calendars.c.id == calendar_id)
@@ -638,6 +639,8 @@ class SyncStore:
             )
             .order_by(busy_blocks.c.start_at, busy_blocks.c.end_at)
         )
+        if except_event is not None:
+            query = query.where(busy_blocks.c.series_id != except_event)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         out = []
