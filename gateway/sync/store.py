@@ -34,7 +34,7 @@ from gateway.db.schema import (
 )
 from gateway.db.values import as_utc
 from gateway.sync.model import BusyBlock, EventRecord, Horizon
-from gateway.webhooks.booking_events import record_booking_changes
+from gateway.webhooks.sync_events import record_sync_changes
 
 # Rows per executemany / IN list: well under SQLite's 32k variables and PostgreSQL's 65k.
 BATCH = 500
@@ -224,8 +224,10 @@ def _block_rows(
 class SyncStore:
     """Every statement the sync engine runs."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, webhook_coalesce_s: float = 30.0) -> None:
         self.engine = engine
+        # GATEWAY_WEBHOOK_AVAILABILITY_COALESCE_S: at most one availability.changed per this.
+        self.webhook_coalesce_s = webhook_coalesce_s
 
     # -- calendars ----------------------------------------------------------------------------
 
@@ -529,7 +531,7 @@ class SyncStore:
         assert generation is not None
         async with self.engine.begin() as conn:
             # Outbound webhooks for meetings the gateway booked, in this very transaction.
-            await record_booking_changes(
+            await record_sync_changes(
                 conn,
                 tenant_id=calendar.tenant_id,
                 integration_id=calendar.integration_id,
@@ -537,6 +539,10 @@ class SyncStore:
                 generation=generation,
                 items=items,
                 now=now,
+                horizon=(calendar.horizon_start, calendar.horizon_end)
+                if calendar.horizon_start and calendar.horizon_end
+                else None,
+                coalesce_s=self.webhook_coalesce_s,
             )
             touched, _ = await self._apply(conn, calendar.id, generation, items)
             series = sorted(touched)

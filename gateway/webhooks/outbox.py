@@ -8,14 +8,17 @@ the worker's business (worker.py). A tenant without subscribed endpoints gets no
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.schema import integrations, webhook_deliveries, webhook_endpoints, webhook_events
+from gateway.db.values import as_utc
 from gateway.webhooks.model import (
+    AVAILABILITY_CHANGED,
     DeliveryState,
     EndpointState,
     event_body,
@@ -143,3 +146,69 @@ async def record_integration_event(
         integration_id=integration_id,
         tenant_id=row["tenant_id"],
     )
+
+
+async def record_availability_change(
+    conn: AsyncConnection,
+    *,
+    tenant_id: str,
+    integration_id: str,
+    span: tuple[datetime, datetime],
+    now: datetime,
+    coalesce_s: float,
+) -> str | None:
+    """`availability.changed` for the integration, coalesced (see gateway.webhooks.sync_events):
+    merged into the last one while none of its deliveries was attempted, else recorded and
+    held until `coalesce_s` after the last one."""
+    e, d = webhook_events, webhook_deliveries
+    last = (
+        await conn.execute(
+            select(e.c.id, e.c.body, e.c.created_at)
+            .where(e.c.integration_id == integration_id, e.c.type == AVAILABILITY_CHANGED)
+            .order_by(e.c.created_at.desc())
+            .limit(1)
+        )
+    ).first()
+    start, end = span
+    if last is not None:
+        untouched = not (
+            await conn.execute(
+                select(d.c.id).where(
+                    d.c.event_id == last.id,
+                    or_(d.c.attempts > 0, d.c.lease_owner.is_not(None)),
+                )
+            )
+        ).first()
+        if untouched:
+            body = json.loads(last.body)
+            data = body["data"]
+            data["changed_start"] = min(data["changed_start"], rfc3339(start))
+            data["changed_end"] = max(data["changed_end"], rfc3339(end))
+            await conn.execute(update(e).where(e.c.id == last.id).values(body=_dump(body)))
+            return str(last.id)
+    event_id = await record_event(
+        conn,
+        AVAILABILITY_CHANGED,
+        {
+            "integration_id": integration_id,
+            "changed_start": rfc3339(start),
+            "changed_end": rfc3339(end),
+            "occurred_at": rfc3339(now),
+        },
+        now=now,
+        integration_id=integration_id,
+        tenant_id=tenant_id,
+    )
+    if event_id is not None and last is not None:
+        last_at = as_utc(last.created_at)
+        assert last_at is not None
+        hold = last_at + timedelta(seconds=coalesce_s)
+        if hold > now:
+            await conn.execute(
+                update(d).where(d.c.event_id == event_id).values(next_attempt_at=hold)
+            )
+    return event_id
+
+
+def _dump(body: object) -> str:
+    return json.dumps(body, separators=(",", ":"), sort_keys=True)

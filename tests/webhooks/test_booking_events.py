@@ -16,7 +16,7 @@ from tests.availability.helpers import ALICE, at, connect, day, event, sync, z
 from tests.booking.helpers import book, slot
 from tests.stack import Stack, start_stack
 from tests.webhooks.receiver import Receiver, receiver
-from tests.webhooks.test_delivery import create_endpoint, worker
+from tests.webhooks.test_delivery import Clock, create_endpoint, worker
 
 LEAD = "lead@example.com"
 
@@ -104,3 +104,41 @@ async def test_lead_accepts_organizer_moves_then_cancels(stack: Stack) -> None:
         assert cancelled["data"]["event_id"] == event_id
         assert cancelled["data"]["before"]["start"] == z(new_start)
         assert len(hooks.unique()) == 3
+
+
+async def test_availability_changed_is_opt_in_and_coalesced(stack: Stack) -> None:
+    hooks: Receiver
+    async with receiver() as hooks, receiver() as bookings_only:
+        integration_id = await connect(stack, ALICE)
+        await sync(stack, integration_id)
+        made = await create_endpoint(stack, hooks.url, ["availability.changed"])
+        await create_endpoint(stack, bookings_only.url, ["booking.updated"])
+        hooks.secrets.append(made["secret"])
+        base = day(4)
+        event(stack, ALICE, at(base, "09:00"), at(base, "10:00"))
+        await sync(stack, integration_id)
+        event(stack, ALICE, at(base, "16:00"), at(base, "17:00"))
+        await sync(stack, integration_id)
+        await deliver_all(stack)
+        [first] = hooks.requests
+        assert first.verified
+        data = first.payload["data"]
+        assert first.payload["type"] == "availability.changed"
+        # Two syncs before it went out: one announcement spanning both changes.
+        assert (data["integration_id"], data["changed_start"], data["changed_end"]) == (
+            integration_id,
+            z(at(base, "09:00")),
+            z(at(base, "17:00")),
+        )
+        assert "summary" not in first.body.decode()
+        assert bookings_only.requests == [], "opt-in: only endpoints that asked get it"
+
+        # Another change within the coalescing window waits for the window's end.
+        event(stack, ALICE, at(base, "18:00"), at(base, "19:00"))
+        await sync(stack, integration_id)
+        clock = Clock()
+        run = worker(stack, clock)
+        assert await run.run_once() == 0
+        clock.advance(seconds=stack.settings.webhook_availability_coalesce_s)
+        assert await run.run_once() == 1
+        assert hooks.requests[-1].payload["data"]["changed_start"] == z(at(base, "18:00"))
