@@ -112,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
     _bench_db_option(bench_api)
     bench_api.add_argument("--concurrency", type=_positive, default=64, help="connections")
     bench_api.add_argument("--duration", type=float, default=5.0, help="measured seconds")
+    bench_hooks = bench_sub.add_parser(
+        "webhooks", help="outbound webhook deliveries/s and lag to a local receiver"
+    )
+    bench_hooks.add_argument("--rate", type=_positive, default=100, help="paced events/s")
+    bench_hooks.add_argument("--duration", type=float, default=5.0, help="paced seconds")
+    bench_hooks.add_argument("--burst", type=_positive, default=1_000, help="burst events")
+    _bench_db_option(bench_hooks)
     _bench_all_options(
         bench_sub.add_parser("all", help="vault, sync and API benchmarks in one table")
     )
@@ -256,6 +263,7 @@ def _dispatch(args: argparse.Namespace) -> Command:
             "vault": commands.bench_vault,
             "sync": commands.bench_sync,
             "api": commands.bench_api,
+            "webhooks": commands.bench_webhooks,
             "all": commands.bench_all,
             None: commands.bench_all,
         },

@@ -189,6 +189,7 @@ def setup(app: web.Application) -> None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+                await app[WEBHOOK_WORKER_KEY].close()
 
     app.cleanup_ctx.append(webhooks_ctx)
     r = app.router

@@ -34,6 +34,7 @@ import aiohttp
 from gateway.errors import GatewayError
 from gateway.webhooks.destinations import (
     DestinationPolicy,
+    IPAddress,
     PinnedResolver,
     Resolve,
     check_url,
@@ -100,6 +101,7 @@ class DeliveryWorker:
         self._clock = clock
         self._rng = rng
         self._wake = asyncio.Event()
+        self._sessions: dict[tuple[str, str, int, tuple[str, ...]], aiohttp.ClientSession] = {}
 
     def wake(self) -> None:
         """Look for due deliveries now instead of at the next tick."""
@@ -117,6 +119,33 @@ class DeliveryWorker:
         if claimed:
             await asyncio.gather(*(self._deliver(c) for c in claimed))
         return len(claimed)
+
+    def _session_for(
+        self, scheme: str, host: str, port: int, addresses: list[IPAddress]
+    ) -> aiohttp.ClientSession:
+        """A client session whose connections go only to `addresses` (just checked) of
+        `host`: kept while the host resolves to the same addresses, so deliveries to one
+        endpoint reuse their connections; a changed answer gets a new pinned session."""
+        key = (scheme, host, port, tuple(sorted(str(a) for a in addresses)))
+        session = self._sessions.get(key)
+        if session is None or session.closed:
+            connector = aiohttp.TCPConnector(
+                resolver=PinnedResolver(host, addresses),
+                use_dns_cache=False,
+                limit_per_host=self.config.batch,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
+            )
+            self._sessions[key] = session
+        return session
+
+    async def close(self) -> None:
+        """Close the pooled connections (the app's shutdown)."""
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()
 
     async def run_forever(self) -> None:
         while True:
@@ -155,17 +184,11 @@ class DeliveryWorker:
         secrets = await self._endpoints.signing_secrets(endpoint, now)
         headers = signed_headers(secrets, claimed.event_id, int(now.timestamp()), body)
         headers["content-type"] = "application/json"
-        connector = aiohttp.TCPConnector(
-            resolver=PinnedResolver(target.host, addresses), use_dns_cache=False, limit=1
-        )
-        timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
+        session = self._session_for(target.scheme, target.host, target.port, addresses)
         try:
-            async with (
-                aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
-                session.post(
-                    endpoint.url, data=body, headers=headers, allow_redirects=False
-                ) as response,
-            ):
+            async with session.post(
+                endpoint.url, data=body, headers=headers, allow_redirects=False
+            ) as response:
                 kept = await response.content.read(MAX_KEPT_RESPONSE_BYTES)
                 return Attempt(
                     status=response.status,

@@ -75,3 +75,12 @@ def test_bench_without_a_subcommand_runs_everything_on_postgres(
     assert "push-to-visible lag p99 (PostgreSQL, 2 proc)" in names
     assert "bare aiohttp handler, 64 connections" in names
     assert names[-1] == "freebusy single request p50 (PostgreSQL)"
+
+
+def test_bench_webhooks_prints_lag_and_throughput(capsys: pytest.CaptureFixture[str]) -> None:
+    figures = _run("bench webhooks --db sqlite --rate 20 --duration 0.5 --burst 20", capsys)
+    assert list(figures) == [
+        "webhook lag p50 (sqlite)",
+        "webhook lag p99 (sqlite)",
+        "webhook deliveries/s (sqlite)",
+    ]
