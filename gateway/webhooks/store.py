@@ -254,16 +254,22 @@ class WebhookStore:
         )
         if self.engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True, of=d)
-        claimed: list[str] = []
         async with self.engine.begin() as conn:
-            for (delivery_id,) in (await conn.execute(query)).all():
-                got = await conn.execute(
-                    update(d)
-                    .where(d.c.id == delivery_id, free)
-                    .values(lease_owner=owner, lease_until=lease_until)
-                )
-                if got.rowcount == 1:
-                    claimed.append(delivery_id)
+            due = [delivery_id for (delivery_id,) in (await conn.execute(query)).all()]
+            if not due:
+                return []
+            # One guarded UPDATE for the batch; RETURNING says which leases were still free.
+            got = set(
+                (
+                    await conn.execute(
+                        update(d)
+                        .where(d.c.id.in_(due), free)
+                        .values(lease_owner=owner, lease_until=lease_until)
+                        .returning(d.c.id)
+                    )
+                ).scalars()
+            )
+            claimed = [delivery_id for delivery_id in due if delivery_id in got]
             if not claimed:
                 return []
             rows = (
@@ -330,9 +336,11 @@ class WebhookStore:
         response: str | None,
         endpoint_failed: bool,
         disable: DisabledReason | None,
+        clear_failing: bool = True,
     ) -> bool:
         """Record an attempt's outcome and release the lease, with the endpoint's failure
-        streak (cleared by a success) and, when decided, its disabling, in one transaction.
+        streak (cleared by a success; `clear_failing` False when it is known to be clear)
+        and, when decided, its disabling, in one transaction.
         False if the lease was lost (another process has the delivery now)."""
         d = webhook_deliveries
         values: dict[str, Any] = {
@@ -362,7 +370,7 @@ class WebhookStore:
                     .where(ep.c.id == endpoint_id, ep.c.failing_since.is_(None))
                     .values(failing_since=now)
                 )
-            else:
+            elif clear_failing:
                 await conn.execute(
                     update(ep)
                     .where(ep.c.id == endpoint_id, ep.c.failing_since.is_not(None))

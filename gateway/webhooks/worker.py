@@ -240,6 +240,9 @@ class DeliveryWorker:
             response=attempt.response,
             endpoint_failed=not ok,
             disable=disable,
+            # Another process may have seen a failure since the claim: clear it unless the
+            # endpoint was clear when claimed (then a stale streak is cleared by the next one).
+            clear_failing=claimed.endpoint.failing_since is not None,
         ):
             log.warning("webhook delivery %s: lease lost before its outcome was saved", claimed.id)
         elif disable is not None:
