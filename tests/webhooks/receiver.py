@@ -63,7 +63,8 @@ class Receiver:
 
 
 @asynccontextmanager
-async def receiver() -> AsyncIterator[Receiver]:
+async def receiver(port: int = 0) -> AsyncIterator[Receiver]:
+    """A running receiver; `port` to come back up where an earlier one was."""
     state = Receiver(url="")
 
     async def hook(request: web.Request) -> web.StreamResponse:
@@ -85,7 +86,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     app = web.Application()
     app.router.add_post("/hook", hook)
     app.router.add_post("/elsewhere", elsewhere)
-    server = TestServer(app, host="127.0.0.1", port=0)
+    server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
     state.url = str(server.make_url("/hook"))
     try:

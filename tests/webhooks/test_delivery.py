@@ -346,3 +346,33 @@ async def test_an_integrations_whole_life_is_announced_in_order(
     [gone] = hooks.of_type("integration.disconnected")
     assert gone.payload["data"]["status"] == "disconnected"
     assert gone.payload["data"]["receipt"]["revoked_at_google"] == receipt["revoked_at_google"]
+
+
+async def test_a_receiver_down_for_a_while_then_up_gets_everything_once(stack: Stack) -> None:
+    async with receiver() as first:
+        made = await create_endpoint(
+            stack, first.url, ["integration.connected", "integration.needs_reauth"]
+        )
+        url = first.url
+    # The receiver is down: connections are refused.
+    back = await stack.connect("alice@example.com")
+    stack.google.revoke_user_access("alice@example.com")
+    with pytest.raises(IntegrationInactive):
+        await stack.app[TOKENS_KEY].force_refresh(back["integration_id"])
+    clock = Clock()
+    run = worker(stack, clock)
+    assert await run.run_once() == 2
+    shown = await deliveries(stack, made["id"])
+    assert {(d["state"], d["error"]) for d in shown} == {("pending", "connection_failed")}
+    port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
+    async with receiver(port) as again:
+        again.secrets.append(made["secret"])
+        clock.advance(seconds=30)
+        while await run.run_once():
+            clock.advance(seconds=30)
+        assert sorted(r.payload["type"] for r in again.requests) == [
+            "integration.connected",
+            "integration.needs_reauth",
+        ]
+        assert len(again.unique()) == len(again.requests) == 2, "each once"
+    assert {d["state"] for d in await deliveries(stack, made["id"])} == {"delivered"}
