@@ -26,7 +26,7 @@ from gateway.webhooks.model import (
     INTEGRATION_NEEDS_REAUTH,
     INTEGRATION_RECONNECTED,
 )
-from gateway.webhooks.outbox import record_integration_event
+from gateway.webhooks.outbox import record_integration_event, subscribed
 
 
 def row_to_integration(row: RowMapping) -> Integration:
@@ -138,8 +138,12 @@ class IntegrationRepository:
             return
         async with self.engine.begin() as conn:
             await conn.execute(integrations.insert(), [_values(i, t) for i, t in items])
-            for integration, _ in items:  # announced in the same transaction (outbox)
-                if integration.status is Status.ACTIVE:
+            # Announced in the same transaction (outbox); a bulk import of a tenant without
+            # subscribers costs one query.
+            tenants = {i.tenant_id for i, _ in items}
+            wanted = {t for t in tenants if await subscribed(conn, t, (INTEGRATION_CONNECTED,))}
+            for integration, _ in items:
+                if integration.status is Status.ACTIVE and integration.tenant_id in wanted:
                     await record_integration_event(
                         conn, INTEGRATION_CONNECTED, integration.id, now=integration.created_at
                     )
