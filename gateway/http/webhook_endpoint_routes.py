@@ -30,7 +30,7 @@ from gateway.http.appkeys import ENGINE_KEY, SETTINGS_KEY, VAULT_KEY
 from gateway.http.auth import principal, requires_scope
 from gateway.http.disconnect_routes import _lease_owner
 from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
-from gateway.webhooks.destinations import DestinationPolicy, system_resolve
+from gateway.webhooks.destinations import DestinationPolicy, Resolve, system_resolve
 from gateway.webhooks.errors import DeliveryNotFound
 from gateway.webhooks.model import EVENT_TYPES
 from gateway.webhooks.service import EndpointService
@@ -40,6 +40,8 @@ from gateway.webhooks.worker import DeliveryWorker, WorkerConfig
 ENDPOINTS_KEY = web.AppKey("webhook_endpoints", EndpointService)
 WEBHOOK_STORE_KEY = web.AppKey("webhook_store", WebhookStore)
 WEBHOOK_WORKER_KEY = web.AppKey("webhook_worker", DeliveryWorker)
+# Set before the app starts to resolve endpoint hosts another way (tests: loopback only).
+WEBHOOK_RESOLVE_KEY: web.AppKey[Resolve] = web.AppKey("webhook_resolve")
 
 EventType = Literal[
     "integration.connected",
@@ -163,7 +165,8 @@ def setup(app: web.Application) -> None:
             settings.webhook_allow_insecure_loopback, settings.webhook_allowed_networks
         )
         store = WebhookStore(app[ENGINE_KEY])
-        service = EndpointService(store, app[VAULT_KEY], policy, system_resolve)
+        resolve = app.get(WEBHOOK_RESOLVE_KEY, system_resolve)
+        service = EndpointService(store, app[VAULT_KEY], policy, resolve)
         app[WEBHOOK_STORE_KEY] = store
         app[ENDPOINTS_KEY] = service
         task: asyncio.Task[None] | None = None
@@ -172,7 +175,7 @@ def setup(app: web.Application) -> None:
                 store,
                 service,
                 policy,
-                system_resolve,
+                resolve,
                 owner=_lease_owner(),
                 config=WorkerConfig(
                     tick_s=settings.webhook_tick_s,

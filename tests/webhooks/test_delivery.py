@@ -11,15 +11,18 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import utc_now
 from gateway.connections.errors import IntegrationInactive
+from gateway.db.schema import webhook_events
+from gateway.http.appkeys import INTEGRATIONS_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.http.webhook_endpoint_routes import ENDPOINTS_KEY, WEBHOOK_STORE_KEY
-from gateway.webhooks.destinations import DestinationPolicy, system_resolve
+from gateway.webhooks.destinations import DestinationPolicy
 from gateway.webhooks.worker import DeliveryWorker
-from tests.stack import Stack, start_stack
+from tests.stack import Stack, loopback_only, start_stack
 from tests.webhooks.receiver import Receiver, receiver
 
 LOOPBACK = DestinationPolicy(allow_insecure_loopback=True)
@@ -57,7 +60,7 @@ def worker(stack: Stack, clock: Clock | None = None, rng: float = 0.5) -> Delive
         stack.app[WEBHOOK_STORE_KEY],
         stack.app[ENDPOINTS_KEY],
         LOOPBACK,
-        system_resolve,
+        loopback_only,
         owner="test-worker",
         rng=lambda: rng,
         **kwargs,
@@ -246,7 +249,7 @@ async def test_a_destination_that_turned_private_is_refused_at_delivery(
         stack.app[WEBHOOK_STORE_KEY],
         stack.app[ENDPOINTS_KEY],
         DestinationPolicy(),  # loopback no longer allowed
-        system_resolve,
+        loopback_only,
         owner="strict",
     )
     assert await strict.run_once() == 1
@@ -376,3 +379,29 @@ async def test_a_receiver_down_for_a_while_then_up_gets_everything_once(stack: S
         ]
         assert len(again.unique()) == len(again.requests) == 2, "each once"
     assert {d["state"] for d in await deliveries(stack, made["id"])} == {"delivered"}
+
+
+async def event_types(stack: Stack) -> list[str]:
+    async with stack.engine.connect() as conn:
+        return list((await conn.execute(select(webhook_events.c.type))).scalars())
+
+
+async def test_the_event_commits_or_rolls_back_with_the_status_change(stack: Stack) -> None:
+    async with receiver() as hooks:  # nothing is delivered here: no worker runs
+        await create_endpoint(stack, hooks.url, ["integration.needs_reauth"])
+    integration_id = (await stack.connect("alice@example.com"))["integration_id"]
+    repo = stack.app[INTEGRATIONS_KEY]
+    async with stack.engine.connect() as conn:
+        tx = await conn.begin()
+        assert await repo.mark_needs_reauth(
+            integration_id, reason="invalid_grant", at=utc_now(), conn=conn
+        )
+        await tx.rollback()
+    assert await event_types(stack) == []
+    integration = await repo.get("acme", integration_id)
+    assert integration is not None and integration.status.value == "active"
+    async with stack.engine.begin() as conn:
+        assert await repo.mark_needs_reauth(
+            integration_id, reason="invalid_grant", at=utc_now(), conn=conn
+        )
+    assert await event_types(stack) == ["integration.needs_reauth"]
