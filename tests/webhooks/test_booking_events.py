@@ -16,7 +16,12 @@ from tests.availability.helpers import ALICE, at, connect, day, event, sync, z
 from tests.booking.helpers import book, slot
 from tests.stack import Stack, start_stack
 from tests.webhooks.receiver import Receiver, receiver
-from tests.webhooks.test_delivery import Clock, create_endpoint, worker
+from tests.webhooks.test_delivery import (  # noqa: F401 (close_workers: the fixture)
+    Clock,
+    close_workers,
+    create_endpoint,
+    worker,
+)
 
 LEAD = "lead@example.com"
 

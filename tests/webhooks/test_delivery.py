@@ -54,9 +54,20 @@ async def hooks() -> AsyncIterator[Receiver]:
         yield running
 
 
+# Workers made by a test, closed after it (their pooled connections with them).
+_WORKERS: list[DeliveryWorker] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_workers() -> AsyncIterator[None]:
+    yield
+    while _WORKERS:
+        await _WORKERS.pop().close()
+
+
 def worker(stack: Stack, clock: Clock | None = None, rng: float = 0.5) -> DeliveryWorker:
     kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
-    return DeliveryWorker(
+    made = DeliveryWorker(
         stack.app[WEBHOOK_STORE_KEY],
         stack.app[ENDPOINTS_KEY],
         LOOPBACK,
@@ -65,6 +76,8 @@ def worker(stack: Stack, clock: Clock | None = None, rng: float = 0.5) -> Delive
         rng=lambda: rng,
         **kwargs,
     )
+    _WORKERS.append(made)
+    return made
 
 
 async def create_endpoint(
@@ -252,6 +265,7 @@ async def test_a_destination_that_turned_private_is_refused_at_delivery(
         loopback_only,
         owner="strict",
     )
+    _WORKERS.append(strict)
     assert await strict.run_once() == 1
     assert hooks.requests == []
     [d] = await deliveries(stack, made["id"])
