@@ -18,6 +18,8 @@ Control routes (no auth, JSON), all under `/_emulator/calendar/`:
   POST   calendars/{calendarId}/events            Event body: insert as if done in Google Calendar
   PATCH  calendars/{calendarId}/events/{eventId}  patch body (instance ids make exceptions)
   DELETE calendars/{calendarId}/events/{eventId}  delete (tombstone)
+  POST   calendars/{calendarId}/events/{eventId}/response
+                                                  {email, responseStatus}: an attendee answers
   POST   users/{email}/sync-tokens/invalidate     every sync token of the user -> 410
   POST   push/faults                              {drop?: n, duplicate?: n}
   POST   settings                                 {emptyPageEvery, maxPageItems, syncTokenMaxAgeS,
@@ -716,6 +718,20 @@ def _control(
 
         return await api_errors(run)
 
+    async def guest_response(request: web.Request) -> web.StreamResponse:
+        cal = calendar_for(request.match_info["calendarId"])
+        body = await json_body(request)
+        event_id = request.match_info["eventId"]
+        return await api_errors(
+            lambda: store.render(
+                cal,
+                store.respond(
+                    cal, event_id, str(body.get("email") or ""), str(body.get("responseStatus"))
+                ).body,
+                cal.tz,
+            )
+        )
+
     async def invalidate(request: web.Request) -> web.StreamResponse:
         return ok({"calendars": store.invalidate_sync_tokens(request.match_info["email"])})
 
@@ -793,6 +809,7 @@ def _control(
         "POST /calendar/calendars/{calendarId}/events": google_insert,
         "PATCH /calendar/calendars/{calendarId}/events/{eventId}": google_patch,
         "DELETE /calendar/calendars/{calendarId}/events/{eventId}": google_delete,
+        "POST /calendar/calendars/{calendarId}/events/{eventId}/response": guest_response,
         "POST /calendar/users/{email}/sync-tokens/invalidate": invalidate,
         "POST /calendar/push/faults": push_faults,
         "POST /calendar/settings": settings,

@@ -641,6 +641,20 @@ class CalendarStore:
         merged = _merge(copy.deepcopy(current), patch)
         return self._replace(cal, event_id, merged, current)
 
+    def respond(self, cal: Calendar, event_id: str, email: str, response: str) -> EventRecord:
+        """An attendee answers the invitation from their own calendar (accepted, declined,
+        tentative, needsAction): the event changes for the organizer as Google changes it."""
+        if response not in ("accepted", "declined", "tentative", "needsAction"):
+            raise invalid("Invalid attendee response status.", location="responseStatus")
+        _record, current = self._existing_or_instance(cal, event_id)
+        attendees = [dict(a) for a in current.get("attendees") or []]
+        matching = [a for a in attendees if str(a.get("email", "")).lower() == email.lower()]
+        if not matching:
+            raise invalid("Not an attendee of this event.", location="email")
+        for attendee in matching:
+            attendee["responseStatus"] = response
+        return self.patch_event(cal, event_id, {"attendees": attendees})
+
     def delete_event(self, cal: Calendar, event_id: str, *, if_match: str | None = None) -> None:
         """events.delete: the event becomes a tombstone; deleting it again is 410 `deleted`."""
         record, current = self._existing_or_instance(cal, event_id)

@@ -31,7 +31,14 @@ from gateway.db.schema import api_keys
 from gateway.db.values import as_utc
 from gateway.errors import InvalidInput, NotFound, Unauthenticated
 
-SCOPES = ("connections:read", "connections:write", "calendar:read", "calendar:write")
+SCOPES = (
+    "connections:read",
+    "connections:write",
+    "calendar:read",
+    "calendar:write",
+    "webhooks:read",
+    "webhooks:write",
+)
 KEY_PREFIX = "cgw_"
 _KEY_RE = re.compile(r"^cgw_([0-9a-f]{24})_([A-Za-z0-9_-]{43})$")
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

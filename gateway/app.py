@@ -35,6 +35,7 @@ from gateway.http import (
     receipt_routes,
     sync_wiring,
     token_wiring,
+    webhook_endpoint_routes,
 )
 from gateway.http.appkeys import (
     APIKEYS_KEY,
@@ -149,6 +150,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         availability_routes,
         booking_routes,
         mcp_routes,
+        webhook_endpoint_routes,
     ):
         feature.setup(app)
     app.router.add_get("/healthz", healthz)

@@ -86,7 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument(
         "--scopes",
         required=True,
-        help="comma-separated: connections:read, connections:write, calendar:read, calendar:write",
+        help=(
+            "comma-separated: connections:read, connections:write, calendar:read, "
+            "calendar:write, webhooks:read, webhooks:write"
+        ),
     )
     create.add_argument("--name", help="a label to recognise the key by")
     listing = api_keys_sub.add_parser("list", help="list keys (never their values)")
@@ -135,6 +138,13 @@ def _parser() -> argparse.ArgumentParser:
         default=20,
         help="calendars loaded for the memory figure (0: skip)",
     )
+    bench_hooks = bench_sub.add_parser(
+        "webhooks", help="outbound webhook deliveries/s and lag to a local receiver"
+    )
+    bench_hooks.add_argument("--rate", type=_positive, default=100, help="paced events/s")
+    bench_hooks.add_argument("--duration", type=float, default=5.0, help="paced seconds")
+    bench_hooks.add_argument("--burst", type=_positive, default=1_000, help="burst events")
+    _bench_db_option(bench_hooks)
     _bench_all_options(
         bench_sub.add_parser("all", help="vault, sync and API benchmarks in one table")
     )
@@ -295,6 +305,7 @@ def _dispatch(args: argparse.Namespace) -> Command:
             "vault": commands.bench_vault,
             "sync": commands.bench_sync,
             "api": commands.bench_api,
+            "webhooks": commands.bench_webhooks,
             "all": commands.bench_all,
             None: commands.bench_all,
         },

@@ -333,6 +333,19 @@ async def bench_api(args: argparse.Namespace, _settings: Settings) -> int:
     return await _run_bench(lambda workdir: run_api_bench(workdir, config))
 
 
+async def bench_webhooks(args: argparse.Namespace, _settings: Settings) -> int:
+    """`bench webhooks`: outbound webhook lag and throughput (gateway.bench.webhooks)."""
+    from gateway.bench.webhooks import WebhookBenchConfig, run_webhook_bench
+
+    config = WebhookBenchConfig(
+        backends=_backends(args.db),
+        rate=args.rate,
+        duration_s=args.duration,
+        burst=args.burst,
+    )
+    return await _run_bench(lambda workdir: run_webhook_bench(workdir, config))
+
+
 async def bench_all(args: argparse.Namespace, _settings: Settings) -> int:
     """`bench` / `bench all`: every benchmark, one table (gateway.bench.runner)."""
     from dataclasses import replace

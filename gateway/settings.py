@@ -7,6 +7,7 @@ one `ConfigurationError` line naming the variable; values of secret settings are
 from __future__ import annotations
 
 import difflib
+import ipaddress
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -217,6 +218,30 @@ class Settings(BaseSettings):
         le=3600,
         validation_alias=AliasChoices("GATEWAY_PUSH_MAINTENANCE_INTERVAL_S"),
     )
+    webhook_worker: bool = Field(
+        default=True, validation_alias=AliasChoices("GATEWAY_WEBHOOK_WORKER")
+    )
+    webhook_tick_s: float = Field(
+        default=0.5, gt=0, le=60, validation_alias=AliasChoices("GATEWAY_WEBHOOK_TICK_S")
+    )
+    webhook_lease_s: float = Field(
+        default=60, gt=1, le=3600, validation_alias=AliasChoices("GATEWAY_WEBHOOK_LEASE_S")
+    )
+    webhook_timeout_s: float = Field(
+        default=15, gt=0, le=60, validation_alias=AliasChoices("GATEWAY_WEBHOOK_TIMEOUT_S")
+    )
+    webhook_allow_insecure_loopback: bool = Field(
+        default=False, validation_alias=AliasChoices("GATEWAY_WEBHOOK_ALLOW_INSECURE_LOOPBACK")
+    )
+    webhook_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=AliasChoices("GATEWAY_WEBHOOK_ALLOWED_NETWORKS")
+    )
+    webhook_availability_coalesce_s: float = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        validation_alias=AliasChoices("GATEWAY_WEBHOOK_AVAILABILITY_COALESCE_S"),
+    )
 
     google_client_id: str | None = Field(
         default=None, validation_alias=AliasChoices("GOOGLE_CLIENT_ID")
@@ -249,12 +274,24 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("GOOGLE_CALENDAR_API_URL"),
     )
 
-    @field_validator("allowed_return_urls", "google_scopes", mode="before")
+    @field_validator(
+        "allowed_return_urls", "google_scopes", "webhook_allowed_networks", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: object) -> object:
         # Environment values are comma (or space) separated; JSON lists are accepted too.
         if isinstance(value, str):
             return [part for part in value.replace(",", " ").split() if part]
+        return value
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not a network such as 10.0.0.0/8") from None
         return value
 
     @field_validator("allowed_return_urls")

@@ -28,6 +28,7 @@ from emulator.state import EmulatorState
 from gateway.apikeys import SCOPES, ApiKeyStore
 from gateway.app import create_app
 from gateway.http.access_log import PathOnlyAccessLogger
+from gateway.http.webhook_endpoint_routes import WEBHOOK_RESOLVE_KEY
 from gateway.settings import Settings, load_settings
 
 GATEWAY_CLIENT_ID = "calendar-gateway-test.apps.googleusercontent.com"
@@ -75,6 +76,14 @@ def issued_secrets(google: EmulatorState) -> set[str]:
 def assert_no_secret_logged(lines: list[str], secrets: set[str]) -> None:
     leaks = [(s[:8] + "...", line[:120]) for line in lines for s in secrets if s in line]
     assert not leaks, f"secrets in log lines: {leaks[:5]}"
+
+
+async def loopback_only(host: str, _port: int) -> list[str]:
+    """A resolver for webhook endpoints in tests: `localhost` is 127.0.0.1, every other name
+    is unknown (no test ever sends a DNS query or a delivery off this machine)."""
+    if host == "localhost":
+        return ["127.0.0.1"]
+    raise OSError(f"tests resolve no name but localhost: {host!r}")
 
 
 def free_port() -> int:
@@ -157,6 +166,8 @@ async def start_stack(
     # the scheduler's own tests turn it on (sync_worker=True).
     overrides.setdefault("sync_worker", False)
     overrides.setdefault("allowed_return_urls", ["https://app.example.com/"])
+    # Likewise the webhook worker; tests that deliver drive a worker or turn it on.
+    overrides.setdefault("webhook_worker", False)
     settings = load_settings(
         env_file=None,
         database_url=database_url,
@@ -175,6 +186,8 @@ async def start_stack(
     api_key = (await keys.create("acme", SCOPES, name="test")).value
     other = (await keys.create("globex", SCOPES, name="other tenant")).value
     app = create_app(settings, engine=engine)
+    # Webhook endpoint hosts never go to DNS in tests: only loopback names resolve.
+    app[WEBHOOK_RESOLVE_KEY] = loopback_only
     # AppRunner as TestServer would build it, on the socket bound above.
     gateway_runner = web.AppRunner(
         app, access_log_class=PathOnlyAccessLogger, handler_cancellation=True

@@ -47,8 +47,8 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.apikeys import utc_now
-from gateway.availability.intervals import Interval
-from gateway.availability.service import AvailabilityService
+from gateway.availability.intervals import Interval, clip, merge, subtract
+from gateway.availability.service import AvailabilityService, FreeBusy
 from gateway.booking.errors import (
     AvailabilityUnknown,
     EtagMismatch,
@@ -346,17 +346,19 @@ class BookingService:
         except GoogleNotFound:
             return None
 
-    async def _check_free(self, integration: Integration, request: BookingRequest) -> None:
-        window = Interval(request.start, request.end)
+    async def _freebusy(self, integration: Integration, window: Interval) -> FreeBusy:
         try:
             # Never an answer shared with an earlier question: it may predate the booking
             # made under this lock a moment ago.
-            answer = await self._availability.freebusy(
+            return await self._availability.freebusy(
                 integration, window, max_staleness=self._max_staleness, share=False
             )
         except TransientGoogleError as exc:
             retry = exc.retry_after_s if exc.retry_after_s is not None else DEFAULT_RETRY_AFTER_S
             raise AvailabilityUnknown(max(1, int(retry))) from None
+
+    async def _check_free(self, integration: Integration, request: BookingRequest) -> None:
+        answer = await self._freebusy(integration, Interval(request.start, request.end))
         if answer.busy:
             conflicts = [{"start": rfc3339(b.start), "end": rfc3339(b.end)} for b in answer.busy]
             raise SlotBusy(conflicts)
@@ -432,15 +434,65 @@ class BookingService:
         change: EventChange,
         *,
         if_match: str | None = None,
+        if_free: bool = False,
     ) -> BookedEvent:
         """Patch an event this gateway booked; with `if_match` (its etag) only if unchanged
-        since (else EtagMismatch). Moving it does not check availability. Raises
-        EventNotFound for any other event."""
+        since (else EtagMismatch). With `if_free`, a move is checked first, under the slot
+        lock bookings take, against fresh availability ignoring the meeting itself (SlotBusy
+        with the conflicts, AvailabilityUnknown). Raises EventNotFound for any other event."""
         self._check(integration, tenant_id)
         await self._check_zone(change.time_zone)
         row, calendar = await self._booked(integration, tenant_id, event_id)
         if row.state == DELETED:
             raise EventNotFound()
+        if if_free and change.start is not None and change.end is not None:
+            async with self._slot_lock(integration.id):
+                await self._check_move(integration, row.google_calendar_id, event_id, change)
+                return await self._patch(integration, calendar, row, event_id, change, if_match)
+        return await self._patch(integration, calendar, row, event_id, change, if_match)
+
+    async def _check_move(
+        self, integration: Integration, google_calendar_id: str, event_id: str, change: EventChange
+    ) -> None:
+        """SlotBusy unless [change.start, change.end) is free apart from the meeting itself.
+
+        Busy time is merged across events, so the meeting's own current time is taken out of
+        it and the other events' blocks inside that span are put back from the synced copy
+        (per event there)."""
+        assert change.start is not None and change.end is not None
+        window = Interval(change.start, change.end)
+        try:
+            current = await self._client.get_event(
+                self._tokens_for(integration), integration.id, google_calendar_id, event_id
+            )
+        except (GoogleNotFound, EventGone):
+            raise EventNotFound() from None
+        answer = await self._freebusy(integration, window)
+        busy = answer.busy
+        own = clip([Interval(_instant(current["start"]), _instant(current["end"]))], window)
+        if own and busy:
+            others: list[Interval] = []
+            for cal in await self._calendars(integration):
+                for part in own:
+                    blocks = await self._sync.store.busy_between(
+                        cal.id, part.start, part.end, except_event=event_id
+                    )
+                    others.extend(clip((Interval(s, e) for s, e in blocks), part))
+            busy = merge([*subtract(busy, own), *others])
+        if busy:
+            raise SlotBusy([{"start": rfc3339(b.start), "end": rfc3339(b.end)} for b in busy])
+        if not answer.complete:
+            raise AvailabilityUnknown(DEFAULT_RETRY_AFTER_S)
+
+    async def _patch(
+        self,
+        integration: Integration,
+        calendar: CalendarRow,
+        row: BookingRow,
+        event_id: str,
+        change: EventChange,
+        if_match: str | None,
+    ) -> BookedEvent:
         try:
             event = await self._client.patch_event(
                 self._tokens_for(integration),

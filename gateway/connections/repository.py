@@ -6,7 +6,9 @@ not found. Token columns hold vault-sealed blobs only; this module never sees pl
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,6 +21,13 @@ from gateway.connections.model import Integration, Status
 from gateway.db.notify import bump_integration
 from gateway.db.schema import connect_sessions, integrations
 from gateway.db.values import as_utc
+from gateway.webhooks.model import (
+    INTEGRATION_CONNECTED,
+    INTEGRATION_DISCONNECTED,
+    INTEGRATION_NEEDS_REAUTH,
+    INTEGRATION_RECONNECTED,
+)
+from gateway.webhooks.outbox import record_integration_event, subscribed
 
 
 def row_to_integration(row: RowMapping) -> Integration:
@@ -145,6 +154,15 @@ class IntegrationRepository:
             return
         async with self.engine.begin() as conn:
             await conn.execute(integrations.insert(), [_values(i, t) for i, t in items])
+            # Announced in the same transaction (outbox); a bulk import of a tenant without
+            # subscribers costs one query.
+            tenants = {i.tenant_id for i, _ in items}
+            wanted = {t for t in tenants if await subscribed(conn, t, (INTEGRATION_CONNECTED,))}
+            for integration, _ in items:
+                if integration.status is Status.ACTIVE and integration.tenant_id in wanted:
+                    await record_integration_event(
+                        conn, INTEGRATION_CONNECTED, integration.id, now=integration.created_at
+                    )
 
     async def get(self, tenant_id: str, integration_id: str) -> Integration | None:
         """The tenant's integration, or None (also for another tenant's)."""
@@ -374,16 +392,21 @@ class IntegrationRepository:
                 updated_at=at,
             )
         )
-        if conn is not None:
-            result = await conn.execute(stmt)
+        async with self._in_transaction(conn) as tx:
+            result = await tx.execute(stmt)
             if result.rowcount:
-                await bump_integration(conn, integration_id)
-        else:
-            async with self.engine.begin() as own:
-                result = await own.execute(stmt)
-                if result.rowcount:
-                    await bump_integration(own, integration_id)
+                await bump_integration(tx, integration_id)
+                await record_integration_event(tx, INTEGRATION_NEEDS_REAUTH, integration_id, now=at)
         return bool(result.rowcount)
+
+    @contextlib.asynccontextmanager
+    async def _in_transaction(self, conn: AsyncConnection | None) -> AsyncIterator[AsyncConnection]:
+        """The caller's transaction when given, else one of our own."""
+        if conn is not None:
+            yield conn
+            return
+        async with self.engine.begin() as own:
+            yield own
 
     # -- connect (connect.py) ----------------------------------------------------------------
 
@@ -432,6 +455,9 @@ class IntegrationRepository:
             )
             if result.rowcount:
                 await bump_integration(conn, integration_id)
+                await record_integration_event(
+                    conn, INTEGRATION_RECONNECTED, integration_id, now=now
+                )
         return bool(result.rowcount)
 
     async def purge_sessions(self, expired_before: datetime) -> int:
@@ -599,6 +625,13 @@ class IntegrationRepository:
         )
         if result.rowcount:
             await bump_integration(conn, integration_id)
+            await record_integration_event(
+                conn,
+                INTEGRATION_DISCONNECTED,
+                integration_id,
+                now=now,
+                receipt=json.loads(receipt_json),
+            )
         return bool(result.rowcount)
 
     async def release_disconnect_lease(self, integration_id: str, owner: str) -> None:

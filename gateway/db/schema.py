@@ -269,3 +269,65 @@ disconnect_receipts = Table(
     # older copy put back (gateway/connections/journal.py).
     Column("journal_seq", Integer, nullable=True),
 )
+
+# -- outbound webhooks (gateway/webhooks) -------------------------------------------------------
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(32), primary_key=True),  # "whe_" + 24 hex
+    Column("tenant_id", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("description", String(200), nullable=True),
+    Column("events", String(400), nullable=False),  # space separated event types
+    # The signing secret, sealed by the vault under the endpoint's own data key (the secret is
+    # symmetric: the gateway must be able to sign with it, so it cannot be a one-way hash).
+    Column("secret", LargeBinary, nullable=False),
+    # After a rotation the previous secret keeps signing alongside until `previous_until`.
+    Column("previous_secret", LargeBinary, nullable=True),
+    Column("previous_until", DateTime(timezone=True), nullable=True),
+    # enabled | disabled
+    Column("state", String(16), nullable=False),
+    Column("disabled_reason", String(64), nullable=True),  # gone | failing | by_request
+    # Since when every attempt failed (NULL after any success): 5 days of it disables.
+    Column("failing_since", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_webhook_endpoints_tenant", "tenant_id"),
+)
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", String(40), primary_key=True),  # "msg_" + 32 hex: the `webhook-id`
+    Column("tenant_id", String(64), nullable=False),
+    Column("integration_id", String(32), nullable=True),
+    Column("type", String(64), nullable=False),
+    Column("body", Text, nullable=False),  # the exact JSON body sent (ids, codes and times)
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_webhook_events_tenant_created", "tenant_id", "created_at"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(32), primary_key=True),  # "whd_" + 24 hex
+    Column("event_id", String(40), nullable=False),
+    Column("endpoint_id", String(32), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    # pending | delivered | failed (gave up after the retry period, or the endpoint said 410)
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_status", Integer, nullable=True),  # HTTP status of the last answer
+    Column("last_error", String(64), nullable=True),  # a code: timeout, refused_address, ...
+    Column("last_latency_ms", Integer, nullable=True),
+    Column("last_response", Text, nullable=True),  # at most 1 KiB of the answer's body
+    Column("delivered_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
+)

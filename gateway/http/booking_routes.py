@@ -77,6 +77,8 @@ class ChangeBody(StrictBody):
     time_zone: Zone | None = None
     attendees: Annotated[list[Attendee], Field(max_length=100)] | None = None
     send_updates: Literal["all", "none"] | None = None
+    # Default false: moves stayed unchecked before this field existed.
+    if_free: bool = False
 
 
 class EventsQuery(StrictBody):
@@ -189,6 +191,7 @@ async def patch_event(request: web.Request) -> web.Response:
             request.match_info["event_id"],
             change,
             if_match=if_match,
+            if_free=body.if_free,
         )
     except GoogleError as exc:
         raise google_problem(exc) from None

@@ -87,7 +87,9 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS_KEY]
     client = await CalendarClient.create(app[HTTP_KEY], settings.google_calendar_api_url)
     engine = SyncEngine(
-        store=SyncStore(app[ENGINE_KEY]),
+        store=SyncStore(
+            app[ENGINE_KEY], webhook_coalesce_s=settings.webhook_availability_coalesce_s
+        ),
         client=client,
         tokens=tokens,
         integrations=app[INTEGRATIONS_KEY],

@@ -7,18 +7,22 @@ offset.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import Field
 
+from gateway.availability.service import parse_window
 from gateway.booking.request import parse_booking, parse_change
 from gateway.booking.service import BookedEvent, BookingService
 from gateway.connections.model import Integration
 from gateway.errors import ProblemError
 from gateway.http.booking_routes import BOOKING_KEY
 from gateway.http.lookup import require_usable, tenant_integration
+from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.validation import PrintableText, Rfc3339
 from gateway.mcp.context import ToolCall
+from gateway.mcp.local_times import load_zone, with_local
 from gateway.mcp.runtime import gateway_tool
 
 ConnectionId = Annotated[
@@ -79,6 +83,9 @@ By default (`if_free` true) the slot is checked against the calendar right befor
 nothing is booked when it is busy. Times are RFC 3339 with an offset, e.g.
 2026-11-23T10:00:00+01:00; the answer is in UTC (`Z`).
 
+Times come in UTC (`start`, `end`) and in `time_zone` (the one given, else the connection's:
+`start_local`, `end_local`, with the offset): show people the local ones.
+
 Result: `event` (`id` for reschedule_meeting and cancel_meeting, `start`, `end`, `etag`,
 `status`, `html_link`), `connection_id`, `replayed`.
 
@@ -92,13 +99,17 @@ Errors (isError, JSON {{"error": {{"code", "message", "advice", ...}}}}):
 
 RESCHEDULE_MEETING = f"""Move a meeting booked with book_meeting to a new time (both start and
 end, RFC 3339 with an offset, e.g. 2026-11-24T15:00:00+01:00). Only meetings this gateway
-booked can be moved. The new time is NOT checked for conflicts: check it first with
-check_availability or find_meeting_slots. Optional `etag` (from the booking or the last
-change) moves it only if nobody changed it since.
+booked can be moved. By default (`if_free` true) the new time is checked against the calendar
+right before moving, ignoring the meeting itself; `if_free` false moves without looking.
+Optional `etag` (from the booking or the last change) moves it only if nobody changed it since.
 
 Result: `event` with its new `start`, `end` and `etag`.
 
 Errors (isError, JSON {{"error": {{"code", "message", "advice", ...}}}}):
+- slot_busy (with `conflicts`: the busy intervals): nothing was moved; pick another time
+  (find_meeting_slots) and offer it.
+- availability_unknown (with `retry_after_s`): the calendar could not be read, so nothing was
+  moved; retry later.
 - event_not_found: no meeting booked by this gateway has that id on this connection.
 - etag_mismatch: the meeting changed since; retry without `etag` to move it anyway.
 {_ERRORS_COMMON}"""
@@ -139,8 +150,26 @@ async def _connection(call: ToolCall, connection_id: str) -> Integration:
         raise
 
 
-def _event(connection_id: str, event: BookedEvent, **extra: Any) -> dict[str, Any]:
-    return {"connection_id": connection_id, "event": event.to_json(), **extra}
+async def _zone(call: ToolCall, integration: Integration, named: str | None) -> ZoneInfo:
+    """The zone local times are given in: the one the call named, else the connection's
+    (its synced primary calendar's), else UTC."""
+    if named is not None and (zone := await load_zone(named)) is not None:
+        return zone
+    sync = call.app.get(SYNC_KEY)
+    calendars = await sync.store.calendars_of(integration.id) if sync is not None else []
+    for calendar in calendars:
+        if (zone := await load_zone(calendar.time_zone)) is not None:
+            return zone
+    return ZoneInfo("UTC")
+
+
+def _event(connection_id: str, event: BookedEvent, zone: ZoneInfo, **extra: Any) -> dict[str, Any]:
+    return {
+        "connection_id": connection_id,
+        "event": with_local(event.to_json(), zone),
+        "time_zone": zone.key,
+        **extra,
+    }
 
 
 @gateway_tool(scope="calendar:write", action="mcp.book_meeting")
@@ -210,7 +239,8 @@ async def book_meeting(
     result = await _service(call.app).book(
         integration, call.principal.tenant_id, idempotency_key, request
     )
-    return _event(integration.id, result.event, replayed=result.replayed)
+    zone = await _zone(call, integration, time_zone)
+    return _event(integration.id, result.event, zone, replayed=result.replayed)
 
 
 @gateway_tool(scope="calendar:write", action="mcp.reschedule_meeting")
@@ -230,13 +260,20 @@ async def reschedule_meeting(
         ),
     ] = None,
     send_updates: SendUpdates = "none",
+    if_free: Annotated[
+        bool,
+        Field(
+            description="Check that the new time is free first (default true); false moves "
+            "without looking."
+        ),
+    ] = True,
 ) -> dict[str, Any]:
     change = parse_change(start=start, end=end, time_zone=time_zone, send_updates=send_updates)
     integration = await _connection(call, connection_id)
     event = await _service(call.app).update(
-        integration, call.principal.tenant_id, event_id, change, if_match=etag
+        integration, call.principal.tenant_id, event_id, change, if_match=etag, if_free=if_free
     )
-    return _event(integration.id, event)
+    return _event(integration.id, event, await _zone(call, integration, time_zone))
 
 
 @gateway_tool(scope="calendar:write", action="mcp.cancel_meeting")
@@ -251,3 +288,41 @@ async def cancel_meeting(
         integration, call.principal.tenant_id, event_id, send_updates=send_updates
     )
     return {"connection_id": integration.id, "event_id": event_id, "cancelled": True}
+
+
+LIST_BOOKED_MEETINGS = f"""List the meetings this gateway booked on one connection between
+time_min and time_max (RFC 3339 with an offset), as Google has them now, with each attendee's
+`response_status` (accepted, declined, tentative, needsAction): ask this to learn whether the
+lead accepted. Only meetings booked through this gateway are listed, never the user's own.
+
+Result: `meetings` (each with `id`, `start`, `end`, `start_local`, `end_local`, `summary`,
+`attendees`, `etag`, ...), `time_zone` (the one given, else the connection's).
+
+Errors (isError, JSON {{"error": {{"code", "message", "advice", ...}}}}):
+{_ERRORS_COMMON}"""
+
+
+@gateway_tool(scope="calendar:read", action="mcp.list_booked_meetings")
+async def list_booked_meetings(
+    call: ToolCall,
+    connection_id: ConnectionId,
+    time_min: Annotated[Rfc3339, Field(description="Window start, RFC 3339 with an offset.")],
+    time_max: Annotated[Rfc3339, Field(description="Window end, RFC 3339 with an offset.")],
+    time_zone: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=64,
+            description="IANA zone for start_local/end_local (default: the connection's).",
+        ),
+    ] = None,
+) -> dict[str, Any]:
+    window = parse_window(time_min, time_max)
+    integration = await _connection(call, connection_id)
+    details = await _service(call.app).list_events(integration, call.principal.tenant_id, window)
+    zone = await _zone(call, integration, time_zone)
+    return {
+        "connection_id": integration.id,
+        "time_zone": zone.key,
+        "meetings": [with_local(d.to_json(), zone) for d in details],
+    }

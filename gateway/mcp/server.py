@@ -44,6 +44,13 @@ def build_mcp_server(version: str = "") -> MCPServer[Any]:
         annotations=read_only,
     )
     server.add_tool(
+        booking_tools.list_booked_meetings,
+        name="list_booked_meetings",
+        title="List booked meetings (with attendees' responses)",
+        description=booking_tools.LIST_BOOKED_MEETINGS,
+        annotations=read_only,
+    )
+    server.add_tool(
         booking_tools.book_meeting,
         name="book_meeting",
         title="Book a meeting",

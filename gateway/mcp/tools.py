@@ -9,6 +9,7 @@ what to do on each error. Every time is RFC 3339 with an offset (e.g. 2026-11-23
 from __future__ import annotations
 
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
@@ -51,6 +52,7 @@ from gateway.http.lookup import (
 from gateway.http.validation import Rfc3339
 from gateway.mcp.context import ToolCall
 from gateway.mcp.errors import ToolFailure
+from gateway.mcp.local_times import load_zone, with_local
 from gateway.mcp.runtime import gateway_tool
 from gateway.sync.store import SyncStore
 
@@ -308,9 +310,11 @@ Errors (isError, JSON {{"error": {{"code", "message", "advice", ...}}}}):
 - invalid_field (with `field`): fix that argument (e.g. an unknown time zone)."""
 
 
-def _slot_view(rendered: dict[str, Any]) -> list[dict[str, Any]]:
+def _slot_view(rendered: dict[str, Any], zone: ZoneInfo) -> list[dict[str, Any]]:
     return [
-        {"start": s["start"], "end": s["end"], "connection_ids": s["integration_ids"]}
+        with_local(
+            {"start": s["start"], "end": s["end"], "connection_ids": s["integration_ids"]}, zone
+        )
         for s in rendered["slots"]
     ]
 
@@ -369,7 +373,8 @@ async def find_meeting_slots(
     service = availability_service(call.app)
     result = await service.slots(integrations, query, max_staleness=max_staleness)
     rendered = render_slots(result)
-    slots = _slot_view(rendered)
+    zone = await load_zone(time_zone)
+    slots = _slot_view(rendered, zone or ZoneInfo("UTC"))
     if not result.answer.complete:
         unknown = _Unknown()
         for integration_id, outcome in result.availability.items():

@@ -47,6 +47,7 @@ from gateway.db.schema import (
 from gateway.db.values import as_utc
 from gateway.sync.freshness import DEFAULT_PUSH_TRUST_S, copy_as_of
 from gateway.sync.model import BusyBlock, EventRecord, Horizon
+from gateway.webhooks.sync_events import record_sync_changes
 
 # Rows per executemany / IN list: well under SQLite's 32k variables and PostgreSQL's 65k.
 BATCH = 500
@@ -313,8 +314,10 @@ _VIEW_BLOCKS = (
 class SyncStore:
     """Every statement the sync engine runs."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, webhook_coalesce_s: float = 30.0) -> None:
         self.engine = engine
+        # GATEWAY_WEBHOOK_AVAILABILITY_COALESCE_S: at most one availability.changed per this.
+        self.webhook_coalesce_s = webhook_coalesce_s
 
     # -- calendars ----------------------------------------------------------------------------
 
@@ -621,6 +624,20 @@ class SyncStore:
         generation = calendar.active_generation
         assert generation is not None
         async with self.engine.begin() as conn:
+            # Outbound webhooks for meetings the gateway booked, in this very transaction.
+            await record_sync_changes(
+                conn,
+                tenant_id=calendar.tenant_id,
+                integration_id=calendar.integration_id,
+                calendar_id=calendar.id,
+                generation=generation,
+                items=items,
+                now=now,
+                horizon=(calendar.horizon_start, calendar.horizon_end)
+                if calendar.horizon_start and calendar.horizon_end
+                else None,
+                coalesce_s=self.webhook_coalesce_s,
+            )
             touched, _ = await self._apply(conn, calendar.id, generation, items)
             series = sorted(touched)
             records = await self._series_records(conn, calendar.id, generation, series)
@@ -705,10 +722,11 @@ class SyncStore:
     # -- reads --------------------------------------------------------------------------------
 
     async def busy_between(
-        self, calendar_id: str, start: datetime, end: datetime
+        self, calendar_id: str, start: datetime, end: datetime, *, except_event: str | None = None
     ) -> list[tuple[datetime, datetime]]:
-        """Blocks of the active generation overlapping [start, end), by start. One statement,
-        so a generation switch is seen entirely or not at all."""
+        """Blocks of the active generation overlapping [start, end), by start, without those
+        of `except_event` (a meeting being moved). One statement, so a generation switch is
+        seen entirely or not at all."""
         active = (
             select(calendars.c.active_generation)
             .where(calendars.c.id == calendar_id)
@@ -724,6 +742,8 @@ class SyncStore:
             )
             .order_by(busy_blocks.c.start_at, busy_blocks.c.end_at)
         )
+        if except_event is not None:
+            query = query.where(busy_blocks.c.series_id != except_event)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         out = []

@@ -82,3 +82,12 @@ def test_bench_without_a_subcommand_runs_everything_on_postgres(
     assert "freebusy single request p50 (PostgreSQL)" in names
     assert "freebusy one week, 300-event calendar (PostgreSQL)" in names
     assert names[-1] == "gateway memory after loading 2 calendars (PostgreSQL)"
+
+
+def test_bench_webhooks_prints_lag_and_throughput(capsys: pytest.CaptureFixture[str]) -> None:
+    figures = _run("bench webhooks --db sqlite --rate 20 --duration 0.5 --burst 20", capsys)
+    assert list(figures) == [
+        "webhook lag p50 (sqlite)",
+        "webhook lag p99 (sqlite)",
+        "webhook deliveries/s (sqlite)",
+    ]

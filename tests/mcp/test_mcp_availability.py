@@ -121,9 +121,22 @@ async def test_find_meeting_slots_in_both_modes_with_working_hours_and_buffers(
     }
     group = await call_tool(stack, "find_meeting_slots", **common, mode="all")
     assert not group.is_error, text_of(group)
+    # Local times in the call's zone (UTC here) come next to the UTC ones.
     assert text_of(group)["slots"] == [
-        {"start": z(at(d, "11:00")), "end": z(at(d, "12:00")), "connection_ids": [alice, erin]},
-        {"start": z(at(d, "12:00")), "end": z(at(d, "13:00")), "connection_ids": [alice, erin]},
+        {
+            "start": z(at(d, "11:00")),
+            "end": z(at(d, "12:00")),
+            "start_local": at(d, "11:00").isoformat(),
+            "end_local": at(d, "12:00").isoformat(),
+            "connection_ids": [alice, erin],
+        },
+        {
+            "start": z(at(d, "12:00")),
+            "end": z(at(d, "13:00")),
+            "start_local": at(d, "12:00").isoformat(),
+            "end_local": at(d, "13:00").isoformat(),
+            "connection_ids": [alice, erin],
+        },
     ]
     assert set(text_of(group)["as_of"]) == {alice, erin}
 

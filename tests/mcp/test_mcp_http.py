@@ -16,6 +16,7 @@ EXPECTED_TOOLS = {
     "book_meeting",
     "reschedule_meeting",
     "cancel_meeting",
+    "list_booked_meetings",
 }
 
 

@@ -1,0 +1,420 @@
+"""Webhook endpoints and deliveries in the database.
+
+Deliveries are claimed like the sync scheduler claims calendars (gateway/sync/store.py
+`claim_due`): due rows of enabled endpoints whose lease is free or expired, locked FOR UPDATE
+SKIP LOCKED on PostgreSQL so concurrent processes pass each other, and each claim a guarded
+UPDATE (the lease must still be free), which is all SQLite needs with its single writer. A
+process killed mid-delivery leaves its lease to expire; the next claimer sends the delivery
+again with the same `webhook-id` (at least once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.schema import webhook_deliveries, webhook_endpoints, webhook_events
+from gateway.db.values import as_utc
+from gateway.webhooks.model import (
+    DeliveryState,
+    DisabledReason,
+    Endpoint,
+    EndpointState,
+    rfc3339,
+)
+
+
+def _endpoint(row: RowMapping) -> Endpoint:
+    created = as_utc(row["created_at"])
+    updated = as_utc(row["updated_at"])
+    assert created is not None and updated is not None
+    return Endpoint(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        url=row["url"],
+        description=row["description"],
+        events=frozenset(str(row["events"]).split()),
+        state=EndpointState(row["state"]),
+        disabled_reason=row["disabled_reason"],
+        failing_since=as_utc(row["failing_since"]),
+        previous_until=as_utc(row["previous_until"]),
+        created_at=created,
+        updated_at=updated,
+        secret=bytes(row["secret"]),
+        previous_secret=bytes(row["previous_secret"]) if row["previous_secret"] else None,
+    )
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claimed delivery with what sending it needs."""
+
+    id: str
+    event_id: str
+    event_type: str
+    body: str
+    event_created_at: datetime
+    attempts: int
+    endpoint: Endpoint
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    """A delivery as `GET .../deliveries` shows it."""
+
+    id: str
+    event_id: str
+    event_type: str
+    endpoint_id: str
+    state: str
+    attempts: int
+    last_status: int | None
+    last_error: str | None
+    last_latency_ms: int | None
+    last_attempt_at: datetime | None
+    next_attempt_at: datetime | None
+    delivered_at: datetime | None
+    created_at: datetime
+
+    def to_public(self) -> dict[str, object]:
+        def ts(value: datetime | None) -> str | None:
+            return rfc3339(value) if value is not None else None
+
+        return {
+            "id": self.id,
+            "event_id": self.event_id,
+            "type": self.event_type,
+            "endpoint_id": self.endpoint_id,
+            "state": self.state,
+            "attempts": self.attempts,
+            "status_code": self.last_status,
+            "error": self.last_error,
+            "latency_ms": self.last_latency_ms,
+            "last_attempt_at": ts(self.last_attempt_at),
+            "next_retry_at": ts(self.next_attempt_at)
+            if self.state == DeliveryState.PENDING.value
+            else None,
+            "delivered_at": ts(self.delivered_at),
+            "created_at": ts(self.created_at),
+        }
+
+
+class WebhookStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    async def insert_endpoint(self, endpoint: Endpoint) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(webhook_endpoints).values(
+                    id=endpoint.id,
+                    tenant_id=endpoint.tenant_id,
+                    url=endpoint.url,
+                    description=endpoint.description,
+                    events=" ".join(sorted(endpoint.events)),
+                    secret=endpoint.secret,
+                    previous_secret=None,
+                    previous_until=None,
+                    state=endpoint.state.value,
+                    disabled_reason=None,
+                    failing_since=None,
+                    created_at=endpoint.created_at,
+                    updated_at=endpoint.updated_at,
+                )
+            )
+
+    async def get_endpoint(self, tenant_id: str, endpoint_id: str) -> Endpoint | None:
+        async with self.engine.connect() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        select(webhook_endpoints).where(
+                            webhook_endpoints.c.id == endpoint_id,
+                            webhook_endpoints.c.tenant_id == tenant_id,
+                        )
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return _endpoint(row) if row is not None else None
+
+    async def list_endpoints(self, tenant_id: str) -> list[Endpoint]:
+        async with self.engine.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(webhook_endpoints)
+                        .where(webhook_endpoints.c.tenant_id == tenant_id)
+                        .order_by(webhook_endpoints.c.created_at, webhook_endpoints.c.id)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [_endpoint(r) for r in rows]
+
+    async def update_endpoint(self, tenant_id: str, endpoint_id: str, **values: Any) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(webhook_endpoints)
+                .where(
+                    webhook_endpoints.c.id == endpoint_id,
+                    webhook_endpoints.c.tenant_id == tenant_id,
+                )
+                .values(**values)
+            )
+        return bool(result.rowcount)
+
+    async def delete_endpoint(self, tenant_id: str, endpoint_id: str) -> bool:
+        """Delete the endpoint and its pending deliveries (nobody will receive them)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                delete(webhook_endpoints).where(
+                    webhook_endpoints.c.id == endpoint_id,
+                    webhook_endpoints.c.tenant_id == tenant_id,
+                )
+            )
+            if result.rowcount:
+                await conn.execute(
+                    delete(webhook_deliveries).where(
+                        webhook_deliveries.c.endpoint_id == endpoint_id
+                    )
+                )
+        return bool(result.rowcount)
+
+    # -- deliveries -------------------------------------------------------------------------
+
+    async def list_deliveries(
+        self, tenant_id: str, endpoint_id: str, limit: int
+    ) -> list[DeliveryView]:
+        d, e = webhook_deliveries, webhook_events
+        query = (
+            select(d, e.c.type)
+            .join(e, e.c.id == d.c.event_id)
+            .where(d.c.tenant_id == tenant_id, d.c.endpoint_id == endpoint_id)
+            .order_by(d.c.created_at.desc(), d.c.id.desc())
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_view(r) for r in rows]
+
+    async def get_delivery(self, tenant_id: str, delivery_id: str) -> DeliveryView | None:
+        d, e = webhook_deliveries, webhook_events
+        query = (
+            select(d, e.c.type)
+            .join(e, e.c.id == d.c.event_id)
+            .where(d.c.tenant_id == tenant_id, d.c.id == delivery_id)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return _view(row) if row is not None else None
+
+    async def retry_now(self, tenant_id: str, delivery_id: str, now: datetime) -> bool:
+        """Make a delivery due at once (a failed one pending again); False if unknown."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(webhook_deliveries)
+                .where(
+                    webhook_deliveries.c.id == delivery_id,
+                    webhook_deliveries.c.tenant_id == tenant_id,
+                )
+                .values(state=DeliveryState.PENDING.value, next_attempt_at=now)
+            )
+        return bool(result.rowcount)
+
+    async def claim_due(
+        self, owner: str, now: datetime, *, lease_until: datetime, limit: int
+    ) -> list[Claimed]:
+        """Claim up to `limit` due deliveries of enabled endpoints for `owner`, oldest first."""
+        if limit < 1:
+            return []
+        d = webhook_deliveries
+        free = or_(d.c.lease_until.is_(None), d.c.lease_until < now)
+        query = (
+            select(d.c.id)
+            .join(webhook_endpoints, webhook_endpoints.c.id == d.c.endpoint_id)
+            .where(
+                d.c.state == DeliveryState.PENDING.value,
+                d.c.next_attempt_at <= now,
+                webhook_endpoints.c.state == EndpointState.ENABLED.value,
+                free,
+            )
+            .order_by(d.c.next_attempt_at, d.c.id)
+            .limit(limit)
+        )
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=d)
+        async with self.engine.begin() as conn:
+            due = [delivery_id for (delivery_id,) in (await conn.execute(query)).all()]
+            if not due:
+                return []
+            # One guarded UPDATE for the batch; RETURNING says which leases were still free.
+            got = set(
+                (
+                    await conn.execute(
+                        update(d)
+                        .where(d.c.id.in_(due), free)
+                        .values(lease_owner=owner, lease_until=lease_until)
+                        .returning(d.c.id)
+                    )
+                ).scalars()
+            )
+            claimed = [delivery_id for delivery_id in due if delivery_id in got]
+            if not claimed:
+                return []
+            rows = (
+                await conn.execute(
+                    select(
+                        d.c.id,
+                        d.c.event_id,
+                        d.c.endpoint_id,
+                        d.c.attempts,
+                        webhook_events.c.type,
+                        webhook_events.c.body,
+                        webhook_events.c.created_at,
+                    )
+                    .join(webhook_events, webhook_events.c.id == d.c.event_id)
+                    .where(d.c.id.in_(claimed))
+                )
+            ).all()
+            endpoint_rows = (
+                (
+                    await conn.execute(
+                        select(webhook_endpoints).where(
+                            webhook_endpoints.c.id.in_({r.endpoint_id for r in rows})
+                        )
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        endpoints = {r["id"]: _endpoint(r) for r in endpoint_rows}
+        out: list[Claimed] = []
+        for row in rows:
+            created = as_utc(row.created_at)
+            assert created is not None
+            out.append(
+                Claimed(
+                    id=row.id,
+                    event_id=row.event_id,
+                    event_type=row.type,
+                    body=row.body,
+                    event_created_at=created,
+                    attempts=int(row.attempts),
+                    endpoint=endpoints[row.endpoint_id],
+                )
+            )
+        out.sort(key=lambda c: claimed.index(c.id))
+        return out
+
+    def _held(self, delivery_id: str, owner: str) -> Any:
+        d = webhook_deliveries
+        return and_(d.c.id == delivery_id, d.c.lease_owner == owner)
+
+    async def finish(
+        self,
+        delivery_id: str,
+        owner: str,
+        *,
+        endpoint_id: str,
+        now: datetime,
+        state: DeliveryState,
+        next_attempt_at: datetime | None,
+        status: int | None,
+        error: str | None,
+        latency_ms: int | None,
+        response: str | None,
+        endpoint_failed: bool,
+        disable: DisabledReason | None,
+        clear_failing: bool = True,
+    ) -> bool:
+        """Record an attempt's outcome and release the lease, with the endpoint's failure
+        streak (cleared by a success; `clear_failing` False when it is known to be clear)
+        and, when decided, its disabling, in one transaction.
+        False if the lease was lost (another process has the delivery now)."""
+        d = webhook_deliveries
+        values: dict[str, Any] = {
+            "state": state.value,
+            "attempts": d.c.attempts + 1,
+            "next_attempt_at": next_attempt_at,
+            "lease_owner": None,
+            "lease_until": None,
+            "last_attempt_at": now,
+            "last_status": status,
+            "last_error": error,
+            "last_latency_ms": latency_ms,
+            "last_response": response,
+        }
+        if state is DeliveryState.DELIVERED:
+            values["delivered_at"] = now
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(d).where(self._held(delivery_id, owner)).values(**values)
+            )
+            if not result.rowcount:
+                return False
+            ep = webhook_endpoints
+            if endpoint_failed:
+                await conn.execute(
+                    update(ep)
+                    .where(ep.c.id == endpoint_id, ep.c.failing_since.is_(None))
+                    .values(failing_since=now)
+                )
+            elif clear_failing:
+                await conn.execute(
+                    update(ep)
+                    .where(ep.c.id == endpoint_id, ep.c.failing_since.is_not(None))
+                    .values(failing_since=None)
+                )
+            if disable is not None:
+                await conn.execute(
+                    update(ep)
+                    .where(ep.c.id == endpoint_id)
+                    .values(
+                        state=EndpointState.DISABLED.value,
+                        disabled_reason=disable.value,
+                        updated_at=now,
+                    )
+                )
+        return True
+
+    async def release(self, delivery_ids: Iterable[str], owner: str) -> None:
+        """Give up leases without a verdict (this process stops): due again at once."""
+        d = webhook_deliveries
+        async with self.engine.begin() as conn:
+            for delivery_id in delivery_ids:
+                await conn.execute(
+                    update(d)
+                    .where(self._held(delivery_id, owner))
+                    .values(lease_owner=None, lease_until=None)
+                )
+
+
+def _view(row: RowMapping) -> DeliveryView:
+    created = as_utc(row["created_at"])
+    assert created is not None
+    return DeliveryView(
+        id=row["id"],
+        event_id=row["event_id"],
+        event_type=row["type"],
+        endpoint_id=row["endpoint_id"],
+        state=row["state"],
+        attempts=int(row["attempts"]),
+        last_status=row["last_status"],
+        last_error=row["last_error"],
+        last_latency_ms=row["last_latency_ms"],
+        last_attempt_at=as_utc(row["last_attempt_at"]),
+        next_attempt_at=as_utc(row["next_attempt_at"]),
+        delivered_at=as_utc(row["delivered_at"]),
+        created_at=created,
+    )

@@ -1,0 +1,149 @@
+"""booking.updated and booking.cancelled, end to end: the gateway books a meeting, then at
+Google (the emulator's control API) the lead accepts, the organizer moves it, and it is
+cancelled; each reaches a verifying receiver after the sync that sees it. The user's own
+events announce nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.availability.helpers import ALICE, at, connect, day, event, sync, z
+from tests.booking.helpers import book, slot
+from tests.stack import Stack, start_stack
+from tests.webhooks.receiver import Receiver, receiver
+from tests.webhooks.test_delivery import (  # noqa: F401 (close_workers: the fixture)
+    Clock,
+    close_workers,
+    create_endpoint,
+    worker,
+)
+
+LEAD = "lead@example.com"
+
+
+@pytest.fixture
+async def stack(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    async for running in start_stack(
+        engine, database_url, tmp_path, webhook_worker=False, webhook_allow_insecure_loopback=True
+    ):
+        yield running
+
+
+async def at_google(stack: Stack, method: str, path: str, body: Any = None) -> None:
+    url = f"{stack.google_url}/_emulator/calendar/calendars/{ALICE}/events/{path}"
+    async with stack.http.request(method, url, json=body) as response:
+        assert response.status == 200, await response.text()
+
+
+async def deliver_all(stack: Stack) -> None:
+    run = worker(stack)
+    while await run.run_once():
+        pass
+
+
+async def test_lead_accepts_organizer_moves_then_cancels(stack: Stack) -> None:
+    hooks: Receiver
+    async with receiver() as hooks:
+        integration_id = await connect(stack, ALICE)
+        await sync(stack, integration_id)
+        made = await create_endpoint(stack, hooks.url, ["booking.updated", "booking.cancelled"])
+        hooks.secrets.append(made["secret"])
+        base = day(5)
+        booked = await book(
+            stack,
+            integration_id,
+            slot(base, attendees=[{"email": LEAD}]),
+            key="webhook-booking-1",
+        )
+        assert booked.status == 201, booked.body
+        event_id = booked.body["id"]
+        event(stack, ALICE, at(base, "15:00"), at(base, "16:00"))  # the user's own
+        await sync(stack, integration_id)
+        await deliver_all(stack)
+        assert hooks.requests == [], "booking it, or the user's own events, announce nothing"
+
+        await at_google(
+            stack, "POST", f"{event_id}/response", {"email": LEAD, "responseStatus": "accepted"}
+        )
+        await sync(stack, integration_id)
+        await deliver_all(stack)
+        [accepted] = hooks.requests
+        assert accepted.verified
+        data = accepted.payload["data"]
+        assert accepted.payload["type"] == "booking.updated"
+        assert (data["integration_id"], data["event_id"], data["changes"]) == (
+            integration_id,
+            event_id,
+            ["attendees"],
+        )
+        assert data["after"]["attendees"] == [{"email": LEAD, "response_status": "accepted"}]
+        # Google says needsAction; the emulator leaves an unanswered invitation without one.
+        [before] = data["before"]["attendees"]
+        assert before["response_status"] in (None, "needsAction")
+
+        new_start, new_end = at(base, "11:00"), at(base, "11:30")
+        await at_google(
+            stack,
+            "PATCH",
+            event_id,
+            {"start": {"dateTime": z(new_start)}, "end": {"dateTime": z(new_end)}},
+        )
+        await sync(stack, integration_id)
+        await deliver_all(stack)
+        moved = hooks.requests[-1].payload
+        assert moved["type"] == "booking.updated"
+        assert moved["data"]["changes"] == ["time"]
+        assert moved["data"]["before"]["start"] == z(at(base, "10:00"))
+        assert moved["data"]["after"]["start"] == z(new_start)
+
+        await at_google(stack, "DELETE", event_id)
+        await sync(stack, integration_id)
+        await deliver_all(stack)
+        cancelled = hooks.requests[-1].payload
+        assert cancelled["type"] == "booking.cancelled"
+        assert cancelled["data"]["event_id"] == event_id
+        assert cancelled["data"]["before"]["start"] == z(new_start)
+        assert len(hooks.unique()) == 3
+
+
+async def test_availability_changed_is_opt_in_and_coalesced(stack: Stack) -> None:
+    hooks: Receiver
+    async with receiver() as hooks, receiver() as bookings_only:
+        integration_id = await connect(stack, ALICE)
+        await sync(stack, integration_id)
+        made = await create_endpoint(stack, hooks.url, ["availability.changed"])
+        await create_endpoint(stack, bookings_only.url, ["booking.updated"])
+        hooks.secrets.append(made["secret"])
+        base = day(4)
+        event(stack, ALICE, at(base, "09:00"), at(base, "10:00"))
+        await sync(stack, integration_id)
+        event(stack, ALICE, at(base, "16:00"), at(base, "17:00"))
+        await sync(stack, integration_id)
+        await deliver_all(stack)
+        [first] = hooks.requests
+        assert first.verified
+        data = first.payload["data"]
+        assert first.payload["type"] == "availability.changed"
+        # Two syncs before it went out: one announcement spanning both changes.
+        assert (data["integration_id"], data["changed_start"], data["changed_end"]) == (
+            integration_id,
+            z(at(base, "09:00")),
+            z(at(base, "17:00")),
+        )
+        assert "summary" not in first.body.decode()
+        assert bookings_only.requests == [], "opt-in: only endpoints that asked get it"
+
+        # Another change within the coalescing window waits for the window's end.
+        event(stack, ALICE, at(base, "18:00"), at(base, "19:00"))
+        await sync(stack, integration_id)
+        clock = Clock()
+        run = worker(stack, clock)
+        assert await run.run_once() == 0
+        clock.advance(seconds=stack.settings.webhook_availability_coalesce_s)
+        assert await run.run_once() == 1
+        assert hooks.requests[-1].payload["data"]["changed_start"] == z(at(base, "18:00"))
