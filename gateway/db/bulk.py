@@ -33,7 +33,7 @@ def sqlite_datetime(value: datetime) -> str:
 
 
 @functools.cache
-def _sqlite_insert(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
+def sqlite_insert(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
     """The INSERT statement and the positions of the DateTime columns (built once)."""
     marks = ", ".join("?" for _ in columns)
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608 - names from the schema
@@ -43,7 +43,8 @@ def _sqlite_insert(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[i
     return sql, datetimes
 
 
-def _sqlite_rows(rows: Sequence[Row], datetimes: tuple[int, ...]) -> list[Row]:
+def sqlite_rows(rows: Sequence[Row], datetimes: tuple[int, ...]) -> list[Row]:
+    """`rows` with the values at `datetimes` in SQLite's text form."""
     if not datetimes:
         return list(rows)
     out: list[Row] = []
@@ -66,10 +67,10 @@ async def insert_rows(
         return
     dialect = conn.dialect.name
     if dialect == "sqlite":
-        sql, datetimes = _sqlite_insert(table, columns)
+        sql, datetimes = sqlite_insert(table, columns)
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
-        cursor = await driver.executemany(sql, _sqlite_rows(rows, datetimes))
+        cursor = await driver.executemany(sql, sqlite_rows(rows, datetimes))
         await cursor.close()
     elif dialect == "postgresql":
         driver = (await conn.get_raw_connection()).driver_connection
