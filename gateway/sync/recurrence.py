@@ -57,8 +57,10 @@ def occurrence_key(value: datetime | date) -> str:
     if isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError("a timed original start must be aware")
-        return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return value.strftime("%Y%m%d")
+        v = value.astimezone(UTC)
+        # %-formatting, not strftime: one key per occurrence, and this is several times faster.
+        return "%04d%02d%02dT%02d%02d%02dZ" % (v.year, v.month, v.day, v.hour, v.minute, v.second)  # noqa: UP031
+    return "%04d%02d%02d" % (value.year, value.month, value.day)  # noqa: UP031
 
 
 def _local_naive(moment: datetime, tz: tzinfo) -> datetime:
