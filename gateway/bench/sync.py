@@ -7,15 +7,20 @@ processes sharing the database, the work split by the scheduler's leases):
    deterministic seed: single, all-day, recurring with exceptions, transparent, declined,
    deleted) are inserted at once; the gateways' schedulers discover and fully sync every
    calendar. Figure: event records stored / seconds from the insert until every calendar has a
-   complete copy. Baseline: the same database's raw executemany INSERT of as many event rows
-   (the floor of any way to store them);
+   complete copy. Baselines: the same database's executemany INSERT of as many event rows
+   through SQLAlchemy, and the parse+insert baseline (`gateway.bench.baseline`): one process
+   decoding the same pages with orjson and inserting the same rows with the raw driver, no
+   HTTP, no SQLAlchemy, the practical limit of one core. Ingest per gateway CPU-second is
+   printed as a ratio to that baseline's events per CPU-second;
 2. push: once every calendar has a live watch channel, one new event per integration is made
    "in Google Calendar"; the emulator pushes a notification to the gateway's webhook, the
    scheduler syncs, and `GET /v1/integrations/{id}/freebusy` is polled until the event's busy
    time shows. Figures: p50 and p99 of that lag over all integrations, `push_parallel` changes
    in flight at a time (a steady stream, not one burst of N).
 
-Aims (issue 5): ingest at least 20,000 events/s; push-to-visible lag p99 under 1 s.
+Aims (issues 5 and 13): ingest at least 20,000 events/s on SQLite for 1,000 x 1,000, per
+gateway CPU-second at least 0.5x the parse+insert baseline, PostgreSQL with 2 processes faster
+than SQLite; push-to-visible lag p99 under 1 s.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import aiohttp
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.bench.baseline import Pages, ParseInsert, fetch_pages, parse_insert_baseline
 from gateway.bench.procs import BenchError, cpu_seconds
 from gateway.bench.report import Figure, percentile
 from gateway.bench.setup import (
@@ -78,6 +84,7 @@ class BackendResult:
     lags_ms: list[float]
     gateway_cpu_s: float  # CPU time of every gateway process during the ingest
     emulator_cpu_s: float
+    parse_insert: ParseInsert
 
     @property
     def events_per_s(self) -> float:
@@ -94,9 +101,12 @@ async def run_sync_bench(workdir: Path, config: SyncBenchConfig) -> list[Figure]
     results: list[BackendResult] = []
     async with emulator(workdir) as google:
         await google.add_users(emails, events=config.events)
+        pages = await fetch_pages(google, emails)
         for backend in config.backends:
             processes = 1 if backend == "sqlite" else config.processes
-            results.append(await _one_backend(workdir, google, emails, backend, processes, config))
+            results.append(
+                await _one_backend(workdir, google, emails, pages, backend, processes, config)
+            )
     return figures(results, config)
 
 
@@ -112,7 +122,17 @@ def figures(results: list[BackendResult], config: SyncBenchConfig) -> list[Figur
                 "rows/s",
                 r.baseline_per_s,
                 "raw insert",
-                f"executemany, {BASELINE_CHUNK} rows per statement",
+                f"SQLAlchemy executemany, {BASELINE_CHUNK} rows per statement",
+            )
+        )
+        p = r.parse_insert
+        out.append(
+            Figure(
+                f"parse+insert baseline, one core ({label})",
+                p.per_cpu_s,
+                "events/CPU-s",
+                note=f"orjson + parse_rows + raw driver, no HTTP or SQLAlchemy: {p.events:,} "
+                f"events, {p.per_s:,.0f} events/s wall",
             )
         )
         out.append(
@@ -131,8 +151,10 @@ def figures(results: list[BackendResult], config: SyncBenchConfig) -> list[Figur
                     f"sync ingest per gateway CPU second ({label})",
                     r.events / r.gateway_cpu_s,
                     "events/CPU-s",
-                    note=f"gateways {r.gateway_cpu_s:.1f} CPU-s, emulator {r.emulator_cpu_s:.1f} "
-                    "CPU-s: what a core to itself would give",
+                    p.per_cpu_s,
+                    "parse+insert",
+                    note=f"aim >= 0.5x; gateways {r.gateway_cpu_s:.1f} CPU-s, emulator "
+                    f"{r.emulator_cpu_s:.1f} CPU-s: what a core to itself would give",
                 )
             )
         if r.lags_ms:
@@ -160,6 +182,7 @@ async def _one_backend(
     workdir: Path,
     google: Emulator,
     emails: list[str],
+    pages: list[Pages],
     backend: str,
     processes: int,
     config: SyncBenchConfig,
@@ -171,6 +194,7 @@ async def _one_backend(
             prepared = await prepare_integrations(engine, settings, google, emails)
             baseline_rows = min(BASELINE_ROWS, max(config.integrations * config.events, 1_000))
             baseline_s = await raw_insert_baseline(engine, baseline_rows)
+            parse_insert = await parse_insert_baseline(url, pages)
             extra = {
                 "GATEWAY_SYNC_CONCURRENCY": str(config.sync_concurrency),
                 "GATEWAY_SYNC_TICK_S": "0.5",
@@ -218,6 +242,7 @@ async def _one_backend(
         lags,
         gateway_cpu_s,
         emulator_cpu_s,
+        parse_insert,
     )
 
 

@@ -9,19 +9,21 @@ Every request carries `quotaUser` (a stable, non-personal id: the integration id
 per-user quota is attributed to the right user, and a bearer token from a `TokenSource`; a 401
 gets exactly one retry with a refreshed token.
 
-Google's error envelope maps onto the error tree in `gateway.google.errors`.
+Google's error envelope maps onto the error tree in `gateway.google.errors`. Response bodies are
+decoded with orjson: an events.list page of 2,500 events is about 1.7 MB of JSON, and the sync
+engine reads many of them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 import httplib2
+import orjson
 from googleapiclient.discovery import Resource, build
 from googleapiclient.http import HttpRequest
 
@@ -331,8 +333,8 @@ class CalendarClient:
 
 def _decode(body: bytes) -> Json:
     try:
-        value = json.loads(body)
-    except ValueError:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
         raise UnexpectedGoogleResponse("Google Calendar answered malformed JSON") from None
     if not isinstance(value, dict):
         raise UnexpectedGoogleResponse("Google Calendar answered JSON that is not an object")
@@ -343,7 +345,7 @@ def _error_from(status: int, body: bytes, headers: Mapping[str, str]) -> GoogleE
     """Map Google's error envelope {"error": {"code", "message", "errors": [{"reason", ...}]}}."""
     reason, message, location = "", "", None
     try:
-        error = json.loads(body).get("error", {})
+        error = orjson.loads(body).get("error", {})
         first = (error.get("errors") or [{}])[0]
         reason = str(first.get("reason", ""))
         location = first.get("location")

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -46,15 +46,9 @@ from gateway.google.calendar import CalendarClient, TokenSource
 from gateway.google.errors import GoogleError, SyncTokenExpired, TransientGoogleError
 from gateway.observability.metrics import SYNC_RUNS
 from gateway.sync.config import SyncConfig
-from gateway.sync.model import (
-    BusyBlock,
-    EventParseError,
-    EventRecord,
-    Horizon,
-    blocks_for_records,
-    parse_event,
-)
-from gateway.sync.store import CalendarRow, SyncStore
+from gateway.sync.model import BusyBlock, EventRecord, Horizon, blocks_for_records
+from gateway.sync.rows import EventRow, parse_rows, record_of
+from gateway.sync.store import CalendarRow, Compute, SyncStore
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +56,9 @@ Json = dict[str, Any]
 PageHook = Callable[[str, int], Awaitable[None]]
 """Called after each page is handled, with the kind of sync ("full"/"incremental") and the
 page number (tests use it to act between pages)."""
+ExpansionHook = Callable[[str], None]
+"""Called with the calendar id at the start of every busy-block computation, in the thread that
+runs it (tests use it to hold an expansion while they act on the event loop)."""
 
 _CAL = "https://www.googleapis.com/auth/calendar"
 # Scopes that may read calendarList (from the Calendar v3 discovery document).
@@ -173,6 +170,7 @@ class SyncEngine:
         clock: Callable[[], datetime] = utc_now,
         random_bytes: Callable[[int], bytes] = os.urandom,
         page_hook: PageHook | None = None,
+        expansion_hook: ExpansionHook | None = None,
     ) -> None:
         self.store = store
         self._client = client
@@ -182,6 +180,7 @@ class SyncEngine:
         self._clock = clock
         self._random = random_bytes
         self._page_hook = page_hook
+        self._expansion_hook = expansion_hook
         self._locks: dict[str, _CalendarLock] = {}
 
     def __repr__(self) -> str:
@@ -294,38 +293,58 @@ class SyncEngine:
             params["timeMin"] = horizon.start.isoformat().replace("+00:00", "Z")
         return params
 
-    def _parse_page(self, page: Json, calendar: CalendarRow, owner_tag: str) -> list[EventRecord]:
-        out: list[EventRecord] = []
-        for item in page.get("items") or []:
-            try:
-                out.append(
-                    parse_event(
-                        item,
-                        calendar_tz=calendar.time_zone,
-                        keep_details=self.config.store_event_details,
-                        owner_tag=owner_tag,
-                    )
-                )
-            except EventParseError as exc:
-                # The id is Google's opaque key, not personal data; the content is not logged.
-                log.warning(
-                    "skipping unreadable event: calendar=%s event=%s reason=%s",
-                    calendar.id,
-                    str(item.get("id", "?"))[:80],
-                    exc,
-                )
-        return out
-
-    def _compute(
-        self, calendar: CalendarRow, horizon: Horizon
-    ) -> Callable[[list[EventRecord]], list[BusyBlock]]:
-        def compute(records: list[EventRecord]) -> list[BusyBlock]:
-            return blocks_for_records(
-                records,
-                calendar_tz=calendar.time_zone,
-                horizon=horizon,
-                tentative_is_busy=self.config.tentative_is_busy,
+    def _parse_page(self, page: Json, calendar: CalendarRow, owner_tag: str) -> list[EventRow]:
+        rows, skipped = parse_rows(
+            page.get("items") or [],
+            calendar_tz=calendar.time_zone,
+            keep_details=self.config.store_event_details,
+            owner_tag=owner_tag,
+        )
+        for item in skipped:
+            # The id is Google's opaque key, not personal data; the content is not logged.
+            log.warning(
+                "skipping unreadable event: calendar=%s event=%s reason=%s",
+                calendar.id,
+                item.event_id,
+                item.reason,
             )
+        return rows
+
+    async def _expand(
+        self,
+        calendar: CalendarRow,
+        horizon: Horizon,
+        records: Sequence[EventRecord] | None = None,
+        rows: Sequence[EventRow] = (),
+    ) -> list[BusyBlock]:
+        """Busy blocks of `records` (or of `rows`), computed in a worker thread.
+
+        Expanding a large calendar's series takes tens of milliseconds of CPU; on the event
+        loop that would hold every API request meanwhile. In a thread the GIL still shares
+        one core, but the interpreter switches every few milliseconds, so requests keep being
+        served (the total CPU is the same; a process pool would add pickling of every record
+        and block for no gain in latency)."""
+        return await asyncio.to_thread(self._blocks, calendar, horizon, records, rows)
+
+    def _blocks(
+        self,
+        calendar: CalendarRow,
+        horizon: Horizon,
+        records: Sequence[EventRecord] | None,
+        rows: Sequence[EventRow],
+    ) -> list[BusyBlock]:
+        if self._expansion_hook is not None:
+            self._expansion_hook(calendar.id)
+        return blocks_for_records(
+            records if records is not None else [record_of(r) for r in rows],
+            calendar_tz=calendar.time_zone,
+            horizon=horizon,
+            tentative_is_busy=self.config.tentative_is_busy,
+        )
+
+    def _compute(self, calendar: CalendarRow, horizon: Horizon) -> Compute:
+        async def compute(records: list[EventRecord]) -> list[BusyBlock]:
+            return await self._expand(calendar, horizon, records)
 
         return compute
 
@@ -335,26 +354,26 @@ class SyncEngine:
         horizon = self.config.horizon(self._clock())
         generation = await self.store.begin_generation(calendar.id)
         pages, changes, sync_token = 0, 0, None
-        written: list[EventRecord] = []
+        written: list[EventRow] = []
         async for page in self._client.event_pages(
             tokens, calendar.integration_id, calendar.google_calendar_id, **self._params(horizon)
         ):
             pages += 1
-            records = self._parse_page(page, calendar, owner_tag)
-            changes += len(records)
-            written = await self.store.write_page(
-                calendar.id, generation, records, first=pages == 1
-            )
+            rows = self._parse_page(page, calendar, owner_tag)
+            changes += len(rows)
+            written = await self.store.write_page(calendar.id, generation, rows, first=pages == 1)
             sync_token = page.get("nextSyncToken")
             if self._page_hook is not None:
                 await self._page_hook("full", pages)
         if pages == 1:
             # One page (most calendars: up to PAGE_SIZE events) wrote the whole generation:
-            # its records are in hand, in the order `records()` would read them back.
-            records = sorted(written, key=lambda r: r.event_id)
+            # its rows are in hand.
+            blocks = await self._expand(calendar, horizon, rows=written)
+            count = len(written)
         else:
             records = await self.store.records(calendar.id, generation)
-        blocks = self._compute(calendar, horizon)(records)
+            blocks = await self._expand(calendar, horizon, records)
+            count = len(records)
         await self.store.activate_generation(
             calendar.id,
             generation,
@@ -368,7 +387,7 @@ class SyncEngine:
             calendar.id,
             generation,
             pages,
-            len(records),
+            count,
             len(blocks),
         )
         return SyncOutcome(
@@ -386,7 +405,7 @@ class SyncEngine:
     ) -> SyncOutcome:
         # The horizon the active copy was expanded for: moving it is re-expansion's job.
         horizon = calendar.horizon or self.config.horizon(self._clock())
-        items: list[EventRecord] = []
+        items: list[EventRow] = []
         pages, sync_token = 0, None
         async for page in self._client.event_pages(
             tokens,
@@ -428,7 +447,7 @@ class SyncEngine:
             return None
         horizon = horizon or self.config.horizon(self._clock())
         records = await self.store.records(calendar_id, generation)
-        blocks = self._compute(calendar, horizon)(records)
+        blocks = await self._expand(calendar, horizon, records)
         if not await self.store.replace_blocks(
             calendar_id, generation, blocks, horizon, self._clock()
         ):
@@ -446,9 +465,9 @@ class SyncEngine:
             return False
         # Without a complete copy there are no blocks yet; a first build still gets the records.
         horizon = calendar.horizon or self.config.horizon(self._clock())
-        records = self._parse_page({"items": events}, calendar, owner_tag)
+        rows = self._parse_page({"items": events}, calendar, owner_tag)
         merged = await self.store.merge_local(
-            calendar, records, compute=self._compute(calendar, horizon)
+            calendar, rows, compute=self._compute(calendar, horizon)
         )
         await self.store.request_sync(calendar_id, self._clock())
         return merged

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
+from gateway.db.bulk import insert_rows
 from gateway.db.notify import bump_calendars, bump_integration
 from gateway.db.schema import (
     busy_blocks,
@@ -47,10 +48,24 @@ from gateway.db.schema import (
 from gateway.db.values import as_utc
 from gateway.sync.freshness import DEFAULT_PUSH_TRUST_S, copy_as_of
 from gateway.sync.model import BusyBlock, EventRecord, Horizon
+from gateway.sync.rows import (
+    EVENT_ID,
+    RECURRING_EVENT_ID,
+    ROW_COLUMNS,
+    STATUS,
+    EventRow,
+    record_of,
+)
 from gateway.webhooks.sync_events import record_sync_changes
 
-# Rows per executemany / IN list: well under SQLite's 32k variables and PostgreSQL's 65k.
+# Values per IN list: well under SQLite's 32k variables and PostgreSQL's 65k.
 BATCH = 500
+# Column orders of the tuples written with the driver's bulk path (gateway.db.bulk).
+EVENT_COLUMNS = ("calendar_id", "generation", *ROW_COLUMNS)
+BLOCK_COLUMNS = ("calendar_id", "generation", "event_id", "start_at", "end_at", "series_id")
+
+Compute = Callable[[list[EventRecord]], Awaitable[list[BusyBlock]]]
+"""Busy blocks of the given records (the engine expands them off the event loop)."""
 
 T = TypeVar("T")
 
@@ -210,31 +225,6 @@ def _calendar(row: RowMapping) -> CalendarRow:
     )
 
 
-def _record_row(calendar_id: str, generation: int, r: EventRecord) -> dict[str, Any]:
-    return {
-        "calendar_id": calendar_id,
-        "generation": generation,
-        "event_id": r.event_id,
-        "status": r.status,
-        "transparency": r.transparency,
-        "self_declined": r.self_declined,
-        "event_type": r.event_type,
-        "all_day": r.all_day,
-        "start_at": r.start_at,
-        "end_at": r.end_at,
-        "start_date": r.start_date.isoformat() if r.start_date else None,
-        "end_date": r.end_date.isoformat() if r.end_date else None,
-        "time_zone": r.time_zone,
-        "recurrence": json.dumps(list(r.recurrence)) if r.recurrence else None,
-        "recurring_event_id": r.recurring_event_id,
-        "original_start": r.original_start,
-        "etag": r.etag,
-        "updated": r.updated,
-        "created_by_gateway": r.created_by_gateway,
-        "details": json.dumps(dict(r.details)) if r.details is not None else None,
-    }
-
-
 def _record(row: RowMapping) -> EventRecord:
     return EventRecord(
         event_id=row["event_id"],
@@ -260,18 +250,8 @@ def _record(row: RowMapping) -> EventRecord:
 
 def _block_rows(
     calendar_id: str, generation: int, blocks: Iterable[BusyBlock]
-) -> list[dict[str, Any]]:
-    return [
-        {
-            "calendar_id": calendar_id,
-            "generation": generation,
-            "event_id": b.event_id,
-            "start_at": b.start,
-            "end_at": b.end,
-            "series_id": b.series_id,
-        }
-        for b in blocks
-    ]
+) -> list[tuple[Any, ...]]:
+    return [(calendar_id, generation, b.event_id, b.start, b.end, b.series_id) for b in blocks]
 
 
 # The two statements of `SyncStore.cached_view`, built once: it runs on every free/busy request,
@@ -433,12 +413,12 @@ class SyncStore:
         conn: AsyncConnection,
         calendar_id: str,
         generation: int,
-        items: list[EventRecord],
+        items: list[EventRow],
         *,
         empty: bool = False,
-    ) -> tuple[set[str], list[EventRecord]]:
-        """Merge records into a generation; returns the series they touch and the records
-        written.
+    ) -> tuple[set[str], list[EventRow]]:
+        """Merge event rows (gateway.sync.rows) into a generation; returns the series they
+        touch and the rows written.
 
         The last record of an id wins (pages are in order). A cancelled exception is kept: it
         removes an occurrence. Any other cancelled event is deleted, a cancelled master with
@@ -446,19 +426,27 @@ class SyncStore:
         generation holds nothing yet (the first page of a full sync): there is nothing to
         replace or delete, so only the INSERTs run.
         """
-        latest: dict[str, EventRecord] = {}
-        for record in items:
-            latest.pop(record.event_id, None)  # keep the order of last appearance
-            latest[record.event_id] = record
-        gone = [r.event_id for r in latest.values() if r.cancelled and not r.recurring_event_id]
+        latest: dict[str, EventRow] = {}
+        for row in items:
+            latest.pop(row[EVENT_ID], None)  # keep the order of last appearance
+            latest[row[EVENT_ID]] = row
+        gone = [
+            r[EVENT_ID]
+            for r in latest.values()
+            if r[STATUS] == "cancelled" and not r[RECURRING_EVENT_ID]
+        ]
         gone_set = set(gone)
         # Exceptions of a series deleted in the same delta go with it (Google lists them as
         # cancelled too).
-        keep = [
-            r
-            for r in latest.values()
-            if r.event_id not in gone_set and r.recurring_event_id not in gone_set
-        ]
+        keep = (
+            [
+                r
+                for r in latest.values()
+                if r[EVENT_ID] not in gone_set and r[RECURRING_EVENT_ID] not in gone_set
+            ]
+            if gone_set
+            else list(latest.values())
+        )
         scope = and_(
             calendar_events.c.calendar_id == calendar_id,
             calendar_events.c.generation == generation,
@@ -474,10 +462,10 @@ class SyncStore:
                         scope, calendar_events.c.recurring_event_id.in_(chunk)
                     )
                 )
-        rows = [_record_row(calendar_id, generation, r) for r in keep]
-        for chunk_rows in _chunks(rows):
-            await conn.execute(insert(calendar_events), list(chunk_rows))
-        return {r.series_id for r in latest.values()}, keep
+        await insert_rows(
+            conn, calendar_events, EVENT_COLUMNS, [(calendar_id, generation, *r) for r in keep]
+        )
+        return {r[RECURRING_EVENT_ID] or r[EVENT_ID] for r in latest.values()}, keep
 
     async def _series_records(
         self, conn: AsyncConnection, calendar_id: str, generation: int, series: Sequence[str]
@@ -526,8 +514,9 @@ class SyncStore:
         )
         for chunk in _chunks(series):
             await conn.execute(delete(busy_blocks).where(scope, busy_blocks.c.series_id.in_(chunk)))
-        for rows in _chunks(_block_rows(calendar_id, generation, blocks)):
-            await conn.execute(insert(busy_blocks), list(rows))
+        await insert_rows(
+            conn, busy_blocks, BLOCK_COLUMNS, _block_rows(calendar_id, generation, blocks)
+        )
 
     # -- full sync: a new generation ----------------------------------------------------------
 
@@ -551,14 +540,14 @@ class SyncStore:
         self,
         calendar_id: str,
         generation: int,
-        items: list[EventRecord],
+        items: list[EventRow],
         *,
         first: bool = False,
-    ) -> list[EventRecord]:
-        """Merge one page of a full sync into the generation being built; returns the records
-        it wrote. `first`: the first page of a generation `begin_generation` just emptied
-        (nothing to replace: INSERTs only, and the records returned are then the whole
-        generation)."""
+    ) -> list[EventRow]:
+        """Merge one page of a full sync (event rows, gateway.sync.rows) into the generation
+        being built; returns the rows it wrote. `first`: the first page of a generation
+        `begin_generation` just emptied (nothing to replace: INSERTs only, and the rows
+        returned are then the whole generation)."""
         async with self.engine.begin() as conn:
             _, written = await self._apply(conn, calendar_id, generation, items, empty=first)
         return written
@@ -612,14 +601,14 @@ class SyncStore:
     async def apply_delta(
         self,
         calendar: CalendarRow,
-        items: list[EventRecord],
+        items: list[EventRow],
         *,
-        compute: Callable[[list[EventRecord]], list[BusyBlock]],
+        compute: Compute,
         sync_token: str | None,
         now: datetime,
     ) -> int:
         """Merge a complete delta into the active generation, recompute the blocks of every
-        series it touches (`compute(records) -> blocks`) and store the new sync token, all in
+        series it touches (`await compute(records) -> blocks`) and store the new sync token, all in
         one transaction. Returns the number of series recomputed."""
         generation = calendar.active_generation
         assert generation is not None
@@ -631,7 +620,8 @@ class SyncStore:
                 integration_id=calendar.integration_id,
                 calendar_id=calendar.id,
                 generation=generation,
-                items=items,
+                # Deltas are small (a push brings a few events): records cost little here.
+                items=[record_of(row) for row in items],
                 now=now,
                 horizon=(calendar.horizon_start, calendar.horizon_end)
                 if calendar.horizon_start and calendar.horizon_end
@@ -642,7 +632,7 @@ class SyncStore:
             series = sorted(touched)
             records = await self._series_records(conn, calendar.id, generation, series)
             await self._replace_series_blocks(
-                conn, calendar.id, generation, series, compute(records)
+                conn, calendar.id, generation, series, await compute(records)
             )
             await conn.execute(
                 update(calendars)
@@ -655,9 +645,9 @@ class SyncStore:
     async def merge_local(
         self,
         calendar: CalendarRow,
-        items: list[EventRecord],
+        items: list[EventRow],
         *,
-        compute: Callable[[list[EventRecord]], list[BusyBlock]],
+        compute: Compute,
     ) -> bool:
         """Merge events the gateway itself just wrote to Google (a booking, its change or
         cancellation) into the active copy, with the blocks of the series they touch, so
@@ -687,7 +677,8 @@ class SyncStore:
             touched, _written = await self._apply(conn, calendar.id, active, items)
             series = sorted(touched)
             records = await self._series_records(conn, calendar.id, active, series)
-            await self._replace_series_blocks(conn, calendar.id, active, series, compute(records))
+            blocks = await compute(records)
+            await self._replace_series_blocks(conn, calendar.id, active, series, blocks)
             await bump_calendars(conn, [calendar.id])
         return True
 
@@ -714,8 +705,9 @@ class SyncStore:
                     busy_blocks.c.generation == generation,
                 )
             )
-            for rows in _chunks(_block_rows(calendar_id, generation, blocks)):
-                await conn.execute(insert(busy_blocks), list(rows))
+            await insert_rows(
+                conn, busy_blocks, BLOCK_COLUMNS, _block_rows(calendar_id, generation, blocks)
+            )
             await bump_calendars(conn, [calendar_id])
         return True
 

@@ -39,6 +39,7 @@ def test_bench_sync_prints_ingest_and_push_lag(capsys: pytest.CaptureFixture[str
     figures = _run("bench sync --integrations 2 --events 40 --db sqlite", capsys)
     assert list(figures) == [
         "raw INSERT of event rows (SQLite, 1 proc)",
+        "parse+insert baseline, one core (SQLite, 1 proc)",
         "sync ingest (SQLite, 1 proc)",
         "sync ingest per gateway CPU second (SQLite, 1 proc)",
         "push-to-visible lag p50 (SQLite, 1 proc)",
@@ -77,6 +78,7 @@ def test_bench_without_a_subcommand_runs_everything_on_postgres(
     assert names[0] == "raw AES-256-GCM encrypt (200 B)"
     assert "vault open (DEK cache warm)" in names
     assert "sync ingest (PostgreSQL, 2 proc)" in names
+    assert "parse+insert baseline, one core (PostgreSQL, 2 proc)" in names
     assert "push-to-visible lag p99 (PostgreSQL, 2 proc)" in names
     assert "bare aiohttp handler, 64 connections" in names
     assert "freebusy single request p50 (PostgreSQL)" in names

@@ -1,0 +1,84 @@
+"""Bulk INSERT through the database driver itself, inside the caller's SQLAlchemy transaction.
+
+SQLAlchemy's executemany runs every value of every row through its bind processors in Python
+(dicts, type lookups, per-dialect conversion): most of an ingest's cost per event. Rows that
+are already plain tuples in the table's column order go to the driver's own bulk path instead:
+sqlite3's `executemany` (through aiosqlite, one thread hop per call), asyncpg's
+`copy_records_to_table` (PostgreSQL's COPY). The raw connection is the one SQLAlchemy's
+transaction runs on (`AsyncConnection.get_raw_connection()`), so the rows commit or roll back
+with everything else the transaction did.
+
+Values are what SQLAlchemy would bind, with one exception handled here: SQLite has no datetime
+type, and SQLAlchemy stores `DateTime` columns as `YYYY-MM-DD HH:MM:SS.ffffff` text (the
+value's own fields; we only ever write UTC). Range queries compare that text, so datetimes
+are written in exactly that form.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import DateTime, Table, insert, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+Row = Sequence[Any]
+
+
+def sqlite_datetime(value: datetime) -> str:
+    """SQLAlchemy's SQLite text form of a datetime (the value's fields, microseconds always)."""
+    return value.isoformat(" ", "microseconds")[:26]
+
+
+@functools.cache
+def sqlite_insert(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
+    """The INSERT statement and the positions of the DateTime columns (built once)."""
+    marks = ", ".join("?" for _ in columns)
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608 - names from the schema
+    datetimes = tuple(
+        i for i, name in enumerate(columns) if isinstance(table.c[name].type, DateTime)
+    )
+    return sql, datetimes
+
+
+def sqlite_rows(rows: Sequence[Row], datetimes: tuple[int, ...]) -> list[Row]:
+    """`rows` with the values at `datetimes` in SQLite's text form."""
+    if not datetimes:
+        return list(rows)
+    out: list[Row] = []
+    for row in rows:
+        values = list(row)
+        for i in datetimes:
+            value = values[i]
+            if value is not None:
+                values[i] = sqlite_datetime(value)
+        out.append(values)
+    return out
+
+
+async def insert_rows(
+    conn: AsyncConnection, table: Table, columns: tuple[str, ...], rows: Sequence[Row]
+) -> None:
+    """INSERT `rows` (tuples in the order of `columns`) into `table` within `conn`'s
+    transaction, with the driver's bulk path (module doc)."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect == "sqlite":
+        sql, datetimes = sqlite_insert(table, columns)
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        cursor = await driver.executemany(sql, sqlite_rows(rows, datetimes))
+        await cursor.close()
+    elif dialect == "postgresql":
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        if not driver.is_in_transaction():
+            # SQLAlchemy's asyncpg adapter opens the transaction with its first statement:
+            # without one, COPY would run (and commit) on its own.
+            await conn.execute(text("SELECT 1"))
+        await driver.copy_records_to_table(table.name, records=rows, columns=list(columns))
+    else:  # any other backend: SQLAlchemy's executemany
+        await conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
