@@ -283,7 +283,8 @@ async def gateways(
         for n in range(count):
             port = free_port()
             env = gateway_env(database_url, workdir, google_url, port, **extra)
-            args = ["-m", "gateway", "--env-file", str(workdir / "no.env"), "serve"]
+            # No settings file: only the environment built here configures the gateway.
+            args = ["-m", "gateway", "--env-file", os.devnull, "serve"]
             profile_dir = os.environ.get(PROFILE_ENV)
             if profile_dir:
                 # For finding bottlenecks: each gateway writes a cProfile file when stopped.
