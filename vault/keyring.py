@@ -32,13 +32,11 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import fcntl
 import json
 import logging
 import os
-import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +44,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from vault import envelope
+from vault import envelope, files
 from vault.errors import InvalidCiphertext, KekProviderError, KeyringError, RetireRefused
 from vault.kek import KekState, KekVersion, WrappedKey
 
@@ -163,13 +161,9 @@ def _parse_version(entry: Any, bad: Callable[[str], KeyringError]) -> _Version:
 
 
 def _check_permissions(path: Path, st: os.stat_result) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise KeyringError(f"keyring file {path}: is not a regular file")
-    if st.st_mode & 0o077:
-        raise KeyringError(
-            f"keyring file {path}: permissions {stat.S_IMODE(st.st_mode):04o} let other users "
-            "read or write it; run `chmod 600` on it"
-        )
+    files.check_permissions(
+        path, st, lambda problem: KeyringError(f"keyring file {path}: {problem}")
+    )
 
 
 def _read(path: Path) -> _Keyring:
@@ -183,56 +177,6 @@ def _read(path: Path) -> _Keyring:
     with os.fdopen(fd, "rb") as fh:
         _check_permissions(path, os.fstat(fh.fileno()))
         return _parse(path, fh.read())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create `path` with mode 0600, failing if it exists (O_EXCL)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _publish(path: Path, data: bytes, *, overwrite: bool) -> None:
-    """Write `data` to a 0600 temp file, fsync it, then move it into place atomically, so a
-    reader sees the old file (or none) or the new one, never half of it.
-
-    overwrite=False uses link(), which fails with FileExistsError if `path` appeared
-    meanwhile (two processes generating a keyring at first start: one wins, both read it).
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        _write_new(tmp, data)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(path.parent)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Exclusive lock shared by every process updating this keyring."""
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
 
 
 class LocalKeyringProvider:
@@ -288,7 +232,7 @@ class LocalKeyringProvider:
                     versions=(_Version(1, "primary", now(), envelope.new_dek(rng)),),
                 )
                 with contextlib.suppress(FileExistsError):  # another process created it first
-                    _publish(file, keyring.to_json(), overwrite=False)
+                    files.publish(file, keyring.to_json(), overwrite=False)
             return _read(file)
 
         keyring = await asyncio.to_thread(load)
@@ -364,7 +308,7 @@ class LocalKeyringProvider:
         """Add version max+1 as primary (the old primary stays active) and return it."""
 
         def update() -> _Keyring:
-            with _locked(self._path):
+            with files.locked(self._path):
                 current = _read(self._path)  # another process may have rotated meanwhile
                 number = max(v.version for v in current.versions) + 1
                 demoted = tuple(
@@ -375,7 +319,7 @@ class LocalKeyringProvider:
                 )
                 new = _Version(number, "primary", self._now(), envelope.new_dek(self._rng))
                 keyring = _Keyring(current.keyring_id, (*demoted, new))
-                _publish(self._path, keyring.to_json(), overwrite=True)
+                files.publish(self._path, keyring.to_json(), overwrite=True)
                 return keyring
 
         keyring = await asyncio.to_thread(update)
@@ -390,7 +334,7 @@ class LocalKeyringProvider:
         """
 
         def update() -> _Keyring:
-            with _locked(self._path):
+            with files.locked(self._path):
                 current = _read(self._path)
                 target = next((v for v in current.versions if v.version == version), None)
                 if target is None:
@@ -406,7 +350,7 @@ class LocalKeyringProvider:
                     for v in current.versions
                 )
                 keyring = _Keyring(current.keyring_id, versions)
-                _publish(self._path, keyring.to_json(), overwrite=True)
+                files.publish(self._path, keyring.to_json(), overwrite=True)
                 return keyring
 
         self._install(await asyncio.to_thread(update))

@@ -55,10 +55,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from vault import envelope
+from vault import envelope, files
 from vault.errors import InvalidCiphertext, KeyringError, TrustKeyError
 from vault.kek import KekProvider, WrappedKey
-from vault.keyring import _check_permissions, _locked, _publish
 
 FORMAT = "calendar-gateway-trust-keys"
 FORMAT_VERSION = 1
@@ -227,7 +226,9 @@ def _read(path: Path) -> _Doc:
         raise TrustKeyError(f"trust keys file {path}: cannot be opened ({exc.strerror})") from None
     with os.fdopen(fd, "rb") as fh:
         try:
-            _check_permissions(path, os.fstat(fh.fileno()))
+            files.check_permissions(
+                path, os.fstat(fh.fileno()), lambda p: TrustKeyError(f"trust keys file {path}: {p}")
+            )
         except KeyringError as exc:
             raise TrustKeyError(str(exc).replace("keyring file", "trust keys file")) from None
         return _parse(path, fh.read())
@@ -322,7 +323,7 @@ class TrustKeys:
             def publish() -> None:
                 file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 with contextlib.suppress(FileExistsError):  # another process was first
-                    _publish(file, doc.to_json(), overwrite=False)
+                    files.publish(file, doc.to_json(), overwrite=False)
 
             await asyncio.to_thread(publish)
         keys = await cls._load(file, provider, rng=rng, now=now)
@@ -375,7 +376,7 @@ class TrustKeys:
         new = await _new_signing_entry(self._provider, self._rng, self._now())
 
         def update() -> _Doc:
-            with _locked(self._path):
+            with files.locked(self._path):
                 current = _read(self._path)
                 now = self._now()
                 kept = tuple(
@@ -385,7 +386,7 @@ class TrustKeys:
                     for e in current.signing
                 )
                 doc = _Doc(current.journal_key, (*kept, new))
-                _publish(self._path, doc.to_json(), overwrite=True)
+                files.publish(self._path, doc.to_json(), overwrite=True)
                 return doc
 
         await asyncio.to_thread(update)
@@ -418,14 +419,14 @@ class TrustKeys:
         rewrapped = _Doc(journal, tuple(signing))
 
         def update() -> None:
-            with _locked(self._path):
+            with files.locked(self._path):
                 on_disk = _read(self._path)
                 # Another process rotated meanwhile: keep its signing keys, rewrap next time.
                 if [e.info.key_id for e in on_disk.signing] != [
                     e.info.key_id for e in rewrapped.signing
                 ]:
                     return
-                _publish(self._path, rewrapped.to_json(), overwrite=True)
+                files.publish(self._path, rewrapped.to_json(), overwrite=True)
 
         await asyncio.to_thread(update)
         self._install(await self._load(self._path, self._provider, rng=self._rng, now=self._now))

@@ -30,18 +30,16 @@ an equally old database cannot be told apart: never restore an old journal over 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import fcntl
 import hashlib
 import hmac
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from gateway.errors import GatewayError
+from vault import files
 
 _ZERO_MAC = bytes(32)
 # A line longer than this is not one of ours (entries are about 200 bytes).
@@ -68,17 +66,6 @@ def _canonical(entry: dict[str, object]) -> bytes:
 
 def _mac(key: bytes, previous: bytes, entry: dict[str, object]) -> bytes:
     return hmac.new(key, previous + _canonical(entry), hashlib.sha256).digest()
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 class DeletionJournal:
@@ -198,7 +185,7 @@ class DeletionJournal:
 
     def _append(self, tenant_id: str, integration_id: str, at: str) -> int:
         self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with _locked(self._path):
+        with files.locked(self._path):
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             try:
                 seq, previous = self._tail(fd)
