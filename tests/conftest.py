@@ -22,6 +22,22 @@ from tests.stack import (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """schemathesis's `schema.parametrize()` (tests/reliability/test_api_fuzz.py) makes one item
+    per API operation, all with the test function's node id (the operation is only in the
+    item's name). pytest-xdist tells items apart by node id and would run just one of them:
+    give each item the id its name implies (pytest >= 9 keeps it as a structured `_id`)."""
+    for item in items:
+        if item.parent is None:
+            continue
+        implied = f"{item.parent.nodeid}::{item.name}"
+        if item.nodeid != implied:
+            if hasattr(item, "_id"):
+                item._id = type(item._id).parse(implied)
+            else:
+                item._nodeid = implied
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_secret_in_any_log_line() -> Iterator[None]:
     """Every log record of the whole run, at every level, is kept; at the end none may hold a

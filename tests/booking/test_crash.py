@@ -36,7 +36,7 @@ async def test_a_crash_after_googles_success_books_one_event(stack: Stack, tmp_p
         async def applied_at_google() -> bool:
             return hold.applied == 1 and len(gateway_events(stack, ALICE)) == 1
 
-        await until(applied_at_google, timeout_s=30)
+        await until(applied_at_google, timeout_s=120)
         # Google created the event; the gateway is waiting for the answer: kill it now.
     try:
         await attempt

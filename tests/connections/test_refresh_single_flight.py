@@ -143,14 +143,14 @@ async def test_two_processes_500_calls_on_an_expired_token_one_refresh(world: Wo
     try:
         # Both warmed up (imports, engine, vault key) before either starts calling.
         for worker in workers:
-            assert await _expect_line(worker, 30) == "ready"
+            assert await _expect_line(worker, 120) == "ready"
         for worker in workers:
             assert worker.stdin is not None
             worker.stdin.write(b"go\n")
             await worker.stdin.drain()
-        results = [json.loads(await _expect_line(worker, 30)) for worker in workers]
+        results = [json.loads(await _expect_line(worker, 120)) for worker in workers]
         for worker in workers:
-            assert await asyncio.wait_for(worker.wait(), 10) == 0
+            assert await asyncio.wait_for(worker.wait(), 120) == 0
     finally:
         for worker in workers:
             if worker.returncode is None:

@@ -272,7 +272,7 @@ async def test_run_emulator_serves_the_demo_client_until_cancelled(
         run_emulator("127.0.0.1", 0, started=started.set_result, announce=printed.append)
     )
     try:
-        base = await asyncio.wait_for(started, 5)
+        base = await asyncio.wait_for(started, 60)
         assert DEMO_CLIENT_ID in printed[0] and DEMO_CLIENT_SECRET in printed[0]
         async with http.get(base + "/_emulator/users") as r:
             users = await r.json()

@@ -84,7 +84,7 @@ async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
             except aiohttp.ClientConnectionError:
                 return True
 
-        await until(refused, timeout_s=30)
+        await until(refused, timeout_s=120)
         assert not in_flight.done(), "the in-flight request was cut short"
 
         status, body = await asyncio.wait_for(in_flight, 60)

@@ -518,9 +518,9 @@ async def test_a_sync_whose_lease_was_lost_is_abandoned(stack: Stack) -> None:
     )
     integration_id = (await stack.connect(ALICE, user_id="u-stall"))["integration_id"]
     [calendar_id] = await scheduler.tick()
-    await asyncio.wait_for(stalled.wait(), 10)
+    await asyncio.wait_for(stalled.wait(), 60)
     # The heartbeat finds the lease gone and cancels the sync (else this waits forever).
-    await asyncio.wait_for(scheduler.drain(), 10)
+    await asyncio.wait_for(scheduler.drain(), 60)
     row = await scheduler.engine.store.get(calendar_id)
     assert row is not None and row.active_generation is None and row.state == "initial"
     async with stack.engine.connect() as conn:
@@ -542,7 +542,7 @@ async def test_stop_hands_running_calendars_back(stack: Stack) -> None:
     scheduler = await make_scheduler(stack, stack.engine, clock, owner="leaving", page_hook=block)
     await stack.connect(ALICE, user_id="u-stop")
     [calendar_id] = await scheduler.tick()
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(started.wait(), 60)
     await scheduler.stop(grace_s=0)
     async with stack.engine.connect() as conn:
         row = (
