@@ -16,7 +16,14 @@ from typing import Any
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db.schema import bookings, busy_blocks, calendar_events, calendars, watch_channels
+from gateway.db.schema import (
+    bookings,
+    busy_blocks,
+    calendar_events,
+    calendars,
+    watch_channels,
+    webhook_events,
+)
 
 # Where each table referring to an integration shows in the export document. The first four
 # are rendered by the export handler itself; `records.<table>` by `stored_records()`.
@@ -30,6 +37,7 @@ EXPORT_SECTIONS = {
     "busy_blocks": "records.busy_blocks",
     "watch_channels": "records.watch_channels",
     "bookings": "records.bookings",
+    "webhook_events": "records.webhook_events",
 }
 
 # Never exported: sealed tokens, the wrapped data key, the hash of a push channel's secret.
@@ -45,6 +53,7 @@ _JSON_COLUMNS = {
     ("calendar_events", "details"),
     ("calendar_events", "recurrence"),
     ("bookings", "response"),
+    ("webhook_events", "body"),
 }
 
 
@@ -65,7 +74,8 @@ def export_row(table: Table, row: Any) -> dict[str, Any]:
     """One row as exported: every column but the secret ones, JSON-ready."""
     mapping = row._mapping
     return {
-        column.name: _value(table.name, column.name, mapping[column])
+        # str(): SQLAlchemy's quoted_name is a str subclass, which orjson refuses as a key.
+        str(column.name): _value(table.name, column.name, mapping[column])
         for column in table.columns
         if (table.name, column.name) not in SECRET_COLUMNS
     }
@@ -75,7 +85,8 @@ async def stored_records(
     engine: AsyncEngine, tenant_id: str, integration_id: str
 ) -> dict[str, list[dict[str, Any]]]:
     """`records`: the integration's calendars (whose Google ids are the user's email), synced
-    events (with their stored details), busy blocks, push channels and bookings."""
+    events (with their stored details), busy blocks, push channels, bookings and the webhook
+    events about it."""
     async with engine.connect() as conn:
         calendar_rows = (
             await conn.execute(
@@ -116,4 +127,17 @@ async def stored_records(
             )
         ).all()
         records["bookings"] = [export_row(bookings, r) for r in rows]
+        # The webhook events about it (their bodies carry ids, codes, times and, for meetings
+        # the gateway booked, their details).
+        rows = (
+            await conn.execute(
+                select(webhook_events)
+                .where(
+                    webhook_events.c.integration_id == integration_id,
+                    webhook_events.c.tenant_id == tenant_id,
+                )
+                .order_by(webhook_events.c.created_at, webhook_events.c.id)
+            )
+        ).all()
+        records["webhook_events"] = [export_row(webhook_events, r) for r in rows]
     return records
