@@ -107,7 +107,7 @@ async def stored_records(
                     .order_by(*table.primary_key.columns)
                 )
             ).all()
-            records[table.name] = [export_row(table, r) for r in rows]
+            records[str(table.name)] = [export_row(table, r) for r in rows]
         rows = (
             await conn.execute(
                 select(watch_channels)

@@ -1027,7 +1027,15 @@ class SyncStore:
                 got = await conn.execute(
                     update(calendars)
                     .where(calendars.c.id == calendar_id, leased)
-                    .values(lease_owner=owner, lease_until=lease_until, sync_requested_at=None)
+                    # The request is consumed, so if this process dies mid-sync the calendar
+                    # must come due again by itself: at the end of the lease (a finished
+                    # sync's release sets the real next poll).
+                    .values(
+                        lease_owner=owner,
+                        lease_until=lease_until,
+                        sync_requested_at=None,
+                        next_poll_at=lease_until,
+                    )
                 )
                 if got.rowcount == 1:
                     seen.add(integration_id)

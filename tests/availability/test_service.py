@@ -79,7 +79,8 @@ async def test_a_live_push_channel_keeps_the_copy_current_until_a_change_is_pend
     alice = await integration(stack, await connect(stack, ALICE))
     [calendar_id] = await sync(stack, alice.id)
     synced_at = utc_now()
-    two_hours_later = synced_at + timedelta(hours=2)
+    # Within GATEWAY_PUSH_TRUST_S (900 s) of the channel's last sign of life.
+    ten_minutes_later = synced_at + timedelta(minutes=10)
     async with stack.engine.begin() as conn:
         await conn.execute(
             insert(watch_channels).values(
@@ -96,20 +97,20 @@ async def test_a_live_push_channel_keeps_the_copy_current_until_a_change_is_pend
     d = day(7)
     event(stack, ALICE, at(d, "10:00"), at(d, "11:00"))  # Google would now notify us
     window = Interval(at(d, "09:00"), at(d, "12:00"))
-    later = await service(stack, clock=lambda: two_hours_later)
+    later = await service(stack, clock=lambda: ten_minutes_later)
 
-    # No notification waiting: the copy is as good as now, however old the last sync.
-    pushed = await later.freebusy(alice, window, max_staleness=timedelta(minutes=10))
-    assert (pushed.source, pushed.as_of, pushed.busy) == ("cache", two_hours_later, [])
+    # No notification waiting and the channel heard from lately: the copy is as good as now.
+    pushed = await later.freebusy(alice, window, max_staleness=timedelta(minutes=5))
+    assert (pushed.source, pushed.as_of, pushed.busy) == ("cache", ten_minutes_later, [])
 
     # The notification arrived but its sync has not run: the copy is as old as its last sync.
     async with stack.engine.begin() as conn:
         await conn.execute(
             update(calendars)
             .where(calendars.c.id == calendar_id)
-            .values(sync_requested_at=two_hours_later)
+            .values(sync_requested_at=ten_minutes_later)
         )
-    pending = await later.freebusy(alice, window, max_staleness=timedelta(minutes=10))
+    pending = await later.freebusy(alice, window, max_staleness=timedelta(minutes=5))
     assert pending.source == "google"
     assert pending.busy == [Interval(at(d, "10:00"), at(d, "11:00"))]
 

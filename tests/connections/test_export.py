@@ -118,4 +118,5 @@ async def test_the_export_of_a_disconnected_integration_holds_its_signed_receipt
         "busy_blocks": [],
         "watch_channels": [],
         "bookings": [],
+        "webhook_events": [],
     }

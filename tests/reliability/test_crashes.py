@@ -48,7 +48,7 @@ from tests.connections.test_disconnect import Connected, assert_destroyed, key_r
 from tests.gateway.test_keys_cli import _status_rows
 from tests.reliability.processes import expire_leases, serve_process, until
 from tests.reliability.truth import assert_converged, gateway_freebusy, google_busy, windows
-from tests.stack import ALICE, ALICE_SUB, Stack
+from tests.stack import ALICE, ALICE_SUB, Stack, start_stack
 from tests.sync.test_scheduler import event
 from vault.cache import DekCache
 from vault.envelope import SealContext
@@ -57,6 +57,18 @@ from vault.service import Vault
 from vault.store import SqlDekStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def stack(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, backend: str
+) -> AsyncIterator[Stack]:
+    """The suite's stack, but on SQLite its gateway keeps no availability index: these tests
+    run `serve` children on the same file beside it, which the product refuses (one serve per
+    SQLite file) and which an index in this process would not hear about."""
+    overrides = {"index_memory_mb": 0} if backend == "sqlite" else {}
+    async for running in start_stack(engine, database_url, tmp_path, **overrides):
+        yield running
 
 
 # -- a sync ------------------------------------------------------------------------------------
