@@ -242,6 +242,11 @@ class Settings(BaseSettings):
         le=3600,
         validation_alias=AliasChoices("GATEWAY_WEBHOOK_AVAILABILITY_COALESCE_S"),
     )
+    # Events (and their delivery records) older than this with nothing left to deliver are
+    # deleted; more than the 3 days of retries, so nothing pending is ever lost.
+    webhook_retention_days: int = Field(
+        default=7, ge=4, le=3650, validation_alias=AliasChoices("GATEWAY_WEBHOOK_RETENTION_DAYS")
+    )
 
     google_client_id: str | None = Field(
         default=None, validation_alias=AliasChoices("GOOGLE_CLIENT_ID")

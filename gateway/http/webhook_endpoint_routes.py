@@ -20,22 +20,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from aiohttp import web
 from pydantic import Field
 
+from gateway.apikeys import utc_now
+from gateway.connections.model import Integration
 from gateway.http.appkeys import ENGINE_KEY, SETTINGS_KEY, VAULT_KEY
 from gateway.http.auth import principal, requires_scope
-from gateway.http.disconnect_routes import _lease_owner
+from gateway.http.disconnect_routes import _lease_owner, disconnect_hooks
 from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
+from gateway.periodic import periodic
 from gateway.webhooks.destinations import DestinationPolicy, Resolve, system_resolve
 from gateway.webhooks.errors import DeliveryNotFound
 from gateway.webhooks.model import EVENT_TYPES
 from gateway.webhooks.service import EndpointService
 from gateway.webhooks.store import WebhookStore
 from gateway.webhooks.worker import DeliveryWorker, WorkerConfig
+
+log = logging.getLogger(__name__)
 
 ENDPOINTS_KEY = web.AppKey("webhook_endpoints", EndpointService)
 WEBHOOK_STORE_KEY = web.AppKey("webhook_store", WebhookStore)
@@ -157,7 +164,13 @@ async def retry_delivery(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Add the routes, the endpoint service and (GATEWAY_WEBHOOK_WORKER) the delivery worker."""
+    """Add the routes, the endpoint service, (GATEWAY_WEBHOOK_WORKER) the delivery worker, and
+    the disconnect purge of the events about the user's calendar."""
+
+    async def purge_calendar_events(integration: Integration) -> int:
+        return await WebhookStore(app[ENGINE_KEY]).purge_integration(integration.id)
+
+    disconnect_hooks(app).record_purgers.append(purge_calendar_events)
 
     async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS_KEY]
@@ -169,6 +182,13 @@ def setup(app: web.Application) -> None:
         service = EndpointService(store, app[VAULT_KEY], policy, resolve)
         app[WEBHOOK_STORE_KEY] = store
         app[ENDPOINTS_KEY] = service
+        retention = timedelta(days=settings.webhook_retention_days)
+
+        async def purge_old() -> None:
+            purged = await store.purge_older_than(utc_now() - retention)
+            if purged:
+                log.info("purged %d webhook events older than %s", purged, retention)
+
         task: asyncio.Task[None] | None = None
         if settings.webhook_worker:
             worker = DeliveryWorker(
@@ -186,7 +206,8 @@ def setup(app: web.Application) -> None:
             app[WEBHOOK_WORKER_KEY] = worker
             task = asyncio.create_task(worker.run_forever())
         try:
-            yield
+            async with periodic(purge_old, what="webhook event purge", interval_s=3600):
+                yield
         finally:
             if task is not None:
                 task.cancel()

@@ -191,6 +191,43 @@ class WebhookStore:
                 )
         return bool(result.rowcount)
 
+    async def purge_integration(self, integration_id: str) -> int:
+        """Disconnect (step 4): every event about the integration's calendar (booked meetings
+        with their details, availability spans) goes, delivered or not, with its deliveries:
+        after a disconnect the gateway keeps nothing synced from the user's calendar, and the
+        agent hears `integration.disconnected` instead. The `integration.*` events stay (they
+        carry ids, codes and the receipt). Returns how many events were deleted."""
+        about_calendar = and_(
+            webhook_events.c.integration_id == integration_id,
+            webhook_events.c.type.not_like("integration.%"),
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(webhook_deliveries).where(
+                    webhook_deliveries.c.event_id.in_(
+                        select(webhook_events.c.id).where(about_calendar)
+                    )
+                )
+            )
+            result = await conn.execute(delete(webhook_events).where(about_calendar))
+        return int(result.rowcount)
+
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        """Delete events created before `cutoff` that have no pending delivery, with their
+        delivery records (GATEWAY_WEBHOOK_RETENTION_DAYS). Returns how many events went."""
+        pending = select(webhook_deliveries.c.event_id).where(
+            webhook_deliveries.c.state == "pending"
+        )
+        old = and_(webhook_events.c.created_at < cutoff, webhook_events.c.id.not_in(pending))
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(webhook_deliveries).where(
+                    webhook_deliveries.c.event_id.in_(select(webhook_events.c.id).where(old))
+                )
+            )
+            result = await conn.execute(delete(webhook_events).where(old))
+        return int(result.rowcount)
+
     # -- deliveries -------------------------------------------------------------------------
 
     async def list_deliveries(

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.db.schema import webhook_deliveries, webhook_events
 from tests.availability.helpers import ALICE, at, connect, day, event, sync, z
 from tests.booking.helpers import book, slot
 from tests.stack import Stack, start_stack
@@ -147,3 +149,46 @@ async def test_availability_changed_is_opt_in_and_coalesced(stack: Stack) -> Non
         clock.advance(seconds=stack.settings.webhook_availability_coalesce_s)
         assert await run.run_once() == 1
         assert hooks.requests[-1].payload["data"]["changed_start"] == z(at(base, "18:00"))
+
+
+async def test_a_disconnect_deletes_the_events_about_the_users_calendar(stack: Stack) -> None:
+    """Booked meetings' details and availability spans in the outbox are synced data like any
+    other: a disconnect deletes them, delivered or not; the integration.* events stay."""
+    async with receiver() as hooks:
+        integration_id = await connect(stack, ALICE)
+        await sync(stack, integration_id)
+        await create_endpoint(
+            stack,
+            hooks.url,
+            ["booking.updated", "availability.changed", "integration.disconnected"],
+        )
+        booked = await book(
+            stack, integration_id, slot(day(6), summary="Pricing for ACME"), key="purge-1"
+        )
+        await at_google(stack, "PATCH", booked.body["id"], {"summary": "Pricing for ACME (moved)"})
+        await sync(stack, integration_id)  # booking.updated, not delivered yet
+
+        async def outbox() -> list[tuple[str, str]]:
+            async with stack.engine.connect() as conn:
+                rows = await conn.execute(
+                    select(webhook_events.c.type, webhook_events.c.body).where(
+                        webhook_events.c.integration_id == integration_id
+                    )
+                )
+                return [(str(t), str(b)) for t, b in rows]
+
+        assert "booking.updated" in [t for t, _ in await outbox()]
+        gone = await stack.http.delete(
+            stack.url(f"/v1/integrations/{integration_id}"), headers=stack.auth()
+        )
+        assert gone.status == 200
+        left = await outbox()
+        assert [t for t, _ in left] == ["integration.disconnected"]
+        assert "Pricing" not in str(left)
+        async with stack.engine.connect() as conn:
+            orphans = await conn.execute(
+                select(webhook_deliveries.c.id).where(
+                    webhook_deliveries.c.event_id.not_in(select(webhook_events.c.id))
+                )
+            )
+            assert orphans.all() == []
