@@ -56,7 +56,7 @@ from gateway.sync.rows import (
     EventRow,
     record_of,
 )
-from gateway.webhooks.sync_events import record_sync_changes
+from gateway.webhooks.sync_events import record_booking_changes, record_sync_changes
 
 # Values per IN list: well under SQLite's 32k variables and PostgreSQL's 65k.
 BATCH = 500
@@ -501,6 +501,53 @@ class SyncStore:
             )
             return [_record(r) for r in rows.mappings()]
 
+    async def _announce_rebuild(
+        self, conn: AsyncConnection, calendar_id: str, generation: int, now: datetime
+    ) -> None:
+        """A rebuild (Google expired the sync token: 410) replaces the copy wholesale; what
+        happened meanwhile to the meetings the gateway booked is announced as an incremental
+        sync would (booking.updated, or booking.cancelled for one the new copy lacks), in the
+        switch's transaction."""
+        cal = (
+            await conn.execute(
+                select(
+                    calendars.c.active_generation, calendars.c.tenant_id, calendars.c.integration_id
+                ).where(calendars.c.id == calendar_id)
+            )
+        ).first()
+        if cal is None or cal.active_generation is None or cal.active_generation >= generation:
+            return  # a first build: nothing was known, so nothing changed
+        c = calendar_events.c
+        ours = list(
+            (
+                await conn.execute(
+                    select(c.event_id).where(
+                        c.calendar_id == calendar_id,
+                        c.generation == cal.active_generation,
+                        c.created_by_gateway.is_(True),
+                        c.recurring_event_id.is_(None),
+                    )
+                )
+            ).scalars()
+        )
+        if not ours:
+            return
+        rows = await conn.execute(
+            select(calendar_events).where(
+                c.calendar_id == calendar_id, c.generation == generation, c.event_id.in_(ours)
+            )
+        )
+        now_known = {r.event_id: r for r in map(_record, rows.mappings())}
+        await record_booking_changes(
+            conn,
+            tenant_id=cal.tenant_id,
+            integration_id=cal.integration_id,
+            calendar_id=calendar_id,
+            generation=cal.active_generation,
+            items=[now_known.get(i) or EventRecord(event_id=i, status="cancelled") for i in ours],
+            now=now,
+        )
+
     async def _replace_series_blocks(
         self,
         conn: AsyncConnection,
@@ -565,6 +612,7 @@ class SyncStore:
         """Store the blocks of the complete generation and make it the one readers see, then
         drop the previous one. False (and nothing switched) if another build replaced it."""
         async with self.engine.begin() as conn:
+            await self._announce_rebuild(conn, calendar_id, generation, now)
             await self._replace_series_blocks(conn, calendar_id, generation, [], blocks)
             switched = await conn.execute(
                 update(calendars)

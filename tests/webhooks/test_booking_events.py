@@ -192,3 +192,40 @@ async def test_a_disconnect_deletes_the_events_about_the_users_calendar(stack: S
                 )
             )
             assert orphans.all() == []
+
+
+async def test_a_rebuild_after_a_410_announces_what_happened_to_booked_meetings(
+    stack: Stack,
+) -> None:
+    hooks: Receiver
+    async with receiver() as hooks:
+        integration_id = await connect(stack, ALICE)
+        await sync(stack, integration_id)
+        made = await create_endpoint(stack, hooks.url, ["booking.updated", "booking.cancelled"])
+        hooks.secrets.append(made["secret"])
+        base = day(5)
+        moved = await book(stack, integration_id, slot(base), key="rebuild-moved")
+        dropped = await book(
+            stack, integration_id, slot(base, "14:00", "14:30"), key="rebuild-gone"
+        )
+        await sync(stack, integration_id)
+
+        # Google expires the sync token; meanwhile one meeting moves and the other is deleted.
+        stack.google.calendars.invalidate_sync_tokens(ALICE)
+        new_start, new_end = at(base, "11:00"), at(base, "11:30")
+        await at_google(
+            stack,
+            "PATCH",
+            moved.body["id"],
+            {"start": {"dateTime": z(new_start)}, "end": {"dateTime": z(new_end)}},
+        )
+        await at_google(stack, "DELETE", dropped.body["id"])
+        await sync(stack, integration_id)  # the 410, then a full rebuild
+        await deliver_all(stack)
+
+        announced = {r.payload["data"]["event_id"]: r.payload for r in hooks.unique().values()}
+        assert all(r.verified for r in hooks.requests)
+        assert announced[moved.body["id"]]["type"] == "booking.updated"
+        assert announced[moved.body["id"]]["data"]["after"]["start"] == z(new_start)
+        assert announced[dropped.body["id"]]["type"] == "booking.cancelled"
+        assert len(announced) == 2
