@@ -18,13 +18,15 @@ import asyncio
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emulator.seed import seed_calendar
 from gateway.http.appkeys import VAULT_KEY
@@ -40,7 +42,7 @@ from tests.availability.helpers import (
     sync,
     z,
 )
-from tests.stack import ALICE, Stack
+from tests.stack import ALICE, Stack, start_stack
 
 LOAD_S = 10.0  # how long the agents send
 CLIENTS = 4  # concurrent agent clients
@@ -56,6 +58,20 @@ MEETINGS = [("09:00", "10:00"), ("11:30", "12:15"), ("14:00", "15:30"), ("16:45"
 def backend() -> str:
     """SQLite only: one bounded run is enough for CI (the fixtures run PostgreSQL elsewhere)."""
     return "sqlite"
+
+
+@pytest.fixture
+async def stack(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """The suite's stack with live-call limits above this test's traffic: the agents' load is
+    what is under test here, not an abuse the limits (tests/api/test_live_calls.py) refuse."""
+    async for running in start_stack(
+        engine,
+        database_url,
+        tmp_path,
+        live_calls_per_min_per_key=100_000,
+        live_calls_per_min_per_tenant=1_000_000,
+    ):
+        yield running
 
 
 @pytest.fixture(autouse=True)
