@@ -19,8 +19,9 @@ async def test_setup_builds_the_engine_and_registers_the_purger(stack: Stack) ->
     result = await stack.connect(ALICE, user_id="u-wired")
     app = create_app(stack.settings, engine=stack.engine)
     purgers = disconnect_hooks(app).record_purgers
-    # The sync engine's, then booking's (gateway.http.booking_routes): each registered once.
-    assert len(purgers) == 2
+    # The sync engine's, then booking's (gateway.http.booking_routes), then the webhook
+    # outbox's (gateway.http.webhook_endpoint_routes): each registered once.
+    assert len(purgers) == 3
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:
