@@ -28,6 +28,7 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -196,20 +197,27 @@ class CacheCoherence:
             attempt += 1
 
     async def _watch_file(self, path: Path) -> None:
-        conn = await asyncio.to_thread(_open_watch, path)
+        # One thread owns the watch connection: opened, queried and closed there in order. A
+        # cancelled `await` leaves its query running in the thread; closing the connection from
+        # another thread meanwhile crashes sqlite3 (a segmentation fault, seen under xdist).
+        loop = asyncio.get_running_loop()
+        owner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-watch")
+        conn = await loop.run_in_executor(owner, _open_watch, path)
         try:
-            last = await asyncio.to_thread(_data_version, conn)
+            last = await loop.run_in_executor(owner, _data_version, conn)
             # Anything cached before the watch began may have missed a write: start empty.
             self._reset(usable=True)
             while True:
                 await asyncio.sleep(self._poll_s)
-                now = await asyncio.to_thread(_data_version, conn)
+                now = await loop.run_in_executor(owner, _data_version, conn)
                 if now != last:
                     last = now
                     for cache in self._caches:
                         cache.external_write()
         finally:
-            await asyncio.to_thread(conn.close)
+            # Queued behind any query still running; nothing here waits for it.
+            owner.submit(conn.close)
+            owner.shutdown(wait=False)
 
 
 def _open_watch(path: Path) -> sqlite3.Connection:
