@@ -31,9 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import secrets
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -61,6 +58,7 @@ from gateway.http.appkeys import (
 from gateway.http.auth import principal, requires_scope
 from gateway.http.json_body import json_response
 from gateway.http.token_wiring import GOOGLE_OAUTH_KEY
+from gateway.sync.scheduler import default_owner
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +100,6 @@ def disconnect_hooks(app: web.Application) -> DisconnectHooks:
         hooks = DisconnectHooks()
         app[DISCONNECT_HOOKS_KEY] = hooks
     return hooks
-
-
-def _lease_owner() -> str:
-    """This process's name in lease columns: host, pid and a random tag (a restarted process
-    with a recycled pid must not look like its predecessor)."""
-    return f"{socket.gethostname()[:24]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 @requires_scope("connections:write")
@@ -165,7 +157,7 @@ def setup(app: web.Application) -> None:
             # The same client refreshes the grant for step 2 (stopping watch channels).
             refresher=app.get(GOOGLE_OAUTH_KEY),
             retry=config.retry,
-            owner=_lease_owner(),
+            owner=default_owner(),
             hooks=app[DISCONNECT_HOOKS_KEY],
             lease_ttl_s=config.lease_ttl_s,
             key_outage_patience=timedelta(seconds=config.key_outage_patience_s),

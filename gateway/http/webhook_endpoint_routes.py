@@ -32,9 +32,10 @@ from gateway.apikeys import utc_now
 from gateway.connections.model import Integration
 from gateway.http.appkeys import ENGINE_KEY, SETTINGS_KEY, VAULT_KEY
 from gateway.http.auth import principal, requires_scope
-from gateway.http.disconnect_routes import _lease_owner, disconnect_hooks
+from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
 from gateway.periodic import periodic
+from gateway.sync.scheduler import default_owner
 from gateway.webhooks.destinations import DestinationPolicy, Resolve, system_resolve
 from gateway.webhooks.errors import DeliveryNotFound
 from gateway.webhooks.model import EVENT_TYPES
@@ -196,7 +197,7 @@ def setup(app: web.Application) -> None:
                 service,
                 policy,
                 resolve,
-                owner=_lease_owner(),
+                owner=default_owner(),
                 config=WorkerConfig(
                     tick_s=settings.webhook_tick_s,
                     lease_s=settings.webhook_lease_s,
