@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 
 def check_permissions(path: Path, st: os.stat_result, bad: Callable[[str], Exception]) -> None:
@@ -22,6 +24,22 @@ def check_permissions(path: Path, st: os.stat_result, bad: Callable[[str], Excep
             f"permissions {stat.S_IMODE(st.st_mode):04o} let other users read or write it; "
             "run `chmod 600` on it"
         )
+
+
+def parse_document(
+    raw: bytes, bad: Callable[[str], Exception], *, form: str, version: int
+) -> dict[str, Any]:
+    """The JSON object of a vault file, checked to be `form` at `version`; every problem is
+    `bad(...)` (which names the file)."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad("is not valid JSON (corrupt or truncated)") from None
+    if not isinstance(doc, dict):
+        raise bad("must contain a JSON object")
+    if doc.get("format") != form or doc.get("format_version") != version:
+        raise bad(f"is not a {form} file of format_version {version}")
+    return doc
 
 
 def fsync_dir(directory: Path) -> None:

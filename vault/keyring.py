@@ -103,14 +103,7 @@ def _parse(path: Path, raw: bytes) -> _Keyring:
     def bad(problem: str) -> KeyringError:
         return KeyringError(f"keyring file {path}: {problem}")
 
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise bad("is not valid JSON (corrupt or truncated)") from None
-    if not isinstance(doc, dict):
-        raise bad("must contain a JSON object")
-    if doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:
-        raise bad(f"is not a {FORMAT} file of format_version {FORMAT_VERSION}")
+    doc = files.parse_document(raw, bad, form=FORMAT, version=FORMAT_VERSION)
     keyring_id = doc.get("keyring_id")
     if not isinstance(keyring_id, str) or not 1 <= len(keyring_id) <= 64:
         raise bad("keyring_id is missing or invalid")

@@ -176,14 +176,7 @@ def _parse(path: Path, raw: bytes) -> _Doc:
     def bad(problem: str) -> TrustKeyError:
         return TrustKeyError(f"trust keys file {path}: {problem}")
 
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise bad("is not valid JSON (corrupt or truncated)") from None
-    if not isinstance(doc, dict):
-        raise bad("must contain a JSON object")
-    if doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:
-        raise bad(f"is not a {FORMAT} file of format_version {FORMAT_VERSION}")
+    doc = files.parse_document(raw, bad, form=FORMAT, version=FORMAT_VERSION)
     journal_key = _parse_wrapped(doc.get("journal_key"), bad, "journal_key")
     entries = doc.get("signing_keys")
     if not isinstance(entries, list) or not entries:
