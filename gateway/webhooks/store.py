@@ -10,12 +10,12 @@ again with the same `webhook-id` (at least once).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -62,6 +62,22 @@ class Claimed:
     event_created_at: datetime
     attempts: int
     endpoint: Endpoint
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one attempt of a claimed delivery decided (WebhookStore.finish_many saves it)."""
+
+    delivery_id: str
+    endpoint_id: str
+    state: DeliveryState
+    next_attempt_at: datetime | None
+    status: int | None
+    error: str | None
+    latency_ms: int | None
+    response: str | None
+    endpoint_failed: bool  # the attempt failed: the endpoint's failure streak runs
+    disable: DisabledReason | None  # decided: the endpoint is disabled for this reason
 
 
 @dataclass(frozen=True)
@@ -354,87 +370,93 @@ class WebhookStore:
         out.sort(key=lambda c: claimed.index(c.id))
         return out
 
-    def _held(self, delivery_id: str, owner: str) -> Any:
-        d = webhook_deliveries
-        return and_(d.c.id == delivery_id, d.c.lease_owner == owner)
+    async def finish_many(self, owner: str, now: datetime, outcomes: Sequence[Outcome]) -> set[str]:
+        """Record a batch of attempts' outcomes and release their leases, with the endpoints'
+        failure streaks and disablings, in one transaction (one per batch, not per delivery:
+        the worker's database cost per delivery is what bounds a burst).
 
-    async def finish(
-        self,
-        delivery_id: str,
-        owner: str,
-        *,
-        endpoint_id: str,
-        now: datetime,
-        state: DeliveryState,
-        next_attempt_at: datetime | None,
-        status: int | None,
-        error: str | None,
-        latency_ms: int | None,
-        response: str | None,
-        endpoint_failed: bool,
-        disable: DisabledReason | None,
-        clear_failing: bool = True,
-    ) -> bool:
-        """Record an attempt's outcome and release the lease, with the endpoint's failure
-        streak (cleared by a success; `clear_failing` False when it is known to be clear)
-        and, when decided, its disabling, in one transaction.
-        False if the lease was lost (another process has the delivery now)."""
-        d = webhook_deliveries
-        values: dict[str, Any] = {
-            "state": state.value,
-            "attempts": d.c.attempts + 1,
-            "next_attempt_at": next_attempt_at,
-            "lease_owner": None,
-            "lease_until": None,
-            "last_attempt_at": now,
-            "last_status": status,
-            "last_error": error,
-            "last_latency_ms": latency_ms,
-            "last_response": response,
-        }
-        if state is DeliveryState.DELIVERED:
-            values["delivered_at"] = now
+        `outcomes` are in the order the attempts ended: an endpoint's streak follows its last
+        one in the batch (failed: the streak starts unless running; delivered: it ends).
+        Returns the ids saved; a delivery whose lease was lost (another process has it now)
+        is left to that process."""
+        if not outcomes:
+            return set()
+        d, ep = webhook_deliveries, webhook_endpoints
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                update(d).where(self._held(delivery_id, owner)).values(**values)
+            # A write first: it locks the rows (PostgreSQL) or takes the write lock (SQLite),
+            # so the leases found held stay held until the commit.
+            held = set(
+                (
+                    await conn.execute(
+                        update(d)
+                        .where(
+                            d.c.id.in_([o.delivery_id for o in outcomes]), d.c.lease_owner == owner
+                        )
+                        .values(lease_owner=None, lease_until=None)
+                        .returning(d.c.id)
+                    )
+                ).scalars()
             )
-            if not result.rowcount:
-                return False
-            ep = webhook_endpoints
-            if endpoint_failed:
+            saved = [o for o in outcomes if o.delivery_id in held]
+            if not saved:
+                return set()
+            await conn.execute(
+                update(d)
+                .where(d.c.id == bindparam("b_id"))
+                .values(
+                    state=bindparam("b_state"),
+                    attempts=d.c.attempts + 1,
+                    next_attempt_at=bindparam("b_next"),
+                    last_attempt_at=now,
+                    last_status=bindparam("b_status"),
+                    last_error=bindparam("b_error"),
+                    last_latency_ms=bindparam("b_latency"),
+                    last_response=bindparam("b_response"),
+                    delivered_at=func.coalesce(
+                        bindparam("b_delivered", type_=d.c.delivered_at.type), d.c.delivered_at
+                    ),
+                ),
+                [
+                    {
+                        "b_id": o.delivery_id,
+                        "b_state": o.state.value,
+                        "b_next": o.next_attempt_at,
+                        "b_status": o.status,
+                        "b_error": o.error,
+                        "b_latency": o.latency_ms,
+                        "b_response": o.response,
+                        "b_delivered": now if o.state is DeliveryState.DELIVERED else None,
+                    }
+                    for o in saved
+                ],
+            )
+            last = {o.endpoint_id: o for o in saved}  # each endpoint's last outcome
+            failing = [e for e, o in last.items() if o.endpoint_failed]
+            clear = [e for e, o in last.items() if not o.endpoint_failed]
+            if failing:
                 await conn.execute(
                     update(ep)
-                    .where(ep.c.id == endpoint_id, ep.c.failing_since.is_(None))
+                    .where(ep.c.id.in_(failing), ep.c.failing_since.is_(None))
                     .values(failing_since=now)
                 )
-            elif clear_failing:
+            if clear:
                 await conn.execute(
                     update(ep)
-                    .where(ep.c.id == endpoint_id, ep.c.failing_since.is_not(None))
+                    .where(ep.c.id.in_(clear), ep.c.failing_since.is_not(None))
                     .values(failing_since=None)
                 )
-            if disable is not None:
+            disable = {o.endpoint_id: o.disable for o in saved if o.disable is not None}
+            for reason in set(disable.values()):
                 await conn.execute(
                     update(ep)
-                    .where(ep.c.id == endpoint_id)
+                    .where(ep.c.id.in_([e for e, r in disable.items() if r is reason]))
                     .values(
                         state=EndpointState.DISABLED.value,
-                        disabled_reason=disable.value,
+                        disabled_reason=reason.value,
                         updated_at=now,
                     )
                 )
-        return True
-
-    async def release(self, delivery_ids: Iterable[str], owner: str) -> None:
-        """Give up leases without a verdict (this process stops): due again at once."""
-        d = webhook_deliveries
-        async with self.engine.begin() as conn:
-            for delivery_id in delivery_ids:
-                await conn.execute(
-                    update(d)
-                    .where(self._held(delivery_id, owner))
-                    .values(lease_owner=None, lease_until=None)
-                )
+        return {o.delivery_id for o in saved}
 
 
 def _view(row: RowMapping) -> DeliveryView:

@@ -13,9 +13,12 @@ Redirects are not followed (a 3xx is a failure: the endpoint URL should be updat
 1 KiB of an answer's body is read and kept. Each attempt resolves the host again, checks every
 address (destinations.py) and connects only to a checked one.
 
-The lease is taken before the request and released with the verdict; a process killed in
-between leaves the lease to expire (`lease_s`) and another process sends the delivery again
-with the same `webhook-id`: at least once, never lost.
+Deliveries are claimed in batches (`batch`, one transaction) and sent concurrently; the
+batch's verdicts are saved together, in one transaction, when its last attempt has ended. The
+lease is taken before the request and released with the verdict; a process killed in between
+(mid-request, or with verdicts not yet saved) leaves the leases to expire (`lease_s`) and
+another process sends those deliveries again with the same `webhook-id`: at least once, never
+lost.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -44,7 +47,7 @@ from gateway.webhooks.errors import DestinationRefused
 from gateway.webhooks.model import DeliveryState, DisabledReason, RetrySchedule
 from gateway.webhooks.service import EndpointService
 from gateway.webhooks.signing import signed_headers
-from gateway.webhooks.store import Claimed, WebhookStore
+from gateway.webhooks.store import Claimed, Outcome, WebhookStore
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,10 @@ class DeliveryWorker:
         config: WorkerConfig = WorkerConfig(),
         clock: Callable[[], datetime] = _utc_now,
         rng: Callable[[], float] = random.random,
+        before_save: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
+        """`before_save` is awaited between a batch's last attempt and the saving of its
+        outcomes (a test stops the worker there, as a crash would)."""
         self._store = store
         self._endpoints = endpoints
         self._policy = policy
@@ -100,6 +106,7 @@ class DeliveryWorker:
         self.config = config
         self._clock = clock
         self._rng = rng
+        self._before_save = before_save
         self._wake = asyncio.Event()
         self._sessions: dict[tuple[str, str, int, tuple[str, ...]], aiohttp.ClientSession] = {}
 
@@ -108,7 +115,11 @@ class DeliveryWorker:
         self._wake.set()
 
     async def run_once(self) -> int:
-        """Claim and deliver one batch; returns how many deliveries were attempted."""
+        """Claim and deliver one batch; returns how many deliveries were attempted.
+
+        The batch's outcomes are saved together once its last attempt ends (one transaction
+        for the batch): until then every delivery of it stays leased, so a process killed
+        before the save loses nothing, its deliveries are sent again after the lease."""
         now = self._clock()
         claimed = await self._store.claim_due(
             self._owner,
@@ -116,8 +127,17 @@ class DeliveryWorker:
             lease_until=now + timedelta(seconds=self.config.lease_s),
             limit=self.config.batch,
         )
-        if claimed:
-            await asyncio.gather(*(self._deliver(c) for c in claimed))
+        if not claimed:
+            return 0
+        ended: list[tuple[Claimed, Attempt]] = []
+
+        async def deliver(one: Claimed) -> None:
+            ended.append((one, await self._attempt_safely(one)))
+
+        await asyncio.gather(*(deliver(c) for c in claimed))
+        if self._before_save is not None:
+            await self._before_save()
+        await self._record(ended)
         return len(claimed)
 
     def _session_for(
@@ -160,14 +180,13 @@ class DeliveryWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.tick_s)
 
-    async def _deliver(self, claimed: Claimed) -> None:
+    async def _attempt_safely(self, claimed: Claimed) -> Attempt:
         try:
-            attempt = await self._attempt(claimed)
+            return await self._attempt(claimed)
         except Exception as exc:  # never leave a delivery claimed because of a bug of ours
             log.exception("webhook delivery %s failed unexpectedly", claimed.id)
             code = exc.code if isinstance(exc, GatewayError) else "internal_error"
-            attempt = Attempt(status=None, error=code, latency_ms=0)
-        await self._record(claimed, attempt)
+            return Attempt(status=None, error=code, latency_ms=0)
 
     async def _attempt(self, claimed: Claimed) -> Attempt:
         endpoint = claimed.endpoint
@@ -205,8 +224,7 @@ class DeliveryWorker:
             status=None, error=error, latency_ms=int((time.monotonic() - started) * 1000)
         )
 
-    async def _record(self, claimed: Claimed, attempt: Attempt) -> None:
-        now = self._clock()
+    def _outcome(self, claimed: Claimed, attempt: Attempt, now: datetime) -> Outcome:
         schedule = self.config.schedule
         ok = attempt.status is not None and 200 <= attempt.status < 300
         disable: DisabledReason | None = None
@@ -227,11 +245,9 @@ class DeliveryWorker:
             failing_since = claimed.endpoint.failing_since or now
             if schedule.should_disable(failing_since, now):
                 disable = DisabledReason.FAILING
-        if not await self._store.finish(
-            claimed.id,
-            self._owner,
+        return Outcome(
+            delivery_id=claimed.id,
             endpoint_id=claimed.endpoint.id,
-            now=now,
             state=state,
             next_attempt_at=next_at,
             status=attempt.status,
@@ -240,13 +256,24 @@ class DeliveryWorker:
             response=attempt.response,
             endpoint_failed=not ok,
             disable=disable,
-            # Another process may have seen a failure since the claim: clear it unless the
-            # endpoint was clear when claimed (then a stale streak is cleared by the next one).
-            clear_failing=claimed.endpoint.failing_since is not None,
-        ):
-            log.warning("webhook delivery %s: lease lost before its outcome was saved", claimed.id)
-        elif disable is not None:
-            log.warning("webhook endpoint %s disabled (%s)", claimed.endpoint.id, disable.value)
+        )
+
+    async def _record(self, ended: list[tuple[Claimed, Attempt]]) -> None:
+        now = self._clock()
+        outcomes = [self._outcome(c, a, now) for c, a in ended]
+        saved = await self._store.finish_many(self._owner, now, outcomes)
+        for outcome in outcomes:
+            if outcome.delivery_id not in saved:
+                log.warning(
+                    "webhook delivery %s: lease lost before its outcome was saved",
+                    outcome.delivery_id,
+                )
+            elif outcome.disable is not None:
+                log.warning(
+                    "webhook endpoint %s disabled (%s)",
+                    outcome.endpoint_id,
+                    outcome.disable.value,
+                )
 
 
 def _retry_after(value: str | None) -> float | None:

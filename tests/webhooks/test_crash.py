@@ -1,6 +1,7 @@
 """A gateway process killed (SIGKILL) in the middle of a delivery loses nothing: the delivery
 keeps its row, and once the dead process's lease runs out another process sends it again with
-the same `webhook-id` (at least once; receivers drop duplicates by that id)."""
+the same `webhook-id` (at least once; receivers drop duplicates by that id). The same holds for
+a worker stopped after its batch was sent but before the batch's outcomes were saved."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import webhook_deliveries
+from gateway.http.webhook_endpoint_routes import ENDPOINTS_KEY, WEBHOOK_STORE_KEY
+from gateway.webhooks.destinations import DestinationPolicy
+from gateway.webhooks.worker import DeliveryWorker
 from tests.reliability.processes import serve_process, until
-from tests.stack import Stack, start_stack
+from tests.stack import Stack, loopback_only, start_stack
 from tests.webhooks.receiver import Receiver, receiver
 from tests.webhooks.test_delivery import create_endpoint
 
@@ -81,3 +85,63 @@ async def test_sigkill_mid_delivery_loses_nothing(stack: Stack, tmp_path: Path) 
 
 async def _arrived(hooks: Receiver) -> bool:
     return bool(hooks.requests)
+
+
+def _worker(stack: Stack, owner: str, **kwargs: object) -> DeliveryWorker:
+    return DeliveryWorker(
+        stack.app[WEBHOOK_STORE_KEY],
+        stack.app[ENDPOINTS_KEY],
+        DestinationPolicy(allow_insecure_loopback=True),
+        loopback_only,
+        owner=owner,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def test_a_batch_sent_but_not_yet_saved_is_sent_again(stack: Stack) -> None:
+    """Outcomes are saved per batch after its last attempt: a worker that dies in between
+    (here: its task cancelled at the hook, so nothing after it runs) leaves every delivery of
+    the batch leased and pending, and the next worker sends them all again."""
+    hooks: Receiver
+    async with receiver() as hooks:
+        made = await create_endpoint(stack, hooks.url, ["integration.connected"])
+        hooks.secrets.append(made["secret"])
+        await stack.connect("alice@example.com")
+        await stack.connect("alice@example.com", user_id="u-2")  # a second integration
+        attempted = asyncio.Event()
+
+        async def die_before_saving() -> None:
+            attempted.set()
+            await asyncio.Event().wait()  # never returns: the "crash" cancels it
+
+        first = _worker(stack, "first", before_save=die_before_saving)
+        second = _worker(stack, "second")
+        try:
+            run = asyncio.create_task(first.run_once())
+            await attempted.wait()
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+            sent = {r.id for r in hooks.requests}
+            assert len(sent) == 2, "both deliveries went out before the crash"
+            rows = await delivery_rows(stack.engine)
+            assert sorted((state, owner) for state, owner, _ in rows) == [
+                ("pending", "first"),
+                ("pending", "first"),
+            ], "no outcome was saved; the dead worker's leases remain"
+            assert await second.run_once() == 0, "leased deliveries are not taken early"
+            async with stack.engine.begin() as conn:  # the lease runs out (not waited for)
+                await conn.execute(
+                    update(webhook_deliveries).values(
+                        lease_until=datetime.now(UTC) - timedelta(seconds=1)
+                    )
+                )
+            assert await second.run_once() == 2
+        finally:
+            await first.close()
+            await second.close()
+        rows = await delivery_rows(stack.engine)
+        assert [(state, owner) for state, owner, _ in rows] == [("delivered", None)] * 2
+        assert {event_id for _, _, event_id in rows} == sent
+        assert len(hooks.requests) == 4 and {r.id for r in hooks.requests} == sent
+        assert all(r.verified for r in hooks.requests)
