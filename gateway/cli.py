@@ -144,6 +144,12 @@ def _parser() -> argparse.ArgumentParser:
     bench_hooks.add_argument("--rate", type=_positive, default=100, help="paced events/s")
     bench_hooks.add_argument("--duration", type=float, default=5.0, help="paced seconds")
     bench_hooks.add_argument("--burst", type=_positive, default=1_000, help="burst events")
+    bench_hooks.add_argument(
+        "--integrations",
+        type=int,
+        default=100,
+        help="sync phase: integrations, one change at Google each (0: skip)",
+    )
     _bench_db_option(bench_hooks)
     _bench_all_options(
         bench_sub.add_parser("all", help="vault, sync and API benchmarks in one table")

@@ -342,6 +342,7 @@ async def bench_webhooks(args: argparse.Namespace, _settings: Settings) -> int:
         rate=args.rate,
         duration_s=args.duration,
         burst=args.burst,
+        integrations=max(0, args.integrations),
     )
     return await _run_bench(lambda workdir: run_webhook_bench(workdir, config))
 

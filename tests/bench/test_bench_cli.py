@@ -87,9 +87,14 @@ def test_bench_without_a_subcommand_runs_everything_on_postgres(
 
 
 def test_bench_webhooks_prints_lag_and_throughput(capsys: pytest.CaptureFixture[str]) -> None:
-    figures = _run("bench webhooks --db sqlite --rate 20 --duration 0.5 --burst 20", capsys)
+    figures = _run(
+        "bench webhooks --db sqlite --rate 20 --duration 0.5 --burst 20 --integrations 2", capsys
+    )
     assert list(figures) == [
         "webhook lag p50 (sqlite)",
         "webhook lag p99 (sqlite)",
+        "sync change rate (sqlite)",
         "webhook deliveries/s (sqlite)",
+        "webhook lag from a change at Google p50 (sqlite)",
+        "webhook lag from a change at Google p99 (sqlite)",
     ]
