@@ -55,6 +55,13 @@ def build_parser(prog: str = "python -m emulator") -> argparse.ArgumentParser:
         metavar="N",
         help="fill each user's primary calendar with N generated events (deterministic)",
     )
+    parser.add_argument(
+        "--allow-insecure-loopback-webhooks",
+        action="store_true",
+        help="let watch channels push to http:// on a loopback host (Google wants https; a "
+        "gateway on your machine has no certificate). Also settable at run time: "
+        "POST /_emulator/calendar/settings",
+    )
     return parser
 
 
@@ -71,11 +78,14 @@ def seed_primary_calendars(count: int) -> Callable[[EmulatorState], None]:
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m emulator") -> None:
     args = build_parser(prog).parse_args(argv)
+    state = EmulatorState()
+    state.calendars.allow_insecure_loopback_webhooks = args.allow_insecure_loopback_webhooks
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             run_emulator(
                 args.host,
                 args.port,
+                state=state,
                 seed_users=args.user or DEMO_USERS,
                 client_id=args.client_id,
                 client_secret=args.client_secret,

@@ -168,6 +168,27 @@ def _parser() -> argparse.ArgumentParser:
         "--stdio", action="store_true", required=True, help="speak MCP on stdin/stdout"
     )
 
+    connect = sub.add_parser(
+        "connect",
+        help="start a connect session for a user (with --follow: finish it against the emulator)",
+        description=(
+            "Create a connect session on a gateway and print its connect_url, or with --follow "
+            "play the browser (the Google emulator needs no person) and print the new "
+            "integration's id. Reads the gateway's base URL from CALENDAR_GATEWAY_URL and the "
+            "API key (connections:write) from CALENDAR_GATEWAY_API_KEY."
+        ),
+    )
+    connect.add_argument("--user-id", required=True, help="your app's id for the user")
+    connect.add_argument(
+        "--return-url", required=True, help="where the browser ends (GATEWAY_ALLOWED_RETURN_URLS)"
+    )
+    connect.add_argument("--login-hint", help="the user's Google address, if known")
+    connect.add_argument(
+        "--follow",
+        action="store_true",
+        help="follow the redirects as a browser would and print the integration id (emulator)",
+    )
+
     sub.add_parser(
         "emulator",
         help="run the local Google emulator alone (options: see `python -m emulator --help`)",
@@ -225,6 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "mcp":
         # A client of some gateway, not a gateway: it reads no gateway settings.
         return _mcp_stdio()
+    if args.command == "connect":
+        return _connect(args)
     if args.command == "demo":
         # Embedded defaults only: a developer's .env (perhaps the real Google) must not apply.
         return _demo(args)
@@ -281,6 +304,20 @@ def _mcp_stdio() -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _connect(args: argparse.Namespace) -> int:
+    from gateway.connect_command import ConnectRequest, run_connect
+
+    request = ConnectRequest(args.user_id, args.return_url, args.login_hint)
+    try:
+        return asyncio.run(
+            run_connect(request, follow_redirects=args.follow, environ=dict(os.environ))
+        )
+    except GatewayError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
 
 
 def _demo(args: argparse.Namespace) -> int:
