@@ -21,8 +21,11 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 import aiohttp
 
 from gateway.errors import GatewayError
-from gateway.mcp.stdio import KEY_ENV, URL_ENV
 
+# The variables `mcp --stdio` reads (gateway.mcp.stdio), named again rather than imported:
+# that module loads the MCP SDK, seconds of start-up a shell command should not pay.
+URL_ENV = "CALENDAR_GATEWAY_URL"
+KEY_ENV = "CALENDAR_GATEWAY_API_KEY"
 MAX_HOPS = 10
 
 
