@@ -336,13 +336,13 @@ class IntegrationRepository:
         refresh_token: bytes | None,
         refreshed_at: datetime,
         conn: AsyncConnection | None = None,
-        status: Status = Status.ACTIVE,
     ) -> bool:
         """Store a refresh's result in one UPDATE (a rotated refresh token with it, atomically).
 
-        Only while the integration still has `status` (active, or disconnecting for the
-        disconnect's own refresh) and still holds `expected_refresh_token`: a concurrent
-        disconnect or reconnect wins and this returns False.
+        Only while the integration is active or disconnecting (a disconnect requested during
+        the refresh still revokes the grant in its step 3: it must find the refresh token that
+        is alive) and still holds `expected_refresh_token`: a disconnect that deleted the
+        tokens, or a reconnect that replaced them, wins and this returns False.
         """
         values: dict[str, object] = {
             "access_token": access_token,
@@ -356,7 +356,7 @@ class IntegrationRepository:
             update(integrations)
             .where(
                 integrations.c.id == integration_id,
-                integrations.c.status == status.value,
+                integrations.c.status.in_([Status.ACTIVE.value, Status.DISCONNECTING.value]),
                 integrations.c.refresh_token == expected_refresh_token,
             )
             .values(**values)
