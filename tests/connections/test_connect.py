@@ -41,6 +41,7 @@ from gateway.google.oauth_client import TokenGrant
 from gateway.google.oauth_flow import ExchangeFailed, GoogleIdentity
 from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
 from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE, load_settings
+from gateway.webhooks.outbox import IntegrationOutbox
 from gateway.wiring import open_vault
 from tests.stack import (
     ALICE,
@@ -656,7 +657,7 @@ async def service_parts(
     vault = await open_vault(settings, engine)
     try:
         yield {
-            "repository": IntegrationRepository(engine),
+            "repository": IntegrationRepository(engine, announcer=IntegrationOutbox()),
             "vault": vault,
             "audit": AuditLog(engine),
             "settings": settings,
@@ -706,7 +707,12 @@ async def test_expiry_follows_the_injected_clock(service_parts: dict[str, Any]) 
 
 async def test_storage_failure_gives_the_grant_back(service_parts: dict[str, Any]) -> None:
     revoker = FakeRevoker()
-    parts = {**service_parts, "repository": BrokenRepository(service_parts["repository"].engine)}
+    parts = {
+        **service_parts,
+        "repository": BrokenRepository(
+            service_parts["repository"].engine, announcer=IntegrationOutbox()
+        ),
+    }
     service = ConnectService(**parts, flow=FakeFlow(), revoker=revoker)
     outcome = await service.complete_callback({"state": await start(service), "code": "c"})
     assert outcome.error == "exchange_failed"
