@@ -55,6 +55,7 @@ from gateway.http.middleware import gateway_middleware
 from gateway.livecalls import LiveCallLimits
 from gateway.observability.logs import hold_chatty_loggers, quiet_protocol_errors
 from gateway.settings import Settings
+from gateway.webhooks.outbox import IntegrationOutbox
 from gateway.wiring import open_trust_keys, open_vault
 
 # Bodies larger than this are refused with 413 before any handler reads them.
@@ -99,7 +100,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
             api_keys = ApiKeyStore(eng, cache=True)
             app[APIKEYS_KEY] = api_keys
             app[AUDIT_KEY] = AuditLog(eng)
-            app[INTEGRATIONS_KEY] = IntegrationRepository(eng)
+            app[INTEGRATIONS_KEY] = IntegrationRepository(eng, announcer=IntegrationOutbox())
             caches: list[Subscriber] = [api_keys]
             if settings.index_memory_mb > 0:
                 index = AvailabilityIndex(budget_bytes=settings.index_memory_mb * 2**20)

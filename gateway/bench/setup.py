@@ -44,6 +44,7 @@ from gateway.settings import (
     load_settings,
     redact_url_password,
 )
+from gateway.webhooks.outbox import IntegrationOutbox
 from gateway.wiring import open_vault
 from vault.envelope import SealContext
 
@@ -364,7 +365,7 @@ async def insert_integrations(engine: AsyncEngine, prepared: Prepared) -> float:
     """Insert the prepared integrations in one transaction; returns the instant (monotonic)
     at which the insert began."""
     began = time.monotonic()
-    await IntegrationRepository(engine).insert_many(prepared.items)
+    await IntegrationRepository(engine, announcer=IntegrationOutbox()).insert_many(prepared.items)
     return began
 
 

@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.booking.idempotency import body_fingerprint
 from gateway.errors import InvalidInput
-from gateway.sync.model import GATEWAY_PROPERTY
+from gateway.google.events import GATEWAY_PROPERTY
 
 SendUpdates = Literal["all", "none"]
 SEND_UPDATES: tuple[SendUpdates, ...] = ("all", "none")

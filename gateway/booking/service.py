@@ -41,7 +41,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -78,8 +78,13 @@ from gateway.google.errors import (
     TransientGoogleError,
     UnexpectedGoogleResponse,
 )
+from gateway.google.events import (
+    GATEWAY_PROPERTY,
+    EventParseError,
+    EventResource,
+    is_cancelled,
+)
 from gateway.sync.engine import ManagedTokenSource, SyncEngine, TokenKeeper
-from gateway.sync.model import GATEWAY_PROPERTY
 from gateway.sync.store import CalendarRow
 
 log = logging.getLogger(__name__)
@@ -91,15 +96,11 @@ DEFAULT_RETRY_AFTER_S = 5
 LIST_PAGE_SIZE = 250
 
 
-def _instant(when: Any) -> datetime:
-    """A Google start/end ({"dateTime"} or {"date"}) as a UTC instant."""
-    if not isinstance(when, dict):
-        raise UnexpectedGoogleResponse("Google answered an event without start or end")
+def _resource(event: Json) -> EventResource:
+    """Google's answer about one event, read by `gateway.google.events` (the one reader)."""
     try:
-        if when.get("dateTime"):
-            return datetime.fromisoformat(str(when["dateTime"])).astimezone(UTC)
-        return datetime.fromisoformat(str(when["date"])).replace(tzinfo=UTC)
-    except (KeyError, ValueError):
+        return EventResource.parse(event)
+    except EventParseError:
         raise UnexpectedGoogleResponse("Google answered an unreadable event time") from None
 
 
@@ -117,14 +118,18 @@ class BookedEvent:
 
     @classmethod
     def from_google(cls, event: Json, calendar_id: str) -> BookedEvent:
+        return cls.of(_resource(event), calendar_id)
+
+    @classmethod
+    def of(cls, event: EventResource, calendar_id: str) -> BookedEvent:
         return cls(
-            id=str(event.get("id")),
+            id=event.id,
             calendar_id=calendar_id,
-            etag=str(event["etag"]) if event.get("etag") else None,
-            start=_instant(event.get("start")),
-            end=_instant(event.get("end")),
-            status=str(event.get("status") or "confirmed"),
-            html_link=str(event["htmlLink"]) if event.get("htmlLink") else None,
+            etag=event.etag,
+            start=event.start,
+            end=event.end,
+            status=event.status,
+            html_link=event.html_link,
         )
 
     @classmethod
@@ -178,21 +183,18 @@ class EventDetail:
 
     @classmethod
     def from_google(cls, event: Json, calendar_id: str) -> EventDetail:
-        attendees = event.get("attendees") if isinstance(event.get("attendees"), list) else []
-        start = event.get("start") if isinstance(event.get("start"), dict) else {}
+        resource = _resource(event)
         return cls(
-            event=BookedEvent.from_google(event, calendar_id),
-            summary=event.get("summary"),
-            description=event.get("description"),
-            location=event.get("location"),
+            event=BookedEvent.of(resource, calendar_id),
+            summary=resource.summary,
+            description=resource.description,
+            location=resource.location,
             attendees=[
-                {"email": a.get("email"), "response_status": a.get("responseStatus")}
-                for a in attendees or []
-                if isinstance(a, dict)
+                {"email": a.email, "response_status": a.response_status} for a in resource.attendees
             ],
-            time_zone=start.get("timeZone") if isinstance(start, dict) else None,
-            created=event.get("created"),
-            updated=event.get("updated"),
+            time_zone=resource.time_zone,
+            created=resource.created,
+            updated=resource.updated,
         )
 
     def to_json(self) -> Json:
@@ -421,7 +423,7 @@ class BookingService:
             )
             async for page in pages:
                 for item in page.get("items") or []:
-                    if isinstance(item, dict) and item.get("status") != "cancelled":
+                    if isinstance(item, dict) and not is_cancelled(item):
                         out.append(EventDetail.from_google(item, calendar.id))
         out.sort(key=lambda d: (d.event.start, d.event.id))
         return out
@@ -469,7 +471,8 @@ class BookingService:
             raise EventNotFound() from None
         answer = await self._freebusy(integration, window)
         busy = answer.busy
-        own = clip([Interval(_instant(current["start"]), _instant(current["end"]))], window)
+        held = _resource(current)
+        own = clip([Interval(held.start, held.end)], window)
         if own and busy:
             others: list[Interval] = []
             for cal in await self._calendars(integration):

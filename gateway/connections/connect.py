@@ -26,22 +26,12 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from gateway.apikeys import utc_now
 from gateway.audit import AuditLog
-from gateway.connections.google_flow import (
-    ExchangeFailed,
-    GoogleIdentity,
-    GrantedTokens,
-    OAuthFlow,
-    requested_scopes,
-)
 from gateway.connections.model import (
     OWNER_TAG_BYTES,
-    PURPOSE_ACCESS_TOKEN,
-    PURPOSE_REFRESH_TOKEN,
     Capability,
     Integration,
     Status,
@@ -52,11 +42,13 @@ from gateway.connections.model import (
 )
 from gateway.connections.repository import ConnectSession, IntegrationRepository, SealedTokens
 from gateway.connections.return_urls import canonical_return_url
+from gateway.connections.sealing import seal_grant
 from gateway.errors import InvalidInput, ProblemError
+from gateway.google.oauth_client import TokenGrant, TokenRevoker
+from gateway.google.oauth_flow import ExchangeFailed, GoogleIdentity, OAuthFlow, requested_scopes
 from gateway.observability.metrics import CONNECT_CALLBACKS_REFUSED
 from gateway.observability.throttle import LogThrottle
 from gateway.settings import Settings
-from vault.envelope import SealContext
 from vault.errors import InvalidCiphertext
 from vault.service import Vault
 
@@ -115,14 +107,6 @@ class GoogleNotConfigured(ProblemError):
     code = "google_not_configured"
     status = 503
     title = "Service Unavailable"
-
-
-class TokenRevoker(Protocol):
-    """Revokes a token at Google (`gateway.google.oauth_client.GoogleOAuthClient` is one)."""
-
-    async def revoke(self, token: str) -> bool:
-        """True when revoked now, False when Google no longer knew it."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -304,9 +288,7 @@ class ConnectService:
             return await self._refuse(session, EXCHANGE_FAILED)
 
         try:
-            tokens = await self._flow.exchange(
-                code=code_param, code_verifier=session.code_verifier, now=now
-            )
+            tokens = await self._flow.exchange(code=code_param, code_verifier=session.code_verifier)
         except ExchangeFailed as exc:
             log.warning("connect: code exchange failed for tenant=%s: %s", session.tenant_id, exc)
             return await self._refuse(session, EXCHANGE_FAILED)
@@ -377,7 +359,7 @@ class ConnectService:
         self,
         session: ConnectSession,
         identity: GoogleIdentity,
-        tokens: GrantedTokens,
+        tokens: TokenGrant,
         now: datetime,
     ) -> tuple[str, bool]:
         """Seal the tokens and store them on the same person's integration (a reconnect) or a
@@ -387,7 +369,7 @@ class ConnectService:
         )
         if existing is not None:
             try:
-                sealed = await self._seal(session.tenant_id, existing.id, tokens)
+                sealed = await self._seal(session.tenant_id, existing.id, tokens, now)
             except InvalidCiphertext:
                 # Its data key no longer opens (a backup restored after the key's KEK version
                 # was retired): nothing sealed under it can be recovered, and the new tokens
@@ -396,7 +378,7 @@ class ConnectService:
                     "connect: integration=%s data key unopenable; replacing it", existing.id
                 )
                 await self._vault.destroy(session.tenant_id, existing.id)
-                sealed = await self._seal(session.tenant_id, existing.id, tokens)
+                sealed = await self._seal(session.tenant_id, existing.id, tokens, now)
             if await self._repo.reconnect(
                 existing.id,
                 google_email=identity.email,
@@ -411,7 +393,7 @@ class ConnectService:
             # send one, so this is Google misbehaving.
             raise _MissingRefreshToken()
         integration_id = new_integration_id(self._token_bytes(12))
-        sealed = await self._seal(session.tenant_id, integration_id, tokens)
+        sealed = await self._seal(session.tenant_id, integration_id, tokens, now)
         await self._repo.insert(
             Integration(
                 id=integration_id,
@@ -423,7 +405,7 @@ class ConnectService:
                 granted_scopes=tokens.granted_scopes,
                 created_at=now,
                 updated_at=now,
-                access_token_expires_at=tokens.expires_at,
+                access_token_expires_at=sealed.access_token_expires_at,
                 owner_tag=new_owner_tag(self._token_bytes(OWNER_TAG_BYTES)),
             ),
             sealed,
@@ -431,26 +413,15 @@ class ConnectService:
         return integration_id, False
 
     async def _seal(
-        self, tenant_id: str, integration_id: str, tokens: GrantedTokens
+        self, tenant_id: str, integration_id: str, tokens: TokenGrant, now: datetime
     ) -> SealedTokens:
         await self._vault.ensure_data_key(tenant_id, integration_id)
-        access = await self._vault.seal(
-            SealContext(tenant_id, integration_id, PURPOSE_ACCESS_TOKEN),
-            tokens.access_token.encode("utf-8"),
-        )
-        refresh = (
-            await self._vault.seal(
-                SealContext(tenant_id, integration_id, PURPOSE_REFRESH_TOKEN),
-                tokens.refresh_token.encode("utf-8"),
-            )
-            if tokens.refresh_token is not None
-            else None
-        )
-        return SealedTokens(
-            refresh_token=refresh, access_token=access, access_token_expires_at=tokens.expires_at
+        # The code was redeemed moments before `now`: the lifetime counts from then.
+        return await seal_grant(
+            self._vault, tenant_id, integration_id, tokens, expires_at=tokens.expires_at(now)
         )
 
-    async def _revoke(self, tokens: GrantedTokens) -> bool:
+    async def _revoke(self, tokens: TokenGrant) -> bool:
         """Undo a grant we will not keep. Revoking the refresh token (or, without one, the
         access token) revokes the whole grant. A failure is logged, never raised: the user's
         answer is the same either way."""

@@ -42,10 +42,10 @@ Idempotency, which makes redoing the interrupted step safe:
 The outcome of step 3 is written with step 3 (the progress JSON in `disconnect_receipt`), so a
 resume after it reports what really happened.
 
-Step 2's hooks get a `TokenSource` over the integration's sealed tokens (`_GrantTokens`): the
-TokenManager serves `active` integrations only, and this one is `disconnecting` by then. A
-refresh the hooks need is made once, without retries (the hooks are best effort); a refresh
-token Google rotates is stored, so step 3 revokes the grant that is really alive.
+Step 2's hooks get their `TokenSource` from the TokenManager (`disconnect_source`, see
+tokens.py): the one single-flight refresh serves this `disconnecting` integration too, so a
+refresh already in flight (the sync engine's, say) is shared, not repeated, and a refresh token
+Google rotates is stored, so step 3 revokes the grant that is really alive.
 
 `revoked_at_google` in the receipt is True when Google confirmed, during this disconnect, that
 the integration's grant no longer gives access: it answered 200 to our revocation of the refresh
@@ -86,11 +86,12 @@ from gateway.connections.model import (
 from gateway.connections.receipt_store import ReceiptStore
 from gateway.connections.receipts import SignedReceipt, sign_receipt
 from gateway.connections.repository import IntegrationRepository
+from gateway.connections.sealing import open_token
+from gateway.connections.tokens import TokenManager
 from gateway.google.calendar import TokenSource
 from gateway.google.errors import GoogleError
-from gateway.google.oauth_client import TokenGrant
+from gateway.google.oauth_client import TokenRevoker
 from gateway.google.retry import RetryPolicy
-from vault.envelope import SealContext
 from vault.errors import KekProviderError, KeyringError, VaultError
 from vault.service import Vault
 from vault.trust import Signer
@@ -112,31 +113,12 @@ ChannelStopper = Callable[[Integration, TokenSource], Awaitable[int]]
 """A step-2 hook: like `IntegrationHook`, and given the integration's still-working grant to
 call Google with."""
 
-# A stored access token with less than this left is refreshed before step 2's hooks get it.
-MIN_ACCESS_TOKEN_S = 60
-
-
-class TokenRevoker(Protocol):
-    """What step 2 needs from the Google OAuth client (`GoogleOAuthClient`)."""
-
-    async def revoke(self, token: str) -> bool:
-        """True: revoked now; False: Google answered invalid_token (already revoked)."""
-        ...
-
 
 class ReceiptSigning(Protocol):
     """Where the receipt-signing key comes from (`vault.trust.TrustKeys`)."""
 
     async def signer(self) -> Signer:
         """The current signing key."""
-        ...
-
-
-class TokenRefresher(Protocol):
-    """What step 2's token source needs from the Google OAuth client (`GoogleOAuthClient`)."""
-
-    async def refresh(self, refresh_token: str) -> TokenGrant:
-        """A new access token for the grant (one attempt)."""
         ...
 
 
@@ -315,7 +297,7 @@ class DisconnectService:
         audit: AuditLog,
         revoker: TokenRevoker | None,
         retry: RetryPolicy,
-        refresher: TokenRefresher | None = None,
+        tokens: TokenManager | None = None,
         owner: str,
         hooks: DisconnectHooks | None = None,
         clock: Clock = utc_now,
@@ -337,7 +319,7 @@ class DisconnectService:
         self._vault = vault
         self._audit = audit
         self._revoker = revoker
-        self._refresher = refresher
+        self._tokens = tokens
         self._retry = retry
         self._owner = owner
         self._hooks = hooks if hooks is not None else DisconnectHooks()
@@ -486,12 +468,10 @@ class DisconnectService:
     ) -> _Progress:
         clear_tokens = False
         if step == 2:
-            tokens = _GrantTokens(
-                integration,
-                repository=self._repo,
-                vault=self._vault,
-                refresher=self._refresher,
-                clock=self._clock,
+            tokens: TokenSource = (
+                self._tokens.disconnect_source(integration.id)
+                if self._tokens is not None
+                else _NoGrant()
             )
             stopped = 0
             for stopper in list(self._hooks.channel_stoppers):
@@ -601,8 +581,7 @@ class DisconnectService:
         return Revocation.KEY_PROVIDER_DOWN
 
     async def _open(self, integration: Integration, purpose: str, blob: bytes) -> str:
-        ctx = SealContext(integration.tenant_id, integration.id, purpose)
-        return (await self._vault.open(ctx, blob)).decode("utf-8")
+        return await open_token(self._vault, integration.tenant_id, integration.id, purpose, blob)
 
     async def _finish(
         self, integration: Integration, owner: str, progress: _Progress
@@ -687,83 +666,15 @@ class DisconnectService:
         return receipt
 
 
-class _GrantTokens:
-    """The `TokenSource` of step 2's hooks: the integration's grant while it still works (see
-    the module doc). Raises `IntegrationInactive` when no token can be had (none stored, the
-    vault cannot open it, no OAuth client) and Google's errors as they come; never logs or
-    shows a token."""
-
-    def __init__(
-        self,
-        integration: Integration,
-        *,
-        repository: IntegrationRepository,
-        vault: Vault,
-        refresher: TokenRefresher | None,
-        clock: Clock,
-    ) -> None:
-        self._integration = integration
-        self._repo = repository
-        self._vault = vault
-        self._refresher = refresher
-        self._clock = clock
-        self._refreshed: str | None = None
-
-    def __repr__(self) -> str:
-        return f"_GrantTokens({self._integration.id!r})"
+class _NoGrant:
+    """Step 2's `TokenSource` when no Google client is configured: no token can be had (and
+    without one nobody could have connected, so no channel is open at Google)."""
 
     async def access_token(self) -> str:
-        if self._refreshed is not None:
-            return self._refreshed
-        sealed = await self._repo.sealed_tokens(self._integration.id)
-        expires_at = sealed.access_token_expires_at if sealed is not None else None
-        if (
-            sealed is not None
-            and sealed.access_token is not None
-            and expires_at is not None
-            and expires_at - self._clock() > timedelta(seconds=MIN_ACCESS_TOKEN_S)
-        ):
-            return await self._open(PURPOSE_ACCESS_TOKEN, sealed.access_token)
-        return await self._refresh()
+        raise IntegrationInactive(Status.DISCONNECTING)
 
     async def refreshed_token(self, stale: str) -> str:
-        return await self._refresh()
-
-    def _ctx(self, purpose: str) -> SealContext:
-        return SealContext(self._integration.tenant_id, self._integration.id, purpose)
-
-    async def _open(self, purpose: str, blob: bytes) -> str:
-        try:
-            return (await self._vault.open(self._ctx(purpose), blob)).decode("utf-8")
-        except VaultError:
-            raise IntegrationInactive(Status.DISCONNECTING) from None
-
-    async def _refresh(self) -> str:
-        sealed = await self._repo.sealed_tokens(self._integration.id)
-        if self._refresher is None or sealed is None or sealed.refresh_token is None:
-            raise IntegrationInactive(Status.DISCONNECTING)
-        grant = await self._refresher.refresh(
-            await self._open(PURPOSE_REFRESH_TOKEN, sealed.refresh_token)
-        )
-        if grant.refresh_token is not None:
-            # Google rotated the refresh token: the old one may no longer name the live grant,
-            # so step 3 must find the new one (sealed, as always).
-            now = self._clock()
-            await self._repo.store_refreshed_tokens(
-                self._integration.id,
-                expected_refresh_token=sealed.refresh_token,
-                access_token=await self._vault.seal(
-                    self._ctx(PURPOSE_ACCESS_TOKEN), grant.access_token.encode("utf-8")
-                ),
-                access_token_expires_at=now + timedelta(seconds=grant.expires_in_s),
-                refresh_token=await self._vault.seal(
-                    self._ctx(PURPOSE_REFRESH_TOKEN), grant.refresh_token.encode("utf-8")
-                ),
-                refreshed_at=now,
-                status=Status.DISCONNECTING,
-            )
-        self._refreshed = grant.access_token
-        return grant.access_token
+        raise IntegrationInactive(Status.DISCONNECTING)
 
 
 async def _run_hooks(hooks: list[IntegrationHook], integration: Integration) -> int:

@@ -17,17 +17,11 @@ from sqlalchemy import Executable, RowMapping, bindparam, delete, or_, select, u
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.apikeys import utc_now
+from gateway.connections.events import IntegrationAnnouncer, IntegrationChange
 from gateway.connections.model import Integration, Status
 from gateway.db.notify import bump_integration
 from gateway.db.schema import connect_sessions, integrations
 from gateway.db.values import as_utc
-from gateway.webhooks.model import (
-    INTEGRATION_CONNECTED,
-    INTEGRATION_DISCONNECTED,
-    INTEGRATION_NEEDS_REAUTH,
-    INTEGRATION_RECONNECTED,
-)
-from gateway.webhooks.outbox import record_integration_event, subscribed
 
 
 def row_to_integration(row: RowMapping) -> Integration:
@@ -128,8 +122,18 @@ _BY_TENANT_AND_IDS = select(integrations).where(
 
 
 class IntegrationRepository:
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = utc_now) -> None:
+    """Integrations and connect sessions in the database. Status changes are announced through
+    `announcer` in the transaction that makes them (events.py)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        announcer: IntegrationAnnouncer,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.engine = engine
+        self._announcer = announcer
         self._clock = clock
 
     async def _first(
@@ -156,12 +160,13 @@ class IntegrationRepository:
             await conn.execute(integrations.insert(), [_values(i, t) for i, t in items])
             # Announced in the same transaction (outbox); a bulk import of a tenant without
             # subscribers costs one query.
+            connected = IntegrationChange.CONNECTED
             tenants = {i.tenant_id for i, _ in items}
-            wanted = {t for t in tenants if await subscribed(conn, t, (INTEGRATION_CONNECTED,))}
+            wanted = {t for t in tenants if await self._announcer.wanted(conn, t, connected)}
             for integration, _ in items:
                 if integration.status is Status.ACTIVE and integration.tenant_id in wanted:
-                    await record_integration_event(
-                        conn, INTEGRATION_CONNECTED, integration.id, now=integration.created_at
+                    await self._announcer.announce(
+                        conn, connected, integration.id, now=integration.created_at
                     )
 
     async def get(self, tenant_id: str, integration_id: str) -> Integration | None:
@@ -336,13 +341,13 @@ class IntegrationRepository:
         refresh_token: bytes | None,
         refreshed_at: datetime,
         conn: AsyncConnection | None = None,
-        status: Status = Status.ACTIVE,
     ) -> bool:
         """Store a refresh's result in one UPDATE (a rotated refresh token with it, atomically).
 
-        Only while the integration still has `status` (active, or disconnecting for the
-        disconnect's own refresh) and still holds `expected_refresh_token`: a concurrent
-        disconnect or reconnect wins and this returns False.
+        Only while the integration is active or disconnecting (a disconnect requested during
+        the refresh still revokes the grant in its step 3: it must find the refresh token that
+        is alive) and still holds `expected_refresh_token`: a disconnect that deleted the
+        tokens, or a reconnect that replaced them, wins and this returns False.
         """
         values: dict[str, object] = {
             "access_token": access_token,
@@ -356,7 +361,7 @@ class IntegrationRepository:
             update(integrations)
             .where(
                 integrations.c.id == integration_id,
-                integrations.c.status == status.value,
+                integrations.c.status.in_([Status.ACTIVE.value, Status.DISCONNECTING.value]),
                 integrations.c.refresh_token == expected_refresh_token,
             )
             .values(**values)
@@ -396,7 +401,9 @@ class IntegrationRepository:
             result = await tx.execute(stmt)
             if result.rowcount:
                 await bump_integration(tx, integration_id)
-                await record_integration_event(tx, INTEGRATION_NEEDS_REAUTH, integration_id, now=at)
+                await self._announcer.announce(
+                    tx, IntegrationChange.NEEDS_REAUTH, integration_id, now=at
+                )
         return bool(result.rowcount)
 
     @contextlib.asynccontextmanager
@@ -455,8 +462,8 @@ class IntegrationRepository:
             )
             if result.rowcount:
                 await bump_integration(conn, integration_id)
-                await record_integration_event(
-                    conn, INTEGRATION_RECONNECTED, integration_id, now=now
+                await self._announcer.announce(
+                    conn, IntegrationChange.RECONNECTED, integration_id, now=now
                 )
         return bool(result.rowcount)
 
@@ -625,9 +632,9 @@ class IntegrationRepository:
         )
         if result.rowcount:
             await bump_integration(conn, integration_id)
-            await record_integration_event(
+            await self._announcer.announce(
                 conn,
-                INTEGRATION_DISCONNECTED,
+                IntegrationChange.DISCONNECTED,
                 integration_id,
                 now=now,
                 receipt=json.loads(receipt_json),

@@ -31,10 +31,19 @@ Outcomes of a refresh:
   in this process get the same error at once (no Google call, no further audit entry) rather
   than each spending another retry budget against a Google that is down.
 
+Disconnect step 2 (stopping watch channels before the revocation) gets its tokens here too,
+through `disconnect_source`: the same stored tokens and the same single flight, also while the
+integration is `disconnecting`. A refresh the sync engine started just before the disconnect
+was requested is therefore waited for and shared, never repeated; a refresh token Google
+rotates meanwhile is stored (the row stays writable while disconnecting) so that step 3 revokes
+the grant that is really alive. A dead grant found then does not turn a disconnecting
+integration into needs_reauth.
+
 The queued refresh runs as a task the caller awaits shielded: a caller cancelled mid-refresh
 does not abandon it, so a refresh token Google has just rotated is always stored.
 
-Nothing here decrypts a token of an integration that is not active, and no token reaches a
+Nothing here decrypts a token of an integration that is neither active nor (for the
+disconnect's own use) disconnecting, and no token reaches a
 log line, an exception message or an audit entry.
 """
 
@@ -61,23 +70,32 @@ from gateway.connections.model import (
     Status,
 )
 from gateway.connections.repository import IntegrationRepository, SealedTokens
+from gateway.connections.sealing import open_token, seal_grant
 from gateway.errors import NotFound
+from gateway.google.calendar import TokenSource
 from gateway.google.errors import (
     GoogleError,
     InvalidGrant,
     TransientGoogleError,
 )
-from gateway.google.oauth_client import GoogleOAuthClient, TokenGrant
+from gateway.google.oauth_client import TokenGrant, TokenRefresher
 from gateway.google.retry import RetryPolicy, Sleep
 from gateway.observability.metrics import TOKEN_REFRESHES
-from vault.envelope import SealContext
-from vault.errors import InvalidCiphertext
+from vault.errors import InvalidCiphertext, VaultError
 from vault.service import Vault
 
 log = logging.getLogger(__name__)
 
 ReauthHook = Callable[[Integration], Awaitable[None]]
 """Called once after an integration moved to needs_reauth (e.g. to stop its watch channels)."""
+QueueHook = Callable[[str], None]
+"""Called with the integration id when a caller queues behind a refresh already in flight in
+this process (tests use it to act while the caller waits)."""
+
+# Whom tokens are served for: agents' calls (sync, availability, booking) only while active;
+# the disconnect's step 2 (stopping watch channels) also while disconnecting.
+_ACTIVE = frozenset({Status.ACTIVE})
+_ACTIVE_OR_DISCONNECTING = frozenset({Status.ACTIVE, Status.DISCONNECTING})
 
 # A caller holding a user's request should not wait long: three tries within five seconds.
 DEFAULT_REFRESH_RETRY = RetryPolicy(attempts=3, base_s=0.25, max_s=2.0, budget_s=5.0)
@@ -109,7 +127,7 @@ class TokenManager:
         *,
         repository: IntegrationRepository,
         vault: Vault,
-        oauth: GoogleOAuthClient,
+        oauth: TokenRefresher,
         audit: AuditLog,
         clock: Callable[[], datetime] = utc_now,
         margin_s: float = 300.0,
@@ -119,6 +137,7 @@ class TokenManager:
         reauth_hooks: Iterable[ReauthHook] = (),
         max_concurrent_refreshes: int = 5,
         failure_cooldown_s: float = 5.0,
+        queue_hook: QueueHook | None = None,
     ) -> None:
         self._repo = repository
         self._vault = vault
@@ -142,6 +161,7 @@ class TokenManager:
         # a second one (vault key lookup, audit); bounding refreshes in flight keeps the pool
         # from being exhausted by holders all waiting for a second connection.
         self._refresh_slots = asyncio.Semaphore(max_concurrent_refreshes)
+        self._queue_hook = queue_hook
 
     def __repr__(self) -> str:
         margin_s = self._margin.total_seconds()
@@ -161,11 +181,7 @@ class TokenManager:
         just refused the grant), TransientGoogleError (Google unavailable beyond the retry
         budget and no stored token still usable), or another GoogleError (misconfiguration).
         """
-        integration, sealed = await self._read_active(integration_id)
-        if self._fresh(sealed, self._clock()):
-            with contextlib.suppress(InvalidCiphertext):  # the refresh below decides
-                return await self._open_access(integration, sealed)
-        return await self._single_flight(integration_id, request_id=request_id, stale=None)
+        return await self._access_token(integration_id, _ACTIVE, request_id=request_id)
 
     async def force_refresh(
         self,
@@ -179,9 +195,40 @@ class TokenManager:
         If another caller has already replaced that token, the replacement is returned without
         calling Google. Raises like `access_token`.
         """
-        await self._read_active(integration_id)
+        return await self._force_refresh(
+            integration_id, _ACTIVE, stale=stale_access_token, request_id=request_id
+        )
+
+    def disconnect_source(self, integration_id: str) -> TokenSource:
+        """The Calendar client's `TokenSource` for disconnect step 2 (stopping watch channels
+        before the grant is revoked): the same tokens and the same single-flight refresh as
+        `access_token` and `force_refresh`, also while the integration is `disconnecting`.
+
+        A refresh that finds the grant dead does not move a disconnecting integration to
+        needs_reauth (the disconnect goes on); the caller gets `IntegrationInactive`.
+        """
+        return _DisconnectSource(self, integration_id)
+
+    async def _access_token(
+        self, integration_id: str, usable: frozenset[Status], *, request_id: str | None
+    ) -> str:
+        integration, sealed = await self._read_usable(integration_id, usable)
+        if self._fresh(sealed, self._clock()):
+            with contextlib.suppress(InvalidCiphertext):  # the refresh below decides
+                return await self._open_access(integration, sealed)
+        return await self._single_flight(integration_id, usable, request_id=request_id, stale=None)
+
+    async def _force_refresh(
+        self,
+        integration_id: str,
+        usable: frozenset[Status],
+        *,
+        stale: str | None,
+        request_id: str | None,
+    ) -> str:
+        await self._read_usable(integration_id, usable)
         return await self._single_flight(
-            integration_id, request_id=request_id, stale=stale_access_token, forced=True
+            integration_id, usable, request_id=request_id, stale=stale, forced=True
         )
 
     # -- single flight --------------------------------------------------------------------------
@@ -189,6 +236,7 @@ class TokenManager:
     async def _single_flight(
         self,
         integration_id: str,
+        usable: frozenset[Status],
         *,
         request_id: str | None,
         stale: str | None,
@@ -208,8 +256,10 @@ class TokenManager:
         # Counted from here until the task ends, so the entry lives exactly as long as someone
         # holds or waits for its lock: the map holds only integrations being refreshed now.
         flight.users += 1
+        if self._queue_hook is not None and flight.lock.locked():
+            self._queue_hook(integration_id)
         task = asyncio.ensure_future(
-            self._queued_refresh(integration_id, flight, request_id, stale, forced)
+            self._queued_refresh(integration_id, usable, flight, request_id, stale, forced)
         )
         # If the caller is gone, nobody reads the outcome; retrieve it so it is not reported.
         task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
@@ -218,6 +268,7 @@ class TokenManager:
     async def _queued_refresh(
         self,
         integration_id: str,
+        usable: frozenset[Status],
         flight: _Flight,
         request_id: str | None,
         stale: str | None,
@@ -232,7 +283,7 @@ class TokenManager:
                     forced = False
                 try:
                     return await self._refresh_locked(
-                        integration_id, request_id=request_id, stale=stale, forced=forced
+                        integration_id, usable, request_id=request_id, stale=stale, forced=forced
                     )
                 finally:
                     flight.generation += 1
@@ -287,7 +338,13 @@ class TokenManager:
                 yield own
 
     async def _refresh_locked(
-        self, integration_id: str, *, request_id: str | None, stale: str | None, forced: bool
+        self,
+        integration_id: str,
+        usable: frozenset[Status],
+        *,
+        request_id: str | None,
+        stale: str | None,
+        forced: bool,
     ) -> str:
         """Re-read under the lock; refresh if still needed; store. Failures are recorded (audit,
         status) in the transaction and raised only after it has committed."""
@@ -295,7 +352,7 @@ class TokenManager:
         reauthed: Integration | None = None
         async with self._refresh_transaction() as conn:
             found = await self._repo.read_for_refresh(integration_id, conn, lock=True)
-            integration, sealed = self._require_active(found, integration_id)
+            integration, sealed = self._require_usable(found, integration_id, usable)
             now = self._clock()
             if self._fresh(sealed, now):
                 try:
@@ -324,7 +381,9 @@ class TokenManager:
                 else:
                     TOKEN_REFRESHES.labels("ok").inc()
                     self._failures.pop(integration_id, None)
-                    return await self._store(integration, sealed, grant, now, conn, request_id)
+                    return await self._store(
+                        integration, sealed, grant, now, conn, request_id, usable
+                    )
             async with self._writes(conn) as wconn:
                 if isinstance(failure, InvalidGrant):
                     if await self._repo.mark_needs_reauth(
@@ -351,20 +410,27 @@ class TokenManager:
         if reauthed is not None:
             await self._run_reauth_hooks(reauthed)
         if isinstance(failure, InvalidGrant):
-            raise IntegrationInactive(Status.NEEDS_REAUTH, reason=failure.reason) from failure
+            # A disconnecting integration stays so (mark_needs_reauth moves active ones only).
+            status = (
+                Status.NEEDS_REAUTH if integration.status is Status.ACTIVE else integration.status
+            )
+            raise IntegrationInactive(status, reason=failure.reason) from failure
         raise failure
 
     async def _call_google(self, integration: Integration, sealed_refresh: bytes) -> TokenGrant:
         try:
-            opened = await self._vault.open(
-                self._ctx(integration, PURPOSE_REFRESH_TOKEN), sealed_refresh
+            refresh_token = await open_token(
+                self._vault,
+                integration.tenant_id,
+                integration.id,
+                PURPOSE_REFRESH_TOKEN,
+                sealed_refresh,
             )
         except InvalidCiphertext:
             # The grant is as lost to us as if Google had killed it (a backup restored after
             # its data key's KEK version was retired, or tampering): the user must connect
             # again, which the connect flow allows by replacing the data key.
             raise InvalidGrant(UNOPENABLE_REASON, google_status=None) from None
-        refresh_token = opened.decode("utf-8")
         return await self._retry.run(
             lambda: self._oauth.refresh(refresh_token), sleep=self._sleep, rng=self._rng
         )
@@ -377,28 +443,25 @@ class TokenManager:
         sent_at: datetime,
         conn: AsyncConnection | None,
         request_id: str | None,
+        usable: frozenset[Status],
     ) -> str:
         """Seal and store a refresh's result; return the new access token."""
         assert sealed.refresh_token is not None
-        sealed_access = await self._vault.seal(
-            self._ctx(integration, PURPOSE_ACCESS_TOKEN), grant.access_token.encode("utf-8")
-        )
-        sealed_refresh = (
-            await self._vault.seal(
-                self._ctx(integration, PURPOSE_REFRESH_TOKEN), grant.refresh_token.encode("utf-8")
-            )
-            if grant.refresh_token is not None
-            else None
-        )
         # Expiry counts from when we asked, not when the answer arrived: never later than real.
-        expires_at = sent_at + timedelta(seconds=grant.expires_in_s)
+        # (The OAuth client refuses a refresh answer without a lifetime.)
+        expires_at = grant.expires_at(sent_at)
+        assert expires_at is not None
+        fresh = await seal_grant(
+            self._vault, integration.tenant_id, integration.id, grant, expires_at=expires_at
+        )
+        assert fresh.access_token is not None
         async with self._writes(conn) as wconn:
             stored = await self._repo.store_refreshed_tokens(
                 integration.id,
                 expected_refresh_token=sealed.refresh_token,
-                access_token=sealed_access,
+                access_token=fresh.access_token,
                 access_token_expires_at=expires_at,
-                refresh_token=sealed_refresh,
+                refresh_token=fresh.refresh_token,
                 refreshed_at=self._clock(),
                 conn=wconn,
             )
@@ -412,27 +475,32 @@ class TokenManager:
                     conn=wconn,
                 )
         if not stored:
-            # A disconnect or reconnect changed the row while we talked to Google (SQLite; on
-            # PostgreSQL the row lock prevents it). It wins; what we got is not stored.
-            await self._read_active(integration.id)
+            # A disconnect's deletion of the tokens, or a reconnect, changed the row while we
+            # talked to Google (SQLite; on PostgreSQL the row lock prevents it). It wins; what
+            # we got is not stored.
+            await self._read_usable(integration.id, usable)
             log.info("refresh result not stored: integration=%s changed meanwhile", integration.id)
         return grant.access_token
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    async def _read_active(self, integration_id: str) -> tuple[Integration, SealedTokens]:
-        return self._require_active(
-            await self._repo.read_for_refresh(integration_id), integration_id
+    async def _read_usable(
+        self, integration_id: str, usable: frozenset[Status]
+    ) -> tuple[Integration, SealedTokens]:
+        return self._require_usable(
+            await self._repo.read_for_refresh(integration_id), integration_id, usable
         )
 
     @staticmethod
-    def _require_active(
-        found: tuple[Integration, SealedTokens] | None, integration_id: str
+    def _require_usable(
+        found: tuple[Integration, SealedTokens] | None,
+        integration_id: str,
+        usable: frozenset[Status],
     ) -> tuple[Integration, SealedTokens]:
         if found is None:
             raise NotFound(f"no integration {integration_id}")
         integration, sealed = found
-        if integration.status is not Status.ACTIVE:
+        if integration.status not in usable:
             raise IntegrationInactive(integration.status, reason=integration.reauth_reason)
         return integration, sealed
 
@@ -457,14 +525,13 @@ class TokenManager:
 
     async def _open_access(self, integration: Integration, sealed: SealedTokens) -> str:
         assert sealed.access_token is not None
-        plaintext = await self._vault.open(
-            self._ctx(integration, PURPOSE_ACCESS_TOKEN), sealed.access_token
+        return await open_token(
+            self._vault,
+            integration.tenant_id,
+            integration.id,
+            PURPOSE_ACCESS_TOKEN,
+            sealed.access_token,
         )
-        return plaintext.decode("utf-8")
-
-    @staticmethod
-    def _ctx(integration: Integration, purpose: str) -> SealContext:
-        return SealContext(integration.tenant_id, integration.id, purpose)
 
     async def _record(
         self,
@@ -501,3 +568,33 @@ class TokenManager:
                 await hook(integration)
             except Exception:
                 log.exception("reauth hook failed for integration=%s", integration.id)
+
+
+class _DisconnectSource:
+    """`TokenManager.disconnect_source`: a `TokenSource` over the manager that also serves a
+    `disconnecting` integration. The vault failing to open a token (the key provider down, or
+    a blob that no longer opens) means no token for this best-effort step: IntegrationInactive.
+    Never logs or shows a token."""
+
+    def __init__(self, manager: TokenManager, integration_id: str) -> None:
+        self._manager = manager
+        self._integration_id = integration_id
+
+    def __repr__(self) -> str:
+        return f"_DisconnectSource({self._integration_id!r})"
+
+    async def access_token(self) -> str:
+        try:
+            return await self._manager._access_token(
+                self._integration_id, _ACTIVE_OR_DISCONNECTING, request_id=None
+            )
+        except VaultError:
+            raise IntegrationInactive(Status.DISCONNECTING) from None
+
+    async def refreshed_token(self, stale: str) -> str:
+        try:
+            return await self._manager._force_refresh(
+                self._integration_id, _ACTIVE_OR_DISCONNECTING, stale=stale, request_id=None
+            )
+        except VaultError:
+            raise IntegrationInactive(Status.DISCONNECTING) from None

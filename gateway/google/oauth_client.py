@@ -7,7 +7,8 @@ and access logs). One call is one attempt; retrying is the caller's policy
 
 Errors map onto `gateway.google.errors`:
 
-    refresh   200                          -> TokenGrant
+    refresh   200                          -> TokenGrant (`parse_token_response`, the one
+                                              parser of token answers, the code exchange's too)
               400 invalid_grant            -> InvalidGrant
               401/400 invalid_client,      -> OAuthClientMisconfigured
                   unauthorized_client
@@ -23,8 +24,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -53,14 +56,16 @@ _CLIENT_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 
 @dataclass(frozen=True)
 class TokenGrant:
-    """One token-endpoint answer. Tokens are kept out of `repr` (and so out of tracebacks).
+    """One token-endpoint answer (a code exchange or a refresh), parsed by
+    `parse_token_response`. Tokens are kept out of `repr` (and so out of tracebacks).
 
-    `refresh_token` is None unless Google issued a new one (then it replaces the stored one);
-    `scopes` is None when the answer did not list them (then nothing changed).
+    `refresh_token` is None unless Google issued one (on a refresh it then replaces the stored
+    one); `scopes` is None when the answer did not list them (on a refresh: nothing changed);
+    `expires_in_s` is None when the answer gave no usable lifetime.
     """
 
     access_token: str = field(repr=False)
-    expires_in_s: int
+    expires_in_s: int | None
     refresh_token: str | None = field(repr=False)
     scopes: frozenset[str] | None
     id_token: str | None = field(repr=False)
@@ -69,6 +74,76 @@ class TokenGrant:
     def rotated(self) -> bool:
         """Whether Google issued a new refresh token (the old one is then dead)."""
         return self.refresh_token is not None
+
+    @property
+    def granted_scopes(self) -> frozenset[str]:
+        """The scopes the answer lists (none listed: none known)."""
+        return self.scopes if self.scopes is not None else frozenset()
+
+    def expires_at(self, sent_at: datetime) -> datetime | None:
+        """When the access token expires, counted from when it was asked for (`sent_at`), so
+        never later than Google's own reckoning; None without a lifetime."""
+        if self.expires_in_s is None:
+            return None
+        return sent_at + timedelta(seconds=self.expires_in_s)
+
+
+class TokenRefresher(Protocol):
+    """A refresh at Google's token endpoint (`GoogleOAuthClient` is the one; tests may wrap
+    it)."""
+
+    async def refresh(self, refresh_token: str) -> TokenGrant:
+        """A new access token for the grant (one attempt, errors as in the module doc)."""
+        ...
+
+
+class TokenRevoker(Protocol):
+    """A revocation at Google's revocation endpoint (`GoogleOAuthClient` is the one)."""
+
+    async def revoke(self, token: str) -> bool:
+        """True: revoked now; False: Google answered invalid_token (already revoked or
+        expired, done either way)."""
+        ...
+
+
+def parse_token_response(data: object) -> TokenGrant:
+    """Google's token answer (the decoded JSON object of a 200, or oauthlib's token dict of a
+    code exchange) as a TokenGrant. Raises UnexpectedGoogleResponse (a message safe to log)
+    when it is not an object or has no access token; a missing or unusable `expires_in` is
+    None (the refresh refuses it, the code exchange stores no expiry)."""
+    if not isinstance(data, Mapping):
+        raise UnexpectedGoogleResponse("Google token answer is not an object", google_status=200)
+    access_token = data.get("access_token")
+    if not isinstance(access_token, str) or not access_token:
+        raise UnexpectedGoogleResponse("Google token answer has no access_token", google_status=200)
+    expires_in = data.get("expires_in")
+    # Google sends an integer; tolerate a float or a digit string, refuse anything else (bools
+    # are ints to Python).
+    expires_in_s: int | None
+    if isinstance(expires_in, int | float) and not isinstance(expires_in, bool):
+        expires_in_s = max(0, int(expires_in))
+    elif isinstance(expires_in, str) and expires_in.strip().isdigit():
+        expires_in_s = int(expires_in.strip())
+    else:
+        expires_in_s = None
+    # A space-separated string on the wire; oauthlib hands a code exchange's on as a list.
+    scope = data.get("scope")
+    scopes: frozenset[str] | None
+    if isinstance(scope, str):
+        scopes = frozenset(scope.split())
+    elif isinstance(scope, list | tuple):
+        scopes = frozenset(str(s) for s in scope)
+    else:
+        scopes = None
+    refresh_token = data.get("refresh_token")
+    id_token = data.get("id_token")
+    return TokenGrant(
+        access_token=access_token,
+        expires_in_s=expires_in_s,
+        refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
+        scopes=scopes,
+        id_token=id_token if isinstance(id_token, str) and id_token else None,
+    )
 
 
 class GoogleOAuthClient:
@@ -240,35 +315,17 @@ def _status_error(
 
 
 def _parse_grant(body: bytes) -> TokenGrant:
-    """A 200 token answer as a TokenGrant; UnexpectedGoogleResponse if it is not one."""
+    """A 200 refresh answer as a TokenGrant; UnexpectedGoogleResponse if it is not one."""
     try:
         data: Any = json.loads(body)
     except ValueError:
         raise UnexpectedGoogleResponse(
             "Google token endpoint answered 200 with a body that is not JSON", google_status=200
         ) from None
-    if not isinstance(data, dict):
-        raise UnexpectedGoogleResponse("Google token answer is not an object", google_status=200)
-    access_token = data.get("access_token")
-    expires_in = data.get("expires_in")
-    if not isinstance(access_token, str) or not access_token:
-        raise UnexpectedGoogleResponse("Google token answer has no access_token", google_status=200)
-    # Google sends an integer; tolerate a digit string, refuse anything else (bools too).
-    if isinstance(expires_in, int) and not isinstance(expires_in, bool):
-        expires_in_s = expires_in
-    elif isinstance(expires_in, str) and expires_in.strip().isdigit():
-        expires_in_s = int(expires_in.strip())
-    else:
+    grant = parse_token_response(data)
+    if grant.expires_in_s is None:
+        # A refreshed token without a lifetime could never be refreshed ahead of time.
         raise UnexpectedGoogleResponse(
             "Google token answer has no usable expires_in", google_status=200
         )
-    refresh_token = data.get("refresh_token")
-    scope = data.get("scope")
-    id_token = data.get("id_token")
-    return TokenGrant(
-        access_token=access_token,
-        expires_in_s=max(0, expires_in_s),
-        refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
-        scopes=frozenset(scope.split()) if isinstance(scope, str) else None,
-        id_token=id_token if isinstance(id_token, str) and id_token else None,
-    )
+    return grant

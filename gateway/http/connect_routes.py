@@ -24,15 +24,15 @@ from pydantic import Field
 from gateway.apikeys import utc_now
 from gateway.connections.connect import ConnectService
 from gateway.connections.export import stored_records
-from gateway.connections.google_flow import (
+from gateway.connections.model import Integration, excess_scopes
+from gateway.connections.receipt_store import ReceiptStore
+from gateway.google.oauth_client import GoogleOAuthClient
+from gateway.google.oauth_flow import (
     GoogleFlow,
     allow_plain_http_if_configured,
     quiet_token_logging,
     requested_scopes,
 )
-from gateway.connections.model import Integration, excess_scopes
-from gateway.connections.receipt_store import ReceiptStore
-from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.http.appkeys import (
     AUDIT_KEY,
     ENGINE_KEY,

@@ -37,15 +37,12 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from gateway.connections.disconnect import (
-    DisconnectHooks,
-    DisconnectService,
-    TokenRevoker,
-)
+from gateway.connections.disconnect import DisconnectHooks, DisconnectService
 from gateway.connections.journal import DeletionJournal
 from gateway.connections.receipt_store import ReceiptStore
 from gateway.connections.reshred import JournalReplay
 from gateway.errors import NotFound
+from gateway.google.oauth_client import TokenRevoker
 from gateway.google.retry import RetryPolicy
 from gateway.http.appkeys import (
     AUDIT_KEY,
@@ -57,7 +54,7 @@ from gateway.http.appkeys import (
 )
 from gateway.http.auth import principal, requires_scope
 from gateway.http.json_body import json_response
-from gateway.http.token_wiring import GOOGLE_OAUTH_KEY
+from gateway.http.token_wiring import GOOGLE_OAUTH_KEY, TOKENS_KEY
 from gateway.sync.scheduler import default_owner
 
 log = logging.getLogger(__name__)
@@ -154,8 +151,8 @@ def setup(app: web.Application) -> None:
             vault=app[VAULT_KEY],
             audit=app[AUDIT_KEY],
             revoker=revoker,
-            # The same client refreshes the grant for step 2 (stopping watch channels).
-            refresher=app.get(GOOGLE_OAUTH_KEY),
+            # Step 2 (stopping watch channels) gets its tokens from the one TokenManager.
+            tokens=app.get(TOKENS_KEY),
             retry=config.retry,
             owner=default_owner(),
             hooks=app[DISCONNECT_HOOKS_KEY],

@@ -1,9 +1,9 @@
-"""What the sync engine keeps of an event, and what is busy (pure: no I/O).
+"""What is busy, from the events the sync engine keeps (pure: no I/O).
 
-`parse_event` reduces one Google event resource to an `EventRecord`: ids, times, status,
-transparency, whether the owner declined, recurrence links, etag and `updated`. Titles,
-descriptions, attendees and locations are dropped (data minimisation) unless the deployment
-opts in or the gateway itself created the event (`details`).
+The events themselves are Google's, read once in `gateway.google.events` (`parse_event` reduces
+an events.list item to an `Event`: ids, times, status, transparency, whether the owner
+declined, recurrence links, etag and `updated`; details only when they may be kept). The sync
+engine calls the `Event` it keeps an `EventRecord`.
 
 `blocks_for_series` turns a series (a single event, or a recurring master with its exceptions)
 into busy blocks inside a horizon. Busy means: not cancelled, `opaque` (Google's default), not
@@ -13,84 +13,22 @@ whatever the deployment chose (busy by default, as Google's own free/busy does).
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, tzinfo
-from typing import Any, NamedTuple
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime, tzinfo
+from typing import NamedTuple
 
+from gateway.google.events import Event, zone
 from gateway.sync.recurrence import (
     RecurrenceError,
     day_span,
     expand_all_day,
     expand_timed,
-    occurrence_key,
 )
 
-# The private extended property the gateway sets on events it creates (booking), so the sync
-# engine recognises them and may keep them in full. Its value is the booking integration's
-# `owner_tag`: only that integration's copy treats the event as its own.
-GATEWAY_PROPERTY = "calendarGateway"
-
-# Fields kept in `details` when they may be stored (opt-in, or an event the gateway created).
-DETAIL_FIELDS = ("summary", "description", "location")
-
-_INSTANCE_SUFFIX = re.compile(r"_(\d{8}(?:T\d{6}Z)?)$")
-
-
-class EventParseError(ValueError):
-    """An event resource we cannot read (its message names no personal data)."""
-
-
-class EventRecord(NamedTuple):
-    """The minimal copy of one Google event (a single event, a master or an exception).
-
-    Timed events have `start_at`/`end_at` (UTC) and `time_zone` (the zone the series' wall
-    times live in); all-day events have `start_date`/`end_date` (end exclusive). A cancelled
-    event may have neither (Google's tombstones carry ids only). `original_start` is the
-    occurrence key (see `recurrence.occurrence_key`) an exception replaces.
-
-    A named tuple (immutable, compared field by field like the frozen dataclass it was) whose
-    fields are `calendar_events`' columns in order: a sync builds one per event per run, and a
-    tuple is built in C.
-    """
-
-    event_id: str
-    status: str = "confirmed"
-    transparency: str = "opaque"
-    self_declined: bool = False
-    event_type: str = "default"
-    all_day: bool = False
-    start_at: datetime | None = None
-    end_at: datetime | None = None
-    start_date: date | None = None
-    end_date: date | None = None
-    time_zone: str | None = None
-    recurrence: tuple[str, ...] | None = None
-    recurring_event_id: str | None = None
-    original_start: str | None = None
-    etag: str | None = None
-    updated: str | None = None
-    created_by_gateway: bool = False
-    details: Mapping[str, Any] | None = None
-
-    @property
-    def cancelled(self) -> bool:
-        return self.status == "cancelled"
-
-    @property
-    def series_id(self) -> str:
-        """The id of the series this record belongs to (its own id when it is not an
-        exception): blocks are recomputed per series."""
-        return self.recurring_event_id or self.event_id
-
-    @property
-    def has_times(self) -> bool:
-        return (self.start_at is not None and self.end_at is not None) or (
-            self.start_date is not None and self.end_date is not None
-        )
+# What the sync engine keeps of an event: Google's event as `gateway.google.events` reads it.
+EventRecord = Event
 
 
 class BusyBlock(NamedTuple):
@@ -111,136 +49,6 @@ class Horizon:
 
     start: datetime
     end: datetime
-
-
-def zone(name: str | None, fallback: tzinfo = UTC) -> tzinfo:
-    """The zone named `name`, or `fallback` for a missing or unknown name."""
-    if not name:
-        return fallback
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return fallback
-
-
-def _parse_instant(value: Any, tz_name: str | None, calendar_tz: tzinfo) -> datetime:
-    if not isinstance(value, str):
-        raise EventParseError("dateTime is not a string")
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise EventParseError("malformed dateTime") from None
-    if moment.tzinfo is None:
-        # Google always sends an offset; a value without one is in the given zone.
-        moment = moment.replace(tzinfo=zone(tz_name, calendar_tz))
-    return moment.astimezone(UTC)
-
-
-def _parse_date(value: Any) -> date:
-    if not isinstance(value, str):
-        raise EventParseError("date is not a string")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise EventParseError("malformed date") from None
-
-
-def _original_key(item: Mapping[str, Any], calendar_tz: tzinfo) -> str | None:
-    original = item.get("originalStartTime")
-    if isinstance(original, Mapping):
-        if original.get("date"):
-            return occurrence_key(_parse_date(original["date"]))
-        if original.get("dateTime"):
-            instant = _parse_instant(original["dateTime"], original.get("timeZone"), calendar_tz)
-            return occurrence_key(instant)
-    # Instance ids end with the original start in the same form (`<master>_<key>`).
-    found = _INSTANCE_SUFFIX.search(str(item.get("id", "")))
-    return found[1] if found else None
-
-
-def _made_by(item: Mapping[str, Any], owner_tag: str | None) -> bool:
-    """Whether the integration whose tag is `owner_tag` booked this event."""
-    if not owner_tag:
-        return False
-    props = item.get("extendedProperties")
-    private = props.get("private") if isinstance(props, Mapping) else None
-    return isinstance(private, Mapping) and private.get(GATEWAY_PROPERTY) == owner_tag
-
-
-def _details(item: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {k: item[k] for k in DETAIL_FIELDS if item.get(k)}
-    attendees = item.get("attendees")
-    if isinstance(attendees, list):
-        out["attendees"] = [
-            {k: a[k] for k in ("email", "responseStatus", "self") if k in a}
-            for a in attendees
-            if isinstance(a, Mapping)
-        ]
-    return out
-
-
-def parse_event(
-    item: Mapping[str, Any],
-    *,
-    calendar_tz: str,
-    keep_details: bool = False,
-    owner_tag: str | None = None,
-) -> EventRecord:
-    """Reduce one events.list item to what availability and booking need.
-
-    `keep_details` (GATEWAY_STORE_EVENT_DETAILS) keeps title, description, location and
-    attendees; events the syncing integration booked (their private property equals its
-    `owner_tag`) keep them regardless. Any other integration's meeting, even on the same
-    Google account, is minimised like the user's own events. Raises EventParseError.
-    """
-    event_id = item.get("id")
-    if not isinstance(event_id, str) or not event_id:
-        raise EventParseError("event without an id")
-    cal_tz = zone(calendar_tz)
-    status = str(item.get("status") or "confirmed")
-    recurring = item.get("recurringEventId")
-    base: dict[str, Any] = {
-        "event_id": event_id,
-        "status": status,
-        "recurring_event_id": str(recurring) if recurring else None,
-        "original_start": _original_key(item, cal_tz) if recurring else None,
-        "etag": str(item["etag"]) if item.get("etag") else None,
-        "updated": str(item["updated"]) if item.get("updated") else None,
-    }
-    start, end = item.get("start"), item.get("end")
-    if not isinstance(start, Mapping) or not isinstance(end, Mapping):
-        if status == "cancelled":
-            return EventRecord(**base)  # a tombstone: ids only
-        raise EventParseError("event without start or end")
-    attendees = item.get("attendees")
-    declined = isinstance(attendees, list) and any(
-        isinstance(a, Mapping) and a.get("self") and a.get("responseStatus") == "declined"
-        for a in attendees
-    )
-    recurrence = item.get("recurrence")
-    gateway_made = _made_by(item, owner_tag)
-    base.update(
-        transparency=str(item.get("transparency") or "opaque"),
-        self_declined=declined,
-        event_type=str(item.get("eventType") or "default"),
-        recurrence=tuple(str(line) for line in recurrence) if recurrence else None,
-        created_by_gateway=gateway_made,
-        details=_details(item) if keep_details or gateway_made else None,
-    )
-    if start.get("date") is not None:
-        return EventRecord(
-            **base,
-            all_day=True,
-            start_date=_parse_date(start["date"]),
-            end_date=_parse_date(end.get("date")),
-        )
-    tz_name = start.get("timeZone") or calendar_tz
-    return EventRecord(
-        **base,
-        start_at=_parse_instant(start.get("dateTime"), tz_name, cal_tz),
-        end_at=_parse_instant(end.get("dateTime"), end.get("timeZone") or tz_name, cal_tz),
-        time_zone=str(tz_name),
-    )
 
 
 def is_busy(record: EventRecord, *, tentative_is_busy: bool = True) -> bool:

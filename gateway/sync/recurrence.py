@@ -36,6 +36,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dateutil.rrule import rrule, rruleset, rrulestr
 
+from gateway.google.events import occurrence_key
+
 # A bound for endless or very dense rules (FREQ=MINUTELY ...): nobody has more busy
 # occurrences of one series inside a horizon of about a year.
 MAX_OCCURRENCES = 5000
@@ -54,18 +56,6 @@ class Occurrence(NamedTuple):
     start: datetime
     end: datetime
     key: str
-
-
-def occurrence_key(value: datetime | date) -> str:
-    """The key of an original start: UTC `YYYYMMDDTHHMMSSZ` for an aware datetime, `YYYYMMDD`
-    for a date (the same text Google appends to instance ids)."""
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError("a timed original start must be aware")
-        v = value.astimezone(UTC)
-        # %-formatting, not strftime: one key per occurrence, and this is several times faster.
-        return "%04d%02d%02dT%02d%02d%02dZ" % (v.year, v.month, v.day, v.hour, v.minute, v.second)  # noqa: UP031
-    return "%04d%02d%02d" % (value.year, value.month, value.day)  # noqa: UP031
 
 
 def _local_naive(moment: datetime, tz: tzinfo) -> datetime:

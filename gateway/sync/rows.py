@@ -9,12 +9,12 @@ The values are driver-neutral: aware UTC datetimes for `start_at`/`end_at`, `YYY
 for all-day dates, JSON text for `recurrence` and `details`, booleans. `gateway.db.bulk` turns
 the datetimes into SQLite's text form where needed.
 
-`parse_event` (model.py) stays the reference: `row_of(parse_event(item, ...))` is, by
-definition, the row of an item, and `parse_rows` must produce exactly that
-(tests/sync/test_rows.py checks it on every fixture and on generated events). Anything the
-fast path does not recognise as the common shape (a non-string field, a time without an
-offset, a malformed value) is handed to that reference path, so unusual input is treated
-exactly as before, errors included.
+`parse_event` (gateway/google/events.py, which also holds the field extraction functions used
+here) stays the reference: `row_of(parse_event(item, ...))` is, by definition, the row of an
+item, and `parse_rows` must produce exactly that (tests/sync/test_rows.py checks it on every
+fixture and on generated events). Anything the fast path does not recognise as the common
+shape (a non-string field, a time without an offset, a malformed value) is handed to that
+reference path, so unusual input is treated exactly as before, errors included.
 """
 
 from __future__ import annotations
@@ -26,15 +26,15 @@ from typing import Any
 
 import orjson
 
-from gateway.sync.model import (
+from gateway.google.events import (
     EventParseError,
-    EventRecord,
-    _details,
-    _made_by,
-    _original_key,
+    kept_details,
+    made_by,
+    original_key,
     parse_event,
     zone,
 )
+from gateway.sync.model import EventRecord
 
 # The columns of calendar_events after (calendar_id, generation), in the order of a row; the
 # same names and order as EventRecord's fields.
@@ -172,7 +172,7 @@ def _fast_row(
         or updated is False
     ):
         return None
-    original = _original_key(item, cal_tz) if recurring else None
+    original = original_key(item, cal_tz) if recurring else None
     start, end = item.get("start"), item.get("end")
     if type(start) is not dict or type(end) is not dict:
         if status != "cancelled":
@@ -218,8 +218,8 @@ def _fast_row(
         recurrence_text: str | None = _json([str(line) for line in recurrence])
     else:
         recurrence_text = None
-    made = _made_by(item, owner_tag)
-    details = _json(_details(item)) if keep_details or made else None
+    made = made_by(item, owner_tag)
+    details = _json(kept_details(item)) if keep_details or made else None
     day = start.get("date")
     if day is not None:
         end_day = end.get("date")

@@ -15,10 +15,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.connections.events import IntegrationChange
 from gateway.db.schema import integrations, webhook_deliveries, webhook_endpoints, webhook_events
 from gateway.db.values import as_utc
 from gateway.webhooks.model import (
     AVAILABILITY_CHANGED,
+    INTEGRATION_CONNECTED,
+    INTEGRATION_DISCONNECTED,
+    INTEGRATION_NEEDS_REAUTH,
+    INTEGRATION_RECONNECTED,
     DeliveryState,
     EndpointState,
     event_body,
@@ -146,6 +151,41 @@ async def record_integration_event(
         integration_id=integration_id,
         tenant_id=row["tenant_id"],
     )
+
+
+# The webhook event type of each change the integration repository announces.
+INTEGRATION_EVENT_TYPES = {
+    IntegrationChange.CONNECTED: INTEGRATION_CONNECTED,
+    IntegrationChange.RECONNECTED: INTEGRATION_RECONNECTED,
+    IntegrationChange.NEEDS_REAUTH: INTEGRATION_NEEDS_REAUTH,
+    IntegrationChange.DISCONNECTED: INTEGRATION_DISCONNECTED,
+}
+
+
+class IntegrationOutbox:
+    """The `IntegrationAnnouncer` the app gives the integration repository
+    (`gateway.connections.events`): its changes become `integration.*` events here."""
+
+    def __repr__(self) -> str:
+        return "IntegrationOutbox()"
+
+    async def wanted(
+        self, conn: AsyncConnection, tenant_id: str, change: IntegrationChange
+    ) -> bool:
+        return await subscribed(conn, tenant_id, (INTEGRATION_EVENT_TYPES[change],))
+
+    async def announce(
+        self,
+        conn: AsyncConnection,
+        change: IntegrationChange,
+        integration_id: str,
+        *,
+        now: datetime,
+        **extra: object,
+    ) -> None:
+        await record_integration_event(
+            conn, INTEGRATION_EVENT_TYPES[change], integration_id, now=now, **extra
+        )
 
 
 async def record_availability_change(

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.schema import calendar_events
 from gateway.db.values import as_utc
-from gateway.sync.model import EventRecord
+from gateway.google.events import Event
 from gateway.webhooks.model import (
     AVAILABILITY_CHANGED,
     BOOKING_CANCELLED,
@@ -71,7 +71,7 @@ async def record_booking_changes(
     integration_id: str,
     calendar_id: str,
     generation: int,
-    items: Sequence[EventRecord],
+    items: Sequence[Event],
     now: datetime,
 ) -> int:
     """Announce changes to booked meetings among `items` (before they are applied); returns
@@ -142,7 +142,7 @@ async def record_sync_changes(
     integration_id: str,
     calendar_id: str,
     generation: int,
-    items: Sequence[EventRecord],
+    items: Sequence[Event],
     now: datetime,
     horizon: tuple[datetime, datetime] | None,
     coalesce_s: float,
@@ -175,7 +175,7 @@ async def _changed_span(
     conn: AsyncConnection,
     calendar_id: str,
     generation: int,
-    items: Sequence[EventRecord],
+    items: Sequence[Event],
     horizon: tuple[datetime, datetime] | None,
 ) -> tuple[datetime, datetime] | None:
     """The old and new times of the touched events; the horizon when a series or an event

@@ -43,6 +43,7 @@ from gateway.http.appkeys import COHERENCE_KEY, HTTP_KEY, INDEX_KEY
 from gateway.http.availability_routes import AVAILABILITY_KEY
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
+from gateway.webhooks.outbox import IntegrationOutbox
 from tests.availability.helpers import at, day, z
 from tests.databases import fresh_database_url
 from tests.reliability.processes import until
@@ -242,7 +243,9 @@ async def _database_answer(pair: Pair, process: Process, person: Person) -> Any:
         ),
         tokens=process.app[TOKENS_KEY],
     )
-    integration = await IntegrationRepository(pair.truth).get("acme", person.integration_id)
+    integration = await IntegrationRepository(pair.truth, announcer=IntegrationOutbox()).get(
+        "acme", person.integration_id
+    )
     assert integration is not None
     if not integration.usable:
         return integration.status

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gateway.sync.model import GATEWAY_PROPERTY
+from gateway.google.events import GATEWAY_PROPERTY
 from tests.availability.helpers import Response, at, z
 from tests.stack import Stack
 

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.booking.request import parse_booking, parse_change
 from gateway.errors import InvalidInput
-from gateway.sync.model import GATEWAY_PROPERTY
+from gateway.google.events import GATEWAY_PROPERTY
 
 START = datetime(2030, 1, 7, 10, 0, tzinfo=UTC)
 END = START + timedelta(minutes=30)

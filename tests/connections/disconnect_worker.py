@@ -30,6 +30,7 @@ from gateway.db.engine import create_engine
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.google.retry import RetryPolicy
 from gateway.settings import load_settings
+from gateway.webhooks.outbox import IntegrationOutbox
 from gateway.wiring import open_vault
 
 KILLED = 137  # what a shell reports for SIGKILL
@@ -51,7 +52,7 @@ async def main(job: dict[str, Any]) -> int:
     try:
         async with aiohttp.ClientSession() as http:
             service = DisconnectService(
-                repository=IntegrationRepository(engine),
+                repository=IntegrationRepository(engine, announcer=IntegrationOutbox()),
                 vault=vault,
                 audit=AuditLog(engine),
                 revoker=GoogleOAuthClient.from_settings(http, settings),

@@ -45,6 +45,7 @@ from gateway.connections.tokens import TokenManager
 from gateway.db.engine import create_engine
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.settings import load_settings
+from gateway.webhooks.outbox import IntegrationOutbox
 from gateway.wiring import open_vault
 from vault.envelope import SealContext
 from vault.service import Vault
@@ -89,7 +90,7 @@ async def open_services(
     vault = await open_vault(settings, engine)
     try:
         async with aiohttp.ClientSession() as session:
-            repo = IntegrationRepository(engine)
+            repo = IntegrationRepository(engine, announcer=IntegrationOutbox())
             audit = AuditLog(engine)
             oauth = GoogleOAuthClient.from_settings(session, settings)
             manager_options.setdefault("margin_s", settings.token_refresh_margin_s)

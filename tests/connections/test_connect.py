@@ -28,7 +28,6 @@ from gateway.apikeys import SCOPES, ApiKeyStore, utc_now
 from gateway.app import create_app
 from gateway.audit import AuditLog
 from gateway.connections.connect import ConnectService, with_query
-from gateway.connections.google_flow import ExchangeFailed, GoogleIdentity, GrantedTokens
 from gateway.connections.model import (
     PURPOSE_ACCESS_TOKEN,
     PURPOSE_REFRESH_TOKEN,
@@ -38,8 +37,11 @@ from gateway.connections.model import (
 from gateway.connections.repository import IntegrationRepository, SealedTokens
 from gateway.connections.return_urls import return_url_allowed
 from gateway.db.schema import audit_log, connect_sessions, integrations
+from gateway.google.oauth_client import TokenGrant
+from gateway.google.oauth_flow import ExchangeFailed, GoogleIdentity
 from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
 from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE, load_settings
+from gateway.webhooks.outbox import IntegrationOutbox
 from gateway.wiring import open_vault
 from tests.stack import (
     ALICE,
@@ -602,17 +604,17 @@ class FakeFlow:
     def authorization_url(self, *, state: str, code_verifier: str, login_hint: str | None) -> str:
         return "https://accounts.test/auth?" + urlencode({"state": state})
 
-    async def exchange(self, *, code: str, code_verifier: str, now: datetime) -> GrantedTokens:
+    async def exchange(self, *, code: str, code_verifier: str) -> TokenGrant:
         self.verifiers.append(code_verifier)
-        return GrantedTokens(
+        return TokenGrant(
             access_token="at-fake",
             refresh_token=self.refresh,
             id_token="idt-fake",
-            granted_scopes=frozenset({"openid", AVAILABILITY_SCOPE, BOOKING_SCOPE}),
-            expires_at=now + timedelta(hours=1),
+            scopes=frozenset({"openid", AVAILABILITY_SCOPE, BOOKING_SCOPE}),
+            expires_in_s=3600,
         )
 
-    async def verify_identity(self, tokens: GrantedTokens) -> GoogleIdentity:
+    async def verify_identity(self, tokens: TokenGrant) -> GoogleIdentity:
         if not self.identity_ok:
             raise ExchangeFailed("id_token not verified (test)", tokens)
         return GoogleIdentity(sub="sub-1", email="someone@example.com")
@@ -655,7 +657,7 @@ async def service_parts(
     vault = await open_vault(settings, engine)
     try:
         yield {
-            "repository": IntegrationRepository(engine),
+            "repository": IntegrationRepository(engine, announcer=IntegrationOutbox()),
             "vault": vault,
             "audit": AuditLog(engine),
             "settings": settings,
@@ -705,7 +707,12 @@ async def test_expiry_follows_the_injected_clock(service_parts: dict[str, Any]) 
 
 async def test_storage_failure_gives_the_grant_back(service_parts: dict[str, Any]) -> None:
     revoker = FakeRevoker()
-    parts = {**service_parts, "repository": BrokenRepository(service_parts["repository"].engine)}
+    parts = {
+        **service_parts,
+        "repository": BrokenRepository(
+            service_parts["repository"].engine, announcer=IntegrationOutbox()
+        ),
+    }
     service = ConnectService(**parts, flow=FakeFlow(), revoker=revoker)
     outcome = await service.complete_callback({"state": await start(service), "code": "c"})
     assert outcome.error == "exchange_failed"

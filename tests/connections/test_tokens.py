@@ -21,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emulator.app import create_emulator_app
 from emulator.state import EmulatorState
+from gateway.audit import AuditLog
+from gateway.connections.disconnect import DisconnectHooks, DisconnectService
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import (
     PURPOSE_ACCESS_TOKEN,
@@ -30,7 +32,9 @@ from gateway.connections.model import (
 )
 from gateway.connections.tokens import TokenManager
 from gateway.errors import NotFound
+from gateway.google.calendar import TokenSource
 from gateway.google.errors import OAuthClientMisconfigured, TransientGoogleError
+from gateway.google.oauth_client import TokenGrant
 from gateway.google.retry import RetryPolicy
 from gateway.http.token_wiring import TOKENS_KEY
 from tests.connections.refresh_worker import Services, open_services, seed_integration, stored_token
@@ -398,6 +402,106 @@ async def test_a_caller_cancelled_mid_refresh_does_not_lose_a_rotated_token(env:
     env.google.advance_clock(LIFETIME_S)
     assert await env.works(await env.tokens.access_token(INTEGRATION_ID))
     assert (await env.integration()).status is Status.ACTIVE
+
+
+async def test_a_disconnect_shares_the_refresh_in_flight_and_revokes_its_grant(
+    env: Env, backend: str
+) -> None:
+    """A sync's refresh of an expired token is at Google when the user disconnects. Stopping
+    the watch channels (disconnect step 2) needs a token too: it queues behind that refresh and
+    gets its token instead of refreshing again, and the revocation (step 3) revokes the grant
+    that refresh left alive (Google rotated the refresh token meanwhile)."""
+    if backend != "sqlite":
+        pytest.skip(
+            "on PostgreSQL the refresh holds the row lock, so the disconnect request itself "
+            "waits for it (tests/connections/test_refresh_single_flight.py covers the lock)"
+        )
+    await env.seed(expires_in_s=-1)
+    env.google.rotate_refresh_token_next(ALICE)
+    at_google, release = asyncio.Event(), asyncio.Event()
+
+    class HeldGoogle:
+        """Google's token endpoint, answering only once the disconnect is queued."""
+
+        async def refresh(self, refresh_token: str) -> TokenGrant:
+            at_google.set()
+            await release.wait()
+            return await env.services.oauth.refresh(refresh_token)
+
+    tokens = TokenManager(
+        repository=env.services.repo,
+        vault=env.services.vault,
+        oauth=HeldGoogle(),
+        audit=env.services.audit,
+        clock=env.now,
+        margin_s=MARGIN_S,
+        # The barrier: Google answers the sync's refresh once another caller waits for it.
+        queue_hook=lambda integration_id: release.set(),
+    )
+    syncing = asyncio.create_task(tokens.access_token(INTEGRATION_ID))
+    await at_google.wait()
+
+    handed: list[str] = []
+
+    async def stop_channels(integration: Integration, source: TokenSource) -> int:
+        handed.append(await source.access_token())
+        return 1
+
+    service = DisconnectService(
+        repository=env.services.repo,
+        vault=env.services.vault,
+        audit=AuditLog(env.services.repo.engine),
+        revoker=env.services.oauth,
+        retry=RetryPolicy(attempts=2, base_s=0.01, max_s=0.02, budget_s=5.0),
+        tokens=tokens,
+        owner="test",
+        hooks=DisconnectHooks([stop_channels]),
+        clock=env.now,
+    )
+    outcome = await service.disconnect("acme", INTEGRATION_ID)
+    synced = await syncing
+
+    assert release.is_set(), "the disconnect did not wait for the refresh in flight"
+    assert env.refresh_calls() == 1
+    assert handed == [synced]
+    assert outcome is not None and outcome.receipt is not None
+    assert outcome.receipt.revoked_at_google is True
+    # Revoked by our call with the rotated refresh token: the grant that was really alive (the
+    # first refresh token would have been answered invalid_token and left the grant alive).
+    (revoked,) = env.google.revoked_grants(ALICE)
+    assert revoked.revoked_by == "revoke_endpoint"
+    assert env.google.active_grants(ALICE_SUB, GATEWAY_CLIENT_ID) == []
+
+
+async def test_disconnect_step_two_refreshes_through_the_token_manager(env: Env) -> None:
+    """With an expired access token and nothing else in flight, the disconnect's own refresh is
+    the TokenManager's: one Google call, its token handed to step 2, and a dead grant found
+    then does not turn the disconnecting integration into needs_reauth."""
+    await env.seed(expires_in_s=-1)
+    handed: list[str] = []
+
+    async def stop_channels(integration: Integration, source: TokenSource) -> int:
+        handed.append(await source.access_token())
+        handed.append(await source.access_token())  # served from storage the second time
+        return 1
+
+    service = DisconnectService(
+        repository=env.services.repo,
+        vault=env.services.vault,
+        audit=AuditLog(env.services.repo.engine),
+        revoker=env.services.oauth,
+        retry=RetryPolicy(attempts=2, base_s=0.01, max_s=0.02, budget_s=5.0),
+        tokens=env.tokens,
+        owner="test",
+        hooks=DisconnectHooks([stop_channels]),
+        clock=env.now,
+    )
+    outcome = await service.disconnect("acme", INTEGRATION_ID)
+    assert outcome is not None and outcome.receipt is not None
+    assert env.refresh_calls() == 1
+    assert len(handed) == 2 and handed[0] == handed[1]
+    assert not env.reauthed
+    assert outcome.receipt.revoked_at_google is True
 
 
 async def test_end_to_end_revoked_at_google_then_reconnected(stack: Stack) -> None:

@@ -8,15 +8,13 @@ from typing import Any
 
 import pytest
 
+from gateway.google.events import GATEWAY_PROPERTY, EventParseError, parse_event
 from gateway.sync.model import (
-    GATEWAY_PROPERTY,
-    EventParseError,
     EventRecord,
     Horizon,
     blocks_for_records,
     blocks_for_series,
     is_busy,
-    parse_event,
 )
 from tests.fixtures import google_recording
 

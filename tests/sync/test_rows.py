@@ -23,7 +23,7 @@ from emulator.calendar_store import CalendarStore, ListQuery
 from emulator.seed import seed_calendar
 from gateway.db.bulk import insert_rows
 from gateway.db.schema import busy_blocks, calendar_events
-from gateway.sync.model import GATEWAY_PROPERTY, EventParseError, parse_event
+from gateway.google.events import GATEWAY_PROPERTY, EventParseError, parse_event
 from gateway.sync.rows import ROW_COLUMNS, EventRow, Skipped, parse_rows, record_of, row_of
 from gateway.sync.store import EVENT_COLUMNS, SyncStore
 from tests.fixtures import GOOGLE

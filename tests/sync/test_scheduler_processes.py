@@ -35,6 +35,7 @@ from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine, SyncOutcome
 from gateway.sync.scheduler import SyncScheduler
 from gateway.sync.store import SyncStore
+from gateway.webhooks.outbox import IntegrationOutbox
 from gateway.wiring import open_vault
 from tests.stack import ALICE, Stack
 from tests.sync.test_scheduler import EVERYTHING, FakeClock, blocks, event, eventually
@@ -57,7 +58,7 @@ async def process(stack: Stack) -> AsyncIterator[Process]:
     db = await create_engine(stack.settings.database_url)
     vault = await open_vault(stack.settings, db)
     try:
-        integrations = IntegrationRepository(db)
+        integrations = IntegrationRepository(db, announcer=IntegrationOutbox())
         tokens = TokenManager(
             repository=integrations,
             vault=vault,

@@ -6,12 +6,18 @@ Two halves, each a plain object the connect service calls:
   I/O): `access_type=offline` and `prompt=consent` so a refresh token always comes back, PKCE
   S256 from the verifier we chose and stored. Never `include_granted_scopes`: it would fold any
   broader scope the user granted this client before (the full `calendar`, say) into our token.
-- `exchange(code, code_verifier)` redeems the code and verifies the id_token. Both are blocking
-  (requests underneath), so they run in a worker thread: nothing here blocks the event loop.
+- `exchange(code, code_verifier)` redeems the code and `verify_identity` verifies the id_token.
+  Both are blocking (requests underneath), so they run in a worker thread: nothing here blocks
+  the event loop.
 
-What comes back is `GrantedTokens`, whose token fields never appear in a repr. Every failure of
-the exchange is one `ExchangeFailed` whose message names the step and Google's error code, never
-a token, a code or a response body.
+What comes back is a `TokenGrant` (oauth_client.py), read by the same `parse_token_response`
+as a refresh's answer; its token fields never appear in a repr. Every failure of the exchange
+is one `ExchangeFailed` whose message names the step and Google's error code, never a token, a
+code or a response body.
+
+The refresh and the revocation are `GoogleOAuthClient`'s (oauth_client.py, on aiohttp); this
+module is the part built on google-auth-oauthlib, the library that builds the consent URL and
+redeems the code.
 """
 
 from __future__ import annotations
@@ -19,8 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -29,6 +34,8 @@ import requests
 from google.oauth2 import id_token as google_id_token
 from google_auth_oauthlib.flow import Flow
 
+from gateway.google.errors import UnexpectedGoogleResponse
+from gateway.google.oauth_client import TokenGrant, parse_token_response
 from gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,20 +51,9 @@ class ExchangeFailed(Exception):
     (step and OAuth error code only); `tokens` holds what Google did issue, if anything, so the
     caller can revoke it."""
 
-    def __init__(self, message: str, tokens: GrantedTokens | None = None) -> None:
+    def __init__(self, message: str, tokens: TokenGrant | None = None) -> None:
         super().__init__(message)
         self.tokens = tokens
-
-
-@dataclass(frozen=True)
-class GrantedTokens:
-    """What a code exchange yielded. Token fields never appear in its repr."""
-
-    access_token: str = field(repr=False)
-    refresh_token: str | None = field(repr=False)
-    id_token: str | None = field(repr=False)
-    granted_scopes: frozenset[str]
-    expires_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -75,11 +71,11 @@ class OAuthFlow(Protocol):
         """Google's consent URL for this session."""
         ...
 
-    async def exchange(self, *, code: str, code_verifier: str, now: datetime) -> GrantedTokens:
+    async def exchange(self, *, code: str, code_verifier: str) -> TokenGrant:
         """Redeem an authorization code (PKCE) for tokens."""
         ...
 
-    async def verify_identity(self, tokens: GrantedTokens) -> GoogleIdentity:
+    async def verify_identity(self, tokens: TokenGrant) -> GoogleIdentity:
         """Verify the id_token's signature and audience; return the account it names."""
         ...
 
@@ -167,7 +163,7 @@ class GoogleFlow:
         )
         return str(url)
 
-    async def exchange(self, *, code: str, code_verifier: str, now: datetime) -> GrantedTokens:
+    async def exchange(self, *, code: str, code_verifier: str) -> TokenGrant:
         # No scopes on the exchanging session: oauthlib would otherwise raise "Scope has
         # changed" on every partial grant (and on Google's URL form of `email`). The `scope`
         # field of the response is the truth we read ourselves.
@@ -186,9 +182,12 @@ class GoogleFlow:
         except Exception as exc:  # oauthlib raises OAuth2Error subclasses and plain ones
             error = getattr(exc, "error", None) or type(exc).__name__
             raise ExchangeFailed(f"token endpoint refused the code ({error})") from None
-        return _granted(dict(token), now)
+        try:
+            return parse_token_response(dict(token))
+        except UnexpectedGoogleResponse:
+            raise ExchangeFailed("token response without an access_token") from None
 
-    async def verify_identity(self, tokens: GrantedTokens) -> GoogleIdentity:
+    async def verify_identity(self, tokens: TokenGrant) -> GoogleIdentity:
         if not tokens.id_token:
             raise ExchangeFailed("no id_token in the token response", tokens)
         try:
@@ -208,26 +207,3 @@ class GoogleFlow:
                 raw, request, audience=self._client_id, certs_url=self._certs_uri
             )
         return dict(claims)
-
-
-def _granted(token: dict[str, Any], now: datetime) -> GrantedTokens:
-    access = token.get("access_token")
-    if not isinstance(access, str) or not access:
-        raise ExchangeFailed("token response without an access_token")
-    scope = token.get("scope") or []
-    scopes = frozenset(scope.split() if isinstance(scope, str) else (str(s) for s in scope))
-    expires_in = token.get("expires_in")
-    expires_at = (
-        now + timedelta(seconds=float(expires_in))
-        if isinstance(expires_in, int | float) and not isinstance(expires_in, bool)
-        else None
-    )
-    refresh = token.get("refresh_token")
-    raw_id = token.get("id_token")
-    return GrantedTokens(
-        access_token=access,
-        refresh_token=refresh if isinstance(refresh, str) and refresh else None,
-        id_token=raw_id if isinstance(raw_id, str) and raw_id else None,
-        granted_scopes=scopes,
-        expires_at=expires_at,
-    )
