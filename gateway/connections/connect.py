@@ -29,8 +29,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from gateway.apikeys import utc_now
 from gateway.audit import AuditLog
+from gateway.clock import utc_now
 from gateway.connections.google_flow import (
     ExchangeFailed,
     GoogleIdentity,

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.db.schema import bookings
 from gateway.http.appkeys import INTEGRATIONS_KEY
 from tests.availability.helpers import (

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from gateway.apikeys import utc_now
 from gateway.booking.idempotency import google_event_id
+from gateway.clock import utc_now
 from gateway.db.schema import bookings, calendars
 from gateway.http.appkeys import INTEGRATIONS_KEY
 from tests.availability.helpers import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.http.appkeys import INTEGRATIONS_KEY
 from tests.availability.helpers import (
     ALICE,

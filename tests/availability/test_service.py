@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import insert, update
 
-from gateway.apikeys import utc_now
 from gateway.availability.intervals import Interval
 from gateway.availability.service import (
     MAX_WINDOW,
@@ -21,6 +20,7 @@ from gateway.availability.service import (
     parse_window,
 )
 from gateway.availability.slots import SlotQuery
+from gateway.clock import utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import Integration
 from gateway.db.schema import calendars, watch_channels

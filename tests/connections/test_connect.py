@@ -24,9 +24,10 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.apikeys import SCOPES, ApiKeyStore, utc_now
+from gateway.apikeys import SCOPES, ApiKeyStore
 from gateway.app import create_app
 from gateway.audit import AuditLog
+from gateway.clock import utc_now
 from gateway.connections.connect import ConnectService, with_query
 from gateway.connections.google_flow import ExchangeFailed, GoogleIdentity, GrantedTokens
 from gateway.connections.model import (

@@ -27,9 +27,10 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import RowMapping, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.apikeys import ApiKeyStore, utc_now
+from gateway.apikeys import ApiKeyStore
 from gateway.app import create_app
 from gateway.audit import AuditLog
+from gateway.clock import utc_now
 from gateway.connections.disconnect import DisconnectHooks, DisconnectService
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.http.appkeys import AUDIT_KEY, INTEGRATIONS_KEY
 from tests.availability.helpers import (
     ALICE,

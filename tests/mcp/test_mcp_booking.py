@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gateway.apikeys import utc_now
 from gateway.booking.idempotency import google_event_id
+from gateway.clock import utc_now
 from gateway.http.appkeys import AUDIT_KEY, INTEGRATIONS_KEY
 from tests.availability.helpers import ALICE, DAVE, at, connect, day, event, key_with, sync, z
 from tests.booking.helpers import gateway_events, inserts

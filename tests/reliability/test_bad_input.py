@@ -34,6 +34,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from sqlalchemy import insert, select
 
+from gateway.clock import rfc3339
 from gateway.db.schema import audit_log, metadata, watch_channels
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.sync.channels import token_digest
@@ -85,9 +86,9 @@ class World:
             "stopped": self.stopped_channel,
             "stopped_resource": self.stopped_resource,
             "stopped_token": self.channel_tokens[1],
-            "soon": _z(datetime.now(UTC) + timedelta(days=3)),
-            "later": _z(datetime.now(UTC) + timedelta(days=3, hours=8)),
-            "years": _z(datetime.now(UTC) + timedelta(days=3 * 365)),
+            "soon": rfc3339(datetime.now(UTC) + timedelta(days=3)),
+            "later": rfc3339(datetime.now(UTC) + timedelta(days=3, hours=8)),
+            "years": rfc3339(datetime.now(UTC) + timedelta(days=3 * 365)),
         }
 
     def secrets(self) -> set[str]:
@@ -97,10 +98,6 @@ class World:
             self.live.other_tenant_key,
             *self.channel_tokens,
         }
-
-
-def _z(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 async def _insert_channel(stack: Stack, state: str, token: str) -> tuple[str, str]:

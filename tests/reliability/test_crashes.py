@@ -32,6 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emulator.seed import seed_calendar
+from gateway.clock import rfc3339
 from gateway.db.engine import sqlite_path
 from gateway.db.schema import (
     busy_blocks,
@@ -164,7 +165,7 @@ async def test_a_sync_killed_between_pages_is_completed_after_restart(
         hang = stack.google.inject_fault(delay_s=60, times=1, user=ALICE, endpoint="events.list")
         gap = free_gap(before)
         stack.google.calendars.insert_event(
-            google, event("fresh410", _z(gap), _z(gap + timedelta(hours=1)))
+            google, event("fresh410", rfc3339(gap), rfc3339(gap + timedelta(hours=1)))
         )
         assert google_busy(stack, ALICE, lo, hi) != before
         assert await SyncStore(stack.engine).request_sync(row["id"], datetime.now(UTC))
@@ -207,10 +208,6 @@ def free_gap(busy: list[dict[str, str]]) -> datetime:
         if start - end >= timedelta(hours=3):
             return end + timedelta(hours=1)
     raise AssertionError("no free hour")
-
-
-def _z(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 # -- a disconnect ------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emulator.calendar_store import Calendar
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.connections.model import Status
 from gateway.db.schema import calendars, watch_channels
 from gateway.google.calendar import CalendarClient

@@ -14,7 +14,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.db.schema import webhook_events
 from gateway.http.appkeys import INTEGRATIONS_KEY
