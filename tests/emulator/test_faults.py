@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from emulator.app import ENDPOINT_NAMERS_KEY
+from emulator.routing import ENDPOINT_NAMERS_KEY
 from tests.emulator.conftest import (
     ALICE,
     BOB,
