@@ -29,8 +29,8 @@ from gateway.google.calendar import CalendarClient
 from gateway.http.appkeys import INTEGRATIONS_KEY
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
-from tests.availability.helpers import ALICE, DAVE, ERIN, at, connect, day, event, sync
-from tests.stack import Stack
+from tests.support.availability import ALICE, DAVE, ERIN, at, connect, day, event, sync
+from tests.support.stack import Stack
 
 UTC_ZONE = ZoneInfo("UTC")
 

@@ -1,7 +1,7 @@
 """Connecting a Google Calendar, end to end over real HTTP: gateway <-> emulator, both backends.
 
-The browser is scripted (tests/stack.py): it follows the gateway's connect URL to the emulator's
-consent endpoint, then Google's redirect back to the gateway's callback, and lands on the
+The browser is scripted (tests/support/stack.py): it follows the gateway's connect URL to the
+emulator's consent endpoint, then Google's redirect back to the gateway's callback, and lands on the
 return URL whose query says how it went.
 """
 
@@ -42,7 +42,7 @@ from gateway.db.schema import audit_log, connect_sessions, integrations
 from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
 from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE, load_settings
 from gateway.wiring import open_vault
-from tests.stack import (
+from tests.support.stack import (
     ALICE,
     ALICE_SUB,
     BOB,

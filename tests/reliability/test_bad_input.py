@@ -40,9 +40,10 @@ from gateway.http.sync_wiring import SYNC_KEY
 from gateway.sync.channels import token_digest
 from tests.reliability.http_raw import RawAnswer, send_raw
 from tests.reliability.live import LiveStack, live_stack
-from tests.stack import (
+from tests.support.stack import (
     ALICE,
     RETURN_URL,
+    EmulatorSecrets,
     LogCapture,
     Stack,
     assert_no_secret_logged,
@@ -158,13 +159,15 @@ async def _prepare(live: LiveStack) -> World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory, emulator_secrets: EmulatorSecrets
+) -> Iterator[World]:
     # The stack checks its own log for what the emulator issued; the channel tokens and OAuth
     # states sent here are secrets it does not know of.
     capture = LogCapture()
     logging.getLogger().addHandler(capture)
     try:
-        with live_stack(tmp_path_factory.mktemp("bad-input")) as live:
+        with live_stack(tmp_path_factory.mktemp("bad-input"), emulator_secrets) as live:
             made = live.run(_prepare(live))
             yield made
     finally:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.clock import rfc3339
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 # freebusy answers at most 62 days at once; these windows cover most of the default horizon
 # (30 days back, 365 ahead), relative to now.

@@ -14,10 +14,10 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import webhook_deliveries
-from tests.reliability.processes import serve_process, until
-from tests.stack import Stack, start_stack
+from tests.support.processes import serve_process, until
+from tests.support.stack import EmulatorSecrets, Stack, start_stack
+from tests.webhooks.delivery_support import create_endpoint
 from tests.webhooks.receiver import Receiver, receiver
-from tests.webhooks.test_delivery import create_endpoint
 
 WEBHOOK_ENV = {
     "GATEWAY_WEBHOOK_WORKER": "true",
@@ -29,9 +29,16 @@ WEBHOOK_ENV = {
 
 
 @pytest.fixture
-async def stack(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
+) -> AsyncIterator[Stack]:
     async for running in start_stack(
-        engine, database_url, tmp_path, webhook_worker=False, webhook_allow_insecure_loopback=True
+        engine,
+        database_url,
+        tmp_path,
+        emulator_secrets=emulator_secrets,
+        webhook_worker=False,
+        webhook_allow_insecure_loopback=True,
     ):
         yield running
 

@@ -11,7 +11,7 @@ from typing import Any
 from gateway.apikeys import ApiKeyStore
 from gateway.clock import rfc3339
 from gateway.http.sync_wiring import SYNC_KEY
-from tests.stack import ALICE, DAVE, Stack
+from tests.support.stack import ALICE, DAVE, Stack
 
 ERIN, FRANK = "erin@example.com", "frank@example.com"
 _SUBS = {ERIN: "200000000000000000005", FRANK: "200000000000000000006"}
