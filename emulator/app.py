@@ -3,7 +3,8 @@
 Each part of the emulator is a module with `setup(app, state)` that adds its routes:
 `emulator.oauth` (authorization, token, revoke, userinfo), `emulator.calendar_api`
 (Calendar v3 under `/calendar/v3/`), `emulator.control` (faults, inspection, seeding under
-`/_emulator/`). The shared `EmulatorState` is `app[STATE_KEY]`.
+`/_emulator/`). The shared `EmulatorState` is `app[STATE_KEY]`; the names the parts share with
+this module live below them all, in `emulator.routing`.
 
 One middleware wraps every endpoint outside `/_emulator/`: it names the endpoint (the route's
 `name=`, e.g. `events.list`, else a best guess from method and path), works out whose request it
@@ -17,26 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from emulator import calendar_api, control, oauth
 from emulator.errors import GoogleApiError, OAuthError
 from emulator.faults import OAUTH_ENDPOINTS
+from emulator.routing import CONTROL_PREFIX, ENDPOINT_NAMERS_KEY, STATE_KEY, Handler
 from emulator.state import EmulatorState, UnknownUser
 
-STATE_KEY = web.AppKey("emulator_state", EmulatorState)
-EndpointNamer = Callable[[web.Request], str | None]
-# Parts whose routes are catch-alls (Calendar v3 dispatches by discovery) append a namer here so
-# faults and the request log see `events.list` rather than a guess from the path. The first
-# namer that answers wins.
-ENDPOINT_NAMERS_KEY = web.AppKey("emulator_endpoint_namers", list[EndpointNamer])
-CONTROL_PREFIX = "/_emulator"
-
 log = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Calendar v3 endpoint names by method and path, used when a route carries no `name=`.
 _CAL = r"/calendar/v3"
@@ -197,9 +189,6 @@ def create_emulator_app(state: EmulatorState | None = None) -> web.Application:
     app = web.Application(middlewares=[_fault_middleware(state)])
     app[STATE_KEY] = state
     app[ENDPOINT_NAMERS_KEY] = []
-    # Imported here so each part stays an independent module with its own setup().
-    from emulator import calendar_api, control, oauth
-
     for part in (control, oauth, calendar_api):
         part.setup(app, state)
     return app

@@ -59,7 +59,6 @@ from emulator.calendar_store import (
     not_found,
     time_range_empty,
 )
-from emulator.control import add_control_route, json_body
 from emulator.discovery import Discovery, load_discovery, loaded_discovery
 from emulator.errors import GoogleApiError
 from emulator.push import PushDispatcher
@@ -70,6 +69,7 @@ from emulator.recurrence import (
     parse_datetime,
     zone,
 )
+from emulator.routing import add_control_route, json_body
 from emulator.seed import seed_calendar
 from emulator.state import EmulatorState
 

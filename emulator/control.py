@@ -5,50 +5,19 @@ Tests in-process can call the same operations as Python methods on `EmulatorStat
 over HTTP and for scripting a standalone emulator. Faults never apply to these routes.
 
 Other parts add their own control routes under `/_emulator/<part>/...` in their own `setup()`
-(e.g. `add_control_route(app, "POST", "/calendar/sync-tokens/invalidate", handler)`), so this
-module stays the only one that knows the prefix's conventions.
+(e.g. `add_control_route(app, "POST", "/calendar/sync-tokens/invalidate", handler)`, from
+`emulator.routing`, the only module that knows the prefix).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from emulator.app import CONTROL_PREFIX
+from emulator.routing import add_control_route, bad_request, json_body, not_found
 from emulator.state import CONSENT_MODES, EmulatorState, Grant, UnknownUser, User
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def add_control_route(app: web.Application, method: str, path: str, handler: Handler) -> None:
-    """Register `handler` at `/_emulator{path}` (path starts with `/`)."""
-    app.router.add_route(method, CONTROL_PREFIX + path, handler)
-
-
-def bad_request(message: str) -> web.HTTPBadRequest:
-    """A 400 with `{"error": message}` for malformed control requests."""
-    return web.HTTPBadRequest(text=json.dumps({"error": message}), content_type="application/json")
-
-
-def not_found(message: str) -> web.HTTPNotFound:
-    return web.HTTPNotFound(text=json.dumps({"error": message}), content_type="application/json")
-
-
-async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body ({} when empty); 400 when it is not an object."""
-    if not request.can_read_body:
-        return {}
-    try:
-        data = await request.json()
-    except ValueError:
-        raise bad_request("body must be JSON") from None
-    if not isinstance(data, dict):
-        raise bad_request("body must be a JSON object")
-    return data
 
 
 def user_json(user: User) -> dict[str, Any]:

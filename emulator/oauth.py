@@ -32,8 +32,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from aiohttp import web
 
-from emulator.app import ENDPOINT_NAMERS_KEY
 from emulator.errors import OAuthError
+from emulator.routing import ENDPOINT_NAMERS_KEY
 from emulator.signing import b64url
 from emulator.state import (
     EMAIL_SCOPES,

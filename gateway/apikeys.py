@@ -21,11 +21,12 @@ import re
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import RowMapping, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.clock import utc_now
 from gateway.db.notify import Change, key_revoked
 from gateway.db.schema import api_keys
 from gateway.db.values import as_utc
@@ -48,10 +49,6 @@ CACHE_MAX_KEYS = 10_000
 # Built once: every authenticated request runs it, and a statement built per call costs its
 # construction and cache-key generation each time (SQLAlchemy memoizes both on the object).
 _BY_KEY_ID = select(api_keys).where(api_keys.c.key_id == bindparam("key_id"))
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def check_tenant_id(tenant_id: str) -> str:

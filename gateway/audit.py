@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.db.schema import audit_log
 from gateway.db.values import as_utc
 from gateway.observability.context import current_request_id

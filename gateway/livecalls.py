@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.errors import TooManyRequests
 from gateway.observability.metrics import LIVE_ANSWERS_SHARED, LIVE_CALLS_REFUSED
 from gateway.ratelimit import TokenBuckets

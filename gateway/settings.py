@@ -416,7 +416,7 @@ _ENV_NAMES = {
 
 
 # GATEWAY_* variables that are not settings but are read by someone else on purpose: the test
-# harness (tests/services.py) and `calendar-gateway bench` (gateway/bench/setup.py).
+# harness (tests/support/services.py) and `calendar-gateway bench` (gateway/bench/setup.py).
 OTHER_GATEWAY_VARIABLES = frozenset(
     {
         "GATEWAY_TEST_POSTGRES_URL",

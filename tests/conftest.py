@@ -11,13 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
-from tests.databases import BACKENDS, fresh_database_url
-from tests.stack import (
-    EMULATORS,
+from tests.support.databases import BACKENDS, fresh_database_url
+from tests.support.stack import (
+    EmulatorSecrets,
     LogCapture,
     Stack,
     assert_no_secret_logged,
-    issued_secrets,
     start_stack,
 )
 
@@ -38,8 +37,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item._nodeid = implied
 
 
+@pytest.fixture(scope="session")
+def emulator_secrets() -> EmulatorSecrets:
+    """Every emulator this worker's tests start registers here (`start_stack` and the emulator
+    fixtures take it), for the end-of-run log check below."""
+    return EmulatorSecrets()
+
+
 @pytest.fixture(scope="session", autouse=True)
-def no_secret_in_any_log_line() -> Iterator[None]:
+def no_secret_in_any_log_line(emulator_secrets: EmulatorSecrets) -> Iterator[None]:
     """Every log record of the whole run, at every level, is kept; at the end none may hold a
     token, code or client secret that any emulator handed out (issue 4's promise)."""
     capture = LogCapture()
@@ -50,15 +56,14 @@ def no_secret_in_any_log_line() -> Iterator[None]:
     yield
     root.removeHandler(capture)
     root.setLevel(previous)
-    secrets = set().union(*(issued_secrets(state) for state in EMULATORS))
-    assert_no_secret_logged(capture.lines, secrets)
+    assert_no_secret_logged(capture.lines, emulator_secrets.all())
 
 
 @pytest.fixture(autouse=True)
 def no_log_handler_on_a_closed_stream() -> Iterator[None]:
     """A test must not leave the root logger writing to a stream that is closed after it (such
     as pytest's capture of sys.stderr, which `configure_logging` binds to when the CLI runs in
-    this process: see tests/cli.py `main_in_process`): every later record, from any thread,
+    this process: see tests/support/cli.py `main_in_process`): every later record, from any thread,
     would end in "Logging error ... I/O operation on closed file"."""
     yield
     stale = [
@@ -94,7 +99,11 @@ async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 
 
 @pytest.fixture
-async def stack(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    """Gateway + Google emulator over real HTTP (see tests/stack.py), on each backend."""
-    async for running in start_stack(engine, database_url, tmp_path):
+async def stack(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
+) -> AsyncIterator[Stack]:
+    """Gateway + Google emulator over real HTTP (see tests/support/stack.py), on each backend."""
+    async for running in start_stack(
+        engine, database_url, tmp_path, emulator_secrets=emulator_secrets
+    ):
         yield running

@@ -31,10 +31,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from gateway.apikeys import utc_now
 from gateway.availability.index import (
     FOREVER,
     AvailabilityIndex,
@@ -43,6 +42,7 @@ from gateway.availability.index import (
 )
 from gateway.availability.intervals import Interval, clip, merge
 from gateway.availability.slots import Person, SlotAnswer, SlotQuery, find_slots
+from gateway.clock import rfc3339, utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import Integration
 from gateway.connections.repository import row_to_integration
@@ -164,11 +164,6 @@ def _failure_code(exc: GoogleError) -> str:
     if isinstance(exc, GoogleNotFound):
         return "not_found"
     return "google_error"
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC, `Z`-suffixed: the one spelling of instants in availability answers."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _covers(row: CalendarRow, window: Interval) -> bool:

@@ -37,6 +37,7 @@ from gateway.bench.setup import (
     insert_integrations,
     prepare_integrations,
 )
+from gateway.clock import rfc3339
 from gateway.db.engine import create_engine
 from gateway.db.schema import calendars
 
@@ -130,8 +131,8 @@ def _sized_calendar(
 def _week_query(start: datetime) -> str:
     return urlencode(
         {
-            "time_min": start.isoformat().replace("+00:00", "Z"),
-            "time_max": (start + timedelta(days=7)).isoformat().replace("+00:00", "Z"),
+            "time_min": rfc3339(start),
+            "time_max": rfc3339(start + timedelta(days=7)),
         }
     )
 

@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 
 from gateway.bench.procs import BenchError
 from gateway.bench.setup import Emulator
+from gateway.clock import rfc3339
 from gateway.db.bulk import sqlite_insert, sqlite_rows
 from gateway.db.schema import calendar_events
 from gateway.settings import DEFAULT_GOOGLE_SCOPES
@@ -73,7 +74,7 @@ async def fetch_pages(google: Emulator, emails: Sequence[str]) -> list[Pages]:
         params = {
             "showDeleted": "true",
             "maxResults": str(PAGE_SIZE),
-            "timeMin": horizon.start.isoformat().replace("+00:00", "Z"),
+            "timeMin": rfc3339(horizon.start),
         }
         bodies: list[bytes] = []
         while True:

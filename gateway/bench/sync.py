@@ -50,6 +50,7 @@ from gateway.bench.setup import (
     insert_integrations,
     prepare_integrations,
 )
+from gateway.clock import rfc3339
 from gateway.db.engine import create_engine
 from gateway.db.schema import calendar_events, calendars, watch_channels
 
@@ -314,8 +315,8 @@ async def push_lags(
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     week_start = day + timedelta(days=200)
     window = {
-        "time_min": week_start.isoformat().replace("+00:00", "Z"),
-        "time_max": (week_start + timedelta(days=7)).isoformat().replace("+00:00", "Z"),
+        "time_min": rfc3339(week_start),
+        "time_max": rfc3339(week_start + timedelta(days=7)),
     }
     gate = asyncio.Semaphore(config.push_parallel)
     lags: list[float] = []

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from gateway.booking.idempotency import body_fingerprint
+from gateway.clock import rfc3339
 from gateway.errors import InvalidInput
 from gateway.google.events import GATEWAY_PROPERTY
 
@@ -102,11 +103,6 @@ def known_time_zone(name: str) -> bool:
     except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
         return False
     return True
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC with `Z`: the one spelling of instants in booking answers."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _when(moment: datetime, time_zone: str | None) -> dict[str, str]:

@@ -46,7 +46,6 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.apikeys import utc_now
 from gateway.availability.intervals import Interval, clip, merge, subtract
 from gateway.availability.service import AvailabilityService, FreeBusy
 from gateway.booking.errors import (
@@ -63,9 +62,9 @@ from gateway.booking.request import (
     BookingRequest,
     EventChange,
     known_time_zone,
-    rfc3339,
 )
 from gateway.booking.store import DELETED, PENDING, BookingRow, BookingStore
+from gateway.clock import rfc3339, utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import Capability, Integration
 from gateway.errors import Forbidden, GatewayError, InvalidInput, NotFound

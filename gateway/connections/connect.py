@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from gateway.apikeys import utc_now
 from gateway.audit import AuditLog
+from gateway.clock import utc_now
 from gateway.connections.model import (
     OWNER_TAG_BYTES,
     Capability,

@@ -73,8 +73,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from gateway.apikeys import utc_now
 from gateway.audit import AuditLog
+from gateway.clock import Clock, rfc3339, utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.journal import DeletionJournal
 from gateway.connections.model import (
@@ -100,7 +100,6 @@ log = logging.getLogger(__name__)
 
 LAST_STEP = 6
 
-Clock = Callable[[], datetime]
 Sleep = Callable[[float], Awaitable[object]]
 StepHook = Callable[[int], None]
 """Called with a step's number right after the step's completion was written."""
@@ -161,10 +160,6 @@ class Revocation(StrEnum):
         return self in (Revocation.REVOKED, Revocation.ALREADY_REVOKED)
 
 
-def _ts(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
-
-
 @dataclass(frozen=True)
 class DisconnectReceipt:
     """Proof of a completed disconnect, as stored and as answered (no token, no personal
@@ -188,7 +183,7 @@ class DisconnectReceipt:
             "tokens_destroyed": self.tokens_destroyed,
             "channels_stopped": self.channels_stopped,
             "records_purged": self.records_purged,
-            "completed_at": _ts(self.completed_at),
+            "completed_at": rfc3339(self.completed_at),
         }
         if self.signed is not None:
             document["receipt"] = self.signed.to_public()
@@ -612,8 +607,8 @@ class DisconnectService:
                     "receipt_id": "rcp_" + self._rng(12).hex(),
                     "tenant_id": integration.tenant_id,
                     "integration_id": integration.id,
-                    "requested_at": _ts(integration.disconnect_requested_at or now),
-                    "completed_at": _ts(now),
+                    "requested_at": rfc3339(integration.disconnect_requested_at or now),
+                    "completed_at": rfc3339(now),
                     "revocation": progress.revocation.value if progress.revocation else None,
                     "revoked_at_google": receipt.revoked_at_google,
                     "tokens_destroyed": receipt.tokens_destroyed,
@@ -626,7 +621,7 @@ class DisconnectService:
             receipt = replace(receipt, signed=signed)
         receipt_json = progress.to_json(
             tokens_destroyed=receipt.tokens_destroyed,
-            completed_at=_ts(now),
+            completed_at=rfc3339(now),
             receipt_id=signed.receipt_id if signed is not None else None,
         )
         async with self._repo.engine.begin() as conn:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.clock import rfc3339
 from gateway.db.schema import (
     bookings,
     busy_blocks,
@@ -59,7 +60,7 @@ _JSON_COLUMNS = {
 
 def _value(table: str, column: str, value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return rfc3339(value)
     if isinstance(value, bytes):  # not a secret (those are left out), but not text either
         return value.hex()
     if (table, column) in _JSON_COLUMNS and isinstance(value, str):

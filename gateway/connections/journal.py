@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from gateway.clock import rfc3339
 from gateway.errors import GatewayError
 from vault import files
 
@@ -180,7 +181,7 @@ class DeletionJournal:
 
     async def append(self, tenant_id: str, integration_id: str, at: datetime) -> int:
         """Append one entry, durably (fsync) before returning; returns its seq."""
-        stamp = at.isoformat().replace("+00:00", "Z")
+        stamp = rfc3339(at)
         return await asyncio.to_thread(self._append, tenant_id, integration_id, stamp)
 
     def _append(self, tenant_id: str, integration_id: str, at: str) -> int:

@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from gateway.clock import rfc3339
 from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE
 
 _CAL = "https://www.googleapis.com/auth/calendar"
@@ -85,10 +86,6 @@ def new_owner_tag(random_bytes: bytes | None = None) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
-def _ts(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
 @dataclass(frozen=True)
 class Integration:
     """Everything about an integration except its tokens (those stay sealed in the database)."""
@@ -132,8 +129,8 @@ class Integration:
             "google_email": self.google_email,
             "granted_scopes": sorted(self.granted_scopes),
             "capabilities": [c.value for c in self.capabilities],
-            "created_at": _ts(self.created_at),
-            "updated_at": _ts(self.updated_at),
-            "last_refresh_at": _ts(self.last_refresh_at),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+            "last_refresh_at": rfc3339(self.last_refresh_at),
             "reauth_reason": self.reauth_reason,
         }

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Executable, RowMapping, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.connections.events import IntegrationAnnouncer, IntegrationChange
 from gateway.connections.model import Integration, Status
 from gateway.db.notify import bump_integration

@@ -31,8 +31,8 @@ from typing import Any
 from sqlalchemy import Select, delete, or_, select, union
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.apikeys import utc_now
 from gateway.audit import AuditLog
+from gateway.clock import rfc3339, utc_now
 from gateway.connections.disconnect import DisconnectHooks
 from gateway.connections.journal import DeletionJournal
 from gateway.connections.model import Status
@@ -173,7 +173,7 @@ def _receipt_json(progress: str | None, now: datetime) -> str:
             "key_destroyed": True,
             "tokens_destroyed": True,
             "reshredded_after_restore": True,
-            "completed_at": now.isoformat().replace("+00:00", "Z"),
+            "completed_at": rfc3339(now),
         },
         sort_keys=True,
     )

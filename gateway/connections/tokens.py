@@ -60,8 +60,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway.apikeys import utc_now
 from gateway.audit import AuditLog
+from gateway.clock import utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import (
     PURPOSE_ACCESS_TOKEN,

@@ -6,8 +6,8 @@ A `RetryPolicy` is a value, passed to whoever calls Google:
     grant = await policy.run(lambda: oauth.refresh(token))
 
 Attempt n (0-based) failing with a retryable error waits `rng() * min(max_s, base_s * 2**n)`
-("full jitter": concurrent clients spread out instead of retrying in lockstep), or Google's
-`retry_after_s` if that is longer. It gives up, re-raising the last error, after `attempts`
+(`gateway.backoff`, the formula every retry in the gateway uses), or Google's `retry_after_s`
+if that is longer. It gives up, re-raising the last error, after `attempts`
 tries or when the next wait would end past `budget_s` from the first try: a caller holding a
 user's request must answer within a bounded time. Only `TransientGoogleError` is retried by
 default; an `InvalidGrant` or a misconfigured client never gets better by waiting.
@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from gateway.backoff import backoff_s
 from gateway.google.errors import TransientGoogleError
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,9 @@ class RetryPolicy:
 
     def backoff_s(self, retry: int, rng: Callable[[], float], retry_after_s: float | None) -> float:
         """The wait before retry number `retry` (0 = the wait after the first failure)."""
-        cap = min(self.max_s, self.base_s * (2.0**retry))
-        delay = rng() * cap
-        if retry_after_s is not None:
-            delay = max(delay, retry_after_s)
-        return delay
+        return backoff_s(
+            retry, base_s=self.base_s, max_s=self.max_s, rng=rng(), retry_after_s=retry_after_s
+        )
 
     async def run(
         self,

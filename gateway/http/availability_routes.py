@@ -30,9 +30,9 @@ from gateway.availability.service import (
     SlotsResult,
     parse_staleness,
     parse_window,
-    rfc3339,
 )
 from gateway.availability.slots import SlotQuery, WorkingHours
+from gateway.clock import rfc3339
 from gateway.connections.model import Integration
 from gateway.errors import GatewayError, InvalidInput, NotFound, ProblemError
 from gateway.google.calendar import CalendarClient
@@ -100,14 +100,10 @@ def _intervals(intervals: Sequence[Interval]) -> list[dict[str, str]]:
     return [{"start": rfc3339(i.start), "end": rfc3339(i.end)} for i in intervals]
 
 
-def _ts(value: Any) -> str | None:
-    return rfc3339(value) if value is not None else None
-
-
 def render_freebusy(answer: FreeBusy) -> dict[str, Any]:
     calendars: dict[str, Any] = {}
     for c in answer.calendars:
-        entry: dict[str, Any] = {"state": c.state, "as_of": _ts(c.as_of), "source": c.source}
+        entry: dict[str, Any] = {"state": c.state, "as_of": rfc3339(c.as_of), "source": c.source}
         if c.error is not None:
             entry["error"] = c.error
         calendars[c.calendar_id] = entry
@@ -116,7 +112,7 @@ def render_freebusy(answer: FreeBusy) -> dict[str, Any]:
         "time_min": rfc3339(answer.window.start),
         "time_max": rfc3339(answer.window.end),
         "busy": _intervals(answer.busy),
-        "as_of": _ts(answer.as_of),
+        "as_of": rfc3339(answer.as_of),
         "source": answer.source,
         "complete": answer.complete,
         "calendars": calendars,

@@ -22,9 +22,10 @@ from pydantic import Field
 
 from gateway.availability.service import parse_window
 from gateway.booking.errors import IdempotencyKeyInvalid
-from gateway.booking.request import parse_booking, parse_change, rfc3339
+from gateway.booking.request import parse_booking, parse_change
 from gateway.booking.service import BookingService
 from gateway.booking.store import BookingStore
+from gateway.clock import rfc3339
 from gateway.connections.model import Integration
 from gateway.errors import ProblemError
 from gateway.google.calendar import CalendarClient

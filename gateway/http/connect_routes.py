@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from pydantic import Field
 
-from gateway.apikeys import utc_now
+from gateway.clock import rfc3339, utc_now
 from gateway.connections.connect import ConnectService
 from gateway.connections.export import stored_records
 from gateway.connections.model import Integration, excess_scopes
@@ -85,10 +84,6 @@ def _excess(request: web.Request, integration: Integration) -> list[str]:
     return excess_scopes(integration.granted_scopes, requested_scopes(request.app[SETTINGS_KEY]))
 
 
-def _ts(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
 # -- handlers ---------------------------------------------------------------------------------
 
 
@@ -104,7 +99,7 @@ async def create_connect_session(request: web.Request) -> web.Response:
         app_state=body.app_state,
     )
     return json_response(
-        {"connect_url": started.connect_url, "expires_at": _ts(started.expires_at)},
+        {"connect_url": started.connect_url, "expires_at": rfc3339(started.expires_at)},
         status=201,
         headers={"Cache-Control": "no-store"},
     )
@@ -163,13 +158,13 @@ async def export_integration(request: web.Request) -> web.Response:
         tenant_id=integration.tenant_id, integration_id=integration.id
     )
     document: dict[str, Any] = {
-        "exported_at": _ts(utc_now()),
+        "exported_at": rfc3339(utc_now()),
         "integration": {
             **integration.to_public(),
             "tenant_id": integration.tenant_id,
             "google_sub": integration.google_sub,
-            "access_token_expires_at": _ts(integration.access_token_expires_at),
-            "disconnect_requested_at": _ts(integration.disconnect_requested_at),
+            "access_token_expires_at": rfc3339(integration.access_token_expires_at),
+            "disconnect_requested_at": rfc3339(integration.disconnect_requested_at),
             "excess_scopes": _excess(request, integration),
         },
         "tokens": {
@@ -182,8 +177,8 @@ async def export_integration(request: web.Request) -> web.Response:
                 "dek_id": key.dek_id,
                 "kek_id": key.kek_id,
                 "kek_version": key.kek_version,
-                "created_at": _ts(key.created_at),
-                "rewrapped_at": _ts(key.rewrapped_at),
+                "created_at": rfc3339(key.created_at),
+                "rewrapped_at": rfc3339(key.rewrapped_at),
             }
             if key is not None
             else None
@@ -192,7 +187,7 @@ async def export_integration(request: web.Request) -> web.Response:
         "disconnect": disconnect,
         "audit": [
             {
-                "at": _ts(e.at),
+                "at": rfc3339(e.at),
                 "action": e.action,
                 "outcome": e.outcome,
                 "request_id": e.request_id,

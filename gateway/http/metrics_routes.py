@@ -25,7 +25,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import and_, func, select
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.db.schema import calendars, integrations, watch_channels
 from gateway.db.values import as_utc
 from gateway.http.appkeys import ENGINE_KEY, VAULT_KEY

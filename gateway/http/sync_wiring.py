@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.clock import rfc3339
 from gateway.connections.model import Integration
 from gateway.errors import ConfigurationError
 from gateway.google.calendar import CalendarClient
@@ -112,10 +113,6 @@ async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("sync scheduler stopped: owner=%s", scheduler.owner)
 
 
-def _ts(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
 def push_off_reason(settings: Settings) -> str | None:
     """Why this deployment opens no channel at all (a stable code), or None when it does."""
     if not settings.push_enabled:
@@ -136,13 +133,13 @@ def render_sync_status(
             {
                 "id": c.calendar_id,
                 "state": c.state,
-                "last_success_at": _ts(c.last_success_at),
+                "last_success_at": rfc3339(c.last_success_at),
                 "push": "active" if c.push_active else "polling",
                 "push_error": None if c.push_active else (push_off or c.push_error),
                 "lag_s": (
                     max(0, int((now - c.as_of).total_seconds())) if c.as_of is not None else None
                 ),
-                "backoff_until": _ts(c.backoff_until),
+                "backoff_until": rfc3339(c.backoff_until),
                 "last_error": c.last_error,
             }
             for c in calendars

@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import Field
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.connections.model import Integration
 from gateway.http.appkeys import ENGINE_KEY, SETTINGS_KEY, VAULT_KEY
 from gateway.http.auth import principal, requires_scope

@@ -13,14 +13,13 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
-from gateway.apikeys import utc_now
 from gateway.availability.service import (
     MAX_INTEGRATIONS,
     MAX_WINDOW,
     FreeBusy,
     parse_window,
-    rfc3339,
 )
+from gateway.clock import rfc3339, utc_now
 from gateway.connections.model import Integration
 from gateway.errors import ProblemError
 from gateway.google.errors import GoogleError
@@ -56,11 +55,6 @@ from gateway.mcp.local_times import load_zone, with_local
 from gateway.mcp.runtime import gateway_tool
 from gateway.sync.store import SyncStore
 
-
-def _ts(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
 LIST_CONNECTIONS = """List the Google Calendar connections of one person (or of every person when
 user_id is omitted) for this API key's business. Use it first: the other tools take a
 connection `id` from here. Each connection says its `status` (only `active` connections can be
@@ -95,7 +89,7 @@ async def list_calendar_connections(
                     {
                         "id": f.calendar_id,
                         "state": f.state,
-                        "as_of": _ts(f.as_of),
+                        "as_of": rfc3339(f.as_of),
                         "push": "active" if f.push_active else "polling",
                     }
                     for f in freshness.get(i.id, [])
@@ -227,7 +221,7 @@ class _Unknown:
                     "calendar_id": c.calendar_id,
                     "reason": c.error or "unknown",
                     # A stale copy's busy time is in `known`; it may miss newer meetings.
-                    "stale_copy_as_of": _ts(c.as_of) if c.state == "stale" else None,
+                    "stale_copy_as_of": rfc3339(c.as_of) if c.state == "stale" else None,
                 }
             )
             self.retry_after_s = max(self.retry_after_s, DEFAULT_RETRY_AFTER_S)

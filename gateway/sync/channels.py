@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import Integration
 from gateway.google.calendar import CalendarClient, TokenSource

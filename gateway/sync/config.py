@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from gateway.backoff import backoff_s
 from gateway.sync.model import Horizon
 
 
@@ -81,9 +82,14 @@ class SchedulerConfig:
 
     def backoff_s(self, attempts: int, rng: float, retry_after_s: float | None = None) -> float:
         """The wait after the `attempts`-th failure in a row: truncated exponential backoff with
-        full jitter (`rng` in [0, 1)), never shorter than Google's Retry-After."""
-        exponent = min(max(attempts - 1, 0), 30)  # 2**30 * base is past any sane cap
-        delay = rng * min(self.backoff_max_s, self.backoff_base_s * 2.0**exponent)
-        if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, self.backoff_max_s))
-        return delay
+        full jitter (`gateway.backoff`, `rng` in [0, 1)), never shorter than Google's Retry-After
+        (capped at `backoff_max_s`)."""
+        # Capped: a Retry-After past the longest backoff must not park a calendar longer.
+        capped = min(retry_after_s, self.backoff_max_s) if retry_after_s is not None else None
+        return backoff_s(
+            attempts - 1,
+            base_s=self.backoff_base_s,
+            max_s=self.backoff_max_s,
+            rng=rng,
+            retry_after_s=capped,
+        )

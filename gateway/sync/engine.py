@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from gateway.apikeys import utc_now
+from gateway.clock import rfc3339, utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import Integration
 from gateway.errors import NotFound
@@ -290,7 +290,7 @@ class SyncEngine:
     def _params(self, horizon: Horizon | None) -> Json:
         params: Json = {"showDeleted": True, "maxResults": PAGE_SIZE}
         if horizon is not None:
-            params["timeMin"] = horizon.start.isoformat().replace("+00:00", "Z")
+            params["timeMin"] = rfc3339(horizon.start)
         return params
 
     def _parse_page(self, page: Json, calendar: CalendarRow, owner_tag: str) -> list[EventRow]:

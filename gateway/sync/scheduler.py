@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.errors import NotFound
 from gateway.google.errors import GoogleError, TransientGoogleError

@@ -12,9 +12,10 @@ import json
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
+from gateway.clock import rfc3339
 from gateway.google.retry import RetryPolicy
 
 INTEGRATION_CONNECTED = "integration.connected"
@@ -65,17 +66,10 @@ def new_delivery_id() -> str:
     return "whd_" + secrets.token_hex(12)
 
 
-def rfc3339(at: datetime) -> str:
-    """UTC with a `Z`, to the second (the form every time in our payloads takes); a naive
-    time (SQLite gives them back so) is UTC."""
-    aware = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    return aware.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def event_body(event_type: str, data: Mapping[str, object], at: datetime) -> str:
     """The body every delivery of an event sends, byte for byte (it is what is signed)."""
     return json.dumps(
-        {"type": event_type, "timestamp": rfc3339(at), "data": dict(data)},
+        {"type": event_type, "timestamp": rfc3339(at, timespec="seconds"), "data": dict(data)},
         separators=(",", ":"),
         sort_keys=True,
     )
@@ -107,12 +101,12 @@ class Endpoint:
             "events": sorted(self.events),
             "enabled": self.state is EndpointState.ENABLED,
             "disabled_reason": self.disabled_reason,
-            "failing_since": rfc3339(self.failing_since) if self.failing_since else None,
+            "failing_since": rfc3339(self.failing_since, timespec="seconds"),
             "previous_secret_expires_at": (
-                rfc3339(self.previous_until) if self.previous_until else None
+                rfc3339(self.previous_until, timespec="seconds") if self.previous_until else None
             ),
-            "created_at": rfc3339(self.created_at),
-            "updated_at": rfc3339(self.updated_at),
+            "created_at": rfc3339(self.created_at, timespec="seconds"),
+            "updated_at": rfc3339(self.updated_at, timespec="seconds"),
         }
 
 

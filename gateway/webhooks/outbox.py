@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.clock import rfc3339
 from gateway.connections.events import IntegrationChange
 from gateway.db.schema import integrations, webhook_deliveries, webhook_endpoints, webhook_events
 from gateway.db.values import as_utc
@@ -29,7 +30,6 @@ from gateway.webhooks.model import (
     event_body,
     new_delivery_id,
     new_event_id,
-    rfc3339,
 )
 
 
@@ -138,7 +138,7 @@ async def record_integration_event(
         "integration_id": integration_id,
         "user_id": row["user_id"],
         "status": row["status"],
-        "occurred_at": rfc3339(now),
+        "occurred_at": rfc3339(now, timespec="seconds"),
     }
     if row["reauth_reason"] is not None:
         data["reason"] = row["reauth_reason"]
@@ -222,8 +222,8 @@ async def record_availability_change(
         if untouched:
             body = json.loads(last.body)
             data = body["data"]
-            data["changed_start"] = min(data["changed_start"], rfc3339(start))
-            data["changed_end"] = max(data["changed_end"], rfc3339(end))
+            data["changed_start"] = min(data["changed_start"], rfc3339(start, timespec="seconds"))
+            data["changed_end"] = max(data["changed_end"], rfc3339(end, timespec="seconds"))
             await conn.execute(update(e).where(e.c.id == last.id).values(body=_dump(body)))
             return str(last.id)
     event_id = await record_event(
@@ -231,9 +231,9 @@ async def record_availability_change(
         AVAILABILITY_CHANGED,
         {
             "integration_id": integration_id,
-            "changed_start": rfc3339(start),
-            "changed_end": rfc3339(end),
-            "occurred_at": rfc3339(now),
+            "changed_start": rfc3339(start, timespec="seconds"),
+            "changed_end": rfc3339(end, timespec="seconds"),
+            "occurred_at": rfc3339(now, timespec="seconds"),
         },
         now=now,
         integration_id=integration_id,

@@ -11,8 +11,9 @@ from __future__ import annotations
 import secrets as _secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from gateway.clock import utc_now
 from gateway.webhooks.destinations import DestinationPolicy, Resolve, check_url, checked_addresses
 from gateway.webhooks.errors import DestinationRefused, EndpointNotFound, UnsafeDestination
 from gateway.webhooks.model import (
@@ -30,10 +31,6 @@ PURPOSE_WEBHOOK_SECRET = "webhook_secret"  # noqa: S105 (a seal purpose label, n
 ROTATION_OVERLAP = timedelta(hours=24)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True)
 class CreatedSecret:
     endpoint: Endpoint
@@ -48,7 +45,7 @@ class EndpointService:
         policy: DestinationPolicy,
         resolve: Resolve,
         *,
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
         token_bytes: Callable[[int], bytes] = _secrets.token_bytes,
     ) -> None:
         self._store = store

@@ -19,6 +19,7 @@ from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, updat
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.clock import rfc3339
 from gateway.db.schema import webhook_deliveries, webhook_endpoints, webhook_events
 from gateway.db.values import as_utc
 from gateway.webhooks.model import (
@@ -26,7 +27,6 @@ from gateway.webhooks.model import (
     DisabledReason,
     Endpoint,
     EndpointState,
-    rfc3339,
 )
 
 
@@ -100,7 +100,7 @@ class DeliveryView:
 
     def to_public(self) -> dict[str, object]:
         def ts(value: datetime | None) -> str | None:
-            return rfc3339(value) if value is not None else None
+            return rfc3339(value, timespec="seconds") if value is not None else None
 
         return {
             "id": self.id,

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.clock import rfc3339
 from gateway.db.schema import calendar_events
 from gateway.db.values import as_utc
 from gateway.google.events import Event
@@ -35,7 +36,6 @@ from gateway.webhooks.model import (
     AVAILABILITY_CHANGED,
     BOOKING_CANCELLED,
     BOOKING_UPDATED,
-    rfc3339,
 )
 from gateway.webhooks.outbox import record_availability_change, record_event, subscribed
 
@@ -44,7 +44,10 @@ def _when(
     start: datetime | None, start_date: object, end: datetime | None, end_date: object
 ) -> dict[str, Any]:
     if start is not None and end is not None:
-        return {"start": rfc3339(start), "end": rfc3339(end)}
+        return {
+            "start": rfc3339(start, timespec="seconds"),
+            "end": rfc3339(end, timespec="seconds"),
+        }
     return {
         "start_date": str(start_date) if start_date else None,
         "end_date": str(end_date) if end_date else None,
@@ -105,7 +108,7 @@ async def record_booking_changes(
             "integration_id": integration_id,
             "calendar_id": calendar_id,
             "event_id": new.event_id,
-            "occurred_at": rfc3339(now),
+            "occurred_at": rfc3339(now, timespec="seconds"),
         }
         if new.cancelled:
             data = {**base, "before": before}

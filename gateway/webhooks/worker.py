@@ -30,10 +30,11 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import aiohttp
 
+from gateway.clock import utc_now
 from gateway.errors import GatewayError
 from gateway.webhooks.destinations import (
     DestinationPolicy,
@@ -52,10 +53,6 @@ from gateway.webhooks.store import Claimed, Outcome, WebhookStore
 log = logging.getLogger(__name__)
 
 MAX_KEPT_RESPONSE_BYTES = 1024
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -92,7 +89,7 @@ class DeliveryWorker:
         *,
         owner: str,
         config: WorkerConfig = WorkerConfig(),
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Callable[[], datetime] = utc_now,
         rng: Callable[[], float] = random.random,
         before_save: Callable[[], Awaitable[None]] | None = None,
     ) -> None:

@@ -8,10 +8,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.db.schema import bookings
 from gateway.http.appkeys import INTEGRATIONS_KEY
-from tests.availability.helpers import (
+from tests.support.availability import (
     ALICE,
     DAVE,
     Response,
@@ -24,8 +24,8 @@ from tests.availability.helpers import (
     sync,
     z,
 )
-from tests.booking.helpers import book, events_path, gateway_events, slot
-from tests.stack import Stack
+from tests.support.booking import book, events_path, gateway_events, slot
+from tests.support.stack import Stack
 
 
 def event_path(integration_id: str, event_id: str) -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from gateway.apikeys import utc_now
 from gateway.booking.idempotency import google_event_id
+from gateway.clock import utc_now
 from gateway.db.schema import bookings, calendars
 from gateway.http.appkeys import INTEGRATIONS_KEY
-from tests.availability.helpers import (
+from tests.support.availability import (
     ALICE,
     DAVE,
     at,
@@ -25,8 +25,8 @@ from tests.availability.helpers import (
     sync,
     z,
 )
-from tests.booking.helpers import book, events_path, gateway_events, inserts, slot
-from tests.stack import Stack
+from tests.support.booking import book, events_path, gateway_events, inserts, slot
+from tests.support.stack import Stack
 
 
 def freebusy(integration_id: str) -> str:

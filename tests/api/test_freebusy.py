@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.http.appkeys import INTEGRATIONS_KEY
-from tests.availability.helpers import (
+from tests.support.availability import (
     ALICE,
     DAVE,
     FRANK,
@@ -23,7 +23,7 @@ from tests.availability.helpers import (
     sync,
     z,
 )
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 
 def path(integration_id: str) -> str:

@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 from gateway.http.appkeys import VAULT_KEY
-from tests.availability.helpers import ALICE, connect, day
-from tests.booking.helpers import book, gateway_events, slot
-from tests.key_outage import cut_off
-from tests.stack import Stack
+from tests.support.availability import ALICE, connect, day
+from tests.support.booking import book, gateway_events, slot
+from tests.support.key_outage import cut_off
+from tests.support.stack import Stack
 
 
 async def test_booking_during_an_outage_is_503_and_works_after(stack: Stack) -> None:

@@ -23,7 +23,7 @@ from gateway.http.appkeys import INTEGRATIONS_KEY
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.livecalls import LiveCallLimits, SharedAnswers, caller_bound
-from tests.availability.helpers import (
+from tests.support.availability import (
     ALICE,
     at,
     call,
@@ -35,17 +35,20 @@ from tests.availability.helpers import (
     sync,
     z,
 )
-from tests.booking.helpers import book, slot
-from tests.stack import Stack, start_stack
+from tests.support.booking import book, slot
+from tests.support.stack import EmulatorSecrets, Stack, start_stack
 
 
 @pytest.fixture
-async def limited(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+async def limited(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
+) -> AsyncIterator[Stack]:
     """The stack with two live calls a minute per API key."""
     async for running in start_stack(
         engine,
         database_url,
         tmp_path,
+        emulator_secrets=emulator_secrets,
         live_calls_per_min_per_key=2,
         live_calls_per_min_per_tenant=100,
     ):

@@ -8,9 +8,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.http.appkeys import INTEGRATIONS_KEY
-from tests.availability.helpers import (
+from tests.support.availability import (
     ALICE,
     ERIN,
     FRANK,
@@ -26,7 +26,7 @@ from tests.availability.helpers import (
     sync,
     z,
 )
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 BERLIN = ZoneInfo("Europe/Berlin")
 WEEKDAYS_9_TO_5 = {d: [["09:00", "17:00"]] for d in ("mon", "tue", "wed", "thu", "fri")}

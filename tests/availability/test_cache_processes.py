@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.apikeys import SCOPES, ApiKeyStore
-from tests.reliability.processes import ServeProcess, serve_process, until
-from tests.stack import Stack, free_port
-from tests.sync.test_scheduler_processes import _gateway_env
+from tests.support.processes import ServeProcess, gateway_env, serve_process, until
+from tests.support.stack import Stack, free_port
 
 # The promise: a revoked key stops everywhere within a second.
 REVOKED_WITHIN_S = 1.0
@@ -85,7 +84,7 @@ async def test_a_key_revoked_with_the_cli_beside_serve_is_refused_within_a_secon
         assert await status_of(stack, proc, made.value) == 200
         assert await status_of(stack, proc, made.value) == 200  # now from memory
         code, output = await _run_cli(
-            _gateway_env(stack, lease_s=60.0), tmp_path, "api-keys", "revoke", made.key.key_id
+            gateway_env(stack, lease_s=60.0), tmp_path, "api-keys", "revoke", made.key.key_id
         )
         assert code == 0, output
         await until(refused(stack, proc, made.value), timeout_s=REVOKED_WITHIN_S)
@@ -96,7 +95,7 @@ async def test_a_second_serve_on_one_sqlite_file_is_refused_with_a_clear_error(
     stack: Stack, tmp_path: Path
 ) -> None:
     async with serve_process(stack, tmp_path, "first") as first:
-        env = _gateway_env(stack, lease_s=60.0)
+        env = gateway_env(stack, lease_s=60.0)
         port = str(free_port())
         code, output = await _run_cli(env, tmp_path, "serve", "--host", "127.0.0.1", "--port", port)
         assert code == 1

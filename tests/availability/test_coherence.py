@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.apikeys import SCOPES, ApiKeyStore
 from gateway.db.schema import busy_blocks, calendars
 from gateway.http.appkeys import COHERENCE_KEY, INDEX_KEY, INTEGRATIONS_KEY
-from tests.availability.helpers import ALICE, at, call, connect, day, event, sync, z
-from tests.reliability.processes import until
-from tests.services import require_postgres
-from tests.stack import Stack
+from tests.support.availability import ALICE, at, call, connect, day, event, sync, z
+from tests.support.processes import until
+from tests.support.services import require_postgres
+from tests.support.stack import Stack
 
 
 def path(integration_id: str) -> str:

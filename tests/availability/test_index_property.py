@@ -44,10 +44,10 @@ from gateway.http.availability_routes import AVAILABILITY_KEY
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.webhooks.outbox import IntegrationOutbox
-from tests.availability.helpers import at, day, z
-from tests.databases import fresh_database_url
-from tests.reliability.processes import until
-from tests.stack import Stack, start_stack
+from tests.support.availability import at, day, z
+from tests.support.databases import fresh_database_url
+from tests.support.processes import until
+from tests.support.stack import EmulatorSecrets, Stack, start_stack
 
 T = TypeVar("T")
 _users = itertools.count(1)
@@ -108,7 +108,7 @@ class Pair:
         await until(arrived, timeout_s=30)
 
 
-async def _start(tmp_path: Path) -> Pair:
+async def _start(tmp_path: Path, emulator_secrets: EmulatorSecrets) -> Pair:
     closers: list[Any] = []
     database = fresh_database_url("postgres", tmp_path)
     url = await database.__aenter__()
@@ -117,7 +117,9 @@ async def _start(tmp_path: Path) -> Pair:
     await upgrade(engine_a)
     closers.append(engine_a.dispose)
     # No background channel maintenance: every write is one of the steps.
-    running = start_stack(engine_a, url, tmp_path, push_maintenance_interval_s=0)
+    running = start_stack(
+        engine_a, url, tmp_path, emulator_secrets=emulator_secrets, push_maintenance_interval_s=0
+    )
     stack = await running.__anext__()
     closers.append(running.aclose)
     engine_b = await create_engine(url)
@@ -141,10 +143,10 @@ async def _stop(pair: Pair) -> None:
 
 
 @pytest.fixture
-def pair(tmp_path: Path) -> Iterator[tuple[LoopThread, Pair]]:
+def pair(tmp_path: Path, emulator_secrets: EmulatorSecrets) -> Iterator[tuple[LoopThread, Pair]]:
     thread = LoopThread()
     try:
-        made = thread.run(_start(tmp_path))
+        made = thread.run(_start(tmp_path, emulator_secrets))
         try:
             yield thread, made
         finally:

@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import insert, update
 
-from gateway.apikeys import utc_now
 from gateway.availability.intervals import Interval
 from gateway.availability.service import (
     MAX_WINDOW,
@@ -21,6 +20,7 @@ from gateway.availability.service import (
     parse_window,
 )
 from gateway.availability.slots import SlotQuery
+from gateway.clock import utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import Integration
 from gateway.db.schema import calendars, watch_channels
@@ -29,8 +29,8 @@ from gateway.google.calendar import CalendarClient
 from gateway.http.appkeys import INTEGRATIONS_KEY
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
-from tests.availability.helpers import ALICE, DAVE, ERIN, at, connect, day, event, sync
-from tests.stack import Stack
+from tests.support.availability import ALICE, DAVE, ERIN, at, connect, day, event, sync
+from tests.support.stack import Stack
 
 UTC_ZONE = ZoneInfo("UTC")
 

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from tests.cli import main_in_process
-from tests.services import postgres_url, require_postgres
+from tests.support.cli import main_in_process
+from tests.support.services import postgres_url, require_postgres
 
 
 def _figures(out: str) -> dict[str, float]:

@@ -17,10 +17,10 @@ from sqlalchemy import select
 
 from gateway.booking.idempotency import google_event_id
 from gateway.db.schema import bookings
-from tests.availability.helpers import ALICE, connect, day
-from tests.booking.helpers import events_path, gateway_events, inserts, slot
-from tests.reliability.processes import serve_process, until
-from tests.stack import Stack
+from tests.support.availability import ALICE, connect, day
+from tests.support.booking import events_path, gateway_events, inserts, slot
+from tests.support.processes import serve_process, until
+from tests.support.stack import Stack
 
 
 async def test_a_crash_after_googles_success_books_one_event(stack: Stack, tmp_path: Path) -> None:

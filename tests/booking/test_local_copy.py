@@ -11,9 +11,9 @@ from gateway.http.appkeys import INTEGRATIONS_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.sync.engine import SyncEngine
 from gateway.sync.store import SyncStore
-from tests.availability.helpers import ALICE, at, call, connect, day, event, sync, z
-from tests.booking.helpers import book, slot
-from tests.stack import Stack
+from tests.support.availability import ALICE, at, call, connect, day, event, sync, z
+from tests.support.booking import book, slot
+from tests.support.stack import Stack
 
 
 async def test_a_booking_during_a_full_sync_survives_the_switch(stack: Stack) -> None:

@@ -13,9 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 from sqlalchemy import select
 
 from gateway.db.schema import calendar_events, calendars
-from tests.availability.helpers import ALICE, at, call, connect, day, sync, z
-from tests.booking.helpers import book, events_path, slot
-from tests.stack import Stack
+from tests.support.availability import ALICE, at, call, connect, day, sync, z
+from tests.support.booking import book, events_path, slot
+from tests.support.stack import Stack
 
 DETAILS = {"description": "Pricing for ACME", "location": "Room 7"}
 

@@ -21,10 +21,10 @@ from gateway.connections.model import Integration
 from gateway.google.calendar import CalendarClient
 from gateway.sync.engine import SyncEngine
 from gateway.sync.store import SyncStore
-from tests.availability.helpers import ALICE, at, connect, day
-from tests.booking.helpers import gateway_events
-from tests.stack import Stack
-from tests.sync.test_scheduler_processes import process
+from tests.support.availability import ALICE, at, connect, day
+from tests.support.booking import gateway_events
+from tests.support.processes import process
+from tests.support.stack import Stack
 
 
 @asynccontextmanager

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.availability.helpers import ALICE, at, connect, day, event, sync, z
-from tests.booking.helpers import book, events_path, slot
-from tests.mcp.client import mcp_client, tool_error
-from tests.stack import Stack
+from tests.support.availability import ALICE, at, connect, day, event, sync, z
+from tests.support.booking import book, events_path, slot
+from tests.support.mcp_client import mcp_client, tool_error
+from tests.support.stack import Stack
 
 
 async def move(

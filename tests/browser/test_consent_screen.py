@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
-from tests.services import require_chromium
-from tests.stack import Stack, start_stack
+from tests.support.services import require_chromium
+from tests.support.stack import EmulatorSecrets, Stack, start_stack
 
 # One Google account per decision: Google remembers earlier grants of the same client.
 PEOPLE = {
@@ -73,13 +73,17 @@ async def app_site() -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def browser_stack(tmp_path: Path, app_site: str) -> AsyncIterator[Stack]:
+async def browser_stack(
+    tmp_path: Path, app_site: str, emulator_secrets: EmulatorSecrets
+) -> AsyncIterator[Stack]:
     url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
     engine: AsyncEngine = await create_engine(url)
     await upgrade(engine)
     origin = app_site.rsplit("/", 1)[0] + "/"
     try:
-        async for running in start_stack(engine, url, tmp_path, allowed_return_urls=[origin]):
+        async for running in start_stack(
+            engine, url, tmp_path, emulator_secrets=emulator_secrets, allowed_return_urls=[origin]
+        ):
             for n, email in enumerate(PEOPLE.values()):
                 running.google.add_user(f"30000000000000000000{n}", email, consent="ask")
             yield running

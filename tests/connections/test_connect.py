@@ -1,7 +1,7 @@
 """Connecting a Google Calendar, end to end over real HTTP: gateway <-> emulator, both backends.
 
-The browser is scripted (tests/stack.py): it follows the gateway's connect URL to the emulator's
-consent endpoint, then Google's redirect back to the gateway's callback, and lands on the
+The browser is scripted (tests/support/stack.py): it follows the gateway's connect URL to the
+emulator's consent endpoint, then Google's redirect back to the gateway's callback, and lands on the
 return URL whose query says how it went.
 """
 
@@ -24,9 +24,10 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.apikeys import SCOPES, ApiKeyStore, utc_now
+from gateway.apikeys import SCOPES, ApiKeyStore
 from gateway.app import create_app
 from gateway.audit import AuditLog
+from gateway.clock import utc_now
 from gateway.connections.connect import ConnectService, with_query
 from gateway.connections.model import (
     PURPOSE_ACCESS_TOKEN,
@@ -43,7 +44,7 @@ from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
 from gateway.settings import AVAILABILITY_SCOPE, BOOKING_SCOPE, load_settings
 from gateway.webhooks.outbox import IntegrationOutbox
 from gateway.wiring import open_vault
-from tests.stack import (
+from tests.support.stack import (
     ALICE,
     ALICE_SUB,
     BOB,

@@ -28,10 +28,10 @@ from gateway.db.schema import calendars, integrations, vault_data_keys
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.settings import Settings
 from gateway.wiring import open_vault
-from tests.availability.helpers import ALICE, connect, sync
-from tests.cli import run_cli
-from tests.databases import fresh_database_url
-from tests.stack import Stack
+from tests.support.availability import ALICE, connect, sync
+from tests.support.cli import run_cli
+from tests.support.databases import fresh_database_url
+from tests.support.stack import Stack
 from vault.envelope import SealContext
 from vault.errors import VaultError
 

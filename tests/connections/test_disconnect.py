@@ -3,7 +3,7 @@ what Google and the database show afterwards, idempotency, tenant isolation, Goo
 and a process killed after each step and resumed by another.
 
 Every test that uses `stack` also has its gateway log lines scanned for every token the
-emulator issued (tests/stack.py); the crash worker's log output is scanned here.
+emulator issued (tests/support/stack.py); the crash worker's log output is scanned here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,11 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from sqlalchemy import RowMapping, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.apikeys import ApiKeyStore, utc_now
+from gateway.apikeys import ApiKeyStore
 from gateway.app import create_app
 from gateway.audit import AuditLog
+from gateway.clock import utc_now
 from gateway.connections.disconnect import DisconnectHooks, DisconnectService
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import (
@@ -41,7 +39,7 @@ from gateway.connections.model import (
 )
 from gateway.connections.repository import SealedTokens
 from gateway.db.engine import sqlite_path
-from gateway.db.schema import integrations, vault_data_keys
+from gateway.db.schema import integrations
 from gateway.google.calendar import TokenSource
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.google.retry import RetryPolicy
@@ -52,10 +50,16 @@ from gateway.http.disconnect_routes import (
     disconnect_hooks,
 )
 from gateway.http.token_wiring import GOOGLE_OAUTH_KEY, TOKENS_KEY
-from gateway.wiring import open_vault
-from tests.key_outage import cut_off
-from tests.reliability.processes import expire_leases, until
-from tests.stack import (
+from tests.support.disconnect import (
+    Connected,
+    assert_destroyed,
+    integration_row,
+    key_row,
+    revoke_calls,
+)
+from tests.support.key_outage import cut_off
+from tests.support.processes import expire_leases, until
+from tests.support.stack import (
     ALICE,
     ALICE_SUB,
     GATEWAY_CLIENT_ID,
@@ -64,7 +68,6 @@ from tests.stack import (
     issued_secrets,
 )
 from vault.envelope import SealContext
-from vault.errors import InvalidCiphertext
 
 SCOPES = ("openid", "email", "https://www.googleapis.com/auth/calendar.events.freebusy")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -80,28 +83,6 @@ FAST = DisconnectConfig(
     resume_interval_s=0.1,
     retry_after_s=1,
 )
-
-
-@dataclass(frozen=True)
-class Connected:
-    """An integration as the connect flow leaves it, with what must disappear on disconnect."""
-
-    id: str
-    tenant_id: str
-    refresh_token: str = field(repr=False)
-    access_token: str = field(repr=False)
-    refresh_blob: bytes = field(repr=False)
-    access_blob: bytes = field(repr=False)
-    wrapped_key: bytes = field(repr=False)
-
-    def secrets(self) -> list[bytes]:
-        return [
-            self.refresh_token.encode(),
-            self.access_token.encode(),
-            self.refresh_blob,
-            self.access_blob,
-            self.wrapped_key,
-        ]
 
 
 async def connected(
@@ -149,31 +130,6 @@ async def connected(
     )
 
 
-async def integration_row(engine: AsyncEngine, integration_id: str) -> RowMapping:
-    async with engine.connect() as conn:
-        row = (
-            (await conn.execute(select(integrations).where(integrations.c.id == integration_id)))
-            .mappings()
-            .one()
-        )
-    return row
-
-
-async def key_row(engine: AsyncEngine, integration_id: str) -> RowMapping | None:
-    async with engine.connect() as conn:
-        return (
-            (
-                await conn.execute(
-                    select(vault_data_keys).where(
-                        vault_data_keys.c.integration_id == integration_id
-                    )
-                )
-            )
-            .mappings()
-            .first()
-        )
-
-
 async def delete(
     stack: Stack, integration_id: str, *, key: str | None = None, base_url: str | None = None
 ) -> tuple[int, dict[str, str], dict[str, Any]]:
@@ -188,34 +144,6 @@ async def get_public(stack: Stack, integration_id: str) -> dict[str, Any]:
     async with stack.http.get(url, headers=stack.auth()) as response:
         assert response.status == 200, await response.text()
         return dict(await response.json())
-
-
-def revoke_calls(stack: Stack, status: int | None = None) -> int:
-    return len(stack.google.inspector.requests(endpoint="revoke", status=status))
-
-
-async def assert_destroyed(stack: Stack, c: Connected) -> None:
-    """What the policy promises, checked in the database itself."""
-    row = await integration_row(stack.engine, c.id)
-    assert row["status"] == "disconnected"
-    assert row["disconnect_step"] == 6
-    assert row["refresh_token"] is None and row["access_token"] is None
-    assert row["google_email"] is None and row["google_sub"] is None, "personal data kept"
-    assert row["disconnect_lease_owner"] is None
-    assert await key_row(stack.engine, c.id) is None
-    # A copy of the blobs (a backup) cannot be opened any more: the key is gone. A fresh vault
-    # stands for any process after the disconnect (another replica's DEK cache may hold the
-    # key until its TTL; the disconnect evicts only its own process's cache).
-    vault = await open_vault(stack.settings, stack.engine)
-    try:
-        for purpose, blob in (
-            (PURPOSE_REFRESH_TOKEN, c.refresh_blob),
-            (PURPOSE_ACCESS_TOKEN, c.access_blob),
-        ):
-            with pytest.raises(InvalidCiphertext):
-                await vault.open(SealContext(c.tenant_id, c.id, purpose), blob)
-    finally:
-        await vault.close()
 
 
 async def assert_audit_clean(stack: Stack, c: Connected) -> list[Any]:

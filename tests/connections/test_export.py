@@ -12,9 +12,9 @@ from sqlalchemy import Table, select
 from gateway.connections.export import EXPORT_SECTIONS, SECRET_COLUMNS, export_row
 from gateway.db.schema import integrations, metadata
 from gateway.http.push_wiring import CHANNELS_KEY
-from tests.availability.helpers import ALICE, at, call, connect, day, event, sync
-from tests.booking.helpers import book, slot
-from tests.stack import Stack
+from tests.support.availability import ALICE, at, call, connect, day, event, sync
+from tests.support.booking import book, slot
+from tests.support.stack import Stack
 
 LINKS = ("integration_id", "calendar_id")
 

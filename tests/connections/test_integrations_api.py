@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
-from referencing import Registry, Resource
-from referencing.jsonschema import DRAFT202012
 from sqlalchemy import select
 
 from gateway.apikeys import ApiKeyStore
 from gateway.db.schema import integrations, vault_data_keys
-from tests.stack import ALICE, ALICE_SUB, DAVE, Stack, issued_secrets
+from tests.support.openapi import assert_conforms
+from tests.support.stack import ALICE, ALICE_SUB, DAVE, Stack, issued_secrets
 
 TOKEN_WORDS = ("refresh_token", "access_token", "id_token", "wrapped", "ciphertext")
 
@@ -157,17 +154,6 @@ async def test_export_has_everything_but_secrets(stack: Stack) -> None:
 
 
 # -- the answers match the OpenAPI document ---------------------------------------------------
-
-OPENAPI = json.loads((Path(__file__).resolve().parents[2] / "gateway" / "openapi.json").read_text())
-
-
-def assert_conforms(instance: Any, schema_name: str) -> None:
-    """Validate against a component schema of gateway/openapi.json (OAS 3.1 = JSON Schema
-    2020-12)."""
-    resource = Resource.from_contents(OPENAPI, default_specification=DRAFT202012)
-    registry: Registry[Any] = Registry().with_resource("urn:openapi", resource)
-    schema = {"$ref": f"urn:openapi#/components/schemas/{schema_name}"}
-    Draft202012Validator(schema, registry=registry).validate(instance)
 
 
 async def test_answers_match_the_openapi_schemas(stack: Stack) -> None:

@@ -25,12 +25,12 @@ from gateway.google.errors import (
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.google.retry import RetryPolicy
 from gateway.settings import load_settings
-from tests.stack import (
+from tests.support.stack import (
     ALICE,
     ALICE_SUB,
-    EMULATORS,
     GATEWAY_CLIENT_ID,
     GATEWAY_CLIENT_SECRET,
+    EmulatorSecrets,
 )
 
 CALENDAR_LIST = "/calendar/v3/users/me/calendarList"
@@ -68,11 +68,11 @@ class Google:
 
 
 @pytest.fixture
-async def google() -> AsyncIterator[Google]:
+async def google(emulator_secrets: EmulatorSecrets) -> AsyncIterator[Google]:
     state = EmulatorState(clock=time.time)
     state.add_user(ALICE_SUB, ALICE)
     state.add_client(GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, ["http://127.0.0.1/cb"])
-    EMULATORS.append(state)  # its secrets join the session-wide log check
+    emulator_secrets.watch(state)  # its secrets join the end-of-run log check
     server = TestServer(create_emulator_app(state), host="127.0.0.1", port=0)
     await server.start_server()
     try:

@@ -16,8 +16,8 @@ from sqlalchemy import delete, select
 
 from gateway.db.schema import audit_log, disconnect_receipts, integrations
 from gateway.http.appkeys import VAULT_KEY
-from tests.cli import run_cli
-from tests.stack import ALICE, Stack
+from tests.support.cli import run_cli
+from tests.support.stack import ALICE, Stack
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -34,8 +34,14 @@ from tests.connections.refresh_worker import (
     seed_integration,
     stored_token,
 )
-from tests.databases import fresh_database_url
-from tests.stack import ALICE, ALICE_SUB, EMULATORS, GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET
+from tests.support.databases import fresh_database_url
+from tests.support.stack import (
+    ALICE,
+    ALICE_SUB,
+    GATEWAY_CLIENT_ID,
+    GATEWAY_CLIENT_SECRET,
+    EmulatorSecrets,
+)
 
 WORKER = Path(__file__).with_name("refresh_worker.py")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -65,7 +71,7 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+async def world(tmp_path: Path, emulator_secrets: EmulatorSecrets) -> AsyncIterator[World]:
     """PostgreSQL (required: skipped locally without it, failed when CI=true), the emulator,
     and Alice's integration with an access token that expired an hour ago."""
     async with fresh_database_url("postgres", tmp_path) as database_url:
@@ -77,7 +83,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         google = EmulatorState(clock=time.time)
         google.add_user(ALICE_SUB, ALICE)
         google.add_client(GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, ["http://127.0.0.1/cb"])
-        EMULATORS.append(google)  # its secrets join the session-wide log check
+        emulator_secrets.watch(google)  # its secrets join the end-of-run log check
         server = TestServer(create_emulator_app(google), host="127.0.0.1", port=0)
         await server.start_server()
         google_url = str(server.make_url("/")).rstrip("/")

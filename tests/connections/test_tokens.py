@@ -38,13 +38,13 @@ from gateway.google.oauth_client import TokenGrant
 from gateway.google.retry import RetryPolicy
 from gateway.http.token_wiring import TOKENS_KEY
 from tests.connections.refresh_worker import Services, open_services, seed_integration, stored_token
-from tests.reliability.processes import until
-from tests.stack import (
+from tests.support.processes import until
+from tests.support.stack import (
     ALICE,
     ALICE_SUB,
-    EMULATORS,
     GATEWAY_CLIENT_ID,
     GATEWAY_CLIENT_SECRET,
+    EmulatorSecrets,
     LogCapture,
     Stack,
     assert_no_secret_logged,
@@ -121,11 +121,13 @@ class Env:
 
 
 @pytest.fixture
-async def env(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Env]:
+async def env(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
+) -> AsyncIterator[Env]:
     google = EmulatorState(clock=time.time)
     google.add_user(ALICE_SUB, ALICE)
     google.add_client(GATEWAY_CLIENT_ID, GATEWAY_CLIENT_SECRET, ["http://127.0.0.1/cb"])
-    EMULATORS.append(google)  # its secrets join the session-wide log check
+    emulator_secrets.watch(google)  # its secrets join the end-of-run log check
     server = TestServer(create_emulator_app(google), host="127.0.0.1", port=0)
     await server.start_server()
     url = str(server.make_url("/")).rstrip("/")

@@ -8,10 +8,10 @@ from sqlalchemy import select, update
 
 from gateway.db.schema import vault_data_keys
 from gateway.http.appkeys import VAULT_KEY
-from tests.availability.helpers import ALICE, call, connect, day
-from tests.booking.helpers import book, gateway_events, slot
-from tests.key_outage import forget_cached_keys
-from tests.stack import Stack
+from tests.support.availability import ALICE, call, connect, day
+from tests.support.booking import book, gateway_events, slot
+from tests.support.key_outage import forget_cached_keys
+from tests.support.stack import Stack
 
 
 async def break_data_key(stack: Stack, integration_id: str) -> None:

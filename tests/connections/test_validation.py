@@ -20,7 +20,7 @@ from gateway.http.validation import (
     parse_query,
     parse_rfc3339,
 )
-from tests.stack import RETURN_URL, Stack
+from tests.support.stack import RETURN_URL, Stack
 
 
 class Item(StrictBody):

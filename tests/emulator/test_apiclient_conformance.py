@@ -22,12 +22,8 @@ from googleapiclient.http import BatchHttpRequest
 
 from emulator.calendar_store import CalendarStore
 from emulator.discovery import load_discovery
-from tests.emulator import test_calendar_support as support
-from tests.emulator.conftest import ALICE, RunningEmulator
-from tests.emulator.test_calendar_support import Receiver, timed
-
-store = support.store
-receiver = support.receiver
+from tests.emulator.calendar_support import Receiver, timed
+from tests.support.emulator import ALICE, RunningEmulator
 
 
 def service_for(emulator: RunningEmulator) -> Any:

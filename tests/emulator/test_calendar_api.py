@@ -5,13 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from emulator.calendar_store import Calendar, CalendarStore
-from tests.emulator import test_calendar_support as support
-from tests.emulator.conftest import ALICE, CALENDAR_READONLY, CAROL, RunningEmulator
-from tests.emulator.test_calendar_support import Api, error_of, timed
-
-api = support.api
-store = support.store
-alice_cal = support.alice_cal
+from tests.emulator.calendar_support import Api, error_of, timed
+from tests.support.emulator import ALICE, CALENDAR_READONLY, CAROL, RunningEmulator
 
 FULL_410 = {
     "error": {

@@ -5,13 +5,8 @@ from __future__ import annotations
 import aiohttp
 
 from emulator.calendar_store import CalendarStore
-from tests.emulator import test_calendar_support as support
-from tests.emulator.conftest import ALICE, RunningEmulator
-from tests.emulator.test_calendar_support import Api, Receiver, timed
-
-api = support.api
-store = support.store
-receiver = support.receiver
+from tests.emulator.calendar_support import Api, Receiver, timed
+from tests.support.emulator import ALICE, RunningEmulator
 
 
 async def test_settings_and_paging_knobs_over_http(

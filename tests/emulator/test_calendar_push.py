@@ -6,15 +6,8 @@ import email.utils
 
 from emulator.calendar_store import Calendar, CalendarStore
 from emulator.push import PushDispatcher
-from tests.emulator import test_calendar_support as support
-from tests.emulator.conftest import START_EPOCH_S, RunningEmulator
-from tests.emulator.test_calendar_support import Api, Receiver, error_of, timed
-
-api = support.api
-store = support.store
-alice_cal = support.alice_cal
-push = support.push
-receiver = support.receiver
+from tests.emulator.calendar_support import Api, Receiver, error_of, timed
+from tests.support.emulator import START_EPOCH_S, RunningEmulator
 
 
 async def watch(

@@ -13,12 +13,7 @@ from hypothesis import strategies as st
 from emulator.calendar_store import Calendar, CalendarStore, ListQuery
 from emulator.recurrence import TimeValueError, parse_date, parse_datetime
 from emulator.seed import seed_calendar
-from tests.emulator import test_calendar_support as support
-from tests.emulator.test_calendar_support import Api, error_of
-
-api = support.api
-store = support.store
-alice_cal = support.alice_cal
+from tests.emulator.calendar_support import Api, error_of
 
 NY = "America/New_York"
 

@@ -10,12 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emulator.calendar_store import CalendarStore, ListQuery
-from tests.emulator import test_calendar_support as support
-from tests.emulator.conftest import ALICE
-from tests.emulator.test_calendar_support import Api, timed
-
-api = support.api
-store = support.store
+from tests.emulator.calendar_support import Api, timed
+from tests.support.emulator import ALICE
 
 Op = tuple[str, int]
 

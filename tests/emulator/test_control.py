@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from emulator.server import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_REDIRECT_URIS, run_emulator
-from tests.emulator.conftest import (
+from tests.support.emulator import (
     ALICE,
     BOB,
     CALENDAR,

@@ -11,14 +11,8 @@ from googleapiclient.discovery import build
 from emulator.calendar_store import Calendar, CalendarStore
 from emulator.discovery import load_discovery
 from emulator.seed import seed_calendar
-from tests.emulator import test_calendar_support as support
-from tests.emulator.conftest import ALICE, RunningEmulator
-from tests.emulator.test_calendar_support import Api, Receiver, error_of, timed
-
-api = support.api
-store = support.store
-alice_cal = support.alice_cal
-receiver = support.receiver
+from tests.emulator.calendar_support import Api, Receiver, error_of, timed
+from tests.support.emulator import ALICE, RunningEmulator
 
 # Methods the emulator implements, with the path arguments the client needs.
 IMPLEMENTED: dict[str, dict[str, str]] = {

@@ -10,15 +10,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from emulator.app import ENDPOINT_NAMERS_KEY
-from tests.emulator.conftest import (
+from emulator.routing import ENDPOINT_NAMERS_KEY
+from tests.support.emulator import (
     ALICE,
     BOB,
     TEST_CLIENT_ID,
     TEST_CLIENT_SECRET,
     RunningEmulator,
 )
-from tests.reliability.processes import until
+from tests.support.processes import until
 
 EVENTS = "/calendar/v3/calendars/primary/events"
 FREEBUSY = "/calendar/v3/freeBusy"

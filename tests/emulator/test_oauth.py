@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from tests.emulator.conftest import (
+from tests.support.emulator import (
     ALICE,
     BOB,
     CALENDAR,

@@ -7,8 +7,9 @@ The libraries are blocking, so they run in a worker thread while the emulator se
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,7 +21,7 @@ from google.oauth2 import id_token
 from google.oauth2.credentials import Credentials
 from google_auth_oauthlib.flow import Flow
 
-from tests.emulator.conftest import (
+from tests.support.emulator import (
     ALICE,
     CALENDAR,
     TEST_CLIENT_ID,
@@ -31,12 +32,26 @@ from tests.emulator.conftest import (
 )
 
 SCOPES = ["openid", USERINFO_EMAIL, CALENDAR]
+_OAUTH_LOGGERS = ("requests_oauthlib", "oauthlib", "google_auth_oauthlib", "google.auth")
 
 
 @pytest.fixture
 def emulator_time_source() -> Callable[[], float]:
     # google-auth checks id_token iat/exp against the real clock.
     return time.time
+
+
+@pytest.fixture(autouse=True)
+def _oauth_libraries_quiet() -> Iterator[None]:
+    # requests_oauthlib logs every token it sends and receives at DEBUG. The gateway caps these
+    # loggers at start-up; this test drives the libraries with no gateway, and the end-of-run
+    # log check (tests/conftest.py) would otherwise blame whichever test ran last in the worker.
+    levels = {name: logging.getLogger(name).level for name in _OAUTH_LOGGERS}
+    for name in _OAUTH_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture(autouse=True)

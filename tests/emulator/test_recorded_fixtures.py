@@ -12,13 +12,9 @@ import aiohttp
 from emulator.calendar_store import CalendarStore
 from emulator.discovery import load_discovery
 from emulator.errors import GoogleApiError
-from tests.emulator import test_calendar_support as support
-from tests.emulator.conftest import ALICE, RunningEmulator
-from tests.emulator.test_calendar_support import Api
+from tests.emulator.calendar_support import Api
 from tests.fixtures import google_recording
-
-api = support.api
-store = support.store
+from tests.support.emulator import ALICE, RunningEmulator
 
 
 def fixture(name: str) -> Any:

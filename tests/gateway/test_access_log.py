@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.http.access_log import PathOnlyAccessLogger
-from tests.stack import LogCapture, assert_no_secret_logged
+from tests.support.stack import LogCapture, assert_no_secret_logged
 
 
 async def _ok(_request: web.Request) -> web.Response:

@@ -18,7 +18,7 @@ from gateway.errors import InvalidInput, NotFound, Unauthenticated
 from gateway.http.appkeys import APIKEYS_KEY
 from gateway.http.auth import principal, requires_scope
 from gateway.http.problems import problem_middleware
-from tests.cli import run_cli
+from tests.support.cli import run_cli
 
 
 async def test_created_key_authenticates_as_its_tenant_with_its_scopes(engine: AsyncEngine) -> None:

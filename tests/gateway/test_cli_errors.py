@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from gateway.db.migrate import head_revision
-from tests.cli import run_cli
+from tests.support.cli import run_cli
 
 
 def test_unknown_database_scheme_is_a_clear_error(tmp_path: Path) -> None:

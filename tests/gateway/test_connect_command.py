@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import run_cli
-from tests.stack import RETURN_URL, Stack
+from tests.support.cli import run_cli
+from tests.support.stack import RETURN_URL, Stack
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ An operator follows these documents during an incident: a renamed setting or a r
 flag must fail here, not at 3 a.m. Checked:
 
 * every `GATEWAY_*` variable is a field of `gateway.settings.Settings` (or one of the test
-  harness's own variables, which must still be read by `tests/services.py`); `GATEWAY_PUSH_*`
-  style prefixes must match at least one setting;
+  harness's own variables, which must still be read by `tests/support/services.py`);
+  `GATEWAY_PUSH_*` style prefixes must match at least one setting;
 * every `calendar-gateway ...` command parses: each word is a subcommand of the real CLI parser
   and each `--option` belongs to the subcommand it follows (the `emulator` subcommand's options
   to the emulator's own parser);
@@ -33,7 +33,7 @@ from gateway.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
-# Read by the test harness (tests/services.py), not by the gateway.
+# Read by the test harness (tests/support/services.py), not by the gateway.
 TEST_HARNESS_VARIABLES = {"GATEWAY_TEST_POSTGRES_URL", "GATEWAY_TEST_SOFTHSM_LIB"}
 # Read by `calendar-gateway bench` only.
 BENCH_VARIABLES = {POSTGRES_URL_ENV, PROFILE_ENV}
@@ -73,7 +73,7 @@ def test_every_setting_named_exists() -> None:
         for field in Settings.model_fields.values()
         for alias in getattr(field.validation_alias, "choices", ())
     }
-    services = (ROOT / "tests" / "services.py").read_text("utf-8")
+    services = (ROOT / "tests" / "support" / "services.py").read_text("utf-8")
     assert all(name in services for name in TEST_HARNESS_VARIABLES)
     known = settings | TEST_HARNESS_VARIABLES | BENCH_VARIABLES
     unknown = []

@@ -4,14 +4,13 @@ through the real CLI, while a long-running vault (a serving process) keeps openi
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import vault_data_keys
-from tests.cli import run_cli
+from tests.support.cli import run_cli, status_rows
 from vault.cache import DekCache
 from vault.envelope import SealContext
 from vault.keyring import LocalKeyringProvider
@@ -22,16 +21,6 @@ from vault.store import SqlDekStore
 async def _cli(*args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str, str]:
     result = await asyncio.to_thread(run_cli, *args, cwd=cwd, env=env)
     return result.returncode, result.stdout, result.stderr
-
-
-def _status_rows(stdout: str) -> dict[int, tuple[str, int]]:
-    """Parse `keys status` table rows: version -> (state, data keys)."""
-    rows = {}
-    for line in stdout.splitlines():
-        match = re.match(r"^\W*(\d+)\W+([a-z ]+?)\W+(\d+)\W*$", line)
-        if match:
-            rows[int(match[1])] = (match[2].strip(), int(match[3]))
-    return rows
 
 
 async def test_rotate_rewrap_retire_end_to_end(
@@ -57,7 +46,7 @@ async def test_rotate_rewrap_retire_end_to_end(
 
     code, out, err = await _cli("keys", "status", cwd=tmp_path, env=env)
     assert code == 0, err
-    assert _status_rows(out) == {1: ("primary", 23)}
+    assert status_rows(out) == {1: ("primary", 23)}
 
     code, out, err = await _cli("keys", "rotate", cwd=tmp_path, env=env)
     assert code == 0, err
@@ -69,7 +58,7 @@ async def test_rotate_rewrap_retire_end_to_end(
     assert err.startswith("calendar-gateway: error:")
     assert "23" in err
     code, out, err = await _cli("keys", "status", cwd=tmp_path, env=env)
-    assert _status_rows(out) == {1: ("active", 23), 2: ("primary", 0)}
+    assert status_rows(out) == {1: ("active", 23), 2: ("primary", 0)}
 
     code, out, err = await _cli("keys", "rewrap", "--batch-size", "5", cwd=tmp_path, env=env)
     assert code == 0, err
@@ -94,7 +83,7 @@ async def test_rotate_rewrap_retire_end_to_end(
     code, _, err = await _cli("keys", "retire", "2", cwd=tmp_path, env=env)
     assert code == 1, "the primary version must not be retirable"
     code, out, err = await _cli("keys", "status", cwd=tmp_path, env=env)
-    assert _status_rows(out) == {1: ("retired", 0), 2: ("primary", 23)}
+    assert status_rows(out) == {1: ("retired", 0), 2: ("primary", 23)}
 
     # The serving process loaded the keyring before the rotation and still opens every token.
     for ctx, blob in sealed.items():
@@ -134,7 +123,7 @@ async def test_retire_waits_until_running_gateways_have_seen_the_rotation(
     assert "superseded" in err
     assert "GATEWAY_KEK_RETIRE_GRACE_S" in err
     code, out, _ = await _cli("keys", "status", cwd=tmp_path, env=env)
-    assert _status_rows(out) == {1: ("active", 0), 2: ("primary", 0)}
+    assert status_rows(out) == {1: ("active", 0), 2: ("primary", 0)}
 
 
 async def test_a_running_gateway_wraps_new_keys_under_a_rotation_made_elsewhere(

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.stack import free_port
+from tests.support.stack import free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "### Trying it with the emulator"

@@ -1,6 +1,6 @@
-"""The Calendar client's tests run against the emulator fixtures of tests/emulator."""
+"""The Calendar client's tests run against the served emulator (tests/support/emulator.py)."""
 
-from tests.emulator.conftest import (  # noqa: F401 (fixtures used by name)
+from tests.support.emulator import (  # noqa: F401 (fixtures used by name)
     emulator,
     emulator_state,
     emulator_time_source,

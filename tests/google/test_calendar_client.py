@@ -20,7 +20,7 @@ from gateway.google.errors import (
     SyncTokenExpired,
     TransientGoogleError,
 )
-from tests.emulator.conftest import ALICE, CALENDAR, RunningEmulator
+from tests.support.emulator import ALICE, CALENDAR, RunningEmulator
 
 FREEBUSY_ONLY = "https://www.googleapis.com/auth/calendar.events.freebusy"
 OWNED = "https://www.googleapis.com/auth/calendar.events.owned"

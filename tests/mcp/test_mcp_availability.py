@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.http.appkeys import AUDIT_KEY, INTEGRATIONS_KEY
-from tests.availability.helpers import (
+from tests.support.availability import (
     ALICE,
     ERIN,
     FRANK,
@@ -23,8 +23,8 @@ from tests.availability.helpers import (
     sync,
     z,
 )
-from tests.mcp.client import mcp_client, text_of, tool_error
-from tests.stack import Stack
+from tests.support.mcp_client import mcp_client, text_of, tool_error
+from tests.support.stack import Stack
 
 
 async def call_tool(stack: Stack, name: str, key: str | None = None, **arguments: Any) -> Any:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from tests.availability.helpers import ALICE, at, connect, day, event, sync, z
-from tests.booking.helpers import book, slot
-from tests.mcp.client import mcp_client, text_of
-from tests.stack import Stack
+from tests.support.availability import ALICE, at, connect, day, event, sync, z
+from tests.support.booking import book, slot
+from tests.support.mcp_client import mcp_client, text_of
+from tests.support.stack import Stack
 
 
 async def test_did_the_lead_accept_in_local_time(stack: Stack) -> None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from gateway.apikeys import utc_now
 from gateway.booking.idempotency import google_event_id
+from gateway.clock import utc_now
 from gateway.http.appkeys import AUDIT_KEY, INTEGRATIONS_KEY
-from tests.availability.helpers import ALICE, DAVE, at, connect, day, event, key_with, sync, z
-from tests.booking.helpers import gateway_events, inserts
-from tests.mcp.client import mcp_client, text_of, tool_error
-from tests.stack import Stack
+from tests.support.availability import ALICE, DAVE, at, connect, day, event, key_with, sync, z
+from tests.support.booking import gateway_events, inserts
+from tests.support.mcp_client import mcp_client, text_of, tool_error
+from tests.support.stack import Stack
 
 
 async def call_tool(stack: Stack, name: str, key: str | None = None, **arguments: Any) -> Any:

@@ -6,8 +6,8 @@ import pytest
 
 from gateway.apikeys import ApiKeyStore
 from gateway.http.appkeys import AUDIT_KEY
-from tests.mcp.client import mcp_client, text_of, tool_error
-from tests.stack import ALICE, Stack
+from tests.support.mcp_client import mcp_client, text_of, tool_error
+from tests.support.stack import ALICE, Stack
 
 EXPECTED_TOOLS = {
     "list_calendar_connections",

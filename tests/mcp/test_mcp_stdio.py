@@ -9,9 +9,9 @@ import sys
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
-from tests.cli import run_cli
-from tests.mcp.client import text_of
-from tests.stack import ALICE, Stack
+from tests.support.cli import run_cli
+from tests.support.mcp_client import text_of
+from tests.support.stack import ALICE, Stack
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -19,8 +19,8 @@ from urllib.parse import quote
 import pytest
 
 from gateway.observability.logs import make_handler
-from tests.availability.helpers import at, call, day, event, sync, z
-from tests.stack import ALICE, ALICE_SUB, Stack, issued_secrets
+from tests.support.availability import at, call, day, event, sync, z
+from tests.support.stack import ALICE, ALICE_SUB, Stack, issued_secrets
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
-from tests.availability.helpers import connect, day, event
-from tests.stack import ALICE, Stack
+from tests.support.availability import connect, day, event
+from tests.support.stack import ALICE, Stack
 
 
 async def _scrape(stack: Stack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

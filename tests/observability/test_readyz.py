@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 
 async def test_a_healthy_gateway_is_ready(stack: Stack) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.http.appkeys import AUDIT_KEY
-from tests.stack import ALICE, Stack
+from tests.support.stack import ALICE, Stack
 
 
 async def test_the_callers_request_id_is_echoed(stack: Stack) -> None:

@@ -1,7 +1,7 @@
 """A whole stack (emulator + gateway over real HTTP) running in a background thread with its
 own event loop, for synchronous clients such as schemathesis (which sends with `requests`).
 
-    with live_stack(tmp_path, backend="sqlite") as live:
+    with live_stack(tmp_path, emulator_secrets, backend="sqlite") as live:
         requests.get(live.base_url + "/healthz")
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
-from tests.databases import fresh_database_url
-from tests.stack import ALICE, Stack, start_stack
+from tests.support.databases import fresh_database_url
+from tests.support.stack import ALICE, EmulatorSecrets, Stack, start_stack
 
 
 @dataclass
@@ -37,7 +37,9 @@ class LiveStack:
 
 
 @contextmanager
-def live_stack(tmp_path: Path, backend: str = "sqlite") -> Iterator[LiveStack]:
+def live_stack(
+    tmp_path: Path, emulator_secrets: EmulatorSecrets, backend: str = "sqlite"
+) -> Iterator[LiveStack]:
     ready: Future[LiveStack] = Future()
     stop: asyncio.Event | None = None
 
@@ -49,7 +51,9 @@ def live_stack(tmp_path: Path, backend: str = "sqlite") -> Iterator[LiveStack]:
                 engine = await create_engine(url)
                 try:
                     await upgrade(engine)
-                    async for stack in start_stack(engine, url, tmp_path):
+                    async for stack in start_stack(
+                        engine, url, tmp_path, emulator_secrets=emulator_secrets
+                    ):
                         connected = await stack.connect(ALICE, user_id="fuzz-user")
                         ready.set_result(
                             LiveStack(

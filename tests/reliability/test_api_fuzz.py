@@ -25,6 +25,7 @@ from schemathesis.checks import (
 )
 
 from tests.reliability.live import LiveStack, live_stack
+from tests.support.stack import EmulatorSecrets
 
 # One live stack serves the whole module (module-scoped fixture): its tests stay on one xdist
 # worker (--dist loadgroup) instead of each worker starting a stack of its own.
@@ -38,8 +39,10 @@ EXAMPLES = 25
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
-    with live_stack(tmp_path_factory.mktemp("fuzz")) as running:
+def live(
+    tmp_path_factory: pytest.TempPathFactory, emulator_secrets: EmulatorSecrets
+) -> Iterator[LiveStack]:
+    with live_stack(tmp_path_factory.mktemp("fuzz"), emulator_secrets) as running:
         yield running
 
 

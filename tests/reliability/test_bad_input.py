@@ -34,14 +34,16 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 from sqlalchemy import insert, select
 
+from gateway.clock import rfc3339
 from gateway.db.schema import audit_log, metadata, watch_channels
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.sync.channels import token_digest
 from tests.reliability.http_raw import RawAnswer, send_raw
 from tests.reliability.live import LiveStack, live_stack
-from tests.stack import (
+from tests.support.stack import (
     ALICE,
     RETURN_URL,
+    EmulatorSecrets,
     LogCapture,
     Stack,
     assert_no_secret_logged,
@@ -85,9 +87,9 @@ class World:
             "stopped": self.stopped_channel,
             "stopped_resource": self.stopped_resource,
             "stopped_token": self.channel_tokens[1],
-            "soon": _z(datetime.now(UTC) + timedelta(days=3)),
-            "later": _z(datetime.now(UTC) + timedelta(days=3, hours=8)),
-            "years": _z(datetime.now(UTC) + timedelta(days=3 * 365)),
+            "soon": rfc3339(datetime.now(UTC) + timedelta(days=3)),
+            "later": rfc3339(datetime.now(UTC) + timedelta(days=3, hours=8)),
+            "years": rfc3339(datetime.now(UTC) + timedelta(days=3 * 365)),
         }
 
     def secrets(self) -> set[str]:
@@ -97,10 +99,6 @@ class World:
             self.live.other_tenant_key,
             *self.channel_tokens,
         }
-
-
-def _z(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 async def _insert_channel(stack: Stack, state: str, token: str) -> tuple[str, str]:
@@ -161,13 +159,15 @@ async def _prepare(live: LiveStack) -> World:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory, emulator_secrets: EmulatorSecrets
+) -> Iterator[World]:
     # The stack checks its own log for what the emulator issued; the channel tokens and OAuth
     # states sent here are secrets it does not know of.
     capture = LogCapture()
     logging.getLogger().addHandler(capture)
     try:
-        with live_stack(tmp_path_factory.mktemp("bad-input")) as live:
+        with live_stack(tmp_path_factory.mktemp("bad-input"), emulator_secrets) as live:
             made = live.run(_prepare(live))
             yield made
     finally:

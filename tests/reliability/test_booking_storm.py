@@ -10,9 +10,9 @@ import asyncio
 from typing import Any
 
 from gateway.booking.idempotency import google_event_id
-from tests.availability.helpers import ALICE, Response, at, call, connect, day, sync, z
-from tests.booking.helpers import book, gateway_events, inserts, slot
-from tests.stack import Stack
+from tests.support.availability import ALICE, Response, at, call, connect, day, sync, z
+from tests.support.booking import book, gateway_events, inserts, slot
+from tests.support.stack import Stack
 
 BOOKINGS = 8
 MAX_ATTEMPTS = 40

@@ -32,6 +32,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emulator.seed import seed_calendar
+from gateway.clock import rfc3339
 from gateway.db.engine import sqlite_path
 from gateway.db.schema import (
     busy_blocks,
@@ -43,13 +44,12 @@ from gateway.db.schema import (
 )
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.sync.store import SyncStore
-from tests.cli import run_cli
-from tests.connections.test_disconnect import Connected, assert_destroyed, key_row, revoke_calls
-from tests.gateway.test_keys_cli import _status_rows
-from tests.reliability.processes import expire_leases, serve_process, until
 from tests.reliability.truth import assert_converged, gateway_freebusy, google_busy, windows
-from tests.stack import ALICE, ALICE_SUB, Stack, start_stack
-from tests.sync.test_scheduler import event
+from tests.support.cli import run_cli, status_rows
+from tests.support.disconnect import Connected, assert_destroyed, key_row, revoke_calls
+from tests.support.processes import expire_leases, serve_process, until
+from tests.support.scheduler import event
+from tests.support.stack import ALICE, ALICE_SUB, EmulatorSecrets, Stack, start_stack
 from vault.cache import DekCache
 from vault.envelope import SealContext
 from vault.keyring import LocalKeyringProvider
@@ -61,13 +61,19 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 async def stack(
-    engine: AsyncEngine, database_url: str, tmp_path: Path, backend: str
+    engine: AsyncEngine,
+    database_url: str,
+    tmp_path: Path,
+    backend: str,
+    emulator_secrets: EmulatorSecrets,
 ) -> AsyncIterator[Stack]:
     """The suite's stack, but on SQLite its gateway keeps no availability index: these tests
     run `serve` children on the same file beside it, which the product refuses (one serve per
     SQLite file) and which an index in this process would not hear about."""
     overrides = {"index_memory_mb": 0} if backend == "sqlite" else {}
-    async for running in start_stack(engine, database_url, tmp_path, **overrides):
+    async for running in start_stack(
+        engine, database_url, tmp_path, emulator_secrets=emulator_secrets, **overrides
+    ):
         yield running
 
 
@@ -164,7 +170,7 @@ async def test_a_sync_killed_between_pages_is_completed_after_restart(
         hang = stack.google.inject_fault(delay_s=60, times=1, user=ALICE, endpoint="events.list")
         gap = free_gap(before)
         stack.google.calendars.insert_event(
-            google, event("fresh410", _z(gap), _z(gap + timedelta(hours=1)))
+            google, event("fresh410", rfc3339(gap), rfc3339(gap + timedelta(hours=1)))
         )
         assert google_busy(stack, ALICE, lo, hi) != before
         assert await SyncStore(stack.engine).request_sync(row["id"], datetime.now(UTC))
@@ -207,10 +213,6 @@ def free_gap(busy: list[dict[str, str]]) -> datetime:
         if start - end >= timedelta(hours=3):
             return end + timedelta(hours=1)
     raise AssertionError("no free hour")
-
-
-def _z(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 # -- a disconnect ------------------------------------------------------------------------------
@@ -411,7 +413,7 @@ async def test_a_rewrap_killed_between_batches_completes_on_the_next_run(
     # Consistent meanwhile: every key under exactly one known version, nothing lost.
     status = await asyncio.to_thread(run_cli, "keys", "status", cwd=tmp_path, env=env)
     assert status.returncode == 0, status.stderr
-    assert _status_rows(status.stdout) == {1: ("active", KEYS - moved), 2: ("primary", moved)}
+    assert status_rows(status.stdout) == {1: ("active", KEYS - moved), 2: ("primary", moved)}
 
     again = await asyncio.to_thread(run_cli, "keys", "rewrap", cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr

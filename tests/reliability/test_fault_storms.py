@@ -12,7 +12,7 @@ deletions, events turned transparent) round after round.
 Afterwards: every active calendar's local copy, as the agent reads it through the freebusy
 API, equals the emulator's busy time over the horizon (no change lost, nothing stale); the
 revoked integration is `needs_reauth`, answers 409 and costs no more Google calls; no log line
-holds a token (tests/stack.py). A scheduler of the test's own (real clock, short backoffs, a
+holds a token (tests/support/stack.py). A scheduler of the test's own (real clock, short backoffs, a
 1 s Calendar timeout) does the syncing; the app's push maintenance opens real channels.
 Rate-limit backoff timing itself is pinned tick by tick in tests/sync/test_scheduler.py.
 """
@@ -39,9 +39,9 @@ from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine
 from gateway.sync.scheduler import SyncScheduler
 from gateway.sync.store import SyncStore
-from tests.reliability.processes import until
 from tests.reliability.truth import assert_converged, gateway_freebusy, google_busy
-from tests.stack import Stack, start_stack
+from tests.support.processes import until
+from tests.support.stack import EmulatorSecrets, Stack, start_stack
 
 USERS = [f"storm{n}@example.com" for n in range(5)]
 REVOKER = "leaver@example.com"
@@ -50,12 +50,17 @@ ROUNDS = 6
 
 @pytest.fixture
 async def storm_stack(
-    engine: AsyncEngine, database_url: str, tmp_path: Path
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
 ) -> AsyncIterator[Stack]:
     """The stack with push maintenance running often (channels open as soon as calendars are
     synced); the syncing is done by the test's scheduler."""
     async for running in start_stack(
-        engine, database_url, tmp_path, sync_worker=False, push_maintenance_interval_s=0.3
+        engine,
+        database_url,
+        tmp_path,
+        emulator_secrets=emulator_secrets,
+        sync_worker=False,
+        push_maintenance_interval_s=0.3,
     ):
         yield running
 

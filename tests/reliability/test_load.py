@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from emulator.seed import seed_calendar
 from gateway.http.appkeys import VAULT_KEY
 from gateway.http.sync_wiring import SYNC_KEY
-from tests.availability.helpers import (
+from tests.support.availability import (
     ERIN,
     FRANK,
     at,
@@ -42,7 +42,7 @@ from tests.availability.helpers import (
     sync,
     z,
 )
-from tests.stack import ALICE, Stack, start_stack
+from tests.support.stack import ALICE, EmulatorSecrets, Stack, start_stack
 
 LOAD_S = 10.0  # how long the agents send
 CLIENTS = 4  # concurrent agent clients
@@ -61,13 +61,16 @@ def backend() -> str:
 
 
 @pytest.fixture
-async def stack(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
+) -> AsyncIterator[Stack]:
     """The suite's stack with live-call limits above this test's traffic: the agents' load is
     what is under test here, not an abuse the limits (tests/api/test_live_calls.py) refuse."""
     async for running in start_stack(
         engine,
         database_url,
         tmp_path,
+        emulator_secrets=emulator_secrets,
         live_calls_per_min_per_key=100_000,
         live_calls_per_min_per_tenant=1_000_000,
     ):

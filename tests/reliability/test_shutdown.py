@@ -15,9 +15,9 @@ from sqlalchemy import RowMapping, select
 
 from gateway.db.schema import calendars, integrations
 from gateway.http.disconnect_routes import DISCONNECT_SERVICE_KEY
-from tests.reliability.processes import serve_process, until
-from tests.stack import ALICE, DAVE, Stack
-from tests.sync.test_scheduler import event
+from tests.support.processes import serve_process, until
+from tests.support.scheduler import event
+from tests.support.stack import ALICE, DAVE, Stack
 
 WINDOW = {"time_min": "2026-12-01T00:00:00Z", "time_max": "2026-12-08T00:00:00Z"}
 

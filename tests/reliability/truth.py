@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.stack import Stack
+from gateway.clock import rfc3339
+from tests.support.stack import Stack
 
 # freebusy answers at most 62 days at once; these windows cover most of the default horizon
 # (30 days back, 365 ahead), relative to now.
@@ -29,15 +30,11 @@ def windows(
     return found
 
 
-def _z(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
 def google_busy(stack: Stack, email: str, lo: datetime, hi: datetime) -> list[dict[str, str]]:
     """The emulator's busy periods of `email`'s primary calendar within [lo, hi)."""
     cal = stack.google.calendars.ensure_user(email)
     return [
-        {"start": _z(s), "end": _z(e)}
+        {"start": rfc3339(s), "end": rfc3339(e)}
         for s, e in stack.google.calendars.busy(cal, lo, hi)
         if s < e  # zero-length events block nothing
     ]
@@ -52,7 +49,7 @@ async def gateway_freebusy(
     base_url: str | None = None,
     max_staleness_s: int | None = None,
 ) -> dict[str, Any]:
-    params = {"time_min": _z(lo), "time_max": _z(hi)}
+    params = {"time_min": rfc3339(lo), "time_max": rfc3339(hi)}
     if max_staleness_s is not None:
         params["max_staleness_s"] = str(max_staleness_s)
     url = (base_url or stack.base_url) + f"/v1/integrations/{integration_id}/freebusy"

@@ -12,8 +12,8 @@ from gateway.http.appkeys import INTEGRATIONS_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.sync.engine import SyncEngine
 from gateway.sync.store import SyncStore
-from tests.availability.helpers import ALICE, at, call, connect, day, z
-from tests.stack import Stack
+from tests.support.availability import ALICE, at, call, connect, day, z
+from tests.support.stack import Stack
 
 # Only a guard against hanging forever when the expansion does block the loop (then the API
 # request below cannot run until the hook gives up): the test never waits this long otherwise.

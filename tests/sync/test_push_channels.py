@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,162 +23,37 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from emulator.calendar_store import Calendar, Channel
 from gateway.connections.errors import IntegrationInactive
 from gateway.db.engine import create_engine
 from gateway.db.notify import bump_calendars
 from gateway.db.schema import calendars, integrations, watch_channels
-from gateway.google.calendar import CalendarClient
 from gateway.http.appkeys import INTEGRATIONS_KEY, SYNC_NUDGE_KEY
-from gateway.http.push_wiring import CHANNELS_KEY, PUSH_CONFIG_KEY
+from gateway.http.push_wiring import CHANNELS_KEY
 from gateway.http.sync_wiring import SCHEDULER_CONFIG_KEY, SCHEDULER_KEY, SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.settings import load_settings
-from gateway.sync.channel_store import ChannelRow, ChannelStore, WatchTarget
-from gateway.sync.channels import ChannelManager, MaintenanceReport
-from gateway.sync.engine import SyncEngine, SyncOutcome
+from gateway.sync.channel_store import ChannelStore, WatchTarget
+from gateway.sync.channels import MaintenanceReport
+from gateway.sync.engine import SyncOutcome
 from gateway.sync.scheduler import SyncScheduler
 from gateway.sync.store import CalendarRow, SyncStore
-from tests.stack import ALICE, DAVE, Stack, start_stack
+from tests.support.stack import ALICE, DAVE, EmulatorSecrets, Stack, start_stack
+from tests.sync.push_support import (
+    Push,
+    connect_and_sync,
+    eventually,
+    google_now,
+    make_manager,
+    notify,
+)
 
 RENEW_BEFORE_S = 86_400
 WEEK_S = 604_799  # Google's (and the emulator's) default channel lifetime
 
 
-@pytest.fixture
-async def push_stack(
-    engine: AsyncEngine, database_url: str, tmp_path: Path
-) -> AsyncIterator[Stack]:
-    """The stack with the app's maintenance loop off: tests run the passes themselves."""
-    # No background scheduler either (`sync_worker`, where it exists): the tests look at the
-    # sync requests a notification leaves behind.
-    async for running in start_stack(
-        engine, database_url, tmp_path, push_maintenance_interval_s=0, sync_worker=False
-    ):
-        yield running
-
-
-def google_now(stack: Stack) -> Callable[[], datetime]:
-    return lambda: datetime.fromtimestamp(stack.google.clock(), UTC)
-
-
-# The jitter draw of the backoff: the first retry comes after 0.99 x 2 s (GATEWAY_SYNC_BACKOFF_
-# BASE_S), the longest the first backoff can be.
-JITTER = 0.99
-
-
-async def make_manager(stack: Stack, engine: AsyncEngine | None = None) -> ChannelManager:
-    client = await CalendarClient.create(stack.http, stack.settings.google_calendar_api_url)
-    return ChannelManager(
-        store=ChannelStore(engine or stack.engine),
-        client=client,
-        tokens=stack.app[TOKENS_KEY],
-        config=stack.app[PUSH_CONFIG_KEY],
-        clock=google_now(stack),
-        backoff_s=stack.app[SCHEDULER_CONFIG_KEY].backoff_s,
-        rng=lambda: JITTER,
-    )
-
-
 def first_backoff_s(stack: Stack) -> float:
     """The longest the first retry of a refused channel waits (seconds, not minutes)."""
     return float(stack.app[SCHEDULER_CONFIG_KEY].backoff_base_s)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Wait for something another task (a delivery from the emulator) does; the deadline is
-    only a safety net, generous for a loaded machine."""
-    deadline = asyncio.get_running_loop().time() + 60
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.01)
-
-
-@dataclass
-class Push:
-    stack: Stack
-    sync: SyncEngine
-    manager: ChannelManager
-    integration_id: str
-    calendar: CalendarRow
-    google_cal: Calendar
-
-    @property
-    def store(self) -> ChannelStore:
-        return self.manager.store
-
-    async def channels(self) -> list[ChannelRow]:
-        return await self.store.channels_of_calendar(self.calendar.id)
-
-    async def channel(self, channel_id: str) -> ChannelRow:
-        row = await self.store.get(channel_id)
-        assert row is not None
-        return row
-
-    async def open_verified(self) -> ChannelRow:
-        """One maintenance pass opens a channel; wait for its `sync` message."""
-        report = await self.manager.run_once()
-        assert report.opened == 1
-        [row] = [r for r in await self.channels() if r.state in ("opening", "active")]
-        await self.wait_active(row.id)
-        return await self.channel(row.id)
-
-    async def wait_active(self, channel_id: str) -> None:
-        async def active() -> bool:
-            return (await self.channel(channel_id)).state == "active"
-
-        await eventually(active, f"channel {channel_id} verified")
-
-    async def sync_requested_at(self) -> datetime | None:
-        async with self.stack.engine.connect() as conn:
-            value: datetime | None = (
-                await conn.execute(
-                    select(calendars.c.sync_requested_at).where(calendars.c.id == self.calendar.id)
-                )
-            ).scalar_one()
-            return value
-
-    async def clear_sync_request(self) -> None:
-        """What the scheduler does when it takes the request."""
-        async with self.stack.engine.begin() as conn:
-            await conn.execute(
-                update(calendars)
-                .where(calendars.c.id == self.calendar.id)
-                .values(sync_requested_at=None)
-            )
-
-    def google_channels(self) -> dict[str, Channel]:
-        return dict(self.stack.google.calendars.channels)
-
-    def insert_at_google(self, event_id: str, start: str, end: str) -> None:
-        self.stack.google.calendars.insert_event(
-            self.google_cal,
-            {"id": event_id, "start": {"dateTime": start}, "end": {"dateTime": end}},
-        )
-
-
-async def connect_and_sync(stack: Stack, email: str, user_id: str) -> tuple[str, CalendarRow]:
-    result = await stack.connect(email, user_id=user_id)
-    assert result["status"] == "connected"
-    sync = stack.app[SYNC_KEY]
-    [calendar] = await sync.ensure_calendars(result["integration_id"])
-    assert (await sync.sync_calendar(calendar.id)).status == "synced"
-    return result["integration_id"], calendar
-
-
-@pytest.fixture
-async def h(push_stack: Stack) -> Push:
-    stack = push_stack
-    integration_id, calendar = await connect_and_sync(stack, ALICE, "u-alice")
-    return Push(
-        stack,
-        stack.app[SYNC_KEY],
-        await make_manager(stack),
-        integration_id,
-        calendar,
-        stack.google.calendars.ensure_user(ALICE),
-    )
 
 
 async def test_the_app_builds_a_manager_for_the_public_address(push_stack: Stack) -> None:
@@ -424,24 +297,6 @@ async def test_two_processes_never_open_two_channels_for_one_calendar(
         await second.dispose()
 
 
-async def notify(stack: Stack, channel: Channel, state: str, number: int, **override: str) -> int:
-    """POST a notification as Google would for `channel` (headers overridable)."""
-    headers = {
-        "X-Goog-Channel-ID": channel.id,
-        "X-Goog-Channel-Token": channel.token or "",
-        "X-Goog-Resource-ID": channel.resource_id,
-        "X-Goog-Resource-URI": channel.resource_uri,
-        "X-Goog-Resource-State": state,
-        "X-Goog-Message-Number": str(number),
-        **override,
-    }
-    async with stack.http.post(
-        stack.url("/webhooks/google/calendar"), headers=headers, data=b""
-    ) as response:
-        await response.read()
-        return response.status
-
-
 @pytest.mark.parametrize(
     ("public_url", "usable"),
     [
@@ -458,10 +313,15 @@ def test_push_needs_an_address_google_accepts(public_url: str, usable: bool) -> 
 
 
 async def test_push_off_means_no_channels_and_every_notification_refused(
-    engine: AsyncEngine, database_url: str, tmp_path: Path
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
 ) -> None:
     async for stack in start_stack(
-        engine, database_url, tmp_path, push_enabled=False, sync_worker=False
+        engine,
+        database_url,
+        tmp_path,
+        emulator_secrets=emulator_secrets,
+        push_enabled=False,
+        sync_worker=False,
     ):
         assert CHANNELS_KEY not in stack.app
         await connect_and_sync(stack, ALICE, "u-alice")
@@ -513,7 +373,7 @@ TICK_S = 60.0
 
 
 async def test_the_first_full_sync_opens_the_channel_and_a_change_syncs_at_once(
-    engine: AsyncEngine, database_url: str, tmp_path: Path
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
 ) -> None:
     # No maintenance pass ever runs, and the scheduler ticks only once a minute: the channel
     # must come from the first sync's completion, and the change's sync from the notification.
@@ -521,6 +381,7 @@ async def test_the_first_full_sync_opens_the_channel_and_a_change_syncs_at_once(
         engine,
         database_url,
         tmp_path,
+        emulator_secrets=emulator_secrets,
         sync_worker=True,
         sync_tick_s=TICK_S,
         push_maintenance_interval_s=0,
@@ -595,10 +456,15 @@ async def test_a_refused_channel_is_retried_within_seconds_and_the_status_says_w
 
 
 async def test_with_push_off_the_status_says_why(
-    engine: AsyncEngine, database_url: str, tmp_path: Path
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
 ) -> None:
     async for stack in start_stack(
-        engine, database_url, tmp_path, push_enabled=False, sync_worker=False
+        engine,
+        database_url,
+        tmp_path,
+        emulator_secrets=emulator_secrets,
+        push_enabled=False,
+        sync_worker=False,
     ):
         integration_id, _ = await connect_and_sync(stack, ALICE, "u-alice")
         assert await status_of_push(stack, integration_id) == ("polling", "push_disabled")

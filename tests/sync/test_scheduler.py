@@ -15,7 +15,7 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emulator.calendar_store import Calendar
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.connections.model import Status
 from gateway.db.schema import calendars, watch_channels
 from gateway.google.calendar import CalendarClient
@@ -35,43 +35,11 @@ from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine
 from gateway.sync.scheduler import SyncScheduler
 from gateway.sync.store import CalendarRow, SyncStore
-from tests.connections.test_integrations_api import assert_conforms
-from tests.stack import ALICE, DAVE, Stack, start_stack
+from tests.support.openapi import assert_conforms
+from tests.support.scheduler import EVERYTHING, FakeClock, blocks, event, eventually
+from tests.support.stack import ALICE, DAVE, EmulatorSecrets, Stack, start_stack
 
 RATE_LIMIT_ERRORS = ("rateLimitExceeded", "userRateLimitExceeded", "backendError")
-EVERYTHING = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2028, 1, 1, tzinfo=UTC))
-
-
-class FakeClock:
-    """Wall time that moves only when told (starts at the real now: tokens are real)."""
-
-    def __init__(self) -> None:
-        self.now = utc_now()
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-    def set(self, when: datetime) -> None:
-        self.now = max(self.now, when)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0) -> None:
-    """Wait for something the background scheduler does (a condition, not a duration)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
-        await asyncio.sleep(0.02)
-
-
-def event(event_id: str, start: str, end: str) -> dict[str, Any]:
-    return {"id": event_id, "start": {"dateTime": start}, "end": {"dateTime": end}}
-
-
-def blocks(*spans: tuple[str, str]) -> list[tuple[datetime, datetime]]:
-    return [(datetime.fromisoformat(s), datetime.fromisoformat(e)) for s, e in spans]
 
 
 async def get_integration(stack: Stack, integration_id: str) -> dict[str, Any]:
@@ -184,12 +152,20 @@ async def h(stack: Stack) -> AsyncIterator[Harness]:
 
 
 @pytest.fixture
-async def live(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+async def live(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
+) -> AsyncIterator[Stack]:
     """The stack with the background scheduler on, ticking often. Push is off: a channel
     opened after the first sync would bring syncs of its own (tests/sync/test_push_channels.py
     runs the scheduler with push)."""
     async for running in start_stack(
-        engine, database_url, tmp_path, sync_worker=True, sync_tick_s=0.05, push_enabled=False
+        engine,
+        database_url,
+        tmp_path,
+        emulator_secrets=emulator_secrets,
+        sync_worker=True,
+        sync_tick_s=0.05,
+        push_enabled=False,
     ):
         yield running
 

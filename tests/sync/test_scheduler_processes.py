@@ -10,66 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.audit import AuditLog
-from gateway.connections.repository import IntegrationRepository
-from gateway.connections.tokens import TokenManager
-from gateway.db.engine import create_engine
 from gateway.db.schema import calendars
 from gateway.db.values import as_utc
 from gateway.google.calendar import CalendarClient
-from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine, SyncOutcome
 from gateway.sync.scheduler import SyncScheduler
 from gateway.sync.store import SyncStore
-from gateway.webhooks.outbox import IntegrationOutbox
-from gateway.wiring import open_vault
-from tests.stack import ALICE, Stack
-from tests.sync.test_scheduler import EVERYTHING, FakeClock, blocks, event, eventually
+from tests.support.processes import Process, gateway_env, process
+from tests.support.scheduler import EVERYTHING, FakeClock, blocks, event, eventually
+from tests.support.stack import ALICE, Stack
 
 USERS = 8
 ROUNDS = 3
-
-
-@dataclass
-class Process:
-    """What one gateway process would own: a database pool, a vault, a token manager."""
-
-    db: AsyncEngine
-    tokens: TokenManager
-    integrations: IntegrationRepository
-
-
-@asynccontextmanager
-async def process(stack: Stack) -> AsyncIterator[Process]:
-    db = await create_engine(stack.settings.database_url)
-    vault = await open_vault(stack.settings, db)
-    try:
-        integrations = IntegrationRepository(db, announcer=IntegrationOutbox())
-        tokens = TokenManager(
-            repository=integrations,
-            vault=vault,
-            oauth=GoogleOAuthClient.from_settings(stack.http, stack.settings),
-            audit=AuditLog(db),
-            margin_s=stack.settings.token_refresh_margin_s,
-        )
-        yield Process(db, tokens, integrations)
-    finally:
-        await vault.close()
-        await db.dispose()
 
 
 @dataclass
@@ -191,28 +153,6 @@ async def test_two_processes_share_calendars_without_double_sync(stack: Stack) -
         assert len(await store.busy_between(calendar_id, *EVERYTHING)) == 3
 
 
-def _gateway_env(stack: Stack, lease_s: float) -> dict[str, str]:
-    s = stack.settings
-    assert s.google_client_secret is not None
-    return {
-        **os.environ,
-        "GATEWAY_DATABASE_URL": s.database_url,
-        "GATEWAY_KEK_URI": s.kek_uri,
-        "GATEWAY_PUBLIC_URL": s.public_url,
-        "GOOGLE_CLIENT_ID": s.google_client_id or "",
-        "GOOGLE_CLIENT_SECRET": s.google_client_secret.get_secret_value(),
-        "GOOGLE_AUTH_URI": s.google_auth_uri,
-        "GOOGLE_TOKEN_URI": s.google_token_uri,
-        "GOOGLE_REVOKE_URI": s.google_revoke_uri,
-        "GOOGLE_CERTS_URI": s.google_certs_uri,
-        "GOOGLE_CALENDAR_API_URL": s.google_calendar_api_url,
-        "GATEWAY_SYNC_WORKER": "true",
-        "GATEWAY_SYNC_TICK_S": "0.1",
-        "GATEWAY_SYNC_LEASE_S": str(lease_s),
-        "GATEWAY_LOG_LEVEL": "WARNING",
-    }
-
-
 async def test_a_killed_process_lease_is_taken_over(stack: Stack, tmp_path: Path) -> None:
     google = stack.google.calendars.ensure_user(ALICE)
     stack.google.calendars.insert_event(
@@ -237,7 +177,7 @@ async def test_a_killed_process_lease_is_taken_over(stack: Stack, tmp_path: Path
             "--port",
             "0",
             cwd=tmp_path,
-            env=_gateway_env(stack, lease_s=3),
+            env=gateway_env(stack, lease_s=3),
             stdout=log_file,
             stderr=log_file,
         )

@@ -31,7 +31,7 @@ from gateway.sync.config import SyncConfig
 from gateway.sync.engine import SyncEngine
 from gateway.sync.model import Horizon
 from gateway.sync.store import CalendarRow, SyncStore
-from tests.stack import ALICE, Stack
+from tests.support.stack import ALICE, Stack
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 BERLIN = "Europe/Berlin"

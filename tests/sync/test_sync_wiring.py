@@ -12,7 +12,7 @@ from gateway.http.appkeys import INTEGRATIONS_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.sync.config import SyncConfig
 from gateway.sync.engine import SyncEngine
-from tests.stack import ALICE, Stack
+from tests.support.stack import ALICE, Stack
 
 
 async def test_setup_builds_the_engine_and_registers_the_purger(stack: Stack) -> None:

@@ -17,13 +17,13 @@ from sqlalchemy import select
 
 from emulator.calendar_store import Channel
 from gateway.db.schema import calendars, watch_channels
-from tests.stack import LogCapture, Stack
-from tests.sync import test_push_channels as channels
-from tests.sync.test_push_channels import Push, notify
+from tests.support.stack import LogCapture, Stack
+from tests.sync.push_support import (
+    Push,
+    notify,
+)
 
 # Fixtures shared with the channel tests.
-push_stack = channels.push_stack
-h = channels.h
 
 WEBHOOK = "/webhooks/google/calendar"
 

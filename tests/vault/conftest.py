@@ -2,40 +2,25 @@
 
 The parametrised `database_url` fixture (one run per backend, PostgreSQL databases created as
 `cgtest_<worker>_<pid>_<hex>` and dropped WITH (FORCE)) comes from tests/conftest.py via
-tests/databases.py.
+tests/support/databases.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, Table, event
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import MetaData, event
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.vault.factories import VaultDb, VaultFactory
 from vault.cache import DekCache
 from vault.keyring import LocalKeyringProvider
 from vault.service import Vault
 from vault.store import SqlDekStore, data_keys_table
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    # The same pragmas the gateway's engine sets, so concurrency tests see production locking.
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
-@dataclass
-class VaultDb:
-    engine: AsyncEngine
-    table: Table
-    store: SqlDekStore
 
 
 @pytest.fixture
@@ -64,9 +49,6 @@ async def provider(keyring_path: Path) -> LocalKeyringProvider:
     return await LocalKeyringProvider.open(keyring_path)
 
 
-VaultFactory = Callable[..., Vault]
-
-
 @pytest.fixture
 def make_vault(provider: LocalKeyringProvider, vault_db: VaultDb) -> VaultFactory:
     """Build a Vault on the test database; every call is a separate instance with its own
@@ -91,3 +73,11 @@ def make_vault(provider: LocalKeyringProvider, vault_db: VaultDb) -> VaultFactor
         )
 
     return make
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The same pragmas the gateway's engine sets, so concurrency tests see production locking.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from tests.vault.conftest import VaultDb, VaultFactory
+from tests.vault.factories import VaultDb, VaultFactory
 from vault.cache import DekCache
 from vault.envelope import SealContext
 from vault.errors import InvalidCiphertext, RetireRefused

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pkcs11
@@ -24,31 +22,18 @@ import pytest
 from moto.server import ThreadedMotoServer
 from pkcs11.exceptions import NoSuchToken
 
-from tests.services import require_softhsm
+from tests.support.services import require_softhsm
+from tests.vault_providers.providers import (
+    SO_PIN,
+    TOKEN_LABEL,
+    USER_PIN,
+    ProviderFactory,
+    SoftHsmToken,
+    kms_uri,
+    unique_name,
+)
 from vault.awskms import AwsKmsProvider
-from vault.kek import KekProvider
 from vault.pkcs11_provider import Pkcs11Provider
-
-SO_PIN = "so-pin-4321"
-USER_PIN = "user-pin-8765"
-TOKEN_LABEL = "cg-test"
-KMS_REGION = "eu-west-1"
-# A dead endpoint refuses the connection at once; the read timeout only has to outlast a slow
-# answer from moto on a loaded machine (the hung-endpoint tests set their own).
-KMS_TEST_QUERY = "connect-timeout=5&read-timeout=30&max-attempts=2"
-
-
-@dataclass(frozen=True)
-class SoftHsmToken:
-    """A freshly initialised SoftHSM2 token (test PINs, not secrets)."""
-
-    module_path: str
-    label: str
-    pin: str
-
-    def uri(self, kek_name: str, **query: str) -> str:
-        extra = "".join(f"&{k}={v}" for k, v in query.items())
-        return f"pkcs11:token={self.label};object={kek_name}?module-path={self.module_path}{extra}"
 
 
 @pytest.fixture(scope="session")
@@ -110,17 +95,6 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-def unique_name(prefix: str = "cg-kek") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def kms_uri(endpoint: str, alias_name: str, query: str = KMS_TEST_QUERY) -> str:
-    return f"aws-kms://alias/{alias_name}?region={KMS_REGION}&endpoint={endpoint}&{query}"
-
-
-ProviderFactory = Callable[[], Awaitable[KekProvider]]
 
 
 @pytest.fixture

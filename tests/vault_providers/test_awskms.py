@@ -14,7 +14,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.vault_providers.conftest import KMS_REGION, kms_uri, unique_name
+from tests.vault_providers.providers import KMS_REGION, kms_uri, unique_name
 from vault.awskms import AwsKmsProvider, KmsUri
 from vault.errors import KekProviderError
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from tests.vault_providers.conftest import ProviderFactory
+from tests.vault_providers.providers import ProviderFactory
 from vault.errors import InvalidCiphertext, RetireRefused
 from vault.kek import KekProvider, WrappedKey
 

@@ -14,7 +14,7 @@ import pytest
 from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
 from pkcs11.exceptions import AttributeSensitive, KeyUnextractable, PKCS11Error
 
-from tests.vault_providers.conftest import SoftHsmToken, unique_name
+from tests.vault_providers.providers import SoftHsmToken, unique_name
 from vault.errors import InvalidCiphertext, KekProviderError
 from vault.pkcs11_provider import TOMBSTONE_APPLICATION, Pkcs11Provider
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.vault_providers.conftest import ProviderFactory
+from tests.vault_providers.providers import ProviderFactory
 from vault.trust import TrustKeys, verify_signature
 
 

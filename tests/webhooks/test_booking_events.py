@@ -14,24 +14,26 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import webhook_deliveries, webhook_events
-from tests.availability.helpers import ALICE, at, connect, day, event, sync, z
-from tests.booking.helpers import book, slot
-from tests.stack import Stack, start_stack
+from tests.support.availability import ALICE, at, connect, day, event, sync, z
+from tests.support.booking import book, slot
+from tests.support.stack import EmulatorSecrets, Stack, start_stack
+from tests.webhooks.delivery_support import Clock, Workers, create_endpoint
 from tests.webhooks.receiver import Receiver, receiver
-from tests.webhooks.test_delivery import (  # noqa: F401 (close_workers: the fixture)
-    Clock,
-    close_workers,
-    create_endpoint,
-    worker,
-)
 
 LEAD = "lead@example.com"
 
 
 @pytest.fixture
-async def stack(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
+) -> AsyncIterator[Stack]:
     async for running in start_stack(
-        engine, database_url, tmp_path, webhook_worker=False, webhook_allow_insecure_loopback=True
+        engine,
+        database_url,
+        tmp_path,
+        emulator_secrets=emulator_secrets,
+        webhook_worker=False,
+        webhook_allow_insecure_loopback=True,
     ):
         yield running
 
@@ -42,13 +44,13 @@ async def at_google(stack: Stack, method: str, path: str, body: Any = None) -> N
         assert response.status == 200, await response.text()
 
 
-async def deliver_all(stack: Stack) -> None:
-    run = worker(stack)
+async def deliver_all(stack: Stack, workers: Workers) -> None:
+    run = workers.start(stack)
     while await run.run_once():
         pass
 
 
-async def test_lead_accepts_organizer_moves_then_cancels(stack: Stack) -> None:
+async def test_lead_accepts_organizer_moves_then_cancels(stack: Stack, workers: Workers) -> None:
     hooks: Receiver
     async with receiver() as hooks:
         integration_id = await connect(stack, ALICE)
@@ -66,14 +68,14 @@ async def test_lead_accepts_organizer_moves_then_cancels(stack: Stack) -> None:
         event_id = booked.body["id"]
         event(stack, ALICE, at(base, "15:00"), at(base, "16:00"))  # the user's own
         await sync(stack, integration_id)
-        await deliver_all(stack)
+        await deliver_all(stack, workers)
         assert hooks.requests == [], "booking it, or the user's own events, announce nothing"
 
         await at_google(
             stack, "POST", f"{event_id}/response", {"email": LEAD, "responseStatus": "accepted"}
         )
         await sync(stack, integration_id)
-        await deliver_all(stack)
+        await deliver_all(stack, workers)
         [accepted] = hooks.requests
         assert accepted.verified
         data = accepted.payload["data"]
@@ -96,7 +98,7 @@ async def test_lead_accepts_organizer_moves_then_cancels(stack: Stack) -> None:
             {"start": {"dateTime": z(new_start)}, "end": {"dateTime": z(new_end)}},
         )
         await sync(stack, integration_id)
-        await deliver_all(stack)
+        await deliver_all(stack, workers)
         moved = hooks.requests[-1].payload
         assert moved["type"] == "booking.updated"
         assert moved["data"]["changes"] == ["time"]
@@ -105,7 +107,7 @@ async def test_lead_accepts_organizer_moves_then_cancels(stack: Stack) -> None:
 
         await at_google(stack, "DELETE", event_id)
         await sync(stack, integration_id)
-        await deliver_all(stack)
+        await deliver_all(stack, workers)
         cancelled = hooks.requests[-1].payload
         assert cancelled["type"] == "booking.cancelled"
         assert cancelled["data"]["event_id"] == event_id
@@ -113,7 +115,7 @@ async def test_lead_accepts_organizer_moves_then_cancels(stack: Stack) -> None:
         assert len(hooks.unique()) == 3
 
 
-async def test_availability_changed_is_opt_in_and_coalesced(stack: Stack) -> None:
+async def test_availability_changed_is_opt_in_and_coalesced(stack: Stack, workers: Workers) -> None:
     hooks: Receiver
     async with receiver() as hooks, receiver() as bookings_only:
         integration_id = await connect(stack, ALICE)
@@ -126,7 +128,7 @@ async def test_availability_changed_is_opt_in_and_coalesced(stack: Stack) -> Non
         await sync(stack, integration_id)
         event(stack, ALICE, at(base, "16:00"), at(base, "17:00"))
         await sync(stack, integration_id)
-        await deliver_all(stack)
+        await deliver_all(stack, workers)
         [first] = hooks.requests
         assert first.verified
         data = first.payload["data"]
@@ -144,7 +146,7 @@ async def test_availability_changed_is_opt_in_and_coalesced(stack: Stack) -> Non
         event(stack, ALICE, at(base, "18:00"), at(base, "19:00"))
         await sync(stack, integration_id)
         clock = Clock()
-        run = worker(stack, clock)
+        run = workers.start(stack, clock)
         assert await run.run_once() == 0
         clock.advance(seconds=stack.settings.webhook_availability_coalesce_s)
         assert await run.run_once() == 1
@@ -196,6 +198,7 @@ async def test_a_disconnect_deletes_the_events_about_the_users_calendar(stack: S
 
 async def test_a_rebuild_after_a_410_announces_what_happened_to_booked_meetings(
     stack: Stack,
+    workers: Workers,
 ) -> None:
     hooks: Receiver
     async with receiver() as hooks:
@@ -221,7 +224,7 @@ async def test_a_rebuild_after_a_410_announces_what_happened_to_booked_meetings(
         )
         await at_google(stack, "DELETE", dropped.body["id"])
         await sync(stack, integration_id)  # the 410, then a full rebuild
-        await deliver_all(stack)
+        await deliver_all(stack, workers)
 
         announced = {r.payload["data"]["event_id"]: r.payload for r in hooks.unique().values()}
         assert all(r.verified for r in hooks.requests)

@@ -18,10 +18,10 @@ from gateway.db.schema import webhook_deliveries
 from gateway.http.webhook_endpoint_routes import ENDPOINTS_KEY, WEBHOOK_STORE_KEY
 from gateway.webhooks.destinations import DestinationPolicy
 from gateway.webhooks.worker import DeliveryWorker
-from tests.reliability.processes import serve_process, until
-from tests.stack import Stack, loopback_only, start_stack
+from tests.support.processes import serve_process, until
+from tests.support.stack import EmulatorSecrets, Stack, loopback_only, start_stack
+from tests.webhooks.delivery_support import create_endpoint
 from tests.webhooks.receiver import Receiver, receiver
-from tests.webhooks.test_delivery import create_endpoint
 
 WEBHOOK_ENV = {
     "GATEWAY_WEBHOOK_WORKER": "true",
@@ -33,9 +33,16 @@ WEBHOOK_ENV = {
 
 
 @pytest.fixture
-async def stack(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
+) -> AsyncIterator[Stack]:
     async for running in start_stack(
-        engine, database_url, tmp_path, webhook_worker=False, webhook_allow_insecure_loopback=True
+        engine,
+        database_url,
+        tmp_path,
+        emulator_secrets=emulator_secrets,
+        webhook_worker=False,
+        webhook_allow_insecure_loopback=True,
     ):
         yield running
 

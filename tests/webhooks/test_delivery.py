@@ -5,7 +5,6 @@ disabling the endpoint, redirects not followed, tenants isolated."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.apikeys import utc_now
+from gateway.clock import utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.db.schema import webhook_events
 from gateway.http.appkeys import INTEGRATIONS_KEY
@@ -22,28 +21,23 @@ from gateway.http.token_wiring import TOKENS_KEY
 from gateway.http.webhook_endpoint_routes import ENDPOINTS_KEY, WEBHOOK_STORE_KEY
 from gateway.webhooks.destinations import DestinationPolicy
 from gateway.webhooks.worker import DeliveryWorker
-from tests.stack import Stack, loopback_only, start_stack
+from tests.support.stack import EmulatorSecrets, Stack, loopback_only, start_stack
+from tests.webhooks.delivery_support import Clock, Workers, create_endpoint
 from tests.webhooks.receiver import Receiver, receiver
-
-LOOPBACK = DestinationPolicy(allow_insecure_loopback=True)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = utc_now()
-
-    def __call__(self) -> Any:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
 
 
 @pytest.fixture
-async def stack(engine: AsyncEngine, database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+async def stack(
+    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
+) -> AsyncIterator[Stack]:
     # The test drives its own worker (injected clock); the app's would race it.
     async for running in start_stack(
-        engine, database_url, tmp_path, webhook_worker=False, webhook_allow_insecure_loopback=True
+        engine,
+        database_url,
+        tmp_path,
+        emulator_secrets=emulator_secrets,
+        webhook_worker=False,
+        webhook_allow_insecure_loopback=True,
     ):
         yield running
 
@@ -52,44 +46,6 @@ async def stack(engine: AsyncEngine, database_url: str, tmp_path: Path) -> Async
 async def hooks() -> AsyncIterator[Receiver]:
     async with receiver() as running:
         yield running
-
-
-# Workers made by a test, closed after it (their pooled connections with them).
-_WORKERS: list[DeliveryWorker] = []
-
-
-@pytest.fixture(autouse=True)
-async def close_workers() -> AsyncIterator[None]:
-    yield
-    while _WORKERS:
-        await _WORKERS.pop().close()
-
-
-def worker(stack: Stack, clock: Clock | None = None, rng: float = 0.5) -> DeliveryWorker:
-    kwargs: dict[str, Any] = {"clock": clock} if clock is not None else {}
-    made = DeliveryWorker(
-        stack.app[WEBHOOK_STORE_KEY],
-        stack.app[ENDPOINTS_KEY],
-        LOOPBACK,
-        loopback_only,
-        owner="test-worker",
-        rng=lambda: rng,
-        **kwargs,
-    )
-    _WORKERS.append(made)
-    return made
-
-
-async def create_endpoint(
-    stack: Stack, url: str, events: list[str], key: str | None = None
-) -> dict[str, Any]:
-    async with stack.http.post(
-        stack.url("/v1/webhook-endpoints"),
-        json={"url": url, "events": events, "description": "crm"},
-        headers=stack.auth(key),
-    ) as response:
-        assert response.status == 201, await response.text()
-        return dict(await response.json())
 
 
 async def deliveries(stack: Stack, endpoint_id: str) -> list[dict[str, Any]]:
@@ -109,7 +65,7 @@ async def endpoint(stack: Stack, endpoint_id: str) -> dict[str, Any]:
 
 
 async def test_connect_is_delivered_signed_and_only_to_its_tenant(
-    stack: Stack, hooks: Receiver
+    stack: Stack, hooks: Receiver, workers: Workers
 ) -> None:
     mine = await create_endpoint(stack, hooks.url, ["integration.connected"])
     assert mine["secret"].startswith("whsec_")
@@ -120,7 +76,7 @@ async def test_connect_is_delivered_signed_and_only_to_its_tenant(
         theirs.secrets.append(other["secret"])
         hooks.secrets.append(mine["secret"])
         back = await stack.connect("alice@example.com")
-        assert await worker(stack).run_once() == 1
+        assert await workers.start(stack).run_once() == 1
         assert theirs.requests == []
     [got] = hooks.requests
     assert got.verified, "the standardwebhooks library accepts the signature"
@@ -146,13 +102,13 @@ async def test_connect_is_delivered_signed_and_only_to_its_tenant(
 
 
 async def test_failures_are_retried_with_backoff_then_delivered_once_with_the_same_id(
-    stack: Stack, hooks: Receiver
+    stack: Stack, hooks: Receiver, workers: Workers
 ) -> None:
     made = await create_endpoint(stack, hooks.url, ["integration.connected"])
     hooks.script = [web.Response(status=500), web.Response(status=503)]
     await stack.connect("alice@example.com")
     clock = Clock()
-    run = worker(stack, clock)
+    run = workers.start(stack, clock)
     assert await run.run_once() == 1
     [first] = await deliveries(stack, made["id"])
     assert (first["state"], first["status_code"], first["attempts"]) == ("pending", 500, 1)
@@ -172,11 +128,11 @@ async def test_failures_are_retried_with_backoff_then_delivered_once_with_the_sa
     assert await run.run_once() == 0, "nothing more once delivered"
 
 
-async def test_410_disables_the_endpoint(stack: Stack, hooks: Receiver) -> None:
+async def test_410_disables_the_endpoint(stack: Stack, hooks: Receiver, workers: Workers) -> None:
     made = await create_endpoint(stack, hooks.url, ["integration.connected"])
     hooks.default_status = 410
     await stack.connect("alice@example.com")
-    assert await worker(stack).run_once() == 1
+    assert await workers.start(stack).run_once() == 1
     shown = await endpoint(stack, made["id"])
     assert (shown["enabled"], shown["disabled_reason"]) == (False, "gone")
     [d] = await deliveries(stack, made["id"])
@@ -184,13 +140,13 @@ async def test_410_disables_the_endpoint(stack: Stack, hooks: Receiver) -> None:
 
 
 async def test_five_days_of_failures_disable_the_endpoint_and_three_days_give_up(
-    stack: Stack, hooks: Receiver
+    stack: Stack, hooks: Receiver, workers: Workers
 ) -> None:
     made = await create_endpoint(stack, hooks.url, ["integration.connected"])
     hooks.default_status = 500
     await stack.connect("alice@example.com")
     clock = Clock()
-    run = worker(stack, clock, rng=0.999)
+    run = workers.start(stack, clock, rng=0.999)
     rounds = 0
     while (await deliveries(stack, made["id"]))[0]["state"] == "pending":
         assert await run.run_once() == 1
@@ -222,12 +178,12 @@ async def test_five_days_of_failures_disable_the_endpoint_and_three_days_give_up
         assert (await response.json())["failing_since"] is None
 
 
-async def test_redirects_are_not_followed(stack: Stack, hooks: Receiver) -> None:
+async def test_redirects_are_not_followed(stack: Stack, hooks: Receiver, workers: Workers) -> None:
     made = await create_endpoint(stack, hooks.url, ["integration.connected"])
     elsewhere = hooks.url.replace("/hook", "/elsewhere")
     hooks.script = [web.Response(status=307, headers={"Location": elsewhere})]
     await stack.connect("alice@example.com")
-    assert await worker(stack).run_once() == 1
+    assert await workers.start(stack).run_once() == 1
     assert hooks.other_path_hits == 0
     [d] = await deliveries(stack, made["id"])
     assert (d["state"], d["status_code"]) == ("pending", 307)
@@ -252,7 +208,7 @@ async def test_private_destinations_are_refused_at_creation(stack: Stack) -> Non
 
 
 async def test_a_destination_that_turned_private_is_refused_at_delivery(
-    stack: Stack, hooks: Receiver
+    stack: Stack, hooks: Receiver, workers: Workers
 ) -> None:
     """DNS rebinding: the name resolved to an allowed address when the endpoint was saved and
     to a refused one when the delivery goes out; nothing is sent."""
@@ -265,14 +221,16 @@ async def test_a_destination_that_turned_private_is_refused_at_delivery(
         loopback_only,
         owner="strict",
     )
-    _WORKERS.append(strict)
+    workers.adopt(strict)
     assert await strict.run_once() == 1
     assert hooks.requests == []
     [d] = await deliveries(stack, made["id"])
     assert (d["state"], d["error"]) == ("pending", "insecure_url")
 
 
-async def test_rotation_signs_with_both_secrets(stack: Stack, hooks: Receiver) -> None:
+async def test_rotation_signs_with_both_secrets(
+    stack: Stack, hooks: Receiver, workers: Workers
+) -> None:
     made = await create_endpoint(stack, hooks.url, ["integration.connected"])
     async with stack.http.post(
         stack.url(f"/v1/webhook-endpoints/{made['id']}/rotate-secret"), headers=stack.auth()
@@ -282,7 +240,7 @@ async def test_rotation_signs_with_both_secrets(stack: Stack, hooks: Receiver) -
     assert rotated["secret"] != made["secret"]
     assert rotated["previous_secret_expires_at"] is not None
     await stack.connect("alice@example.com")
-    assert await worker(stack).run_once() == 1
+    assert await workers.start(stack).run_once() == 1
     [got] = hooks.requests
     assert len(got.headers["webhook-signature"].split(" ")) == 2
     for secret in (made["secret"], rotated["secret"]):
@@ -296,7 +254,7 @@ async def test_rotation_signs_with_both_secrets(stack: Stack, hooks: Receiver) -
         headers=stack.auth(),
     ) as response:
         assert response.status == 202
-    assert await worker(stack, clock).run_once() == 1
+    assert await workers.start(stack, clock).run_once() == 1
     assert len(hooks.requests[-1].headers["webhook-signature"].split(" ")) == 1
 
 
@@ -316,7 +274,7 @@ async def test_bad_input_and_scopes(stack: Stack) -> None:
 
 
 async def test_an_integrations_whole_life_is_announced_in_order(
-    stack: Stack, hooks: Receiver
+    stack: Stack, hooks: Receiver, workers: Workers
 ) -> None:
     """connected -> needs_reauth (with the reason) -> reconnected -> disconnected (with the
     receipt), each written with its status change and delivered signed."""
@@ -342,7 +300,7 @@ async def test_an_integrations_whole_life_is_announced_in_order(
     ) as response:
         assert response.status == 200
         receipt = await response.json()
-    run = worker(stack)
+    run = workers.start(stack)
     while await run.run_once():
         pass
     types = [
@@ -365,7 +323,9 @@ async def test_an_integrations_whole_life_is_announced_in_order(
     assert gone.payload["data"]["receipt"]["revoked_at_google"] == receipt["revoked_at_google"]
 
 
-async def test_a_receiver_down_for_a_while_then_up_gets_everything_once(stack: Stack) -> None:
+async def test_a_receiver_down_for_a_while_then_up_gets_everything_once(
+    stack: Stack, workers: Workers
+) -> None:
     async with receiver() as first:
         made = await create_endpoint(
             stack, first.url, ["integration.connected", "integration.needs_reauth"]
@@ -377,7 +337,7 @@ async def test_a_receiver_down_for_a_while_then_up_gets_everything_once(stack: S
     with pytest.raises(IntegrationInactive):
         await stack.app[TOKENS_KEY].force_refresh(back["integration_id"])
     clock = Clock()
-    run = worker(stack, clock)
+    run = workers.start(stack, clock)
     assert await run.run_once() == 2
     shown = await deliveries(stack, made["id"])
     assert {(d["state"], d["error"]) for d in shown} == {("pending", "connection_failed")}

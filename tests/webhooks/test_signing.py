@@ -11,7 +11,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from gateway.webhooks.signing import new_secret, signature_header, signed_headers
 
-# Published with the specification (see shared/reference/standard-webhooks.md).
+# The example the Standard Webhooks specification publishes (standardwebhooks.com, Apache-2.0).
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SPEC_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
 SPEC_TS = 1614265330

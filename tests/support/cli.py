@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,13 @@ def main_in_process(argv: list[str]) -> int:
             if kept not in root.handlers:
                 root.addHandler(kept)
         root.setLevel(level)
+
+
+def status_rows(stdout: str) -> dict[int, tuple[str, int]]:
+    """Parse `keys status` table rows: version -> (state, data keys)."""
+    rows = {}
+    for line in stdout.splitlines():
+        match = re.match(r"^\W*(\d+)\W+([a-z ]+?)\W+(\d+)\W*$", line)
+        if match:
+            rows[int(match[1])] = (match[2].strip(), int(match[3]))
+    return rows

@@ -6,8 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from gateway.google.events import GATEWAY_PROPERTY
-from tests.availability.helpers import Response, at, z
-from tests.stack import Stack
+from tests.support.availability import Response, at, z
+from tests.support.stack import Stack
 
 
 def events_path(integration_id: str) -> str:

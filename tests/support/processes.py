@@ -1,15 +1,18 @@
-"""Real `calendar-gateway serve` processes for the crash and shutdown tests.
+"""Gateway processes for tests: real `calendar-gateway serve` children for the crash, shutdown
+and multi-process tests, and `process`, what one more gateway process would own (a database
+pool, a vault, a token manager), in this one.
 
-The test's own stack (tests/stack.py) plays Google and owns the database; each `serve_process`
-is a gateway started as an operator would start it (`python -m gateway serve`), configured
-through the environment (`_gateway_env` of the scheduler's process tests) to share that
-database, keyring and emulator. It can be stopped with SIGTERM (graceful) or SIGKILL (crash).
-Its log output is scanned for every secret the emulator issued when it ends.
+The test's own stack (tests/support/stack.py) plays Google and owns the database; each
+`serve_process` is a gateway started as an operator would start it (`python -m gateway serve`),
+configured through the environment (`gateway_env`) to share that database, keyring and
+emulator. It can be stopped with SIGTERM (graceful) or SIGKILL (crash). Its log output is
+scanned for every secret the emulator issued when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import sys
@@ -23,9 +26,15 @@ import aiohttp
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.audit import AuditLog
+from gateway.connections.repository import IntegrationRepository
+from gateway.connections.tokens import TokenManager
+from gateway.db.engine import create_engine
 from gateway.db.schema import calendars, integrations
-from tests.stack import Stack, assert_no_secret_logged, issued_secrets
-from tests.sync.test_scheduler_processes import _gateway_env
+from gateway.google.oauth_client import GoogleOAuthClient
+from gateway.webhooks.outbox import IntegrationOutbox
+from gateway.wiring import open_vault
+from tests.support.stack import Stack, assert_no_secret_logged, issued_secrets
 
 
 @dataclass
@@ -84,7 +93,7 @@ async def serve_process(
     free here and handed over could be taken before the child binds it (by another xdist
     worker, or as the source port of any outgoing connection)."""
     log_path = tmp_path / f"{name}.log"
-    environment = {**_gateway_env(stack, lease_s=60.0), **env}
+    environment = {**gateway_env(stack, lease_s=60.0), **env}
     with log_path.open("wb") as log_file:
         child = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -123,7 +132,7 @@ async def serve_process(
         yield proc
     finally:
         await proc.kill()
-        # The secret scan of tests/stack.py covers the test's own process; this one's log
+        # The secret scan of tests/support/stack.py covers the test's own process; this one's log
         # lines are checked here.
         secrets = issued_secrets(stack.google) | {stack.api_key, stack.other_tenant_key}
         assert_no_secret_logged(proc.log_text().splitlines(), secrets)
@@ -142,3 +151,53 @@ async def expire_leases(engine: AsyncEngine) -> None:
             .where(integrations.c.disconnect_lease_owner.is_not(None))
             .values(disconnect_lease_until=past)
         )
+
+
+@dataclass
+class Process:
+    """What one gateway process would own: a database pool, a vault, a token manager."""
+
+    db: AsyncEngine
+    tokens: TokenManager
+    integrations: IntegrationRepository
+
+
+@asynccontextmanager
+async def process(stack: Stack) -> AsyncIterator[Process]:
+    db = await create_engine(stack.settings.database_url)
+    vault = await open_vault(stack.settings, db)
+    try:
+        integrations = IntegrationRepository(db, announcer=IntegrationOutbox())
+        tokens = TokenManager(
+            repository=integrations,
+            vault=vault,
+            oauth=GoogleOAuthClient.from_settings(stack.http, stack.settings),
+            audit=AuditLog(db),
+            margin_s=stack.settings.token_refresh_margin_s,
+        )
+        yield Process(db, tokens, integrations)
+    finally:
+        await vault.close()
+        await db.dispose()
+
+
+def gateway_env(stack: Stack, lease_s: float) -> dict[str, str]:
+    s = stack.settings
+    assert s.google_client_secret is not None
+    return {
+        **os.environ,
+        "GATEWAY_DATABASE_URL": s.database_url,
+        "GATEWAY_KEK_URI": s.kek_uri,
+        "GATEWAY_PUBLIC_URL": s.public_url,
+        "GOOGLE_CLIENT_ID": s.google_client_id or "",
+        "GOOGLE_CLIENT_SECRET": s.google_client_secret.get_secret_value(),
+        "GOOGLE_AUTH_URI": s.google_auth_uri,
+        "GOOGLE_TOKEN_URI": s.google_token_uri,
+        "GOOGLE_REVOKE_URI": s.google_revoke_uri,
+        "GOOGLE_CERTS_URI": s.google_certs_uri,
+        "GOOGLE_CALENDAR_API_URL": s.google_calendar_api_url,
+        "GATEWAY_SYNC_WORKER": "true",
+        "GATEWAY_SYNC_TICK_S": "0.1",
+        "GATEWAY_SYNC_LEASE_S": str(lease_s),
+        "GATEWAY_LOG_LEVEL": "WARNING",
+    }

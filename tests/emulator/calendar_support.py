@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestServer
 from emulator.calendar_api import PUSH_KEY
 from emulator.calendar_store import Calendar, CalendarStore
 from emulator.push import PushDispatcher
-from tests.emulator.conftest import ALICE, RunningEmulator
+from tests.support.emulator import ALICE, RunningEmulator
 
 Json = dict[str, Any]
 

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.apikeys import ApiKeyStore
+from gateway.clock import rfc3339
 from gateway.http.sync_wiring import SYNC_KEY
-from tests.stack import ALICE, DAVE, Stack
+from tests.support.stack import ALICE, DAVE, Stack
 
 ERIN, FRANK = "erin@example.com", "frank@example.com"
 _SUBS = {ERIN: "200000000000000000005", FRANK: "200000000000000000006"}
@@ -24,7 +25,8 @@ def day(offset_days: int = 7) -> datetime:
 
 
 def z(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """The wire spelling of an instant (gateway.clock.rfc3339), short for assertions."""
+    return rfc3339(moment)
 
 
 def at(base: datetime, hhmm: str) -> datetime:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
-from tests.services import require_postgres
+from tests.support.services import require_postgres
 
 BACKENDS = ("sqlite", "postgres")
 

@@ -59,8 +59,22 @@ class LogCapture(logging.Handler):
         self.lines.append(self.format(record))
 
 
-# Every emulator a test created, so the session-wide log check knows every secret handed out.
-EMULATORS: list[EmulatorState] = []
+class EmulatorSecrets:
+    """The emulators a run started, so the end-of-run log check (tests/conftest.py) knows every
+    token, code and secret they handed out, including those issued after a test ended (a
+    thread's late refresh). Owned by the session fixture `emulator_secrets` and passed to
+    whatever starts an emulator."""
+
+    def __init__(self) -> None:
+        self._emulators: list[EmulatorState] = []
+
+    def watch(self, google: EmulatorState) -> EmulatorState:
+        """Add `google`'s secrets, now and later, to the run's log check."""
+        self._emulators.append(google)
+        return google
+
+    def all(self) -> set[str]:
+        return set().union(*(issued_secrets(google) for google in self._emulators))
 
 
 def issued_secrets(google: EmulatorState) -> set[str]:
@@ -139,7 +153,12 @@ class Stack:
 
 
 async def start_stack(
-    engine: AsyncEngine, database_url: str, tmp_path: Path, **overrides: Any
+    engine: AsyncEngine,
+    database_url: str,
+    tmp_path: Path,
+    *,
+    emulator_secrets: EmulatorSecrets,
+    **overrides: Any,
 ) -> AsyncIterator[Stack]:
     google = EmulatorState(clock=time.time)
     google.add_user(ALICE_SUB, ALICE, time_zone="Europe/Berlin")
@@ -147,7 +166,7 @@ async def start_stack(
     google.add_user(CAROL_SUB, CAROL, consent="partial", partial_scopes=[])
     google.add_user(DAVE_SUB, DAVE, consent="partial", partial_scopes=[FREEBUSY_SCOPE])
     google.calendars.allow_insecure_loopback_webhooks = True
-    EMULATORS.append(google)
+    emulator_secrets.watch(google)
     google_server = TestServer(create_emulator_app(google), host="127.0.0.1", port=0)
     await google_server.start_server(access_log=None)  # Google's log is not ours to check
     google_url = str(google_server.make_url("/")).rstrip("/")
