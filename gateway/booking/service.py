@@ -78,9 +78,9 @@ from gateway.google.errors import (
     TransientGoogleError,
     UnexpectedGoogleResponse,
 )
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.engine import ManagedTokenSource, SyncEngine, TokenKeeper
 from gateway.sync.model import GATEWAY_PROPERTY
-from gateway.sync.store import CalendarRow
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway.sync.errors import EventParseError, RecurrenceError
 from gateway.sync.recurrence import (
-    RecurrenceError,
     day_span,
     expand_all_day,
     expand_timed,
@@ -38,10 +38,6 @@ GATEWAY_PROPERTY = "calendarGateway"
 DETAIL_FIELDS = ("summary", "description", "location")
 
 _INSTANCE_SUFFIX = re.compile(r"_(\d{8}(?:T\d{6}Z)?)$")
-
-
-class EventParseError(ValueError):
-    """An event resource we cannot read (its message names no personal data)."""
 
 
 class EventRecord(NamedTuple):

@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
+from gateway.sync.errors import EventParseError
 from gateway.sync.model import (
-    EventParseError,
     EventRecord,
     _details,
     _made_by,

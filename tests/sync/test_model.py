@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from gateway.sync.errors import EventParseError
 from gateway.sync.model import (
     GATEWAY_PROPERTY,
-    EventParseError,
     EventRecord,
     Horizon,
     blocks_for_records,

@@ -36,11 +36,12 @@ from gateway.http.push_wiring import CHANNELS_KEY, PUSH_CONFIG_KEY
 from gateway.http.sync_wiring import SCHEDULER_CONFIG_KEY, SCHEDULER_KEY, SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.settings import load_settings
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.channel_store import ChannelRow, ChannelStore, WatchTarget
 from gateway.sync.channels import ChannelManager, MaintenanceReport
 from gateway.sync.engine import SyncEngine, SyncOutcome
 from gateway.sync.scheduler import SyncScheduler
-from gateway.sync.store import CalendarRow, SyncStore
+from gateway.sync.store import SyncStore
 from tests.stack import ALICE, DAVE, Stack, start_stack
 
 RENEW_BEFORE_S = 86_400
