@@ -16,6 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from gateway.errors import StorageError
 from gateway.settings import normalise_database_url, redact_url_password
 
+# Connections each process keeps open. SQLAlchemy's default pool (5, and up to 10 more opened
+# and closed on demand) is smaller than what one process uses at once: GATEWAY_SYNC_CONCURRENCY
+# syncs (8 by default), push channel upkeep, the webhook worker and API requests. Every
+# connection beyond it was opened and closed for one use (aiosqlite: a new thread and the
+# pragmas; PostgreSQL: a new server process and its authentication), which cost a bulk ingest
+# more CPU than its inserts. Connections are opened lazily, so an idle process holds few.
+POOL_SIZE = 20
+
 
 def sqlite_path(url: str) -> Path | None:
     """The file of an SQLite URL, or None for another backend or an in-memory database."""
@@ -60,7 +68,10 @@ async def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if path is not None:
         await asyncio.to_thread(_create_private_file, path)
     try:
-        engine = create_async_engine(parsed, echo=echo, pool_pre_ping=path is None)
+        # An in-memory SQLite database lives in its one connection: no pool size there.
+        in_memory = parsed.get_backend_name() == "sqlite" and path is None
+        sizing: dict[str, Any] = {} if in_memory else {"pool_size": POOL_SIZE}
+        engine = create_async_engine(parsed, echo=echo, pool_pre_ping=path is None, **sizing)
     except Exception as exc:  # driver import errors and bad arguments
         raise StorageError(
             f"cannot use database {redact_url_password(url)}: {type(exc).__name__}"

@@ -191,11 +191,11 @@ class CopyStore:
 
     async def _announce_rebuild(
         self, conn: AsyncConnection, calendar_id: str, generation: int, now: datetime
-    ) -> None:
+    ) -> int | None:
         """A rebuild (Google expired the sync token: 410) replaces the copy wholesale; what
         happened meanwhile to the meetings the gateway booked is announced as an incremental
         sync would (booking.updated, or booking.cancelled for one the new copy lacks), in the
-        switch's transaction."""
+        switch's transaction. Returns the generation active before the switch."""
         cal = (
             await conn.execute(
                 select(
@@ -204,7 +204,8 @@ class CopyStore:
             )
         ).first()
         if cal is None or cal.active_generation is None or cal.active_generation >= generation:
-            return  # a first build: nothing was known, so nothing changed
+            # A first build: nothing was known, so nothing changed.
+            return None if cal is None else cal.active_generation
         c = calendar_events.c
         ours = list(
             (
@@ -219,7 +220,7 @@ class CopyStore:
             ).scalars()
         )
         if not ours:
-            return
+            return int(cal.active_generation)
         rows = await conn.execute(
             select(calendar_events).where(
                 c.calendar_id == calendar_id, c.generation == generation, c.event_id.in_(ours)
@@ -235,6 +236,7 @@ class CopyStore:
             items=[now_known.get(i) or EventRecord(event_id=i, status="cancelled") for i in ours],
             now=now,
         )
+        return int(cal.active_generation)
 
     async def _replace_series_blocks(
         self,
@@ -300,7 +302,7 @@ class CopyStore:
         """Store the blocks of the complete generation and make it the one readers see, then
         drop the previous one. False (and nothing switched) if another build replaced it."""
         async with self.engine.begin() as conn:
-            await self._announce_rebuild(conn, calendar_id, generation, now)
+            previous = await self._announce_rebuild(conn, calendar_id, generation, now)
             await self._replace_series_blocks(conn, calendar_id, generation, [], blocks)
             switched = await conn.execute(
                 update(calendars)
@@ -322,6 +324,10 @@ class CopyStore:
             if switched.rowcount != 1:
                 return False
             await bump_calendars(conn, [calendar_id])
+        if previous is None:
+            # A first build: `begin_generation` deleted every other generation, and what is
+            # written meanwhile goes into this one (`merge_local`), so nothing older exists.
+            return True
         # After the switch is committed nobody reads the old generation any more.
         async with self.engine.begin() as conn:
             for table in (calendar_events, busy_blocks):

@@ -132,36 +132,40 @@ class LeaseStore:
             query = query.where(calendars.c.integration_id.not_in(busy))
         if self.engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True, of=calendars)
-        claimed: list[str] = []
         async with self.engine.begin() as conn:
+            chosen: list[str] = []
             seen: set[str] = set()
             for calendar_id, integration_id in (await conn.execute(query)).all():
-                if integration_id in seen or len(claimed) >= limit:
-                    continue
-                got = await conn.execute(
-                    update(calendars)
-                    .where(calendars.c.id == calendar_id, leased)
-                    # The request is consumed, so if this process dies mid-sync the calendar
-                    # must come due again by itself: at the end of the lease (a finished
-                    # sync's release sets the real next poll).
-                    .values(
-                        lease_owner=owner,
-                        lease_until=lease_until,
-                        sync_requested_at=None,
-                        next_poll_at=lease_until,
-                    )
-                )
-                if got.rowcount == 1:
+                if integration_id not in seen and len(chosen) < limit:
                     seen.add(integration_id)
-                    claimed.append(calendar_id)
-            await bump_calendars(conn, claimed)
+                    chosen.append(calendar_id)
             rows: list[RowMapping] = []
-            for chunk in chunks(claimed):
+            for chunk in chunks(chosen):
+                # One guarded UPDATE for all of them (the lease must still be free: on SQLite
+                # another process may have claimed one since the SELECT), returning the rows
+                # it claimed. The request is consumed, so if this process dies mid-sync the
+                # calendar must come due again by itself: at the end of the lease (a finished
+                # sync's release sets the real next poll).
                 rows.extend(
-                    (await conn.execute(select(calendars).where(calendars.c.id.in_(chunk))))
+                    (
+                        await conn.execute(
+                            update(calendars)
+                            .where(calendars.c.id.in_(chunk), leased)
+                            .values(
+                                lease_owner=owner,
+                                lease_until=lease_until,
+                                sync_requested_at=None,
+                                next_poll_at=lease_until,
+                            )
+                            .returning(*calendars.c)
+                        )
+                    )
                     .mappings()
                     .all()
                 )
+            await bump_calendars(conn, [r["id"] for r in rows])
+        order = {calendar_id: n for n, calendar_id in enumerate(chosen)}
+        rows.sort(key=lambda r: order[r["id"]])
         return [calendar_row(r) for r in rows]
 
     def _held(self, calendar_id: str, owner: str) -> ColumnElement[bool]:
