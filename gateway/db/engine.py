@@ -16,12 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from gateway.errors import StorageError
 from gateway.settings import normalise_database_url, redact_url_password
 
-# Connections each process keeps open. SQLAlchemy's default pool (5, and up to 10 more opened
-# and closed on demand) is smaller than what one process uses at once: GATEWAY_SYNC_CONCURRENCY
-# syncs (8 by default), push channel upkeep, the webhook worker and API requests. Every
-# connection beyond it was opened and closed for one use (aiosqlite: a new thread and the
-# pragmas; PostgreSQL: a new server process and its authentication), which cost a bulk ingest
-# more CPU than its inserts. Connections are opened lazily, so an idle process holds few.
+# Connections each process keeps open on SQLite. SQLAlchemy's default pool (5, and up to 10
+# more opened and closed on demand) is smaller than what one process uses at once:
+# GATEWAY_SYNC_CONCURRENCY syncs (8 by default), push channel upkeep, the webhook worker and API
+# requests. Every connection beyond it was opened and closed for one use (a new aiosqlite
+# thread and the pragmas each time). SQLite connections are cheap to keep; PostgreSQL's are
+# counted against max_connections, shared by every instance, so PostgreSQL keeps the default.
 POOL_SIZE = 20
 
 
@@ -69,8 +69,7 @@ async def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         await asyncio.to_thread(_create_private_file, path)
     try:
         # An in-memory SQLite database lives in its one connection: no pool size there.
-        in_memory = parsed.get_backend_name() == "sqlite" and path is None
-        sizing: dict[str, Any] = {} if in_memory else {"pool_size": POOL_SIZE}
+        sizing: dict[str, Any] = {"pool_size": POOL_SIZE} if path is not None else {}
         engine = create_async_engine(parsed, echo=echo, pool_pre_ping=path is None, **sizing)
     except Exception as exc:  # driver import errors and bad arguments
         raise StorageError(
