@@ -34,9 +34,9 @@ from gateway.db.bulk import sqlite_insert, sqlite_rows
 from gateway.db.schema import calendar_events
 from gateway.settings import DEFAULT_GOOGLE_SCOPES
 from gateway.sync.config import SyncConfig
+from gateway.sync.copy_store import EVENT_COLUMNS
 from gateway.sync.engine import PAGE_SIZE
 from gateway.sync.rows import parse_rows
-from gateway.sync.store import EVENT_COLUMNS
 
 # Calendars fetched for the baseline: the rate is steady well before.
 BASELINE_CALENDARS = 20

@@ -72,6 +72,7 @@ from gateway.google.calendar import CalendarClient
 from gateway.google.errors import (
     DuplicateEvent,
     EventGone,
+    EventParseError,
     GoogleNotFound,
     PreconditionFailed,
     TransientGoogleError,
@@ -79,12 +80,11 @@ from gateway.google.errors import (
 )
 from gateway.google.events import (
     GATEWAY_PROPERTY,
-    EventParseError,
     EventResource,
     is_cancelled,
 )
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.engine import ManagedTokenSource, SyncEngine, TokenKeeper
-from gateway.sync.store import CalendarRow
 
 log = logging.getLogger(__name__)
 

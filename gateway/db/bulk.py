@@ -17,14 +17,24 @@ are written in exactly that form.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 Row = Sequence[Any]
+T = TypeVar("T")
+
+# Values per IN list: well under SQLite's 32k variables and PostgreSQL's 65k.
+IN_BATCH = 500
+
+
+def chunks(items: Sequence[T], size: int = IN_BATCH) -> Iterator[Sequence[T]]:
+    """`items` in slices of at most `size`, for statements with an IN list each."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def sqlite_datetime(value: datetime) -> str:

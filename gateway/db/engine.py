@@ -16,6 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from gateway.errors import StorageError
 from gateway.settings import normalise_database_url, redact_url_password
 
+# Connections each process keeps open on SQLite. SQLAlchemy's default pool (5, and up to 10
+# more opened and closed on demand) is smaller than what one process uses at once:
+# GATEWAY_SYNC_CONCURRENCY syncs (8 by default), push channel upkeep, the webhook worker and API
+# requests. Every connection beyond it was opened and closed for one use (a new aiosqlite
+# thread and the pragmas each time). SQLite connections are cheap to keep; PostgreSQL's are
+# counted against max_connections, shared by every instance, so PostgreSQL keeps the default.
+POOL_SIZE = 20
+
 
 def sqlite_path(url: str) -> Path | None:
     """The file of an SQLite URL, or None for another backend or an in-memory database."""
@@ -60,7 +68,9 @@ async def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     if path is not None:
         await asyncio.to_thread(_create_private_file, path)
     try:
-        engine = create_async_engine(parsed, echo=echo, pool_pre_ping=path is None)
+        # An in-memory SQLite database lives in its one connection: no pool size there.
+        sizing: dict[str, Any] = {"pool_size": POOL_SIZE} if path is not None else {}
+        engine = create_async_engine(parsed, echo=echo, pool_pre_ping=path is None, **sizing)
     except Exception as exc:  # driver import errors and bad arguments
         raise StorageError(
             f"cannot use database {redact_url_password(url)}: {type(exc).__name__}"

@@ -18,6 +18,7 @@
         ├── PreconditionFailed        Calendar 412 conditionNotMet: the If-Match etag is stale
         ├── CalendarBadRequest        Calendar 400 (`location` names the parameter or field)
         └── UnexpectedGoogleResponse  anything else (a 4xx we do not expect, a malformed body)
+            └── EventParseError       (also a ValueError) an event resource we cannot read
 
 Every message here is safe to log: it names the HTTP status and Google's error code and
 description, never a token, a client secret or a user's address. Callers building a message
@@ -162,3 +163,10 @@ class CalendarBadRequest(GoogleError):
     def __init__(self, message: str, *, location: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.location = location
+
+
+class EventParseError(UnexpectedGoogleResponse, ValueError):
+    """An event resource we cannot read (`gateway.google.events`); its message names no
+    personal data. Sync skips such an event and keeps the rest of its page."""
+
+    code = "event_unreadable"

@@ -24,6 +24,8 @@ from datetime import UTC, date, datetime, tzinfo
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from gateway.google.errors import EventParseError
+
 # The private extended property the gateway sets on events it creates (booking), so the sync
 # engine recognises them and may keep them in full. Its value is the booking integration's
 # `owner_tag`: only that integration's copy treats the event as its own.
@@ -33,10 +35,6 @@ GATEWAY_PROPERTY = "calendarGateway"
 DETAIL_FIELDS = ("summary", "description", "location")
 
 _INSTANCE_SUFFIX = re.compile(r"_(\d{8}(?:T\d{6}Z)?)$")
-
-
-class EventParseError(ValueError):
-    """An event resource we cannot read (its message names no personal data)."""
 
 
 class Event(NamedTuple):

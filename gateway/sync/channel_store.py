@@ -1,5 +1,5 @@
 """SQL of push channels: the `watch_channels` rows (a verified notification's sync request is
-`SyncStore.request_sync`, made in the same transaction).
+`LeaseStore.request_sync`, made in the same transaction).
 
 A channel row moves through these states (`gateway.sync.channels` drives them):
 
@@ -43,7 +43,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from gateway.db.notify import bump_calendars
 from gateway.db.schema import calendars, integrations, watch_channels
 from gateway.db.values import as_utc
-from gateway.sync.store import SyncStore
+from gateway.sync.lease_store import LeaseStore
 
 OPENING, ACTIVE, STOPPING, STOPPED = "opening", "active", "stopping", "stopped"
 LIVE = (OPENING, ACTIVE)
@@ -395,7 +395,7 @@ class ChannelStore:
             result = await conn.execute(update(watch_channels).where(where).values(**values))
             if result.rowcount != 1:
                 return False
-            await SyncStore(self.engine).request_sync(channel.calendar_id, now, conn=conn)
+            await LeaseStore(self.engine).request_sync(channel.calendar_id, now, conn=conn)
         return True
 
     async def count_live(self, calendar_ids: Sequence[str]) -> dict[str, int]:

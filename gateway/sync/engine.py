@@ -45,10 +45,12 @@ from gateway.errors import NotFound
 from gateway.google.calendar import CalendarClient, TokenSource
 from gateway.google.errors import GoogleError, SyncTokenExpired, TransientGoogleError
 from gateway.observability.metrics import SYNC_RUNS
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SyncConfig
+from gateway.sync.copy_store import Compute
 from gateway.sync.model import BusyBlock, EventRecord, Horizon, blocks_for_records
 from gateway.sync.rows import EventRow, parse_rows, record_of
-from gateway.sync.store import CalendarRow, Compute, SyncStore
+from gateway.sync.store import SyncStore
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@
   (run at the same interval for pushed calendars) renews it. A dead channel thus costs at most
   `push_trust_s` of staleness, and answers say so through `as_of`.
 
-Used by `SyncStore` (the database path) and the in-memory availability index alike, so both
+Used by `ReadStore` (the database path) and the in-memory availability index alike, so both
 answer the same `as_of` for the same facts.
 """
 

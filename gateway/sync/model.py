@@ -20,8 +20,8 @@ from datetime import datetime, tzinfo
 from typing import NamedTuple
 
 from gateway.google.events import Event, zone
+from gateway.sync.errors import RecurrenceError
 from gateway.sync.recurrence import (
-    RecurrenceError,
     day_span,
     expand_all_day,
     expand_timed,

@@ -37,16 +37,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dateutil.rrule import rrule, rruleset, rrulestr
 
 from gateway.google.events import occurrence_key
+from gateway.sync.errors import RecurrenceError
 
 # A bound for endless or very dense rules (FREQ=MINUTELY ...): nobody has more busy
 # occurrences of one series inside a horizon of about a year.
 MAX_OCCURRENCES = 5000
 
 _UNTIL = re.compile(r"UNTIL=([0-9TZtz]+)")
-
-
-class RecurrenceError(ValueError):
-    """Recurrence lines we cannot interpret (the caller falls back to the first occurrence)."""
 
 
 class Occurrence(NamedTuple):

@@ -26,8 +26,8 @@ from typing import Any
 
 import orjson
 
+from gateway.google.errors import EventParseError
 from gateway.google.events import (
-    EventParseError,
     kept_details,
     made_by,
     original_key,

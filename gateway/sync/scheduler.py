@@ -9,7 +9,7 @@ Each tick (every `tick_s`, or at once when nudged or when a sync finishes):
 
 1. discovery: active integrations without calendar rows (just connected) get
    `engine.ensure_calendars()`; their first full sync is then due at once;
-2. claiming: due calendars (see `SyncStore.claim_due`) are leased to this process, as many as
+2. claiming: due calendars (see `LeaseStore.claim_due`) are leased to this process, as many as
    free slots (`concurrency`), one per Google account. Claiming clears `sync_requested_at`,
    so many requests before a claim make one sync, and a request during a sync one more after;
 3. each claimed calendar is synced by the engine in its own task, while a heartbeat renews
@@ -47,9 +47,10 @@ from gateway.clock import utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.errors import NotFound
 from gateway.google.errors import GoogleError, TransientGoogleError
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine, SyncOutcome
-from gateway.sync.store import CalendarRow, SyncStore
+from gateway.sync.store import SyncStore
 
 log = logging.getLogger(__name__)
 

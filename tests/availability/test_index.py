@@ -18,7 +18,7 @@ from gateway.availability.index import (
 from gateway.availability.intervals import Interval, clip, merge
 from gateway.connections.model import Integration, Status
 from gateway.db.notify import Change, parse
-from gateway.sync.store import CalendarRow
+from gateway.sync.calendar_store import CalendarRow
 
 T0 = datetime(2026, 12, 7, tzinfo=UTC)
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.google.events import GATEWAY_PROPERTY, EventParseError, parse_event
+from gateway.google.errors import EventParseError
+from gateway.google.events import GATEWAY_PROPERTY, parse_event
 from gateway.sync.model import (
     EventRecord,
     Horizon,

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.sync.errors import RecurrenceError
 from gateway.sync.recurrence import (
-    RecurrenceError,
     expand_all_day,
     expand_timed,
     occurrence_key,

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.sync.errors import RecurrenceError
 from gateway.sync.recurrence import (
     Occurrence,
-    RecurrenceError,
     expand_all_day,
     expand_timed,
 )

@@ -23,9 +23,11 @@ from emulator.calendar_store import CalendarStore, ListQuery
 from emulator.seed import seed_calendar
 from gateway.db.bulk import insert_rows
 from gateway.db.schema import busy_blocks, calendar_events
-from gateway.google.events import GATEWAY_PROPERTY, EventParseError, parse_event
+from gateway.google.errors import EventParseError
+from gateway.google.events import GATEWAY_PROPERTY, parse_event
+from gateway.sync.copy_store import EVENT_COLUMNS
 from gateway.sync.rows import ROW_COLUMNS, EventRow, Skipped, parse_rows, record_of, row_of
-from gateway.sync.store import EVENT_COLUMNS, SyncStore
+from gateway.sync.store import SyncStore
 from tests.fixtures import GOOGLE
 
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Not/AZone")

@@ -31,10 +31,11 @@ from gateway.google.calendar import CalendarClient
 from gateway.http.appkeys import INTEGRATIONS_KEY, SYNC_NUDGE_KEY
 from gateway.http.sync_wiring import SCHEDULER_KEY
 from gateway.http.token_wiring import TOKENS_KEY
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine
 from gateway.sync.scheduler import SyncScheduler
-from gateway.sync.store import CalendarRow, SyncStore
+from gateway.sync.store import SyncStore
 from tests.support.openapi import assert_conforms
 from tests.support.scheduler import EVERYTHING, FakeClock, blocks, event, eventually
 from tests.support.stack import ALICE, DAVE, EmulatorSecrets, Stack, start_stack

@@ -27,10 +27,11 @@ from gateway.google.calendar import CalendarClient
 from gateway.http.appkeys import INTEGRATIONS_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.http.token_wiring import TOKENS_KEY
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SyncConfig
 from gateway.sync.engine import SyncEngine
 from gateway.sync.model import Horizon
-from gateway.sync.store import CalendarRow, SyncStore
+from gateway.sync.store import SyncStore
 from tests.support.stack import ALICE, Stack
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)

@@ -1,0 +1,220 @@
+"""SQL of the synced calendars' rows: found or created for an integration, a failed attempt
+recorded, and every row of an integration purged (with its records and blocks).
+
+SQLAlchemy Core only, the same statements on SQLite and PostgreSQL. The copy itself (records,
+blocks, generations) is `gateway.sync.copy_store`; leases and sync requests are
+`gateway.sync.lease_store`; what availability reads is `gateway.sync.read_store`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    and_,
+    delete,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.bulk import chunks
+from gateway.db.notify import bump_calendars, bump_integration
+from gateway.db.schema import (
+    busy_blocks,
+    calendar_events,
+    calendars,
+)
+from gateway.db.values import as_utc
+from gateway.sync.model import Horizon
+
+
+@dataclass(frozen=True)
+class CalendarRow:
+    """One synced calendar, as the engine (and later the status API) needs it."""
+
+    id: str
+    integration_id: str
+    tenant_id: str
+    google_calendar_id: str
+    time_zone: str
+    sync_token: str | None
+    active_generation: int | None
+    state: str
+    last_success_at: datetime | None
+    last_attempt_at: datetime | None
+    last_error: str | None
+    horizon_start: datetime | None
+    horizon_end: datetime | None
+
+    @property
+    def horizon(self) -> Horizon | None:
+        if self.horizon_start is None or self.horizon_end is None:
+            return None
+        return Horizon(self.horizon_start, self.horizon_end)
+
+    def __repr__(self) -> str:
+        # The calendar id is usually the owner's address: not for logs.
+        return f"CalendarRow(id={self.id!r}, state={self.state!r})"
+
+
+def calendar_row(row: RowMapping) -> CalendarRow:
+    """A `calendars` row as the sync code uses it."""
+    return CalendarRow(
+        id=row["id"],
+        integration_id=row["integration_id"],
+        tenant_id=row["tenant_id"],
+        google_calendar_id=row["google_calendar_id"],
+        time_zone=row["time_zone"],
+        sync_token=row["sync_token"],
+        active_generation=row["active_generation"],
+        state=row["state"],
+        last_success_at=as_utc(row["last_success_at"]),
+        last_attempt_at=as_utc(row["last_attempt_at"]),
+        last_error=row["last_error"],
+        horizon_start=as_utc(row["horizon_start"]),
+        horizon_end=as_utc(row["horizon_end"]),
+    )
+
+
+class CalendarStore:
+    """The statements on `calendars` rows themselves."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def get(self, calendar_id: str) -> CalendarRow | None:
+        async with self.engine.connect() as conn:
+            row = (
+                (await conn.execute(select(calendars).where(calendars.c.id == calendar_id)))
+                .mappings()
+                .first()
+            )
+        return calendar_row(row) if row is not None else None
+
+    async def calendars_of(self, integration_id: str) -> list[CalendarRow]:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(calendars)
+                    .where(calendars.c.integration_id == integration_id)
+                    .order_by(calendars.c.created_at, calendars.c.id)
+                )
+            ).mappings()
+            return [calendar_row(r) for r in rows]
+
+    async def ensure_calendar(
+        self,
+        *,
+        new_id: str,
+        integration_id: str,
+        tenant_id: str,
+        google_calendar_id: str,
+        time_zone: str,
+        now: datetime,
+    ) -> CalendarRow:
+        """The row for (integration, Google calendar), created with `new_id` if missing; a
+        changed time zone is updated (it decides where all-day events fall)."""
+        attempt = functools.partial(
+            self._ensure_calendar,
+            new_id=new_id,
+            integration_id=integration_id,
+            tenant_id=tenant_id,
+            google_calendar_id=google_calendar_id,
+            time_zone=time_zone,
+            now=now,
+        )
+        try:
+            return await attempt()
+        except IntegrityError:
+            # Two first calls at once (a booking and a free/busy, two processes): the other
+            # one created it; this one now finds it.
+            return await attempt()
+
+    async def _ensure_calendar(
+        self,
+        *,
+        new_id: str,
+        integration_id: str,
+        tenant_id: str,
+        google_calendar_id: str,
+        time_zone: str,
+        now: datetime,
+    ) -> CalendarRow:
+        key = and_(
+            calendars.c.integration_id == integration_id,
+            calendars.c.google_calendar_id == google_calendar_id,
+        )
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(calendars).where(key))).mappings().first()
+            if row is None:
+                await conn.execute(
+                    insert(calendars).values(
+                        id=new_id,
+                        integration_id=integration_id,
+                        tenant_id=tenant_id,
+                        google_calendar_id=google_calendar_id,
+                        time_zone=time_zone,
+                        state="initial",
+                        attempts=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                await bump_integration(conn, integration_id)
+            elif row["time_zone"] != time_zone:
+                await conn.execute(
+                    update(calendars).where(key).values(time_zone=time_zone, updated_at=now)
+                )
+                await bump_calendars(conn, [row["id"]])
+            row = (await conn.execute(select(calendars).where(key))).mappings().one()
+        return calendar_row(row)
+
+    async def record_failure(
+        self, calendar_id: str, *, state: str, error_code: str, now: datetime
+    ) -> None:
+        """A failed attempt: the state, the error code and one more attempt."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == calendar_id)
+                .values(
+                    state=state,
+                    last_error=error_code[:64],
+                    last_attempt_at=now,
+                    attempts=calendars.c.attempts + 1,
+                    updated_at=now,
+                )
+            )
+            await bump_calendars(conn, [calendar_id])
+
+    async def purge_integration(self, integration_id: str) -> int:
+        """Delete every calendar, record and block of the integration (idempotent); returns
+        how many calendars and event records were deleted."""
+        async with self.engine.begin() as conn:
+            ids = list(
+                (
+                    await conn.execute(
+                        select(calendars.c.id).where(calendars.c.integration_id == integration_id)
+                    )
+                ).scalars()
+            )
+            # Told before the rows go: every cache drops them, and nothing reloads them.
+            await bump_calendars(conn, ids)
+            await bump_integration(conn, integration_id)
+            purged = 0
+            for chunk in chunks(ids):
+                await conn.execute(delete(busy_blocks).where(busy_blocks.c.calendar_id.in_(chunk)))
+                result = await conn.execute(
+                    delete(calendar_events).where(calendar_events.c.calendar_id.in_(chunk))
+                )
+                purged += result.rowcount
+            result = await conn.execute(
+                delete(calendars).where(calendars.c.integration_id == integration_id)
+            )
+            return purged + result.rowcount

@@ -1,0 +1,478 @@
+"""SQL of the synced copy's writes: a calendar's minimal event records and busy blocks.
+
+SQLAlchemy Core for statements, the driver's bulk path (gateway.db.bulk) for the rows; the
+same statements on SQLite and PostgreSQL. An upsert is a delete and an insert inside one
+transaction (portable, and idempotent for repeated deltas).
+
+Generations. A calendar's records and blocks carry a generation number; readers only look at
+`calendars.active_generation`. A full sync writes a NEW generation beside the active one and
+switches `active_generation` in one UPDATE when it is complete, then deletes the old one, so a
+reader never sees a half-built or empty copy. An incremental sync changes the active
+generation in one transaction (records, recomputed blocks and the new sync token together).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from gateway.db.bulk import chunks, insert_rows
+from gateway.db.notify import bump_calendars
+from gateway.db.schema import (
+    busy_blocks,
+    calendar_events,
+    calendars,
+)
+from gateway.db.values import as_utc
+from gateway.sync.calendar_store import CalendarRow
+from gateway.sync.model import BusyBlock, EventRecord, Horizon
+from gateway.sync.rows import (
+    EVENT_ID,
+    RECURRING_EVENT_ID,
+    ROW_COLUMNS,
+    STATUS,
+    EventRow,
+    record_of,
+)
+from gateway.webhooks.sync_events import record_booking_changes, record_sync_changes
+
+# Column orders of the tuples written with the driver's bulk path (gateway.db.bulk).
+EVENT_COLUMNS = ("calendar_id", "generation", *ROW_COLUMNS)
+BLOCK_COLUMNS = ("calendar_id", "generation", "event_id", "start_at", "end_at", "series_id")
+
+Compute = Callable[[list[EventRecord]], Awaitable[list[BusyBlock]]]
+"""Busy blocks of the given records (the engine expands them off the event loop)."""
+
+
+def _record(row: RowMapping) -> EventRecord:
+    return EventRecord(
+        event_id=row["event_id"],
+        status=row["status"],
+        transparency=row["transparency"],
+        self_declined=bool(row["self_declined"]),
+        event_type=row["event_type"],
+        all_day=bool(row["all_day"]),
+        start_at=as_utc(row["start_at"]),
+        end_at=as_utc(row["end_at"]),
+        start_date=date.fromisoformat(row["start_date"]) if row["start_date"] else None,
+        end_date=date.fromisoformat(row["end_date"]) if row["end_date"] else None,
+        time_zone=row["time_zone"],
+        recurrence=tuple(json.loads(row["recurrence"])) if row["recurrence"] else None,
+        recurring_event_id=row["recurring_event_id"],
+        original_start=row["original_start"],
+        etag=row["etag"],
+        updated=row["updated"],
+        created_by_gateway=bool(row["created_by_gateway"]),
+        details=json.loads(row["details"]) if row["details"] else None,
+    )
+
+
+def _block_rows(
+    calendar_id: str, generation: int, blocks: Iterable[BusyBlock]
+) -> list[tuple[Any, ...]]:
+    return [(calendar_id, generation, b.event_id, b.start, b.end, b.series_id) for b in blocks]
+
+
+class CopyStore:
+    """The statements that write a calendar's copy (and read its records back)."""
+
+    def __init__(self, engine: AsyncEngine, *, webhook_coalesce_s: float = 30.0) -> None:
+        self.engine = engine
+        # GATEWAY_WEBHOOK_AVAILABILITY_COALESCE_S: at most one availability.changed per this.
+        self.webhook_coalesce_s = webhook_coalesce_s
+
+    # -- records ------------------------------------------------------------------------------
+
+    async def _apply(
+        self,
+        conn: AsyncConnection,
+        calendar_id: str,
+        generation: int,
+        items: list[EventRow],
+        *,
+        empty: bool = False,
+    ) -> tuple[set[str], list[EventRow]]:
+        """Merge event rows (gateway.sync.rows) into a generation; returns the series they
+        touch and the rows written.
+
+        The last record of an id wins (pages are in order). A cancelled exception is kept: it
+        removes an occurrence. Any other cancelled event is deleted, a cancelled master with
+        its exceptions. Everything else replaces its previous version. `empty` says the
+        generation holds nothing yet (the first page of a full sync): there is nothing to
+        replace or delete, so only the INSERTs run.
+        """
+        latest: dict[str, EventRow] = {}
+        for row in items:
+            latest.pop(row[EVENT_ID], None)  # keep the order of last appearance
+            latest[row[EVENT_ID]] = row
+        gone = [
+            r[EVENT_ID]
+            for r in latest.values()
+            if r[STATUS] == "cancelled" and not r[RECURRING_EVENT_ID]
+        ]
+        gone_set = set(gone)
+        # Exceptions of a series deleted in the same delta go with it (Google lists them as
+        # cancelled too).
+        keep = (
+            [
+                r
+                for r in latest.values()
+                if r[EVENT_ID] not in gone_set and r[RECURRING_EVENT_ID] not in gone_set
+            ]
+            if gone_set
+            else list(latest.values())
+        )
+        scope = and_(
+            calendar_events.c.calendar_id == calendar_id,
+            calendar_events.c.generation == generation,
+        )
+        if not empty:
+            for chunk in chunks(list(latest)):
+                await conn.execute(
+                    delete(calendar_events).where(scope, calendar_events.c.event_id.in_(chunk))
+                )
+            for chunk in chunks(gone):
+                await conn.execute(
+                    delete(calendar_events).where(
+                        scope, calendar_events.c.recurring_event_id.in_(chunk)
+                    )
+                )
+        await insert_rows(
+            conn, calendar_events, EVENT_COLUMNS, [(calendar_id, generation, *r) for r in keep]
+        )
+        return {r[RECURRING_EVENT_ID] or r[EVENT_ID] for r in latest.values()}, keep
+
+    async def _series_records(
+        self, conn: AsyncConnection, calendar_id: str, generation: int, series: Sequence[str]
+    ) -> list[EventRecord]:
+        out: list[EventRecord] = []
+        scope = and_(
+            calendar_events.c.calendar_id == calendar_id,
+            calendar_events.c.generation == generation,
+        )
+        for chunk in chunks(series):
+            rows = await conn.execute(
+                select(calendar_events).where(
+                    scope,
+                    or_(
+                        calendar_events.c.event_id.in_(chunk),
+                        calendar_events.c.recurring_event_id.in_(chunk),
+                    ),
+                )
+            )
+            out.extend(_record(r) for r in rows.mappings())
+        return out
+
+    async def records(self, calendar_id: str, generation: int) -> list[EventRecord]:
+        """Every record of a generation."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(calendar_events)
+                .where(
+                    calendar_events.c.calendar_id == calendar_id,
+                    calendar_events.c.generation == generation,
+                )
+                .order_by(calendar_events.c.event_id)
+            )
+            return [_record(r) for r in rows.mappings()]
+
+    async def _announce_rebuild(
+        self, conn: AsyncConnection, calendar_id: str, generation: int, now: datetime
+    ) -> int | None:
+        """A rebuild (Google expired the sync token: 410) replaces the copy wholesale; what
+        happened meanwhile to the meetings the gateway booked is announced as an incremental
+        sync would (booking.updated, or booking.cancelled for one the new copy lacks), in the
+        switch's transaction. Returns the generation active before the switch."""
+        cal = (
+            await conn.execute(
+                select(
+                    calendars.c.active_generation, calendars.c.tenant_id, calendars.c.integration_id
+                ).where(calendars.c.id == calendar_id)
+            )
+        ).first()
+        if cal is None or cal.active_generation is None or cal.active_generation >= generation:
+            # A first build: nothing was known, so nothing changed.
+            return None if cal is None else cal.active_generation
+        c = calendar_events.c
+        ours = list(
+            (
+                await conn.execute(
+                    select(c.event_id).where(
+                        c.calendar_id == calendar_id,
+                        c.generation == cal.active_generation,
+                        c.created_by_gateway.is_(True),
+                        c.recurring_event_id.is_(None),
+                    )
+                )
+            ).scalars()
+        )
+        if not ours:
+            return int(cal.active_generation)
+        rows = await conn.execute(
+            select(calendar_events).where(
+                c.calendar_id == calendar_id, c.generation == generation, c.event_id.in_(ours)
+            )
+        )
+        now_known = {r.event_id: r for r in map(_record, rows.mappings())}
+        await record_booking_changes(
+            conn,
+            tenant_id=cal.tenant_id,
+            integration_id=cal.integration_id,
+            calendar_id=calendar_id,
+            generation=cal.active_generation,
+            items=[now_known.get(i) or EventRecord(event_id=i, status="cancelled") for i in ours],
+            now=now,
+        )
+        return int(cal.active_generation)
+
+    async def _replace_series_blocks(
+        self,
+        conn: AsyncConnection,
+        calendar_id: str,
+        generation: int,
+        series: Sequence[str],
+        blocks: list[BusyBlock],
+    ) -> None:
+        scope = and_(
+            busy_blocks.c.calendar_id == calendar_id, busy_blocks.c.generation == generation
+        )
+        for chunk in chunks(series):
+            await conn.execute(delete(busy_blocks).where(scope, busy_blocks.c.series_id.in_(chunk)))
+        await insert_rows(
+            conn, busy_blocks, BLOCK_COLUMNS, _block_rows(calendar_id, generation, blocks)
+        )
+
+    # -- full sync: a new generation ----------------------------------------------------------
+
+    async def begin_generation(self, calendar_id: str) -> int:
+        """A fresh generation number to build a full copy in; leftovers of an earlier build
+        that never completed (a crash, a 410 during it) are deleted first."""
+        async with self.engine.begin() as conn:
+            active = (
+                await conn.execute(
+                    select(calendars.c.active_generation).where(calendars.c.id == calendar_id)
+                )
+            ).scalar_one()
+            for table in (calendar_events, busy_blocks):
+                stale = table.c.calendar_id == calendar_id
+                if active is not None:
+                    stale = and_(stale, table.c.generation != active)
+                await conn.execute(delete(table).where(stale))
+        return (active or 0) + 1
+
+    async def write_page(
+        self,
+        calendar_id: str,
+        generation: int,
+        items: list[EventRow],
+        *,
+        first: bool = False,
+    ) -> list[EventRow]:
+        """Merge one page of a full sync (event rows, gateway.sync.rows) into the generation
+        being built; returns the rows it wrote. `first`: the first page of a generation
+        `begin_generation` just emptied (nothing to replace: INSERTs only, and the rows
+        returned are then the whole generation)."""
+        async with self.engine.begin() as conn:
+            _, written = await self._apply(conn, calendar_id, generation, items, empty=first)
+        return written
+
+    async def activate_generation(
+        self,
+        calendar_id: str,
+        generation: int,
+        blocks: list[BusyBlock],
+        *,
+        sync_token: str | None,
+        horizon: Horizon,
+        now: datetime,
+    ) -> bool:
+        """Store the blocks of the complete generation and make it the one readers see, then
+        drop the previous one. False (and nothing switched) if another build replaced it."""
+        async with self.engine.begin() as conn:
+            previous = await self._announce_rebuild(conn, calendar_id, generation, now)
+            await self._replace_series_blocks(conn, calendar_id, generation, [], blocks)
+            switched = await conn.execute(
+                update(calendars)
+                .where(
+                    calendars.c.id == calendar_id,
+                    or_(
+                        calendars.c.active_generation.is_(None),
+                        calendars.c.active_generation < generation,
+                    ),
+                )
+                .values(
+                    active_generation=generation,
+                    sync_token=sync_token,
+                    horizon_start=horizon.start,
+                    horizon_end=horizon.end,
+                    **_success(now),
+                )
+            )
+            if switched.rowcount != 1:
+                return False
+            await bump_calendars(conn, [calendar_id])
+        if previous is None:
+            # A first build: `begin_generation` deleted every other generation, and what is
+            # written meanwhile goes into this one (`merge_local`), so nothing older exists.
+            return True
+        # After the switch is committed nobody reads the old generation any more.
+        async with self.engine.begin() as conn:
+            for table in (calendar_events, busy_blocks):
+                await conn.execute(
+                    delete(table).where(
+                        table.c.calendar_id == calendar_id, table.c.generation < generation
+                    )
+                )
+        return True
+
+    # -- incremental sync ---------------------------------------------------------------------
+
+    async def apply_delta(
+        self,
+        calendar: CalendarRow,
+        items: list[EventRow],
+        *,
+        compute: Compute,
+        sync_token: str | None,
+        now: datetime,
+    ) -> int:
+        """Merge a complete delta into the active generation, recompute the blocks of every
+        series it touches (`await compute(records) -> blocks`) and store the new sync token, all in
+        one transaction. Returns the number of series recomputed."""
+        generation = calendar.active_generation
+        assert generation is not None
+        async with self.engine.begin() as conn:
+            # Outbound webhooks for meetings the gateway booked, in this very transaction.
+            await record_sync_changes(
+                conn,
+                tenant_id=calendar.tenant_id,
+                integration_id=calendar.integration_id,
+                calendar_id=calendar.id,
+                generation=generation,
+                # Deltas are small (a push brings a few events): records cost little here.
+                items=[record_of(row) for row in items],
+                now=now,
+                horizon=(calendar.horizon_start, calendar.horizon_end)
+                if calendar.horizon_start and calendar.horizon_end
+                else None,
+                coalesce_s=self.webhook_coalesce_s,
+            )
+            touched, _ = await self._apply(conn, calendar.id, generation, items)
+            series = sorted(touched)
+            records = await self._series_records(conn, calendar.id, generation, series)
+            await self._replace_series_blocks(
+                conn, calendar.id, generation, series, await compute(records)
+            )
+            await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == calendar.id)
+                .values(sync_token=sync_token, **_success(now))
+            )
+            await bump_calendars(conn, [calendar.id])
+        return len(series)
+
+    async def merge_local(
+        self,
+        calendar: CalendarRow,
+        items: list[EventRow],
+        *,
+        compute: Compute,
+    ) -> bool:
+        """Merge events the gateway itself just wrote to Google (a booking, its change or
+        cancellation) into the active copy, with the blocks of the series they touch, so
+        availability sees them at once. Unlike `apply_delta` the sync token and the copy's
+        freshness stay as they are: the next sync brings Google's own view, which replaces
+        these records.
+
+        A full sync being built meanwhile may have listed the calendar before the write: the
+        records go into that generation too (its blocks are computed from its records when it
+        completes), so switching to it does not lose them. Returns False when there is no
+        complete copy to show them in."""
+        async with self.engine.begin() as conn:
+            active = (
+                await conn.execute(
+                    select(calendars.c.active_generation).where(calendars.c.id == calendar.id)
+                )
+            ).scalar_one_or_none()
+            building = select(calendar_events.c.generation).where(
+                calendar_events.c.calendar_id == calendar.id
+            )
+            if active is not None:
+                building = building.where(calendar_events.c.generation > active)
+            for generation in (await conn.execute(building.distinct())).scalars().all():
+                await self._apply(conn, calendar.id, generation, items)
+            if active is None:
+                return False
+            touched, _written = await self._apply(conn, calendar.id, active, items)
+            series = sorted(touched)
+            records = await self._series_records(conn, calendar.id, active, series)
+            blocks = await compute(records)
+            await self._replace_series_blocks(conn, calendar.id, active, series, blocks)
+            await bump_calendars(conn, [calendar.id])
+        return True
+
+    async def replace_blocks(
+        self,
+        calendar_id: str,
+        generation: int,
+        blocks: list[BusyBlock],
+        horizon: Horizon,
+        now: datetime,
+    ) -> bool:
+        """Every block of the generation replaced (a moved horizon), if it is still active."""
+        async with self.engine.begin() as conn:
+            moved = await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == calendar_id, calendars.c.active_generation == generation)
+                .values(horizon_start=horizon.start, horizon_end=horizon.end, updated_at=now)
+            )
+            if moved.rowcount != 1:
+                return False
+            await conn.execute(
+                delete(busy_blocks).where(
+                    busy_blocks.c.calendar_id == calendar_id,
+                    busy_blocks.c.generation == generation,
+                )
+            )
+            await insert_rows(
+                conn, busy_blocks, BLOCK_COLUMNS, _block_rows(calendar_id, generation, blocks)
+            )
+            await bump_calendars(conn, [calendar_id])
+        return True
+
+    async def count_records(self, calendar_id: str) -> int:
+        async with self.engine.connect() as conn:
+            return int(
+                (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(calendar_events)
+                        .where(calendar_events.c.calendar_id == calendar_id)
+                    )
+                ).scalar_one()
+            )
+
+
+def _success(now: datetime) -> dict[str, Any]:
+    return {
+        "state": "synced",
+        "last_success_at": now,
+        "last_attempt_at": now,
+        "last_error": None,
+        "attempts": 0,
+        "backoff_until": None,
+        "updated_at": now,
+    }

@@ -1,0 +1,257 @@
+"""SQL of sync scheduling (gateway.sync.scheduler): sync requests, claims of due calendars
+and the leases that keep one process per calendar (and per Google account) at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    exists,
+    func,
+    not_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.elements import ColumnElement
+
+from gateway.db.bulk import chunks
+from gateway.db.notify import bump_calendars
+from gateway.db.schema import (
+    calendars,
+    integrations,
+    watch_channels,
+)
+from gateway.sync.calendar_store import CalendarRow, calendar_row
+
+
+class LeaseStore:
+    """The statements that request, claim, extend and release calendar syncs."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def request_sync(
+        self, calendar_id: str, now: datetime, *, conn: AsyncConnection | None = None
+    ) -> bool:
+        """Ask for one more sync of the calendar (a push notification, a booking). Requests
+        coalesce: the earliest unclaimed one is kept, and the scheduler clears it when it
+        claims the calendar, so a request arriving during a sync causes one sync after it.
+        Within the caller's transaction when `conn` is given (the webhook records the message
+        and the request together). False if there is no such calendar."""
+        statement = (
+            update(calendars)
+            .where(calendars.c.id == calendar_id)
+            .values(sync_requested_at=func.coalesce(calendars.c.sync_requested_at, now))
+        )
+        if conn is not None:
+            result = await conn.execute(statement)
+            await bump_calendars(conn, [calendar_id])
+        else:
+            async with self.engine.begin() as own:
+                result = await own.execute(statement)
+                await bump_calendars(own, [calendar_id])
+        return bool(result.rowcount == 1)
+
+    async def integrations_without_calendars(self, limit: int) -> list[str]:
+        """Active integrations that have no calendar row yet (just connected)."""
+        query = (
+            select(integrations.c.id)
+            .where(
+                integrations.c.status == "active",
+                not_(exists().where(calendars.c.integration_id == integrations.c.id)),
+            )
+            .order_by(integrations.c.created_at, integrations.c.id)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def claim_due(
+        self,
+        owner: str,
+        now: datetime,
+        *,
+        lease_until: datetime,
+        limit: int,
+        busy_integrations: Iterable[str] = (),
+    ) -> list[CalendarRow]:
+        """Claim up to `limit` due calendars for `owner` until `lease_until`, at most one per
+        integration, none of `busy_integrations` (already syncing here) nor of an integration
+        another process is syncing. Claiming clears `sync_requested_at`.
+
+        Due: the integration is active; a sync was requested, or the next poll is due, or
+        there is no complete copy yet; no backoff pending; no live lease. Requests go first,
+        then the most overdue. PostgreSQL locks the candidates with FOR UPDATE SKIP LOCKED, so
+        concurrent claimers pass each other; every claim is also a guarded UPDATE (the lease
+        must still be free), which is all SQLite needs with its single writer.
+        """
+        if limit < 1:
+            return []
+        other = calendars.alias("other")
+        leased = or_(calendars.c.lease_until.is_(None), calendars.c.lease_until < now)
+        query = (
+            select(calendars.c.id, calendars.c.integration_id)
+            .join(integrations, integrations.c.id == calendars.c.integration_id)
+            .where(
+                integrations.c.status == "active",
+                or_(
+                    calendars.c.sync_requested_at.is_not(None),
+                    calendars.c.next_poll_at.is_(None),
+                    calendars.c.next_poll_at <= now,
+                    calendars.c.active_generation.is_(None),
+                ),
+                or_(calendars.c.backoff_until.is_(None), calendars.c.backoff_until <= now),
+                leased,
+                # One sync per Google account at a time, across processes.
+                not_(
+                    exists().where(
+                        other.c.integration_id == calendars.c.integration_id,
+                        other.c.id != calendars.c.id,
+                        other.c.lease_until >= now,
+                    )
+                ),
+            )
+            .order_by(
+                calendars.c.sync_requested_at.is_(None),
+                calendars.c.next_poll_at.is_not(None),
+                calendars.c.next_poll_at,
+                calendars.c.id,
+            )
+            # More than `limit`: some may belong to the same integration.
+            .limit(limit * 2)
+        )
+        busy = list(busy_integrations)
+        if busy:
+            query = query.where(calendars.c.integration_id.not_in(busy))
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=calendars)
+        async with self.engine.begin() as conn:
+            chosen: list[str] = []
+            seen: set[str] = set()
+            for calendar_id, integration_id in (await conn.execute(query)).all():
+                if integration_id not in seen and len(chosen) < limit:
+                    seen.add(integration_id)
+                    chosen.append(calendar_id)
+            rows: list[RowMapping] = []
+            for chunk in chunks(chosen):
+                # One guarded UPDATE for all of them (the lease must still be free: on SQLite
+                # another process may have claimed one since the SELECT), returning the rows
+                # it claimed. The request is consumed, so if this process dies mid-sync the
+                # calendar must come due again by itself: at the end of the lease (a finished
+                # sync's release sets the real next poll).
+                rows.extend(
+                    (
+                        await conn.execute(
+                            update(calendars)
+                            .where(calendars.c.id.in_(chunk), leased)
+                            .values(
+                                lease_owner=owner,
+                                lease_until=lease_until,
+                                sync_requested_at=None,
+                                next_poll_at=lease_until,
+                            )
+                            .returning(*calendars.c)
+                        )
+                    )
+                    .mappings()
+                    .all()
+                )
+            await bump_calendars(conn, [r["id"] for r in rows])
+        order = {calendar_id: n for n, calendar_id in enumerate(chosen)}
+        rows.sort(key=lambda r: order[r["id"]])
+        return [calendar_row(r) for r in rows]
+
+    def _held(self, calendar_id: str, owner: str) -> ColumnElement[bool]:
+        return and_(calendars.c.id == calendar_id, calendars.c.lease_owner == owner)
+
+    async def extend_lease(self, calendar_id: str, owner: str, lease_until: datetime) -> bool:
+        """Push the lease on; False if `owner` no longer holds it (it ran out and another
+        process claimed the calendar)."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(calendars)
+                .where(self._held(calendar_id, owner))
+                .values(lease_until=lease_until)
+            )
+        return bool(result.rowcount == 1)
+
+    async def release_synced(
+        self,
+        calendar_id: str,
+        owner: str,
+        now: datetime,
+        *,
+        poll_interval_s: float,
+        safety_poll_interval_s: float,
+    ) -> bool:
+        """Release the lease after a successful sync and plan the next poll: soon without a
+        live push channel, the slow safety poll with one. False if the lease was lost."""
+        live = exists().where(
+            watch_channels.c.calendar_id == calendar_id,
+            watch_channels.c.state == "active",
+            watch_channels.c.expires_at > now,
+        )
+        async with self.engine.begin() as conn:
+            push = bool((await conn.execute(select(live))).scalar())
+            interval = safety_poll_interval_s if push else poll_interval_s
+            result = await conn.execute(
+                update(calendars)
+                .where(self._held(calendar_id, owner))
+                .values(
+                    lease_owner=None,
+                    lease_until=None,
+                    next_poll_at=now + timedelta(seconds=interval),
+                )
+            )
+        return bool(result.rowcount == 1)
+
+    async def release_failed(
+        self,
+        calendar_id: str,
+        owner: str,
+        now: datetime,
+        delay_s: Callable[[str, int], float],
+    ) -> datetime | None:
+        """Release the lease after a failed sync (already recorded by `record_failure`) and
+        back off for `delay_s(state, attempts)` seconds (state `backoff` for a transient
+        failure, else `error`); the calendar is due again then. Returns the end of the
+        backoff, or None if the lease was lost."""
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    select(calendars.c.state, calendars.c.attempts).where(
+                        self._held(calendar_id, owner)
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            until = now + timedelta(seconds=delay_s(str(row.state), int(row.attempts)))
+            await conn.execute(
+                update(calendars)
+                .where(self._held(calendar_id, owner))
+                .values(lease_owner=None, lease_until=None, backoff_until=until, next_poll_at=until)
+            )
+            await bump_calendars(conn, [calendar_id])
+        return until
+
+    async def release(self, calendar_id: str, owner: str, now: datetime, *, again: bool) -> bool:
+        """Release the lease without a verdict (the integration went inactive, or this process
+        stops); `again` re-requests the sync so the next claimer does it at once."""
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+        if again:
+            values["sync_requested_at"] = func.coalesce(calendars.c.sync_requested_at, now)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(calendars).where(self._held(calendar_id, owner)).values(**values)
+            )
+            if again:
+                await bump_calendars(conn, [calendar_id])
+        return bool(result.rowcount == 1)
