@@ -34,7 +34,7 @@ from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine, SyncOutcome
 from gateway.sync.scheduler import SyncScheduler
-from gateway.sync.store import SyncStore
+from gateway.sync.store import CalendarRow, SyncStore
 from gateway.wiring import open_vault
 from tests.stack import ALICE, Stack
 from tests.sync.test_scheduler import EVERYTHING, FakeClock, blocks, event, eventually
@@ -84,13 +84,15 @@ class Tracker:
         tracker = self
 
         class Counting(SyncEngine):
-            async def sync_calendar(self, calendar_id: str) -> SyncOutcome:
+            async def sync_calendar(
+                self, calendar_id: str, *, claimed: CalendarRow | None = None
+            ) -> SyncOutcome:
                 tracker.in_flight[calendar_id] += 1
                 tracker.most_at_once[calendar_id] = max(
                     tracker.most_at_once[calendar_id], tracker.in_flight[calendar_id]
                 )
                 try:
-                    return await super().sync_calendar(calendar_id)
+                    return await super().sync_calendar(calendar_id, claimed=claimed)
                 finally:
                     tracker.in_flight[calendar_id] -= 1
                     tracker.syncs[calendar_id] += 1
