@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 from sqlalchemy import DateTime, Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.db.sqlite_writer import claim_write
+
 Row = Sequence[Any]
 T = TypeVar("T")
 
@@ -78,6 +80,7 @@ async def insert_rows(
     dialect = conn.dialect.name
     if dialect == "sqlite":
         sql, datetimes = sqlite_insert(table, columns)
+        await claim_write(conn)  # SQLAlchemy's events do not see the raw driver
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
         cursor = await driver.executemany(sql, sqlite_rows(rows, datetimes))

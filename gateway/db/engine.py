@@ -13,6 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from gateway.db import sqlite_writer
 from gateway.errors import StorageError
 from gateway.settings import normalise_database_url, redact_url_password
 
@@ -23,6 +24,9 @@ from gateway.settings import normalise_database_url, redact_url_password
 # thread and the pragmas each time). SQLite connections are cheap to keep; PostgreSQL's are
 # counted against max_connections, shared by every instance, so PostgreSQL keeps the default.
 POOL_SIZE = 20
+# How long a SQLite writer waits for the file (another program's write) or, in this process, for
+# its turn in gateway.db.sqlite_writer's queue.
+BUSY_TIMEOUT_MS = 10_000
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -49,7 +53,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     # Deleted rows (destroyed keys, purged tokens and events) are overwritten with zeros
     # instead of lingering in free pages of the file: disconnect must really destroy.
@@ -77,4 +81,6 @@ async def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         ) from None
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        # This process's writers queue in order instead of polling in the busy handler.
+        sqlite_writer.install(engine, timeout_s=BUSY_TIMEOUT_MS / 1000)
     return engine

@@ -282,7 +282,7 @@ class SyncScheduler:
 
     async def _sync_and_settle(self, calendar: CalendarRow) -> SyncOutcome | None:
         """Sync under the lease and record the verdict; None when the lease was lost."""
-        sync = asyncio.create_task(self.engine.sync_calendar(calendar.id))
+        sync = asyncio.create_task(self.engine.sync_calendar(calendar.id, claimed=calendar))
         held = asyncio.create_task(self._hold_lease(calendar.id))
         try:
             await asyncio.wait({sync, held}, return_when=asyncio.FIRST_COMPLETED)

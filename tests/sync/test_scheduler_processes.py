@@ -25,7 +25,7 @@ from gateway.google.calendar import CalendarClient
 from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine, SyncOutcome
 from gateway.sync.scheduler import SyncScheduler
-from gateway.sync.store import SyncStore
+from gateway.sync.store import CalendarRow, SyncStore
 from tests.support.processes import Process, gateway_env, process
 from tests.support.scheduler import EVERYTHING, FakeClock, blocks, event, eventually
 from tests.support.stack import ALICE, Stack
@@ -47,13 +47,15 @@ class Tracker:
         tracker = self
 
         class Counting(SyncEngine):
-            async def sync_calendar(self, calendar_id: str) -> SyncOutcome:
+            async def sync_calendar(
+                self, calendar_id: str, *, claimed: CalendarRow | None = None
+            ) -> SyncOutcome:
                 tracker.in_flight[calendar_id] += 1
                 tracker.most_at_once[calendar_id] = max(
                     tracker.most_at_once[calendar_id], tracker.in_flight[calendar_id]
                 )
                 try:
-                    return await super().sync_calendar(calendar_id)
+                    return await super().sync_calendar(calendar_id, claimed=claimed)
                 finally:
                     tracker.in_flight[calendar_id] -= 1
                     tracker.syncs[calendar_id] += 1

@@ -1,0 +1,162 @@
+"""One writer at a time on a SQLite engine, queued in order, instead of SQLite's busy handler.
+
+    install(engine)                       # gateway.db.engine does it for every SQLite engine
+    await claim_write(conn)               # before a write that bypasses SQLAlchemy (bulk.py)
+
+SQLite lets one connection write at a time. A second writer waits in the busy handler, which
+sleeps between tries (1, 2, 5, ... then 100 ms at a time) and serves nobody in order: with a
+few writers at once (a push notification's sync request, the scheduler's claim, a sync's delta,
+its release) the unlucky one waited over a second while the file was free most of that time.
+That was most of the push-to-visible lag on SQLite.
+
+So every pooled connection of the engine takes this process's writer lock (an asyncio.Lock, FIFO)
+before the first statement of a transaction that writes, and gives it back right after that
+transaction ends (commit, rollback, or the connection closed or invalidated). A writer then
+starts the moment the previous one committed. What counts as the first write is what makes
+Python's sqlite3 open its transaction: an INSERT, UPDATE, DELETE or REPLACE (its legacy
+transaction control runs a read before that in autocommit, so reads take no lock and run beside
+the writer, as WAL allows). Other statements (DDL, PRAGMA) and other programs writing the file
+(the CLI beside `serve`) still meet the busy handler, as before.
+
+A task that holds a write transaction on one connection and writes on a second one would wait
+for itself; SQLite would have refused that after its busy timeout, and so does this, with the
+same error ("database is locked") after `timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.util import await_only
+
+# The statements that make sqlite3 BEGIN (Modules/_sqlite: `is_dml`), after comments and space.
+_DML = re.compile(r"(?:\s|--[^\n]*\n|/\*.*?\*/)*(?:INSERT|UPDATE|DELETE|REPLACE)\b", re.I | re.S)
+
+
+def is_write(statement: str) -> bool:
+    """Whether `statement` opens sqlite3's implicit transaction (a DML statement)."""
+    return _DML.match(statement) is not None
+
+
+class WriterQueue:
+    """The writer lock of one engine in this process, and which connections hold it."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        # Called when a writer starts waiting for its turn (tests follow the queue with it).
+        self.on_wait: Callable[[], None] | None = None
+        # One lock per event loop (an asyncio.Lock belongs to the loop it first waited in; tests
+        # may use one engine from several loops, one after the other).
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
+        # DBAPI connection -> the lock it holds (for the length of its write transaction).
+        self._holders: dict[int, asyncio.Lock] = {}
+
+    def __repr__(self) -> str:
+        return f"WriterQueue(holders={len(self._holders)})"
+
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(loop)
+        if lock is None:
+            lock = self._locks[loop] = asyncio.Lock()
+        return lock
+
+    def holds(self, dbapi_connection: Any) -> bool:
+        return id(dbapi_connection) in self._holders
+
+    async def acquire(self, dbapi_connection: Any) -> None:
+        """Take the lock for `dbapi_connection` unless it holds it already."""
+        key = id(dbapi_connection)
+        if key in self._holders:
+            return
+        lock = self._lock()
+        if lock.locked() and self.on_wait is not None:
+            self.on_wait()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await lock.acquire()
+        except TimeoutError:
+            raise OperationalError(
+                "(writer queue)", None, sqlite3.OperationalError("database is locked")
+            ) from None
+        self._holders[key] = lock
+
+    def release(self, dbapi_connection: Any) -> None:
+        lock = self._holders.pop(id(dbapi_connection), None)
+        if lock is not None and lock.locked():
+            lock.release()
+
+
+_QUEUES: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
+
+
+def _dbapi(connection: Any) -> Any:
+    # The pool hands the dialect its proxy (a _ConnectionFairy); events get the bare connection.
+    return getattr(connection, "dbapi_connection", connection)
+
+
+def install(engine: AsyncEngine, *, timeout_s: float) -> WriterQueue:
+    """Queue the writers of `engine` (a SQLite engine) in this process (see the module doc)."""
+    sync = engine.sync_engine
+    found = _QUEUES.get(sync)
+    if found is not None:
+        return found
+    queue = _QUEUES[sync] = WriterQueue(timeout_s)
+    dialect = sync.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def before_execute(
+        conn: Connection, _cursor: Any, statement: str, *_args: Any, **_kwargs: Any
+    ) -> None:
+        dbapi = _dbapi(conn.connection)
+        if not queue.holds(dbapi) and is_write(statement):
+            # Runs in SQLAlchemy's greenlet on the event loop: await_only waits there.
+            await_only(queue.acquire(dbapi))
+
+    def do_commit(connection: Any) -> None:
+        try:
+            commit(connection)
+        finally:
+            queue.release(_dbapi(connection))
+
+    def do_rollback(connection: Any) -> None:
+        try:
+            rollback(connection)
+        finally:
+            queue.release(_dbapi(connection))
+
+    def gone(dbapi_connection: Any, *_args: Any) -> None:
+        queue.release(dbapi_connection)
+
+    # Instance attributes shadow the dialect's methods for this engine only.
+    dialect.do_commit = do_commit  # type: ignore[method-assign, assignment]
+    dialect.do_rollback = do_rollback  # type: ignore[method-assign, assignment]
+    event.listen(sync, "before_cursor_execute", before_execute)
+    for name in ("close", "invalidate", "soft_invalidate", "close_detached"):
+        event.listen(sync.pool, name, gone)
+    return queue
+
+
+def writer_queue(engine: AsyncEngine) -> WriterQueue | None:
+    """The queue `install` gave `engine`, if any."""
+    return _QUEUES.get(engine.sync_engine)
+
+
+async def claim_write(conn: AsyncConnection) -> None:
+    """Take the writer lock for `conn` before writing through its raw driver connection (which
+    SQLAlchemy's events do not see); nothing for an engine without a queue."""
+    queue = _QUEUES.get(conn.engine.sync_engine)
+    if queue is not None:
+        raw = await conn.get_raw_connection()
+        await queue.acquire(raw.dbapi_connection)

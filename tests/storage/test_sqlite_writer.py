@@ -1,0 +1,189 @@
+"""SQLite writers of one process take turns in arrival order (gateway.db.sqlite_writer): each
+starts when the one before it has committed or rolled back, readers never wait, and a failed
+transaction does not keep the others out. The turns are followed through the queue's wait hook,
+never through time."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.bulk import insert_rows
+from gateway.db.engine import create_engine
+from gateway.db.sqlite_writer import WriterQueue, is_write, writer_queue
+
+# Only a guard against hanging forever if a turn is never given: never waited for otherwise.
+DEADLOCK_GUARD_S = 60
+
+metadata = MetaData()
+notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("who", String))
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    eng = await create_engine(f"sqlite+aiosqlite:///{tmp_path / 'w.db'}")
+    async with eng.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+def queue_of(engine: AsyncEngine) -> WriterQueue:
+    queue = writer_queue(engine)
+    assert queue is not None
+    return queue
+
+
+class Turns:
+    """Follows the writers that start waiting for their turn (the queue's hook)."""
+
+    def __init__(self, queue: WriterQueue) -> None:
+        self.waited = 0
+        self._changed = asyncio.Event()
+        queue.on_wait = self._on_wait
+
+    def _on_wait(self) -> None:
+        self.waited += 1
+        self._changed.set()
+
+    async def until(self, count: int) -> None:
+        """Until `count` writers have queued (each is in the queue once its task yields)."""
+        while self.waited < count:
+            self._changed.clear()
+            await self._changed.wait()
+
+
+async def count_notes(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(notes))).scalar_one())
+
+
+async def test_writers_take_turns_in_arrival_order_while_readers_go_on(
+    engine: AsyncEngine,
+) -> None:
+    turns = Turns(queue_of(engine))
+    holding, finish = asyncio.Event(), asyncio.Event()
+    seen: list[tuple[str, int]] = []  # (writer, rows it saw committed before its own)
+
+    async def first() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(insert(notes).values(who="first"))
+            holding.set()
+            await finish.wait()
+
+    async def writer(name: str) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(insert(notes).values(who=name))
+            before = await conn.execute(select(func.count()).select_from(notes))
+            seen.append((name, int(before.scalar_one()) - 1))
+
+    holder = asyncio.create_task(first())
+    await holding.wait()
+    second = asyncio.create_task(writer("second"))
+    await turns.until(1)
+    third = asyncio.create_task(writer("third"))
+    await turns.until(2)
+    # A reader does not queue behind the open write transaction (WAL): it sees the last commit.
+    assert await asyncio.wait_for(count_notes(engine), DEADLOCK_GUARD_S) == 0
+    assert seen == []
+    finish.set()
+    await asyncio.wait_for(asyncio.gather(holder, second, third), DEADLOCK_GUARD_S)
+    assert seen == [("second", 1), ("third", 2)]
+
+
+async def test_a_rolled_back_writer_gives_up_its_turn(engine: AsyncEngine) -> None:
+    turns = Turns(queue_of(engine))
+    holding, fail = asyncio.Event(), asyncio.Event()
+
+    async def failing() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(insert(notes).values(who="lost"))
+            holding.set()
+            await fail.wait()
+            raise RuntimeError("the caller's own failure")
+
+    holder = asyncio.create_task(failing())
+    await holding.wait()
+
+    async def next_writer() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(insert(notes).values(who="kept"))
+
+    waiting = asyncio.create_task(next_writer())
+    await turns.until(1)
+    fail.set()
+    with pytest.raises(RuntimeError):
+        await holder
+    await asyncio.wait_for(waiting, DEADLOCK_GUARD_S)
+    async with engine.connect() as conn:
+        assert list((await conn.execute(select(notes.c.who))).scalars()) == ["kept"]
+
+
+async def test_bulk_rows_through_the_raw_driver_wait_their_turn_too(engine: AsyncEngine) -> None:
+    turns = Turns(queue_of(engine))
+    holding, finish = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(insert(notes).values(who="first"))
+            holding.set()
+            await finish.wait()
+
+    async def bulk() -> None:
+        async with engine.begin() as conn:
+            await insert_rows(conn, notes, ("id", "who"), [(10, "bulk"), (11, "bulk")])
+
+    first = asyncio.create_task(holder())
+    await holding.wait()
+    second = asyncio.create_task(bulk())
+    await turns.until(1)
+    finish.set()
+    await asyncio.wait_for(asyncio.gather(first, second), DEADLOCK_GUARD_S)
+    assert await count_notes(engine) == 3
+
+
+async def test_a_writer_that_never_gets_its_turn_fails_as_sqlite_would(
+    engine: AsyncEngine,
+) -> None:
+    queue = queue_of(engine)
+    holding, finish = asyncio.Event(), asyncio.Event()
+
+    async def holder() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(insert(notes).values(who="first"))
+            holding.set()
+            await finish.wait()
+
+    first = asyncio.create_task(holder())
+    await holding.wait()
+    queue.timeout_s = 0  # give up at once instead of after the busy timeout
+    with pytest.raises(OperationalError, match="database is locked"):
+        async with engine.begin() as conn:
+            await conn.execute(insert(notes).values(who="second"))
+    finish.set()
+    await first
+    assert await count_notes(engine) == 1
+
+
+@pytest.mark.parametrize(
+    ("statement", "writes"),
+    [
+        ("INSERT INTO t VALUES (1)", True),
+        ("  update t set a = 1", True),
+        ("-- why\nDELETE FROM t", True),
+        ("/* bulk */ REPLACE INTO t VALUES (1)", True),
+        ("SELECT * FROM t", False),
+        ("PRAGMA data_version", False),
+        ("CREATE TABLE t (a)", False),
+    ],
+)
+def test_a_write_is_what_opens_sqlite3s_transaction(statement: str, writes: bool) -> None:
+    assert is_write(statement) is writes
