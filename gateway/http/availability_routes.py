@@ -14,11 +14,13 @@ rate limited).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
+import orjson
 from aiohttp import web
 from pydantic import Field
 
@@ -33,6 +35,7 @@ from gateway.availability.service import (
     rfc3339,
 )
 from gateway.availability.slots import SlotQuery, WorkingHours
+from gateway.availability.spans import Span, rfc3339_us
 from gateway.connections.model import Integration
 from gateway.errors import GatewayError, InvalidInput, NotFound, ProblemError
 from gateway.google.calendar import CalendarClient
@@ -96,15 +99,29 @@ class SlotsRequest(StrictBody):
 # -- rendering --------------------------------------------------------------------------------
 
 
-def _intervals(intervals: Sequence[Interval]) -> list[dict[str, str]]:
-    return [{"start": rfc3339(i.start), "end": rfc3339(i.end)} for i in intervals]
+def _spans(spans: Sequence[Span]) -> list[dict[str, str]]:
+    return [{"start": rfc3339_us(s), "end": rfc3339_us(e)} for s, e in spans]
+
+
+@functools.lru_cache(maxsize=1 << 15)
+def _span_json(start_us: int, end_us: int) -> bytes:
+    return orjson.dumps({"start": rfc3339_us(start_us), "end": rfc3339_us(end_us)})
+
+
+def _spans_json(spans: Sequence[Span]) -> orjson.Fragment:
+    """`_spans` already encoded, for orjson to copy into the body. A calendar's blocks come
+    back request after request, so each block's JSON is remembered (a bounded cache of a pure
+    function): encoding a week's busy list was a third of a warm request's CPU."""
+    return orjson.Fragment(b"[" + b",".join([_span_json(s, e) for s, e in spans]) + b"]")
 
 
 def _ts(value: Any) -> str | None:
     return rfc3339(value) if value is not None else None
 
 
-def render_freebusy(answer: FreeBusy) -> dict[str, Any]:
+def render_freebusy(answer: FreeBusy, *, encoded: bool = False) -> dict[str, Any]:
+    """The free/busy object of the API. `encoded`: its busy list as an orjson.Fragment, for
+    `json_response` only (the MCP tools need plain values)."""
     calendars: dict[str, Any] = {}
     for c in answer.calendars:
         entry: dict[str, Any] = {"state": c.state, "as_of": _ts(c.as_of), "source": c.source}
@@ -115,7 +132,7 @@ def render_freebusy(answer: FreeBusy) -> dict[str, Any]:
         "integration_id": answer.integration_id,
         "time_min": rfc3339(answer.window.start),
         "time_max": rfc3339(answer.window.end),
-        "busy": _intervals(answer.busy),
+        "busy": _spans_json(answer.busy_us) if encoded else _spans(answer.busy_us),
         "as_of": _ts(answer.as_of),
         "source": answer.source,
         "complete": answer.complete,
@@ -273,7 +290,9 @@ async def get_freebusy(request: web.Request) -> web.Response:
         answer = await service.freebusy(integration, window, max_staleness=max_staleness)
     except GoogleError as exc:
         raise google_problem(exc) from None
-    return json_response(render_freebusy(answer), headers={"Cache-Control": "no-store"})
+    return json_response(
+        render_freebusy(answer, encoded=True), headers={"Cache-Control": "no-store"}
+    )
 
 
 async def _integration(
@@ -317,7 +336,7 @@ async def post_freebusy(request: web.Request) -> web.Response:
             next(answers) if isinstance(looked_up, Integration) else looked_up
         )
         if isinstance(outcome, FreeBusy):
-            results.append(render_freebusy(outcome))
+            results.append(render_freebusy(outcome, encoded=True))
         else:
             results.append(
                 {"integration_id": integration_id, "problem": render_problem(_as_problem(outcome))}
