@@ -48,6 +48,7 @@ from gateway.availability.spans import (
     clip_spans,
     intervals_of,
     merge_spans,
+    rfc3339_us,
     spans_of,
     to_us,
 )
@@ -182,8 +183,11 @@ def _failure_code(exc: GoogleError) -> str:
 
 
 def rfc3339(moment: datetime) -> str:
-    """UTC, `Z`-suffixed: the one spelling of instants in availability answers."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    """UTC, `Z`-suffixed: the one spelling of instants in availability answers (through
+    spans.rfc3339_us, which remembers whole seconds)."""
+    if moment.tzinfo is None:  # read as local time, as astimezone does
+        moment = moment.astimezone(UTC)
+    return rfc3339_us(to_us(moment))
 
 
 def _covers(row: CalendarRow, window: Interval) -> bool:
