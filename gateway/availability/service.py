@@ -617,7 +617,7 @@ class AvailabilityService:
         for integration, result in zip(integrations, results, strict=True):
             if isinstance(result, FreeBusy):
                 unknown = [] if result.complete else [fetch]
-                people.append(Person(integration.id, result.busy, unknown))
+                people.append(Person(integration.id, unknown=unknown, busy_us=result.busy_us))
             elif isinstance(result, GoogleError):
                 people.append(Person(integration.id, (), [fetch]))
             else:

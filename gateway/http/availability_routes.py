@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -112,16 +113,15 @@ def _spans_json(spans: Sequence[Span]) -> orjson.Fragment:
     """`_spans` already encoded, for orjson to copy into the body. A calendar's blocks come
     back request after request, so each block's JSON is remembered (a bounded cache of a pure
     function): encoding a week's busy list was a third of a warm request's CPU."""
-    return orjson.Fragment(b"[" + b",".join([_span_json(s, e) for s, e in spans]) + b"]")
+    return orjson.Fragment(b"[" + b",".join(itertools.starmap(_span_json, spans)) + b"]")
 
 
 def _ts(value: Any) -> str | None:
     return rfc3339(value) if value is not None else None
 
 
-def render_freebusy(answer: FreeBusy, *, encoded: bool = False) -> dict[str, Any]:
-    """The free/busy object of the API. `encoded`: its busy list as an orjson.Fragment, for
-    `json_response` only (the MCP tools need plain values)."""
+def _how_known(answer: FreeBusy) -> dict[str, Any]:
+    """Where the answer came from, how fresh and complete it is, per calendar."""
     calendars: dict[str, Any] = {}
     for c in answer.calendars:
         entry: dict[str, Any] = {"state": c.state, "as_of": _ts(c.as_of), "source": c.source}
@@ -129,14 +129,26 @@ def render_freebusy(answer: FreeBusy, *, encoded: bool = False) -> dict[str, Any
             entry["error"] = c.error
         calendars[c.calendar_id] = entry
     return {
+        "source": answer.source,
+        "as_of": _ts(answer.as_of),
+        "complete": answer.complete,
+        "calendars": calendars,
+    }
+
+
+def render_freebusy(answer: FreeBusy, *, encoded: bool = False) -> dict[str, Any]:
+    """The free/busy object of the API. `encoded`: its busy list as an orjson.Fragment, for
+    `json_response` only (the MCP tools need plain values)."""
+    known = _how_known(answer)
+    return {
         "integration_id": answer.integration_id,
         "time_min": rfc3339(answer.window.start),
         "time_max": rfc3339(answer.window.end),
         "busy": _spans_json(answer.busy_us) if encoded else _spans(answer.busy_us),
-        "as_of": _ts(answer.as_of),
-        "source": answer.source,
-        "complete": answer.complete,
-        "calendars": calendars,
+        "as_of": known["as_of"],
+        "source": known["source"],
+        "complete": known["complete"],
+        "calendars": known["calendars"],
     }
 
 
@@ -252,10 +264,7 @@ def render_slots(result: SlotsResult) -> dict[str, Any]:
     availability: dict[str, Any] = {}
     for integration_id, outcome in result.availability.items():
         if isinstance(outcome, FreeBusy):
-            rendered = render_freebusy(outcome)
-            availability[integration_id] = {
-                k: rendered[k] for k in ("source", "as_of", "complete", "calendars")
-            }
+            availability[integration_id] = _how_known(outcome)
         else:
             availability[integration_id] = {
                 "complete": False,
