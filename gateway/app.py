@@ -29,7 +29,6 @@ from gateway.http import (
     connect_routes,
     disconnect_routes,
     health_routes,
-    mcp_routes,
     metrics_routes,
     push_wiring,
     receipt_routes,
@@ -53,6 +52,7 @@ from gateway.http.appkeys import (
 from gateway.http.json_body import json_response
 from gateway.http.middleware import gateway_middleware
 from gateway.livecalls import LiveCallLimits
+from gateway.mcp import routes as mcp_routes
 from gateway.observability.logs import hold_chatty_loggers, quiet_protocol_errors
 from gateway.settings import Settings
 from gateway.webhooks.outbox import IntegrationOutbox

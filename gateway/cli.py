@@ -138,6 +138,13 @@ def _parser() -> argparse.ArgumentParser:
         default=20,
         help="calendars loaded for the memory figure (0: skip)",
     )
+    bench_api.add_argument(
+        "--batch",
+        type=int,
+        default=50,
+        help="integrations in one POST /v1/freebusy and /v1/slots, against as many single"
+        " calls (0: skip)",
+    )
     bench_hooks = bench_sub.add_parser(
         "webhooks", help="outbound webhook deliveries/s and lag to a local receiver"
     )

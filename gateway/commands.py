@@ -329,6 +329,7 @@ async def bench_api(args: argparse.Namespace, _settings: Settings) -> int:
         duration_s=args.duration,
         size_large=max(0, args.large_events),
         memory_calendars=max(0, args.memory_calendars),
+        batch=max(0, args.batch),
     )
     return await _run_bench(lambda workdir: run_api_bench(workdir, config))
 
@@ -363,7 +364,11 @@ async def bench_all(args: argparse.Namespace, _settings: Settings) -> int:
     api = replace(config.api, backends=backends)
     # A small sync run asks for a small API run too: its calendars as small as the sync's.
     if getattr(args, "integrations", None):
-        api = replace(api, memory_calendars=min(api.memory_calendars, args.integrations))
+        api = replace(
+            api,
+            memory_calendars=min(api.memory_calendars, args.integrations),
+            batch=min(api.batch, args.integrations),
+        )
     if getattr(args, "events", None):
         api = replace(
             api,

@@ -35,7 +35,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -57,6 +57,16 @@ class Caller:
 
 
 _CALLER: ContextVar[Caller | None] = ContextVar("gateway_live_caller", default=None)
+
+
+def bind_caller(tenant_id: str, key_id: str) -> Token[Caller | None]:
+    """Bind the caller until `unbind_caller(token)`: the plain form of `caller_bound`, for the
+    authentication wrapper on every request (a context manager costs a generator)."""
+    return _CALLER.set(Caller(tenant_id, key_id))
+
+
+def unbind_caller(token: Token[Caller | None]) -> None:
+    _CALLER.reset(token)
 
 
 @contextmanager

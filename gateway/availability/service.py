@@ -40,8 +40,16 @@ from gateway.availability.index import (
     CalendarEntry,
     IntegrationEntry,
 )
-from gateway.availability.intervals import Interval, clip, merge
+from gateway.availability.intervals import Interval
 from gateway.availability.slots import Person, SlotAnswer, SlotQuery, find_slots
+from gateway.availability.spans import (
+    Span,
+    clip_spans,
+    intervals_of,
+    merge_spans,
+    spans_of,
+    to_us,
+)
 from gateway.clock import rfc3339, utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import Integration
@@ -56,9 +64,10 @@ from gateway.google.errors import (
     UnexpectedGoogleResponse,
 )
 from gateway.livecalls import SharedAnswers
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.engine import ManagedTokenSource, SyncEngine, TokenKeeper
 from gateway.sync.freshness import DEFAULT_PUSH_TRUST_S
-from gateway.sync.store import CachedView, CalendarFreshness, CalendarRow, CalendarSnapshot
+from gateway.sync.read_store import CachedView, CalendarSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +104,19 @@ class CalendarStatus:
 
 @dataclass(frozen=True)
 class FreeBusy:
-    """The busy time of one integration in `window` (merged, sorted, clipped, UTC)."""
+    """The busy time of one integration in `window` (merged, sorted, clipped), as epoch
+    microsecond spans (gateway.availability.spans: what the hot path renders) and as
+    `Interval`s (`busy`, built on demand for slots and bookings)."""
 
     integration_id: str
     window: Interval
-    busy: list[Interval]
+    busy_us: list[Span]
     calendars: list[CalendarStatus]
+
+    @property
+    def busy(self) -> list[Interval]:
+        """`busy_us` as UTC `Interval`s."""
+        return intervals_of(self.busy_us)
 
     @property
     def complete(self) -> bool:
@@ -171,26 +187,65 @@ def _covers(row: CalendarRow, window: Interval) -> bool:
     return horizon is not None and horizon.start <= window.start and window.end <= horizon.end
 
 
-def _as_of(freshness: CalendarFreshness | None) -> datetime | None:
-    return freshness.as_of if freshness is not None else None
+@dataclass(frozen=True, slots=True)
+class _Copy:
+    """What the local copy says of an integration in one window: its calendars (in order),
+    each one's `as_of` (None: no complete copy) and its busy spans clipped to the window,
+    merged per calendar. From the index or from one database read (`CachedView`)."""
+
+    calendars: list[CalendarRow]
+    as_of: dict[str, datetime | None]
+    spans: dict[str, list[Span]]
+
+
+def _copy_of_view(view: CachedView, lo: int, hi: int) -> _Copy:
+    as_of: dict[str, datetime | None] = {}
+    for row in view.calendars:
+        freshness = view.freshness.get(row.id)
+        as_of[row.id] = freshness.as_of if freshness is not None else None
+    spans = {
+        calendar_id: clip_spans(((to_us(s), to_us(e)) for s, e in blocks), lo, hi)
+        for calendar_id, blocks in view.blocks.items()
+    }
+    return _Copy(view.calendars, as_of, spans)
+
+
+def _copy_of_entries(
+    calendars: Sequence[CalendarEntry], now: datetime, lo: int, hi: int, push_trust_s: float
+) -> _Copy:
+    return _Copy(
+        [c.row for c in calendars],
+        {c.row.id: c.as_of(now, push_trust_s) for c in calendars},
+        {c.row.id: c.spans_between(lo, hi) for c in calendars},
+    )
 
 
 def _from_copy(
-    view: CachedView, window: Interval, max_staleness: timedelta, now: datetime
-) -> tuple[list[Interval], dict[str, CalendarStatus], list[CalendarRow]]:
-    """The busy time and status of each calendar the copy may answer for (fresh enough and
-    covering the window), and the calendars it may not (to ask Google)."""
+    copy: _Copy, window: Interval, max_staleness: timedelta, now: datetime
+) -> tuple[list[list[Span]], dict[str, CalendarStatus], list[CalendarRow]]:
+    """The busy time (one merged list per calendar) and status of each calendar the copy may
+    answer for (fresh enough and covering the window), and the calendars it may not (to ask
+    Google)."""
     statuses: dict[str, CalendarStatus] = {}
-    busy: list[Interval] = []
+    busy: list[list[Span]] = []
     live: list[CalendarRow] = []
-    for row in view.calendars:
-        as_of = _as_of(view.freshness.get(row.id))
+    for row in copy.calendars:
+        as_of = copy.as_of.get(row.id)
         if as_of is not None and _covers(row, window) and now - as_of <= max_staleness:
-            busy.extend(clip((Interval(s, e) for s, e in view.blocks[row.id]), window))
+            busy.append(copy.spans.get(row.id, []))
             statuses[row.id] = CalendarStatus(row.id, "fresh", as_of, "cache")
         else:
             live.append(row)
     return busy, statuses, live
+
+
+def _merged(parts: list[list[Span]]) -> list[Span]:
+    """One merged list from per-calendar merged lists (most integrations have one calendar
+    with busy time: that list is the answer as it is)."""
+    filled = [p for p in parts if p]
+    if len(filled) == 1:
+        return filled[0]
+    return merge_spans(span for part in filled for span in part)
 
 
 def _entry_of(snapshot: CalendarSnapshot) -> CalendarEntry:
@@ -211,17 +266,7 @@ def _entry_of(snapshot: CalendarSnapshot) -> CalendarEntry:
     )
 
 
-def _view_of(
-    calendars: Sequence[CalendarEntry], now: datetime, window: Interval, push_trust_s: float
-) -> CachedView:
-    return CachedView(
-        [c.row for c in calendars],
-        {c.row.id: c.freshness(now, push_trust_s) for c in calendars},
-        {c.row.id: c.busy_between(window.start, window.end) for c in calendars},
-    )
-
-
-def _google_busy(entry: Any, window: Interval) -> list[Interval]:
+def _google_busy(entry: Any, lo: int, hi: int) -> list[Span]:
     """The busy list of one calendar of Google's freeBusy answer; UnexpectedGoogleResponse if
     it is not one."""
     try:
@@ -231,7 +276,7 @@ def _google_busy(entry: Any, window: Interval) -> list[Interval]:
         ]
     except (KeyError, TypeError, ValueError) as exc:
         raise UnexpectedGoogleResponse("Google freeBusy answered an unreadable busy list") from exc
-    return clip(found, window)
+    return clip_spans(spans_of(found), lo, hi)
 
 
 class AvailabilityService:
@@ -287,41 +332,38 @@ class AvailabilityService:
         if not integration.usable:
             raise IntegrationInactive(integration.status, reason=integration.reauth_reason)
         now = self._clock()
+        lo, hi = to_us(window.start), to_us(window.end)
         # Calendars, freshness and cached busy time: from memory when held (the hot path),
         # else in one read.
-        view = await self._view(integration.id, now, window)
-        if not view.calendars:
+        copy = await self._copy(integration.id, now, window, lo, hi)
+        if not copy.calendars:
             # Never synced in any process yet: learn its calendars (one Google call); the
             # scheduler syncs them from then on.
             await self._sync.ensure_calendars(integration.id)
             now = self._clock()
-            view = await self._view(integration.id, now, window)
-        rows, freshness = view.calendars, view.freshness
-        busy, statuses, live = _from_copy(view, window, max_staleness, now)
+            copy = await self._copy(integration.id, now, window, lo, hi)
+        busy, statuses, live = _from_copy(copy, window, max_staleness, now)
         failure: GoogleError | None = None
         if live:
             failure = await self._ask_google(
-                integration, live, window, busy, statuses, freshness, max_staleness, share
+                integration, live, window, busy, statuses, copy.as_of, max_staleness, share
             )
-        ordered = [statuses[row.id] for row in rows]
+        ordered = [statuses[row.id] for row in copy.calendars]
         if failure is not None and all(s.state == "error" for s in ordered):
             raise failure
-        return FreeBusy(integration.id, window, merge(busy), ordered)
+        return FreeBusy(integration.id, window, _merged(busy), ordered)
 
     def forget_live_answers(self, integration_id: str) -> None:
         """Kept live answers of the integration no longer hold (a booking changed it)."""
         self._shared.forget(lambda q: isinstance(q, tuple) and q[1] == integration_id)
 
-    async def _cached_view(
-        self, integration_id: str, now: datetime, window: Interval
-    ) -> CachedView:
-        return await self._store.cached_view(
+    async def _read_copy(
+        self, integration_id: str, now: datetime, window: Interval, lo: int, hi: int
+    ) -> _Copy:
+        view = await self._store.cached_view(
             integration_id, now, window.start, window.end, push_trust_s=self._push_trust_s
         )
-
-    @staticmethod
-    def _as_of(freshness: CalendarFreshness | None) -> datetime | None:
-        return _as_of(freshness)
+        return _copy_of_view(view, lo, hi)
 
     # -- the in-process index (gateway.availability.index) -------------------------------------
 
@@ -359,38 +401,48 @@ class AvailabilityService:
             index.put_integration(entry, epoch=epoch)
         return entry.integration if entry.integration.tenant_id == tenant_id else None
 
-    def _held_view(self, integration_id: str, now: datetime, window: Interval) -> CachedView | None:
-        """The view of `cached_view` from the index, or None unless all of it is held."""
+    def _held_copy(self, integration_id: str, now: datetime, lo: int, hi: int) -> _Copy | None:
+        """The copy from the index, or None unless all of it is held."""
         index = self._index
         entry = index.integration(integration_id) if index is not None else None
         if index is None or entry is None or not entry.calendar_ids:
             return None
         calendars = index.calendars(entry.calendar_ids)
-        return (
-            _view_of(calendars, now, window, self._push_trust_s) if calendars is not None else None
-        )
+        if calendars is None:
+            return None
+        return _copy_of_entries(calendars, now, lo, hi, self._push_trust_s)
 
-    async def _view(self, integration_id: str, now: datetime, window: Interval) -> CachedView:
-        held = self._held_view(integration_id, now, window)
+    async def _copy(
+        self, integration_id: str, now: datetime, window: Interval, lo: int, hi: int
+    ) -> _Copy:
+        held = self._held_copy(integration_id, now, lo, hi)
         if held is not None:
             return held
         index = self._index
         entry = index.integration(integration_id) if index is not None else None
         if index is None or entry is None or not entry.calendar_ids:
-            return await self._cached_view(integration_id, now, window)
+            return await self._read_copy(integration_id, now, window, lo, hi)
         while True:
             async with self._flight(f"c {integration_id}") as leader:
                 if leader:
-                    return await self._load_view(integration_id, entry.calendar_ids, now, window)
+                    return await self._load_copy(
+                        integration_id, entry.calendar_ids, now, window, lo, hi
+                    )
                 # A load just ended: held now, unless a change came meanwhile (then queue for
                 # the next load rather than all reading at once).
-                held = self._held_view(integration_id, now, window)
+                held = self._held_copy(integration_id, now, lo, hi)
                 if held is not None:
                     return held
 
-    async def _load_view(
-        self, integration_id: str, calendar_ids: tuple[str, ...], now: datetime, window: Interval
-    ) -> CachedView:
+    async def _load_copy(
+        self,
+        integration_id: str,
+        calendar_ids: tuple[str, ...],
+        now: datetime,
+        window: Interval,
+        lo: int,
+        hi: int,
+    ) -> _Copy:
         # Load the integration's calendars into the index; this read answers either way.
         index = self._index
         assert index is not None
@@ -400,8 +452,8 @@ class AvailabilityService:
         for calendar in loaded.values():
             index.put_calendar(calendar, epoch=epoch)
         if set(loaded) != set(calendar_ids):  # a calendar went meanwhile
-            return await self._cached_view(integration_id, now, window)
-        return _view_of([loaded[c] for c in calendar_ids], now, window, self._push_trust_s)
+            return await self._read_copy(integration_id, now, window, lo, hi)
+        return _copy_of_entries([loaded[c] for c in calendar_ids], now, lo, hi, self._push_trust_s)
 
     @contextlib.asynccontextmanager
     async def _flight(self, key: str) -> AsyncIterator[bool]:
@@ -421,18 +473,20 @@ class AvailabilityService:
             del self._flights[key]
             done.set_result(None)
 
-    async def _cached(self, row: CalendarRow, window: Interval) -> list[Interval]:
+    async def _cached(self, row: CalendarRow, window: Interval) -> list[Span]:
         blocks = await self._store.busy_between(row.id, window.start, window.end)
-        return clip((Interval(s, e) for s, e in blocks), window)
+        return clip_spans(
+            ((to_us(s), to_us(e)) for s, e in blocks), to_us(window.start), to_us(window.end)
+        )
 
     async def _ask_google(
         self,
         integration: Integration,
         rows: list[CalendarRow],
         window: Interval,
-        busy: list[Interval],
+        busy: list[list[Span]],
         statuses: dict[str, CalendarStatus],
-        freshness: dict[str, CalendarFreshness],
+        as_of: dict[str, datetime | None],
         max_staleness: timedelta,
         share: bool,
     ) -> GoogleError | None:
@@ -463,7 +517,7 @@ class AvailabilityService:
                 "live freebusy failed: integration=%s error=%s", integration.id, _failure_code(exc)
             )
             for row in rows:
-                await self._fall_back(row, window, busy, statuses, freshness, _failure_code(exc))
+                await self._fall_back(row, window, busy, statuses, as_of, _failure_code(exc))
             return exc
         calendars = answer.get("calendars")
         for row in rows:
@@ -476,25 +530,25 @@ class AvailabilityService:
                     raise GoogleNotFound(
                         "freeBusy did not answer for this calendar", google_error=reason
                     )
-                busy.extend(_google_busy(entry, window))
+                busy.append(_google_busy(entry, to_us(window.start), to_us(window.end)))
                 statuses[row.id] = CalendarStatus(row.id, "fresh", asked_at, "google")
             except GoogleError as exc:
-                await self._fall_back(row, window, busy, statuses, freshness, _failure_code(exc))
+                await self._fall_back(row, window, busy, statuses, as_of, _failure_code(exc))
         return None
 
     async def _fall_back(
         self,
         row: CalendarRow,
         window: Interval,
-        busy: list[Interval],
+        busy: list[list[Span]],
         statuses: dict[str, CalendarStatus],
-        freshness: dict[str, CalendarFreshness],
+        copy_as_of: dict[str, datetime | None],
         error: str,
     ) -> None:
         """The stale copy when it covers the window, else an unknown calendar."""
-        as_of = self._as_of(freshness.get(row.id))
+        as_of = copy_as_of.get(row.id)
         if as_of is not None and _covers(row, window):
-            busy.extend(await self._cached(row, window))
+            busy.append(await self._cached(row, window))
             statuses[row.id] = CalendarStatus(row.id, "stale", as_of, "cache", error)
         else:
             statuses[row.id] = CalendarStatus(row.id, "error", None, None, error)
@@ -518,15 +572,16 @@ class AvailabilityService:
         # One pass over the index first: every integration it answers completely costs no
         # task, no await and no database read; only the rest are asked concurrently.
         now = self._clock()
+        lo, hi = to_us(window.start), to_us(window.end)
         results: list[FreeBusy | GatewayError | None] = []
         for integration in integrations:
-            view = self._held_view(integration.id, now, window) if integration.usable else None
+            copy = self._held_copy(integration.id, now, lo, hi) if integration.usable else None
             answer: FreeBusy | None = None
-            if view is not None:
-                busy, statuses, live = _from_copy(view, window, max_staleness, now)
+            if copy is not None:
+                busy, statuses, live = _from_copy(copy, window, max_staleness, now)
                 if not live:
-                    ordered = [statuses[row.id] for row in view.calendars]
-                    answer = FreeBusy(integration.id, window, merge(busy), ordered)
+                    ordered = [statuses[row.id] for row in copy.calendars]
+                    answer = FreeBusy(integration.id, window, _merged(busy), ordered)
             results.append(answer)
         missing = [i for i, r in zip(integrations, results, strict=True) if r is None]
         asked = iter(await asyncio.gather(*(one(i) for i in missing)))
@@ -554,7 +609,7 @@ class AvailabilityService:
         for integration, result in zip(integrations, results, strict=True):
             if isinstance(result, FreeBusy):
                 unknown = [] if result.complete else [fetch]
-                people.append(Person(integration.id, result.busy, unknown))
+                people.append(Person(integration.id, unknown=unknown, busy_us=result.busy_us))
             elif isinstance(result, GoogleError):
                 people.append(Person(integration.id, (), [fetch]))
             else:

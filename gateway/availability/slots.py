@@ -19,19 +19,22 @@ Rules a demanding user expects, all enforced here:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from gateway.availability.intervals import BusyIndex, Interval, clip, merge
+from gateway.availability.intervals import Interval, clip, merge
+from gateway.availability.spans import Span, from_us, merge_spans, spans_of, to_us
 
 Mode = Literal["all", "any"]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HHMM = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
 _DAY = timedelta(days=1)
+_ONE_US = timedelta(microseconds=1)
 
 
 def _minutes(text: str, where: str) -> int:
@@ -101,11 +104,41 @@ def _exists(wall: datetime, tz: ZoneInfo) -> bool:
 
 @dataclass(frozen=True)
 class Person:
-    """What is known about one person (integration): busy time, and time nobody can vouch for."""
+    """What is known about one person (integration): busy time, and time nobody can vouch for.
+
+    `busy_us` is the busy time as epoch-microsecond spans (gateway.availability.spans), given
+    instead of `busy` by a caller that holds it so (availability's answers): a week of 50
+    people's blocks is then not turned into `Interval`s only to be turned back."""
 
     id: str
     busy: Sequence[Interval] = ()
     unknown: Sequence[Interval] = ()
+    busy_us: Sequence[Span] | None = None
+
+    def __post_init__(self) -> None:
+        if self.busy and self.busy_us is not None:
+            raise ValueError("give busy or busy_us, not both")
+
+    def blocked_us(self) -> list[Span]:
+        """Busy and unknown time as spans (unknown time is never free)."""
+        busy = self.busy_us if self.busy_us is not None else spans_of(self.busy)
+        return [*busy, *spans_of(self.unknown)]
+
+
+class _Blocked:
+    """Merged spans, and whether a probe overlaps them: one bisection."""
+
+    __slots__ = ("_ends", "_starts")
+
+    def __init__(self, spans: Iterable[Span]) -> None:
+        merged = merge_spans(spans)
+        self._starts = [s for s, _ in merged]
+        self._ends = [e for _, e in merged]
+
+    def overlaps(self, lo: int, hi: int) -> bool:
+        # The only candidate is the last span starting before `hi`.
+        at = bisect_left(self._starts, hi) - 1
+        return at >= 0 and self._ends[at] > lo
 
 
 @dataclass(frozen=True)
@@ -162,39 +195,57 @@ def find_slots(query: SlotQuery, people: Sequence[Person], now: datetime) -> Slo
         if query.working_hours is not None
         else [window]
     )
-    # Unknown time is treated exactly like busy time: never offered as free.
-    blocked = [(p.id, BusyIndex([*p.busy, *p.unknown])) for p in people]
+    # Unknown time is treated exactly like busy time: never offered as free. Everyone must be
+    # free for `all`: one union of everyone's blocked time answers that in one bisection.
+    everyone = tuple(p.id for p in people)
+    blocked = (
+        [(everyone, _Blocked(s for p in people for s in p.blocked_us()))]
+        if query.mode == "all"
+        else [((p.id,), _Blocked(p.blocked_us())) for p in people]
+    )
+    duration = query.duration // _ONE_US
+    buffer = query.buffer // _ONE_US
     slots: list[Slot] = []
     for period in merge(allowed):
+        period_end = to_us(period.end)
         for start in _grid(period, query):
-            slot = Interval(start, start + query.duration)
-            if slot.end > period.end:
+            end = start + duration
+            if end > period_end:
                 break
-            probe = slot.widened(query.buffer)
-            free = tuple(pid for pid, index in blocked if not index.overlaps(probe))
-            if (query.mode == "all" and len(free) == len(blocked)) or (
-                query.mode == "any" and free
-            ):
-                slots.append(Slot(slot.start, slot.end, free))
+            lo, hi = start - buffer, end + buffer
+            free = tuple(pid for ids, index in blocked if not index.overlaps(lo, hi) for pid in ids)
+            if free:
+                slots.append(Slot(from_us(start), from_us(end), free))
                 if len(slots) >= query.limit:
                     return SlotAnswer(slots, answer_complete, incomplete)
     return SlotAnswer(slots, answer_complete, incomplete)
 
 
-def _grid(period: Interval, query: SlotQuery) -> list[datetime]:
-    """Grid starts inside `period`: local wall times at multiples of the granularity after
-    local midnight, stepped in wall time (so 09:00 stays 09:00 across a DST change)."""
+def _grid(period: Interval, query: SlotQuery) -> list[int]:
+    """Grid starts inside `period` (epoch microseconds): local wall times at multiples of the
+    granularity after local midnight, stepped in wall time (so 09:00 stays 09:00 across a DST
+    change)."""
     tz = query.time_zone
     local_start = period.start.astimezone(tz).replace(tzinfo=None)
     midnight = local_start.replace(hour=0, minute=0, second=0, microsecond=0)
     steps = -(-(local_start - midnight) // query.granularity)  # ceiling division
     wall = midnight + steps * query.granularity
-    starts: list[datetime] = []
+    lo, hi = to_us(period.start), to_us(period.end)
+    step = query.granularity
+    starts: list[int] = []
     while True:
-        if _exists(wall, tz):
-            moment = _aware(wall, tz).astimezone(UTC)
-            if moment >= period.end:
-                return starts
-            if moment >= period.start:
-                starts.append(moment)
-        wall += query.granularity
+        offset = tz.utcoffset(wall)  # of the first occurrence (fold=0)
+        # Outside a DST gap or fold both readings of a wall time agree; only then does it
+        # exist exactly once, and UTC is the wall time minus that offset.
+        if offset is not None and offset == tz.utcoffset(wall.replace(fold=1)):
+            moment = to_us((wall - offset).replace(tzinfo=UTC))
+        elif _exists(wall, tz):
+            moment = to_us(_aware(wall, tz).astimezone(UTC))
+        else:
+            wall += step
+            continue
+        if moment >= hi:
+            return starts
+        if moment >= lo:
+            starts.append(moment)
+        wall += step

@@ -8,6 +8,13 @@ calendar, fully synced before the load starts. A separate load process
 handler, then against `GET /v1/integrations/{id}/freebusy` for a one-week window (answered from
 the local copy: `source` cache). A one-connection run gives the single-request latency.
 
+Batches (issue 13: "`POST /v1/freebusy` and `/v1/slots` for 50 integrations must cost far less
+than 50 single calls"): `batch` more integrations, one after another on one connection, are
+asked one GET each and then in one POST /v1/freebusy and one POST /v1/slots (a 30-minute
+meeting of all of them in the week); each figure is the median of `batch_rounds` calls, against
+the median time of the `batch` single calls, with the gateway's CPU time per call beside it
+(read from /proc: steadier than wall time on a shared machine).
+
 Aims (issue 6): free/busy throughput at least one third of the bare handler's; p99 under
 20 ms.
 """
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,9 +33,10 @@ import aiohttp
 from sqlalchemy import func, select
 
 from gateway.bench.load import LoadResult, run_load
-from gateway.bench.procs import BenchError, free_port, process, rss_bytes
-from gateway.bench.report import Figure
+from gateway.bench.procs import BenchError, cpu_seconds, free_port, process, rss_bytes
+from gateway.bench.report import Figure, percentile
 from gateway.bench.setup import (
+    Gateway,
     bench_emails,
     bench_settings,
     database,
@@ -58,6 +67,10 @@ class ApiBenchConfig:
     # The memory of loaded calendars (memory_calendars 0: skip it).
     memory_calendars: int = 20
     memory_events: int = 1_000
+    # Batch calls against as many single calls (batch 0: skip them).
+    batch: int = 50
+    batch_events: int = 200
+    batch_rounds: int = 5
 
 
 async def run_api_bench(workdir: Path, config: ApiBenchConfig) -> list[Figure]:
@@ -84,6 +97,7 @@ async def run_api_bench(workdir: Path, config: ApiBenchConfig) -> list[Figure]:
     [email] = bench_emails(1, prefix="api")
     sized = bench_emails(2, prefix="size") if config.size_large > 0 else []
     loaded = bench_emails(config.memory_calendars, prefix="mem")
+    batched = bench_emails(config.batch, prefix="batch")
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     async with emulator(workdir) as google:
         await google.add_users([email], events=config.events)
@@ -91,9 +105,16 @@ async def run_api_bench(workdir: Path, config: ApiBenchConfig) -> list[Figure]:
         for address, total in zip(sized, (config.size_small, config.size_large), strict=False):
             await google.load_events(address, _sized_calendar(start, total, config))
         await google.add_users(loaded, events=config.memory_events)
+        await google.add_users(batched, events=config.batch_events)
         for backend in config.backends:
             out += await _one_backend(
-                workdir, google, Emails(email, sized, loaded), start, backend, bare, config
+                workdir,
+                google,
+                Emails(email, sized, loaded, batched),
+                start,
+                backend,
+                bare,
+                config,
             )
     return out
 
@@ -105,10 +126,11 @@ class Emails:
     main: str
     sized: list[str]
     loaded: list[str]
+    batched: list[str]
 
     @property
     def all(self) -> list[str]:
-        return [self.main, *self.sized, *self.loaded]
+        return [self.main, *self.sized, *self.loaded, *self.batched]
 
 
 def _sized_calendar(
@@ -173,6 +195,7 @@ async def _one_backend(
     label = "SQLite" if backend == "sqlite" else "PostgreSQL"
     sizes: list[LoadResult] = []
     memory: tuple[int, int] | None = None
+    batches: list[Figure] = []
     async with database(backend, workdir) as url:
         engine = await create_engine(url)
         try:
@@ -220,6 +243,9 @@ async def _one_backend(
                     for address in emails.loaded:
                         await _check_cached(target(address), headers)
                     memory = (before, rss_bytes(gateway.pid))
+                if emails.batched:
+                    ids = [by_email[address] for address in emails.batched]
+                    batches = await _batches(gateway, ids, headers, start, label, config)
         finally:
             await engine.dispose()
     figures = [
@@ -274,6 +300,87 @@ async def _one_backend(
                 "RSS before",
                 f"growth {(after - before) / 2**20:+.1f} MB for {len(emails.loaded):,} x "
                 f"{config.memory_events:,} events; aim <= 100 MB at 1,000 x 1,000",
+            )
+        )
+    # The memory figure last, as the table always ended.
+    return figures[:-1] + batches + figures[-1:] if memory is not None else figures + batches
+
+
+Call = Callable[[aiohttp.ClientSession], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Cost:
+    """Median wall time and mean gateway CPU time of one call (or one round of calls)."""
+
+    wall_ms: float
+    cpu_ms: float
+
+
+async def _cost(pid: int, rounds: int, call: Call) -> _Cost:
+    walls: list[float] = []
+    async with aiohttp.ClientSession() as http:
+        await call(http)  # warm: held in the index
+        cpu = cpu_seconds(pid)
+        for _ in range(rounds):
+            began = time.perf_counter()
+            await call(http)
+            walls.append((time.perf_counter() - began) * 1000)
+        used = cpu_seconds(pid) - cpu
+    return _Cost(percentile(walls, 0.5), used / rounds * 1000)
+
+
+async def _batches(
+    gateway: Gateway,
+    ids: list[str],
+    headers: dict[str, str],
+    start: datetime,
+    label: str,
+    config: ApiBenchConfig,
+) -> list[Figure]:
+    """POST /v1/freebusy and /v1/slots for `ids` against as many single GETs (module doc)."""
+    window = {
+        "time_min": start.isoformat().replace("+00:00", "Z"),
+        "time_max": (start + timedelta(days=7)).isoformat().replace("+00:00", "Z"),
+    }
+
+    async def expect(response: aiohttp.ClientResponse) -> None:
+        await response.read()
+        if response.status != 200:
+            raise BenchError(f"{response.method} {response.url.path}: {response.status}")
+
+    async def singles(http: aiohttp.ClientSession) -> None:
+        for integration_id in ids:
+            url = f"{gateway.url}/v1/integrations/{integration_id}/freebusy?{urlencode(window)}"
+            async with http.get(url, headers=headers) as response:
+                await expect(response)
+
+    def post(path: str, body: dict[str, object]) -> Call:
+        async def call(http: aiohttp.ClientSession) -> None:
+            async with http.post(f"{gateway.url}{path}", json=body, headers=headers) as response:
+                await expect(response)
+
+        return call
+
+    rounds = max(1, config.batch_rounds)
+    single = await _cost(gateway.pid, rounds, singles)
+    many: dict[str, object] = {"integration_ids": ids, **window}
+    slots: dict[str, object] = {**many, "mode": "all", "duration_minutes": 30, "time_zone": "UTC"}
+    figures: list[Figure] = []
+    for name, path, body in (
+        ("freebusy", "/v1/freebusy", many),
+        ("slots", "/v1/slots", slots),
+    ):
+        cost = await _cost(gateway.pid, rounds, post(path, body))
+        figures.append(
+            Figure(
+                f"POST /v1/{name}, {len(ids)} integrations ({label})",
+                cost.wall_ms,
+                "ms",
+                single.wall_ms,
+                f"{len(ids)} single calls",
+                f"gateway CPU {cost.cpu_ms:.1f} ms a call, {single.cpu_ms:.1f} ms for the"
+                f" {len(ids)} single calls; aim: far less than the single calls",
             )
         )
     return figures

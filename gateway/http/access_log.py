@@ -7,6 +7,8 @@ gateway logs method, path, status, size and duration only.
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
@@ -18,6 +20,12 @@ class PathOnlyAccessLogger(AbstractAccessLogger):
 
     The line is written after the request-id middleware has unbound the id, so it carries the
     id the answer was sent with (`X-Request-ID`), like every other line of the request."""
+
+    @property
+    def enabled(self) -> bool:
+        # aiohttp asks once per connection and then skips `log` (and timing the request)
+        # altogether when the line would not be written (GATEWAY_LOG_LEVEL above INFO).
+        return self.logger.isEnabledFor(logging.INFO)
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.apikeys import ApiKeyStore
 from gateway.audit import AuditLog
 from gateway.availability.index import AvailabilityIndex
+from gateway.availability.service import AvailabilityService
 from gateway.connections.repository import IntegrationRepository
 from gateway.db.listener import CacheCoherence
 from gateway.livecalls import LiveCallLimits
@@ -32,6 +33,8 @@ LIVE_LIMITS_KEY = web.AppKey("live_limits", LiveCallLimits)
 # and the API-key cache coherent with the database.
 INDEX_KEY = web.AppKey("availability_index", AvailabilityIndex)
 COHERENCE_KEY = web.AppKey("cache_coherence", CacheCoherence)
+# Free/busy and slots (absent when no Google OAuth client is configured).
+AVAILABILITY_KEY = web.AppKey("availability", AvailabilityService)
 # One client session for every outbound call to Google (connection pooling, one timeout policy).
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 

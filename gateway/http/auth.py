@@ -10,7 +10,7 @@ from aiohttp import web
 from gateway.apikeys import SCOPES, Principal
 from gateway.errors import Forbidden, Unauthenticated
 from gateway.http.appkeys import APIKEYS_KEY
-from gateway.livecalls import caller_bound
+from gateway.livecalls import bind_caller, unbind_caller
 
 _PRINCIPAL = web.RequestKey("principal", Principal)
 
@@ -40,8 +40,11 @@ def requires_scope(scope: str) -> Callable[[Handler], Handler]:
             if scope not in who.scopes:
                 raise Forbidden(f"this API key lacks the {scope} scope", extra={"scope": scope})
             request[_PRINCIPAL] = who
-            with caller_bound(who.tenant_id, who.key_id):
+            bound = bind_caller(who.tenant_id, who.key_id)
+            try:
                 return await handler(request)
+            finally:
+                unbind_caller(bound)
 
         wrapper.required_scope = scope  # type: ignore[attr-defined]
         return wrapper

@@ -13,45 +13,62 @@ rate limited).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo
+from typing import Any
 
 from aiohttp import web
-from pydantic import Field
 
-from gateway.availability.intervals import Interval
+from gateway.availability.queries import (
+    BufferMinutes,
+    DurationMinutes,
+    GranularityMinutes,
+    IntegrationIds,
+    NoticeMinutes,
+    SlotLimit,
+    SlotMode,
+    StalenessS,
+    TimeZoneName,
+    WorkingHoursSpec,
+    require_unique,
+    slot_query,
+)
 from gateway.availability.service import (
-    MAX_INTEGRATIONS,
     AvailabilityService,
     FreeBusy,
-    SlotsResult,
-    parse_staleness,
     parse_window,
 )
-from gateway.availability.slots import SlotQuery, WorkingHours
 from gateway.clock import rfc3339
 from gateway.connections.model import Integration
-from gateway.errors import GatewayError, InvalidInput, NotFound, ProblemError
+from gateway.errors import GatewayError, NotFound, ProblemError
 from gateway.google.calendar import CalendarClient
 from gateway.google.errors import GoogleError
-from gateway.http.appkeys import HTTP_KEY, INDEX_KEY, LIVE_LIMITS_KEY, SETTINGS_KEY
+from gateway.http.appkeys import (
+    AVAILABILITY_KEY,
+    HTTP_KEY,
+    INDEX_KEY,
+    LIVE_LIMITS_KEY,
+    SETTINGS_KEY,
+)
 from gateway.http.auth import principal, requires_scope
+from gateway.http.availability_json import (
+    as_problem,
+    render_freebusy,
+    render_problem,
+    render_slots,
+)
 from gateway.http.json_body import json_response
-from gateway.http.lookup import INTEGRATION_ID, google_problem, require_usable
-from gateway.http.problems import PROBLEM_TYPE_BASE
+from gateway.http.lookup import (
+    INTEGRATION_ID,
+    availability_service,
+    google_problem,
+    require_usable,
+    staleness,
+)
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.http.validation import Rfc3339, StrictBody, parse_query, read_json
 from gateway.livecalls import SharedAnswers
-
-AVAILABILITY_KEY = web.AppKey("availability", AvailabilityService)
-
-IntegrationId = Annotated[str, Field(min_length=1, max_length=64)]
-IntegrationIds = Annotated[list[IntegrationId], Field(min_length=1, max_length=MAX_INTEGRATIONS)]
-StalenessS = Annotated[int, Field(ge=0, le=86_400)]
 
 
 class FreeBusyQuery(StrictBody):
@@ -67,17 +84,6 @@ class FreeBusyBatch(StrictBody):
     max_staleness_s: StalenessS | None = None
 
 
-# The slot finder's limits, named so the MCP tool (gateway.mcp.tools) declares the same ones.
-SlotMode = Literal["all", "any"]
-DurationMinutes = Annotated[int, Field(ge=5, le=24 * 60)]
-TimeZoneName = Annotated[str, Field(min_length=1, max_length=64)]
-WorkingHoursSpec = dict[str, list[list[str]]]
-BufferMinutes = Annotated[int, Field(ge=0, le=12 * 60)]
-GranularityMinutes = Annotated[int, Field(ge=5, le=24 * 60)]
-NoticeMinutes = Annotated[int, Field(ge=0, le=30 * 24 * 60)]
-SlotLimit = Annotated[int, Field(ge=1, le=1000)]
-
-
 class SlotsRequest(StrictBody):
     integration_ids: IntegrationIds
     mode: SlotMode
@@ -91,165 +97,6 @@ class SlotsRequest(StrictBody):
     min_notice_minutes: NoticeMinutes = 0
     limit: SlotLimit = 100
     max_staleness_s: StalenessS | None = None
-
-
-# -- rendering --------------------------------------------------------------------------------
-
-
-def _intervals(intervals: Sequence[Interval]) -> list[dict[str, str]]:
-    return [{"start": rfc3339(i.start), "end": rfc3339(i.end)} for i in intervals]
-
-
-def render_freebusy(answer: FreeBusy) -> dict[str, Any]:
-    calendars: dict[str, Any] = {}
-    for c in answer.calendars:
-        entry: dict[str, Any] = {"state": c.state, "as_of": rfc3339(c.as_of), "source": c.source}
-        if c.error is not None:
-            entry["error"] = c.error
-        calendars[c.calendar_id] = entry
-    return {
-        "integration_id": answer.integration_id,
-        "time_min": rfc3339(answer.window.start),
-        "time_max": rfc3339(answer.window.end),
-        "busy": _intervals(answer.busy),
-        "as_of": rfc3339(answer.as_of),
-        "source": answer.source,
-        "complete": answer.complete,
-        "calendars": calendars,
-    }
-
-
-def _as_problem(exc: GatewayError) -> ProblemError:
-    if isinstance(exc, ProblemError):
-        return exc
-    if isinstance(exc, GoogleError):
-        return google_problem(exc)
-    return ProblemError("the gateway could not answer for this integration", code=exc.code)
-
-
-def render_problem(exc: ProblemError) -> dict[str, Any]:
-    """The problem+json body (gateway.http.problems) of `exc`, for one item of a batch."""
-    body: dict[str, Any] = {
-        "type": PROBLEM_TYPE_BASE + exc.code,
-        "title": exc.title,
-        "status": exc.status,
-        "detail": exc.message,
-        "code": exc.code,
-    }
-    body.update({k: v for k, v in exc.extra.items() if k not in body})
-    return body
-
-
-# -- parsing shared with the MCP tools (gateway.mcp.tools) ------------------------------------
-
-
-def availability_service(app: web.Application) -> AvailabilityService:
-    """The app's AvailabilityService, or 503 google_not_configured."""
-    service = app.get(AVAILABILITY_KEY)
-    if service is None:
-        raise ProblemError(
-            "no Google OAuth client is configured on this gateway",
-            code="google_not_configured",
-            status=503,
-            title="Service Unavailable",
-        )
-    return service
-
-
-def staleness(app: web.Application, max_staleness_s: int | None) -> timedelta:
-    """The caller's `max_staleness_s`, else the configured default (422 out of range)."""
-    default = timedelta(seconds=app[SETTINGS_KEY].freebusy_max_staleness_s)
-    return parse_staleness(max_staleness_s, default)
-
-
-def require_unique(ids: Sequence[str], field: str = "integration_ids") -> None:
-    """422 naming the first id given twice."""
-    seen: set[str] = set()
-    for n, value in enumerate(ids):
-        if value in seen:
-            raise InvalidInput(
-                f"{field}[{n}]: given more than once",
-                code="invalid_field",
-                extra={"field": f"{field}[{n}]"},
-            )
-        seen.add(value)
-
-
-def _load_zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ValueError, KeyError, OSError):  # ZoneInfoNotFoundError is a KeyError
-        raise InvalidInput(
-            "time_zone: unknown time zone; use an IANA name such as Europe/Berlin",
-            code="invalid_field",
-            extra={"field": "time_zone"},
-        ) from None
-
-
-def _working_hours(spec: dict[str, list[list[str]]] | None) -> WorkingHours | None:
-    if spec is None:
-        return None
-    try:
-        return WorkingHours.parse(spec)
-    except ValueError as exc:
-        raise InvalidInput(
-            str(exc), code="invalid_field", extra={"field": "working_hours"}
-        ) from None
-
-
-async def slot_query(
-    window: Interval,
-    *,
-    mode: SlotMode,
-    duration_minutes: int,
-    time_zone: str,
-    working_hours: dict[str, list[list[str]]] | None,
-    buffer_minutes: int,
-    granularity_minutes: int,
-    min_notice_minutes: int,
-    limit: int,
-) -> SlotQuery:
-    """The slot finder's query from a request's fields (422 for an unknown zone or bad
-    working hours)."""
-    # Reading a zone's rules is file I/O the first time: off the event loop.
-    tz = await asyncio.to_thread(_load_zone, time_zone)
-    return SlotQuery(
-        window=window,
-        duration=timedelta(minutes=duration_minutes),
-        time_zone=tz,
-        mode=mode,
-        working_hours=_working_hours(working_hours),
-        buffer=timedelta(minutes=buffer_minutes),
-        granularity=timedelta(minutes=granularity_minutes),
-        min_notice=timedelta(minutes=min_notice_minutes),
-        limit=limit,
-    )
-
-
-def render_slots(result: SlotsResult) -> dict[str, Any]:
-    """Slots, completeness and per integration how its availability was known."""
-    availability: dict[str, Any] = {}
-    for integration_id, outcome in result.availability.items():
-        if isinstance(outcome, FreeBusy):
-            rendered = render_freebusy(outcome)
-            availability[integration_id] = {
-                k: rendered[k] for k in ("source", "as_of", "complete", "calendars")
-            }
-        else:
-            availability[integration_id] = {
-                "complete": False,
-                "problem": render_problem(google_problem(outcome)),
-            }
-    answer = result.answer
-    return {
-        "slots": [
-            {"start": rfc3339(s.start), "end": rfc3339(s.end), "integration_ids": list(s.people)}
-            for s in answer.slots
-        ],
-        "complete": answer.complete,
-        "incomplete_integration_ids": list(answer.incomplete_people),
-        "integrations": availability,
-    }
 
 
 # -- handlers ---------------------------------------------------------------------------------
@@ -269,7 +116,9 @@ async def get_freebusy(request: web.Request) -> web.Response:
         answer = await service.freebusy(integration, window, max_staleness=max_staleness)
     except GoogleError as exc:
         raise google_problem(exc) from None
-    return json_response(render_freebusy(answer), headers={"Cache-Control": "no-store"})
+    return json_response(
+        render_freebusy(answer, encoded=True), headers={"Cache-Control": "no-store"}
+    )
 
 
 async def _integration(
@@ -313,10 +162,10 @@ async def post_freebusy(request: web.Request) -> web.Response:
             next(answers) if isinstance(looked_up, Integration) else looked_up
         )
         if isinstance(outcome, FreeBusy):
-            results.append(render_freebusy(outcome))
+            results.append(render_freebusy(outcome, encoded=True))
         else:
             results.append(
-                {"integration_id": integration_id, "problem": render_problem(_as_problem(outcome))}
+                {"integration_id": integration_id, "problem": render_problem(as_problem(outcome))}
             )
     return json_response(
         {"time_min": rfc3339(window.start), "time_max": rfc3339(window.end), "results": results},

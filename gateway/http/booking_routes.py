@@ -31,6 +31,7 @@ from gateway.errors import ProblemError
 from gateway.google.calendar import CalendarClient
 from gateway.google.errors import GoogleError
 from gateway.http.appkeys import (
+    AVAILABILITY_KEY,
     ENGINE_KEY,
     HTTP_KEY,
     LIVE_LIMITS_KEY,
@@ -38,7 +39,6 @@ from gateway.http.appkeys import (
     SYNC_NUDGE_KEY,
 )
 from gateway.http.auth import principal, requires_scope
-from gateway.http.availability_routes import AVAILABILITY_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.http.json_body import json_response
 from gateway.http.lookup import google_problem, integration_for

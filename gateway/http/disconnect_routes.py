@@ -28,8 +28,6 @@ broken journal stops start-up with one line naming the file and the line.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ from gateway.http.appkeys import (
 from gateway.http.auth import principal, requires_scope
 from gateway.http.json_body import json_response
 from gateway.http.token_wiring import GOOGLE_OAUTH_KEY, TOKENS_KEY
+from gateway.periodic import periodic
 from gateway.sync.scheduler import default_owner
 
 log = logging.getLogger(__name__)
@@ -163,42 +162,35 @@ def setup(app: web.Application) -> None:
             journal=journal,
         )
         app[DISCONNECT_SERVICE_KEY] = service
-        tasks = [
-            asyncio.create_task(_resume_forever(service, config.resume_interval_s)),
-            asyncio.create_task(_replay_forever(replay, config.journal_replay_interval_s)),
-        ]
-        try:
-            yield
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
 
-    app.cleanup_ctx.append(disconnect_ctx)
-    app.router.add_delete("/v1/integrations/{integration_id}", delete_integration)
-
-
-async def _resume_forever(service: DisconnectService, interval_s: float) -> None:
-    """Finish the disconnects of crashed processes: at startup, then every `interval_s`."""
-    while True:
-        try:
+        async def resume() -> None:
+            # Finish the disconnects of crashed processes (they may wait on Google: in the
+            # background from the start, not before serving).
             completed = await service.resume_all()
             if completed:
                 log.info("disconnect resumer completed %d disconnect(s)", completed)
-        except Exception:  # the database may be briefly unreachable; try again next round
-            log.exception("disconnect resumer failed")
-        await asyncio.sleep(interval_s)
 
-
-async def _replay_forever(replay: JournalReplay, interval_s: float) -> None:
-    """Replay the deletion journal every `interval_s` (start-up already did once)."""
-    while True:
-        await asyncio.sleep(interval_s)
-        try:
+        async def replay_again() -> None:
+            # A broken journal is logged loudly every round until fixed (start-up replayed it).
             shredded = await replay.replay()
             if shredded:
                 log.warning("deletion journal replay shredded %d integration(s) again", shredded)
-        except Exception:  # a broken journal is logged loudly every round until fixed
-            log.exception("deletion journal replay failed")
+
+        async with (
+            periodic(
+                resume,
+                what="disconnect resumer",
+                interval_s=config.resume_interval_s,
+                first="background",
+            ),
+            periodic(
+                replay_again,
+                what="deletion journal replay",
+                interval_s=config.journal_replay_interval_s,
+                first="later",
+            ),
+        ):
+            yield
+
+    app.cleanup_ctx.append(disconnect_ctx)
+    app.router.add_delete("/v1/integrations/{integration_id}", delete_integration)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import timedelta
 
 from aiohttp import web
 
+from gateway.availability.service import AvailabilityService, parse_staleness
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import Integration
 from gateway.errors import Forbidden, NotFound, ProblemError
@@ -26,7 +28,7 @@ from gateway.google.errors import (
     RateLimited,
     TransientGoogleError,
 )
-from gateway.http.appkeys import INTEGRATIONS_KEY
+from gateway.http.appkeys import AVAILABILITY_KEY, INTEGRATIONS_KEY, SETTINGS_KEY
 from gateway.http.auth import principal
 
 INTEGRATION_ID = re.compile(r"^int_[0-9a-f]{24}$")
@@ -127,3 +129,22 @@ def google_problem(exc: GoogleError) -> ProblemError:
         title="Bad Gateway",
         extra={"google_reason": exc.google_error or exc.code},
     )
+
+
+def availability_service(app: web.Application) -> AvailabilityService:
+    """The app's AvailabilityService, or 503 google_not_configured."""
+    service = app.get(AVAILABILITY_KEY)
+    if service is None:
+        raise ProblemError(
+            "no Google OAuth client is configured on this gateway",
+            code="google_not_configured",
+            status=503,
+            title="Service Unavailable",
+        )
+    return service
+
+
+def staleness(app: web.Application, max_staleness_s: int | None) -> timedelta:
+    """The caller's `max_staleness_s`, else the configured default (422 out of range)."""
+    default = timedelta(seconds=app[SETTINGS_KEY].freebusy_max_staleness_s)
+    return parse_staleness(max_staleness_s, default)

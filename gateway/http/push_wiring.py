@@ -30,6 +30,7 @@ from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.http.sync_wiring import SCHEDULER_CONFIG_KEY, SCHEDULER_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.settings import Settings
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.channel_store import ChannelStore, WatchTarget
 from gateway.sync.channels import (
     ChannelManager,
@@ -39,7 +40,6 @@ from gateway.sync.channels import (
 )
 from gateway.sync.engine import SyncOutcome
 from gateway.sync.scheduler import AfterSync, SyncScheduler
-from gateway.sync.store import CalendarRow
 
 log = logging.getLogger(__name__)
 

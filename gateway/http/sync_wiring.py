@@ -35,8 +35,9 @@ from gateway.http.token_wiring import TOKENS_KEY
 from gateway.settings import Settings
 from gateway.sync.config import SchedulerConfig, SyncConfig
 from gateway.sync.engine import SyncEngine
+from gateway.sync.read_store import CalendarFreshness
 from gateway.sync.scheduler import SyncScheduler
-from gateway.sync.store import CalendarFreshness, SyncStore
+from gateway.sync.store import SyncStore
 
 log = logging.getLogger(__name__)
 

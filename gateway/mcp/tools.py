@@ -13,6 +13,20 @@ from zoneinfo import ZoneInfo
 
 from pydantic import Field
 
+from gateway.availability.queries import (
+    BufferMinutes,
+    DurationMinutes,
+    GranularityMinutes,
+    IntegrationIds,
+    NoticeMinutes,
+    SlotLimit,
+    SlotMode,
+    StalenessS,
+    TimeZoneName,
+    WorkingHoursSpec,
+    require_unique,
+    slot_query,
+)
 from gateway.availability.service import (
     MAX_INTEGRATIONS,
     MAX_WINDOW,
@@ -24,28 +38,13 @@ from gateway.connections.model import Integration
 from gateway.errors import ProblemError
 from gateway.google.errors import GoogleError
 from gateway.http.appkeys import ENGINE_KEY, INTEGRATIONS_KEY, SETTINGS_KEY
-from gateway.http.availability_routes import (
-    BufferMinutes,
-    DurationMinutes,
-    GranularityMinutes,
-    IntegrationIds,
-    NoticeMinutes,
-    SlotLimit,
-    SlotMode,
-    StalenessS,
-    TimeZoneName,
-    WorkingHoursSpec,
-    availability_service,
-    render_freebusy,
-    render_slots,
-    require_unique,
-    slot_query,
-    staleness,
-)
+from gateway.http.availability_json import render_freebusy, render_slots
 from gateway.http.lookup import (
     DEFAULT_RETRY_AFTER_S,
+    availability_service,
     google_problem,
     require_usable,
+    staleness,
     tenant_integration,
 )
 from gateway.http.validation import Rfc3339

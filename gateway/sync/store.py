@@ -13,28 +13,10 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.sync.calendar_store import CalendarRow, CalendarStore
-from gateway.sync.copy_store import EVENT_COLUMNS, Compute, CopyStore
+from gateway.sync.calendar_store import CalendarStore
+from gateway.sync.copy_store import CopyStore
 from gateway.sync.lease_store import LeaseStore
-from gateway.sync.read_store import (
-    CachedView,
-    CalendarFreshness,
-    CalendarSnapshot,
-    ReadStore,
-    calendar_freshness,
-)
-
-# The types callers outside the sync package import from here (their owners are above).
-__all__ = [
-    "EVENT_COLUMNS",
-    "CachedView",
-    "CalendarFreshness",
-    "CalendarRow",
-    "CalendarSnapshot",
-    "Compute",
-    "SyncStore",
-    "calendar_freshness",
-]
+from gateway.sync.read_store import ReadStore
 
 
 class SyncStore(CalendarStore, CopyStore, ReadStore, LeaseStore):

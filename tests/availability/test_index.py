@@ -16,6 +16,7 @@ from gateway.availability.index import (
     IntegrationEntry,
 )
 from gateway.availability.intervals import Interval, clip, merge
+from gateway.availability.spans import intervals_of, to_us
 from gateway.connections.model import Integration, Status
 from gateway.db.notify import Change, parse
 from gateway.sync.calendar_store import CalendarRow
@@ -104,6 +105,21 @@ def test_a_window_by_bisection_is_the_interval_arithmetic_of_the_database_path(
     assert merge(Interval(s, e) for s, e in found) == [Interval(s, e) for s, e in found]
 
 
+@settings(max_examples=300, deadline=None)
+@given(spans, minutes, st.integers(min_value=1, max_value=2 * 24 * 60), st.integers(0, 999_999))
+def test_a_window_as_integers_is_the_interval_arithmetic_of_the_database_path(
+    raw: list[tuple[int, int]], start_min: int, length_min: int, fraction_us: int
+) -> None:
+    """The hot path's spans (epoch microseconds) say what the datetime arithmetic says, for
+    windows with a fraction of a second too."""
+    blocks = [(T0 + timedelta(minutes=s), T0 + timedelta(minutes=s + n)) for s, n in raw]
+    shift = timedelta(minutes=start_min, microseconds=fraction_us)
+    window = Interval(T0 + shift, T0 + shift + timedelta(minutes=length_min))
+    expected = clip((Interval(s, e) for s, e in blocks), window)
+    found = entry(blocks=blocks).spans_between(to_us(window.start), to_us(window.end))
+    assert intervals_of(found) == expected
+
+
 def test_a_sub_second_edge_is_widened_to_busy_never_narrowed() -> None:
     half = timedelta(milliseconds=500)
     e = entry(blocks=[(T0 + half, T0 + timedelta(minutes=1) + half)])
@@ -123,6 +139,8 @@ def test_push_counts_until_the_channel_expires_or_goes_silent() -> None:
     later = T0 + timedelta(hours=4)
     assert e.freshness(later, 900).push_active is False
     assert e.freshness(later, 900).as_of == T0
+    for moment in (T0, quiet, silent, later):  # the hot path's shortcut says the same
+        assert e.as_of(moment, 900) == e.freshness(moment, 900).as_of
 
 
 def test_nothing_is_held_or_answered_until_usable_and_after_a_reset() -> None:

@@ -39,8 +39,7 @@ from gateway.db.migrate import upgrade
 from gateway.db.notify import CHANNEL
 from gateway.db.schema import calendars, integrations
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import COHERENCE_KEY, HTTP_KEY, INDEX_KEY
-from gateway.http.availability_routes import AVAILABILITY_KEY
+from gateway.http.appkeys import AVAILABILITY_KEY, COHERENCE_KEY, HTTP_KEY, INDEX_KEY
 from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.webhooks.outbox import IntegrationOutbox

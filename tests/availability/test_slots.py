@@ -144,6 +144,21 @@ def test_a_wall_time_in_the_dst_gap_is_skipped() -> None:
     assert starts[4] == "03:00"
 
 
+def test_a_wall_time_in_the_dst_fold_starts_a_slot_once_at_its_first_occurrence() -> None:
+    # New York repeats 01:00-02:00 on 2026-11-01 (EDT, then EST): each wall time is offered
+    # once, at its first occurrence, and the grid goes on in wall time.
+    query = SlotQuery(
+        window=iv("2026-11-01T04:00Z", "2026-11-01T08:00Z"),
+        duration=timedelta(minutes=30),
+        time_zone=NEW_YORK,
+        granularity=timedelta(minutes=30),
+    )
+    slots = find_slots(query, [Person("a")], utc("2026-10-01T00:00Z")).slots
+    assert [s.start.strftime("%H:%M") for s in slots] == [
+        "04:00", "04:30", "05:00", "05:30", "07:00", "07:30",
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

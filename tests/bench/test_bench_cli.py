@@ -50,7 +50,7 @@ def test_bench_sync_prints_ingest_and_push_lag(capsys: pytest.CaptureFixture[str
 def test_bench_api_prints_bare_and_cached_freebusy(capsys: pytest.CaptureFixture[str]) -> None:
     figures = _run(
         "bench api --events 40 --db sqlite --concurrency 4 --duration 0.5"
-        " --large-events 300 --memory-calendars 2",
+        " --large-events 300 --memory-calendars 2 --batch 3",
         capsys,
     )
     assert list(figures) == [
@@ -60,6 +60,8 @@ def test_bench_api_prints_bare_and_cached_freebusy(capsys: pytest.CaptureFixture
         "freebusy p99 (SQLite), 4 connections",
         "freebusy single request p50 (SQLite)",
         "freebusy one week, 300-event calendar (SQLite)",
+        "POST /v1/freebusy, 3 integrations (SQLite)",
+        "POST /v1/slots, 3 integrations (SQLite)",
         "gateway memory after loading 2 calendars (SQLite)",
     ]
 
@@ -83,6 +85,7 @@ def test_bench_without_a_subcommand_runs_everything_on_postgres(
     assert "bare aiohttp handler, 64 connections" in names
     assert "freebusy single request p50 (PostgreSQL)" in names
     assert "freebusy one week, 300-event calendar (PostgreSQL)" in names
+    assert "POST /v1/slots, 2 integrations (PostgreSQL)" in names
     assert names[-1] == "gateway memory after loading 2 calendars (PostgreSQL)"
 
 

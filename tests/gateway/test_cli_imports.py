@@ -11,7 +11,7 @@ import sys
 def test_non_serving_commands_do_not_import_the_app() -> None:
     probe = (
         "import sys, gateway.cli, gateway.commands; "
-        "print(sorted(m for m in ('gateway.app', 'gateway.http.mcp_routes', 'mcp') "
+        "print(sorted(m for m in ('gateway.app', 'gateway.mcp.routes', 'mcp') "
         "if m in sys.modules))"
     )
     result = subprocess.run(

@@ -20,10 +20,10 @@ from gateway.google.calendar import CalendarClient
 from gateway.http.push_wiring import PUSH_CONFIG_KEY
 from gateway.http.sync_wiring import SCHEDULER_CONFIG_KEY, SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.channel_store import ChannelRow, ChannelStore
 from gateway.sync.channels import ChannelManager
 from gateway.sync.engine import SyncEngine
-from gateway.sync.store import CalendarRow
 from tests.support.stack import ALICE, EmulatorSecrets, Stack, start_stack
 
 

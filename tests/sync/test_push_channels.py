@@ -32,11 +32,12 @@ from gateway.http.push_wiring import CHANNELS_KEY
 from gateway.http.sync_wiring import SCHEDULER_CONFIG_KEY, SCHEDULER_KEY, SYNC_KEY
 from gateway.http.token_wiring import TOKENS_KEY
 from gateway.settings import load_settings
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.channel_store import ChannelStore, WatchTarget
 from gateway.sync.channels import MaintenanceReport
 from gateway.sync.engine import SyncOutcome
 from gateway.sync.scheduler import SyncScheduler
-from gateway.sync.store import CalendarRow, SyncStore
+from gateway.sync.store import SyncStore
 from tests.support.stack import ALICE, DAVE, EmulatorSecrets, Stack, start_stack
 from tests.sync.push_support import (
     Push,

@@ -22,10 +22,11 @@ from sqlalchemy import select
 from gateway.db.schema import calendars
 from gateway.db.values import as_utc
 from gateway.google.calendar import CalendarClient
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine, SyncOutcome
 from gateway.sync.scheduler import SyncScheduler
-from gateway.sync.store import CalendarRow, SyncStore
+from gateway.sync.store import SyncStore
 from tests.support.processes import Process, gateway_env, process
 from tests.support.scheduler import EVERYTHING, FakeClock, blocks, event, eventually
 from tests.support.stack import ALICE, Stack
