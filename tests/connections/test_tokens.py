@@ -406,6 +406,10 @@ async def test_a_caller_cancelled_mid_refresh_does_not_lose_a_rotated_token(env:
     assert (await env.integration()).status is Status.ACTIVE
 
 
+# SQLite only: on PostgreSQL the refresh holds the integration's row lock, so the disconnect
+# request itself waits for it and nothing queues in the process
+# (tests/connections/test_refresh_single_flight.py covers the lock).
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_disconnect_shares_the_refresh_in_flight_and_revokes_its_grant(
     env: Env, backend: str
 ) -> None:
@@ -413,11 +417,6 @@ async def test_a_disconnect_shares_the_refresh_in_flight_and_revokes_its_grant(
     the watch channels (disconnect step 2) needs a token too: it queues behind that refresh and
     gets its token instead of refreshing again, and the revocation (step 3) revokes the grant
     that refresh left alive (Google rotated the refresh token meanwhile)."""
-    if backend != "sqlite":
-        pytest.skip(
-            "on PostgreSQL the refresh holds the row lock, so the disconnect request itself "
-            "waits for it (tests/connections/test_refresh_single_flight.py covers the lock)"
-        )
     await env.seed(expires_in_s=-1)
     env.google.rotate_refresh_token_next(ALICE)
     at_google, release = asyncio.Event(), asyncio.Event()
