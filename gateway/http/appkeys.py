@@ -1,4 +1,8 @@
-"""Typed keys of what `create_app()` puts on the application, for handlers to read."""
+"""Typed keys of what `create_app()` puts on the application, for handlers to read.
+
+`SERVICES_KEY` holds the whole container (gateway/bootstrap.py); the keys below it name the
+container's services one by one (filled from it) and, further down, what the features not yet
+moved into the container still build in their own cleanup contexts."""
 
 from __future__ import annotations
 
@@ -12,13 +16,18 @@ from gateway.apikeys import ApiKeyStore
 from gateway.audit import AuditLog
 from gateway.availability.index import AvailabilityIndex
 from gateway.availability.service import AvailabilityService
+from gateway.bootstrap import Services
+from gateway.connections.connect import ConnectService
 from gateway.connections.repository import IntegrationRepository
+from gateway.connections.tokens import TokenManager
 from gateway.db.listener import CacheCoherence
+from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.livecalls import LiveCallLimits
 from gateway.settings import Settings
 from vault.service import Vault
 from vault.trust import TrustKeys
 
+SERVICES_KEY = web.AppKey("services", Services)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 ENGINE_KEY = web.AppKey("engine", AsyncEngine)
 VAULT_KEY = web.AppKey("vault", Vault)
@@ -33,6 +42,11 @@ LIVE_LIMITS_KEY = web.AppKey("live_limits", LiveCallLimits)
 # and the API-key cache coherent with the database.
 INDEX_KEY = web.AppKey("availability_index", AvailabilityIndex)
 COHERENCE_KEY = web.AppKey("cache_coherence", CacheCoherence)
+CONNECT_KEY = web.AppKey("connect", ConnectService)
+# The Google OAuth client and the TokenManager: absent when no Google OAuth client is
+# configured (GOOGLE_CLIENT_ID/SECRET unset); handlers then answer 503.
+GOOGLE_OAUTH_KEY = web.AppKey("google_oauth", GoogleOAuthClient)
+TOKENS_KEY = web.AppKey("tokens", TokenManager)
 # Free/busy and slots (absent when no Google OAuth client is configured).
 AVAILABILITY_KEY = web.AppKey("availability", AvailabilityService)
 # One client session for every outbound call to Google (connection pooling, one timeout policy).

@@ -49,6 +49,7 @@ from gateway.http.appkeys import (
     INDEX_KEY,
     LIVE_LIMITS_KEY,
     SETTINGS_KEY,
+    TOKENS_KEY,
 )
 from gateway.http.auth import principal, requires_scope
 from gateway.http.availability_json import (
@@ -66,7 +67,6 @@ from gateway.http.lookup import (
     staleness,
 )
 from gateway.http.sync_wiring import SYNC_KEY
-from gateway.http.token_wiring import TOKENS_KEY
 from gateway.http.validation import Rfc3339, StrictBody, parse_query, read_json
 from gateway.livecalls import SharedAnswers
 

@@ -37,13 +37,13 @@ from gateway.http.appkeys import (
     LIVE_LIMITS_KEY,
     SETTINGS_KEY,
     SYNC_NUDGE_KEY,
+    TOKENS_KEY,
 )
 from gateway.http.auth import principal, requires_scope
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.http.json_body import json_response
 from gateway.http.lookup import google_problem, integration_for
 from gateway.http.sync_wiring import SYNC_KEY
-from gateway.http.token_wiring import TOKENS_KEY
 from gateway.http.validation import PrintableText, Rfc3339, StrictBody, parse_query, read_json
 
 BOOKING_KEY = web.AppKey("booking", BookingService)

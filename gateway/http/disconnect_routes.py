@@ -45,14 +45,15 @@ from gateway.google.retry import RetryPolicy
 from gateway.http.appkeys import (
     AUDIT_KEY,
     ENGINE_KEY,
+    GOOGLE_OAUTH_KEY,
     INTEGRATIONS_KEY,
     SETTINGS_KEY,
+    TOKENS_KEY,
     TRUST_KEY,
     VAULT_KEY,
 )
 from gateway.http.auth import principal, requires_scope
 from gateway.http.json_body import json_response
-from gateway.http.token_wiring import GOOGLE_OAUTH_KEY, TOKENS_KEY
 from gateway.periodic import periodic
 from gateway.sync.scheduler import default_owner
 

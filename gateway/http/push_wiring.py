@@ -25,10 +25,9 @@ from aiohttp import web
 from gateway.connections.model import Integration
 from gateway.google.calendar import CalendarClient, TokenSource
 from gateway.http import webhook_routes
-from gateway.http.appkeys import ENGINE_KEY, HTTP_KEY, SETTINGS_KEY
+from gateway.http.appkeys import ENGINE_KEY, HTTP_KEY, SETTINGS_KEY, TOKENS_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.http.sync_wiring import SCHEDULER_CONFIG_KEY, SCHEDULER_KEY
-from gateway.http.token_wiring import TOKENS_KEY
 from gateway.settings import Settings
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.channel_store import ChannelStore, WatchTarget
@@ -121,7 +120,7 @@ async def _push_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     if tokens is None:
-        yield  # token_wiring warned already: no Google client, nothing to watch
+        yield  # gateway.bootstrap warned already: no Google client, nothing to watch
         return
     if not settings.public_url.startswith("https://"):
         log.warning("push webhook address is plain http on loopback: only the emulator accepts it")
@@ -150,7 +149,7 @@ async def _push_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup(app: web.Application) -> None:
-    """Add push notifications to `app` (after token_wiring, disconnect_routes, sync_wiring)."""
+    """Add push notifications to `app` (after disconnect_routes and sync_wiring)."""
     app[PUSH_CONFIG_KEY] = push_config(app[SETTINGS_KEY])
 
     async def stop_channels(integration: Integration, tokens: TokenSource) -> int:

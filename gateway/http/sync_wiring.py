@@ -1,7 +1,7 @@
 """Wiring of calendar sync: the SyncEngine and this process's SyncScheduler, born with the
 loop, the disconnect purge hook, and the `sync` part of an integration's status.
 
-`setup(app)` adds a cleanup context that runs after the token context (the engine needs the
+`setup(app)` adds a cleanup context that runs after the services context (the engine needs the
 TokenManager and the shared HTTP session) and registers the record purger of disconnect step 4.
 The purger works from the database alone, so a disconnect purges synced records even when no
 Google client is configured (then there is no engine, and nothing was ever synced).
@@ -29,9 +29,9 @@ from gateway.http.appkeys import (
     INTEGRATIONS_KEY,
     SETTINGS_KEY,
     SYNC_NUDGE_KEY,
+    TOKENS_KEY,
 )
 from gateway.http.disconnect_routes import disconnect_hooks
-from gateway.http.token_wiring import TOKENS_KEY
 from gateway.settings import Settings
 from gateway.sync.config import SchedulerConfig, SyncConfig
 from gateway.sync.engine import SyncEngine
@@ -158,7 +158,7 @@ async def sync_status(app: web.Application, integration_id: str, now: datetime) 
 
 
 def setup(app: web.Application) -> None:
-    """Add calendar sync to `app` (after token_wiring and disconnect_routes)."""
+    """Add calendar sync to `app` (after disconnect_routes)."""
     app[SYNC_CONFIG_KEY] = _config(app)
     app[SCHEDULER_CONFIG_KEY] = _scheduler_config(app)
 

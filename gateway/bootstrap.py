@@ -1,0 +1,159 @@
+"""Building the gateway's services once, from settings, into one frozen container.
+
+    async with open_services(settings) as services:   # inside an aiohttp cleanup context
+        services.tokens, services.connect, ...
+
+`open_services` opens what the services stand on, in this order, and closes it in reverse:
+the database engine (unless one is passed in, which the caller then owns), the stores over
+it and the cache coherence listener (started: the caches answer only while it listens), the
+vault with the trust keys beside it, and one HTTP client session for every outbound call to
+Google. On these it builds the services. What needs no Google client always exists; what does
+(`google_oauth`, `tokens`) is None when GOOGLE_CLIENT_ID/SECRET are unset, with one warning.
+
+`create_app()` (gateway/app.py) runs this in its first cleanup context and publishes the
+container (and, for handlers, each service under its app key, gateway/http/appkeys.py). Not
+yet in the container, still built by their feature's own cleanup context: the disconnect
+service and journal replay, sync, push channels, availability, booking and outbound webhooks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.apikeys import ApiKeyStore
+from gateway.audit import AuditLog
+from gateway.availability.index import AvailabilityIndex
+from gateway.connections.connect import ConnectService
+from gateway.connections.repository import IntegrationRepository
+from gateway.connections.tokens import TokenManager
+from gateway.db.engine import create_engine
+from gateway.db.listener import CacheCoherence
+from gateway.db.migrate import ensure_migrated
+from gateway.db.notify import Subscriber
+from gateway.google.oauth_client import GoogleOAuthClient
+from gateway.google.oauth_flow import (
+    GoogleFlow,
+    allow_plain_http_if_configured,
+    quiet_token_logging,
+)
+from gateway.livecalls import LiveCallLimits
+from gateway.settings import Settings
+from gateway.webhooks.outbox import IntegrationOutbox
+from gateway.wiring import open_trust_keys, open_vault
+from vault.service import Vault
+from vault.trust import TrustKeys
+
+log = logging.getLogger(__name__)
+
+# Google answers in well under a second; 30 s bounds a hung connection without cutting a slow
+# but live one. Each call site may set a tighter timeout.
+_HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
+
+
+@dataclass(frozen=True)
+class Services:
+    """Every service of one running gateway, built once by `open_services`."""
+
+    settings: Settings
+    engine: AsyncEngine
+    vault: Vault
+    # The receipt-signing and deletion journal keys (vault/trust.py), opened with the vault.
+    trust_keys: TrustKeys
+    # One client session for every outbound call to Google (pooling, one timeout policy).
+    http: aiohttp.ClientSession
+    api_keys: ApiKeyStore
+    audit: AuditLog
+    integrations: IntegrationRepository
+    # Limits on live Google calls per API key and tenant, shared by availability and booking.
+    live_limits: LiveCallLimits
+    # The in-process availability index (None when GATEWAY_INDEX_MEMORY_MB=0) and what keeps
+    # it and the API-key cache coherent with the database.
+    index: AvailabilityIndex | None
+    coherence: CacheCoherence
+    connect: ConnectService
+    # None when no Google OAuth client is configured.
+    google_oauth: GoogleOAuthClient | None
+    tokens: TokenManager | None
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, engine: AsyncEngine | None = None
+) -> AsyncIterator[Services]:
+    """Open storage, vault and HTTP session, build every service on them, close on exit.
+    Pass `engine` to share one (tests do): it is then not disposed here."""
+    async with AsyncExitStack() as stack:
+        if engine is None:
+            engine = await create_engine(settings.database_url)
+            stack.push_async_callback(engine.dispose)
+        await ensure_migrated(engine)
+        api_keys = ApiKeyStore(engine, cache=True)
+        audit = AuditLog(engine)
+        integrations = IntegrationRepository(engine, announcer=IntegrationOutbox())
+        caches: list[Subscriber] = [api_keys]
+        index = None
+        if settings.index_memory_mb > 0:
+            index = AvailabilityIndex(budget_bytes=settings.index_memory_mb * 2**20)
+            caches.append(index)
+        # Stopped before the engine: the caches answer only while it listens for changes
+        # (gateway.db.listener).
+        coherence = CacheCoherence(engine, settings.database_url, caches=caches)
+        await coherence.start()
+        stack.push_async_callback(coherence.stop)
+        vault = await open_vault(settings, engine)
+        stack.push_async_callback(vault.close)
+        trust_keys = await open_trust_keys(settings, vault)
+        http = await stack.enter_async_context(
+            aiohttp.ClientSession(timeout=_HTTP_TIMEOUT, raise_for_status=False)
+        )
+        google_oauth, tokens = None, None
+        quiet_token_logging()
+        flow = None
+        if settings.google_configured:
+            allow_plain_http_if_configured(settings)
+            flow = GoogleFlow(settings)
+            google_oauth = GoogleOAuthClient.from_settings(http, settings)
+            # Nothing to close: the HTTP session is closed above, and in-flight refreshes end
+            # with the requests that started them.
+            tokens = TokenManager(
+                repository=integrations,
+                vault=vault,
+                oauth=google_oauth,
+                audit=audit,
+                margin_s=settings.token_refresh_margin_s,
+            )
+        else:
+            log.warning("Google OAuth client not configured: token refresh is disabled")
+        connect = ConnectService(
+            repository=integrations,
+            vault=vault,
+            audit=audit,
+            settings=settings,
+            flow=flow,
+            revoker=google_oauth,
+        )
+        yield Services(
+            settings=settings,
+            engine=engine,
+            vault=vault,
+            trust_keys=trust_keys,
+            http=http,
+            api_keys=api_keys,
+            audit=audit,
+            integrations=integrations,
+            live_limits=LiveCallLimits(
+                per_key_per_min=settings.live_calls_per_min_per_key,
+                per_tenant_per_min=settings.live_calls_per_min_per_tenant,
+            ),
+            index=index,
+            coherence=coherence,
+            connect=connect,
+            google_oauth=google_oauth,
+            tokens=tokens,
+        )
