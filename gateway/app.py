@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.bootstrap import Services, open_services
+from gateway.bootstrap import Services, open_services, scheduler_config
 from gateway.http import (
     audit_wiring,
     availability_routes,
@@ -31,6 +31,8 @@ from gateway.http import (
 from gateway.http.appkeys import (
     APIKEYS_KEY,
     AUDIT_KEY,
+    AVAILABILITY_KEY,
+    BOOKING_KEY,
     COHERENCE_KEY,
     CONNECT_KEY,
     ENGINE_KEY,
@@ -39,8 +41,11 @@ from gateway.http.appkeys import (
     INDEX_KEY,
     INTEGRATIONS_KEY,
     LIVE_LIMITS_KEY,
+    SCHEDULER_CONFIG_KEY,
     SERVICES_KEY,
     SETTINGS_KEY,
+    SYNC_CONFIG_KEY,
+    SYNC_KEY,
     TOKENS_KEY,
     TRUST_KEY,
     VAULT_KEY,
@@ -82,6 +87,8 @@ def _publish(app: web.Application, services: Services) -> None:
     app[LIVE_LIMITS_KEY] = services.live_limits
     app[COHERENCE_KEY] = services.coherence
     app[CONNECT_KEY] = services.connect
+    app[SYNC_CONFIG_KEY] = services.sync_config
+    app[SCHEDULER_CONFIG_KEY] = services.scheduler_config
     if services.index is not None:
         app[INDEX_KEY] = services.index
     # Absent, not None, without a Google client: handlers test `app.get(...)`.
@@ -89,6 +96,12 @@ def _publish(app: web.Application, services: Services) -> None:
         app[GOOGLE_OAUTH_KEY] = services.google_oauth
     if services.tokens is not None:
         app[TOKENS_KEY] = services.tokens
+    if services.sync is not None:
+        app[SYNC_KEY] = services.sync
+    if services.availability is not None:
+        app[AVAILABILITY_KEY] = services.availability
+    if services.booking is not None:
+        app[BOOKING_KEY] = services.booking
 
 
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.Application:
@@ -101,9 +114,11 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS_KEY] = settings
+    # Here, not at start-up: a bad GATEWAY_SYNC_BACKOFF_* pair fails before anything opens.
+    scheduling = scheduler_config(settings)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with open_services(settings, engine=engine) as services:
+        async with open_services(settings, engine=engine, scheduling=scheduling) as services:
             _publish(app, services)
             yield
 

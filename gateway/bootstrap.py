@@ -8,12 +8,14 @@ the database engine (unless one is passed in, which the caller then owns), the s
 it and the cache coherence listener (started: the caches answer only while it listens), the
 vault with the trust keys beside it, and one HTTP client session for every outbound call to
 Google. On these it builds the services. What needs no Google client always exists; what does
-(`google_oauth`, `tokens`) is None when GOOGLE_CLIENT_ID/SECRET are unset, with one warning.
+(`google_oauth`, `tokens`, `sync`, `scheduler`, `availability`, `booking`) is None when
+GOOGLE_CLIENT_ID/SECRET are unset, with a warning.
 
 `create_app()` (gateway/app.py) runs this in its first cleanup context and publishes the
 container (and, for handlers, each service under its app key, gateway/http/appkeys.py). Not
 yet in the container, still built by their feature's own cleanup context: the disconnect
-service and journal replay, sync, push channels, availability, booking and outbound webhooks.
+service and journal replay, push channels and outbound webhooks. The sync scheduler is built
+here and started by gateway/http/sync_wiring.py, after the deletion journal was replayed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +32,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.apikeys import ApiKeyStore
 from gateway.audit import AuditLog
 from gateway.availability.index import AvailabilityIndex
+from gateway.availability.service import AvailabilityService
+from gateway.booking.service import BookingService
+from gateway.booking.store import BookingStore
 from gateway.connections.connect import ConnectService
 from gateway.connections.repository import IntegrationRepository
 from gateway.connections.tokens import TokenManager
@@ -36,14 +42,20 @@ from gateway.db.engine import create_engine
 from gateway.db.listener import CacheCoherence
 from gateway.db.migrate import ensure_migrated
 from gateway.db.notify import Subscriber
+from gateway.errors import ConfigurationError
+from gateway.google.calendar import CalendarClient
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.google.oauth_flow import (
     GoogleFlow,
     allow_plain_http_if_configured,
     quiet_token_logging,
 )
-from gateway.livecalls import LiveCallLimits
+from gateway.livecalls import LiveCallLimits, SharedAnswers
 from gateway.settings import Settings
+from gateway.sync.config import SchedulerConfig, SyncConfig
+from gateway.sync.engine import SyncEngine
+from gateway.sync.scheduler import SyncScheduler
+from gateway.sync.store import SyncStore
 from gateway.webhooks.outbox import IntegrationOutbox
 from gateway.wiring import open_trust_keys, open_vault
 from vault.service import Vault
@@ -77,17 +89,62 @@ class Services:
     index: AvailabilityIndex | None
     coherence: CacheCoherence
     connect: ConnectService
-    # None when no Google OAuth client is configured.
+    sync_config: SyncConfig
+    scheduler_config: SchedulerConfig
+    # None when no Google OAuth client is configured (and so everything that calls Google).
     google_oauth: GoogleOAuthClient | None
     tokens: TokenManager | None
+    sync: SyncEngine | None
+    # This process's sync scheduler, built but not started (gateway.http.sync_wiring starts
+    # it once the deletion journal was replayed); None also when GATEWAY_SYNC_WORKER=false.
+    scheduler: SyncScheduler | None
+    availability: AvailabilityService | None
+    booking: BookingService | None
+
+
+def sync_config(settings: Settings) -> SyncConfig:
+    """The sync settings: GATEWAY_SYNC_*, GATEWAY_TENTATIVE_IS_BUSY, ..._STORE_EVENT_DETAILS."""
+    return SyncConfig(
+        horizon_past_days=settings.sync_horizon_past_days,
+        horizon_future_days=settings.sync_horizon_future_days,
+        tentative_is_busy=settings.tentative_is_busy,
+        store_event_details=settings.store_event_details,
+    )
+
+
+def scheduler_config(settings: Settings) -> SchedulerConfig:
+    """GATEWAY_SYNC_TICK_S, ..._POLL_INTERVAL_S, ..._LEASE_S, ..._CONCURRENCY, ..._BACKOFF_*.
+    `create_app()` calls it before the app starts, so a bad pair fails at once."""
+    try:
+        return SchedulerConfig(
+            tick_s=settings.sync_tick_s,
+            poll_interval_s=settings.sync_poll_interval_s,
+            # A pushed calendar's copy is trusted this long (gateway.sync.freshness): poll it
+            # as often, so a channel that went silent costs no more staleness than that.
+            safety_poll_interval_s=settings.push_trust_s,
+            lease_s=settings.sync_lease_s,
+            concurrency=settings.sync_concurrency,
+            backoff_base_s=settings.sync_backoff_base_s,
+            backoff_max_s=settings.sync_backoff_max_s,
+        )
+    except ValueError:
+        raise ConfigurationError(
+            "GATEWAY_SYNC_BACKOFF_MAX_S: must be at least GATEWAY_SYNC_BACKOFF_BASE_S"
+        ) from None
 
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, *, engine: AsyncEngine | None = None
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    scheduling: SchedulerConfig | None = None,
 ) -> AsyncIterator[Services]:
     """Open storage, vault and HTTP session, build every service on them, close on exit.
-    Pass `engine` to share one (tests do): it is then not disposed here."""
+    Pass `engine` to share one (tests do): it is then not disposed here. `scheduling` is
+    `scheduler_config(settings)` when not given."""
+    scheduling = scheduling or scheduler_config(settings)
+    syncing = sync_config(settings)
     async with AsyncExitStack() as stack:
         if engine is None:
             engine = await create_engine(settings.database_url)
@@ -138,6 +195,51 @@ async def open_services(
             flow=flow,
             revoker=google_oauth,
         )
+        live_limits = LiveCallLimits(
+            per_key_per_min=settings.live_calls_per_min_per_key,
+            per_tenant_per_min=settings.live_calls_per_min_per_tenant,
+        )
+        sync, scheduler, availability, booking = None, None, None, None
+        if tokens is None:
+            log.warning("Google OAuth client not configured: calendar sync is disabled")
+        else:
+            sync = SyncEngine(
+                store=SyncStore(
+                    engine, webhook_coalesce_s=settings.webhook_availability_coalesce_s
+                ),
+                client=await CalendarClient.create(http, settings.google_calendar_api_url),
+                tokens=tokens,
+                integrations=integrations,
+                config=syncing,
+            )
+            if settings.sync_worker:
+                scheduler = SyncScheduler(engine=sync, config=scheduling)
+            else:
+                log.info("GATEWAY_SYNC_WORKER=false: this process syncs no calendar by itself")
+            # Availability and booking call Google live within the per key / tenant limits,
+            # each through its own client.
+            availability = AvailabilityService(
+                sync=sync,
+                client=await CalendarClient.create(
+                    http, settings.google_calendar_api_url, before_send=live_limits.admit
+                ),
+                tokens=tokens,
+                concurrency=settings.freebusy_concurrency,
+                shared=SharedAnswers(ttl=timedelta(seconds=settings.live_answer_reuse_s)),
+                index=index,
+                push_trust_s=settings.push_trust_s,
+            )
+            booking = BookingService(
+                store=BookingStore(engine),
+                client=await CalendarClient.create(
+                    http, settings.google_calendar_api_url, before_send=live_limits.admit
+                ),
+                tokens=tokens,
+                sync=sync,
+                availability=availability,
+                max_staleness=timedelta(seconds=settings.booking_max_staleness_s),
+                nudge=scheduler.nudge if scheduler is not None else None,
+            )
         yield Services(
             settings=settings,
             engine=engine,
@@ -147,13 +249,16 @@ async def open_services(
             api_keys=api_keys,
             audit=audit,
             integrations=integrations,
-            live_limits=LiveCallLimits(
-                per_key_per_min=settings.live_calls_per_min_per_key,
-                per_tenant_per_min=settings.live_calls_per_min_per_tenant,
-            ),
+            live_limits=live_limits,
             index=index,
             coherence=coherence,
             connect=connect,
             google_oauth=google_oauth,
             tokens=tokens,
+            sync_config=syncing,
+            scheduler_config=scheduling,
+            sync=sync,
+            scheduler=scheduler,
+            availability=availability,
+            booking=booking,
         )

@@ -16,6 +16,7 @@ from gateway.apikeys import ApiKeyStore
 from gateway.audit import AuditLog
 from gateway.availability.index import AvailabilityIndex
 from gateway.availability.service import AvailabilityService
+from gateway.booking.service import BookingService
 from gateway.bootstrap import Services
 from gateway.connections.connect import ConnectService
 from gateway.connections.repository import IntegrationRepository
@@ -24,6 +25,9 @@ from gateway.db.listener import CacheCoherence
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.livecalls import LiveCallLimits
 from gateway.settings import Settings
+from gateway.sync.config import SchedulerConfig, SyncConfig
+from gateway.sync.engine import SyncEngine
+from gateway.sync.scheduler import SyncScheduler
 from vault.service import Vault
 from vault.trust import TrustKeys
 
@@ -47,8 +51,14 @@ CONNECT_KEY = web.AppKey("connect", ConnectService)
 # configured (GOOGLE_CLIENT_ID/SECRET unset); handlers then answer 503.
 GOOGLE_OAUTH_KEY = web.AppKey("google_oauth", GoogleOAuthClient)
 TOKENS_KEY = web.AppKey("tokens", TokenManager)
-# Free/busy and slots (absent when no Google OAuth client is configured).
+# Sync, free/busy and slots, booking (absent when no Google OAuth client is configured).
+SYNC_KEY = web.AppKey("sync", SyncEngine)
 AVAILABILITY_KEY = web.AppKey("availability", AvailabilityService)
+BOOKING_KEY = web.AppKey("booking", BookingService)
+SYNC_CONFIG_KEY = web.AppKey("sync_config", SyncConfig)
+SCHEDULER_CONFIG_KEY = web.AppKey("scheduler_config", SchedulerConfig)
+# Present only while this process runs a scheduler (Google configured, GATEWAY_SYNC_WORKER).
+SCHEDULER_KEY = web.AppKey("sync_scheduler", SyncScheduler)
 # One client session for every outbound call to Google (connection pooling, one timeout policy).
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 

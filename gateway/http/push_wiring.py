@@ -25,9 +25,15 @@ from aiohttp import web
 from gateway.connections.model import Integration
 from gateway.google.calendar import CalendarClient, TokenSource
 from gateway.http import webhook_routes
-from gateway.http.appkeys import ENGINE_KEY, HTTP_KEY, SETTINGS_KEY, TOKENS_KEY
+from gateway.http.appkeys import (
+    ENGINE_KEY,
+    HTTP_KEY,
+    SCHEDULER_CONFIG_KEY,
+    SCHEDULER_KEY,
+    SETTINGS_KEY,
+    TOKENS_KEY,
+)
 from gateway.http.disconnect_routes import disconnect_hooks
-from gateway.http.sync_wiring import SCHEDULER_CONFIG_KEY, SCHEDULER_KEY
 from gateway.settings import Settings
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.channel_store import ChannelStore, WatchTarget
