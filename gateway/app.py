@@ -35,6 +35,7 @@ from gateway.http.appkeys import (
     BOOKING_KEY,
     COHERENCE_KEY,
     CONNECT_KEY,
+    ENDPOINTS_KEY,
     ENGINE_KEY,
     GOOGLE_OAUTH_KEY,
     HTTP_KEY,
@@ -49,12 +50,15 @@ from gateway.http.appkeys import (
     TOKENS_KEY,
     TRUST_KEY,
     VAULT_KEY,
+    WEBHOOK_RESOLVE_KEY,
+    WEBHOOK_STORE_KEY,
 )
 from gateway.http.json_body import json_response
 from gateway.http.middleware import gateway_middleware
 from gateway.mcp import routes as mcp_routes
 from gateway.observability.logs import hold_chatty_loggers, quiet_protocol_errors
 from gateway.settings import Settings
+from gateway.webhooks.destinations import system_resolve
 
 # Bodies larger than this are refused with 413 before any handler reads them.
 MAX_BODY_BYTES = 64 * 1024
@@ -102,6 +106,8 @@ def _publish(app: web.Application, services: Services) -> None:
         app[AVAILABILITY_KEY] = services.availability
     if services.booking is not None:
         app[BOOKING_KEY] = services.booking
+    app[WEBHOOK_STORE_KEY] = services.webhook_store
+    app[ENDPOINTS_KEY] = services.endpoints
 
 
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.Application:
@@ -118,7 +124,10 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
     scheduling = scheduler_config(settings)
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
-        async with open_services(settings, engine=engine, scheduling=scheduling) as services:
+        resolve = app.get(WEBHOOK_RESOLVE_KEY, system_resolve)
+        async with open_services(
+            settings, engine=engine, scheduling=scheduling, resolve=resolve
+        ) as services:
             _publish(app, services)
             yield
 

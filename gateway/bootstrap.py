@@ -14,8 +14,9 @@ GOOGLE_CLIENT_ID/SECRET are unset, with a warning.
 `create_app()` (gateway/app.py) runs this in its first cleanup context and publishes the
 container (and, for handlers, each service under its app key, gateway/http/appkeys.py). Not
 yet in the container, still built by their feature's own cleanup context: the disconnect
-service and journal replay, push channels and outbound webhooks. The sync scheduler is built
-here and started by gateway/http/sync_wiring.py, after the deletion journal was replayed.
+service and journal replay, and push channels. The sync scheduler and the webhook delivery
+worker are built here and run by their feature (gateway/http/sync_wiring.py starts the
+scheduler after the deletion journal was replayed).
 """
 
 from __future__ import annotations
@@ -54,9 +55,13 @@ from gateway.livecalls import LiveCallLimits, SharedAnswers
 from gateway.settings import Settings
 from gateway.sync.config import SchedulerConfig, SyncConfig
 from gateway.sync.engine import SyncEngine
-from gateway.sync.scheduler import SyncScheduler
+from gateway.sync.scheduler import SyncScheduler, default_owner
 from gateway.sync.store import SyncStore
+from gateway.webhooks.destinations import DestinationPolicy, Resolve, system_resolve
 from gateway.webhooks.outbox import IntegrationOutbox
+from gateway.webhooks.service import EndpointService
+from gateway.webhooks.store import WebhookStore
+from gateway.webhooks.worker import DeliveryWorker, WorkerConfig
 from gateway.wiring import open_trust_keys, open_vault
 from vault.service import Vault
 from vault.trust import TrustKeys
@@ -100,6 +105,11 @@ class Services:
     scheduler: SyncScheduler | None
     availability: AvailabilityService | None
     booking: BookingService | None
+    # Outbound webhooks: the tenants' endpoints, and the delivery worker (built, not started:
+    # gateway/http/webhook_endpoint_routes.py runs it) when GATEWAY_WEBHOOK_WORKER is true.
+    webhook_store: WebhookStore
+    endpoints: EndpointService
+    webhook_worker: DeliveryWorker | None
 
 
 def sync_config(settings: Settings) -> SyncConfig:
@@ -139,10 +149,11 @@ async def open_services(
     *,
     engine: AsyncEngine | None = None,
     scheduling: SchedulerConfig | None = None,
+    resolve: Resolve = system_resolve,
 ) -> AsyncIterator[Services]:
     """Open storage, vault and HTTP session, build every service on them, close on exit.
     Pass `engine` to share one (tests do): it is then not disposed here. `scheduling` is
-    `scheduler_config(settings)` when not given."""
+    `scheduler_config(settings)` when not given; `resolve` looks up webhook endpoint hosts."""
     scheduling = scheduling or scheduler_config(settings)
     syncing = sync_config(settings)
     async with AsyncExitStack() as stack:
@@ -240,6 +251,25 @@ async def open_services(
                 max_staleness=timedelta(seconds=settings.booking_max_staleness_s),
                 nudge=scheduler.nudge if scheduler is not None else None,
             )
+        policy = DestinationPolicy.from_settings(
+            settings.webhook_allow_insecure_loopback, settings.webhook_allowed_networks
+        )
+        webhook_store = WebhookStore(engine)
+        endpoints = EndpointService(webhook_store, vault, policy, resolve)
+        webhook_worker = None
+        if settings.webhook_worker:
+            webhook_worker = DeliveryWorker(
+                webhook_store,
+                endpoints,
+                policy,
+                resolve,
+                owner=default_owner(),
+                config=WorkerConfig(
+                    tick_s=settings.webhook_tick_s,
+                    lease_s=settings.webhook_lease_s,
+                    timeout_s=min(settings.webhook_timeout_s, settings.webhook_lease_s / 2),
+                ),
+            )
         yield Services(
             settings=settings,
             engine=engine,
@@ -261,4 +291,7 @@ async def open_services(
             scheduler=scheduler,
             availability=availability,
             booking=booking,
+            webhook_store=webhook_store,
+            endpoints=endpoints,
+            webhook_worker=webhook_worker,
         )

@@ -28,6 +28,10 @@ from gateway.settings import Settings
 from gateway.sync.config import SchedulerConfig, SyncConfig
 from gateway.sync.engine import SyncEngine
 from gateway.sync.scheduler import SyncScheduler
+from gateway.webhooks.destinations import Resolve
+from gateway.webhooks.service import EndpointService
+from gateway.webhooks.store import WebhookStore
+from gateway.webhooks.worker import DeliveryWorker
 from vault.service import Vault
 from vault.trust import TrustKeys
 
@@ -59,6 +63,13 @@ SYNC_CONFIG_KEY = web.AppKey("sync_config", SyncConfig)
 SCHEDULER_CONFIG_KEY = web.AppKey("scheduler_config", SchedulerConfig)
 # Present only while this process runs a scheduler (Google configured, GATEWAY_SYNC_WORKER).
 SCHEDULER_KEY = web.AppKey("sync_scheduler", SyncScheduler)
+# Outbound webhooks: the endpoint service and its store, and the delivery worker (present
+# only while this process runs one, GATEWAY_WEBHOOK_WORKER).
+ENDPOINTS_KEY = web.AppKey("webhook_endpoints", EndpointService)
+WEBHOOK_STORE_KEY = web.AppKey("webhook_store", WebhookStore)
+WEBHOOK_WORKER_KEY = web.AppKey("webhook_worker", DeliveryWorker)
+# Set before the app starts to resolve endpoint hosts another way (tests: loopback only).
+WEBHOOK_RESOLVE_KEY: web.AppKey[Resolve] = web.AppKey("webhook_resolve")
 # One client session for every outbound call to Google (connection pooling, one timeout policy).
 HTTP_KEY = web.AppKey("http", aiohttp.ClientSession)
 
