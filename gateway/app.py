@@ -35,12 +35,15 @@ from gateway.http.appkeys import (
     BOOKING_KEY,
     COHERENCE_KEY,
     CONNECT_KEY,
+    DISCONNECT_CONFIG_KEY,
+    DISCONNECT_SERVICE_KEY,
     ENDPOINTS_KEY,
     ENGINE_KEY,
     GOOGLE_OAUTH_KEY,
     HTTP_KEY,
     INDEX_KEY,
     INTEGRATIONS_KEY,
+    JOURNAL_REPLAY_KEY,
     LIVE_LIMITS_KEY,
     SCHEDULER_CONFIG_KEY,
     SERVICES_KEY,
@@ -91,6 +94,8 @@ def _publish(app: web.Application, services: Services) -> None:
     app[LIVE_LIMITS_KEY] = services.live_limits
     app[COHERENCE_KEY] = services.coherence
     app[CONNECT_KEY] = services.connect
+    app[JOURNAL_REPLAY_KEY] = services.journal_replay
+    app[DISCONNECT_SERVICE_KEY] = services.disconnect
     app[SYNC_CONFIG_KEY] = services.sync_config
     app[SCHEDULER_CONFIG_KEY] = services.scheduler_config
     if services.index is not None:
@@ -126,7 +131,12 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         resolve = app.get(WEBHOOK_RESOLVE_KEY, system_resolve)
         async with open_services(
-            settings, engine=engine, scheduling=scheduling, resolve=resolve
+            settings,
+            engine=engine,
+            scheduling=scheduling,
+            resolve=resolve,
+            disconnecting=app[DISCONNECT_CONFIG_KEY],
+            hooks=disconnect_routes.disconnect_hooks(app),
         ) as services:
             _publish(app, services)
             yield

@@ -13,10 +13,11 @@ GOOGLE_CLIENT_ID/SECRET are unset, with a warning.
 
 `create_app()` (gateway/app.py) runs this in its first cleanup context and publishes the
 container (and, for handlers, each service under its app key, gateway/http/appkeys.py). Not
-yet in the container, still built by their feature's own cleanup context: the disconnect
-service and journal replay, and push channels. The sync scheduler and the webhook delivery
-worker are built here and run by their feature (gateway/http/sync_wiring.py starts the
-scheduler after the deletion journal was replayed).
+yet in the container, still built by its feature's own cleanup context: the push channel
+manager (gateway/http/push_wiring.py). Background work is built here and run by its feature:
+the deletion journal replay and the disconnect resumer (gateway/http/disconnect_routes.py,
+the replay before the sync scheduler starts), the sync scheduler (sync_wiring.py) and the
+webhook delivery worker (webhook_endpoint_routes.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import aiohttp
@@ -37,7 +38,11 @@ from gateway.availability.service import AvailabilityService
 from gateway.booking.service import BookingService
 from gateway.booking.store import BookingStore
 from gateway.connections.connect import ConnectService
+from gateway.connections.disconnect import DisconnectHooks, DisconnectService
+from gateway.connections.journal import DeletionJournal
+from gateway.connections.receipt_store import ReceiptStore
 from gateway.connections.repository import IntegrationRepository
+from gateway.connections.reshred import JournalReplay
 from gateway.connections.tokens import TokenManager
 from gateway.db.engine import create_engine
 from gateway.db.listener import CacheCoherence
@@ -51,6 +56,7 @@ from gateway.google.oauth_flow import (
     allow_plain_http_if_configured,
     quiet_token_logging,
 )
+from gateway.google.retry import RetryPolicy
 from gateway.livecalls import LiveCallLimits, SharedAnswers
 from gateway.settings import Settings
 from gateway.sync.config import SchedulerConfig, SyncConfig
@@ -74,6 +80,28 @@ _HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=10)
 
 
 @dataclass(frozen=True)
+class DisconnectConfig:
+    """Timing of disconnects. `lease_ttl_s` must exceed the revocation's retry budget (the
+    longest step) with margin; `wait_s` is how long a DELETE waits for another process's run."""
+
+    # Each revoke attempt may take the OAuth client's 10 s timeout: 3 attempts and their waits
+    # bound the revocation (and a DELETE) to about 32 s, well inside the lease.
+    retry: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(attempts=3, base_s=0.5, max_s=2.0, budget_s=10.0)
+    )
+    lease_ttl_s: float = 60.0
+    wait_s: float = 5.0
+    poll_s: float = 0.2
+    resume_interval_s: float = 30.0
+    retry_after_s: int = 5
+    # How long the revocation waits for an unreachable key provider before the disconnect
+    # completes without revoking at Google (see DisconnectService._wait_for_key_provider).
+    key_outage_patience_s: float = 24 * 3600.0
+    # How often a running process replays the deletion journal (it always does at start-up).
+    journal_replay_interval_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class Services:
     """Every service of one running gateway, built once by `open_services`."""
 
@@ -94,6 +122,11 @@ class Services:
     index: AvailabilityIndex | None
     coherence: CacheCoherence
     connect: ConnectService
+    # Disconnects, and the replay of the deletion journal (both run by
+    # gateway/http/disconnect_routes.py: the replay at start-up and on a timer, the resumer).
+    disconnect_config: DisconnectConfig
+    journal_replay: JournalReplay
+    disconnect: DisconnectService
     sync_config: SyncConfig
     scheduler_config: SchedulerConfig
     # None when no Google OAuth client is configured (and so everything that calls Google).
@@ -150,12 +183,17 @@ async def open_services(
     engine: AsyncEngine | None = None,
     scheduling: SchedulerConfig | None = None,
     resolve: Resolve = system_resolve,
+    disconnecting: DisconnectConfig | None = None,
+    hooks: DisconnectHooks | None = None,
 ) -> AsyncIterator[Services]:
     """Open storage, vault and HTTP session, build every service on them, close on exit.
     Pass `engine` to share one (tests do): it is then not disposed here. `scheduling` is
-    `scheduler_config(settings)` when not given; `resolve` looks up webhook endpoint hosts."""
+    `scheduler_config(settings)` when not given; `resolve` looks up webhook endpoint hosts;
+    `hooks` are the disconnect steps' hooks that the features registered."""
     scheduling = scheduling or scheduler_config(settings)
     syncing = sync_config(settings)
+    disconnecting = disconnecting or DisconnectConfig()
+    hooks = hooks if hooks is not None else DisconnectHooks()
     async with AsyncExitStack() as stack:
         if engine is None:
             engine = await create_engine(settings.database_url)
@@ -205,6 +243,35 @@ async def open_services(
             settings=settings,
             flow=flow,
             revoker=google_oauth,
+        )
+        journal = DeletionJournal(settings.deletion_journal_path, trust_keys.journal_key)
+        receipts = ReceiptStore(engine)
+        journal_replay = JournalReplay(
+            journal=journal,
+            receipts=receipts,
+            engine=engine,
+            repository=integrations,
+            vault=vault,
+            audit=audit,
+            hooks=hooks,
+        )
+        disconnect = DisconnectService(
+            repository=integrations,
+            vault=vault,
+            audit=audit,
+            # Without a Google client nobody could have connected, but a disconnect must still
+            # destroy whatever is stored: receipts then say revoked_at_google=false.
+            revoker=google_oauth,
+            # Step 2 (stopping watch channels) gets its tokens from the one TokenManager.
+            tokens=tokens,
+            retry=disconnecting.retry,
+            owner=default_owner(),
+            hooks=hooks,
+            lease_ttl_s=disconnecting.lease_ttl_s,
+            key_outage_patience=timedelta(seconds=disconnecting.key_outage_patience_s),
+            signing=trust_keys,
+            receipts=receipts,
+            journal=journal,
         )
         live_limits = LiveCallLimits(
             per_key_per_min=settings.live_calls_per_min_per_key,
@@ -283,6 +350,9 @@ async def open_services(
             index=index,
             coherence=coherence,
             connect=connect,
+            disconnect_config=disconnecting,
+            journal_replay=journal_replay,
+            disconnect=disconnect,
             google_oauth=google_oauth,
             tokens=tokens,
             sync_config=syncing,

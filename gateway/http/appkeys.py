@@ -17,9 +17,11 @@ from gateway.audit import AuditLog
 from gateway.availability.index import AvailabilityIndex
 from gateway.availability.service import AvailabilityService
 from gateway.booking.service import BookingService
-from gateway.bootstrap import Services
+from gateway.bootstrap import DisconnectConfig, Services
 from gateway.connections.connect import ConnectService
+from gateway.connections.disconnect import DisconnectHooks, DisconnectService
 from gateway.connections.repository import IntegrationRepository
+from gateway.connections.reshred import JournalReplay
 from gateway.connections.tokens import TokenManager
 from gateway.db.listener import CacheCoherence
 from gateway.google.oauth_client import GoogleOAuthClient
@@ -51,6 +53,12 @@ LIVE_LIMITS_KEY = web.AppKey("live_limits", LiveCallLimits)
 INDEX_KEY = web.AppKey("availability_index", AvailabilityIndex)
 COHERENCE_KEY = web.AppKey("cache_coherence", CacheCoherence)
 CONNECT_KEY = web.AppKey("connect", ConnectService)
+# Set before the app starts to change the defaults (tests shorten the timings); the
+# hooks are filled by the features' `setup(app)` (see disconnect_routes.disconnect_hooks).
+DISCONNECT_CONFIG_KEY = web.AppKey("disconnect_config", DisconnectConfig)
+DISCONNECT_HOOKS_KEY = web.AppKey("disconnect_hooks", DisconnectHooks)
+DISCONNECT_SERVICE_KEY = web.AppKey("disconnect_service", DisconnectService)
+JOURNAL_REPLAY_KEY = web.AppKey("journal_replay", JournalReplay)
 # The Google OAuth client and the TokenManager: absent when no Google OAuth client is
 # configured (GOOGLE_CLIENT_ID/SECRET unset); handlers then answer 503.
 GOOGLE_OAUTH_KEY = web.AppKey("google_oauth", GoogleOAuthClient)
