@@ -45,6 +45,7 @@ from gateway.http.appkeys import (
     INTEGRATIONS_KEY,
     JOURNAL_REPLAY_KEY,
     LIVE_LIMITS_KEY,
+    PUSH_CONFIG_KEY,
     SCHEDULER_CONFIG_KEY,
     SERVICES_KEY,
     SETTINGS_KEY,
@@ -98,6 +99,7 @@ def _publish(app: web.Application, services: Services) -> None:
     app[DISCONNECT_SERVICE_KEY] = services.disconnect
     app[SYNC_CONFIG_KEY] = services.sync_config
     app[SCHEDULER_CONFIG_KEY] = services.scheduler_config
+    app[PUSH_CONFIG_KEY] = services.push_config
     if services.index is not None:
         app[INDEX_KEY] = services.index
     # Absent, not None, without a Google client: handlers test `app.get(...)`.

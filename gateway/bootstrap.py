@@ -8,16 +8,17 @@ the database engine (unless one is passed in, which the caller then owns), the s
 it and the cache coherence listener (started: the caches answer only while it listens), the
 vault with the trust keys beside it, and one HTTP client session for every outbound call to
 Google. On these it builds the services. What needs no Google client always exists; what does
-(`google_oauth`, `tokens`, `sync`, `scheduler`, `availability`, `booking`) is None when
-GOOGLE_CLIENT_ID/SECRET are unset, with a warning.
+(`google_oauth`, `tokens`, `sync`, `scheduler`, `availability`, `booking`, `channels`) is
+None when GOOGLE_CLIENT_ID/SECRET are unset, with a warning.
 
 `create_app()` (gateway/app.py) runs this in its first cleanup context and publishes the
-container (and, for handlers, each service under its app key, gateway/http/appkeys.py). Not
-yet in the container, still built by its feature's own cleanup context: the push channel
-manager (gateway/http/push_wiring.py). Background work is built here and run by its feature:
-the deletion journal replay and the disconnect resumer (gateway/http/disconnect_routes.py,
-the replay before the sync scheduler starts), the sync scheduler (sync_wiring.py) and the
-webhook delivery worker (webhook_endpoint_routes.py).
+container (and, for handlers, each service under its app key, gateway/http/appkeys.py).
+Nothing is started here beyond the cache listener: background work is built here and run by
+its feature's cleanup context, in `create_app()`'s order: the deletion journal replay (at
+start-up, before the sync scheduler starts) and the disconnect resumer
+(gateway/http/disconnect_routes.py), the sync scheduler (sync_wiring.py), the push channels'
+maintenance (push_wiring.py) and the webhook delivery worker (webhook_endpoint_routes.py);
+housekeeping purges run through gateway.periodic.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from gateway.booking.store import BookingStore
 from gateway.connections.connect import ConnectService
 from gateway.connections.disconnect import DisconnectHooks, DisconnectService
 from gateway.connections.journal import DeletionJournal
+from gateway.connections.model import Integration
 from gateway.connections.receipt_store import ReceiptStore
 from gateway.connections.repository import IntegrationRepository
 from gateway.connections.reshred import JournalReplay
@@ -59,6 +61,8 @@ from gateway.google.oauth_flow import (
 from gateway.google.retry import RetryPolicy
 from gateway.livecalls import LiveCallLimits, SharedAnswers
 from gateway.settings import Settings
+from gateway.sync.channel_store import ChannelStore
+from gateway.sync.channels import ChannelManager, PushConfig, stop_locally
 from gateway.sync.config import SchedulerConfig, SyncConfig
 from gateway.sync.engine import SyncEngine
 from gateway.sync.scheduler import SyncScheduler, default_owner
@@ -138,11 +142,25 @@ class Services:
     scheduler: SyncScheduler | None
     availability: AvailabilityService | None
     booking: BookingService | None
+    push_config: PushConfig
+    # The push channel manager (its maintenance loop is run by gateway/http/push_wiring.py):
+    # None when push is off (GATEWAY_PUSH_ENABLED=false, no usable GATEWAY_PUBLIC_URL) or no
+    # Google client is configured.
+    channels: ChannelManager | None
     # Outbound webhooks: the tenants' endpoints, and the delivery worker (built, not started:
     # gateway/http/webhook_endpoint_routes.py runs it) when GATEWAY_WEBHOOK_WORKER is true.
     webhook_store: WebhookStore
     endpoints: EndpointService
     webhook_worker: DeliveryWorker | None
+
+
+def push_config(settings: Settings) -> PushConfig:
+    """The channel settings: GATEWAY_PUBLIC_URL and GATEWAY_PUSH_*."""
+    return PushConfig(
+        address=settings.push_webhook_url,
+        renew_before_s=settings.push_renew_before_s,
+        silence_threshold_s=settings.push_silence_threshold_s,
+    )
 
 
 def sync_config(settings: Settings) -> SyncConfig:
@@ -318,6 +336,8 @@ async def open_services(
                 max_staleness=timedelta(seconds=settings.booking_max_staleness_s),
                 nudge=scheduler.nudge if scheduler is not None else None,
             )
+        pushing = push_config(settings)
+        channels = await _channels(settings, http, engine, tokens, pushing, scheduling)
         policy = DestinationPolicy.from_settings(
             settings.webhook_allow_insecure_loopback, settings.webhook_allowed_networks
         )
@@ -361,7 +381,50 @@ async def open_services(
             scheduler=scheduler,
             availability=availability,
             booking=booking,
+            push_config=pushing,
+            channels=channels,
             webhook_store=webhook_store,
             endpoints=endpoints,
             webhook_worker=webhook_worker,
         )
+
+
+async def _channels(
+    settings: Settings,
+    http: aiohttp.ClientSession,
+    engine: AsyncEngine,
+    tokens: TokenManager | None,
+    config: PushConfig,
+    scheduling: SchedulerConfig,
+) -> ChannelManager | None:
+    """The push channel manager when push is on; in any case, with a Google client, a lost
+    grant stops its integration's channels locally."""
+    store = ChannelStore(engine)
+    if tokens is not None:
+
+        async def on_reauth(integration: Integration) -> None:
+            # No grant left to call Google with: refuse the channels' notifications from now.
+            await stop_locally(store, integration)
+
+        tokens.add_reauth_hook(on_reauth)
+    if not settings.push_enabled:
+        log.info("push notifications are off (GATEWAY_PUSH_ENABLED=false): calendars are polled")
+        return None
+    if not settings.push_address_usable:
+        log.warning(
+            "push notifications are off: Google only delivers to https addresses and "
+            "GATEWAY_PUBLIC_URL is not one; calendars are polled"
+        )
+        return None
+    if tokens is None:
+        return None  # warned already: no Google client, nothing to watch
+    if not settings.public_url.startswith("https://"):
+        log.warning("push webhook address is plain http on loopback: only the emulator accepts it")
+    client = await CalendarClient.create(http, settings.google_calendar_api_url)
+    return ChannelManager(
+        store=store,
+        client=client,
+        tokens=tokens,
+        config=config,
+        backoff_s=scheduling.backoff_s,
+    )

@@ -27,6 +27,7 @@ from gateway.db.listener import CacheCoherence
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.livecalls import LiveCallLimits
 from gateway.settings import Settings
+from gateway.sync.channels import ChannelManager, PushConfig
 from gateway.sync.config import SchedulerConfig, SyncConfig
 from gateway.sync.engine import SyncEngine
 from gateway.sync.scheduler import SyncScheduler
@@ -69,6 +70,9 @@ AVAILABILITY_KEY = web.AppKey("availability", AvailabilityService)
 BOOKING_KEY = web.AppKey("booking", BookingService)
 SYNC_CONFIG_KEY = web.AppKey("sync_config", SyncConfig)
 SCHEDULER_CONFIG_KEY = web.AppKey("scheduler_config", SchedulerConfig)
+# Push channels: the manager is present only when push is on and Google configured.
+PUSH_CONFIG_KEY = web.AppKey("push_config", PushConfig)
+CHANNELS_KEY = web.AppKey("push_channels", ChannelManager)
 # Present only while this process runs a scheduler (Google configured, GATEWAY_SYNC_WORKER).
 SCHEDULER_KEY = web.AppKey("sync_scheduler", SyncScheduler)
 # Outbound webhooks: the endpoint service and its store, and the delivery worker (present

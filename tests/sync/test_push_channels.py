@@ -28,6 +28,7 @@ from gateway.db.engine import create_engine
 from gateway.db.notify import bump_calendars
 from gateway.db.schema import calendars, integrations, watch_channels
 from gateway.http.appkeys import (
+    CHANNELS_KEY,
     INTEGRATIONS_KEY,
     SCHEDULER_CONFIG_KEY,
     SCHEDULER_KEY,
@@ -35,7 +36,6 @@ from gateway.http.appkeys import (
     SYNC_NUDGE_KEY,
     TOKENS_KEY,
 )
-from gateway.http.push_wiring import CHANNELS_KEY
 from gateway.settings import load_settings
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.channel_store import ChannelStore, WatchTarget
