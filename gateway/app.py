@@ -1,7 +1,8 @@
 """The one place that wires the gateway together: `create_app()`.
 
-Engines, the vault and background work are created inside the running loop (cleanup_ctx)
-and closed with it; nothing is done at import time.
+Its first cleanup context builds the services once (gateway/bootstrap.py, inside the running
+loop, closed with it) and publishes them; then each feature adds its routes. Nothing is done
+at import time.
 """
 
 from __future__ import annotations
@@ -10,18 +11,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.apikeys import ApiKeyStore
-from gateway.audit import AuditLog
-from gateway.availability.index import AvailabilityIndex
-from gateway.connections.repository import IntegrationRepository
-from gateway.db.engine import create_engine
-from gateway.db.listener import CacheCoherence
-from gateway.db.migrate import ensure_migrated
-from gateway.db.notify import Subscriber
+from gateway.bootstrap import Services, open_services, scheduler_config
 from gateway.http import (
     audit_wiring,
     availability_routes,
@@ -33,30 +26,43 @@ from gateway.http import (
     push_wiring,
     receipt_routes,
     sync_wiring,
-    token_wiring,
     webhook_endpoint_routes,
 )
 from gateway.http.appkeys import (
     APIKEYS_KEY,
     AUDIT_KEY,
+    AVAILABILITY_KEY,
+    BOOKING_KEY,
     COHERENCE_KEY,
+    CONNECT_KEY,
+    DISCONNECT_CONFIG_KEY,
+    DISCONNECT_SERVICE_KEY,
+    ENDPOINTS_KEY,
     ENGINE_KEY,
+    GOOGLE_OAUTH_KEY,
     HTTP_KEY,
     INDEX_KEY,
     INTEGRATIONS_KEY,
+    JOURNAL_REPLAY_KEY,
     LIVE_LIMITS_KEY,
+    PUSH_CONFIG_KEY,
+    SCHEDULER_CONFIG_KEY,
+    SERVICES_KEY,
     SETTINGS_KEY,
+    SYNC_CONFIG_KEY,
+    SYNC_KEY,
+    TOKENS_KEY,
     TRUST_KEY,
     VAULT_KEY,
+    WEBHOOK_RESOLVE_KEY,
+    WEBHOOK_STORE_KEY,
 )
 from gateway.http.json_body import json_response
 from gateway.http.middleware import gateway_middleware
-from gateway.livecalls import LiveCallLimits
 from gateway.mcp import routes as mcp_routes
 from gateway.observability.logs import hold_chatty_loggers, quiet_protocol_errors
 from gateway.settings import Settings
-from gateway.webhooks.outbox import IntegrationOutbox
-from gateway.wiring import open_trust_keys, open_vault
+from gateway.webhooks.destinations import system_resolve
 
 # Bodies larger than this are refused with 413 before any handler reads them.
 MAX_BODY_BYTES = 64 * 1024
@@ -76,6 +82,41 @@ async def openapi(_request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="application/json")
 
 
+def _publish(app: web.Application, services: Services) -> None:
+    """Put the container, and each of its services under its own key, on the application."""
+    app[SERVICES_KEY] = services
+    app[ENGINE_KEY] = services.engine
+    app[VAULT_KEY] = services.vault
+    app[TRUST_KEY] = services.trust_keys
+    app[HTTP_KEY] = services.http
+    app[APIKEYS_KEY] = services.api_keys
+    app[AUDIT_KEY] = services.audit
+    app[INTEGRATIONS_KEY] = services.integrations
+    app[LIVE_LIMITS_KEY] = services.live_limits
+    app[COHERENCE_KEY] = services.coherence
+    app[CONNECT_KEY] = services.connect
+    app[JOURNAL_REPLAY_KEY] = services.journal_replay
+    app[DISCONNECT_SERVICE_KEY] = services.disconnect
+    app[SYNC_CONFIG_KEY] = services.sync_config
+    app[SCHEDULER_CONFIG_KEY] = services.scheduler_config
+    app[PUSH_CONFIG_KEY] = services.push_config
+    if services.index is not None:
+        app[INDEX_KEY] = services.index
+    # Absent, not None, without a Google client: handlers test `app.get(...)`.
+    if services.google_oauth is not None:
+        app[GOOGLE_OAUTH_KEY] = services.google_oauth
+    if services.tokens is not None:
+        app[TOKENS_KEY] = services.tokens
+    if services.sync is not None:
+        app[SYNC_KEY] = services.sync
+    if services.availability is not None:
+        app[AVAILABILITY_KEY] = services.availability
+    if services.booking is not None:
+        app[BOOKING_KEY] = services.booking
+    app[WEBHOOK_STORE_KEY] = services.webhook_store
+    app[ENDPOINTS_KEY] = services.endpoints
+
+
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.Application:
     """Build the gateway application. Pass `engine` to share one (tests do)."""
     quiet_protocol_errors()
@@ -86,63 +127,29 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS_KEY] = settings
-    app[LIVE_LIMITS_KEY] = LiveCallLimits(
-        per_key_per_min=settings.live_calls_per_min_per_key,
-        per_tenant_per_min=settings.live_calls_per_min_per_tenant,
-    )
+    # Here, not at start-up: a bad GATEWAY_SYNC_BACKOFF_* pair fails before anything opens.
+    scheduling = scheduler_config(settings)
 
-    async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-        own = engine is None
-        eng = engine if engine is not None else await create_engine(settings.database_url)
-        try:
-            await ensure_migrated(eng)
-            app[ENGINE_KEY] = eng
-            api_keys = ApiKeyStore(eng, cache=True)
-            app[APIKEYS_KEY] = api_keys
-            app[AUDIT_KEY] = AuditLog(eng)
-            app[INTEGRATIONS_KEY] = IntegrationRepository(eng, announcer=IntegrationOutbox())
-            caches: list[Subscriber] = [api_keys]
-            if settings.index_memory_mb > 0:
-                index = AvailabilityIndex(budget_bytes=settings.index_memory_mb * 2**20)
-                app[INDEX_KEY] = index
-                caches.append(index)
-            # Born here, in the loop, and stopped before the engine: the caches answer only
-            # while it listens for changes (gateway.db.listener).
-            coherence = CacheCoherence(eng, settings.database_url, caches=caches)
-            app[COHERENCE_KEY] = coherence
-            await coherence.start()
-            try:
-                yield
-            finally:
-                await coherence.stop()
-        finally:
-            if own:
-                await eng.dispose()
-
-    async def vault_ctx(app: web.Application) -> AsyncIterator[None]:
-        vault = await open_vault(settings, app[ENGINE_KEY])
-        app[VAULT_KEY] = vault
-        try:
-            app[TRUST_KEY] = await open_trust_keys(settings, vault)
-            yield
-        finally:
-            await vault.close()
-
-    async def http_ctx(app: web.Application) -> AsyncIterator[None]:
-        # Google answers in well under a second; 30 s bounds a hung connection without
-        # cutting a slow but live one. Each call site may set a tighter timeout.
-        timeout = aiohttp.ClientTimeout(total=30, connect=10)
-        async with aiohttp.ClientSession(timeout=timeout, raise_for_status=False) as session:
-            app[HTTP_KEY] = session
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        resolve = app.get(WEBHOOK_RESOLVE_KEY, system_resolve)
+        async with open_services(
+            settings,
+            engine=engine,
+            scheduling=scheduling,
+            resolve=resolve,
+            disconnecting=app[DISCONNECT_CONFIG_KEY],
+            hooks=disconnect_routes.disconnect_hooks(app),
+        ) as services:
+            _publish(app, services)
             yield
 
-    app.cleanup_ctx.extend([storage_ctx, vault_ctx, http_ctx])
-    # Each feature adds its services (as cleanup contexts, after the ones above) and routes.
+    app.cleanup_ctx.append(services_ctx)
+    # Each feature adds its routes; those whose services are not yet in the container
+    # (gateway/bootstrap.py) still build them in a cleanup context, after the one above.
     for feature in (
         health_routes,
         metrics_routes,
         audit_wiring,
-        token_wiring,
         connect_routes,
         disconnect_routes,
         receipt_routes,

@@ -13,8 +13,6 @@ rate limited).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
@@ -41,15 +39,7 @@ from gateway.availability.service import (
 from gateway.clock import rfc3339
 from gateway.connections.model import Integration
 from gateway.errors import GatewayError, NotFound, ProblemError
-from gateway.google.calendar import CalendarClient
 from gateway.google.errors import GoogleError
-from gateway.http.appkeys import (
-    AVAILABILITY_KEY,
-    HTTP_KEY,
-    INDEX_KEY,
-    LIVE_LIMITS_KEY,
-    SETTINGS_KEY,
-)
 from gateway.http.auth import principal, requires_scope
 from gateway.http.availability_json import (
     as_problem,
@@ -65,10 +55,7 @@ from gateway.http.lookup import (
     require_usable,
     staleness,
 )
-from gateway.http.sync_wiring import SYNC_KEY
-from gateway.http.token_wiring import TOKENS_KEY
 from gateway.http.validation import Rfc3339, StrictBody, parse_query, read_json
-from gateway.livecalls import SharedAnswers
 
 
 class FreeBusyQuery(StrictBody):
@@ -224,29 +211,7 @@ async def post_slots(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Add the availability service (after sync_wiring: it reads the engine) and routes."""
-
-    async def availability_ctx(app: web.Application) -> AsyncIterator[None]:
-        sync, tokens = app.get(SYNC_KEY), app.get(TOKENS_KEY)
-        if sync is not None and tokens is not None:
-            settings = app[SETTINGS_KEY]
-            client = await CalendarClient.create(
-                app[HTTP_KEY],
-                settings.google_calendar_api_url,
-                before_send=app[LIVE_LIMITS_KEY].admit,
-            )
-            app[AVAILABILITY_KEY] = AvailabilityService(
-                sync=sync,
-                client=client,
-                tokens=tokens,
-                concurrency=settings.freebusy_concurrency,
-                shared=SharedAnswers(ttl=timedelta(seconds=settings.live_answer_reuse_s)),
-                index=app.get(INDEX_KEY),
-                push_trust_s=settings.push_trust_s,
-            )
-        yield
-
-    app.cleanup_ctx.append(availability_ctx)
+    """Add the routes (the availability service is built by gateway.bootstrap)."""
     app.router.add_get("/v1/integrations/{integration_id}/freebusy", get_freebusy)
     app.router.add_post("/v1/freebusy", post_freebusy)
     app.router.add_post("/v1/slots", post_slots)

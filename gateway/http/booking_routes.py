@@ -13,8 +13,6 @@ failures become lookup.google_problem (503 + Retry-After when rate limited).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Annotated, Literal
 
 from aiohttp import web
@@ -28,25 +26,16 @@ from gateway.booking.store import BookingStore
 from gateway.clock import rfc3339
 from gateway.connections.model import Integration
 from gateway.errors import ProblemError
-from gateway.google.calendar import CalendarClient
 from gateway.google.errors import GoogleError
 from gateway.http.appkeys import (
-    AVAILABILITY_KEY,
+    BOOKING_KEY,
     ENGINE_KEY,
-    HTTP_KEY,
-    LIVE_LIMITS_KEY,
-    SETTINGS_KEY,
-    SYNC_NUDGE_KEY,
 )
 from gateway.http.auth import principal, requires_scope
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.http.json_body import json_response
 from gateway.http.lookup import google_problem, integration_for
-from gateway.http.sync_wiring import SYNC_KEY
-from gateway.http.token_wiring import TOKENS_KEY
 from gateway.http.validation import PrintableText, Rfc3339, StrictBody, parse_query, read_json
-
-BOOKING_KEY = web.AppKey("booking", BookingService)
 
 Text = Annotated[str, Field(max_length=8192)]
 Zone = Annotated[str, Field(min_length=1, max_length=64)]
@@ -217,36 +206,14 @@ async def delete_event(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Add the booking service (after availability_routes: it checks slots with it), the
-    disconnect purge of booking rows, and the routes."""
+    """Add the disconnect purge of booking rows and the routes (the booking service is built
+    by gateway.bootstrap)."""
 
     async def purge_bookings(integration: Integration) -> int:
         return await BookingStore(app[ENGINE_KEY]).purge_integration(integration.id)
 
     disconnect_hooks(app).record_purgers.append(purge_bookings)
 
-    async def booking_ctx(app: web.Application) -> AsyncIterator[None]:
-        sync, tokens = app.get(SYNC_KEY), app.get(TOKENS_KEY)
-        availability = app.get(AVAILABILITY_KEY)
-        if sync is not None and tokens is not None and availability is not None:
-            settings = app[SETTINGS_KEY]
-            client = await CalendarClient.create(
-                app[HTTP_KEY],
-                settings.google_calendar_api_url,
-                before_send=app[LIVE_LIMITS_KEY].admit,
-            )
-            app[BOOKING_KEY] = BookingService(
-                store=BookingStore(app[ENGINE_KEY]),
-                client=client,
-                tokens=tokens,
-                sync=sync,
-                availability=availability,
-                max_staleness=timedelta(seconds=settings.booking_max_staleness_s),
-                nudge=app.get(SYNC_NUDGE_KEY),
-            )
-        yield
-
-    app.cleanup_ctx.append(booking_ctx)
     events = "/v1/integrations/{integration_id}/events"
     app.router.add_post(events, post_event)
     app.router.add_get(events, list_events)

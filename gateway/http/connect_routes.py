@@ -21,21 +21,14 @@ from aiohttp import web
 from pydantic import Field
 
 from gateway.clock import rfc3339, utc_now
-from gateway.connections.connect import ConnectService
 from gateway.connections.export import stored_records
 from gateway.connections.model import Integration, excess_scopes
 from gateway.connections.receipt_store import ReceiptStore
-from gateway.google.oauth_client import GoogleOAuthClient
-from gateway.google.oauth_flow import (
-    GoogleFlow,
-    allow_plain_http_if_configured,
-    quiet_token_logging,
-    requested_scopes,
-)
+from gateway.google.oauth_flow import requested_scopes
 from gateway.http.appkeys import (
     AUDIT_KEY,
+    CONNECT_KEY,
     ENGINE_KEY,
-    HTTP_KEY,
     INTEGRATIONS_KEY,
     SETTINGS_KEY,
     VAULT_KEY,
@@ -49,7 +42,6 @@ from gateway.periodic import periodic
 
 log = logging.getLogger(__name__)
 
-CONNECT_KEY = web.AppKey("connect", ConnectService)
 # How often abandoned connect sessions are purged (set before the app starts to change it).
 SESSION_PURGE_INTERVAL_KEY = web.AppKey("session_purge_interval_s", float)
 SESSION_PURGE_INTERVAL_S = 3600.0
@@ -210,25 +202,11 @@ async def export_integration(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Add the connect service (a cleanup context, after storage, vault and HTTP) and routes."""
+    """Add the routes and the purge of abandoned connect sessions (the service itself is
+    built by gateway.bootstrap)."""
 
-    async def connect_ctx(app: web.Application) -> AsyncIterator[None]:
-        settings = app[SETTINGS_KEY]
-        quiet_token_logging()
-        flow, revoker = None, None
-        if settings.google_configured:
-            allow_plain_http_if_configured(settings)
-            flow = GoogleFlow(settings)
-            revoker = GoogleOAuthClient.from_settings(app[HTTP_KEY], settings)
-        service = ConnectService(
-            repository=app[INTEGRATIONS_KEY],
-            vault=app[VAULT_KEY],
-            audit=app[AUDIT_KEY],
-            settings=settings,
-            flow=flow,
-            revoker=revoker,
-        )
-        app[CONNECT_KEY] = service
+    async def session_purge_ctx(app: web.Application) -> AsyncIterator[None]:
+        service = app[CONNECT_KEY]
         interval_s = app.get(SESSION_PURGE_INTERVAL_KEY, SESSION_PURGE_INTERVAL_S)
 
         async def purge_sessions() -> None:
@@ -241,7 +219,7 @@ def setup(app: web.Application) -> None:
         async with periodic(purge_sessions, what="connect session purge", interval_s=interval_s):
             yield
 
-    app.cleanup_ctx.append(connect_ctx)
+    app.cleanup_ctx.append(session_purge_ctx)
     app.router.add_post("/v1/connect-sessions", create_connect_session)
     app.router.add_get("/oauth/google/callback", oauth_callback)
     app.router.add_get("/v1/integrations", list_integrations)

@@ -30,62 +30,36 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import timedelta
 
 from aiohttp import web
 
-from gateway.connections.disconnect import DisconnectHooks, DisconnectService
-from gateway.connections.journal import DeletionJournal
-from gateway.connections.receipt_store import ReceiptStore
-from gateway.connections.reshred import JournalReplay
+from gateway.bootstrap import DisconnectConfig
+from gateway.connections.disconnect import DisconnectHooks
 from gateway.errors import NotFound
-from gateway.google.oauth_client import TokenRevoker
-from gateway.google.retry import RetryPolicy
 from gateway.http.appkeys import (
-    AUDIT_KEY,
-    ENGINE_KEY,
-    INTEGRATIONS_KEY,
-    SETTINGS_KEY,
-    TRUST_KEY,
-    VAULT_KEY,
+    DISCONNECT_CONFIG_KEY,
+    DISCONNECT_HOOKS_KEY,
+    DISCONNECT_SERVICE_KEY,
+    JOURNAL_REPLAY_KEY,
+    SERVICES_KEY,
 )
 from gateway.http.auth import principal, requires_scope
 from gateway.http.json_body import json_response
-from gateway.http.token_wiring import GOOGLE_OAUTH_KEY, TOKENS_KEY
 from gateway.periodic import periodic
-from gateway.sync.scheduler import default_owner
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class DisconnectConfig:
-    """Timing of disconnects. `lease_ttl_s` must exceed the revocation's retry budget (the
-    longest step) with margin; `wait_s` is how long a DELETE waits for another process's run."""
-
-    # Each revoke attempt may take the OAuth client's 10 s timeout: 3 attempts and their waits
-    # bound the revocation (and a DELETE) to about 32 s, well inside the lease.
-    retry: RetryPolicy = field(
-        default_factory=lambda: RetryPolicy(attempts=3, base_s=0.5, max_s=2.0, budget_s=10.0)
-    )
-    lease_ttl_s: float = 60.0
-    wait_s: float = 5.0
-    poll_s: float = 0.2
-    resume_interval_s: float = 30.0
-    retry_after_s: int = 5
-    # How long the revocation waits for an unreachable key provider before the disconnect
-    # completes without revoking at Google (see DisconnectService._wait_for_key_provider).
-    key_outage_patience_s: float = 24 * 3600.0
-    # How often a running process replays the deletion journal (it always does at start-up).
-    journal_replay_interval_s: float = 60.0
-
-
-# Set before the app starts to change the defaults (tests shorten the timings).
-DISCONNECT_CONFIG_KEY = web.AppKey("disconnect_config", DisconnectConfig)
-DISCONNECT_HOOKS_KEY = web.AppKey("disconnect_hooks", DisconnectHooks)
-DISCONNECT_SERVICE_KEY = web.AppKey("disconnect_service", DisconnectService)
-JOURNAL_REPLAY_KEY = web.AppKey("journal_replay", JournalReplay)
+__all__ = [
+    "DISCONNECT_CONFIG_KEY",
+    "DISCONNECT_HOOKS_KEY",
+    "DISCONNECT_SERVICE_KEY",
+    "JOURNAL_REPLAY_KEY",
+    "DisconnectConfig",
+    "delete_integration",
+    "disconnect_hooks",
+    "setup",
+]
 
 
 def disconnect_hooks(app: web.Application) -> DisconnectHooks:
@@ -117,51 +91,22 @@ async def delete_integration(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Add the DELETE route and the disconnect service with its background resumer."""
+    """Add the DELETE route, the deletion journal replay (at start-up and on a timer) and the
+    background resumer of disconnects (the service itself is built by gateway.bootstrap)."""
     disconnect_hooks(app)
     if DISCONNECT_CONFIG_KEY not in app:
         app[DISCONNECT_CONFIG_KEY] = DisconnectConfig()
 
     async def disconnect_ctx(app: web.Application) -> AsyncIterator[None]:
-        config = app[DISCONNECT_CONFIG_KEY]
-        journal = DeletionJournal(
-            app[SETTINGS_KEY].deletion_journal_path, app[TRUST_KEY].journal_key
-        )
-        receipts = ReceiptStore(app[ENGINE_KEY])
-        replay = JournalReplay(
-            journal=journal,
-            receipts=receipts,
-            engine=app[ENGINE_KEY],
-            repository=app[INTEGRATIONS_KEY],
-            vault=app[VAULT_KEY],
-            audit=app[AUDIT_KEY],
-            hooks=app[DISCONNECT_HOOKS_KEY],
+        services = app[SERVICES_KEY]
+        config, replay, service = (
+            services.disconnect_config,
+            services.journal_replay,
+            services.disconnect,
         )
         # Before anything serves or syncs: a restored backup's integrations are shredded
         # again first. A broken journal raises here and start-up stops.
         await replay.replay()
-        app[JOURNAL_REPLAY_KEY] = replay
-        # The token feature's client (its context runs before this one). Without a Google
-        # client nobody could have connected, but a disconnect must still destroy whatever is
-        # stored: receipts then say revoked_at_google=false.
-        revoker: TokenRevoker | None = app.get(GOOGLE_OAUTH_KEY)
-        service = DisconnectService(
-            repository=app[INTEGRATIONS_KEY],
-            vault=app[VAULT_KEY],
-            audit=app[AUDIT_KEY],
-            revoker=revoker,
-            # Step 2 (stopping watch channels) gets its tokens from the one TokenManager.
-            tokens=app.get(TOKENS_KEY),
-            retry=config.retry,
-            owner=default_owner(),
-            hooks=app[DISCONNECT_HOOKS_KEY],
-            lease_ttl_s=config.lease_ttl_s,
-            key_outage_patience=timedelta(seconds=config.key_outage_patience_s),
-            signing=app[TRUST_KEY],
-            receipts=receipts,
-            journal=journal,
-        )
-        app[DISCONNECT_SERVICE_KEY] = service
 
         async def resume() -> None:
             # Finish the disconnects of crashed processes (they may wait on Google: in the

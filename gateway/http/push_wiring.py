@@ -1,12 +1,13 @@
-"""Wiring of push notifications: the webhook route, the ChannelManager with its maintenance
-loop, and the hooks that stop channels on disconnect and on reauth.
+"""Wiring of push notifications: the webhook route, the ChannelManager's maintenance loop,
+and the hooks that stop channels on disconnect.
 
 `setup(app)` (after sync_wiring) adds the webhook route, registers the disconnect channel
 stopper and adds a cleanup context that, when push is on (GATEWAY_PUSH_ENABLED, a usable
-GATEWAY_PUBLIC_URL and a Google client), builds the ChannelManager, hooks it into this
-process's sync scheduler (a calendar's first channel opens right after its first full sync),
-and runs its maintenance pass at startup and every GATEWAY_PUSH_MAINTENANCE_INTERVAL_S, waking
-in between when a refused channel is due for a retry (0: no loop at all; tests drive it).
+GATEWAY_PUBLIC_URL and a Google client; gateway.bootstrap then built the ChannelManager and
+hooked channel stops to reauth), hooks the manager into this process's sync scheduler (a
+calendar's first channel opens right after its first full sync), and runs its maintenance
+pass at startup and every GATEWAY_PUSH_MAINTENANCE_INTERVAL_S, waking in between when a
+refused channel is due for a retry (0: no loop at all; tests drive it).
 
 The stoppers work from the database alone when push is off: channels opened while it was on
 are still refused once their integration goes away.
@@ -23,38 +24,26 @@ from datetime import timedelta
 from aiohttp import web
 
 from gateway.connections.model import Integration
-from gateway.google.calendar import CalendarClient, TokenSource
+from gateway.google.calendar import TokenSource
 from gateway.http import webhook_routes
-from gateway.http.appkeys import ENGINE_KEY, HTTP_KEY, SETTINGS_KEY
+from gateway.http.appkeys import (
+    CHANNELS_KEY,
+    ENGINE_KEY,
+    SCHEDULER_KEY,
+    SERVICES_KEY,
+    SETTINGS_KEY,
+)
 from gateway.http.disconnect_routes import disconnect_hooks
-from gateway.http.sync_wiring import SCHEDULER_CONFIG_KEY, SCHEDULER_KEY
-from gateway.http.token_wiring import TOKENS_KEY
-from gateway.settings import Settings
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.channel_store import ChannelStore, WatchTarget
 from gateway.sync.channels import (
     ChannelManager,
-    PushConfig,
     forget_integration,
-    stop_locally,
 )
 from gateway.sync.engine import SyncOutcome
 from gateway.sync.scheduler import AfterSync, SyncScheduler
 
 log = logging.getLogger(__name__)
-
-CHANNELS_KEY = web.AppKey("push_channels", ChannelManager)
-PUSH_CONFIG_KEY = web.AppKey("push_config", PushConfig)
-
-
-def push_config(settings: Settings) -> PushConfig:
-    """The channel settings: GATEWAY_PUBLIC_URL and GATEWAY_PUSH_*."""
-    return PushConfig(
-        address=settings.push_webhook_url,
-        renew_before_s=settings.push_renew_before_s,
-        silence_threshold_s=settings.push_silence_threshold_s,
-    )
-
 
 # A retry loop that fails (the database away) tries again after at least this long.
 MIN_RETRY_WAIT_S = 1.0
@@ -99,44 +88,14 @@ async def _maintain_forever(manager: ChannelManager, interval_s: float) -> None:
 
 
 async def _push_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS_KEY]
-    store = ChannelStore(app[ENGINE_KEY])
-    tokens = app.get(TOKENS_KEY)
-    if tokens is not None:
-
-        async def on_reauth(integration: Integration) -> None:
-            # No grant left to call Google with: refuse the channels' notifications from now.
-            await stop_locally(store, integration)
-
-        tokens.add_reauth_hook(on_reauth)
-    if not settings.push_enabled:
-        log.info("push notifications are off (GATEWAY_PUSH_ENABLED=false): calendars are polled")
-        yield
+    manager = app[SERVICES_KEY].channels
+    if manager is None:
+        yield  # gateway.bootstrap said why push is off
         return
-    if not settings.push_address_usable:
-        log.warning(
-            "push notifications are off: Google only delivers to https addresses and "
-            "GATEWAY_PUBLIC_URL is not one; calendars are polled"
-        )
-        yield
-        return
-    if tokens is None:
-        yield  # token_wiring warned already: no Google client, nothing to watch
-        return
-    if not settings.public_url.startswith("https://"):
-        log.warning("push webhook address is plain http on loopback: only the emulator accepts it")
-    client = await CalendarClient.create(app[HTTP_KEY], settings.google_calendar_api_url)
-    manager = ChannelManager(
-        store=store,
-        client=client,
-        tokens=tokens,
-        config=app[PUSH_CONFIG_KEY],
-        backoff_s=app[SCHEDULER_CONFIG_KEY].backoff_s,
-    )
     app[CHANNELS_KEY] = manager
     scheduler = app.get(SCHEDULER_KEY)
     hook = open_channels_after_sync(scheduler, manager) if scheduler is not None else None
-    interval_s = settings.push_maintenance_interval_s
+    interval_s = app[SETTINGS_KEY].push_maintenance_interval_s
     task = asyncio.create_task(_maintain_forever(manager, interval_s)) if interval_s > 0 else None
     try:
         yield
@@ -150,8 +109,7 @@ async def _push_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def setup(app: web.Application) -> None:
-    """Add push notifications to `app` (after token_wiring, disconnect_routes, sync_wiring)."""
-    app[PUSH_CONFIG_KEY] = push_config(app[SETTINGS_KEY])
+    """Add push notifications to `app` (after disconnect_routes and sync_wiring)."""
 
     async def stop_channels(integration: Integration, tokens: TokenSource) -> int:
         manager = app.get(CHANNELS_KEY)

@@ -1,8 +1,9 @@
-"""Wiring of calendar sync: the SyncEngine and this process's SyncScheduler, born with the
-loop, the disconnect purge hook, and the `sync` part of an integration's status.
+"""Wiring of calendar sync: running this process's SyncScheduler (the SyncEngine and the
+scheduler are built by gateway.bootstrap), the disconnect purge hook, and the `sync` part of an
+integration's status.
 
-`setup(app)` adds a cleanup context that runs after the token context (the engine needs the
-TokenManager and the shared HTTP session) and registers the record purger of disconnect step 4.
+`setup(app)` adds a cleanup context that starts the scheduler after the deletion journal was
+replayed (disconnect_routes) and registers the record purger of disconnect step 4.
 The purger works from the database alone, so a disconnect purges synced records even when no
 Google client is configured (then there is no engine, and nothing was ever synced).
 
@@ -21,88 +22,26 @@ from aiohttp import web
 
 from gateway.clock import rfc3339
 from gateway.connections.model import Integration
-from gateway.errors import ConfigurationError
-from gateway.google.calendar import CalendarClient
 from gateway.http.appkeys import (
     ENGINE_KEY,
-    HTTP_KEY,
-    INTEGRATIONS_KEY,
+    SCHEDULER_KEY,
+    SERVICES_KEY,
     SETTINGS_KEY,
     SYNC_NUDGE_KEY,
 )
 from gateway.http.disconnect_routes import disconnect_hooks
-from gateway.http.token_wiring import TOKENS_KEY
 from gateway.settings import Settings
-from gateway.sync.config import SchedulerConfig, SyncConfig
-from gateway.sync.engine import SyncEngine
 from gateway.sync.read_store import CalendarFreshness
-from gateway.sync.scheduler import SyncScheduler
 from gateway.sync.store import SyncStore
 
 log = logging.getLogger(__name__)
 
-SYNC_KEY = web.AppKey("sync", SyncEngine)
-SYNC_CONFIG_KEY = web.AppKey("sync_config", SyncConfig)
-SCHEDULER_CONFIG_KEY = web.AppKey("scheduler_config", SchedulerConfig)
-# Present only while this process runs a scheduler (Google configured, GATEWAY_SYNC_WORKER).
-SCHEDULER_KEY = web.AppKey("sync_scheduler", SyncScheduler)
 
-
-def _config(app: web.Application) -> SyncConfig:
-    """The sync settings: GATEWAY_SYNC_*, GATEWAY_TENTATIVE_IS_BUSY, ..._STORE_EVENT_DETAILS."""
-    settings = app[SETTINGS_KEY]
-    return SyncConfig(
-        horizon_past_days=settings.sync_horizon_past_days,
-        horizon_future_days=settings.sync_horizon_future_days,
-        tentative_is_busy=settings.tentative_is_busy,
-        store_event_details=settings.store_event_details,
-    )
-
-
-def _scheduler_config(app: web.Application) -> SchedulerConfig:
-    """GATEWAY_SYNC_TICK_S, ..._POLL_INTERVAL_S, ..._LEASE_S, ..._CONCURRENCY, ..._BACKOFF_*."""
-    settings = app[SETTINGS_KEY]
-    try:
-        return SchedulerConfig(
-            tick_s=settings.sync_tick_s,
-            poll_interval_s=settings.sync_poll_interval_s,
-            # A pushed calendar's copy is trusted this long (gateway.sync.freshness): poll it
-            # as often, so a channel that went silent costs no more staleness than that.
-            safety_poll_interval_s=settings.push_trust_s,
-            lease_s=settings.sync_lease_s,
-            concurrency=settings.sync_concurrency,
-            backoff_base_s=settings.sync_backoff_base_s,
-            backoff_max_s=settings.sync_backoff_max_s,
-        )
-    except ValueError:
-        raise ConfigurationError(
-            "GATEWAY_SYNC_BACKOFF_MAX_S: must be at least GATEWAY_SYNC_BACKOFF_BASE_S"
-        ) from None
-
-
-async def _sync_ctx(app: web.Application) -> AsyncIterator[None]:
-    tokens = app.get(TOKENS_KEY)
-    if tokens is None:
-        log.warning("Google OAuth client not configured: calendar sync is disabled")
-        yield
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    scheduler = app[SERVICES_KEY].scheduler
+    if scheduler is None:
+        yield  # gateway.bootstrap said why (no Google client, or GATEWAY_SYNC_WORKER=false)
         return
-    settings = app[SETTINGS_KEY]
-    client = await CalendarClient.create(app[HTTP_KEY], settings.google_calendar_api_url)
-    engine = SyncEngine(
-        store=SyncStore(
-            app[ENGINE_KEY], webhook_coalesce_s=settings.webhook_availability_coalesce_s
-        ),
-        client=client,
-        tokens=tokens,
-        integrations=app[INTEGRATIONS_KEY],
-        config=app[SYNC_CONFIG_KEY],
-    )
-    app[SYNC_KEY] = engine
-    if not settings.sync_worker:
-        log.info("GATEWAY_SYNC_WORKER=false: this process syncs no calendar by itself")
-        yield
-        return
-    scheduler = SyncScheduler(engine=engine, config=app[SCHEDULER_CONFIG_KEY])
     app[SCHEDULER_KEY] = scheduler
     app[SYNC_NUDGE_KEY] = scheduler.nudge
     scheduler.start()
@@ -158,12 +97,11 @@ async def sync_status(app: web.Application, integration_id: str, now: datetime) 
 
 
 def setup(app: web.Application) -> None:
-    """Add calendar sync to `app` (after token_wiring and disconnect_routes)."""
-    app[SYNC_CONFIG_KEY] = _config(app)
-    app[SCHEDULER_CONFIG_KEY] = _scheduler_config(app)
+    """Add calendar sync to `app` (after disconnect_routes: the journal is replayed before the
+    scheduler starts)."""
 
     async def purge_records(integration: Integration) -> int:
         return await SyncStore(app[ENGINE_KEY]).purge_integration(integration.id)
 
     disconnect_hooks(app).record_purgers.append(purge_records)
-    app.cleanup_ctx.append(_sync_ctx)
+    app.cleanup_ctx.append(_scheduler_ctx)

@@ -30,26 +30,22 @@ from pydantic import Field
 
 from gateway.clock import utc_now
 from gateway.connections.model import Integration
-from gateway.http.appkeys import ENGINE_KEY, SETTINGS_KEY, VAULT_KEY
+from gateway.http.appkeys import (
+    ENDPOINTS_KEY,
+    ENGINE_KEY,
+    SERVICES_KEY,
+    WEBHOOK_STORE_KEY,
+    WEBHOOK_WORKER_KEY,
+)
 from gateway.http.auth import principal, requires_scope
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
 from gateway.periodic import periodic
-from gateway.sync.scheduler import default_owner
-from gateway.webhooks.destinations import DestinationPolicy, Resolve, system_resolve
 from gateway.webhooks.errors import DeliveryNotFound
 from gateway.webhooks.model import EVENT_TYPES
-from gateway.webhooks.service import EndpointService
 from gateway.webhooks.store import WebhookStore
-from gateway.webhooks.worker import DeliveryWorker, WorkerConfig
 
 log = logging.getLogger(__name__)
-
-ENDPOINTS_KEY = web.AppKey("webhook_endpoints", EndpointService)
-WEBHOOK_STORE_KEY = web.AppKey("webhook_store", WebhookStore)
-WEBHOOK_WORKER_KEY = web.AppKey("webhook_worker", DeliveryWorker)
-# Set before the app starts to resolve endpoint hosts another way (tests: loopback only).
-WEBHOOK_RESOLVE_KEY: web.AppKey[Resolve] = web.AppKey("webhook_resolve")
 
 EventType = Literal[
     "integration.connected",
@@ -165,8 +161,9 @@ async def retry_delivery(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    """Add the routes, the endpoint service, (GATEWAY_WEBHOOK_WORKER) the delivery worker, and
-    the disconnect purge of the events about the user's calendar."""
+    """Add the routes, the running of the delivery worker (GATEWAY_WEBHOOK_WORKER; it and the
+    endpoint service are built by gateway.bootstrap), the hourly purge of old events, and the
+    disconnect purge of the events about the user's calendar."""
 
     async def purge_calendar_events(integration: Integration) -> int:
         return await WebhookStore(app[ENGINE_KEY]).purge_integration(integration.id)
@@ -174,16 +171,9 @@ def setup(app: web.Application) -> None:
     disconnect_hooks(app).record_purgers.append(purge_calendar_events)
 
     async def webhooks_ctx(app: web.Application) -> AsyncIterator[None]:
-        settings = app[SETTINGS_KEY]
-        policy = DestinationPolicy.from_settings(
-            settings.webhook_allow_insecure_loopback, settings.webhook_allowed_networks
-        )
-        store = WebhookStore(app[ENGINE_KEY])
-        resolve = app.get(WEBHOOK_RESOLVE_KEY, system_resolve)
-        service = EndpointService(store, app[VAULT_KEY], policy, resolve)
-        app[WEBHOOK_STORE_KEY] = store
-        app[ENDPOINTS_KEY] = service
-        retention = timedelta(days=settings.webhook_retention_days)
+        services = app[SERVICES_KEY]
+        store, worker = services.webhook_store, services.webhook_worker
+        retention = timedelta(days=services.settings.webhook_retention_days)
 
         async def purge_old() -> None:
             purged = await store.purge_older_than(utc_now() - retention)
@@ -191,30 +181,18 @@ def setup(app: web.Application) -> None:
                 log.info("purged %d webhook events older than %s", purged, retention)
 
         task: asyncio.Task[None] | None = None
-        if settings.webhook_worker:
-            worker = DeliveryWorker(
-                store,
-                service,
-                policy,
-                resolve,
-                owner=default_owner(),
-                config=WorkerConfig(
-                    tick_s=settings.webhook_tick_s,
-                    lease_s=settings.webhook_lease_s,
-                    timeout_s=min(settings.webhook_timeout_s, settings.webhook_lease_s / 2),
-                ),
-            )
+        if worker is not None:
             app[WEBHOOK_WORKER_KEY] = worker
             task = asyncio.create_task(worker.run_forever())
         try:
             async with periodic(purge_old, what="webhook event purge", interval_s=3600):
                 yield
         finally:
-            if task is not None:
+            if task is not None and worker is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-                await app[WEBHOOK_WORKER_KEY].close()
+                await worker.close()
 
     app.cleanup_ctx.append(webhooks_ctx)
     r = app.router

@@ -17,9 +17,8 @@ from gateway.booking.request import parse_booking, parse_change
 from gateway.booking.service import BookedEvent, BookingService
 from gateway.connections.model import Integration
 from gateway.errors import ProblemError
-from gateway.http.booking_routes import BOOKING_KEY
+from gateway.http.appkeys import BOOKING_KEY, SYNC_KEY
 from gateway.http.lookup import require_usable, tenant_integration
-from gateway.http.sync_wiring import SYNC_KEY
 from gateway.http.validation import PrintableText, Rfc3339
 from gateway.mcp.context import ToolCall
 from gateway.mcp.local_times import load_zone, with_local

@@ -19,9 +19,7 @@ from gateway.availability.intervals import Interval
 from gateway.availability.service import AvailabilityService
 from gateway.errors import TooManyRequests
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import INTEGRATIONS_KEY
-from gateway.http.sync_wiring import SYNC_KEY
-from gateway.http.token_wiring import TOKENS_KEY
+from gateway.http.appkeys import INTEGRATIONS_KEY, SYNC_KEY, TOKENS_KEY
 from gateway.livecalls import LiveCallLimits, SharedAnswers, caller_bound
 from tests.support.availability import (
     ALICE,

@@ -26,9 +26,7 @@ from gateway.connections.model import Integration
 from gateway.db.schema import calendars, watch_channels
 from gateway.errors import InvalidInput
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import INTEGRATIONS_KEY
-from gateway.http.sync_wiring import SYNC_KEY
-from gateway.http.token_wiring import TOKENS_KEY
+from gateway.http.appkeys import INTEGRATIONS_KEY, SYNC_KEY, TOKENS_KEY
 from tests.support.availability import ALICE, DAVE, ERIN, at, connect, day, event, sync
 from tests.support.stack import Stack
 

@@ -7,8 +7,7 @@ from sqlalchemy import update
 
 from gateway.db.schema import calendars
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import INTEGRATIONS_KEY
-from gateway.http.token_wiring import TOKENS_KEY
+from gateway.http.appkeys import INTEGRATIONS_KEY, TOKENS_KEY
 from gateway.sync.engine import SyncEngine
 from gateway.sync.store import SyncStore
 from tests.support.availability import ALICE, at, call, connect, day, event, sync, z

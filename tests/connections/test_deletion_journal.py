@@ -25,7 +25,7 @@ from gateway.connections.journal import DeletionJournal, JournalBroken
 from gateway.connections.model import PURPOSE_ACCESS_TOKEN, PURPOSE_REFRESH_TOKEN
 from gateway.db.engine import create_engine, sqlite_path
 from gateway.db.schema import calendars, integrations, vault_data_keys
-from gateway.http.sync_wiring import SYNC_KEY
+from gateway.http.appkeys import SYNC_KEY
 from gateway.settings import Settings
 from gateway.wiring import open_vault
 from tests.support.availability import ALICE, connect, sync

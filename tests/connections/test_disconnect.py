@@ -43,13 +43,12 @@ from gateway.db.schema import integrations
 from gateway.google.calendar import TokenSource
 from gateway.google.oauth_client import GoogleOAuthClient
 from gateway.google.retry import RetryPolicy
-from gateway.http.appkeys import INTEGRATIONS_KEY, VAULT_KEY
+from gateway.http.appkeys import GOOGLE_OAUTH_KEY, INTEGRATIONS_KEY, TOKENS_KEY, VAULT_KEY
 from gateway.http.disconnect_routes import (
     DISCONNECT_CONFIG_KEY,
     DisconnectConfig,
     disconnect_hooks,
 )
-from gateway.http.token_wiring import GOOGLE_OAUTH_KEY, TOKENS_KEY
 from tests.support.disconnect import (
     Connected,
     assert_destroyed,

@@ -11,7 +11,7 @@ from sqlalchemy import Table, select
 
 from gateway.connections.export import EXPORT_SECTIONS, SECRET_COLUMNS, export_row
 from gateway.db.schema import integrations, metadata
-from gateway.http.push_wiring import CHANNELS_KEY
+from gateway.http.appkeys import CHANNELS_KEY
 from tests.support.availability import ALICE, at, call, connect, day, event, sync
 from tests.support.booking import book, slot
 from tests.support.stack import Stack

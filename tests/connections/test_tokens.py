@@ -36,7 +36,7 @@ from gateway.google.calendar import TokenSource
 from gateway.google.errors import OAuthClientMisconfigured, TransientGoogleError
 from gateway.google.oauth_client import TokenGrant
 from gateway.google.retry import RetryPolicy
-from gateway.http.token_wiring import TOKENS_KEY
+from gateway.http.appkeys import TOKENS_KEY
 from tests.connections.refresh_worker import Services, open_services, seed_integration, stored_token
 from tests.support.processes import until
 from tests.support.stack import (

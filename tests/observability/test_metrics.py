@@ -6,8 +6,7 @@ from datetime import timedelta
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.http.sync_wiring import SYNC_KEY
-from gateway.http.token_wiring import TOKENS_KEY
+from gateway.http.appkeys import SYNC_KEY, TOKENS_KEY
 from tests.support.availability import connect, day, event
 from tests.support.stack import ALICE, Stack
 

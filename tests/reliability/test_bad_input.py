@@ -36,7 +36,7 @@ from sqlalchemy import insert, select
 
 from gateway.clock import rfc3339
 from gateway.db.schema import audit_log, metadata, watch_channels
-from gateway.http.sync_wiring import SYNC_KEY
+from gateway.http.appkeys import SYNC_KEY
 from gateway.sync.channels import token_digest
 from tests.reliability.http_raw import RawAnswer, send_raw
 from tests.reliability.live import LiveStack, live_stack

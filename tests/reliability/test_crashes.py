@@ -42,7 +42,7 @@ from gateway.db.schema import (
     vault_data_keys,
     watch_channels,
 )
-from gateway.http.sync_wiring import SYNC_KEY
+from gateway.http.appkeys import SYNC_KEY
 from gateway.sync.store import SyncStore
 from tests.reliability.truth import assert_converged, gateway_freebusy, google_busy, windows
 from tests.support.cli import run_cli, status_rows

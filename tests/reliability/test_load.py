@@ -29,8 +29,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emulator.seed import seed_calendar
-from gateway.http.appkeys import VAULT_KEY
-from gateway.http.sync_wiring import SYNC_KEY
+from gateway.http.appkeys import SYNC_KEY, VAULT_KEY
 from tests.support.availability import (
     ERIN,
     FRANK,

@@ -10,7 +10,7 @@ from typing import Any
 
 from gateway.apikeys import ApiKeyStore
 from gateway.clock import rfc3339
-from gateway.http.sync_wiring import SYNC_KEY
+from gateway.http.appkeys import SYNC_KEY
 from tests.support.stack import ALICE, DAVE, Stack
 
 ERIN, FRANK = "erin@example.com", "frank@example.com"

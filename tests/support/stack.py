@@ -28,7 +28,7 @@ from emulator.state import EmulatorState
 from gateway.apikeys import SCOPES, ApiKeyStore
 from gateway.app import create_app
 from gateway.http.access_log import PathOnlyAccessLogger
-from gateway.http.webhook_endpoint_routes import WEBHOOK_RESOLVE_KEY
+from gateway.http.appkeys import WEBHOOK_RESOLVE_KEY
 from gateway.settings import Settings, load_settings
 
 GATEWAY_CLIENT_ID = "calendar-gateway-test.apps.googleusercontent.com"

@@ -17,9 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from emulator.calendar_store import Calendar, Channel
 from gateway.db.schema import calendars
 from gateway.google.calendar import CalendarClient
-from gateway.http.push_wiring import PUSH_CONFIG_KEY
-from gateway.http.sync_wiring import SCHEDULER_CONFIG_KEY, SYNC_KEY
-from gateway.http.token_wiring import TOKENS_KEY
+from gateway.http.appkeys import PUSH_CONFIG_KEY, SCHEDULER_CONFIG_KEY, SYNC_KEY, TOKENS_KEY
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.channel_store import ChannelRow, ChannelStore
 from gateway.sync.channels import ChannelManager

@@ -8,8 +8,7 @@ import threading
 
 from emulator.seed import seed_calendar
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import INTEGRATIONS_KEY
-from gateway.http.token_wiring import TOKENS_KEY
+from gateway.http.appkeys import INTEGRATIONS_KEY, TOKENS_KEY
 from gateway.sync.engine import SyncEngine
 from gateway.sync.store import SyncStore
 from tests.support.availability import ALICE, at, call, connect, day, z

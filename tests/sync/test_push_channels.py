@@ -27,10 +27,15 @@ from gateway.connections.errors import IntegrationInactive
 from gateway.db.engine import create_engine
 from gateway.db.notify import bump_calendars
 from gateway.db.schema import calendars, integrations, watch_channels
-from gateway.http.appkeys import INTEGRATIONS_KEY, SYNC_NUDGE_KEY
-from gateway.http.push_wiring import CHANNELS_KEY
-from gateway.http.sync_wiring import SCHEDULER_CONFIG_KEY, SCHEDULER_KEY, SYNC_KEY
-from gateway.http.token_wiring import TOKENS_KEY
+from gateway.http.appkeys import (
+    CHANNELS_KEY,
+    INTEGRATIONS_KEY,
+    SCHEDULER_CONFIG_KEY,
+    SCHEDULER_KEY,
+    SYNC_KEY,
+    SYNC_NUDGE_KEY,
+    TOKENS_KEY,
+)
 from gateway.settings import load_settings
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.channel_store import ChannelStore, WatchTarget

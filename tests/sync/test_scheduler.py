@@ -28,9 +28,7 @@ from gateway.clock import utc_now
 from gateway.connections.model import Status
 from gateway.db.schema import calendars, watch_channels
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import INTEGRATIONS_KEY, SYNC_NUDGE_KEY
-from gateway.http.sync_wiring import SCHEDULER_KEY
-from gateway.http.token_wiring import TOKENS_KEY
+from gateway.http.appkeys import INTEGRATIONS_KEY, SCHEDULER_KEY, SYNC_NUDGE_KEY, TOKENS_KEY
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine

@@ -24,9 +24,8 @@ from emulator.calendar_store import Calendar
 from gateway.connections.model import Status
 from gateway.db.schema import busy_blocks, calendar_events, calendars
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import INTEGRATIONS_KEY
+from gateway.http.appkeys import INTEGRATIONS_KEY, TOKENS_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
-from gateway.http.token_wiring import TOKENS_KEY
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SyncConfig
 from gateway.sync.engine import SyncEngine

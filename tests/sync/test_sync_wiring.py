@@ -1,14 +1,13 @@
-"""`create_app()` wires the sync engine (gateway.http.sync_wiring): the engine is born with the
-app and the disconnect purge hook is registered once (a second app on the stack's database and
-emulator)."""
+"""`create_app()` wires the sync engine (gateway.bootstrap, gateway.http.sync_wiring): the
+engine is born with the app and the disconnect purge hook is registered once (a second app on
+the stack's database and emulator)."""
 
 from __future__ import annotations
 
 from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app
-from gateway.http import sync_wiring
-from gateway.http.appkeys import INTEGRATIONS_KEY
+from gateway.http.appkeys import INTEGRATIONS_KEY, SYNC_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.sync.config import SyncConfig
 from gateway.sync.engine import SyncEngine
@@ -25,7 +24,7 @@ async def test_setup_builds_the_engine_and_registers_the_purger(stack: Stack) ->
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:
-        engine = app[sync_wiring.SYNC_KEY]
+        engine = app[SYNC_KEY]
         assert isinstance(engine, SyncEngine) and engine.config == SyncConfig()
         [calendar] = await engine.ensure_calendars(result["integration_id"])
         stack.google.calendars.insert_event(

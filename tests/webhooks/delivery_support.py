@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from gateway.clock import utc_now
-from gateway.http.webhook_endpoint_routes import ENDPOINTS_KEY, WEBHOOK_STORE_KEY
+from gateway.http.appkeys import ENDPOINTS_KEY, WEBHOOK_STORE_KEY
 from gateway.webhooks.destinations import DestinationPolicy
 from gateway.webhooks.worker import DeliveryWorker
 from tests.support.stack import Stack, loopback_only

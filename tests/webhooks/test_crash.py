@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import webhook_deliveries
-from gateway.http.webhook_endpoint_routes import ENDPOINTS_KEY, WEBHOOK_STORE_KEY
+from gateway.http.appkeys import ENDPOINTS_KEY, WEBHOOK_STORE_KEY
 from gateway.webhooks.destinations import DestinationPolicy
 from gateway.webhooks.worker import DeliveryWorker
 from tests.support.processes import serve_process, until

@@ -16,9 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.clock import utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.db.schema import webhook_events
-from gateway.http.appkeys import INTEGRATIONS_KEY
-from gateway.http.token_wiring import TOKENS_KEY
-from gateway.http.webhook_endpoint_routes import ENDPOINTS_KEY, WEBHOOK_STORE_KEY
+from gateway.http.appkeys import ENDPOINTS_KEY, INTEGRATIONS_KEY, TOKENS_KEY, WEBHOOK_STORE_KEY
 from gateway.webhooks.destinations import DestinationPolicy
 from gateway.webhooks.worker import DeliveryWorker
 from tests.support.stack import EmulatorSecrets, Stack, loopback_only, start_stack
