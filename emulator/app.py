@@ -138,6 +138,8 @@ def _fault_middleware(state: EmulatorState) -> Middleware:
         try:
             if fault is not None and fault.delay_s > 0:
                 await asyncio.sleep(fault.delay_s)
+            if fault is not None and fault.hold is not None:
+                await fault.hold.wait()
             if fault is not None and fault.status is not None:
                 error = fault.oauth_error() if endpoint in OAUTH_ENDPOINTS else fault.api_error()
                 response: web.StreamResponse = error.to_response()

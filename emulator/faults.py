@@ -14,14 +14,19 @@ Two modes model a response lost on the way back, the case idempotent clients mus
 `after_delay_s` lets it take effect and then holds the answer back that long (a test can kill
 the client meanwhile). Both need no status: the call itself succeeds at the emulator.
 
+`hold` (in-process emulators only: an `asyncio.Event` cannot travel through the control API)
+keeps the matching call waiting until the test sets the event, then answers normally: "this
+call is in flight" for exactly as long as the test needs, on a machine of any speed.
+
 Pure data and matching live here; `emulator/app.py` installs the middleware that applies them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import itertools
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from emulator.errors import GoogleApiError, OAuthError
@@ -57,6 +62,7 @@ class Fault:
     applied: int = 0
     drop_response: bool = False
     after_delay_s: float = 0.0
+    hold: asyncio.Event | None = field(default=None, repr=False, compare=False)
 
     @property
     def applies_call(self) -> bool:
@@ -75,7 +81,7 @@ class Fault:
         return fnmatch.fnmatchcase(endpoint, self.endpoint)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "hold"}
 
     def api_error(self) -> GoogleApiError:
         """The Calendar API envelope this fault answers with."""
@@ -120,6 +126,7 @@ class FaultInjector:
         delay_s: float = 0.0,
         drop_response: bool = False,
         after_delay_s: float = 0.0,
+        hold: asyncio.Event | None = None,
     ) -> Fault:
         """Script the next `times` matching calls. `user` must already be a sub here (the
         control API and `EmulatorState`-aware callers resolve emails first)."""
@@ -127,8 +134,16 @@ class FaultInjector:
             raise ValueError("after_delay_s must not be negative")
         if (drop_response or after_delay_s > 0) and status is not None:
             raise ValueError("drop_response and after_delay_s apply the call: give no status")
-        if status is None and delay_s <= 0 and not drop_response and after_delay_s <= 0:
-            raise ValueError("a fault needs a status, a delay_s, drop_response or after_delay_s")
+        if (
+            status is None
+            and delay_s <= 0
+            and not drop_response
+            and after_delay_s <= 0
+            and hold is None
+        ):
+            raise ValueError(
+                "a fault needs a status, a delay_s, drop_response, after_delay_s or hold"
+            )
         if status is not None and status not in FAULT_STATUSES:
             raise ValueError(f"status must be one of {FAULT_STATUSES}")
         if reason is not None and status in (403, 429) and reason not in RATE_LIMIT_MESSAGES:
@@ -147,6 +162,7 @@ class FaultInjector:
             delay_s,
             drop_response=drop_response,
             after_delay_s=after_delay_s,
+            hold=hold,
         )
         self.faults.append(fault)
         return fault

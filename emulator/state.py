@@ -14,6 +14,7 @@ Google does when a user (or the app) removes access.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -321,6 +322,7 @@ class EmulatorState:
         delay_s: float = 0.0,
         drop_response: bool = False,
         after_delay_s: float = 0.0,
+        hold: asyncio.Event | None = None,
     ) -> Fault:
         """Script the next `times` matching calls to fail (see `emulator.faults`); `user` may be
         a sub or an email."""
@@ -333,6 +335,7 @@ class EmulatorState:
             delay_s=delay_s,
             drop_response=drop_response,
             after_delay_s=after_delay_s,
+            hold=hold,
         )
 
     # -- grants and tokens ----------------------------------------------------------------

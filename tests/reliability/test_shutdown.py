@@ -39,9 +39,11 @@ async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
     # (Discovery's own one-item events.list passes first: faults are taken in order.)
     stack.google.inject_fault(delay_s=0.01, times=1, user=ALICE, endpoint="events.list")
     sync_hang = stack.google.inject_fault(delay_s=3, times=1, user=ALICE, endpoint="events.list")
-    # A live freeBusy question to Google takes 8 s: the request is in flight at SIGTERM, and
-    # stays in flight long enough for even a starved machine to have closed the listener.
-    slow_google = stack.google.inject_fault(delay_s=8, times=1, endpoint="freebusy.query")
+    # A live freeBusy question to Google is held at Google until the test lets it go: the
+    # request is in flight at SIGTERM, and stays in flight until the listener has closed,
+    # however slow the machine.
+    google_answers = asyncio.Event()
+    slow_google = stack.google.inject_fault(hold=google_answers, times=1, endpoint="freebusy.query")
 
     async with serve_process(stack, tmp_path, "terminated") as child:
 
@@ -86,6 +88,7 @@ async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
 
         await until(refused, timeout_s=120)
         assert not in_flight.done(), "the in-flight request was cut short"
+        google_answers.set()
 
         status, body = await asyncio.wait_for(in_flight, 60)
         assert status == 200, body
