@@ -5,37 +5,18 @@ events announce nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import webhook_deliveries, webhook_events
 from tests.support.availability import ALICE, at, connect, day, event, sync, z
 from tests.support.booking import book, slot
-from tests.support.stack import EmulatorSecrets, Stack, start_stack
+from tests.support.stack import Stack
 from tests.webhooks.delivery_support import Clock, Workers, create_endpoint
 from tests.webhooks.receiver import Receiver, receiver
 
 LEAD = "lead@example.com"
-
-
-@pytest.fixture
-async def stack(
-    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
-) -> AsyncIterator[Stack]:
-    async for running in start_stack(
-        engine,
-        database_url,
-        tmp_path,
-        emulator_secrets=emulator_secrets,
-        webhook_worker=False,
-        webhook_allow_insecure_loopback=True,
-    ):
-        yield running
 
 
 async def at_google(stack: Stack, method: str, path: str, body: Any = None) -> None:

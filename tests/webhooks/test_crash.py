@@ -6,7 +6,6 @@ a worker stopped after its batch was sent but before the batch's outcomes were s
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from gateway.http.appkeys import ENDPOINTS_KEY, WEBHOOK_STORE_KEY
 from gateway.webhooks.destinations import DestinationPolicy
 from gateway.webhooks.worker import DeliveryWorker
 from tests.support.processes import serve_process, until
-from tests.support.stack import EmulatorSecrets, Stack, loopback_only, start_stack
+from tests.support.stack import Stack, loopback_only
 from tests.webhooks.delivery_support import create_endpoint
 from tests.webhooks.receiver import Receiver, receiver
 
@@ -30,21 +29,6 @@ WEBHOOK_ENV = {
     # The sync scheduler has nothing to do with this test.
     "GATEWAY_SYNC_WORKER": "false",
 }
-
-
-@pytest.fixture
-async def stack(
-    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
-) -> AsyncIterator[Stack]:
-    async for running in start_stack(
-        engine,
-        database_url,
-        tmp_path,
-        emulator_secrets=emulator_secrets,
-        webhook_worker=False,
-        webhook_allow_insecure_loopback=True,
-    ):
-        yield running
 
 
 async def delivery_rows(engine: AsyncEngine) -> list[tuple[str, str | None, str]]:

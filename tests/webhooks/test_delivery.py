@@ -5,13 +5,11 @@ disabling the endpoint, redirects not followed, tenants isolated."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.clock import utc_now
 from gateway.connections.errors import IntegrationInactive
@@ -19,25 +17,9 @@ from gateway.db.schema import webhook_events
 from gateway.http.appkeys import ENDPOINTS_KEY, INTEGRATIONS_KEY, TOKENS_KEY, WEBHOOK_STORE_KEY
 from gateway.webhooks.destinations import DestinationPolicy
 from gateway.webhooks.worker import DeliveryWorker
-from tests.support.stack import EmulatorSecrets, Stack, loopback_only, start_stack
+from tests.support.stack import Stack, loopback_only
 from tests.webhooks.delivery_support import Clock, Workers, create_endpoint
 from tests.webhooks.receiver import Receiver, receiver
-
-
-@pytest.fixture
-async def stack(
-    engine: AsyncEngine, database_url: str, tmp_path: Path, emulator_secrets: EmulatorSecrets
-) -> AsyncIterator[Stack]:
-    # The test drives its own worker (injected clock); the app's would race it.
-    async for running in start_stack(
-        engine,
-        database_url,
-        tmp_path,
-        emulator_secrets=emulator_secrets,
-        webhook_worker=False,
-        webhook_allow_insecure_loopback=True,
-    ):
-        yield running
 
 
 @pytest.fixture
