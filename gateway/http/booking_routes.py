@@ -25,7 +25,6 @@ from gateway.booking.service import BookingService
 from gateway.booking.store import BookingStore
 from gateway.clock import rfc3339
 from gateway.connections.model import Integration
-from gateway.errors import ProblemError
 from gateway.google.errors import GoogleError
 from gateway.http.appkeys import (
     BOOKING_KEY,
@@ -34,7 +33,7 @@ from gateway.http.appkeys import (
 from gateway.http.auth import principal, requires_scope
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.http.json_body import json_response
-from gateway.http.lookup import google_problem, integration_for
+from gateway.http.lookup import google_problem, google_service, integration_for
 from gateway.http.validation import PrintableText, Rfc3339, StrictBody, parse_query, read_json
 
 Text = Annotated[str, Field(max_length=8192)]
@@ -81,15 +80,7 @@ class CancelQuery(StrictBody):
 
 
 def _service(request: web.Request) -> BookingService:
-    service = request.app.get(BOOKING_KEY)
-    if service is None:
-        raise ProblemError(
-            "no Google OAuth client is configured on this gateway",
-            code="google_not_configured",
-            status=503,
-            title="Service Unavailable",
-        )
-    return service
+    return google_service(request.app, BOOKING_KEY)
 
 
 def _idempotency_key(request: web.Request) -> str:

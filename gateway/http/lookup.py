@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import timedelta
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -30,6 +31,8 @@ from gateway.google.errors import (
 )
 from gateway.http.appkeys import AVAILABILITY_KEY, INTEGRATIONS_KEY, SETTINGS_KEY
 from gateway.http.auth import principal
+
+S = TypeVar("S")
 
 INTEGRATION_ID = re.compile(r"^int_[0-9a-f]{24}$")
 
@@ -131,9 +134,10 @@ def google_problem(exc: GoogleError) -> ProblemError:
     )
 
 
-def availability_service(app: web.Application) -> AvailabilityService:
-    """The app's AvailabilityService, or 503 google_not_configured."""
-    service = app.get(AVAILABILITY_KEY)
+def google_service(app: web.Application, key: web.AppKey[S]) -> S:
+    """A service that needs Google (availability, booking: absent when no OAuth client is
+    configured), or 503 google_not_configured."""
+    service = app.get(key)
     if service is None:
         raise ProblemError(
             "no Google OAuth client is configured on this gateway",
@@ -142,6 +146,11 @@ def availability_service(app: web.Application) -> AvailabilityService:
             title="Service Unavailable",
         )
     return service
+
+
+def availability_service(app: web.Application) -> AvailabilityService:
+    """The app's AvailabilityService, or 503 google_not_configured."""
+    return google_service(app, AVAILABILITY_KEY)
 
 
 def staleness(app: web.Application, max_staleness_s: int | None) -> timedelta:

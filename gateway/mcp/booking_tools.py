@@ -18,7 +18,7 @@ from gateway.booking.service import BookedEvent, BookingService
 from gateway.connections.model import Integration
 from gateway.errors import ProblemError
 from gateway.http.appkeys import BOOKING_KEY, SYNC_KEY
-from gateway.http.lookup import require_usable, tenant_integration
+from gateway.http.lookup import google_service, require_usable, tenant_integration
 from gateway.http.validation import PrintableText, Rfc3339
 from gateway.mcp.context import ToolCall
 from gateway.mcp.local_times import load_zone, with_local
@@ -125,15 +125,7 @@ Errors (isError, JSON {{"error": {{"code", "message", "advice", ...}}}}):
 
 
 def _service(app: web.Application) -> BookingService:
-    service = app.get(BOOKING_KEY)
-    if service is None:
-        raise ProblemError(
-            "no Google OAuth client is configured on this gateway",
-            code="google_not_configured",
-            status=503,
-            title="Service Unavailable",
-        )
-    return service
+    return google_service(app, BOOKING_KEY)
 
 
 async def _connection(call: ToolCall, connection_id: str) -> Integration:
