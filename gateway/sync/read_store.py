@@ -155,22 +155,21 @@ _VIEW_CALENDARS = (
     .where(calendars.c.integration_id == bindparam("integration_id"))
     .order_by(calendars.c.created_at, calendars.c.id)
 )
-_VIEW_BLOCKS = (
-    select(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
-    .join(
-        calendars,
-        and_(
-            calendars.c.id == busy_blocks.c.calendar_id,
-            calendars.c.active_generation == busy_blocks.c.generation,
-        ),
-    )
-    .where(
-        calendars.c.integration_id == bindparam("integration_id"),
-        busy_blocks.c.start_at < bindparam("end"),
-        busy_blocks.c.end_at > bindparam("start"),
-    )
-    .order_by(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
+# Busy blocks of each calendar's active generation (the copy a reader may see).
+_ACTIVE_BLOCKS = select(
+    busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at
+).join(
+    calendars,
+    and_(
+        calendars.c.id == busy_blocks.c.calendar_id,
+        calendars.c.active_generation == busy_blocks.c.generation,
+    ),
 )
+_VIEW_BLOCKS = _ACTIVE_BLOCKS.where(
+    calendars.c.integration_id == bindparam("integration_id"),
+    busy_blocks.c.start_at < bindparam("end"),
+    busy_blocks.c.end_at > bindparam("start"),
+).order_by(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
 
 
 class ReadStore:
@@ -328,17 +327,7 @@ class ReadStore:
         push_heard_at = (
             select(func.max(_heard_at())).where(active).scalar_subquery().label("push_heard_at")
         )
-        blocks_query = (
-            select(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
-            .join(
-                calendars,
-                and_(
-                    calendars.c.id == busy_blocks.c.calendar_id,
-                    calendars.c.active_generation == busy_blocks.c.generation,
-                ),
-            )
-            .where(busy_blocks.c.calendar_id.in_(list(calendar_ids)))
-        )
+        blocks_query = _ACTIVE_BLOCKS.where(busy_blocks.c.calendar_id.in_(list(calendar_ids)))
         async with self.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 await conn.execution_options(isolation_level="REPEATABLE READ")
