@@ -205,9 +205,8 @@ class AvailabilityIndex:
         self._integration_floor: dict[str, int] = {}
         self._bytes = 0
         self._usable = False
-        # Bumped by every reset; the integrations' also by a write of another program.
+        # Bumped by every reset: a read that began before it is not kept.
         self.epoch = 0
-        self.integrations_epoch = 0
 
     def __repr__(self) -> str:
         return (
@@ -257,12 +256,11 @@ class AvailabilityIndex:
 
     def put_integration(self, entry: IntegrationEntry, *, epoch: int) -> bool:
         """Hold `entry` unless it is older than a change already heard of, or was read before
-        the last reset or external write (`integrations_epoch` as it was when the read
-        began)."""
+        the last reset (`epoch` as it was when the read began)."""
         key = entry.integration.id
         if (
             not self._usable
-            or epoch != self.integrations_epoch
+            or epoch != self.epoch
             or entry.version < self._integration_floor.get(key, 0)
         ):
             return False
@@ -334,16 +332,15 @@ class AvailabilityIndex:
 
     def reset(self, *, usable: bool) -> None:
         self.epoch += 1
-        self.integrations_epoch += 1
         self._calendars.clear()
         self._integrations.clear()
         self._bytes = 0
         self._usable = usable
 
     def external_write(self) -> None:
-        # The CLI writes keys and the vault, never calendars (which stay: on SQLite this also
-        # fires for this process's own writes); an integration entry is cheap to reload, so
-        # those go in case a status changed.
-        self.integrations_epoch += 1
-        while self._integrations:
-            self._drop_integration(next(iter(self._integrations)))
+        # Nothing the index holds is written by another program: the CLI beside an SQLite
+        # `serve` writes API keys and the vault (`api-keys`, `keys`), never integrations or
+        # calendars. Dropping entries here anyway cost every burst after every commit: SQLite's
+        # data_version also moves for this process's own writes, so the watcher fires ~0.25 s
+        # after each sync, and a burst arriving then read the database once per request.
+        return

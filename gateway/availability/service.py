@@ -391,7 +391,7 @@ class AvailabilityService:
 
     async def _load_integration(self, tenant_id: str, integration_id: str) -> Integration | None:
         index = self._index
-        epoch = index.integrations_epoch if index is not None else 0
+        epoch = index.epoch if index is not None else 0
         loaded = await self._store.index_integration(integration_id)
         if loaded is None:
             return None

@@ -17,6 +17,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import SCOPES, ApiKeyStore
+from gateway.db.notify import feed_for
 from gateway.db.schema import busy_blocks, calendars
 from gateway.http.appkeys import COHERENCE_KEY, INDEX_KEY, INTEGRATIONS_KEY
 from tests.support.availability import ALICE, at, call, connect, day, event, sync, z
@@ -65,6 +66,22 @@ async def test_a_warm_freebusy_reads_no_database(stack: Stack) -> None:
     assert warm.body == cold.body
     assert batch.body["results"] == [cold.body]
     assert warm.body["busy"] == [{"start": z(at(d, "10:00")), "end": z(at(d, "11:00"))}]
+
+
+async def test_a_write_noticed_by_the_sqlite_watcher_keeps_the_index_warm(stack: Stack) -> None:
+    # SQLite's data_version watcher cannot tell this process's commits from the CLI's, so it
+    # fires ~0.25 s after every sync; the CLI writes only keys and the vault, so the index stays.
+    alice = await connect(stack, ALICE)
+    d = day(7)
+    await sync(stack, alice)
+    await call(stack, "GET", path(alice), params=window(d))  # held
+    feed_for(stack.engine).external_write()  # what the watcher calls, at a known point
+    with statements(stack.engine) as seen:
+        warm = await call(stack, "GET", path(alice), params=window(d))
+    assert warm.status == 200
+    # The API key is read again (the CLI may have revoked it); the availability is not.
+    assert [s for s in seen if "integrations" in s or "busy_blocks" in s] == []
+    assert any("api_keys" in s for s in seen)
 
 
 async def test_this_process_sees_its_own_sync_at_once(stack: Stack) -> None:
