@@ -69,6 +69,8 @@ class CalendarEntry:
     push_error: str | None
     starts: array[int]
     ends: array[int]
+    # The calendar's blocks_version the arrays were read at (gateway.db.notify).
+    blocks_version: int = 0
 
     @classmethod
     def build(
@@ -82,6 +84,7 @@ class CalendarEntry:
         push_heard_at: datetime | None = None,
         push_error: str | None = None,
         blocks: Iterable[tuple[datetime, datetime]],
+        blocks_version: int = 0,
     ) -> CalendarEntry:
         """An entry from the active generation's blocks (any order, may overlap). They are
         merged as gateway.availability.intervals.merge does (touching blocks join, empty ones
@@ -110,6 +113,33 @@ class CalendarEntry:
             push_error,
             starts,
             ends,
+            blocks_version,
+        )
+
+    def refreshed(
+        self,
+        row: CalendarRow,
+        version: int,
+        *,
+        sync_requested_at: datetime | None,
+        backoff_until: datetime | None,
+        push_until_s: float | None,
+        push_heard_at: datetime | None,
+        push_error: str | None,
+    ) -> CalendarEntry:
+        """This entry at a newer `version` whose change left the blocks as they were (the
+        same blocks_version): the arrays are shared, not copied."""
+        return CalendarEntry(
+            row,
+            version,
+            sync_requested_at,
+            backoff_until,
+            push_until_s,
+            push_heard_at,
+            push_error,
+            self.starts,
+            self.ends,
+            self.blocks_version,
         )
 
     @property
@@ -200,6 +230,9 @@ class AvailabilityIndex:
             raise ValueError("budget_bytes must not be negative")
         self.budget_bytes = budget_bytes
         self._calendars: OrderedDict[str, CalendarEntry] = OrderedDict()
+        # Entries a change made old, kept for their arrays: a reload whose blocks_version
+        # still matches (only the freshness changed) reuses them instead of reading the blocks.
+        self._retired: OrderedDict[str, CalendarEntry] = OrderedDict()
         self._integrations: OrderedDict[str, IntegrationEntry] = OrderedDict()
         self._calendar_floor: dict[str, int] = {}
         self._integration_floor: dict[str, int] = {}
@@ -252,6 +285,13 @@ class AvailabilityIndex:
         found = self.calendars([calendar_id])
         return found[0] if found else None
 
+    def retired(self, calendar_ids: Sequence[str]) -> dict[str, CalendarEntry]:
+        """The old entries held for `calendar_ids` (a change dropped them): their arrays are
+        still the blocks of their `blocks_version`, for a reload to reuse if it matches."""
+        if not self._usable:
+            return {}
+        return {c: e for c in calendar_ids if (e := self._retired.get(c)) is not None}
+
     # -- writes -------------------------------------------------------------------------------
 
     def put_integration(self, entry: IntegrationEntry, *, epoch: int) -> bool:
@@ -292,10 +332,16 @@ class AvailabilityIndex:
     def _integration_bytes(entry: IntegrationEntry) -> int:
         return INTEGRATION_OVERHEAD_BYTES + 40 * len(entry.calendar_ids)
 
-    def _drop_calendar(self, calendar_id: str) -> None:
+    def _drop_calendar(self, calendar_id: str, *, retire: bool = False) -> None:
         old = self._calendars.pop(calendar_id, None)
         if old is not None:
             self._bytes -= old.nbytes
+        gone = self._retired.pop(calendar_id, None)
+        if gone is not None:
+            self._bytes -= gone.nbytes
+        if retire and old is not None:
+            self._retired[calendar_id] = old
+            self._bytes += old.nbytes
 
     def _drop_integration(self, integration_id: str) -> None:
         old = self._integrations.pop(integration_id, None)
@@ -303,7 +349,11 @@ class AvailabilityIndex:
             self._bytes -= self._integration_bytes(old)
 
     def _shrink(self) -> None:
-        # Calendars first (they are the bulk); an integration alone is cheap to reload.
+        # Retired entries first (only a reload's shortcut), then calendars (the bulk); an
+        # integration alone is cheap to reload.
+        while self._bytes > self.budget_bytes and self._retired:
+            _, gone = self._retired.popitem(last=False)
+            self._bytes -= gone.nbytes
         while self._bytes > self.budget_bytes and self._calendars:
             self._drop_calendar(next(iter(self._calendars)))
         while self._bytes > self.budget_bytes and self._integrations:
@@ -318,7 +368,7 @@ class AvailabilityIndex:
                 self._calendar_floor[key] = change.version
             entry = self._calendars.get(key)
             if entry is not None and entry.version < change.version:
-                self._drop_calendar(key)
+                self._drop_calendar(key, retire=True)
             owner = self._integrations.get(change.integration_id or "")
             if owner is not None and key not in owner.calendar_ids:
                 self._drop_integration(owner.integration.id)
@@ -333,6 +383,7 @@ class AvailabilityIndex:
     def reset(self, *, usable: bool) -> None:
         self.epoch += 1
         self._calendars.clear()
+        self._retired.clear()
         self._integrations.clear()
         self._bytes = 0
         self._usable = usable

@@ -248,12 +248,25 @@ def _merged(parts: list[list[Span]]) -> list[Span]:
     return merge_spans(span for part in filled for span in part)
 
 
-def _entry_of(snapshot: CalendarSnapshot) -> CalendarEntry:
+def _entry_of(snapshot: CalendarSnapshot, held: CalendarEntry | None = None) -> CalendarEntry:
+    """The index entry of a snapshot; `held` is an old entry whose arrays the snapshot did not
+    read again (`blocks` None: the blocks_version is the same)."""
     push_until: float | None = None
     if snapshot.push_forever:
         push_until = FOREVER
     elif snapshot.push_until is not None:
         push_until = snapshot.push_until.timestamp()
+    if snapshot.blocks is None:
+        assert held is not None and held.blocks_version == snapshot.blocks_version
+        return held.refreshed(
+            snapshot.row,
+            snapshot.version,
+            sync_requested_at=snapshot.sync_requested_at,
+            backoff_until=snapshot.backoff_until,
+            push_until_s=push_until,
+            push_heard_at=snapshot.push_heard_at,
+            push_error=snapshot.push_error,
+        )
     return CalendarEntry.build(
         snapshot.row,
         snapshot.version,
@@ -263,6 +276,7 @@ def _entry_of(snapshot: CalendarSnapshot) -> CalendarEntry:
         push_heard_at=snapshot.push_heard_at,
         push_error=snapshot.push_error,
         blocks=snapshot.blocks,
+        blocks_version=snapshot.blocks_version,
     )
 
 
@@ -447,8 +461,13 @@ class AvailabilityService:
         index = self._index
         assert index is not None
         epoch = index.epoch
-        snapshots = await self._store.index_calendars(calendar_ids)
-        loaded = {s.row.id: _entry_of(s) for s in snapshots}
+        # A change of freshness alone (a sync requested or claimed) keeps the blocks: their
+        # arrays are reused and only the rows are read.
+        held = index.retired(calendar_ids)
+        snapshots = await self._store.index_calendars(
+            calendar_ids, known={c: e.blocks_version for c, e in held.items()}
+        )
+        loaded = {s.row.id: _entry_of(s, held.get(s.row.id)) for s in snapshots}
         for calendar in loaded.values():
             index.put_calendar(calendar, epoch=epoch)
         if set(loaded) != set(calendar_ids):  # a calendar went meanwhile

@@ -6,7 +6,8 @@
     feed_for(engine).subscribe(cache)            # a cache of this engine's rows
 
 Versions. `calendars.version` and `integrations.version` count the changes of what availability
-answers from (a calendar's busy blocks and freshness; an integration's status and calendars).
+answers from (a calendar's busy blocks and freshness; an integration's status and calendars);
+`calendars.blocks_version` is the version of the last change to the blocks themselves.
 The bump runs in the writer's transaction, so a reader that sees the new data sees the new
 version with it. A cache keeps the version it read and refuses to keep anything older than
 the newest version it was told of (its floor).
@@ -36,7 +37,7 @@ import logging
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Engine, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -153,15 +154,24 @@ async def publish(conn: AsyncConnection, changes: Sequence[Change]) -> None:
         feed.deliver(change)
 
 
-async def bump_calendars(conn: AsyncConnection, calendar_ids: Iterable[str]) -> None:
-    """Increment the version of each calendar in the caller's transaction and publish it."""
+async def bump_calendars(
+    conn: AsyncConnection, calendar_ids: Iterable[str], *, blocks: bool = True
+) -> None:
+    """Increment the version of each calendar in the caller's transaction and publish it.
+    `blocks=False` says the write changed only the calendar's freshness (a sync requested,
+    claimed or failed; a push channel's state), not its busy blocks: `blocks_version` stays,
+    so a cache may keep the blocks it read at that blocks_version. When in doubt, True."""
     ids = sorted(set(calendar_ids))
     if not ids:
         return
+    bumped = calendars.c.version + 1
+    values: dict[str, Any] = {"version": bumped}
+    if blocks:
+        values["blocks_version"] = bumped
     result = await conn.execute(
         update(calendars)
         .where(calendars.c.id.in_(ids))
-        .values(version=calendars.c.version + 1)
+        .values(**values)
         .returning(calendars.c.id, calendars.c.integration_id, calendars.c.version)
     )
     await publish(conn, [Change("calendar", c, i, v) for c, i, v in result.all()])

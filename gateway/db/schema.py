@@ -159,6 +159,9 @@ calendars = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     # Incremented with every change of its busy blocks or freshness (gateway.db.notify).
     Column("version", Integer, nullable=False, server_default="0"),
+    # The version of the last change of its busy blocks (a freshness change leaves it): the
+    # availability index reuses block arrays read at this blocks_version.
+    Column("blocks_version", Integer, nullable=False, server_default="0"),
     # Why no push channel could be opened (`push_refused: webhookUrlNotHttps`), until one opens.
     Column("push_error", String(80), nullable=True),
     Index("ix_calendars_integration_google", "integration_id", "google_calendar_id", unique=True),

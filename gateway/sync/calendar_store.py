@@ -191,7 +191,7 @@ class CalendarStore:
                     updated_at=now,
                 )
             )
-            await bump_calendars(conn, [calendar_id])
+            await bump_calendars(conn, [calendar_id], blocks=False)
 
     async def purge_integration(self, integration_id: str) -> int:
         """Delete every calendar, record and block of the integration (idempotent); returns

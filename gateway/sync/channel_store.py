@@ -254,7 +254,7 @@ class ChannelStore:
                     .where(calendars.c.id == calendar_id, calendars.c.push_error.is_not(None))
                     .values(push_error=None)
                 )
-            await bump_calendars(conn, moved.scalars().all())
+            await bump_calendars(conn, moved.scalars().all(), blocks=False)
 
     async def record_push_error(self, calendar_id: str, reason: str) -> None:
         """Why the calendar has no channel (`push_refused: ...`), for its status."""
@@ -263,7 +263,7 @@ class ChannelStore:
                 update(calendars).where(calendars.c.id == calendar_id).values(push_error=reason)
             )
             # Its status is part of what the availability index holds.
-            await bump_calendars(conn, [calendar_id])
+            await bump_calendars(conn, [calendar_id], blocks=False)
 
     async def forget(self, channel_id: str) -> None:
         """Delete a row whose events.watch failed (Google has no such channel; should it have
@@ -309,7 +309,7 @@ class ChannelStore:
                 update(watch_channels).where(where).values(state=state).returning(watch_channels)
             )
             moved = [_row(r) for r in result.mappings()]
-            await bump_calendars(conn, [r.calendar_id for r in moved])
+            await bump_calendars(conn, [r.calendar_id for r in moved], blocks=False)
             return moved
 
     async def mark_stopped(self, channel_id: str) -> None:

@@ -52,11 +52,11 @@ class LeaseStore:
         )
         if conn is not None:
             result = await conn.execute(statement)
-            await bump_calendars(conn, [calendar_id])
+            await bump_calendars(conn, [calendar_id], blocks=False)
         else:
             async with self.engine.begin() as own:
                 result = await own.execute(statement)
-                await bump_calendars(own, [calendar_id])
+                await bump_calendars(own, [calendar_id], blocks=False)
         return bool(result.rowcount == 1)
 
     async def integrations_without_calendars(self, limit: int) -> list[str]:
@@ -163,7 +163,7 @@ class LeaseStore:
                     .mappings()
                     .all()
                 )
-            await bump_calendars(conn, [r["id"] for r in rows])
+            await bump_calendars(conn, [r["id"] for r in rows], blocks=False)
         order = {calendar_id: n for n, calendar_id in enumerate(chosen)}
         rows.sort(key=lambda r: order[r["id"]])
         return [calendar_row(r) for r in rows]
@@ -239,7 +239,7 @@ class LeaseStore:
                 .where(self._held(calendar_id, owner))
                 .values(lease_owner=None, lease_until=None, backoff_until=until, next_poll_at=until)
             )
-            await bump_calendars(conn, [calendar_id])
+            await bump_calendars(conn, [calendar_id], blocks=False)
         return until
 
     async def release(self, calendar_id: str, owner: str, now: datetime, *, again: bool) -> bool:
@@ -253,5 +253,5 @@ class LeaseStore:
                 update(calendars).where(self._held(calendar_id, owner)).values(**values)
             )
             if again:
-                await bump_calendars(conn, [calendar_id])
+                await bump_calendars(conn, [calendar_id], blocks=False)
         return bool(result.rowcount == 1)

@@ -88,7 +88,9 @@ class CalendarSnapshot:
     push_forever: bool  # an active channel without an expiry
     push_heard_at: datetime | None  # the last sign of life of its active channels
     push_error: str | None
-    blocks: list[tuple[datetime, datetime]]
+    blocks_version: int
+    # None: not read, because the caller holds the blocks of this blocks_version already.
+    blocks: list[tuple[datetime, datetime]] | None
 
     def __repr__(self) -> str:
         return f"CalendarSnapshot(id={self.row.id!r}, version={self.version})"
@@ -313,11 +315,18 @@ class ReadStore:
         ids = [r["index_calendar_id"] for r in rows if r["index_calendar_id"] is not None]
         return rows[0], int(rows[0]["version"]), ids
 
-    async def index_calendars(self, calendar_ids: Sequence[str]) -> list[CalendarSnapshot]:
+    async def index_calendars(
+        self, calendar_ids: Sequence[str], *, known: Mapping[str, int] | None = None
+    ) -> list[CalendarSnapshot]:
         """For the availability index: each calendar's row, version, sync request, backoff,
         live push channels and every block of its active generation, read from one snapshot
         (REPEATABLE READ on PostgreSQL; on SQLite the version floors of gateway.db.notify
-        refuse a read that a commit overtook)."""
+        refuse a read that a commit overtook).
+
+        `known` maps calendar ids to the `blocks_version` whose blocks the caller holds: a
+        calendar still at that blocks_version (only its freshness changed since) comes back
+        with `blocks=None`, and its blocks are not read."""
+        known = known or {}
         w = watch_channels.c
         active = and_(w.calendar_id == calendars.c.id, w.state == "active")
         push_until = (
@@ -327,7 +336,6 @@ class ReadStore:
         push_heard_at = (
             select(func.max(_heard_at())).where(active).scalar_subquery().label("push_heard_at")
         )
-        blocks_query = _ACTIVE_BLOCKS.where(busy_blocks.c.calendar_id.in_(list(calendar_ids)))
         async with self.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 await conn.execution_options(isolation_level="REPEATABLE READ")
@@ -343,8 +351,17 @@ class ReadStore:
                     .mappings()
                     .all()
                 )
-                found = (await conn.execute(blocks_query)).all() if rows else []
-        blocks: dict[str, list[tuple[datetime, datetime]]] = {r["id"]: [] for r in rows}
+                wanted = [r["id"] for r in rows if known.get(r["id"]) != r["blocks_version"]]
+                found = (
+                    (
+                        await conn.execute(
+                            _ACTIVE_BLOCKS.where(busy_blocks.c.calendar_id.in_(wanted))
+                        )
+                    ).all()
+                    if wanted
+                    else []
+                )
+        blocks: dict[str, list[tuple[datetime, datetime]]] = {c: [] for c in wanted}
         for calendar_id, s, e in found:
             s_utc, e_utc = as_utc(s), as_utc(e)
             assert s_utc is not None and e_utc is not None
@@ -359,7 +376,8 @@ class ReadStore:
                 push_forever=bool(r["push_forever"]),
                 push_heard_at=as_utc(r["push_heard_at"]),
                 push_error=r["push_error"],
-                blocks=blocks[r["id"]],
+                blocks_version=int(r["blocks_version"]),
+                blocks=blocks.get(r["id"]),
             )
             for r in rows
         ]

@@ -17,9 +17,11 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import SCOPES, ApiKeyStore
+from gateway.clock import utc_now
 from gateway.db.notify import feed_for
 from gateway.db.schema import busy_blocks, calendars
 from gateway.http.appkeys import COHERENCE_KEY, INDEX_KEY, INTEGRATIONS_KEY
+from gateway.sync.lease_store import LeaseStore
 from tests.support.availability import ALICE, at, call, connect, day, event, sync, z
 from tests.support.processes import until
 from tests.support.services import require_postgres
@@ -94,6 +96,35 @@ async def test_this_process_sees_its_own_sync_at_once(stack: Stack) -> None:
     await sync(stack, alice)  # an incremental sync in this process
     after = await call(stack, "GET", path(alice), params=window(d))
     assert after.body["busy"] == [{"start": z(at(d, "13:00")), "end": z(at(d, "14:00"))}]
+
+
+async def test_a_sync_request_rereads_the_calendar_row_but_not_its_blocks(stack: Stack) -> None:
+    alice = await connect(stack, ALICE)
+    d = day(7)
+    event(stack, ALICE, at(d, "10:00"), at(d, "11:00"))
+    [calendar_id] = await sync(stack, alice)
+    held = await call(stack, "GET", path(alice), params=window(d))
+    # A push notification's request changes the calendar's freshness, not its blocks.
+    await LeaseStore(stack.engine).request_sync(calendar_id, utc_now())
+    with statements(stack.engine) as seen:
+        again = await call(stack, "GET", path(alice), params=window(d))
+    assert [s for s in seen if "FROM calendars" in s], seen  # the new freshness was read
+    assert [s for s in seen if "busy_blocks" in s] == []
+    assert (
+        again.body["busy"]
+        == held.body["busy"]
+        == [{"start": z(at(d, "10:00")), "end": z(at(d, "11:00"))}]
+    )
+    # A change of the blocks themselves reads them again.
+    event(stack, ALICE, at(d, "13:00"), at(d, "14:00"))
+    await sync(stack, alice)
+    with statements(stack.engine) as seen:
+        changed = await call(stack, "GET", path(alice), params=window(d))
+    assert [s for s in seen if "busy_blocks" in s]
+    assert changed.body["busy"] == [
+        {"start": z(at(d, "10:00")), "end": z(at(d, "11:00"))},
+        {"start": z(at(d, "13:00")), "end": z(at(d, "14:00"))},
+    ]
 
 
 async def test_needs_reauth_stops_cached_answers_at_once(stack: Stack) -> None:

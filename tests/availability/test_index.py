@@ -219,3 +219,53 @@ def test_payloads_round_trip_and_unknown_ones_are_ignored() -> None:
         assert parse(change.payload()) == change
     assert parse("z something new") is None
     assert parse("c cal_1 int_1 notanumber") is None
+
+
+def test_a_change_keeps_the_old_arrays_for_a_reload_of_the_same_blocks_version() -> None:
+    index = usable()
+    blocks = [(T0, T0 + timedelta(hours=1))]
+    held = CalendarEntry.build(
+        row("cal_1"),
+        3,
+        sync_requested_at=None,
+        backoff_until=None,
+        push_until_s=None,
+        blocks=blocks,
+        blocks_version=2,
+    )
+    assert index.put_calendar(held, epoch=index.epoch)
+    index.changed(Change("calendar", "cal_1", "int_1", 4))  # e.g. a sync was requested
+    assert index.calendar("cal_1") is None  # not answered from any more
+    assert index.retired(["cal_1", "cal_2"]) == {"cal_1": held}
+    pending = datetime(2026, 12, 7, 9, tzinfo=UTC)
+    again = held.refreshed(
+        row("cal_1"),
+        4,
+        sync_requested_at=pending,
+        backoff_until=None,
+        push_until_s=None,
+        push_heard_at=None,
+        push_error=None,
+    )
+    assert again.starts is held.starts and again.blocks_version == 2
+    assert index.put_calendar(again, epoch=index.epoch)
+    assert index.retired(["cal_1"]) == {}
+    assert index.nbytes == again.nbytes  # the shared arrays are counted once
+    assert index.calendar("cal_1") == again
+
+
+def test_retired_arrays_go_first_when_memory_is_short_and_at_a_reset() -> None:
+    blocks = [(T0 + timedelta(hours=k), T0 + timedelta(hours=k, minutes=30)) for k in range(100)]
+    one = entry("cal_a", blocks=blocks).nbytes
+    index = usable(budget_bytes=2 * one)
+    assert index.put_calendar(entry("cal_a", blocks=blocks), epoch=index.epoch)
+    index.changed(Change("calendar", "cal_a", "int_1", 2))
+    assert index.put_calendar(entry("cal_b", blocks=blocks), epoch=index.epoch)
+    assert index.retired(["cal_a"]) != {}
+    assert index.put_calendar(entry("cal_c", blocks=blocks), epoch=index.epoch)
+    # Over budget: the retired arrays went, both live entries stayed.
+    assert index.retired(["cal_a"]) == {}
+    assert index.calendar("cal_b") is not None and index.calendar("cal_c") is not None
+    index.changed(Change("calendar", "cal_b", "int_1", 2))
+    index.reset(usable=True)
+    assert index.retired(["cal_b"]) == {} and index.nbytes == 0
