@@ -15,7 +15,9 @@ Coherence. Every entry carries the version it was read at (gateway.db.notify). T
 `Subscriber`: a change drops an older entry and raises that row's floor; `put_*` refuses an
 entry below its floor (it was read before a change this process has already heard of) or read
 before the last `reset` (the epoch). While not `usable` (the LISTEN connection is down) it
-holds and answers nothing: callers read the database.
+holds and answers nothing: callers read the database. An entry a change dropped is kept aside
+(`retired`) for its arrays: most changes are of freshness alone (a sync requested, claimed,
+released), and a reload whose `blocks_version` still matches reads only the calendar's row.
 
 Memory. Entries are held least-recently-used first and dropped beyond `budget_bytes`, estimated
 from the arrays' sizes plus a fixed overhead per entry. Pure: no I/O, no clock.
