@@ -91,11 +91,35 @@ class CalendarEntry:
         """An entry from the active generation's blocks (any order, may overlap). They are
         merged as gateway.availability.intervals.merge does (touching blocks join, empty ones
         vanish); a sub-second edge is widened to the whole second (busy, never free)."""
-        spans = sorted(
-            (s, e)
-            for s, e in ((_epoch_floor(a), _epoch_ceil(b)) for a, b in blocks if b > a)
-            if e > s
+        return cls.from_seconds(
+            row,
+            version,
+            sync_requested_at=sync_requested_at,
+            backoff_until=backoff_until,
+            push_until_s=push_until_s,
+            push_heard_at=push_heard_at,
+            push_error=push_error,
+            seconds=((_epoch_floor(a), _epoch_ceil(b)) for a, b in blocks if b > a),
+            blocks_version=blocks_version,
         )
+
+    @classmethod
+    def from_seconds(
+        cls,
+        row: CalendarRow,
+        version: int,
+        *,
+        sync_requested_at: datetime | None,
+        backoff_until: datetime | None,
+        push_until_s: float | None,
+        push_heard_at: datetime | None,
+        push_error: str | None,
+        seconds: Iterable[tuple[int, int]],
+        blocks_version: int,
+    ) -> CalendarEntry:
+        """As `build`, from blocks already in whole epoch seconds (start floored, end ceiled:
+        gateway.sync.read_store reads them so)."""
+        spans = sorted((s, e) for s, e in seconds if e > s)
         starts: array[int] = array("q")
         ends: array[int] = array("q")
         for s, e in spans:

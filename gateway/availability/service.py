@@ -267,7 +267,7 @@ def _entry_of(snapshot: CalendarSnapshot, held: CalendarEntry | None = None) -> 
             push_heard_at=snapshot.push_heard_at,
             push_error=snapshot.push_error,
         )
-    return CalendarEntry.build(
+    return CalendarEntry.from_seconds(
         snapshot.row,
         snapshot.version,
         sync_requested_at=snapshot.sync_requested_at,
@@ -275,7 +275,7 @@ def _entry_of(snapshot: CalendarSnapshot, held: CalendarEntry | None = None) -> 
         push_until_s=push_until,
         push_heard_at=snapshot.push_heard_at,
         push_error=snapshot.push_error,
-        blocks=snapshot.blocks,
+        seconds=snapshot.blocks,
         blocks_version=snapshot.blocks_version,
     )
 

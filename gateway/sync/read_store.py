@@ -5,15 +5,21 @@ loads. Reads only look at each calendar's `active_generation` (gateway.sync.copy
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Select,
     and_,
     bindparam,
+    cast,
     exists,
+    extract,
     func,
     or_,
     select,
@@ -89,8 +95,9 @@ class CalendarSnapshot:
     push_heard_at: datetime | None  # the last sign of life of its active channels
     push_error: str | None
     blocks_version: int
-    # None: not read, because the caller holds the blocks of this blocks_version already.
-    blocks: list[tuple[datetime, datetime]] | None
+    # Epoch seconds (start floored, end ceiled), any order; None: not read, because the
+    # caller holds the blocks of this blocks_version already.
+    blocks: list[tuple[int, int]] | None
 
     def __repr__(self) -> str:
         return f"CalendarSnapshot(id={self.row.id!r}, version={self.version})"
@@ -167,6 +174,43 @@ _ACTIVE_BLOCKS = select(
         calendars.c.active_generation == busy_blocks.c.generation,
     ),
 )
+
+
+def _epoch_bounds(dialect: str) -> tuple[ColumnElement[int], ColumnElement[int]]:
+    """A block's start floored and end ceiled to whole epoch seconds, computed by the
+    database: the index keeps seconds, and converting thousands of timestamps through Python
+    datetimes was most of a reload's CPU. SQLite stores SQLAlchemy's text form
+    `YYYY-MM-DD HH:MM:SS.ffffff` (UTC), whose `strftime('%s')` drops the fraction: a nonzero
+    one adds a second to the end."""
+    start, end = busy_blocks.c.start_at, busy_blocks.c.end_at
+    if dialect == "sqlite":
+        return (
+            cast(func.strftime("%s", start), Integer),
+            cast(func.strftime("%s", end), Integer) + (func.substr(end, 21) > "000000"),
+        )
+    return (
+        cast(func.floor(extract("epoch", start)), BigInteger),
+        cast(func.ceil(extract("epoch", end)), BigInteger),
+    )
+
+
+@functools.cache
+def _active_epochs(dialect: str) -> Select[Any]:
+    """`_ACTIVE_BLOCKS` in whole epoch seconds, for the index's loads."""
+    lo, hi = _epoch_bounds(dialect)
+    return (
+        select(busy_blocks.c.calendar_id, lo, hi)
+        .join(
+            calendars,
+            and_(
+                calendars.c.id == busy_blocks.c.calendar_id,
+                calendars.c.active_generation == busy_blocks.c.generation,
+            ),
+        )
+        .where(busy_blocks.c.calendar_id.in_(bindparam("ids", expanding=True)))
+    )
+
+
 _VIEW_BLOCKS = _ACTIVE_BLOCKS.where(
     calendars.c.integration_id == bindparam("integration_id"),
     busy_blocks.c.start_at < bindparam("end"),
@@ -352,20 +396,11 @@ class ReadStore:
                     .all()
                 )
                 wanted = [r["id"] for r in rows if known.get(r["id"]) != r["blocks_version"]]
-                found = (
-                    (
-                        await conn.execute(
-                            _ACTIVE_BLOCKS.where(busy_blocks.c.calendar_id.in_(wanted))
-                        )
-                    ).all()
-                    if wanted
-                    else []
-                )
-        blocks: dict[str, list[tuple[datetime, datetime]]] = {c: [] for c in wanted}
+                query = _active_epochs(conn.dialect.name)
+                found = (await conn.execute(query, {"ids": wanted})).all() if wanted else []
+        blocks: dict[str, list[tuple[int, int]]] = {c: [] for c in wanted}
         for calendar_id, s, e in found:
-            s_utc, e_utc = as_utc(s), as_utc(e)
-            assert s_utc is not None and e_utc is not None
-            blocks[calendar_id].append((s_utc, e_utc))
+            blocks[calendar_id].append((s, e))
         return [
             CalendarSnapshot(
                 row=calendar_row(r),

@@ -8,17 +8,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy import event as sa_event
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import SCOPES, ApiKeyStore
 from gateway.clock import utc_now
-from gateway.db.notify import feed_for
+from gateway.db.notify import bump_calendars, feed_for
 from gateway.db.schema import busy_blocks, calendars
 from gateway.http.appkeys import COHERENCE_KEY, INDEX_KEY, INTEGRATIONS_KEY
 from gateway.sync.lease_store import LeaseStore
@@ -125,6 +126,38 @@ async def test_a_sync_request_rereads_the_calendar_row_but_not_its_blocks(stack:
         {"start": z(at(d, "10:00")), "end": z(at(d, "11:00"))},
         {"start": z(at(d, "13:00")), "end": z(at(d, "14:00"))},
     ]
+
+
+async def test_a_block_with_sub_second_edges_is_held_as_the_whole_seconds_it_touches(
+    stack: Stack,
+) -> None:
+    # The index reads blocks as epoch seconds computed by the database (SQLite's text form,
+    # PostgreSQL's timestamptz): a fraction widens the block, never shortens it.
+    alice = await connect(stack, ALICE)
+    d = day(7)
+    [calendar_id] = await sync(stack, alice)
+    async with stack.engine.begin() as conn:
+        generation = (
+            await conn.execute(
+                select(calendars.c.active_generation).where(calendars.c.id == calendar_id)
+            )
+        ).scalar_one()
+        await conn.execute(
+            busy_blocks.insert().values(
+                calendar_id=calendar_id,
+                generation=generation,
+                event_id="fractional",
+                start_at=at(d, "15:00") + timedelta(microseconds=250_000),
+                end_at=at(d, "16:00") + timedelta(microseconds=1),
+                series_id="fractional",
+            )
+        )
+        await bump_calendars(conn, [calendar_id])
+    answer = await call(stack, "GET", path(alice), params=window(d))
+    assert answer.body["busy"] == [
+        {"start": z(at(d, "15:00")), "end": z(at(d, "16:00") + timedelta(seconds=1))}
+    ]
+    assert stack.app[INDEX_KEY].calendar(calendar_id) is not None  # answered from the index
 
 
 async def test_needs_reauth_stops_cached_answers_at_once(stack: Stack) -> None:
