@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -30,7 +31,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.bulk import chunks, insert_rows
-from gateway.db.notify import bump_calendars
+from gateway.db.notify import CALENDAR_CHANGE, bump_calendars, calendar_bump, publish_calendars
 from gateway.db.schema import (
     busy_blocks,
     calendar_events,
@@ -55,6 +56,59 @@ BLOCK_COLUMNS = ("calendar_id", "generation", "event_id", "start_at", "end_at", 
 
 Compute = Callable[[list[EventRecord]], Awaitable[list[BusyBlock]]]
 """Busy blocks of the given records (the engine expands them off the event loop)."""
+
+
+@dataclass(frozen=True)
+class _Merge:
+    """How event rows merge into a generation.
+
+    The last row of an id wins (pages are in order). A cancelled exception is kept: it
+    removes an occurrence. Any other cancelled event is deleted, a cancelled master with its
+    exceptions (Google lists them as cancelled too). Everything else replaces its previous
+    version."""
+
+    latest: dict[str, EventRow]  # id -> its last row, in order of last appearance
+    gone: list[str]  # masters and single events deleted
+    keep: list[EventRow]  # the rows written
+
+    @classmethod
+    def of(cls, items: Iterable[EventRow]) -> _Merge:
+        latest: dict[str, EventRow] = {}
+        for row in items:
+            latest.pop(row[EVENT_ID], None)  # keep the order of last appearance
+            latest[row[EVENT_ID]] = row
+        gone = [
+            r[EVENT_ID]
+            for r in latest.values()
+            if r[STATUS] == "cancelled" and not r[RECURRING_EVENT_ID]
+        ]
+        gone_set = set(gone)
+        keep = (
+            [
+                r
+                for r in latest.values()
+                if r[EVENT_ID] not in gone_set and r[RECURRING_EVENT_ID] not in gone_set
+            ]
+            if gone_set
+            else list(latest.values())
+        )
+        return cls(latest, gone, keep)
+
+    @property
+    def touched(self) -> set[str]:
+        """The series the rows belong to (a master's id for its exceptions)."""
+        return {r[RECURRING_EVENT_ID] or r[EVENT_ID] for r in self.latest.values()}
+
+    def after(self, before: Iterable[EventRecord]) -> list[EventRecord]:
+        """The records of the touched series once merged, from what the generation held of
+        them `before` (exactly what `_write_merge` leaves, computed without reading it back)."""
+        gone = set(self.gone)
+        kept = [
+            r
+            for r in before
+            if r.event_id not in self.latest and (r.recurring_event_id or "") not in gone
+        ]
+        return kept + [record_of(row) for row in self.keep]
 
 
 def _record(row: RowMapping) -> EventRecord:
@@ -105,55 +159,44 @@ class CopyStore:
         *,
         empty: bool = False,
     ) -> tuple[set[str], list[EventRow]]:
-        """Merge event rows (gateway.sync.rows) into a generation; returns the series they
-        touch and the rows written.
+        """Merge event rows (gateway.sync.rows) into a generation (see `_Merge`); returns the
+        series they touch and the rows written. `empty` says the generation holds nothing yet
+        (the first page of a full sync): there is nothing to replace or delete, so only the
+        INSERTs run."""
+        merge = _Merge.of(items)
+        await self._write_merge(conn, calendar_id, generation, merge, empty=empty)
+        return merge.touched, merge.keep
 
-        The last record of an id wins (pages are in order). A cancelled exception is kept: it
-        removes an occurrence. Any other cancelled event is deleted, a cancelled master with
-        its exceptions. Everything else replaces its previous version. `empty` says the
-        generation holds nothing yet (the first page of a full sync): there is nothing to
-        replace or delete, so only the INSERTs run.
-        """
-        latest: dict[str, EventRow] = {}
-        for row in items:
-            latest.pop(row[EVENT_ID], None)  # keep the order of last appearance
-            latest[row[EVENT_ID]] = row
-        gone = [
-            r[EVENT_ID]
-            for r in latest.values()
-            if r[STATUS] == "cancelled" and not r[RECURRING_EVENT_ID]
-        ]
-        gone_set = set(gone)
-        # Exceptions of a series deleted in the same delta go with it (Google lists them as
-        # cancelled too).
-        keep = (
-            [
-                r
-                for r in latest.values()
-                if r[EVENT_ID] not in gone_set and r[RECURRING_EVENT_ID] not in gone_set
-            ]
-            if gone_set
-            else list(latest.values())
-        )
+    async def _write_merge(
+        self,
+        conn: AsyncConnection,
+        calendar_id: str,
+        generation: int,
+        merge: _Merge,
+        *,
+        empty: bool = False,
+    ) -> None:
         scope = and_(
             calendar_events.c.calendar_id == calendar_id,
             calendar_events.c.generation == generation,
         )
         if not empty:
-            for chunk in chunks(list(latest)):
+            for chunk in chunks(list(merge.latest)):
                 await conn.execute(
                     delete(calendar_events).where(scope, calendar_events.c.event_id.in_(chunk))
                 )
-            for chunk in chunks(gone):
+            for chunk in chunks(merge.gone):
                 await conn.execute(
                     delete(calendar_events).where(
                         scope, calendar_events.c.recurring_event_id.in_(chunk)
                     )
                 )
         await insert_rows(
-            conn, calendar_events, EVENT_COLUMNS, [(calendar_id, generation, *r) for r in keep]
+            conn,
+            calendar_events,
+            EVENT_COLUMNS,
+            [(calendar_id, generation, *r) for r in merge.keep],
         )
-        return {r[RECURRING_EVENT_ID] or r[EVENT_ID] for r in latest.values()}, keep
 
     async def _series_records(
         self, conn: AsyncConnection, calendar_id: str, generation: int, series: Sequence[str]
@@ -370,18 +413,21 @@ class CopyStore:
                 else None,
                 coalesce_s=self.webhook_coalesce_s,
             )
-            touched, _ = await self._apply(conn, calendar.id, generation, items)
-            series = sorted(touched)
-            records = await self._series_records(conn, calendar.id, generation, series)
-            await self._replace_series_blocks(
-                conn, calendar.id, generation, series, await compute(records)
-            )
-            await conn.execute(
+            # Reads and the computation first, the writes after: on SQLite the first write
+            # takes the one writer, and everything after it is time every other writer waits.
+            merge = _Merge.of(items)
+            series = sorted(merge.touched)
+            before = await self._series_records(conn, calendar.id, generation, series)
+            blocks = await compute(merge.after(before))
+            await self._write_merge(conn, calendar.id, generation, merge)
+            await self._replace_series_blocks(conn, calendar.id, generation, series, blocks)
+            changed = await conn.execute(
                 update(calendars)
                 .where(calendars.c.id == calendar.id)
-                .values(sync_token=sync_token, **_success(now))
+                .values(sync_token=sync_token, **_success(now), **calendar_bump())
+                .returning(*CALENDAR_CHANGE)
             )
-            await bump_calendars(conn, [calendar.id])
+            await publish_calendars(conn, changed.all())
         return len(series)
 
     async def merge_local(

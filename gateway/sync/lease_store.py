@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.bulk import chunks
-from gateway.db.notify import bump_calendars
+from gateway.db.notify import CALENDAR_CHANGE, bump_calendars, calendar_bump, publish_calendars
 from gateway.db.schema import (
     calendars,
     integrations,
@@ -48,16 +48,20 @@ class LeaseStore:
         statement = (
             update(calendars)
             .where(calendars.c.id == calendar_id)
-            .values(sync_requested_at=func.coalesce(calendars.c.sync_requested_at, now))
+            .values(
+                sync_requested_at=func.coalesce(calendars.c.sync_requested_at, now),
+                **calendar_bump(blocks=False),
+            )
+            .returning(*CALENDAR_CHANGE)
         )
         if conn is not None:
-            result = await conn.execute(statement)
-            await bump_calendars(conn, [calendar_id], blocks=False)
+            changed = (await conn.execute(statement)).all()
+            await publish_calendars(conn, changed)
         else:
             async with self.engine.begin() as own:
-                result = await own.execute(statement)
-                await bump_calendars(own, [calendar_id], blocks=False)
-        return bool(result.rowcount == 1)
+                changed = (await own.execute(statement)).all()
+                await publish_calendars(own, changed)
+        return len(changed) == 1
 
     async def integrations_without_calendars(self, limit: int) -> list[str]:
         """Active integrations that have no calendar row yet (just connected)."""
@@ -156,6 +160,7 @@ class LeaseStore:
                                 lease_until=lease_until,
                                 sync_requested_at=None,
                                 next_poll_at=lease_until,
+                                **calendar_bump(blocks=False),
                             )
                             .returning(*calendars.c)
                         )
@@ -163,7 +168,9 @@ class LeaseStore:
                     .mappings()
                     .all()
                 )
-            await bump_calendars(conn, [r["id"] for r in rows], blocks=False)
+            await publish_calendars(
+                conn, [(r["id"], r["integration_id"], r["version"]) for r in rows]
+            )
         order = {calendar_id: n for n, calendar_id in enumerate(chosen)}
         rows.sort(key=lambda r: order[r["id"]])
         return [calendar_row(r) for r in rows]

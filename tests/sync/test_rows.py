@@ -25,8 +25,17 @@ from gateway.db.bulk import insert_rows
 from gateway.db.schema import busy_blocks, calendar_events
 from gateway.google.errors import EventParseError
 from gateway.google.events import GATEWAY_PROPERTY, parse_event
-from gateway.sync.copy_store import EVENT_COLUMNS
-from gateway.sync.rows import ROW_COLUMNS, EventRow, Skipped, parse_rows, record_of, row_of
+from gateway.sync.copy_store import EVENT_COLUMNS, _Merge
+from gateway.sync.rows import (
+    RECURRING_EVENT_ID,
+    ROW_COLUMNS,
+    STATUS,
+    EventRow,
+    Skipped,
+    parse_rows,
+    record_of,
+    row_of,
+)
 from gateway.sync.store import SyncStore
 from tests.fixtures import GOOGLE
 
@@ -338,3 +347,34 @@ async def test_bulk_insert_rolls_back_with_its_transaction(engine: AsyncEngine) 
             )
             raise Abort
     assert await SyncStore(engine).records("cal_gone", 1) == []
+
+
+async def test_a_delta_s_records_computed_before_writing_are_those_read_back(
+    engine: AsyncEngine,
+) -> None:
+    """An incremental sync computes the touched series' records from what it read before its
+    writes (so the expansion runs before SQLite's one writer is taken): they must be exactly
+    what the writes leave, for cancelled masters (with their exceptions), cancelled
+    exceptions, changed and new events."""
+    rows, _ = parse_rows(generated_items("Europe/Berlin", count=150), calendar_tz="Europe/Berlin")
+    store = SyncStore(engine)
+    async with engine.begin() as conn:
+        await store._apply(conn, "cal_merge", 1, rows, empty=True)
+
+    def cancelled(row: EventRow) -> EventRow:
+        return (*row[:STATUS], "cancelled", *row[STATUS + 1 :])
+
+    delta = [
+        cancelled(r) if n % 3 == 0 else r for n, r in enumerate(rows) if n % 3 == 0 or n % 5 == 0
+    ]
+    delta += [(f"new{n:04d}", *r[1:]) for n, r in enumerate(rows[:10])]
+    merge = _Merge.of(delta)
+    assert merge.gone and any(r[RECURRING_EVENT_ID] for r in rows)  # the cases are there
+    series = sorted(merge.touched)
+    async with engine.begin() as conn:
+        before = await store._series_records(conn, "cal_merge", 1, series)
+        expected = merge.after(before)
+        await store._write_merge(conn, "cal_merge", 1, merge)
+        after = await store._series_records(conn, "cal_merge", 1, series)
+    assert sorted(expected, key=lambda r: r.event_id) == sorted(after, key=lambda r: r.event_id)
+    assert len(after) < len(before) + 10  # the cancellations removed records
