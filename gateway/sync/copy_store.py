@@ -424,7 +424,9 @@ class CopyStore:
             changed = await conn.execute(
                 update(calendars)
                 .where(calendars.c.id == calendar.id)
-                .values(sync_token=sync_token, **_success(now), **calendar_bump())
+                # An empty delta (a channel's first `sync` message, a poll that found nothing)
+                # leaves the blocks as they were: caches keep their arrays.
+                .values(sync_token=sync_token, **_success(now), **calendar_bump(blocks=bool(items)))
                 .returning(*CALENDAR_CHANGE)
             )
             await publish_calendars(conn, changed.all())

@@ -116,6 +116,13 @@ async def test_a_sync_request_rereads_the_calendar_row_but_not_its_blocks(stack:
         == held.body["busy"]
         == [{"start": z(at(d, "10:00")), "end": z(at(d, "11:00"))}]
     )
+    # So does a sync that found nothing new (a channel's first message, a quiet poll).
+    await sync(stack, alice)
+    with statements(stack.engine) as seen:
+        quiet = await call(stack, "GET", path(alice), params=window(d))
+    assert [s for s in seen if "FROM calendars" in s], seen
+    assert [s for s in seen if "busy_blocks" in s] == []
+    assert quiet.body["busy"] == held.body["busy"]
     # A change of the blocks themselves reads them again.
     event(stack, ALICE, at(d, "13:00"), at(d, "14:00"))
     await sync(stack, alice)
