@@ -146,7 +146,11 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
     app.cleanup_ctx.append(services_ctx)
     # Each feature adds its routes; those whose services are not yet in the container
     # (gateway/bootstrap.py) still build them in a cleanup context, after the one above.
+    # The hot path's routes first: aiohttp tries the routes under one path prefix
+    # (`/v1/integrations`) in the order they were added, a regex each.
     for feature in (
+        availability_routes,
+        booking_routes,
         health_routes,
         metrics_routes,
         audit_wiring,
@@ -155,8 +159,6 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         receipt_routes,
         sync_wiring,
         push_wiring,
-        availability_routes,
-        booking_routes,
         mcp_routes,
         webhook_endpoint_routes,
     ):
