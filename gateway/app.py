@@ -147,10 +147,10 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
     # Each feature adds its routes; those whose services are not yet in the container
     # (gateway/bootstrap.py) still build them in a cleanup context, after the one above.
     # The hot path's routes first: aiohttp tries the routes under one path prefix
-    # (`/v1/integrations`) in the order they were added, a regex each.
+    # (`/v1/integrations`) in the order they were added, a regex each. (Booking stays in its
+    # place: it registers the disconnect purger that runs after the sync engine's.)
     for feature in (
         availability_routes,
-        booking_routes,
         health_routes,
         metrics_routes,
         audit_wiring,
@@ -159,6 +159,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> web.
         receipt_routes,
         sync_wiring,
         push_wiring,
+        booking_routes,
         mcp_routes,
         webhook_endpoint_routes,
     ):

@@ -87,7 +87,10 @@ async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
                 return True
 
         await until(refused, timeout_s=120)
-        assert not in_flight.done(), "the in-flight request was cut short"
+        assert not in_flight.done(), (
+            "the in-flight request was cut short: "
+            f"{in_flight.exception() or in_flight.result()!r}\n{child.log_text()[-3000:]}"
+        )
         google_answers.set()
 
         status, body = await asyncio.wait_for(in_flight, 60)
