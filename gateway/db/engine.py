@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from gateway.db import sqlite_writer
+from gateway.db import after_commit, sqlite_writer
 from gateway.errors import StorageError
 from gateway.settings import normalise_database_url, redact_url_password
 
@@ -83,4 +83,5 @@ async def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         # This process's writers queue in order instead of polling in the busy handler.
         sqlite_writer.install(engine, timeout_s=BUSY_TIMEOUT_MS / 1000)
+    after_commit.install(engine)
     return engine

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Annotated, Literal
 
@@ -41,6 +41,7 @@ from gateway.http.auth import principal, requires_scope
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.http.validation import PrintableText, StrictBody, parse_query, read_json
 from gateway.periodic import periodic
+from gateway.webhooks import outbox
 from gateway.webhooks.errors import DeliveryNotFound
 from gateway.webhooks.model import EVENT_TYPES
 from gateway.webhooks.store import WebhookStore
@@ -181,13 +182,18 @@ def setup(app: web.Application) -> None:
                 log.info("purged %d webhook events older than %s", purged, retention)
 
         task: asyncio.Task[None] | None = None
+        unwatch: Callable[[], None] | None = None
         if worker is not None:
             app[WEBHOOK_WORKER_KEY] = worker
+            # Deliveries this process commits are sent at once, not at the worker's next tick.
+            unwatch = outbox.watch(services.engine, worker.wake)
             task = asyncio.create_task(worker.run_forever())
         try:
             async with periodic(purge_old, what="webhook event purge", interval_s=3600):
                 yield
         finally:
+            if unwatch is not None:
+                unwatch()
             if task is not None and worker is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -9,14 +9,16 @@ the worker's business (worker.py). A tenant without subscribed endpoints gets no
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import insert, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.clock import rfc3339
 from gateway.connections.events import IntegrationChange
+from gateway.db.after_commit import after_commit
 from gateway.db.schema import integrations, webhook_deliveries, webhook_endpoints, webhook_events
 from gateway.db.values import as_utc
 from gateway.webhooks.model import (
@@ -31,6 +33,25 @@ from gateway.webhooks.model import (
     new_delivery_id,
     new_event_id,
 )
+
+# Per engine, what wants to hear that deliveries were committed (the delivery worker's wake).
+_WATCHERS: weakref.WeakKeyDictionary[Engine, list[Callable[[], None]]] = weakref.WeakKeyDictionary()
+
+
+def watch(engine: AsyncEngine, wake: Callable[[], None]) -> Callable[[], None]:
+    """Call `wake` after every commit that put deliveries in the outbox on `engine` (in this
+    process); returns what stops it. The worker then delivers at once, not at its next tick."""
+    watchers = _WATCHERS.setdefault(engine.sync_engine, [])
+    watchers.append(wake)
+    return lambda: watchers.remove(wake) if wake in watchers else None
+
+
+def _committed(engine: Engine) -> Callable[[], None]:
+    def wake_all() -> None:
+        for wake in list(_WATCHERS.get(engine, ())):
+            wake()
+
+    return wake_all
 
 
 async def subscribed(conn: AsyncConnection, tenant_id: str, event_types: Sequence[str]) -> bool:
@@ -105,6 +126,7 @@ async def record_event(
             for endpoint_id in targets
         ],
     )
+    after_commit(conn, _committed(conn.sync_engine))
     return event_id
 
 

@@ -166,6 +166,9 @@ class DeliveryWorker:
 
     async def run_forever(self) -> None:
         while True:
+            # Cleared before the round, not after: a wake during the round (deliveries
+            # committed meanwhile) starts the next round at once instead of being lost.
+            self._wake.clear()
             try:
                 busy = await self.run_once() >= self.config.batch
             except Exception:  # the database may be briefly unreachable; next tick retries
@@ -173,7 +176,6 @@ class DeliveryWorker:
                 busy = False
             if busy:
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.config.tick_s)
 
