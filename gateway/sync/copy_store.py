@@ -59,7 +59,7 @@ Compute = Callable[[list[EventRecord]], Awaitable[list[BusyBlock]]]
 
 
 @dataclass(frozen=True)
-class _Merge:
+class EventMerge:
     """How event rows merge into a generation.
 
     The last row of an id wins (pages are in order). A cancelled exception is kept: it
@@ -72,7 +72,7 @@ class _Merge:
     keep: list[EventRow]  # the rows written
 
     @classmethod
-    def of(cls, items: Iterable[EventRow]) -> _Merge:
+    def of(cls, items: Iterable[EventRow]) -> EventMerge:
         latest: dict[str, EventRow] = {}
         for row in items:
             latest.pop(row[EVENT_ID], None)  # keep the order of last appearance
@@ -159,11 +159,11 @@ class CopyStore:
         *,
         empty: bool = False,
     ) -> tuple[set[str], list[EventRow]]:
-        """Merge event rows (gateway.sync.rows) into a generation (see `_Merge`); returns the
+        """Merge event rows (gateway.sync.rows) into a generation (see `EventMerge`); returns the
         series they touch and the rows written. `empty` says the generation holds nothing yet
         (the first page of a full sync): there is nothing to replace or delete, so only the
         INSERTs run."""
-        merge = _Merge.of(items)
+        merge = EventMerge.of(items)
         await self._write_merge(conn, calendar_id, generation, merge, empty=empty)
         return merge.touched, merge.keep
 
@@ -172,7 +172,7 @@ class CopyStore:
         conn: AsyncConnection,
         calendar_id: str,
         generation: int,
-        merge: _Merge,
+        merge: EventMerge,
         *,
         empty: bool = False,
     ) -> None:
@@ -415,7 +415,7 @@ class CopyStore:
             )
             # Reads and the computation first, the writes after: on SQLite the first write
             # takes the one writer, and everything after it is time every other writer waits.
-            merge = _Merge.of(items)
+            merge = EventMerge.of(items)
             series = sorted(merge.touched)
             before = await self._series_records(conn, calendar.id, generation, series)
             blocks = await compute(merge.after(before))

@@ -25,7 +25,8 @@ from gateway.db.bulk import insert_rows
 from gateway.db.schema import busy_blocks, calendar_events
 from gateway.google.errors import EventParseError
 from gateway.google.events import GATEWAY_PROPERTY, parse_event
-from gateway.sync.copy_store import EVENT_COLUMNS, _Merge
+from gateway.sync.copy_store import EVENT_COLUMNS, EventMerge
+from gateway.sync.model import EventRecord
 from gateway.sync.rows import (
     RECURRING_EVENT_ID,
     ROW_COLUMNS,
@@ -358,8 +359,7 @@ async def test_a_delta_s_records_computed_before_writing_are_those_read_back(
     exceptions, changed and new events."""
     rows, _ = parse_rows(generated_items("Europe/Berlin", count=150), calendar_tz="Europe/Berlin")
     store = SyncStore(engine)
-    async with engine.begin() as conn:
-        await store._apply(conn, "cal_merge", 1, rows, empty=True)
+    await store.write_page("cal_merge", 1, rows, first=True)
 
     def cancelled(row: EventRow) -> EventRow:
         return (*row[:STATUS], "cancelled", *row[STATUS + 1 :])
@@ -368,13 +368,16 @@ async def test_a_delta_s_records_computed_before_writing_are_those_read_back(
         cancelled(r) if n % 3 == 0 else r for n, r in enumerate(rows) if n % 3 == 0 or n % 5 == 0
     ]
     delta += [(f"new{n:04d}", *r[1:]) for n, r in enumerate(rows[:10])]
-    merge = _Merge.of(delta)
+    merge = EventMerge.of(delta)
     assert merge.gone and any(r[RECURRING_EVENT_ID] for r in rows)  # the cases are there
-    series = sorted(merge.touched)
-    async with engine.begin() as conn:
-        before = await store._series_records(conn, "cal_merge", 1, series)
-        expected = merge.after(before)
-        await store._write_merge(conn, "cal_merge", 1, merge)
-        after = await store._series_records(conn, "cal_merge", 1, series)
+
+    async def touched() -> list[EventRecord]:
+        found = await store.records("cal_merge", 1)
+        return [r for r in found if (r.recurring_event_id or r.event_id) in merge.touched]
+
+    before = await touched()
+    expected = merge.after(before)
+    await store.write_page("cal_merge", 1, delta)  # the same merge, written
+    after = await touched()
     assert sorted(expected, key=lambda r: r.event_id) == sorted(after, key=lambda r: r.event_id)
     assert len(after) < len(before) + 10  # the cancellations removed records
