@@ -71,7 +71,8 @@ class CalendarEntry:
     push_error: str | None
     starts: array[int]
     ends: array[int]
-    # The calendar's blocks_version the arrays were read at (gateway.db.notify).
+    # The calendar's blocks_version the arrays were read at (gateway.db.notify): an entry at a
+    # newer version with the same blocks_version shares them (dataclasses.replace).
     blocks_version: int = 0
 
     @classmethod
@@ -140,32 +141,6 @@ class CalendarEntry:
             starts,
             ends,
             blocks_version,
-        )
-
-    def refreshed(
-        self,
-        row: CalendarRow,
-        version: int,
-        *,
-        sync_requested_at: datetime | None,
-        backoff_until: datetime | None,
-        push_until_s: float | None,
-        push_heard_at: datetime | None,
-        push_error: str | None,
-    ) -> CalendarEntry:
-        """This entry at a newer `version` whose change left the blocks as they were (the
-        same blocks_version): the arrays are shared, not copied."""
-        return CalendarEntry(
-            row,
-            version,
-            sync_requested_at,
-            backoff_until,
-            push_until_s,
-            push_heard_at,
-            push_error,
-            self.starts,
-            self.ends,
-            self.blocks_version,
         )
 
     @property

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -258,9 +258,11 @@ def _entry_of(snapshot: CalendarSnapshot, held: CalendarEntry | None = None) -> 
         push_until = snapshot.push_until.timestamp()
     if snapshot.blocks is None:
         assert held is not None and held.blocks_version == snapshot.blocks_version
-        return held.refreshed(
-            snapshot.row,
-            snapshot.version,
+        # The arrays are shared, not copied.
+        return replace(
+            held,
+            row=snapshot.row,
+            version=snapshot.version,
             sync_requested_at=snapshot.sync_requested_at,
             backoff_until=snapshot.backoff_until,
             push_until_s=push_until,

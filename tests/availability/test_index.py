@@ -4,6 +4,7 @@ drops the least recently used calendars, and nothing is answered while it is not
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -238,15 +239,7 @@ def test_a_change_keeps_the_old_arrays_for_a_reload_of_the_same_blocks_version()
     assert index.calendar("cal_1") is None  # not answered from any more
     assert index.retired(["cal_1", "cal_2"]) == {"cal_1": held}
     pending = datetime(2026, 12, 7, 9, tzinfo=UTC)
-    again = held.refreshed(
-        row("cal_1"),
-        4,
-        sync_requested_at=pending,
-        backoff_until=None,
-        push_until_s=None,
-        push_heard_at=None,
-        push_error=None,
-    )
+    again = replace(held, version=4, sync_requested_at=pending)
     assert again.starts is held.starts and again.blocks_version == 2
     assert index.put_calendar(again, epoch=index.epoch)
     assert index.retired(["cal_1"]) == {}
