@@ -158,14 +158,14 @@ class CopyStore:
         items: list[EventRow],
         *,
         empty: bool = False,
-    ) -> tuple[set[str], list[EventRow]]:
+    ) -> list[EventRow]:
         """Merge event rows (gateway.sync.rows) into a generation (see `EventMerge`); returns the
-        series they touch and the rows written. `empty` says the generation holds nothing yet
+        rows written. `empty` says the generation holds nothing yet
         (the first page of a full sync): there is nothing to replace or delete, so only the
         INSERTs run."""
         merge = EventMerge.of(items)
         await self._write_merge(conn, calendar_id, generation, merge, empty=empty)
-        return merge.touched, merge.keep
+        return merge.keep
 
     async def _write_merge(
         self,
@@ -197,6 +197,26 @@ class CopyStore:
             EVENT_COLUMNS,
             [(calendar_id, generation, *r) for r in merge.keep],
         )
+
+    async def _merge_series(
+        self,
+        conn: AsyncConnection,
+        calendar_id: str,
+        generation: int,
+        items: list[EventRow],
+        compute: Compute,
+    ) -> list[str]:
+        """Merge `items` into the generation with the recomputed blocks of every series they
+        touch; returns those series. Reads and the computation first, the writes after: on
+        SQLite the first write takes the one writer, and everything after it is time every
+        other writer waits."""
+        merge = EventMerge.of(items)
+        series = sorted(merge.touched)
+        before = await self._series_records(conn, calendar_id, generation, series)
+        blocks = await compute(merge.after(before))
+        await self._write_merge(conn, calendar_id, generation, merge)
+        await self._replace_series_blocks(conn, calendar_id, generation, series, blocks)
+        return series
 
     async def _series_records(
         self, conn: AsyncConnection, calendar_id: str, generation: int, series: Sequence[str]
@@ -329,7 +349,7 @@ class CopyStore:
         `begin_generation` just emptied (nothing to replace: INSERTs only, and the rows
         returned are then the whole generation)."""
         async with self.engine.begin() as conn:
-            _, written = await self._apply(conn, calendar_id, generation, items, empty=first)
+            written = await self._apply(conn, calendar_id, generation, items, empty=first)
         return written
 
     async def activate_generation(
@@ -413,14 +433,7 @@ class CopyStore:
                 else None,
                 coalesce_s=self.webhook_coalesce_s,
             )
-            # Reads and the computation first, the writes after: on SQLite the first write
-            # takes the one writer, and everything after it is time every other writer waits.
-            merge = EventMerge.of(items)
-            series = sorted(merge.touched)
-            before = await self._series_records(conn, calendar.id, generation, series)
-            blocks = await compute(merge.after(before))
-            await self._write_merge(conn, calendar.id, generation, merge)
-            await self._replace_series_blocks(conn, calendar.id, generation, series, blocks)
+            series = await self._merge_series(conn, calendar.id, generation, items, compute)
             changed = await conn.execute(
                 update(calendars)
                 .where(calendars.c.id == calendar.id)
@@ -464,11 +477,7 @@ class CopyStore:
                 await self._apply(conn, calendar.id, generation, items)
             if active is None:
                 return False
-            touched, _written = await self._apply(conn, calendar.id, active, items)
-            series = sorted(touched)
-            records = await self._series_records(conn, calendar.id, active, series)
-            blocks = await compute(records)
-            await self._replace_series_blocks(conn, calendar.id, active, series, blocks)
+            await self._merge_series(conn, calendar.id, active, items, compute)
             await bump_calendars(conn, [calendar.id])
         return True
 
