@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -70,20 +71,40 @@ def sqlite_rows(rows: Sequence[Row], datetimes: tuple[int, ...]) -> list[Row]:
     return out
 
 
-async def insert_rows(
-    conn: AsyncConnection, table: Table, columns: tuple[str, ...], rows: Sequence[Row]
-) -> None:
-    """INSERT `rows` (tuples in the order of `columns`) into `table` within `conn`'s
-    transaction, with the driver's bulk path (module doc)."""
-    if not rows:
+@dataclass(frozen=True)
+class BulkRows:
+    """Rows ready for the driver's bulk path of one backend (`bulk_rows`): converted before a
+    transaction begins, so none of that work happens while SQLite's one writer is held."""
+
+    table: Table
+    columns: tuple[str, ...]
+    rows: Sequence[Row]
+    dialect: str
+
+
+def bulk_rows(
+    dialect: str, table: Table, columns: tuple[str, ...], rows: Sequence[Row]
+) -> BulkRows:
+    """`rows` (tuples in the order of `columns`) prepared for `dialect`'s bulk path."""
+    if dialect == "sqlite":
+        rows = sqlite_rows(rows, sqlite_insert(table, columns)[1])
+    return BulkRows(table, columns, rows, dialect)
+
+
+async def insert_bulk(conn: AsyncConnection, bulk: BulkRows) -> None:
+    """INSERT prepared rows within `conn`'s transaction, with the driver's bulk path (module
+    doc)."""
+    if not bulk.rows:
         return
     dialect = conn.dialect.name
+    if dialect != bulk.dialect:
+        raise ValueError(f"rows prepared for {bulk.dialect}, inserted on {dialect}")
+    table, columns, rows = bulk.table, bulk.columns, bulk.rows
     if dialect == "sqlite":
-        sql, datetimes = sqlite_insert(table, columns)
         await claim_write(conn)  # SQLAlchemy's events do not see the raw driver
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
-        cursor = await driver.executemany(sql, sqlite_rows(rows, datetimes))
+        cursor = await driver.executemany(sqlite_insert(table, columns)[0], rows)
         await cursor.close()
     elif dialect == "postgresql":
         driver = (await conn.get_raw_connection()).driver_connection
@@ -95,3 +116,11 @@ async def insert_rows(
         await driver.copy_records_to_table(table.name, records=rows, columns=list(columns))
     else:  # any other backend: SQLAlchemy's executemany
         await conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+async def insert_rows(
+    conn: AsyncConnection, table: Table, columns: tuple[str, ...], rows: Sequence[Row]
+) -> None:
+    """INSERT `rows` (tuples in the order of `columns`) into `table` within `conn`'s
+    transaction, with the driver's bulk path (module doc)."""
+    await insert_bulk(conn, bulk_rows(conn.dialect.name, table, columns, rows))

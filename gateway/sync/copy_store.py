@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.db.bulk import chunks, insert_rows
+from gateway.db.bulk import BulkRows, bulk_rows, chunks, insert_bulk
 from gateway.db.notify import CALENDAR_CHANGE, bump_calendars, calendar_bump, publish_calendars
 from gateway.db.schema import (
     busy_blocks,
@@ -176,6 +176,8 @@ class CopyStore:
         *,
         empty: bool = False,
     ) -> None:
+        # The rows are converted before the first DELETE takes SQLite's writer.
+        rows = self._event_bulk(conn, calendar_id, generation, merge)
         scope = and_(
             calendar_events.c.calendar_id == calendar_id,
             calendar_events.c.generation == generation,
@@ -191,11 +193,25 @@ class CopyStore:
                         scope, calendar_events.c.recurring_event_id.in_(chunk)
                     )
                 )
-        await insert_rows(
-            conn,
+        await insert_bulk(conn, rows)
+
+    @staticmethod
+    def _event_bulk(
+        conn: AsyncConnection, calendar_id: str, generation: int, merge: EventMerge
+    ) -> BulkRows:
+        return bulk_rows(
+            conn.dialect.name,
             calendar_events,
             EVENT_COLUMNS,
             [(calendar_id, generation, *r) for r in merge.keep],
+        )
+
+    @staticmethod
+    def _block_bulk(
+        dialect: str, calendar_id: str, generation: int, blocks: Iterable[BusyBlock]
+    ) -> BulkRows:
+        return bulk_rows(
+            dialect, busy_blocks, BLOCK_COLUMNS, _block_rows(calendar_id, generation, blocks)
         )
 
     async def _merge_series(
@@ -214,8 +230,9 @@ class CopyStore:
         series = sorted(merge.touched)
         before = await self._series_records(conn, calendar_id, generation, series)
         blocks = await compute(merge.after(before))
+        prepared = self._block_bulk(conn.dialect.name, calendar_id, generation, blocks)
         await self._write_merge(conn, calendar_id, generation, merge)
-        await self._replace_series_blocks(conn, calendar_id, generation, series, blocks)
+        await self._replace_series_blocks(conn, calendar_id, generation, series, prepared)
         return series
 
     async def _series_records(
@@ -307,34 +324,41 @@ class CopyStore:
         calendar_id: str,
         generation: int,
         series: Sequence[str],
-        blocks: list[BusyBlock],
+        blocks: BulkRows,
     ) -> None:
+        """Replace the blocks of `series` with `blocks` (prepared with `_block_bulk`)."""
         scope = and_(
             busy_blocks.c.calendar_id == calendar_id, busy_blocks.c.generation == generation
         )
         for chunk in chunks(series):
             await conn.execute(delete(busy_blocks).where(scope, busy_blocks.c.series_id.in_(chunk)))
-        await insert_rows(
-            conn, busy_blocks, BLOCK_COLUMNS, _block_rows(calendar_id, generation, blocks)
-        )
+        await insert_bulk(conn, blocks)
 
     # -- full sync: a new generation ----------------------------------------------------------
 
-    async def begin_generation(self, calendar_id: str) -> int:
-        """A fresh generation number to build a full copy in; leftovers of an earlier build
-        that never completed (a crash, a 410 during it) are deleted first."""
+    async def begin_generation(
+        self, calendar_id: str, first_page: list[EventRow]
+    ) -> tuple[int, list[EventRow]]:
+        """Start building a full copy in a fresh generation with its first page (event rows,
+        gateway.sync.rows); returns the generation and the rows written. Leftovers of an
+        earlier build that never completed (a crash, a 410 during it) are deleted first, in
+        the same transaction: one write instead of two on the way to a calendar's first copy."""
         async with self.engine.begin() as conn:
             active = (
                 await conn.execute(
                     select(calendars.c.active_generation).where(calendars.c.id == calendar_id)
                 )
             ).scalar_one()
+            generation = (active or 0) + 1
+            merge = EventMerge.of(first_page)
+            rows = self._event_bulk(conn, calendar_id, generation, merge)  # before the writer
             for table in (calendar_events, busy_blocks):
                 stale = table.c.calendar_id == calendar_id
                 if active is not None:
                     stale = and_(stale, table.c.generation != active)
                 await conn.execute(delete(table).where(stale))
-        return (active or 0) + 1
+            await insert_bulk(conn, rows)
+        return generation, merge.keep
 
     async def write_page(
         self,
@@ -344,10 +368,9 @@ class CopyStore:
         *,
         first: bool = False,
     ) -> list[EventRow]:
-        """Merge one page of a full sync (event rows, gateway.sync.rows) into the generation
-        being built; returns the rows it wrote. `first`: the first page of a generation
-        `begin_generation` just emptied (nothing to replace: INSERTs only, and the rows
-        returned are then the whole generation)."""
+        """Merge a further page of a full sync (event rows, gateway.sync.rows) into the
+        generation `begin_generation` started; returns the rows it wrote. `first`: the
+        generation holds nothing yet (nothing to replace: INSERTs only)."""
         async with self.engine.begin() as conn:
             written = await self._apply(conn, calendar_id, generation, items, empty=first)
         return written
@@ -364,9 +387,10 @@ class CopyStore:
     ) -> bool:
         """Store the blocks of the complete generation and make it the one readers see, then
         drop the previous one. False (and nothing switched) if another build replaced it."""
+        prepared = self._block_bulk(self.engine.dialect.name, calendar_id, generation, blocks)
         async with self.engine.begin() as conn:
             previous = await self._announce_rebuild(conn, calendar_id, generation, now)
-            await self._replace_series_blocks(conn, calendar_id, generation, [], blocks)
+            await self._replace_series_blocks(conn, calendar_id, generation, [], prepared)
             switched = await conn.execute(
                 update(calendars)
                 .where(
@@ -490,6 +514,7 @@ class CopyStore:
         now: datetime,
     ) -> bool:
         """Every block of the generation replaced (a moved horizon), if it is still active."""
+        prepared = self._block_bulk(self.engine.dialect.name, calendar_id, generation, blocks)
         async with self.engine.begin() as conn:
             moved = await conn.execute(
                 update(calendars)
@@ -504,9 +529,7 @@ class CopyStore:
                     busy_blocks.c.generation == generation,
                 )
             )
-            await insert_rows(
-                conn, busy_blocks, BLOCK_COLUMNS, _block_rows(calendar_id, generation, blocks)
-            )
+            await insert_bulk(conn, prepared)
             await bump_calendars(conn, [calendar_id])
         return True
 

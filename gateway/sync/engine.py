@@ -367,8 +367,7 @@ class SyncEngine:
         self, calendar: CalendarRow, tokens: TokenSource, owner_tag: str, *, resynced: bool
     ) -> SyncOutcome:
         horizon = self.config.horizon(self._clock())
-        generation = await self.store.begin_generation(calendar.id)
-        pages, changes, sync_token = 0, 0, None
+        pages, changes, sync_token, generation = 0, 0, None, 0
         written: list[EventRow] = []
         async for page in self._client.event_pages(
             tokens, calendar.integration_id, calendar.google_calendar_id, **self._params(horizon)
@@ -376,7 +375,10 @@ class SyncEngine:
             pages += 1
             rows = self._parse_page(page, calendar, owner_tag)
             changes += len(rows)
-            written = await self.store.write_page(calendar.id, generation, rows, first=pages == 1)
+            if pages == 1:
+                generation, written = await self.store.begin_generation(calendar.id, rows)
+            else:
+                written = await self.store.write_page(calendar.id, generation, rows)
             sync_token = page.get("nextSyncToken")
             if self._page_hook is not None:
                 await self._page_hook("full", pages)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from emulator.calendar_store import Calendar, CalendarStore
@@ -472,6 +473,27 @@ async def test_fields_and_pretty_print(api: Api, store: CalendarStore, alice_cal
     assert status == 200
     assert set(body) == {"items", "nextSyncToken"}
     assert all(set(i) == {"id", "summary"} for i in body["items"])
+
+
+async def test_pages_are_indented_unless_pretty_print_is_false(
+    api: Api, store: CalendarStore, alice_cal: Calendar
+) -> None:
+    """Google indents its JSON by default; `prettyPrint=false` (what the gateway asks for)
+    gets the same document without the whitespace."""
+    seed_hours(store, alice_cal, 3)
+    texts = {}
+    for pretty in ("true", "false"):
+        async with api.http.get(
+            f"{api.base}/calendar/v3/calendars/primary/events",
+            params={"prettyPrint": pretty},
+            headers={"Authorization": f"Bearer {api.token}"},
+        ) as r:
+            assert r.status == 200 and r.content_type == "application/json"
+            texts[pretty] = await r.text()
+    assert texts["true"].startswith('{\n  "') and "\n    {\n" in texts["true"]
+    assert "\n" not in texts["false"] and texts["false"].startswith('{"kind":"calendar#events"')
+    assert json.loads(texts["true"]) == json.loads(texts["false"])
+    assert len(json.loads(texts["false"])["items"]) == 3
 
 
 async def test_reminder_and_all_day_rules(api: Api) -> None:
