@@ -16,6 +16,7 @@ are written in exactly that form.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from gateway.db.sqlite_writer import claim_write
 Row = Sequence[Any]
 T = TypeVar("T")
 
+# More rows than this are converted for SQLite in a worker thread (`prepare_rows`).
+THREAD_CONVERT_ROWS = 200
 # Values per IN list: well under SQLite's 32k variables and PostgreSQL's 65k.
 IN_BATCH = 500
 
@@ -91,6 +94,16 @@ def bulk_rows(
     return BulkRows(table, columns, rows, dialect)
 
 
+async def prepare_rows(
+    dialect: str, table: Table, columns: tuple[str, ...], rows: Sequence[Row]
+) -> BulkRows:
+    """`bulk_rows`, in a worker thread for many rows (SQLite's conversion takes milliseconds
+    for a calendar's worth, which would hold up the event loop)."""
+    if dialect == "sqlite" and len(rows) > THREAD_CONVERT_ROWS:
+        return await asyncio.to_thread(bulk_rows, dialect, table, columns, rows)
+    return bulk_rows(dialect, table, columns, rows)
+
+
 async def insert_bulk(conn: AsyncConnection, bulk: BulkRows) -> None:
     """INSERT prepared rows within `conn`'s transaction, with the driver's bulk path (module
     doc)."""
@@ -104,8 +117,8 @@ async def insert_bulk(conn: AsyncConnection, bulk: BulkRows) -> None:
         await claim_write(conn)  # SQLAlchemy's events do not see the raw driver
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
-        cursor = await driver.executemany(sqlite_insert(table, columns)[0], rows)
-        await cursor.close()
+        # One thread hop (gateway.db.sqlite_driver): the writer is held meanwhile.
+        await driver.cursor().executemany(sqlite_insert(table, columns)[0], rows)
     elif dialect == "postgresql":
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None

@@ -63,6 +63,10 @@ class TokenSource(Protocol):
         ...
 
 
+# Answers larger than this are decoded in a worker thread (about 100 events of a page).
+THREAD_DECODE_BYTES = 64 * 1024
+
+
 @dataclass(frozen=True)
 class _Resources:
     events: Resource
@@ -303,6 +307,10 @@ class CalendarClient:
                 token = await tokens.refreshed_token(token)
                 status, body, headers = await self._once(request, token, extra_headers)
             if status < 300:
+                if len(body) > THREAD_DECODE_BYTES:
+                    # A full page decodes for milliseconds: off the event loop, so requests
+                    # and transactions waiting for it are not held up meanwhile.
+                    return await asyncio.to_thread(_decode, body)
                 return _decode(body) if body else {}
             raise _error_from(status, body, headers)
         except GoogleError as exc:

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from gateway.db.bulk import BulkRows, bulk_rows, chunks, insert_bulk
+from gateway.db.bulk import BulkRows, chunks, insert_bulk, prepare_rows
 from gateway.db.notify import CALENDAR_CHANGE, bump_calendars, calendar_bump, publish_calendars
 from gateway.db.schema import (
     busy_blocks,
@@ -177,7 +177,7 @@ class CopyStore:
         empty: bool = False,
     ) -> None:
         # The rows are converted before the first DELETE takes SQLite's writer.
-        rows = self._event_bulk(conn, calendar_id, generation, merge)
+        rows = await self._event_bulk(conn, calendar_id, generation, merge)
         scope = and_(
             calendar_events.c.calendar_id == calendar_id,
             calendar_events.c.generation == generation,
@@ -196,10 +196,10 @@ class CopyStore:
         await insert_bulk(conn, rows)
 
     @staticmethod
-    def _event_bulk(
+    async def _event_bulk(
         conn: AsyncConnection, calendar_id: str, generation: int, merge: EventMerge
     ) -> BulkRows:
-        return bulk_rows(
+        return await prepare_rows(
             conn.dialect.name,
             calendar_events,
             EVENT_COLUMNS,
@@ -207,10 +207,10 @@ class CopyStore:
         )
 
     @staticmethod
-    def _block_bulk(
+    async def _block_bulk(
         dialect: str, calendar_id: str, generation: int, blocks: Iterable[BusyBlock]
     ) -> BulkRows:
-        return bulk_rows(
+        return await prepare_rows(
             dialect, busy_blocks, BLOCK_COLUMNS, _block_rows(calendar_id, generation, blocks)
         )
 
@@ -230,7 +230,7 @@ class CopyStore:
         series = sorted(merge.touched)
         before = await self._series_records(conn, calendar_id, generation, series)
         blocks = await compute(merge.after(before))
-        prepared = self._block_bulk(conn.dialect.name, calendar_id, generation, blocks)
+        prepared = await self._block_bulk(conn.dialect.name, calendar_id, generation, blocks)
         await self._write_merge(conn, calendar_id, generation, merge)
         await self._replace_series_blocks(conn, calendar_id, generation, series, prepared)
         return series
@@ -351,7 +351,7 @@ class CopyStore:
             ).scalar_one()
             generation = (active or 0) + 1
             merge = EventMerge.of(first_page)
-            rows = self._event_bulk(conn, calendar_id, generation, merge)  # before the writer
+            rows = await self._event_bulk(conn, calendar_id, generation, merge)  # before the writer
             for table in (calendar_events, busy_blocks):
                 stale = table.c.calendar_id == calendar_id
                 if active is not None:
@@ -387,7 +387,7 @@ class CopyStore:
     ) -> bool:
         """Store the blocks of the complete generation and make it the one readers see, then
         drop the previous one. False (and nothing switched) if another build replaced it."""
-        prepared = self._block_bulk(self.engine.dialect.name, calendar_id, generation, blocks)
+        prepared = await self._block_bulk(self.engine.dialect.name, calendar_id, generation, blocks)
         async with self.engine.begin() as conn:
             previous = await self._announce_rebuild(conn, calendar_id, generation, now)
             await self._replace_series_blocks(conn, calendar_id, generation, [], prepared)
@@ -514,7 +514,7 @@ class CopyStore:
         now: datetime,
     ) -> bool:
         """Every block of the generation replaced (a moved horizon), if it is still active."""
-        prepared = self._block_bulk(self.engine.dialect.name, calendar_id, generation, blocks)
+        prepared = await self._block_bulk(self.engine.dialect.name, calendar_id, generation, blocks)
         async with self.engine.begin() as conn:
             moved = await conn.execute(
                 update(calendars)

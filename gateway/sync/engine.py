@@ -75,6 +75,8 @@ PAGE_SIZE = 2500
 # event loop (microseconds of work): a push usually brings one event, and a thread hop would be
 # taken while the delta's transaction holds the database's writer (SQLite has one).
 INLINE_EXPANSION_RECORDS = 32
+# A full sync's page of more items than this is parsed in a worker thread.
+INLINE_PARSE_ITEMS = 100
 
 
 class TokenKeeper(Protocol):
@@ -323,6 +325,15 @@ class SyncEngine:
             )
         return rows
 
+    async def _parse_full_page(
+        self, page: Json, calendar: CalendarRow, owner_tag: str
+    ) -> list[EventRow]:
+        """`_parse_page` for a full sync's page: a large one in a worker thread (milliseconds
+        of CPU that would otherwise stall every request and transaction on the event loop)."""
+        if len(page.get("items") or ()) <= INLINE_PARSE_ITEMS:
+            return self._parse_page(page, calendar, owner_tag)
+        return await asyncio.to_thread(self._parse_page, page, calendar, owner_tag)
+
     async def _expand(
         self,
         calendar: CalendarRow,
@@ -373,7 +384,7 @@ class SyncEngine:
             tokens, calendar.integration_id, calendar.google_calendar_id, **self._params(horizon)
         ):
             pages += 1
-            rows = self._parse_page(page, calendar, owner_tag)
+            rows = await self._parse_full_page(page, calendar, owner_tag)
             changes += len(rows)
             if pages == 1:
                 generation, written = await self.store.begin_generation(calendar.id, rows)

@@ -1,0 +1,116 @@
+"""The SQLite engine's driver (gateway.db.sqlite_driver) runs each statement in one hop to the
+connection's thread and skips the hop of a commit or rollback with nothing to end, and with
+that SQLAlchemy behaves exactly as over aiosqlite: rows, row counts, generated keys, errors,
+rollbacks and commits. The hops are counted at aiosqlite's queue, never timed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.db.bulk import insert_rows
+from gateway.db.engine import create_engine
+from gateway.db.sqlite_driver import OneHopConnection
+
+metadata = MetaData()
+notes = Table(
+    "notes",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("who", String, nullable=False, unique=True),
+)
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    eng = await create_engine(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}")
+    async with eng.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    try:
+        yield eng
+    finally:
+        await eng.dispose()
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
+    """What each call handed to a connection's thread (by the function's name)."""
+    seen: Counter[str] = Counter()
+    original = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        seen[getattr(fn, "__name__", type(fn).__name__)] += 1
+        return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    yield seen
+
+
+async def test_the_engine_s_connections_are_the_one_hop_driver(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert isinstance(raw.driver_connection, OneHopConnection)
+
+
+async def test_a_read_takes_one_hop_and_a_write_transaction_two(
+    engine: AsyncEngine, hops: Counter[str]
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(insert(notes), [{"who": "a"}, {"who": "b"}])
+    hops.clear()
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(notes.c.who).order_by(notes.c.who))).scalars().all()
+    assert rows == ["a", "b"]
+    assert sum(hops.values()) == 1  # aiosqlite's own cursor took five
+    hops.clear()
+    async with engine.begin() as conn:
+        changed = await conn.execute(update(notes).where(notes.c.who == "a").values(who="c"))
+    assert changed.rowcount == 1
+    assert sum(hops.values()) == 2 and hops["commit"] == 1  # the statement, the commit
+
+
+async def test_rows_counts_and_generated_keys_are_as_sqlalchemy_expects(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as conn:
+        first = await conn.execute(insert(notes).values(who="x"))
+        second = await conn.execute(insert(notes).values(who="y"))
+        assert first.inserted_primary_key is not None and second.inserted_primary_key is not None
+        assert second.inserted_primary_key[0] == first.inserted_primary_key[0] + 1
+        none = await conn.execute(update(notes).where(notes.c.who == "nobody").values(who="z"))
+        assert none.rowcount == 0
+        both = await conn.execute(update(notes).values(who=func.upper(notes.c.who)))
+        assert both.rowcount == 2
+        found = (await conn.execute(select(notes).order_by(notes.c.id))).mappings().all()
+    assert [r["who"] for r in found] == ["X", "Y"]
+
+
+async def test_a_failed_transaction_leaves_nothing_and_the_next_one_works(
+    engine: AsyncEngine,
+) -> None:
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await insert_rows(conn, notes, ("id", "who"), [(1, "p"), (2, "q")])
+            await conn.execute(insert(notes).values(who="p"))  # unique: refused
+    async with engine.begin() as conn:
+        assert (await conn.execute(select(func.count()).select_from(notes))).scalar() == 0
+        await insert_rows(conn, notes, ("id", "who"), [(1, "p")])
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(notes.c.who))).scalars().all() == ["p"]
+
+
+async def test_a_rollback_undoes_what_the_transaction_wrote(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(insert(notes).values(who="kept"))
+        await conn.commit()
+        await conn.execute(insert(notes).values(who="undone"))
+        await conn.rollback()
+        assert (await conn.execute(select(notes.c.who))).scalars().all() == ["kept"]
