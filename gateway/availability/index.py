@@ -63,6 +63,7 @@ class CalendarEntry:
     row: CalendarRow
     version: int
     sync_requested_at: datetime | None
+    syncing: bool  # a sync holds the calendar: pending too (gateway.sync.read_store)
     backoff_until: datetime | None
     push_until_s: float | None  # latest expiry of an active channel; None: no active channel
     # The last sign of life of its active channels (gateway.sync.freshness: push is trusted for
@@ -82,6 +83,7 @@ class CalendarEntry:
         version: int,
         *,
         sync_requested_at: datetime | None,
+        syncing: bool = False,
         backoff_until: datetime | None,
         push_until_s: float | None,
         push_heard_at: datetime | None = None,
@@ -96,6 +98,7 @@ class CalendarEntry:
             row,
             version,
             sync_requested_at=sync_requested_at,
+            syncing=syncing,
             backoff_until=backoff_until,
             push_until_s=push_until_s,
             push_heard_at=push_heard_at,
@@ -111,6 +114,7 @@ class CalendarEntry:
         version: int,
         *,
         sync_requested_at: datetime | None,
+        syncing: bool = False,
         backoff_until: datetime | None,
         push_until_s: float | None,
         push_heard_at: datetime | None,
@@ -134,6 +138,7 @@ class CalendarEntry:
             row,
             version,
             sync_requested_at,
+            syncing,
             backoff_until,
             push_until_s,
             push_heard_at,
@@ -157,6 +162,7 @@ class CalendarEntry:
         of a renewal.)"""
         row = {
             "sync_requested_at": self.sync_requested_at,
+            "lease_owner": "" if self.syncing else None,
             "backoff_until": self.backoff_until,
             "push_error": self.push_error,
         }
@@ -172,7 +178,7 @@ class CalendarEntry:
             now,
             complete=row.active_generation is not None,
             synced=row.state == "synced",
-            sync_pending=self.sync_requested_at is not None,
+            sync_pending=self.sync_requested_at is not None or self.syncing,
             push_live=heard is not None,
             last_success_at=row.last_success_at,
             last_push_at=heard,

@@ -217,6 +217,9 @@ class LeaseStore:
                     next_poll_at=now + timedelta(seconds=interval),
                 )
             )
+            if result.rowcount == 1:
+                # The sync no longer counts as pending (gateway.sync.read_store).
+                await bump_calendars(conn, [calendar_id], blocks=False)
         return bool(result.rowcount == 1)
 
     async def release_failed(
@@ -259,6 +262,6 @@ class LeaseStore:
             result = await conn.execute(
                 update(calendars).where(self._held(calendar_id, owner)).values(**values)
             )
-            if again:
+            if result.rowcount == 1:  # pending or not, freshness changed
                 await bump_calendars(conn, [calendar_id], blocks=False)
         return bool(result.rowcount == 1)

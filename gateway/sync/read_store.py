@@ -50,7 +50,9 @@ class CalendarFreshness:
                   GATEWAY_PUSH_TRUST_S, now; otherwise the last successful sync)
     push_active   an `active` watch channel that has not expired
     last_push_at  the last notification of such a channel, or None
-    sync_pending  a push notification or request is waiting for its sync
+    sync_pending  a push notification or request is waiting for its sync, or a sync is
+                  running (its claim consumed the request; until it stores its result and
+                  releases the calendar, the copy is no newer than its last sync)
     backoff_until no sync is tried before this instant (after failures), or None
     last_success_at  the last sync that completed, or None
     """
@@ -89,6 +91,7 @@ class CalendarSnapshot:
     row: CalendarRow
     version: int
     sync_requested_at: datetime | None
+    syncing: bool  # a sync holds the calendar (its lease)
     backoff_until: datetime | None
     push_until: datetime | None  # the latest expiry of an active channel
     push_forever: bool  # an active channel without an expiry
@@ -119,7 +122,7 @@ def calendar_freshness(
     """A calendar's freshness (see CalendarFreshness) from its row and the last sign of life
     of its live push channel (None: no live channel). The database path and the availability
     index both use it, so both answer the same `as_of` for the same facts."""
-    pending = row["sync_requested_at"] is not None
+    pending = row["sync_requested_at"] is not None or row["lease_owner"] is not None
     push = last_push_at is not None
     return CalendarFreshness(
         calendar_id=cal.id,
@@ -406,6 +409,7 @@ class ReadStore:
                 row=calendar_row(r),
                 version=int(r["version"]),
                 sync_requested_at=as_utc(r["sync_requested_at"]),
+                syncing=r["lease_owner"] is not None,
                 backoff_until=as_utc(r["backoff_until"]),
                 push_until=as_utc(r["push_until"]),
                 push_forever=bool(r["push_forever"]),

@@ -23,10 +23,11 @@ from gateway.availability.slots import SlotQuery
 from gateway.clock import utc_now
 from gateway.connections.errors import IntegrationInactive
 from gateway.connections.model import Integration
+from gateway.db.notify import bump_calendars
 from gateway.db.schema import calendars, watch_channels
 from gateway.errors import InvalidInput
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import INTEGRATIONS_KEY, SYNC_KEY, TOKENS_KEY
+from gateway.http.appkeys import AVAILABILITY_KEY, INTEGRATIONS_KEY, SYNC_KEY, TOKENS_KEY
 from tests.support.availability import ALICE, DAVE, ERIN, at, connect, day, event, sync
 from tests.support.stack import Stack
 
@@ -111,6 +112,66 @@ async def test_a_live_push_channel_keeps_the_copy_current_until_a_change_is_pend
     pending = await later.freebusy(alice, window, max_staleness=timedelta(minutes=5))
     assert pending.source == "google"
     assert pending.busy == [Interval(at(d, "10:00"), at(d, "11:00"))]
+
+
+@pytest.mark.parametrize("path", ["database", "index"])
+async def test_a_claimed_sync_that_has_not_finished_leaves_the_copy_as_old_as_its_last_sync(
+    stack: Stack, path: str
+) -> None:
+    """The claim consumes the notification's request; until the sync stores what changed and
+    releases the calendar, a live channel must not make the copy count as current: a
+    calendar whose sync is running (or whose process died mid-sync) answers as of its last
+    sync, on the database path and from the in-process index alike."""
+    alice = await integration(stack, await connect(stack, ALICE))
+    [calendar_id] = await sync(stack, alice.id)
+    async with stack.engine.begin() as conn:
+        await conn.execute(
+            insert(watch_channels).values(
+                id="chan-avail-2",
+                calendar_id=calendar_id,
+                integration_id=alice.id,
+                resource_id="res-2",
+                token_sha256=bytes(32),
+                state="active",
+                expires_at=utc_now() + timedelta(days=7),
+                created_at=utc_now(),
+                last_message_at=utc_now(),
+            )
+        )
+        await bump_calendars(conn, [calendar_id], blocks=False)
+    d = day(7)
+    window = Interval(at(d, "09:00"), at(d, "12:00"))
+    now = utc_now() + timedelta(minutes=1)
+    answers = (
+        await service(stack, clock=lambda: now)
+        if path == "database"
+        else stack.app[AVAILABILITY_KEY]
+    )
+
+    async def as_of() -> datetime | None:
+        found = await answers.freebusy(alice, window, max_staleness=timedelta(days=1))
+        assert found.source == "cache"
+        [status] = found.calendars
+        return status.as_of
+
+    async def set_lease(owner: str | None) -> None:
+        async with stack.engine.begin() as conn:
+            await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == calendar_id)
+                .values(sync_requested_at=None, lease_owner=owner)
+            )
+            await bump_calendars(conn, [calendar_id], blocks=False)
+
+    [row] = await stack.app[SYNC_KEY].store.calendars_of(alice.id)
+    assert row.last_success_at is not None
+    current = await as_of()
+    assert current is not None and current > row.last_success_at  # the channel vouches
+    await set_lease("another-process")  # claimed: the request consumed, the sync running
+    assert await as_of() == row.last_success_at
+    await set_lease(None)  # released after storing its result
+    released = await as_of()
+    assert released is not None and released > row.last_success_at
 
 
 async def test_min_notice_is_counted_from_the_injected_clock(stack: Stack) -> None:
