@@ -17,7 +17,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     and_,
@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.db.after_commit import after_commit
 from gateway.db.bulk import BulkRows, chunks, insert_bulk, prepare_rows
 from gateway.db.notify import CALENDAR_CHANGE, bump_calendars, calendar_bump, publish_calendars
 from gateway.db.schema import (
@@ -39,6 +40,7 @@ from gateway.db.schema import (
 )
 from gateway.db.values import as_utc
 from gateway.sync.calendar_store import CalendarRow
+from gateway.sync.lease_store import LeaseRelease, lease_release_values
 from gateway.sync.model import BusyBlock, EventRecord, Horizon
 from gateway.sync.rows import (
     EVENT_ID,
@@ -56,6 +58,15 @@ BLOCK_COLUMNS = ("calendar_id", "generation", "event_id", "start_at", "end_at", 
 
 Compute = Callable[[list[EventRecord]], Awaitable[list[BusyBlock]]]
 """Busy blocks of the given records (the engine expands them off the event loop)."""
+
+
+class Stored(NamedTuple):
+    """What a sync's last transaction did: whether its result went in (a full sync's copy
+    was switched on; a delta always goes in) and whether it released the lease as asked
+    (`LeaseRelease`; False when not asked, or the lease had run out and gone to another)."""
+
+    stored: bool
+    released: bool
 
 
 @dataclass(frozen=True)
@@ -384,12 +395,15 @@ class CopyStore:
         sync_token: str | None,
         horizon: Horizon,
         now: datetime,
-    ) -> bool:
-        """Store the blocks of the complete generation and make it the one readers see, then
-        drop the previous one. False (and nothing switched) if another build replaced it."""
+        release: LeaseRelease | None = None,
+    ) -> Stored:
+        """Store the blocks of the complete generation and make it the one readers see (and
+        release the lease in the same transaction, with `release`), then drop the previous
+        one. Not stored (nothing switched) if another build replaced it."""
         prepared = await self._block_bulk(self.engine.dialect.name, calendar_id, generation, blocks)
         async with self.engine.begin() as conn:
             previous = await self._announce_rebuild(conn, calendar_id, generation, now)
+            freed = await lease_release_values(conn, calendar_id, release, now) if release else {}
             await self._replace_series_blocks(conn, calendar_id, generation, [], prepared)
             switched = await conn.execute(
                 update(calendars)
@@ -406,15 +420,20 @@ class CopyStore:
                     horizon_start=horizon.start,
                     horizon_end=horizon.end,
                     **_success(now),
+                    **freed,
+                    **calendar_bump(),
                 )
+                .returning(*CALENDAR_CHANGE, calendars.c.lease_owner)
             )
-            if switched.rowcount != 1:
-                return False
-            await bump_calendars(conn, [calendar_id])
+            row = switched.first()
+            if row is None:
+                return Stored(stored=False, released=False)
+            await publish_calendars(conn, [row[: len(CALENDAR_CHANGE)]])
+            done = Stored(stored=True, released=_released(conn, release, row.lease_owner))
         if previous is None:
             # A first build: `begin_generation` deleted every other generation, and what is
             # written meanwhile goes into this one (`merge_local`), so nothing older exists.
-            return True
+            return done
         # After the switch is committed nobody reads the old generation any more.
         async with self.engine.begin() as conn:
             for table in (calendar_events, busy_blocks):
@@ -423,7 +442,7 @@ class CopyStore:
                         table.c.calendar_id == calendar_id, table.c.generation < generation
                     )
                 )
-        return True
+        return done
 
     # -- incremental sync ---------------------------------------------------------------------
 
@@ -435,13 +454,15 @@ class CopyStore:
         compute: Compute,
         sync_token: str | None,
         now: datetime,
-    ) -> int:
+        release: LeaseRelease | None = None,
+    ) -> Stored:
         """Merge a complete delta into the active generation, recompute the blocks of every
-        series it touches (`await compute(records) -> blocks`) and store the new sync token, all in
-        one transaction. Returns the number of series recomputed."""
+        series it touches (`await compute(records) -> blocks`) and store the new sync token,
+        all in one transaction, which also releases the lease with `release`."""
         generation = calendar.active_generation
         assert generation is not None
         async with self.engine.begin() as conn:
+            freed = await lease_release_values(conn, calendar.id, release, now) if release else {}
             # Outbound webhooks for meetings the gateway booked, in this very transaction.
             await record_sync_changes(
                 conn,
@@ -457,17 +478,24 @@ class CopyStore:
                 else None,
                 coalesce_s=self.webhook_coalesce_s,
             )
-            series = await self._merge_series(conn, calendar.id, generation, items, compute)
+            await self._merge_series(conn, calendar.id, generation, items, compute)
             changed = await conn.execute(
                 update(calendars)
                 .where(calendars.c.id == calendar.id)
                 # An empty delta (a channel's first `sync` message, a poll that found nothing)
                 # leaves the blocks as they were: caches keep their arrays.
-                .values(sync_token=sync_token, **_success(now), **calendar_bump(blocks=bool(items)))
-                .returning(*CALENDAR_CHANGE)
+                .values(
+                    sync_token=sync_token,
+                    **_success(now),
+                    **freed,
+                    **calendar_bump(blocks=bool(items)),
+                )
+                .returning(*CALENDAR_CHANGE, calendars.c.lease_owner)
             )
-            await publish_calendars(conn, changed.all())
-        return len(series)
+            row = changed.one()
+            await publish_calendars(conn, [row[: len(CALENDAR_CHANGE)]])
+            released = _released(conn, release, row.lease_owner)
+        return Stored(stored=True, released=released)
 
     async def merge_local(
         self,
@@ -544,6 +572,16 @@ class CopyStore:
                     )
                 ).scalar_one()
             )
+
+
+def _released(conn: AsyncConnection, release: LeaseRelease | None, owner_after: Any) -> bool:
+    """Whether `release` freed the lease (the UPDATE returned no owner); its `on_released` is
+    then called once the transaction has committed."""
+    if release is None or owner_after is not None:
+        return False
+    if release.on_released is not None:
+        after_commit(conn, release.on_released)
+    return True
 
 
 def _success(now: datetime) -> dict[str, Any]:

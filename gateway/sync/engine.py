@@ -48,6 +48,7 @@ from gateway.observability.metrics import SYNC_RUNS
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SyncConfig
 from gateway.sync.copy_store import Compute
+from gateway.sync.lease_store import LeaseRelease
 from gateway.sync.model import BusyBlock, EventRecord, Horizon, blocks_for_records
 from gateway.sync.rows import EventRow, parse_rows, record_of
 from gateway.sync.store import SyncStore
@@ -147,6 +148,8 @@ class SyncOutcome:
     error: str | None = None
     # Google's Retry-After of a transient failure, when it sent one (the scheduler's backoff).
     retry_after_s: float | None = None
+    # Whether the transaction that stored the result also released the lease (`release`).
+    released: bool = False
 
 
 @dataclass
@@ -232,7 +235,11 @@ class SyncEngine:
     # -- sync ---------------------------------------------------------------------------------
 
     async def sync_calendar(
-        self, calendar_id: str, *, claimed: CalendarRow | None = None
+        self,
+        calendar_id: str,
+        *,
+        claimed: CalendarRow | None = None,
+        release: LeaseRelease | None = None,
     ) -> SyncOutcome:
         """Sync one calendar once: full without a token, else incremental (see module doc).
 
@@ -240,7 +247,9 @@ class SyncEngine:
         at once would build the same generation). Across processes, the scheduler's lease
         keeps one syncer per calendar. `claimed` is the row as the scheduler's claim read it
         under that lease: used instead of reading it again (one query less on the
-        push-to-visible path) unless another call ran here first.
+        push-to-visible path) unless another call ran here first. With `release`, a
+        successful sync frees that lease in the transaction that stores its result
+        (`SyncOutcome.released`).
         """
         entry = self._locks.setdefault(calendar_id, _CalendarLock())
         # An unheld lock is taken without yielding: nothing can sync in between.
@@ -248,13 +257,15 @@ class SyncEngine:
         entry.users += 1
         try:
             async with entry.lock:
-                return await self._sync_once(calendar_id, current)
+                return await self._sync_once(calendar_id, current, release)
         finally:
             entry.users -= 1
             if entry.users == 0:
                 del self._locks[calendar_id]
 
-    async def _sync_once(self, calendar_id: str, current: CalendarRow | None) -> SyncOutcome:
+    async def _sync_once(
+        self, calendar_id: str, current: CalendarRow | None, release: LeaseRelease | None
+    ) -> SyncOutcome:
         calendar = current or await self.store.get(calendar_id)
         if calendar is None:
             raise NotFound("no such calendar")
@@ -270,15 +281,19 @@ class SyncEngine:
         tokens = ManagedTokenSource(self._tokens, integration.id)
         try:
             if kind == "full":
-                outcome = await self._full(calendar, tokens, integration.owner_tag, resynced=False)
+                outcome = await self._full(
+                    calendar, tokens, integration.owner_tag, resynced=False, release=release
+                )
             else:
                 try:
-                    outcome = await self._incremental(calendar, tokens, integration.owner_tag)
+                    outcome = await self._incremental(
+                        calendar, tokens, integration.owner_tag, release
+                    )
                 except SyncTokenExpired:
                     log.info("sync token expired, full resync: calendar=%s", calendar.id)
                     kind = "resync"
                     outcome = await self._full(
-                        calendar, tokens, integration.owner_tag, resynced=True
+                        calendar, tokens, integration.owner_tag, resynced=True, release=release
                     )
             return _counted(kind, "ok", outcome)
         except IntegrationInactive:
@@ -375,7 +390,13 @@ class SyncEngine:
         return compute
 
     async def _full(
-        self, calendar: CalendarRow, tokens: TokenSource, owner_tag: str, *, resynced: bool
+        self,
+        calendar: CalendarRow,
+        tokens: TokenSource,
+        owner_tag: str,
+        *,
+        resynced: bool,
+        release: LeaseRelease | None = None,
     ) -> SyncOutcome:
         horizon = self.config.horizon(self._clock())
         pages, changes, sync_token, generation = 0, 0, None, 0
@@ -402,13 +423,14 @@ class SyncEngine:
             records = await self.store.records(calendar.id, generation)
             blocks = await self._expand(calendar, horizon, records)
             count = len(records)
-        await self.store.activate_generation(
+        stored = await self.store.activate_generation(
             calendar.id,
             generation,
             blocks,
             sync_token=sync_token,
             horizon=horizon,
             now=self._clock(),
+            release=release,
         )
         log.info(
             "full sync: calendar=%s generation=%d pages=%d events=%d blocks=%d",
@@ -426,10 +448,15 @@ class SyncEngine:
             generation=generation,
             pages=pages,
             changes=changes,
+            released=stored.released,
         )
 
     async def _incremental(
-        self, calendar: CalendarRow, tokens: TokenSource, owner_tag: str
+        self,
+        calendar: CalendarRow,
+        tokens: TokenSource,
+        owner_tag: str,
+        release: LeaseRelease | None = None,
     ) -> SyncOutcome:
         # The horizon the active copy was expanded for: moving it is re-expansion's job.
         horizon = calendar.horizon or self.config.horizon(self._clock())
@@ -447,12 +474,13 @@ class SyncEngine:
             sync_token = page.get("nextSyncToken")
             if self._page_hook is not None:
                 await self._page_hook("incremental", pages)
-        await self.store.apply_delta(
+        stored = await self.store.apply_delta(
             calendar,
             items,
             compute=self._compute(calendar, horizon),
             sync_token=sync_token,
             now=self._clock(),
+            release=release,
         )
         return SyncOutcome(
             calendar.id,
@@ -460,6 +488,7 @@ class SyncEngine:
             generation=calendar.active_generation,
             pages=pages,
             changes=len(items),
+            released=stored.released,
         )
 
     async def reexpand(self, calendar_id: str, horizon: Horizon | None = None) -> int | None:

@@ -5,14 +5,18 @@ and the leases that keep one process per calendar (and per Google account) at a 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     and_,
+    case,
     exists,
     func,
+    literal,
     not_,
+    null,
     or_,
     select,
     update,
@@ -29,6 +33,47 @@ from gateway.db.schema import (
     watch_channels,
 )
 from gateway.sync.calendar_store import CalendarRow, calendar_row
+
+
+@dataclass(frozen=True)
+class LeaseRelease:
+    """How a successful sync hands its calendar back: the lease `owner` held it under and the
+    next poll to plan (`poll_interval_s`, or `safety_poll_interval_s` with a live push
+    channel). The sync's last transaction applies it (`lease_release_values`), so storing the
+    result and releasing the calendar take one write instead of two."""
+
+    owner: str
+    poll_interval_s: float
+    safety_poll_interval_s: float
+    # Called right after the transaction that released the lease committed (the scheduler's
+    # heartbeat then knows the lease is gone because the sync is done, not lost).
+    on_released: Callable[[], None] | None = field(default=None, compare=False)
+
+
+def _live_channel(calendar_id: str, now: datetime) -> Any:
+    return exists().where(
+        watch_channels.c.calendar_id == calendar_id,
+        watch_channels.c.state == "active",
+        watch_channels.c.expires_at > now,
+    )
+
+
+async def lease_release_values(
+    conn: AsyncConnection, calendar_id: str, release: LeaseRelease, now: datetime
+) -> dict[str, Any]:
+    """The `calendars` values that release the lease as `LeaseStore.release_synced` does, for
+    the UPDATE of the transaction that stores a sync's result. Only if `release.owner` still
+    holds the lease (else the row keeps its lease: it ran out and another process holds it
+    now); the UPDATE returns `lease_owner`, None when released. Reads first (no write)."""
+    push = bool((await conn.execute(select(_live_channel(calendar_id, now)))).scalar())
+    interval = release.safety_poll_interval_s if push else release.poll_interval_s
+    held = calendars.c.lease_owner == release.owner
+    next_poll = literal(now + timedelta(seconds=interval), calendars.c.next_poll_at.type)
+    return {
+        "lease_owner": case((held, null()), else_=calendars.c.lease_owner),
+        "lease_until": case((held, null()), else_=calendars.c.lease_until),
+        "next_poll_at": case((held, next_poll), else_=calendars.c.next_poll_at),
+    }
 
 
 class LeaseStore:
@@ -200,13 +245,8 @@ class LeaseStore:
     ) -> bool:
         """Release the lease after a successful sync and plan the next poll: soon without a
         live push channel, the slow safety poll with one. False if the lease was lost."""
-        live = exists().where(
-            watch_channels.c.calendar_id == calendar_id,
-            watch_channels.c.state == "active",
-            watch_channels.c.expires_at > now,
-        )
         async with self.engine.begin() as conn:
-            push = bool((await conn.execute(select(live))).scalar())
+            push = bool((await conn.execute(select(_live_channel(calendar_id, now)))).scalar())
             interval = safety_poll_interval_s if push else poll_interval_s
             result = await conn.execute(
                 update(calendars)

@@ -50,6 +50,7 @@ from gateway.google.errors import GoogleError, TransientGoogleError
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine, SyncOutcome
+from gateway.sync.lease_store import LeaseRelease
 from gateway.sync.store import SyncStore
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,9 @@ class SyncScheduler:
         self._stopping = False
         # calendar id -> its sync task; integration ids with a sync running here.
         self._running: dict[str, asyncio.Task[None]] = {}
+        # Calendars whose sync released its lease in its last transaction (LeaseRelease): the
+        # heartbeat stops renewing instead of reporting the lease lost.
+        self._released: set[str] = set()
         self._busy: set[str] = set()
         # Integrations whose discovery failed or found nothing: not before this instant.
         self._discovery_retry: dict[str, datetime] = {}
@@ -282,7 +286,29 @@ class SyncScheduler:
 
     async def _sync_and_settle(self, calendar: CalendarRow) -> SyncOutcome | None:
         """Sync under the lease and record the verdict; None when the lease was lost."""
-        sync = asyncio.create_task(self.engine.sync_calendar(calendar.id, claimed=calendar))
+        try:
+            return await self._sync_and_settle_once(calendar)
+        finally:
+            self._released.discard(calendar.id)
+
+    def _release_for(self, calendar: CalendarRow) -> LeaseRelease | None:
+        """How a successful sync of `calendar` releases its lease in its own last transaction;
+        None when the release must wait for a re-expansion after it (`_settle`)."""
+        if calendar.active_generation is not None and self._drifted(calendar, self._clock()):
+            return None
+        return LeaseRelease(
+            self.owner,
+            self.config.poll_interval_s,
+            self.config.safety_poll_interval_s,
+            on_released=functools.partial(self._released.add, calendar.id),
+        )
+
+    async def _sync_and_settle_once(self, calendar: CalendarRow) -> SyncOutcome | None:
+        sync = asyncio.create_task(
+            self.engine.sync_calendar(
+                calendar.id, claimed=calendar, release=self._release_for(calendar)
+            )
+        )
         held = asyncio.create_task(self._hold_lease(calendar.id))
         try:
             await asyncio.wait({sync, held}, return_when=asyncio.FIRST_COMPLETED)
@@ -293,6 +319,10 @@ class SyncScheduler:
             await asyncio.gather(sync, held, return_exceptions=True)
             await self._store.release(calendar.id, self.owner, self._clock(), again=True)
             raise
+        if not sync.done() and calendar.id in self._released:
+            # The heartbeat found the lease gone because the sync's last transaction freed it:
+            # the sync has committed everything and is returning.
+            await asyncio.wait({sync})
         if not sync.done():
             sync.cancel()
             await asyncio.gather(sync, return_exceptions=True)
@@ -313,9 +343,13 @@ class SyncScheduler:
         held_until = self._clock() + lease
         while True:
             await asyncio.sleep(self.config.lease_s / 3)
+            if calendar_id in self._released:
+                continue  # nothing to renew: the sync is ending (cancelled with it)
             now = self._clock()
             try:
                 if not await self._store.extend_lease(calendar_id, self.owner, now + lease):
+                    if calendar_id in self._released:
+                        continue  # freed by the sync's last transaction meanwhile
                     return
                 held_until = now + lease
             except Exception:
@@ -336,6 +370,8 @@ class SyncScheduler:
 
     async def _settle(self, calendar: CalendarRow, outcome: SyncOutcome) -> None:
         now = self._clock()
+        if outcome.status == "synced" and outcome.released:
+            return  # stored and released in one transaction (`_release_for`)
         if outcome.status == "synced":
             if not outcome.full:  # a full sync has just expanded for today's horizon
                 await self._reexpand_if_drifted(calendar, now)
@@ -370,9 +406,14 @@ class SyncScheduler:
     async def _reexpand_if_drifted(self, calendar: CalendarRow, now: datetime) -> None:
         # The row as claimed: only a full sync or this re-expansion move the horizon, and
         # neither ran for it since (the lease), so no read is needed on every sync's path.
-        if calendar.horizon_start is None:
+        if not self._drifted(calendar, now):
             return
+        blocks = await self.engine.reexpand(calendar.id, self.engine.config.horizon(now))
+        log.info("busy blocks re-expanded: calendar=%s blocks=%s", calendar.id, blocks)
+
+    def _drifted(self, calendar: CalendarRow, now: datetime) -> bool:
+        """Whether the horizon the copy was expanded for moved by more than HORIZON_DRIFT."""
+        if calendar.horizon_start is None:
+            return False
         wanted = self.engine.config.horizon(now)
-        if abs(wanted.start - calendar.horizon_start) > HORIZON_DRIFT:
-            blocks = await self.engine.reexpand(calendar.id, wanted)
-            log.info("busy blocks re-expanded: calendar=%s blocks=%s", calendar.id, blocks)
+        return abs(wanted.start - calendar.horizon_start) > HORIZON_DRIFT

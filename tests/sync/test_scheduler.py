@@ -247,6 +247,45 @@ async def test_requests_coalesce_and_one_during_a_sync_makes_one_more(h: Harness
     assert len(list_calls(h.stack, ALICE, since)) == 2
 
 
+async def test_a_sync_releases_its_lease_with_its_result_but_never_another_s(
+    h: Harness,
+) -> None:
+    """A successful sync frees its calendar in the transaction that stores its result (the
+    next poll planned there); if its lease ran out and another process holds the calendar
+    meanwhile, that lease stays as it is."""
+    _, calendar = await h.first_sync(ALICE, "u-release")
+    row = await h.store.get(calendar.id)
+    assert row is not None
+    async with h.stack.engine.connect() as conn:
+        lease = (
+            await conn.execute(
+                select(calendars.c.lease_owner, calendars.c.next_poll_at).where(
+                    calendars.c.id == calendar.id
+                )
+            )
+        ).one()
+    assert lease.lease_owner is None
+    assert lease.next_poll_at is not None
+
+    async def taken_over(kind: str, page: int) -> None:
+        h.hooks.clear()
+        async with h.stack.engine.begin() as conn:
+            await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == calendar.id)
+                .values(lease_owner="test-b", lease_until=h.clock() + timedelta(minutes=5))
+            )
+
+    h.hooks.append(taken_over)
+    assert await h.store.request_sync(calendar.id, h.clock())
+    assert await h.scheduler.run_once() == [calendar.id]
+    async with h.stack.engine.connect() as conn:
+        owner = (
+            await conn.execute(select(calendars.c.lease_owner).where(calendars.c.id == calendar.id))
+        ).scalar_one()
+    assert owner == "test-b"
+
+
 async def test_a_request_is_made_or_undone_with_the_transaction_it_joins(h: Harness) -> None:
     """The webhook records a message and requests its sync in one transaction: both or
     neither, so a message that was not recorded leaves no sync behind."""

@@ -26,6 +26,7 @@ from gateway.google.calendar import CalendarClient
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine, SyncOutcome
+from gateway.sync.lease_store import LeaseRelease
 from gateway.sync.scheduler import SyncScheduler
 from gateway.sync.store import SyncStore
 from tests.support.processes import Process, gateway_env, process
@@ -50,14 +51,20 @@ class Tracker:
 
         class Counting(SyncEngine):
             async def sync_calendar(
-                self, calendar_id: str, *, claimed: CalendarRow | None = None
+                self,
+                calendar_id: str,
+                *,
+                claimed: CalendarRow | None = None,
+                release: LeaseRelease | None = None,
             ) -> SyncOutcome:
                 tracker.in_flight[calendar_id] += 1
                 tracker.most_at_once[calendar_id] = max(
                     tracker.most_at_once[calendar_id], tracker.in_flight[calendar_id]
                 )
                 try:
-                    return await super().sync_calendar(calendar_id, claimed=claimed)
+                    return await super().sync_calendar(
+                        calendar_id, claimed=claimed, release=release
+                    )
                 finally:
                     tracker.in_flight[calendar_id] -= 1
                     tracker.syncs[calendar_id] += 1
