@@ -104,21 +104,24 @@ async def prepare_rows(
     return bulk_rows(dialect, table, columns, rows)
 
 
-async def insert_bulk(conn: AsyncConnection, bulk: BulkRows) -> None:
-    """INSERT prepared rows within `conn`'s transaction, with the driver's bulk path (module
-    doc)."""
-    if not bulk.rows:
+async def insert_bulk(conn: AsyncConnection, *bulks: BulkRows) -> None:
+    """INSERT prepared rows (of one table or several, in order) within `conn`'s transaction,
+    with the driver's bulk path (module doc)."""
+    bulks = tuple(b for b in bulks if b.rows)
+    if not bulks:
         return
     dialect = conn.dialect.name
-    if dialect != bulk.dialect:
-        raise ValueError(f"rows prepared for {bulk.dialect}, inserted on {dialect}")
-    table, columns, rows = bulk.table, bulk.columns, bulk.rows
+    for bulk in bulks:
+        if dialect != bulk.dialect:
+            raise ValueError(f"rows prepared for {bulk.dialect}, inserted on {dialect}")
     if dialect == "sqlite":
         await claim_write(conn)  # SQLAlchemy's events do not see the raw driver
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
-        # One thread hop (gateway.db.sqlite_driver): the writer is held meanwhile.
-        await driver.cursor().executemany(sqlite_insert(table, columns)[0], rows)
+        # One thread hop for all (gateway.db.sqlite_driver): the writer is held meanwhile.
+        await driver.executemany_batches(
+            [(sqlite_insert(b.table, b.columns)[0], b.rows) for b in bulks]
+        )
     elif dialect == "postgresql":
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None
@@ -126,9 +129,15 @@ async def insert_bulk(conn: AsyncConnection, bulk: BulkRows) -> None:
             # SQLAlchemy's asyncpg adapter opens the transaction with its first statement:
             # without one, COPY would run (and commit) on its own.
             await conn.execute(text("SELECT 1"))
-        await driver.copy_records_to_table(table.name, records=rows, columns=list(columns))
+        for b in bulks:
+            await driver.copy_records_to_table(
+                b.table.name, records=b.rows, columns=list(b.columns)
+            )
     else:  # any other backend: SQLAlchemy's executemany
-        await conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+        for b in bulks:
+            await conn.execute(
+                insert(b.table), [dict(zip(b.columns, row, strict=True)) for row in b.rows]
+            )
 
 
 async def insert_rows(

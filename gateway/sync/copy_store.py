@@ -189,22 +189,34 @@ class CopyStore:
     ) -> None:
         # The rows are converted before the first DELETE takes SQLite's writer.
         rows = await self._event_bulk(conn, calendar_id, generation, merge)
+        if not empty:
+            await self._delete_replaced(conn, calendar_id, generation, merge.latest, merge.gone)
+        await insert_bulk(conn, rows)
+
+    async def _delete_replaced(
+        self,
+        conn: AsyncConnection,
+        calendar_id: str,
+        generation: int,
+        event_ids: Iterable[str],
+        gone: Sequence[str],
+    ) -> None:
+        """Delete the records a merge replaces (`event_ids`) and the exceptions of the
+        deleted masters (`gone`)."""
         scope = and_(
             calendar_events.c.calendar_id == calendar_id,
             calendar_events.c.generation == generation,
         )
-        if not empty:
-            for chunk in chunks(list(merge.latest)):
-                await conn.execute(
-                    delete(calendar_events).where(scope, calendar_events.c.event_id.in_(chunk))
+        for chunk in chunks(list(event_ids)):
+            await conn.execute(
+                delete(calendar_events).where(scope, calendar_events.c.event_id.in_(chunk))
+            )
+        for chunk in chunks(gone):
+            await conn.execute(
+                delete(calendar_events).where(
+                    scope, calendar_events.c.recurring_event_id.in_(chunk)
                 )
-            for chunk in chunks(merge.gone):
-                await conn.execute(
-                    delete(calendar_events).where(
-                        scope, calendar_events.c.recurring_event_id.in_(chunk)
-                    )
-                )
-        await insert_bulk(conn, rows)
+            )
 
     @staticmethod
     async def _event_bulk(
@@ -241,9 +253,14 @@ class CopyStore:
         series = sorted(merge.touched)
         before = await self._series_records(conn, calendar_id, generation, series)
         blocks = await compute(merge.after(before))
+        events = await self._event_bulk(conn, calendar_id, generation, merge)
         prepared = await self._block_bulk(conn.dialect.name, calendar_id, generation, blocks)
-        await self._write_merge(conn, calendar_id, generation, merge)
-        await self._replace_series_blocks(conn, calendar_id, generation, series, prepared)
+        # Every record the merge replaces is deleted, found or not in `before`: a booking's
+        # `merge_local` may have written one since it was read.
+        await self._delete_replaced(conn, calendar_id, generation, merge.latest, merge.gone)
+        await self._replace_series_blocks(
+            conn, calendar_id, generation, series, prepared, events=events
+        )
         return series
 
     async def _series_records(
@@ -336,14 +353,17 @@ class CopyStore:
         generation: int,
         series: Sequence[str],
         blocks: BulkRows,
+        *,
+        events: BulkRows | None = None,
     ) -> None:
-        """Replace the blocks of `series` with `blocks` (prepared with `_block_bulk`)."""
+        """Replace the blocks of `series` with `blocks` (prepared with `_block_bulk`); `events`
+        (records, prepared with `_event_bulk`) are inserted with them, in one hop on SQLite."""
         scope = and_(
             busy_blocks.c.calendar_id == calendar_id, busy_blocks.c.generation == generation
         )
         for chunk in chunks(series):
             await conn.execute(delete(busy_blocks).where(scope, busy_blocks.c.series_id.in_(chunk)))
-        await insert_bulk(conn, blocks)
+        await insert_bulk(conn, *([events] if events is not None else []), blocks)
 
     # -- full sync: a new generation ----------------------------------------------------------
 
@@ -403,7 +423,7 @@ class CopyStore:
         prepared = await self._block_bulk(self.engine.dialect.name, calendar_id, generation, blocks)
         async with self.engine.begin() as conn:
             previous = await self._announce_rebuild(conn, calendar_id, generation, now)
-            freed = await lease_release_values(conn, calendar_id, release, now) if release else {}
+            freed = lease_release_values(calendar_id, release, now) if release else {}
             await self._replace_series_blocks(conn, calendar_id, generation, [], prepared)
             switched = await conn.execute(
                 update(calendars)
@@ -462,7 +482,7 @@ class CopyStore:
         generation = calendar.active_generation
         assert generation is not None
         async with self.engine.begin() as conn:
-            freed = await lease_release_values(conn, calendar.id, release, now) if release else {}
+            freed = lease_release_values(calendar.id, release, now) if release else {}
             # Outbound webhooks for meetings the gateway booked, in this very transaction.
             await record_sync_changes(
                 conn,

@@ -58,17 +58,22 @@ def _live_channel(calendar_id: str, now: datetime) -> Any:
     )
 
 
-async def lease_release_values(
-    conn: AsyncConnection, calendar_id: str, release: LeaseRelease, now: datetime
-) -> dict[str, Any]:
+def lease_release_values(calendar_id: str, release: LeaseRelease, now: datetime) -> dict[str, Any]:
     """The `calendars` values that release the lease as `LeaseStore.release_synced` does, for
     the UPDATE of the transaction that stores a sync's result. Only if `release.owner` still
     holds the lease (else the row keeps its lease: it ran out and another process holds it
-    now); the UPDATE returns `lease_owner`, None when released. Reads first (no write)."""
-    push = bool((await conn.execute(select(_live_channel(calendar_id, now)))).scalar())
-    interval = release.safety_poll_interval_s if push else release.poll_interval_s
+    now); the UPDATE returns `lease_owner`, None when released. Whether a push channel is live
+    is asked inside the UPDATE: no read before it."""
+    at = calendars.c.next_poll_at.type
+
+    def after(seconds: float) -> Any:
+        return literal(now + timedelta(seconds=seconds), at)
+
+    next_poll = case(
+        (_live_channel(calendar_id, now), after(release.safety_poll_interval_s)),
+        else_=after(release.poll_interval_s),
+    )
     held = calendars.c.lease_owner == release.owner
-    next_poll = literal(now + timedelta(seconds=interval), calendars.c.next_poll_at.type)
     return {
         "lease_owner": case((held, null()), else_=calendars.c.lease_owner),
         "lease_until": case((held, null()), else_=calendars.c.lease_until),

@@ -54,17 +54,21 @@ def _committed(engine: Engine) -> Callable[[], None]:
     return wake_all
 
 
-async def subscribed(conn: AsyncConnection, tenant_id: str, event_types: Sequence[str]) -> bool:
-    """Whether an enabled endpoint of the tenant wants any of `event_types` (lets a caller
-    skip preparing an event nobody receives)."""
+async def subscriptions(conn: AsyncConnection, tenant_id: str) -> frozenset[str]:
+    """Every event type an enabled endpoint of the tenant wants."""
     rows = await conn.execute(
         select(webhook_endpoints.c.events).where(
             webhook_endpoints.c.tenant_id == tenant_id,
             webhook_endpoints.c.state == EndpointState.ENABLED.value,
         )
     )
-    wanted = set(event_types)
-    return any(wanted & set(str(events).split()) for (events,) in rows)
+    return frozenset(t for (events,) in rows for t in str(events).split())
+
+
+async def subscribed(conn: AsyncConnection, tenant_id: str, event_types: Sequence[str]) -> bool:
+    """Whether an enabled endpoint of the tenant wants any of `event_types` (lets a caller
+    skip preparing an event nobody receives)."""
+    return not (await subscriptions(conn, tenant_id)).isdisjoint(event_types)
 
 
 async def record_event(

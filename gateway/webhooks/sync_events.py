@@ -37,7 +37,7 @@ from gateway.webhooks.model import (
     BOOKING_CANCELLED,
     BOOKING_UPDATED,
 )
-from gateway.webhooks.outbox import record_availability_change, record_event, subscribed
+from gateway.webhooks.outbox import record_availability_change, record_event, subscriptions
 
 
 def _when(
@@ -76,10 +76,15 @@ async def record_booking_changes(
     generation: int,
     items: Sequence[Event],
     now: datetime,
+    wanted: frozenset[str] | None = None,
 ) -> int:
     """Announce changes to booked meetings among `items` (before they are applied); returns
-    how many events were recorded."""
-    if not items or not await subscribed(conn, tenant_id, (BOOKING_UPDATED, BOOKING_CANCELLED)):
+    how many events were recorded. `wanted`: the tenant's `subscriptions`, if already read."""
+    if not items:
+        return 0
+    if wanted is None:
+        wanted = await subscriptions(conn, tenant_id)
+    if wanted.isdisjoint((BOOKING_UPDATED, BOOKING_CANCELLED)):
         return 0
     latest = {r.event_id: r for r in items if r.recurring_event_id is None}
     c = calendar_events.c
@@ -151,6 +156,9 @@ async def record_sync_changes(
     coalesce_s: float,
 ) -> None:
     """Every webhook event a delta causes (the one hook the sync store calls)."""
+    if not items:
+        return
+    wanted = await subscriptions(conn, tenant_id)  # one read for both kinds
     await record_booking_changes(
         conn,
         tenant_id=tenant_id,
@@ -159,8 +167,9 @@ async def record_sync_changes(
         generation=generation,
         items=items,
         now=now,
+        wanted=wanted,
     )
-    if not items or not await subscribed(conn, tenant_id, (AVAILABILITY_CHANGED,)):
+    if AVAILABILITY_CHANGED not in wanted:
         return
     span = await _changed_span(conn, calendar_id, generation, items, horizon)
     if span is not None:
