@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Table, insert, text
+from sqlalchemy import DateTime, Table, delete, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.db.sqlite_writer import claim_write
@@ -102,6 +102,53 @@ async def prepare_rows(
     if dialect == "sqlite" and len(rows) > THREAD_CONVERT_ROWS:
         return await asyncio.to_thread(bulk_rows, dialect, table, columns, rows)
     return bulk_rows(dialect, table, columns, rows)
+
+
+@dataclass(frozen=True)
+class DeleteIn:
+    """`DELETE FROM table WHERE <each of equal> AND column IN (values)`, for `write_bulk`.
+    The values are plain strings and integers (no conversion is applied to them)."""
+
+    table: Table
+    equal: tuple[tuple[str, str | int], ...]
+    column: str
+    values: Sequence[str | int]
+
+
+async def write_bulk(
+    conn: AsyncConnection, deletes: Sequence[DeleteIn], inserts: Sequence[BulkRows]
+) -> None:
+    """The deletes, then the inserts, within `conn`'s transaction. On SQLite all of them go
+    to the connection's thread in one hop (each hop is time the one writer is held while
+    the event loop gets round to the next statement); elsewhere one statement after another."""
+    deletes = [d for d in deletes if d.values]
+    if conn.dialect.name != "sqlite":
+        for d in deletes:
+            cols = d.table.c
+            for chunk in chunks(d.values):
+                await conn.execute(
+                    delete(d.table).where(
+                        *(cols[c] == v for c, v in d.equal), cols[d.column].in_(chunk)
+                    )
+                )
+        await insert_bulk(conn, *inserts)
+        return
+    batches: list[tuple[str, Any]] = []
+    for d in deletes:
+        # Names from the schema (`table.c[...]` refuses any other), values bound.
+        where = " AND ".join(f"{d.table.c[c].name} = ?" for c, _ in d.equal)
+        column = d.table.c[d.column].name
+        for chunk in chunks(d.values):
+            marks = ", ".join("?" for _ in chunk)
+            sql = f"DELETE FROM {d.table.name} WHERE {where} AND {column} IN ({marks})"  # noqa: S608 - names from the schema
+            batches.append((sql, [(*(v for _, v in d.equal), *chunk)]))
+    batches += [(sqlite_insert(b.table, b.columns)[0], b.rows) for b in inserts if b.rows]
+    if not batches:
+        return
+    await claim_write(conn)  # SQLAlchemy's events do not see the raw driver
+    driver = (await conn.get_raw_connection()).driver_connection
+    assert driver is not None
+    await driver.executemany_batches(batches)
 
 
 async def insert_bulk(conn: AsyncConnection, *bulks: BulkRows) -> None:

@@ -31,7 +31,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.after_commit import after_commit
-from gateway.db.bulk import BulkRows, chunks, insert_bulk, prepare_rows
+from gateway.db.bulk import BulkRows, DeleteIn, chunks, insert_bulk, prepare_rows, write_bulk
 from gateway.db.notify import CALENDAR_CHANGE, bump_calendars, calendar_bump, publish_calendars
 from gateway.db.schema import (
     busy_blocks,
@@ -189,34 +189,17 @@ class CopyStore:
     ) -> None:
         # The rows are converted before the first DELETE takes SQLite's writer.
         rows = await self._event_bulk(conn, calendar_id, generation, merge)
-        if not empty:
-            await self._delete_replaced(conn, calendar_id, generation, merge.latest, merge.gone)
-        await insert_bulk(conn, rows)
+        deletes = [] if empty else self._replaced(calendar_id, generation, merge)
+        await write_bulk(conn, deletes, [rows])
 
-    async def _delete_replaced(
-        self,
-        conn: AsyncConnection,
-        calendar_id: str,
-        generation: int,
-        event_ids: Iterable[str],
-        gone: Sequence[str],
-    ) -> None:
-        """Delete the records a merge replaces (`event_ids`) and the exceptions of the
-        deleted masters (`gone`)."""
-        scope = and_(
-            calendar_events.c.calendar_id == calendar_id,
-            calendar_events.c.generation == generation,
-        )
-        for chunk in chunks(list(event_ids)):
-            await conn.execute(
-                delete(calendar_events).where(scope, calendar_events.c.event_id.in_(chunk))
-            )
-        for chunk in chunks(gone):
-            await conn.execute(
-                delete(calendar_events).where(
-                    scope, calendar_events.c.recurring_event_id.in_(chunk)
-                )
-            )
+    @staticmethod
+    def _replaced(calendar_id: str, generation: int, merge: EventMerge) -> list[DeleteIn]:
+        """The records a merge replaces and the exceptions of the masters it deletes."""
+        scope = (("calendar_id", calendar_id), ("generation", generation))
+        return [
+            DeleteIn(calendar_events, scope, "event_id", list(merge.latest)),
+            DeleteIn(calendar_events, scope, "recurring_event_id", merge.gone),
+        ]
 
     @staticmethod
     async def _event_bulk(
@@ -255,11 +238,16 @@ class CopyStore:
         blocks = await compute(merge.after(before))
         events = await self._event_bulk(conn, calendar_id, generation, merge)
         prepared = await self._block_bulk(conn.dialect.name, calendar_id, generation, blocks)
-        # Every record the merge replaces is deleted, found or not in `before`: a booking's
-        # `merge_local` may have written one since it was read.
-        await self._delete_replaced(conn, calendar_id, generation, merge.latest, merge.gone)
-        await self._replace_series_blocks(
-            conn, calendar_id, generation, series, prepared, events=events
+        # Every record the merge replaces is deleted, found or not in `before` (a booking's
+        # `merge_local` may have written one since it was read), with the series' blocks.
+        scope = (("calendar_id", calendar_id), ("generation", generation))
+        await write_bulk(
+            conn,
+            [
+                *self._replaced(calendar_id, generation, merge),
+                DeleteIn(busy_blocks, scope, "series_id", series),
+            ],
+            [events, prepared],
         )
         return series
 
@@ -346,25 +334,6 @@ class CopyStore:
         )
         return int(cal.active_generation)
 
-    async def _replace_series_blocks(
-        self,
-        conn: AsyncConnection,
-        calendar_id: str,
-        generation: int,
-        series: Sequence[str],
-        blocks: BulkRows,
-        *,
-        events: BulkRows | None = None,
-    ) -> None:
-        """Replace the blocks of `series` with `blocks` (prepared with `_block_bulk`); `events`
-        (records, prepared with `_event_bulk`) are inserted with them, in one hop on SQLite."""
-        scope = and_(
-            busy_blocks.c.calendar_id == calendar_id, busy_blocks.c.generation == generation
-        )
-        for chunk in chunks(series):
-            await conn.execute(delete(busy_blocks).where(scope, busy_blocks.c.series_id.in_(chunk)))
-        await insert_bulk(conn, *([events] if events is not None else []), blocks)
-
     # -- full sync: a new generation ----------------------------------------------------------
 
     async def begin_generation(
@@ -424,7 +393,7 @@ class CopyStore:
         async with self.engine.begin() as conn:
             previous = await self._announce_rebuild(conn, calendar_id, generation, now)
             freed = lease_release_values(calendar_id, release, now) if release else {}
-            await self._replace_series_blocks(conn, calendar_id, generation, [], prepared)
+            await insert_bulk(conn, prepared)
             switched = await conn.execute(
                 update(calendars)
                 .where(
