@@ -5,8 +5,10 @@
                X-Goog-Resource-State (sync | exists | not_exists), X-Goog-Message-Number,
                X-Goog-Channel-Expiration (informational); the body is empty
       200  acknowledged: a new message requested one sync of its calendar (coalesced with any
-           waiting request; the sync runs in the scheduler, never here); a repeated or older
-           message number is acknowledged and does nothing
+           waiting request; the sync runs in the scheduler, never here) or, when this
+           process's scheduler has a free slot and the calendar may be claimed, leased the
+           calendar to it in the same transaction (its sync starts at once); a repeated or
+           older message number is acknowledged and does nothing
       400  problem+json `invalid_notification`: a header is missing or malformed
       404  problem+json `channel_not_found`: unknown, stopped or expired channel, wrong token,
            or a resource id that is not the channel's (one answer for all: a prober learns
@@ -25,7 +27,7 @@ import re
 from aiohttp import web
 
 from gateway.errors import NotFound, ProblemError
-from gateway.http.appkeys import ENGINE_KEY, SYNC_NUDGE_KEY
+from gateway.http.appkeys import ENGINE_KEY, SCHEDULER_KEY, SYNC_NUDGE_KEY
 from gateway.sync.channel_store import ChannelStore
 from gateway.sync.channels import (
     RESOURCE_STATES,
@@ -90,7 +92,21 @@ async def google_calendar_notification(request: web.Request) -> web.Response:
             )
     notification = parse_notification(request)
     receiver = NotificationReceiver(ChannelStore(request.app[ENGINE_KEY]))
-    received = await receiver.receive(notification)
+    # With a free slot, this process's scheduler may have the calendar leased to it by the
+    # notification's own transaction and sync it at once (no request, wake-up and claim).
+    scheduler = request.app.get(SCHEDULER_KEY)
+    offer = scheduler.offer() if scheduler is not None else None
+    try:
+        received = await receiver.receive(notification, offer=offer)
+    except BaseException:
+        if scheduler is not None and offer is not None:
+            scheduler.decline(offer)
+        raise
+    if scheduler is not None and offer is not None:
+        if received.claimed is not None:
+            await scheduler.take(offer, received.claimed)
+        else:
+            scheduler.decline(offer)
     log.debug(
         "push notification: channel=%s state=%s number=%d verdict=%s",
         notification.channel_id,
@@ -100,7 +116,11 @@ async def google_calendar_notification(request: web.Request) -> web.Response:
     )
     if received.verdict is Verdict.REFUSED:
         raise NotFound("no such channel", code="channel_not_found")
-    if received.verdict is Verdict.ACCEPTED and received.calendar_id is not None:
+    if (
+        received.verdict is Verdict.ACCEPTED
+        and received.calendar_id is not None
+        and received.claimed is None
+    ):
         nudge = request.app.get(SYNC_NUDGE_KEY)
         if nudge is not None:
             try:

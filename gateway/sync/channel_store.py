@@ -43,7 +43,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from gateway.db.notify import bump_calendars
 from gateway.db.schema import calendars, integrations, watch_channels
 from gateway.db.values import as_utc
-from gateway.sync.lease_store import LeaseStore
+from gateway.sync.calendar_store import CalendarRow
+from gateway.sync.lease_store import ClaimOffer, LeaseStore
 
 OPENING, ACTIVE, STOPPING, STOPPED = "opening", "active", "stopping", "stopped"
 LIVE = (OPENING, ACTIVE)
@@ -67,6 +68,15 @@ class ChannelRow:
     created_at: datetime
     last_message_at: datetime | None
     last_message_number: int | None
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What `ChannelStore.accept_message` did: recorded the message (and requested a sync, or
+    leased the calendar to the offering scheduler: `claimed`), or nothing."""
+
+    accepted: bool
+    claimed: CalendarRow | None = None
 
 
 @dataclass(frozen=True)
@@ -369,11 +379,20 @@ class ChannelStore:
     # -- notifications -----------------------------------------------------------------------------
 
     async def accept_message(
-        self, channel: ChannelRow, *, resource_id: str, message_number: int, now: datetime
-    ) -> bool:
+        self,
+        channel: ChannelRow,
+        *,
+        resource_id: str,
+        message_number: int,
+        now: datetime,
+        offer: ClaimOffer | None = None,
+    ) -> Acceptance:
         """Record a verified notification and request one sync of its calendar, in one
-        transaction. False (and nothing written) when the channel saw this message number or a
-        later one already, or stopped meanwhile: duplicates and stragglers do no work.
+        transaction. Not accepted (and nothing written) when the channel saw this message
+        number or a later one already, or stopped meanwhile: duplicates and stragglers do no
+        work. With a scheduler's `offer` of a free slot, the calendar is leased to it in the
+        same transaction when it may be claimed (`LeaseStore.claim_notified`): `claimed` is
+        then its row, and that scheduler starts the sync at once.
 
         The first verified message makes the channel `active` (Google delivers to us).
         """
@@ -391,12 +410,17 @@ class ChannelStore:
             where = and_(
                 where, or_(w.last_message_number.is_(None), w.last_message_number < message_number)
             )
+        leases = LeaseStore(self.engine)
         async with self.engine.begin() as conn:
             result = await conn.execute(update(watch_channels).where(where).values(**values))
             if result.rowcount != 1:
-                return False
-            await LeaseStore(self.engine).request_sync(channel.calendar_id, now, conn=conn)
-        return True
+                return Acceptance(accepted=False)
+            if offer is not None:
+                claimed = await leases.claim_notified(conn, channel.calendar_id, offer, now)
+                if claimed is not None:
+                    return Acceptance(accepted=True, claimed=claimed)
+            await leases.request_sync(channel.calendar_id, now, conn=conn)
+        return Acceptance(accepted=True)
 
     async def count_live(self, calendar_ids: Sequence[str]) -> dict[str, int]:
         """Live (opening or active) channels per calendar."""

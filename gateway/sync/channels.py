@@ -60,6 +60,7 @@ from gateway.google.errors import (
     RevokedOrInvalidToken,
     TransientGoogleError,
 )
+from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.channel_store import (
     LIVE,
     STOPPED,
@@ -70,6 +71,7 @@ from gateway.sync.channel_store import (
 )
 from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import ManagedTokenSource, TokenKeeper
+from gateway.sync.lease_store import ClaimOffer
 
 log = logging.getLogger(__name__)
 
@@ -447,6 +449,9 @@ class Notification:
 class Received:
     verdict: Verdict
     calendar_id: str | None = None
+    # The calendar's row when the notification's transaction leased it to the offering
+    # scheduler (`receive(offer=...)`): that scheduler starts the sync now.
+    claimed: CalendarRow | None = None
 
 
 class NotificationReceiver:
@@ -456,7 +461,9 @@ class NotificationReceiver:
         self._store = store
         self._clock = clock
 
-    async def receive(self, notification: Notification) -> Received:
+    async def receive(
+        self, notification: Notification, *, offer: ClaimOffer | None = None
+    ) -> Received:
         """Verify the channel (id, token in constant time, state, expiry, resource id) and,
         for a new message, request one sync of its calendar (coalesced; never run here).
 
@@ -483,7 +490,8 @@ class NotificationReceiver:
             resource_id=notification.resource_id,
             message_number=notification.message_number,
             now=now,
+            offer=offer,
         )
-        if not accepted:
+        if not accepted.accepted:
             return Received(Verdict.DUPLICATE, channel.calendar_id)
-        return Received(Verdict.ACCEPTED, channel.calendar_id)
+        return Received(Verdict.ACCEPTED, channel.calendar_id, accepted.claimed)

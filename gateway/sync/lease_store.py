@@ -81,6 +81,52 @@ def lease_release_values(calendar_id: str, release: LeaseRelease, now: datetime)
     }
 
 
+@dataclass(frozen=True)
+class ClaimOffer:
+    """A free sync slot of a scheduler, offered to the push webhook: a notification's
+    transaction may lease its calendar to `owner` until `lease_until` right away (when the
+    calendar may be claimed at all, as `LeaseStore.claim_due` would), instead of requesting a
+    sync for the scheduler's next claim. `busy` are the integrations the scheduler syncs now."""
+
+    owner: str
+    lease_until: datetime
+    busy: frozenset[str] = frozenset()
+
+
+def _not_leased(now: datetime) -> ColumnElement[bool]:
+    return or_(calendars.c.lease_until.is_(None), calendars.c.lease_until < now)
+
+
+def _claimable(now: datetime) -> list[ColumnElement[bool]]:
+    """Beyond being due: no backoff pending, no live lease, and no other calendar of the same
+    Google account leased (one sync per account at a time, across processes)."""
+    other = calendars.alias("other")
+    return [
+        or_(calendars.c.backoff_until.is_(None), calendars.c.backoff_until <= now),
+        _not_leased(now),
+        not_(
+            exists().where(
+                other.c.integration_id == calendars.c.integration_id,
+                other.c.id != calendars.c.id,
+                other.c.lease_until >= now,
+            )
+        ),
+    ]
+
+
+def _claim_values(owner: str, lease_until: datetime) -> dict[str, Any]:
+    # The request is consumed, so if this process dies mid-sync the calendar must come due
+    # again by itself: at the end of the lease (a finished sync's release sets the real next
+    # poll).
+    return {
+        "lease_owner": owner,
+        "lease_until": lease_until,
+        "sync_requested_at": None,
+        "next_poll_at": lease_until,
+        **calendar_bump(blocks=False),
+    }
+
+
 class LeaseStore:
     """The statements that request, claim, extend and release calendar syncs."""
 
@@ -112,6 +158,37 @@ class LeaseStore:
                 changed = (await own.execute(statement)).all()
                 await publish_calendars(own, changed)
         return len(changed) == 1
+
+    async def claim_notified(
+        self, conn: AsyncConnection, calendar_id: str, offer: ClaimOffer, now: datetime
+    ) -> CalendarRow | None:
+        """Within the caller's transaction (a push notification's): lease the calendar to the
+        offer's owner if it may be claimed now (active integration, no backoff, no live lease,
+        no other calendar of its account leased here or elsewhere); its sync then starts at
+        once, with no request to record and no claim to wait for. None (nothing written) when
+        it may not: the caller requests a sync instead."""
+        active = exists().where(
+            integrations.c.id == calendars.c.integration_id, integrations.c.status == "active"
+        )
+        conditions = [calendars.c.id == calendar_id, active, *_claimable(now)]
+        if offer.busy:
+            conditions.append(calendars.c.integration_id.not_in(list(offer.busy)))
+        row = (
+            (
+                await conn.execute(
+                    update(calendars)
+                    .where(*conditions)
+                    .values(**_claim_values(offer.owner, offer.lease_until))
+                    .returning(*calendars.c)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        await publish_calendars(conn, [(row["id"], row["integration_id"], row["version"])])
+        return calendar_row(row)
 
     async def integrations_without_calendars(self, limit: int) -> list[str]:
         """Active integrations that have no calendar row yet (just connected)."""
@@ -148,8 +225,6 @@ class LeaseStore:
         """
         if limit < 1:
             return []
-        other = calendars.alias("other")
-        leased = or_(calendars.c.lease_until.is_(None), calendars.c.lease_until < now)
         query = (
             select(calendars.c.id, calendars.c.integration_id)
             .join(integrations, integrations.c.id == calendars.c.integration_id)
@@ -161,16 +236,7 @@ class LeaseStore:
                     calendars.c.next_poll_at <= now,
                     calendars.c.active_generation.is_(None),
                 ),
-                or_(calendars.c.backoff_until.is_(None), calendars.c.backoff_until <= now),
-                leased,
-                # One sync per Google account at a time, across processes.
-                not_(
-                    exists().where(
-                        other.c.integration_id == calendars.c.integration_id,
-                        other.c.id != calendars.c.id,
-                        other.c.lease_until >= now,
-                    )
-                ),
+                *_claimable(now),
             )
             .order_by(
                 calendars.c.sync_requested_at.is_(None),
@@ -197,21 +263,13 @@ class LeaseStore:
             for chunk in chunks(chosen):
                 # One guarded UPDATE for all of them (the lease must still be free: on SQLite
                 # another process may have claimed one since the SELECT), returning the rows
-                # it claimed. The request is consumed, so if this process dies mid-sync the
-                # calendar must come due again by itself: at the end of the lease (a finished
-                # sync's release sets the real next poll).
+                # it claimed.
                 rows.extend(
                     (
                         await conn.execute(
                             update(calendars)
-                            .where(calendars.c.id.in_(chunk), leased)
-                            .values(
-                                lease_owner=owner,
-                                lease_until=lease_until,
-                                sync_requested_at=None,
-                                next_poll_at=lease_until,
-                                **calendar_bump(blocks=False),
-                            )
+                            .where(calendars.c.id.in_(chunk), _not_leased(now))
+                            .values(**_claim_values(owner, lease_until))
                             .returning(*calendars.c)
                         )
                     )

@@ -50,7 +50,7 @@ from gateway.google.errors import GoogleError, TransientGoogleError
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine, SyncOutcome
-from gateway.sync.lease_store import LeaseRelease
+from gateway.sync.lease_store import ClaimOffer, LeaseRelease
 from gateway.sync.store import SyncStore
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ class SyncScheduler:
         # Calendars whose sync released its lease in its last transaction (LeaseRelease): the
         # heartbeat stops renewing instead of reporting the lease lost.
         self._released: set[str] = set()
+        # Slots offered to push notifications (`offer`) and not yet taken or declined.
+        self._offered = 0
         self._busy: set[str] = set()
         # Integrations whose discovery failed or found nothing: not before this instant.
         self._discovery_retry: dict[str, datetime] = {}
@@ -148,6 +150,36 @@ class SyncScheduler:
             self._discovery_due = True
         self._wake.set()
 
+    # -- push notifications claim directly ---------------------------------------------------
+
+    def offer(self) -> ClaimOffer | None:
+        """A free sync slot for a push notification's transaction to lease its calendar with
+        (gateway.sync.channel_store: the sync starts at once, without the request, the wake
+        and the claim's own transaction); None when every slot is taken or this scheduler
+        stops. The caller must `take` or `decline` it."""
+        if self._stopping or self._loop is None:
+            return None
+        if self.config.concurrency - len(self._running) - self._offered <= 0:
+            return None
+        self._offered += 1
+        lease_until = self._clock() + timedelta(seconds=self.config.lease_s)
+        return ClaimOffer(self.owner, lease_until, frozenset(self._busy))
+
+    async def take(self, offer: ClaimOffer, calendar: CalendarRow) -> None:
+        """Start the sync of `calendar`, leased to this scheduler with `offer` (handed back,
+        its request restored, if this scheduler is stopping meanwhile)."""
+        self._offered -= 1
+        if self._stopping:
+            await self._store.release(calendar.id, self.owner, self._clock(), again=True)
+            return
+        self._start(calendar)
+
+    def decline(self, offer: ClaimOffer) -> None:
+        """The offer was not used (the calendar could not be claimed, or the notification
+        failed): the slot is free again."""
+        self._offered -= 1
+        self._wake.set()
+
     @property
     def running(self) -> frozenset[str]:
         """Calendars this process is syncing right now."""
@@ -179,7 +211,7 @@ class SyncScheduler:
         drive the scheduler with it)."""
         if discover:
             await self._discover()
-        free = self.config.concurrency - len(self._running)
+        free = self.config.concurrency - len(self._running) - self._offered
         if free <= 0:
             return []
         now = self._clock()
@@ -191,11 +223,15 @@ class SyncScheduler:
             busy_integrations=self._busy,
         )
         for calendar in claimed:
-            self._busy.add(calendar.integration_id)
-            task = asyncio.create_task(self._work(calendar), name=f"sync {calendar.id}")
-            self._running[calendar.id] = task
-            task.add_done_callback(functools.partial(self._finished, calendar))
+            self._start(calendar)
         return [c.id for c in claimed]
+
+    def _start(self, calendar: CalendarRow) -> None:
+        """Run the sync of a calendar leased to this scheduler, in a task of its own."""
+        self._busy.add(calendar.integration_id)
+        task = asyncio.create_task(self._work(calendar), name=f"sync {calendar.id}")
+        self._running[calendar.id] = task
+        task.add_done_callback(functools.partial(self._finished, calendar))
 
     async def drain(self) -> None:
         """Wait until every sync started here has finished."""

@@ -9,14 +9,17 @@ are refused; the channel token never reaches a log line.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Awaitable, Iterator
+from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from emulator.calendar_store import Channel
+from gateway.clock import utc_now
 from gateway.db.schema import calendars, watch_channels
+from gateway.sync.channel_store import Acceptance
+from gateway.sync.lease_store import ClaimOffer
 from tests.support.stack import LogCapture, Stack
 from tests.sync.push_support import (
     Push,
@@ -137,6 +140,63 @@ async def test_one_sync_per_new_message_and_none_for_repeats(h: Push) -> None:
     # not_exists is a change too.
     assert await notify(h.stack, channel, "not_exists", number + 1) == 200
     assert await h.sync_requested_at() is not None
+
+
+async def lease_of(h: Push) -> tuple[object, object]:
+    async with h.stack.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(calendars.c.lease_owner, calendars.c.sync_requested_at).where(
+                    calendars.c.id == h.calendar.id
+                )
+            )
+        ).one()
+    return row.lease_owner, row.sync_requested_at
+
+
+async def test_a_scheduler_with_a_free_slot_gets_the_calendar_in_the_notification_s_write(
+    h: Push,
+) -> None:
+    """With a free sync slot offered, the notification's transaction leases the calendar to
+    that scheduler (its sync starts at once) instead of requesting a sync; when the calendar
+    may not be claimed (another process syncs it, or this scheduler already syncs the same
+    account) the request is recorded as without an offer."""
+    channel = await active_channel(h)
+    row = await h.channel(channel.id)
+    now = utc_now()
+    offer = ClaimOffer("test-a", now + timedelta(minutes=1))
+    number = channel.last_message_number
+
+    def accept(offer: ClaimOffer) -> Awaitable[Acceptance]:
+        nonlocal number
+        number += 1
+        return h.store.accept_message(
+            row, resource_id=channel.resource_id, message_number=number, now=now, offer=offer
+        )
+
+    accepted = await accept(offer)
+    assert accepted.accepted and accepted.claimed is not None
+    assert accepted.claimed.id == h.calendar.id
+    assert await lease_of(h) == ("test-a", None)  # leased, nothing left to request
+
+    # Still leased (its sync runs): another offer cannot take it; the request waits for after.
+    accepted = await accept(ClaimOffer("test-b", now + timedelta(minutes=1)))
+    assert accepted.accepted and accepted.claimed is None
+    owner, requested = await lease_of(h)
+    assert owner == "test-a" and requested is not None
+
+    # Free again, but the offering scheduler syncs this account already: a request.
+    async with h.stack.engine.begin() as conn:
+        await conn.execute(
+            update(calendars)
+            .where(calendars.c.id == h.calendar.id)
+            .values(lease_owner=None, lease_until=None, sync_requested_at=None)
+        )
+    busy = ClaimOffer("test-a", now + timedelta(minutes=1), frozenset({h.integration_id}))
+    accepted = await accept(busy)
+    assert accepted.accepted and accepted.claimed is None
+    owner, requested = await lease_of(h)
+    assert owner is None and requested is not None
 
 
 async def test_requests_coalesce_into_the_waiting_one(h: Push) -> None:
