@@ -81,6 +81,7 @@ class SyncScheduler:
         owner: str | None = None,
         clock: Callable[[], datetime] = utc_now,
         rng: Callable[[], float] = random.random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.engine = engine
         self._store: SyncStore = engine.store
@@ -90,6 +91,8 @@ class SyncScheduler:
             raise ValueError("a lease owner id has at most 64 characters")
         self._clock = clock
         self._rng = rng
+        # Between lease renewals (tests step the heartbeat with it).
+        self._sleep = sleep
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self._stopping = False
@@ -378,7 +381,7 @@ class SyncScheduler:
         lease = timedelta(seconds=self.config.lease_s)
         held_until = self._clock() + lease
         while True:
-            await asyncio.sleep(self.config.lease_s / 3)
+            await self._sleep(self.config.lease_s / 3)
             if calendar_id in self._released:
                 continue  # nothing to renew: the sync is ending (cancelled with it)
             now = self._clock()

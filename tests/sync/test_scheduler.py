@@ -286,6 +286,70 @@ async def test_a_sync_releases_its_lease_with_its_result_but_never_another_s(
     assert owner == "test-b"
 
 
+class Heartbeats:
+    """The scheduler's sleep between lease renewals, stepped by the test: `beat()` ends one
+    sleep and returns once the heartbeat has acted on it (it sleeps again, or it ended)."""
+
+    def __init__(self) -> None:
+        self._go: asyncio.Queue[None] = asyncio.Queue()
+        self._asleep = asyncio.Event()
+
+    async def sleep(self, _seconds: float) -> None:
+        self._asleep.set()
+        await self._go.get()
+
+    async def first_sleep(self) -> None:
+        await self._asleep.wait()
+
+    async def beat(self, heartbeat: asyncio.Task[None]) -> None:
+        self._asleep.clear()
+        self._go.put_nowait(None)
+        asleep = asyncio.create_task(self._asleep.wait())
+        await asyncio.wait({asleep, heartbeat}, return_when=asyncio.FIRST_COMPLETED)
+        asleep.cancel()
+
+
+async def test_a_lease_freed_by_the_sync_itself_is_not_reported_lost(stack: Stack) -> None:
+    """The heartbeat renews the lease while the sync runs and reports it lost when another
+    process took it; when the sync's own last transaction freed it (the result stored), the
+    heartbeat must not call that a loss, or the finished sync would be abandoned."""
+    clock = FakeClock()
+    beats = Heartbeats()
+    scheduler = await make_scheduler(stack, stack.engine, clock, owner="test-hb")
+    scheduler._sleep = beats.sleep
+    integration_id = (await stack.connect(ALICE, user_id="u-heartbeat"))["integration_id"]
+    assert await scheduler.run_once()
+    [calendar] = await scheduler.engine.store.calendars_of(integration_id)
+
+    async def lease(owner: str | None) -> None:
+        async with stack.engine.begin() as conn:
+            await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == calendar.id)
+                .values(lease_owner=owner, lease_until=clock() + timedelta(minutes=2))
+            )
+
+    await lease("test-hb")
+    heartbeat = asyncio.create_task(scheduler._hold_lease(calendar.id))
+    try:
+        await beats.first_sleep()
+        await beats.beat(heartbeat)
+        assert not heartbeat.done()  # renewed
+        await lease(None)  # the sync's last transaction stored its result and freed the lease
+        scheduler._released.add(calendar.id)  # what its `on_released` does after the commit
+        for _ in range(2):
+            await beats.beat(heartbeat)
+            assert not heartbeat.done()
+        scheduler._released.discard(calendar.id)
+        await lease("another-process")  # taken over: now it is lost
+        await beats.beat(heartbeat)
+        assert heartbeat.done() and heartbeat.exception() is None
+    finally:
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        await scheduler.stop()
+
+
 async def test_a_request_is_made_or_undone_with_the_transaction_it_joins(h: Harness) -> None:
     """The webhook records a message and requests its sync in one transaction: both or
     neither, so a message that was not recorded leaves no sync behind."""
