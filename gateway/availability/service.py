@@ -256,31 +256,23 @@ def _entry_of(snapshot: CalendarSnapshot, held: CalendarEntry | None = None) -> 
         push_until = FOREVER
     elif snapshot.push_until is not None:
         push_until = snapshot.push_until.timestamp()
+    # What the row says of the calendar's freshness: the whole entry but its blocks.
+    fields: dict[str, Any] = {
+        "row": snapshot.row,
+        "version": snapshot.version,
+        "sync_requested_at": snapshot.sync_requested_at,
+        "syncing": snapshot.syncing,
+        "backoff_until": snapshot.backoff_until,
+        "push_until_s": push_until,
+        "push_heard_at": snapshot.push_heard_at,
+        "push_error": snapshot.push_error,
+    }
     if snapshot.blocks is None:
         assert held is not None and held.blocks_version == snapshot.blocks_version
         # The arrays are shared, not copied.
-        return replace(
-            held,
-            row=snapshot.row,
-            version=snapshot.version,
-            sync_requested_at=snapshot.sync_requested_at,
-            syncing=snapshot.syncing,
-            backoff_until=snapshot.backoff_until,
-            push_until_s=push_until,
-            push_heard_at=snapshot.push_heard_at,
-            push_error=snapshot.push_error,
-        )
+        return replace(held, **fields)
     return CalendarEntry.from_seconds(
-        snapshot.row,
-        snapshot.version,
-        sync_requested_at=snapshot.sync_requested_at,
-        syncing=snapshot.syncing,
-        backoff_until=snapshot.backoff_until,
-        push_until_s=push_until,
-        push_heard_at=snapshot.push_heard_at,
-        push_error=snapshot.push_error,
-        seconds=snapshot.blocks,
-        blocks_version=snapshot.blocks_version,
+        **fields, seconds=snapshot.blocks, blocks_version=snapshot.blocks_version
     )
 
 

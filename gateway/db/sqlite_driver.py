@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiosqlite
@@ -75,9 +75,6 @@ class OneHopCursor:
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.close()
-
-    def __await__(self) -> Generator[Any, None, OneHopCursor]:
-        return self.__aenter__().__await__()
 
     async def _run(self, sql: str, parameters: Any, *, many: bool) -> OneHopCursor:
         outcome: _Outcome = await self._connection._execute(  # type: ignore[no-untyped-call]

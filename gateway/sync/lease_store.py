@@ -307,23 +307,23 @@ class LeaseStore:
         safety_poll_interval_s: float,
     ) -> bool:
         """Release the lease after a successful sync and plan the next poll: soon without a
-        live push channel, the slow safety poll with one. False if the lease was lost."""
+        live push channel, the slow safety poll with one (as a sync's last transaction does
+        with `LeaseRelease`). False if the lease was lost."""
+        release = LeaseRelease(owner, poll_interval_s, safety_poll_interval_s)
         async with self.engine.begin() as conn:
-            push = bool((await conn.execute(select(_live_channel(calendar_id, now)))).scalar())
-            interval = safety_poll_interval_s if push else poll_interval_s
-            result = await conn.execute(
+            changed = await conn.execute(
                 update(calendars)
                 .where(self._held(calendar_id, owner))
+                # The sync no longer counts as pending (gateway.sync.read_store): a new version.
                 .values(
-                    lease_owner=None,
-                    lease_until=None,
-                    next_poll_at=now + timedelta(seconds=interval),
+                    **lease_release_values(calendar_id, release, now),
+                    **calendar_bump(blocks=False),
                 )
+                .returning(*CALENDAR_CHANGE)
             )
-            if result.rowcount == 1:
-                # The sync no longer counts as pending (gateway.sync.read_store).
-                await bump_calendars(conn, [calendar_id], blocks=False)
-        return bool(result.rowcount == 1)
+            rows = changed.all()
+            await publish_calendars(conn, rows)
+        return len(rows) == 1
 
     async def release_failed(
         self,

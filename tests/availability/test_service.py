@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from gateway.availability.intervals import Interval
 from gateway.availability.service import (
@@ -53,6 +54,31 @@ async def integration(stack: Stack, integration_id: str) -> Integration:
     return found
 
 
+async def live_channel(
+    conn: AsyncConnection,
+    channel_id: str,
+    calendar_id: str,
+    integration_id: str,
+    *,
+    opened: datetime,
+    heard: datetime | None = None,
+) -> None:
+    """An active push channel of the calendar, opened at `opened`, expiring a week later."""
+    await conn.execute(
+        insert(watch_channels).values(
+            id=channel_id,
+            calendar_id=calendar_id,
+            integration_id=integration_id,
+            resource_id=f"res-{channel_id}",
+            token_sha256=bytes(32),
+            state="active",
+            expires_at=opened + timedelta(days=7),
+            created_at=opened,
+            last_message_at=heard,
+        )
+    )
+
+
 async def test_the_clock_decides_when_the_copy_is_too_old(stack: Stack) -> None:
     alice = await integration(stack, await connect(stack, ALICE))
     await sync(stack, alice.id)
@@ -81,18 +107,7 @@ async def test_a_live_push_channel_keeps_the_copy_current_until_a_change_is_pend
     # Within GATEWAY_PUSH_TRUST_S (900 s) of the channel's last sign of life.
     ten_minutes_later = synced_at + timedelta(minutes=10)
     async with stack.engine.begin() as conn:
-        await conn.execute(
-            insert(watch_channels).values(
-                id="chan-avail-1",
-                calendar_id=calendar_id,
-                integration_id=alice.id,
-                resource_id="res-1",
-                token_sha256=bytes(32),
-                state="active",
-                expires_at=synced_at + timedelta(days=7),
-                created_at=synced_at,
-            )
-        )
+        await live_channel(conn, "chan-avail-1", calendar_id, alice.id, opened=synced_at)
     d = day(7)
     event(stack, ALICE, at(d, "10:00"), at(d, "11:00"))  # Google would now notify us
     window = Interval(at(d, "09:00"), at(d, "12:00"))
@@ -125,19 +140,8 @@ async def test_a_claimed_sync_that_has_not_finished_leaves_the_copy_as_old_as_it
     alice = await integration(stack, await connect(stack, ALICE))
     [calendar_id] = await sync(stack, alice.id)
     async with stack.engine.begin() as conn:
-        await conn.execute(
-            insert(watch_channels).values(
-                id="chan-avail-2",
-                calendar_id=calendar_id,
-                integration_id=alice.id,
-                resource_id="res-2",
-                token_sha256=bytes(32),
-                state="active",
-                expires_at=utc_now() + timedelta(days=7),
-                created_at=utc_now(),
-                last_message_at=utc_now(),
-            )
-        )
+        opened = utc_now()
+        await live_channel(conn, "chan-avail-2", calendar_id, alice.id, opened=opened, heard=opened)
         await bump_calendars(conn, [calendar_id], blocks=False)
     d = day(7)
     window = Interval(at(d, "09:00"), at(d, "12:00"))
