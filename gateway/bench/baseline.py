@@ -104,6 +104,7 @@ def _rows(calendar_id: str, body: bytes) -> list[tuple[object, ...]]:
 
 
 def _sqlite(path: str, calendars: list[Pages]) -> ParseInsert:
+    # The issue's baseline: sqlite3's own executemany, one row per parameter set.
     sql, datetimes = sqlite_insert(calendar_events, EVENT_COLUMNS)
     db = sqlite3.connect(path, isolation_level=None)
     try:

@@ -48,12 +48,12 @@ def _run(connection: sqlite3.Connection, sql: str, parameters: Any, many: bool) 
         cursor.close()
 
 
-def _run_batches(connection: sqlite3.Connection, batches: Sequence[tuple[str, Any]]) -> None:
-    """On the connection's thread: `executemany` of each (statement, rows), in order."""
+def _run_batch(connection: sqlite3.Connection, statements: Sequence[tuple[str, Any]]) -> None:
+    """On the connection's thread: each (statement, parameters), in order."""
     cursor = connection.cursor()
     try:
-        for sql, rows in batches:
-            cursor.executemany(sql, rows)
+        for sql, parameters in statements:
+            cursor.execute(sql, parameters)
     finally:
         cursor.close()
 
@@ -112,9 +112,9 @@ class OneHopConnection(aiosqlite.Connection):
     def cursor(self) -> OneHopCursor:  # type: ignore[override]
         return OneHopCursor(self)
 
-    async def executemany_batches(self, batches: Sequence[tuple[str, Any]]) -> None:
-        """Several bulk inserts (statement, rows) in one hop (gateway.db.bulk)."""
-        await self._execute(_run_batches, self._conn, batches)  # type: ignore[no-untyped-call]
+    async def execute_batch(self, statements: Sequence[tuple[str, Any]]) -> None:
+        """Several statements (SQL, parameters) in one hop (gateway.db.bulk's writes)."""
+        await self._execute(_run_batch, self._conn, statements)  # type: ignore[no-untyped-call]
 
     # sqlite3's commit and rollback do nothing outside a transaction (they look at the same
     # flag first); looking here saves the hop. SQLAlchemy rolls back every connection it gets

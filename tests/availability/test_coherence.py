@@ -105,12 +105,26 @@ async def test_a_sync_request_rereads_the_calendar_row_but_not_its_blocks(stack:
     event(stack, ALICE, at(d, "10:00"), at(d, "11:00"))
     [calendar_id] = await sync(stack, alice)
     held = await call(stack, "GET", path(alice), params=window(d))
+    index = stack.app[INDEX_KEY]
+
+    def entry() -> Any:
+        found = index.calendar(calendar_id)
+        assert found is not None
+        return found
+
+    first = entry()
     # A push notification's request changes the calendar's freshness, not its blocks.
     await LeaseStore(stack.engine).request_sync(calendar_id, utc_now())
     with statements(stack.engine) as seen:
         again = await call(stack, "GET", path(alice), params=window(d))
     assert [s for s in seen if "FROM calendars" in s], seen  # the new freshness was read
-    assert [s for s in seen if "busy_blocks" in s] == []
+    # The blocks are read only under a CASE that skips a calendar at the blocks_version held.
+    assert all("CASE WHEN" in s for s in seen if "busy_blocks" in s), seen
+    requested = entry()
+    assert requested.version > first.version and requested.sync_requested_at is not None
+    # ... and the blocks were not: the entry shares the arrays it held (the statement's
+    # blocks column was NULL for a calendar still at the blocks_version held).
+    assert requested.starts is first.starts and requested.ends is first.ends
     assert (
         again.body["busy"]
         == held.body["busy"]
@@ -121,7 +135,7 @@ async def test_a_sync_request_rereads_the_calendar_row_but_not_its_blocks(stack:
     with statements(stack.engine) as seen:
         quiet = await call(stack, "GET", path(alice), params=window(d))
     assert [s for s in seen if "FROM calendars" in s], seen
-    assert [s for s in seen if "busy_blocks" in s] == []
+    assert entry().version > requested.version and entry().starts is first.starts
     assert quiet.body["busy"] == held.body["busy"]
     # A change of the blocks themselves reads them again.
     event(stack, ALICE, at(d, "13:00"), at(d, "14:00"))
@@ -129,6 +143,7 @@ async def test_a_sync_request_rereads_the_calendar_row_but_not_its_blocks(stack:
     with statements(stack.engine) as seen:
         changed = await call(stack, "GET", path(alice), params=window(d))
     assert [s for s in seen if "busy_blocks" in s]
+    assert entry().starts is not first.starts and len(entry().starts) == len(first.starts) + 1
     assert changed.body["busy"] == [
         {"start": z(at(d, "10:00")), "end": z(at(d, "11:00"))},
         {"start": z(at(d, "13:00")), "end": z(at(d, "14:00"))},

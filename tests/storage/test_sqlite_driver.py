@@ -16,7 +16,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db.bulk import insert_rows
+from gateway.db.bulk import SQLITE_MAX_VARIABLES, insert_rows, sqlite_chunks
 from gateway.db.engine import create_engine
 from gateway.db.sqlite_driver import OneHopConnection
 
@@ -114,3 +114,38 @@ async def test_a_rollback_undoes_what_the_transaction_wrote(engine: AsyncEngine)
         await conn.execute(insert(notes).values(who="undone"))
         await conn.rollback()
         assert (await conn.execute(select(notes.c.who))).scalars().all() == ["kept"]
+
+
+@pytest.mark.parametrize("width", [1, 6, 20, 70, 40_000])
+def test_bulk_rows_go_in_a_few_statements_of_a_few_sizes(width: int) -> None:
+    """Any number of rows is cut into statements within SQLite's variable limit, never more
+    than a dozen or so, and all counts together use a handful of distinct statements (each
+    is kept prepared in every connection's cache)."""
+    seen: set[int] = set()
+    for total in range(0, 5000, 7):
+        sizes = sqlite_chunks(total, width)
+        assert sum(sizes) == total
+        assert all(n * width <= SQLITE_MAX_VARIABLES or n == 1 for n in sizes)
+        assert len(sizes) <= total // max(sizes, default=1) + 10
+        seen.update(sizes)
+    assert len(seen) <= 10
+
+
+async def test_a_bulk_insert_is_a_few_statements_in_one_hop(
+    engine: AsyncEngine, hops: Counter[str]
+) -> None:
+    """1,000 rows go to the connection's thread once, as a few multi-row statements (512,
+    then the remainder's binary digits) rather than a statement per row, all stored."""
+    statements: list[str] = []
+    async with engine.begin() as conn:
+        raw = await conn.get_raw_connection()
+        assert raw.driver_connection is not None
+        raw.driver_connection._conn.set_trace_callback(statements.append)
+        hops.clear()
+        await insert_rows(conn, notes, ("id", "who"), [(i, f"w{i}") for i in range(1000)])
+        assert hops == Counter({"_run_batch": 1})
+        raw.driver_connection._conn.set_trace_callback(None)
+    inserts = [s for s in statements if s.startswith("INSERT")]
+    assert [s.count("'w") for s in inserts] == [512, 256, 128, 64, 32, 8]
+    async with engine.connect() as conn:
+        assert await conn.scalar(select(func.count()).select_from(notes)) == 1000

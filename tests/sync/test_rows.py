@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emulator.calendar_store import CalendarStore, ListQuery
 from emulator.seed import seed_calendar
-from gateway.db.bulk import insert_rows
+from gateway.db.bulk import insert_rows, sqlite_chunks
 from gateway.db.schema import busy_blocks, calendar_events
 from gateway.google.errors import EventParseError
 from gateway.google.events import GATEWAY_PROPERTY, parse_event
@@ -261,63 +261,75 @@ def test_rows_turn_back_into_the_records() -> None:
 # -- the driver's bulk path -----------------------------------------------------------------
 
 
-async def test_bulk_rows_read_back_like_sqlalchemy_s(engine: AsyncEngine) -> None:
-    """Rows written through the driver and through SQLAlchemy are stored alike (SQLite keeps
-    datetimes as text that range queries compare), and read back as the same records."""
+async def _stored(engine: AsyncEngine, table: str, columns: tuple[str, ...]) -> dict[str, Any]:
+    """Each calendar's rows of `table` as SQLite holds them: every value with its storage
+    class (what range queries compare and what SQLAlchemy reads back)."""
+    typeof = "typeof" if engine.dialect.name == "sqlite" else "pg_typeof"
+    shown = ", ".join(f"{c}, CAST({typeof}({c}) AS TEXT)" for c in columns[1:])
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(f"SELECT calendar_id, {shown} FROM {table}"))).all()
+    out: dict[str, Any] = {}
+    for row in rows:
+        out.setdefault(row[0], []).append(tuple(row[1:]))
+    return {cal: sorted(found, key=repr) for cal, found in out.items()}
+
+
+async def test_bulk_rows_are_stored_exactly_as_sqlalchemy_stores_them(engine: AsyncEngine) -> None:
+    """Rows written through the driver (multi-row INSERTs of a few fixed sizes on SQLite,
+    COPY on PostgreSQL) and through SQLAlchemy are stored alike, value by value and storage
+    class by storage class (SQLite keeps datetimes as text that range queries compare,
+    booleans as integers), and read back as the same records. On SQLite a value holding NUL
+    is stored whole (PostgreSQL refuses NUL in text either way)."""
+    sqlite = engine.dialect.name == "sqlite"
     items = generated_items("Europe/Berlin", count=150)
     rows, _ = parse_rows(items, calendar_tz="Europe/Berlin", keep_details=True)
+    etag = EVENT_COLUMNS.index("etag") - 2
+    odd = list(rows[0])
+    odd[0], odd[etag] = "nul-event", "before\x00after"
+    block_columns = ("calendar_id", "generation", "event_id", "start_at", "end_at", "series_id")
+    start = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+    blocks = [
+        (
+            f"b{i}",
+            1,
+            f"e{i}",
+            start + timedelta(hours=i),
+            start + timedelta(hours=i, minutes=30),
+            "s",
+        )
+        for i in range(40)
+    ]
     async with engine.begin() as conn:
         await insert_rows(conn, calendar_events, EVENT_COLUMNS, [("cal_bulk", 1, *r) for r in rows])
+        if sqlite:
+            await insert_rows(conn, calendar_events, EVENT_COLUMNS, [("cal_nul", 1, *odd)])
+            await conn.execute(
+                insert(calendar_events),
+                [dict(zip(EVENT_COLUMNS, ("cal_orm_nul", 1, *odd), strict=True))],
+            )
+        await insert_rows(conn, busy_blocks, block_columns, [("cal_bulk", *b[1:]) for b in blocks])
         await conn.execute(
             insert(calendar_events),
             [dict(zip(EVENT_COLUMNS, ("cal_orm", 1, *r), strict=True)) for r in rows],
         )
-        start = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
-        block = ("b", start, start + timedelta(minutes=30), "b")
-        await insert_rows(
-            conn,
-            busy_blocks,
-            ("calendar_id", "generation", "event_id", "start_at", "end_at", "series_id"),
-            [("cal_bulk", 1, *block)],
-        )
         await conn.execute(
             insert(busy_blocks),
-            [
-                dict(
-                    calendar_id="cal_orm",
-                    generation=1,
-                    event_id="b",
-                    start_at=block[1],
-                    end_at=block[2],
-                    series_id="b",
-                )
-            ],
+            [dict(zip(block_columns, ("cal_orm", *b[1:]), strict=True)) for b in blocks],
         )
-    async with engine.connect() as conn:
-        stored = {
-            cal: (
-                await conn.execute(
-                    text(
-                        "SELECT event_id, CAST(start_at AS TEXT), CAST(end_at AS TEXT) "
-                        "FROM calendar_events WHERE calendar_id = :c ORDER BY event_id"
-                    ),
-                    {"c": cal},
-                )
-            ).all()
-            for cal in ("cal_bulk", "cal_orm")
-        }
-        blocks = {
-            cal: (
-                await conn.execute(
-                    select(text("CAST(start_at AS TEXT)"))
-                    .select_from(busy_blocks)
-                    .where(busy_blocks.c.calendar_id == cal)
-                )
-            ).scalar_one()
-            for cal in ("cal_bulk", "cal_orm")
-        }
-    assert stored["cal_bulk"] == stored["cal_orm"] and len(stored["cal_bulk"]) == len(rows)
-    assert blocks["cal_bulk"] == blocks["cal_orm"]
+    events = await _stored(engine, "calendar_events", EVENT_COLUMNS)
+    assert len(events["cal_bulk"]) == len(rows) > 100
+    assert len(sqlite_chunks(len(rows), len(EVENT_COLUMNS))) > 1  # several statements
+    assert events["cal_bulk"] == events["cal_orm"]
+    if sqlite:
+        assert events["cal_nul"] == events["cal_orm_nul"]
+        assert "before\x00after" in events["cal_nul"][0]
+    stored_blocks = await _stored(engine, "busy_blocks", block_columns)
+    assert stored_blocks["cal_bulk"] == stored_blocks["cal_orm"]
+    assert len(stored_blocks["cal_bulk"]) == len(blocks)
+    records = await SyncStore(engine).records("cal_bulk", 1)
+    assert sorted(records, key=lambda r: r.event_id) == sorted(
+        (record_of(r) for r in rows), key=lambda r: r.event_id
+    )
     store = SyncStore(engine)
     assert await store.records("cal_bulk", 1) == await store.records("cal_orm", 1)
     async with engine.connect() as conn:
