@@ -124,16 +124,19 @@ class CalendarEntry:
     ) -> CalendarEntry:
         """As `build`, from blocks already in whole epoch seconds (start floored, end ceiled:
         gateway.sync.read_store reads them so)."""
-        spans = sorted((s, e) for s, e in seconds if e > s)
         starts: array[int] = array("q")
         ends: array[int] = array("q")
-        for s, e in spans:
-            if ends and s <= ends[-1]:
-                if e > ends[-1]:
-                    ends[-1] = e
+        last = None  # the end of the span being merged (ends[-1], kept in a local)
+        for s, e in sorted(seconds):  # C-level sort; empty blocks are skipped in the loop
+            if e <= s:
+                continue
+            if last is not None and s <= last:
+                if e > last:
+                    ends[-1] = last = e
             else:
                 starts.append(s)
                 ends.append(e)
+                last = e
         return cls(
             row,
             version,

@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Row, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.after_commit import after_commit
@@ -285,20 +285,28 @@ class CopyStore:
             )
             return [_record(r) for r in rows.mappings()]
 
+    @staticmethod
+    async def _build_target(conn: AsyncConnection, calendar_id: str) -> Row[Any, Any, Any] | None:
+        """What a full build needs of the calendar row (`_announce_rebuild`), read before its
+        writes (on SQLite a read takes no writer)."""
+        query = select(
+            calendars.c.active_generation, calendars.c.tenant_id, calendars.c.integration_id
+        ).where(calendars.c.id == calendar_id)
+        return (await conn.execute(query)).first()
+
     async def _announce_rebuild(
-        self, conn: AsyncConnection, calendar_id: str, generation: int, now: datetime
+        self,
+        conn: AsyncConnection,
+        calendar_id: str,
+        generation: int,
+        now: datetime,
+        cal: Row[Any, Any, Any] | None,
     ) -> int | None:
         """A rebuild (Google expired the sync token: 410) replaces the copy wholesale; what
         happened meanwhile to the meetings the gateway booked is announced as an incremental
         sync would (booking.updated, or booking.cancelled for one the new copy lacks), in the
-        switch's transaction. Returns the generation active before the switch."""
-        cal = (
-            await conn.execute(
-                select(
-                    calendars.c.active_generation, calendars.c.tenant_id, calendars.c.integration_id
-                ).where(calendars.c.id == calendar_id)
-            )
-        ).first()
+        switch's transaction, once the new generation's records are written. `cal` is
+        `_build_target`'s row. Returns the generation active before the switch."""
         if cal is None or cal.active_generation is None or cal.active_generation >= generation:
             # A first build: nothing was known, so nothing changed.
             return None if cal is None else cal.active_generation
@@ -391,39 +399,101 @@ class CopyStore:
         one. Not stored (nothing switched) if another build replaced it."""
         prepared = await self._block_bulk(self.engine.dialect.name, calendar_id, generation, blocks)
         async with self.engine.begin() as conn:
-            previous = await self._announce_rebuild(conn, calendar_id, generation, now)
-            freed = lease_release_values(calendar_id, release, now) if release else {}
+            cal = await self._build_target(conn, calendar_id)
+            previous = await self._announce_rebuild(conn, calendar_id, generation, now, cal)
             await insert_bulk(conn, prepared)
-            switched = await conn.execute(
-                update(calendars)
-                .where(
-                    calendars.c.id == calendar_id,
-                    or_(
-                        calendars.c.active_generation.is_(None),
-                        calendars.c.active_generation < generation,
-                    ),
-                )
-                .values(
-                    active_generation=generation,
-                    sync_token=sync_token,
-                    horizon_start=horizon.start,
-                    horizon_end=horizon.end,
-                    **_success(now),
-                    **freed,
-                    **calendar_bump(),
-                )
-                .returning(*CALENDAR_CHANGE, calendars.c.lease_owner)
+            done = await self._switch(
+                conn, calendar_id, generation, sync_token, horizon, now, release
             )
-            row = switched.first()
-            if row is None:
-                return Stored(stored=False, released=False)
-            await publish_calendars(conn, [row[: len(CALENDAR_CHANGE)]])
-            done = Stored(stored=True, released=_released(conn, release, row.lease_owner))
-        if previous is None:
-            # A first build: `begin_generation` deleted every other generation, and what is
-            # written meanwhile goes into this one (`merge_local`), so nothing older exists.
-            return done
-        # After the switch is committed nobody reads the old generation any more.
+        if done.stored and previous is not None:
+            await self._drop_before(calendar_id, generation)
+        return done
+
+    async def build_generation(
+        self,
+        calendar_id: str,
+        rows: list[EventRow],
+        blocks_of: Callable[[list[EventRow]], Awaitable[list[BusyBlock]]],
+        *,
+        sync_token: str | None,
+        horizon: Horizon,
+        now: datetime,
+        release: LeaseRelease | None = None,
+    ) -> tuple[Stored, int, int]:
+        """A whole calendar listed in one page (most calendars: up to the engine's page size):
+        its records and blocks (`await blocks_of(rows_kept)`, computed before the transaction)
+        written as a new generation and switched on in ONE transaction, with the lease's
+        release; leftovers of a build that never completed deleted in it too. What
+        `begin_generation` and `activate_generation` do for a calendar of many pages, with
+        one writer's turn instead of two. Returns what was stored, the generation and the
+        records written."""
+        merge = EventMerge.of(rows)
+        blocks = await blocks_of(merge.keep)
+        dialect = self.engine.dialect.name
+        async with self.engine.begin() as conn:
+            cal = await self._build_target(conn, calendar_id)
+            active = None if cal is None else cal.active_generation
+            generation = (active or 0) + 1
+            # Converted before the first write takes SQLite's writer.
+            events = await self._event_bulk(conn, calendar_id, generation, merge)
+            prepared = await self._block_bulk(dialect, calendar_id, generation, blocks)
+            keep = () if active is None else (("generation", int(active)),)
+            stale = [
+                DeleteIn(table, (), "calendar_id", [calendar_id], keep)
+                for table in (calendar_events, busy_blocks)
+            ]
+            await write_bulk(conn, stale, [events, prepared])
+            previous = await self._announce_rebuild(conn, calendar_id, generation, now, cal)
+            done = await self._switch(
+                conn, calendar_id, generation, sync_token, horizon, now, release
+            )
+        if done.stored and previous is not None:
+            await self._drop_before(calendar_id, generation)
+        return done, generation, len(merge.keep)
+
+    async def _switch(
+        self,
+        conn: AsyncConnection,
+        calendar_id: str,
+        generation: int,
+        sync_token: str | None,
+        horizon: Horizon,
+        now: datetime,
+        release: LeaseRelease | None,
+    ) -> Stored:
+        """Make the written `generation` the one readers see, in the caller's transaction
+        (with the lease's release); not stored if a newer build is active already."""
+        freed = lease_release_values(calendar_id, release, now) if release else {}
+        switched = await conn.execute(
+            update(calendars)
+            .where(
+                calendars.c.id == calendar_id,
+                or_(
+                    calendars.c.active_generation.is_(None),
+                    calendars.c.active_generation < generation,
+                ),
+            )
+            .values(
+                active_generation=generation,
+                sync_token=sync_token,
+                horizon_start=horizon.start,
+                horizon_end=horizon.end,
+                **_success(now),
+                **freed,
+                **calendar_bump(),
+            )
+            .returning(*CALENDAR_CHANGE, calendars.c.lease_owner)
+        )
+        row = switched.first()
+        if row is None:
+            return Stored(stored=False, released=False)
+        await publish_calendars(conn, [row[: len(CALENDAR_CHANGE)]])
+        return Stored(stored=True, released=_released(conn, release, row.lease_owner))
+
+    async def _drop_before(self, calendar_id: str, generation: int) -> None:
+        """After a rebuild's switch has committed nobody reads the older generations any
+        more. (A first build has none: the build deleted every other generation, and what is
+        written meanwhile goes into the one being built, `merge_local`.)"""
         async with self.engine.begin() as conn:
             for table in (calendar_events, busy_blocks):
                 await conn.execute(
@@ -431,7 +501,6 @@ class CopyStore:
                         table.c.calendar_id == calendar_id, table.c.generation < generation
                     )
                 )
-        return done
 
     # -- incremental sync ---------------------------------------------------------------------
 

@@ -400,45 +400,59 @@ class SyncEngine:
     ) -> SyncOutcome:
         horizon = self.config.horizon(self._clock())
         pages, changes, sync_token, generation = 0, 0, None, 0
-        written: list[EventRow] = []
+        whole: list[EventRow] | None = None
         async for page in self._client.event_pages(
             tokens, calendar.integration_id, calendar.google_calendar_id, **self._params(horizon)
         ):
             pages += 1
             rows = await self._parse_full_page(page, calendar, owner_tag)
             changes += len(rows)
-            if pages == 1:
-                generation, written = await self.store.begin_generation(calendar.id, rows)
+            if pages == 1 and not page.get("nextPageToken"):
+                # The whole calendar in one page (most: up to PAGE_SIZE events): written with
+                # its blocks and switched on in one transaction below.
+                whole = rows
+            elif pages == 1:
+                generation, _ = await self.store.begin_generation(calendar.id, rows)
             else:
-                written = await self.store.write_page(calendar.id, generation, rows)
+                await self.store.write_page(calendar.id, generation, rows)
             sync_token = page.get("nextSyncToken")
             if self._page_hook is not None:
                 await self._page_hook("full", pages)
-        if pages == 1:
-            # One page (most calendars: up to PAGE_SIZE events) wrote the whole generation:
-            # its rows are in hand.
-            blocks = await self._expand(calendar, horizon, rows=written)
-            count = len(written)
+        if whole is not None:
+
+            async def blocks_of(kept: list[EventRow]) -> list[BusyBlock]:
+                return await self._expand(calendar, horizon, rows=kept)
+
+            stored, generation, count = await self.store.build_generation(
+                calendar.id,
+                whole,
+                blocks_of,
+                sync_token=sync_token,
+                horizon=horizon,
+                now=self._clock(),
+                release=release,
+            )
         else:
+            # Pages were written as they came: the blocks come from the generation's records,
+            # with whatever a booking merged into it meanwhile (`merge_local`).
             records = await self.store.records(calendar.id, generation)
             blocks = await self._expand(calendar, horizon, records)
             count = len(records)
-        stored = await self.store.activate_generation(
-            calendar.id,
-            generation,
-            blocks,
-            sync_token=sync_token,
-            horizon=horizon,
-            now=self._clock(),
-            release=release,
-        )
+            stored = await self.store.activate_generation(
+                calendar.id,
+                generation,
+                blocks,
+                sync_token=sync_token,
+                horizon=horizon,
+                now=self._clock(),
+                release=release,
+            )
         log.info(
-            "full sync: calendar=%s generation=%d pages=%d events=%d blocks=%d",
+            "full sync: calendar=%s generation=%d pages=%d events=%d",
             calendar.id,
             generation,
             pages,
             count,
-            len(blocks),
         )
         return SyncOutcome(
             calendar.id,

@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Integer,
+    Select,
+    String,
     and_,
     bindparam,
     case,
@@ -224,8 +226,30 @@ def _unpack_epochs(packed: str | None) -> list[tuple[int, int]]:
     """The (start, end) seconds of `_packed_epochs`."""
     if not packed:
         return []
-    bounds = [int(v) for v in packed.split(",")]
-    return list(zip(bounds[0::2], bounds[1::2], strict=True))
+    bounds = iter(map(int, packed.split(",")))
+    return list(zip(bounds, bounds, strict=True))
+
+
+@functools.cache
+def _index_calendars(dialect: str) -> Select[Any]:
+    """The index's load (`ReadStore.index_calendars`), built once: each calendar's row, push
+    state and packed blocks. `known` is text `,id:blocks_version,...,` of the calendars whose
+    blocks the caller holds: theirs are not read while still at that blocks_version."""
+    w = watch_channels.c
+    active = and_(w.calendar_id == calendars.c.id, w.state == "active")
+    push_until = select(func.max(w.expires_at)).where(active).scalar_subquery()
+    push_forever = exists().where(active, w.expires_at.is_(None))
+    push_heard_at = select(func.max(_heard_at())).where(active).scalar_subquery()
+    key = "," + calendars.c.id + ":" + cast(calendars.c.blocks_version, String) + ","
+    find = func.instr if dialect == "sqlite" else func.strpos
+    held = find(bindparam("known", type_=String), key) > 0
+    return select(
+        calendars,
+        push_until.label("push_until"),
+        push_forever.label("push_forever"),
+        push_heard_at.label("push_heard_at"),
+        case((held, null()), else_=_packed_epochs(dialect)).label("index_blocks"),
+    ).where(calendars.c.id.in_(bindparam("ids", expanding=True)))
 
 
 _VIEW_BLOCKS = _ACTIVE_BLOCKS.where(
@@ -387,42 +411,12 @@ class ReadStore:
         calendar still at that blocks_version (only its freshness changed since) comes back
         with `blocks=None`, and its blocks are not read."""
         known = known or {}
-        w = watch_channels.c
-        active = and_(w.calendar_id == calendars.c.id, w.state == "active")
-        push_until = (
-            select(func.max(w.expires_at)).where(active).scalar_subquery().label("push_until")
-        )
-        push_forever = exists().where(active, w.expires_at.is_(None)).label("push_forever")
-        push_heard_at = (
-            select(func.max(_heard_at())).where(active).scalar_subquery().label("push_heard_at")
-        )
+        held = "," + ",".join(f"{c}:{v}" for c, v in known.items()) + ","
         async with self.engine.connect() as conn:
-            packed: ColumnElement[str | None] = _packed_epochs(conn.dialect.name)
-            if known:
-                # The blocks of a calendar still at the blocks_version held are not read.
-                held = or_(
-                    *(
-                        and_(calendars.c.id == c, calendars.c.blocks_version == v)
-                        for c, v in known.items()
-                    )
-                )
-                packed = case((held, null()), else_=packed)
             # One statement: its rows and blocks are of one snapshot on either database.
-            rows = (
-                (
-                    await conn.execute(
-                        select(
-                            calendars,
-                            push_until,
-                            push_forever,
-                            push_heard_at,
-                            packed.label("index_blocks"),
-                        ).where(calendars.c.id.in_(list(calendar_ids)))
-                    )
-                )
-                .mappings()
-                .all()
-            )
+            query = _index_calendars(conn.dialect.name)
+            result = await conn.execute(query, {"ids": list(calendar_ids), "known": held})
+            rows = result.mappings().all()
         return [
             CalendarSnapshot(
                 row=calendar_row(r),

@@ -8,7 +8,8 @@
 Each tick (every `tick_s`, or at once when nudged or when a sync finishes):
 
 1. discovery: active integrations without calendar rows (just connected) get
-   `engine.ensure_calendars()`; their first full sync is then due at once;
+   `engine.ensure_calendars()`, `concurrency` at a time; their first full sync is then due at
+   once. A full batch makes the next turn of the loop look again (a burst of connections);
 2. claiming: due calendars (see `LeaseStore.claim_due`) are leased to this process, as many as
    free slots (`concurrency`), one per Google account. Claiming clears `sync_requested_at`,
    so many requests before a claim make one sync, and a request during a sync one more after;
@@ -270,6 +271,11 @@ class SyncScheduler:
             del self._discovery_retry[gone]
         if todo:
             await asyncio.gather(*(self._discover_one(i) for i in todo))
+        if len(todo) == self.config.concurrency:
+            # A full batch: more may be waiting (many connected at once). Look again at the
+            # next turn of the loop rather than a tick later, or a burst of new integrations
+            # would be discovered `concurrency` a second while slots stand idle.
+            self._discovery_due = True
 
     async def _discover_one(self, integration_id: str) -> None:
         self._discovering.add(integration_id)

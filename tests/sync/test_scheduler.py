@@ -671,3 +671,41 @@ async def test_global_cap_and_one_sync_per_google_account(stack: Stack) -> None:
     for integration_id in integration_ids:
         for row in await store.calendars_of(integration_id):
             assert row.state == "synced"
+
+
+async def test_a_burst_of_new_integrations_is_discovered_without_waiting_for_ticks(
+    stack: Stack,
+) -> None:
+    """Discovery looks at `concurrency` new integrations at a time; when it found a full
+    batch it looks again at once instead of a tick later, so a burst of connections (an
+    account's whole team connecting) is not fed to idle slots `concurrency` a tick. The tick
+    here is an hour: only that makes the seven calendars appear."""
+    clock = FakeClock()
+    scheduler = await make_scheduler(
+        stack,
+        stack.engine,
+        clock,
+        owner="burst",
+        config=SchedulerConfig(concurrency=2, tick_s=3600),
+    )
+    store = scheduler.engine.store
+    integration_ids = []
+    for n in range(7):
+        email = f"burst{n}@example.com"
+        stack.google.add_user(f"60000000000000000000{n}", email)
+        integration_ids.append(
+            (await stack.connect(email, user_id=f"u-burst{n}"))["integration_id"]
+        )
+
+    async def all_synced() -> bool:
+        for integration_id in integration_ids:
+            rows = await store.calendars_of(integration_id)
+            if not rows or rows[0].state != "synced":
+                return False
+        return True
+
+    scheduler.start()
+    try:
+        await eventually(all_synced)
+    finally:
+        await scheduler.stop()

@@ -17,11 +17,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emulator.calendar_store import Calendar
 from gateway.connections.model import Status
+from gateway.db.notify import bump_calendars
 from gateway.db.schema import busy_blocks, calendar_events, calendars
 from gateway.google.calendar import CalendarClient
 from gateway.http.appkeys import INTEGRATIONS_KEY, TOKENS_KEY
@@ -437,3 +439,57 @@ async def test_concurrent_syncs_of_one_calendar_run_one_after_the_other(h: Harne
     assert (first.full, second.full) == (True, False)
     assert first.generation == second.generation == 1
     assert await h.busy() == [("11-23 10:00", "11:00")]
+
+
+async def test_a_one_page_rebuild_is_written_and_switched_in_one_transaction(h: Harness) -> None:
+    """A calendar that fits in one page is rebuilt with one write transaction (records,
+    blocks and the switch together, leftovers of an earlier build that died deleted in it),
+    then one that drops the old generation; readers see the old copy until the switch."""
+    h.insert("keep0001", "2026-11-23T10:00", "2026-11-23T11:00")
+    h.insert("gone0001", "2026-11-24T10:00", "2026-11-24T11:00")
+    assert (await h.engine.sync_calendar(h.calendar.id)).generation == 1
+    db = h.stack.engine
+    # A rebuild that died after writing part of generation 2 left a ghost behind.
+    ghost_at = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    async with db.begin() as conn:
+        [row] = [r for r in await rows(db, calendar_events) if r["event_id"] == "keep0001"]
+        await conn.execute(
+            calendar_events.insert().values({**row, "generation": 2, "event_id": "ghost001"})
+        )
+        await conn.execute(
+            busy_blocks.insert().values(
+                calendar_id=h.calendar.id,
+                generation=2,
+                event_id="ghost001",
+                start_at=ghost_at,
+                end_at=ghost_at + timedelta(hours=1),
+                series_id="ghost001",
+            )
+        )
+        await bump_calendars(conn, [h.calendar.id])
+    h.stack.google.calendars.delete_event(h.google_cal, "gone0001")
+    h.insert("fresh001", "2026-12-01T09:00", "2026-12-01T10:00")
+    h.stack.google.calendars.invalidate_sync_tokens(ALICE)
+
+    commits: list[int] = []
+    seen: list[list[tuple[str, str]]] = []
+
+    def committed(_conn: Any) -> None:
+        commits.append(1)
+
+    async def hook(kind: str, page: int) -> None:
+        seen.append(await h.busy())
+
+    h.hooks.append(hook)
+    sa_event.listen(db.sync_engine, "commit", committed)
+    try:
+        outcome = await h.engine.sync_calendar(h.calendar.id)
+    finally:
+        sa_event.remove(db.sync_engine, "commit", committed)
+    assert outcome.resynced and outcome.generation == 2 and outcome.pages == 1
+    assert len(commits) == 2, commits  # the build with its switch, then the old generation's drop
+    assert seen == [[("11-23 10:00", "11:00"), ("11-24 10:00", "11:00")]]  # the old copy
+    assert await h.busy() == [("11-23 10:00", "11:00"), ("12-01 09:00", "10:00")]
+    assert {r["generation"] for r in await rows(db, calendar_events)} == {2}
+    assert {r["generation"] for r in await rows(db, busy_blocks)} == {2}
+    assert "ghost001" not in {r["event_id"] for r in await rows(db, calendar_events)}
