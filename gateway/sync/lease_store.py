@@ -297,6 +297,13 @@ class LeaseStore:
             )
         return bool(result.rowcount == 1)
 
+    async def lease_owner(self, calendar_id: str) -> str | None:
+        """Who holds the calendar's lease now (None: nobody, or no such calendar)."""
+        async with self.engine.connect() as conn:
+            return await conn.scalar(
+                select(calendars.c.lease_owner).where(calendars.c.id == calendar_id)
+            )
+
     async def release_synced(
         self,
         calendar_id: str,

@@ -395,6 +395,12 @@ class SyncScheduler:
                 if not await self._store.extend_lease(calendar_id, self.owner, now + lease):
                     if calendar_id in self._released:
                         continue  # freed by the sync's last transaction meanwhile
+                    if await self._store.lease_owner(calendar_id) is None:
+                        # Freed, not taken: only this sync's last transaction frees a lease
+                        # it holds, and on PostgreSQL the renewal's answer can arrive before
+                        # the sync has run that commit's `on_released`. Taking it for a loss
+                        # would abandon a sync whose result is stored.
+                        continue
                     return
                 held_until = now + lease
             except Exception:

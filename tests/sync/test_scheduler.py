@@ -312,7 +312,8 @@ class Heartbeats:
 async def test_a_lease_freed_by_the_sync_itself_is_not_reported_lost(stack: Stack) -> None:
     """The heartbeat renews the lease while the sync runs and reports it lost when another
     process took it; when the sync's own last transaction freed it (the result stored), the
-    heartbeat must not call that a loss, or the finished sync would be abandoned."""
+    heartbeat must not call that a loss, or the finished sync would be abandoned: neither
+    before nor after the sync has noted the release."""
     clock = FakeClock()
     beats = Heartbeats()
     scheduler = await make_scheduler(stack, stack.engine, clock, owner="test-hb")
@@ -336,6 +337,10 @@ async def test_a_lease_freed_by_the_sync_itself_is_not_reported_lost(stack: Stac
         await beats.beat(heartbeat)
         assert not heartbeat.done()  # renewed
         await lease(None)  # the sync's last transaction stored its result and freed the lease
+        # A renewal that sees the commit before the sync has run its `on_released` (answers
+        # from two PostgreSQL connections arrive in either order): freed is not lost.
+        await beats.beat(heartbeat)
+        assert not heartbeat.done()
         scheduler._released.add(calendar.id)  # what its `on_released` does after the commit
         for _ in range(2):
             await beats.beat(heartbeat)
