@@ -60,6 +60,10 @@ Compute = Callable[[list[EventRecord]], Awaitable[list[BusyBlock]]]
 """Busy blocks of the given records (the engine expands them off the event loop)."""
 
 
+class _NotSwitched(Exception):
+    """A build's switch found no calendar to switch (`CopyStore._switch`): roll it back."""
+
+
 class Stored(NamedTuple):
     """What a sync's last transaction did: whether its result went in (a full sync's copy
     was switched on; a delta always goes in) and whether it released the lease as asked
@@ -398,14 +402,17 @@ class CopyStore:
         release the lease in the same transaction, with `release`), then drop the previous
         one. Not stored (nothing switched) if another build replaced it."""
         prepared = await self._block_bulk(self.engine.dialect.name, calendar_id, generation, blocks)
-        async with self.engine.begin() as conn:
-            cal = await self._build_target(conn, calendar_id)
-            previous = await self._announce_rebuild(conn, calendar_id, generation, now, cal)
-            await insert_bulk(conn, prepared)
-            done = await self._switch(
-                conn, calendar_id, generation, sync_token, horizon, now, release
-            )
-        if done.stored and previous is not None:
+        try:
+            async with self.engine.begin() as conn:
+                cal = await self._build_target(conn, calendar_id)
+                previous = await self._announce_rebuild(conn, calendar_id, generation, now, cal)
+                await insert_bulk(conn, prepared)
+                done = await self._switch(
+                    conn, calendar_id, generation, sync_token, horizon, now, release
+                )
+        except _NotSwitched:
+            return Stored(stored=False, released=False)
+        if previous is not None:
             await self._drop_before(calendar_id, generation)
         return done
 
@@ -430,24 +437,30 @@ class CopyStore:
         merge = EventMerge.of(rows)
         blocks = await blocks_of(merge.keep)
         dialect = self.engine.dialect.name
-        async with self.engine.begin() as conn:
-            cal = await self._build_target(conn, calendar_id)
-            active = None if cal is None else cal.active_generation
-            generation = (active or 0) + 1
-            # Converted before the first write takes SQLite's writer.
-            events = await self._event_bulk(conn, calendar_id, generation, merge)
-            prepared = await self._block_bulk(dialect, calendar_id, generation, blocks)
-            keep = () if active is None else (("generation", int(active)),)
-            stale = [
-                DeleteIn(table, (), "calendar_id", [calendar_id], keep)
-                for table in (calendar_events, busy_blocks)
-            ]
-            await write_bulk(conn, stale, [events, prepared])
-            previous = await self._announce_rebuild(conn, calendar_id, generation, now, cal)
-            done = await self._switch(
-                conn, calendar_id, generation, sync_token, horizon, now, release
-            )
-        if done.stored and previous is not None:
+        not_stored = Stored(stored=False, released=False), 0, 0
+        try:
+            async with self.engine.begin() as conn:
+                cal = await self._build_target(conn, calendar_id)
+                if cal is None:
+                    return not_stored  # deleted meanwhile (a disconnect): nothing to write
+                active = cal.active_generation
+                generation = (active or 0) + 1
+                # Converted before the first write takes SQLite's writer.
+                events = await self._event_bulk(conn, calendar_id, generation, merge)
+                prepared = await self._block_bulk(dialect, calendar_id, generation, blocks)
+                keep = () if active is None else (("generation", int(active)),)
+                stale = [
+                    DeleteIn(table, (), "calendar_id", [calendar_id], keep)
+                    for table in (calendar_events, busy_blocks)
+                ]
+                await write_bulk(conn, stale, [events, prepared])
+                previous = await self._announce_rebuild(conn, calendar_id, generation, now, cal)
+                done = await self._switch(
+                    conn, calendar_id, generation, sync_token, horizon, now, release
+                )
+        except _NotSwitched:
+            return not_stored
+        if previous is not None:
             await self._drop_before(calendar_id, generation)
         return done, generation, len(merge.keep)
 
@@ -462,7 +475,8 @@ class CopyStore:
         release: LeaseRelease | None,
     ) -> Stored:
         """Make the written `generation` the one readers see, in the caller's transaction
-        (with the lease's release); not stored if a newer build is active already."""
+        (with the lease's release). `_NotSwitched` (the caller's transaction rolls back) if the
+        calendar is gone or a newer build is active already."""
         freed = lease_release_values(calendar_id, release, now) if release else {}
         switched = await conn.execute(
             update(calendars)
@@ -486,7 +500,9 @@ class CopyStore:
         )
         row = switched.first()
         if row is None:
-            return Stored(stored=False, released=False)
+            # The calendar went (a disconnect's purge) or a newer build is active: nothing of
+            # this build may stay behind, least of all records of a purged calendar.
+            raise _NotSwitched
         await publish_calendars(conn, [row[: len(CALENDAR_CHANGE)]])
         return Stored(stored=True, released=_released(conn, release, row.lease_owner))
 

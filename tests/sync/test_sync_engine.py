@@ -30,8 +30,9 @@ from gateway.http.appkeys import INTEGRATIONS_KEY, TOKENS_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SyncConfig
+from gateway.sync.copy_store import EVENT_COLUMNS
 from gateway.sync.engine import SyncEngine
-from gateway.sync.model import Horizon
+from gateway.sync.model import BusyBlock, Horizon
 from gateway.sync.store import SyncStore
 from tests.support.stack import ALICE, Stack
 
@@ -493,3 +494,34 @@ async def test_a_one_page_rebuild_is_written_and_switched_in_one_transaction(h: 
     assert {r["generation"] for r in await rows(db, calendar_events)} == {2}
     assert {r["generation"] for r in await rows(db, busy_blocks)} == {2}
     assert "ghost001" not in {r["event_id"] for r in await rows(db, calendar_events)}
+
+
+async def test_a_build_that_cannot_switch_leaves_nothing_behind(h: Harness) -> None:
+    """A build whose calendar went meanwhile (a disconnect purged it) or whose generation a
+    newer build overtook writes nothing that stays: no records of a purged calendar, no
+    blocks of a generation nobody reads."""
+    h.insert("keep0001", "2026-11-23T10:00", "2026-11-23T11:00")
+    assert (await h.engine.sync_calendar(h.calendar.id)).generation == 1
+    store, db = h.engine.store, h.stack.engine
+    [row] = [r for r in await rows(db, calendar_events) if r["event_id"] == "keep0001"]
+    event_row = tuple(row[c] for c in EVENT_COLUMNS[2:])
+    horizon = Horizon(*EVERYTHING)
+
+    async def no_blocks(kept: list[Any]) -> list[Any]:
+        return []
+
+    stored, generation, count = await store.build_generation(
+        "cal_purged", [event_row], no_blocks, sync_token="t", horizon=horizon, now=NOW
+    )
+    assert not stored.stored and (generation, count) == (0, 0)
+    assert not [r for r in await rows(db, calendar_events) if r["calendar_id"] == "cal_purged"]
+
+    # Generation 1 is active: a late build of generation 1 does not switch, and its blocks go.
+    at = NOW + timedelta(days=3)
+    late = [BusyBlock(at, at + timedelta(hours=1), "late0001", "late0001")]
+    done = await store.activate_generation(
+        h.calendar.id, 1, late, sync_token="t", horizon=horizon, now=NOW
+    )
+    assert not done.stored
+    assert "late0001" not in {r["event_id"] for r in await rows(db, busy_blocks)}
+    assert await h.busy() == [("11-23 10:00", "11:00")]
