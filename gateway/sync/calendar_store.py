@@ -197,10 +197,15 @@ class CalendarStore:
         """Delete every calendar, record and block of the integration (idempotent); returns
         how many calendars and event records were deleted."""
         async with self.engine.begin() as conn:
+            # Locked first (PostgreSQL): a sync writing a page meanwhile either commits before
+            # (its records are deleted here) or finds the calendar gone and rolls back
+            # (copy_store._still_there).
             ids = list(
                 (
                     await conn.execute(
-                        select(calendars.c.id).where(calendars.c.integration_id == integration_id)
+                        select(calendars.c.id)
+                        .where(calendars.c.integration_id == integration_id)
+                        .with_for_update()
                     )
                 ).scalars()
             )

@@ -39,6 +39,7 @@ from gateway.db.schema import (
     calendars,
 )
 from gateway.db.values import as_utc
+from gateway.errors import NotFound
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.lease_store import LeaseRelease, lease_release_values
 from gateway.sync.model import BusyBlock, EventRecord, Horizon
@@ -356,11 +357,14 @@ class CopyStore:
         earlier build that never completed (a crash, a 410 during it) are deleted first, in
         the same transaction: one write instead of two on the way to a calendar's first copy."""
         async with self.engine.begin() as conn:
-            active = (
+            found = (
                 await conn.execute(
                     select(calendars.c.active_generation).where(calendars.c.id == calendar_id)
                 )
-            ).scalar_one()
+            ).first()
+            if found is None:
+                raise NotFound("the calendar was deleted during its sync")
+            active = found.active_generation
             generation = (active or 0) + 1
             merge = EventMerge.of(first_page)
             rows = await self._event_bulk(conn, calendar_id, generation, merge)  # before the writer
@@ -370,6 +374,7 @@ class CopyStore:
                     stale = and_(stale, table.c.generation != active)
                 await conn.execute(delete(table).where(stale))
             await insert_bulk(conn, rows)
+            await _still_there(conn, calendar_id)
         return generation, merge.keep
 
     async def write_page(
@@ -385,6 +390,7 @@ class CopyStore:
         generation holds nothing yet (nothing to replace: INSERTs only)."""
         async with self.engine.begin() as conn:
             written = await self._apply(conn, calendar_id, generation, items, empty=first)
+            await _still_there(conn, calendar_id)
         return written
 
     async def activate_generation(
@@ -646,6 +652,20 @@ class CopyStore:
                     )
                 ).scalar_one()
             )
+
+
+async def _still_there(conn: AsyncConnection, calendar_id: str) -> None:
+    """After a build's writes, in their transaction: the calendar still exists, or NotFound
+    rolls them back. A disconnect purges the calendar (`purge_integration`, which locks its
+    rows first) while a sync may still hold a page it listed before: written after the purge,
+    that page would be records of a purged calendar that nothing deletes. On SQLite the
+    writes hold the one writer, so the purge committed before them or comes after this
+    transaction; on PostgreSQL `FOR SHARE` waits for a purge that has the row locked."""
+    query = select(calendars.c.id).where(calendars.c.id == calendar_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(read=True)
+    if (await conn.execute(query)).first() is None:
+        raise NotFound("the calendar was deleted during its sync")
 
 
 def _released(conn: AsyncConnection, release: LeaseRelease | None, owner_after: Any) -> bool:

@@ -372,6 +372,14 @@ async def test_a_delta_s_records_computed_before_writing_are_those_read_back(
     exceptions, changed and new events."""
     rows, _ = parse_rows(generated_items("Europe/Berlin", count=150), calendar_tz="Europe/Berlin")
     store = SyncStore(engine)
+    await store.ensure_calendar(
+        new_id="cal_merge",
+        integration_id="int_merge",
+        tenant_id="acme",
+        google_calendar_id="merge@example.com",
+        time_zone="Europe/Berlin",
+        now=datetime(2026, 11, 22, tzinfo=UTC),
+    )
     await store.write_page("cal_merge", 1, rows, first=True)
 
     def cancelled(row: EventRow) -> EventRow:

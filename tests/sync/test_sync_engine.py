@@ -25,6 +25,7 @@ from emulator.calendar_store import Calendar
 from gateway.connections.model import Status
 from gateway.db.notify import bump_calendars
 from gateway.db.schema import busy_blocks, calendar_events, calendars
+from gateway.errors import NotFound
 from gateway.google.calendar import CalendarClient
 from gateway.http.appkeys import INTEGRATIONS_KEY, TOKENS_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
@@ -525,3 +526,22 @@ async def test_a_build_that_cannot_switch_leaves_nothing_behind(h: Harness) -> N
     assert not done.stored
     assert "late0001" not in {r["event_id"] for r in await rows(db, busy_blocks)}
     assert await h.busy() == [("11-23 10:00", "11:00")]
+
+
+async def test_pages_listed_before_a_disconnect_s_purge_are_not_written_after_it(
+    h: Harness,
+) -> None:
+    """A sync that listed pages before the disconnect purged the calendar, and writes them
+    after: nothing is written (the purge's promise: every synced record gone), whichever
+    write of a build it is."""
+    h.insert("keep0001", "2026-11-23T10:00", "2026-11-23T11:00")
+    assert (await h.engine.sync_calendar(h.calendar.id)).generation == 1
+    store, db = h.engine.store, h.stack.engine
+    [row] = [r for r in await rows(db, calendar_events) if r["event_id"] == "keep0001"]
+    page = [tuple(row[c] for c in EVENT_COLUMNS[2:])]
+    assert await store.purge_integration(h.integration_id) > 0
+    with pytest.raises(NotFound):
+        await store.begin_generation(h.calendar.id, page)
+    with pytest.raises(NotFound):
+        await store.write_page(h.calendar.id, 2, page)
+    assert await rows(db, calendar_events) == [] and await rows(db, busy_blocks) == []
