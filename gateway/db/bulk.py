@@ -69,13 +69,18 @@ SQLITE_CHUNK_ROWS = 1024
 SQLITE_MAX_VARIABLES = 32_766
 
 
+def _names_and_row(table: Table, columns: tuple[str, ...]) -> tuple[str, str]:
+    """`(col, ...)` and one row's `(?, ...)`. Names come from the schema (`table.c[...]`
+    refuses any other)."""
+    names = ", ".join(table.c[name].name for name in columns)
+    return f"({names})", "(" + ", ".join("?" for _ in columns) + ")"
+
+
 @functools.cache
 def sqlite_insert(table: Table, columns: tuple[str, ...]) -> tuple[str, tuple[int, ...]]:
-    """The one-row INSERT and the positions of the DateTime columns (built once). Names come
-    from the schema (`table.c[...]` refuses any other)."""
-    names = ", ".join(table.c[name].name for name in columns)
-    marks = ", ".join("?" for _ in columns)
-    sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks})"  # noqa: S608 - names from the schema
+    """The one-row INSERT and the positions of the DateTime columns (built once)."""
+    names, row = _names_and_row(table, columns)
+    sql = f"INSERT INTO {table.name} {names} VALUES {row}"  # noqa: S608 - names from the schema
     datetimes = tuple(
         i for i, name in enumerate(columns) if isinstance(table.c[name].type, DateTime)
     )
@@ -88,11 +93,8 @@ def _sqlite_insert_many(table: Table, columns: tuple[str, ...], size: int) -> st
     value is NULL (padding: the first column must be NOT NULL) are left out."""
     if table.c[columns[0]].nullable:
         raise ValueError(f"{table.name}.{columns[0]} may be NULL: it cannot mark padding")
-    one, _ = sqlite_insert(table, columns)
-    names = one[one.index("(") : one.index(")") + 1]
-    row = one[one.index(" VALUES ") + len(" VALUES ") :]
-    values = ", ".join([row] * size)
-    padded = f"(VALUES {values}) WHERE column1 IS NOT NULL"
+    names, row = _names_and_row(table, columns)
+    padded = f"(VALUES {', '.join([row] * size)}) WHERE column1 IS NOT NULL"
     return f"INSERT INTO {table.name} {names} SELECT * FROM {padded}"  # noqa: S608 - schema names
 
 
@@ -223,12 +225,18 @@ async def write_bulk(
             sql = f"DELETE FROM {d.table.name} WHERE {where}{column} IN ({marks}){unless}"  # noqa: S608 - names from the schema
             batches.append((sql, [*(v for _, v in d.equal), *chunk, *(v for _, v in d.unequal)]))
     batches += [statement for b in inserts for statement in b.statements]
-    if not batches:
+    await _sqlite_batch(conn, batches)
+
+
+async def _sqlite_batch(conn: AsyncConnection, statements: Sequence[tuple[str, Any]]) -> None:
+    """`statements` on `conn`'s raw SQLite connection, in its transaction, in one hop to its
+    thread (gateway.db.sqlite_driver): the writer is held meanwhile."""
+    if not statements:
         return
     await claim_write(conn)  # SQLAlchemy's events do not see the raw driver
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    await driver.execute_batch(batches)
+    await driver.execute_batch(statements)
 
 
 async def insert_bulk(conn: AsyncConnection, *bulks: BulkRows) -> None:
@@ -242,11 +250,7 @@ async def insert_bulk(conn: AsyncConnection, *bulks: BulkRows) -> None:
         if dialect != bulk.dialect:
             raise ValueError(f"rows prepared for {bulk.dialect}, inserted on {dialect}")
     if dialect == "sqlite":
-        await claim_write(conn)  # SQLAlchemy's events do not see the raw driver
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
-        # One thread hop for all (gateway.db.sqlite_driver): the writer is held meanwhile.
-        await driver.execute_batch([statement for b in bulks for statement in b.statements])
+        await _sqlite_batch(conn, [statement for b in bulks for statement in b.statements])
     elif dialect == "postgresql":
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None

@@ -292,8 +292,8 @@ class CopyStore:
 
     @staticmethod
     async def _build_target(conn: AsyncConnection, calendar_id: str) -> Row[Any, Any, Any] | None:
-        """What a full build needs of the calendar row (`_announce_rebuild`), read before its
-        writes (on SQLite a read takes no writer)."""
+        """What a full build needs of the calendar row (its active generation; the rest for
+        `_announce_rebuild`), read before its writes (on SQLite a read takes no writer)."""
         query = select(
             calendars.c.active_generation, calendars.c.tenant_id, calendars.c.integration_id
         ).where(calendars.c.id == calendar_id)
@@ -357,23 +357,13 @@ class CopyStore:
         earlier build that never completed (a crash, a 410 during it) are deleted first, in
         the same transaction: one write instead of two on the way to a calendar's first copy."""
         async with self.engine.begin() as conn:
-            found = (
-                await conn.execute(
-                    select(calendars.c.active_generation).where(calendars.c.id == calendar_id)
-                )
-            ).first()
-            if found is None:
+            cal = await self._build_target(conn, calendar_id)
+            if cal is None:
                 raise NotFound("the calendar was deleted during its sync")
-            active = found.active_generation
-            generation = (active or 0) + 1
+            generation = (cal.active_generation or 0) + 1
             merge = EventMerge.of(first_page)
             rows = await self._event_bulk(conn, calendar_id, generation, merge)  # before the writer
-            for table in (calendar_events, busy_blocks):
-                stale = table.c.calendar_id == calendar_id
-                if active is not None:
-                    stale = and_(stale, table.c.generation != active)
-                await conn.execute(delete(table).where(stale))
-            await insert_bulk(conn, rows)
+            await write_bulk(conn, _leftovers(calendar_id, cal.active_generation), [rows])
             await _still_there(conn, calendar_id)
         return generation, merge.keep
 
@@ -449,16 +439,11 @@ class CopyStore:
                 cal = await self._build_target(conn, calendar_id)
                 if cal is None:
                     return not_stored  # deleted meanwhile (a disconnect): nothing to write
-                active = cal.active_generation
-                generation = (active or 0) + 1
+                generation = (cal.active_generation or 0) + 1
                 # Converted before the first write takes SQLite's writer.
                 events = await self._event_bulk(conn, calendar_id, generation, merge)
                 prepared = await self._block_bulk(dialect, calendar_id, generation, blocks)
-                keep = () if active is None else (("generation", int(active)),)
-                stale = [
-                    DeleteIn(table, (), "calendar_id", [calendar_id], keep)
-                    for table in (calendar_events, busy_blocks)
-                ]
+                stale = _leftovers(calendar_id, cal.active_generation)
                 await write_bulk(conn, stale, [events, prepared])
                 previous = await self._announce_rebuild(conn, calendar_id, generation, now, cal)
                 done = await self._switch(
@@ -652,6 +637,16 @@ class CopyStore:
                     )
                 ).scalar_one()
             )
+
+
+def _leftovers(calendar_id: str, active: int | None) -> list[DeleteIn]:
+    """A new build's first write: every record and block of the calendar outside its active
+    generation (an earlier build that never completed: a crash, a 410 during it)."""
+    keep = () if active is None else (("generation", int(active)),)
+    return [
+        DeleteIn(table, (), "calendar_id", [calendar_id], keep)
+        for table in (calendar_events, busy_blocks)
+    ]
 
 
 async def _still_there(conn: AsyncConnection, calendar_id: str) -> None:
