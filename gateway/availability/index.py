@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from gateway.availability.spans import US_PER_S, Span
 from gateway.connections.model import Integration
 from gateway.db.notify import Change
+from gateway.db.values import epoch_ceil, epoch_floor
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.freshness import copy_as_of
 from gateway.sync.read_store import CalendarFreshness, calendar_freshness
@@ -46,14 +47,6 @@ ENTRY_OVERHEAD_BYTES = 1_200
 INTEGRATION_OVERHEAD_BYTES = 1_000
 # A push channel without an expiry (Google always sets one; kept open-ended if absent).
 FOREVER = math.inf
-
-
-def _epoch_floor(moment: datetime) -> int:
-    return math.floor(moment.timestamp())
-
-
-def _epoch_ceil(moment: datetime) -> int:
-    return math.ceil(moment.timestamp())
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +96,7 @@ class CalendarEntry:
             push_until_s=push_until_s,
             push_heard_at=push_heard_at,
             push_error=push_error,
-            seconds=((_epoch_floor(a), _epoch_ceil(b)) for a, b in blocks if b > a),
+            seconds=((epoch_floor(a), epoch_ceil(b)) for a, b in blocks if b > a),
             blocks_version=blocks_version,
         )
 

@@ -43,6 +43,7 @@ from sqlalchemy import Engine, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.schema import calendars, integrations
+from gateway.db.transactions import commit_if_changed
 
 log = logging.getLogger(__name__)
 
@@ -173,21 +174,23 @@ async def publish_calendars(conn: AsyncConnection, rows: Iterable[Sequence[Any]]
 
 
 async def bump_calendars(
-    conn: AsyncConnection, calendar_ids: Iterable[str], *, blocks: bool = True
+    conn: AsyncConnection, calendar_ids: Iterable[str], *, blocks: bool = True, last: bool = False
 ) -> None:
     """Increment the version of each calendar in the caller's transaction and publish it.
     `blocks=False` says the write changed only the calendar's freshness (a sync requested,
     claimed or failed; a push channel's state), not its busy blocks: `blocks_version` stays,
-    so a cache may keep the blocks it read at that blocks_version. When in doubt, True."""
+    so a cache may keep the blocks it read at that blocks_version. When in doubt, True.
+    `last`: the bump is the transaction's last statement (`commit_if_changed`)."""
     ids = sorted(set(calendar_ids))
     if not ids:
         return
-    result = await conn.execute(
+    statement = (
         update(calendars)
         .where(calendars.c.id.in_(ids))
         .values(**calendar_bump(blocks=blocks))
         .returning(*CALENDAR_CHANGE)
     )
+    result = await (commit_if_changed(conn, statement) if last else conn.execute(statement))
     await publish_calendars(conn, result.all())
 
 

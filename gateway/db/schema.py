@@ -14,11 +14,13 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
 )
 
+from gateway.db.values import EpochSeconds
 from vault.store import data_keys_table
 
 # A naming convention makes constraint names identical on SQLite and PostgreSQL, so migrations
@@ -194,18 +196,22 @@ calendar_events = Table(
     Index("ix_calendar_events_series", "calendar_id", "generation", "recurring_event_id"),
 )
 
+# Written a calendar at a time (thousands of rows per sync) and read by range or whole: the
+# times are epoch seconds, and on SQLite the rows live in the primary key's B-tree (WITHOUT
+# ROWID), ordered by start, which is also the range index (migration 0013).
 busy_blocks = Table(
     "busy_blocks",
     metadata,
-    Column("calendar_id", String(32), primary_key=True),
-    Column("generation", Integer, primary_key=True),
-    Column("event_id", String(1024), primary_key=True),
-    Column("start_at", DateTime(timezone=True), primary_key=True),  # UTC
-    Column("end_at", DateTime(timezone=True), nullable=False),
+    Column("calendar_id", String(32), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("event_id", String(1024), nullable=False),
+    Column("start_at", EpochSeconds(), nullable=False),  # floored
+    Column("end_at", EpochSeconds(), nullable=False),  # ceiled
     # The series (recurring master, or the event itself) whose recomputation replaces it.
     Column("series_id", String(1024), nullable=False),
-    Index("ix_busy_blocks_range", "calendar_id", "generation", "start_at"),
+    PrimaryKeyConstraint("calendar_id", "generation", "start_at", "event_id"),
     Index("ix_busy_blocks_series", "calendar_id", "generation", "series_id"),
+    sqlite_with_rowid=False,
 )
 
 # -- push channels (gateway/sync) ---------------------------------------------------------------

@@ -14,12 +14,20 @@ gateway never streams from SQLite). A commit or rollback with no transaction ope
 read, in sqlite3's transaction handling) takes no hop at all. Everything else (the
 transactions themselves, the raw bulk path of `gateway.db.bulk`) is aiosqlite's own.
 
+A write transaction's COMMIT is a hop of its own, and SQLite's one writer is held until it
+comes back: on a busy event loop each hop waits for the loop's turn (milliseconds). The hot
+transactions therefore mark their last statement (`gateway.db.transactions.commit_if_changed`):
+it commits on the thread, in its own hop, when it changed a row, and SQLAlchemy's COMMIT
+after it finds nothing to do. When it changed nothing the transaction stays open, so the
+caller may still roll it back (a switch that found no calendar).
+
 Installed by `gateway.db.engine.create_engine` (`connect_args={"async_creator_fn": connect}`:
 the aiosqlite dialect calls it with the arguments it would give `aiosqlite.connect`).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections import deque
 from collections.abc import Sequence
@@ -27,12 +35,25 @@ from typing import Any
 
 import aiosqlite
 
+log = logging.getLogger(__name__)
+
 _Description = tuple[tuple[str, None, None, None, None, None, None], ...] | None
 _Outcome = tuple[list[Any], _Description, int, int | None]
 
 
-def _run(connection: sqlite3.Connection, sql: str, parameters: Any, many: bool) -> _Outcome:
-    """On the connection's thread: one statement from cursor to closed cursor."""
+def _run(
+    connection: sqlite3.Connection,
+    sql: str,
+    parameters: Any,
+    many: bool,
+    commit: bool = False,
+    unchanged_at: int | None = None,
+) -> _Outcome:
+    """On the connection's thread: one statement from cursor to closed cursor. With `commit`,
+    then the transaction's COMMIT if the statement changed a row, or if nothing in the
+    transaction did (`total_changes` still `unchanged_at`: a commit is then the same as a
+    rollback); see `commit_if_changed`."""
+    changes = connection.total_changes
     cursor = connection.cursor()
     try:
         if many:
@@ -43,9 +64,14 @@ def _run(connection: sqlite3.Connection, sql: str, parameters: Any, many: bool) 
             cursor.execute(sql, parameters)
         description = cursor.description
         rows = cursor.fetchall() if description else []
-        return rows, description, cursor.rowcount, cursor.lastrowid
+        outcome = rows, description, cursor.rowcount, cursor.lastrowid
     finally:
         cursor.close()
+    if commit and connection.in_transaction:
+        total = connection.total_changes
+        if total != changes or total == unchanged_at:
+            connection.commit()
+    return outcome
 
 
 def _run_batch(connection: sqlite3.Connection, statements: Sequence[tuple[str, Any]]) -> None:
@@ -77,9 +103,23 @@ class OneHopCursor:
         await self.close()
 
     async def _run(self, sql: str, parameters: Any, *, many: bool) -> OneHopCursor:
-        outcome: _Outcome = await self._connection._execute(  # type: ignore[no-untyped-call]
-            _run, self._connection._conn, sql, parameters, many
+        connection = self._connection
+        if connection.committed_early:
+            # SQLAlchemy still holds the transaction open, but its COMMIT went already: this
+            # statement would run outside it. A bug in the caller, never to be let through.
+            raise RuntimeError("a statement after the one its transaction committed with")
+        commit, connection.commit_with_next = connection.commit_with_next, False
+        raw = connection._conn
+        if not raw.in_transaction:
+            # Nothing runs on this connection's thread meanwhile (statements are awaited one
+            # after the other): reading here is safe.
+            connection.unchanged_at = raw.total_changes
+        outcome: _Outcome = await connection._execute(  # type: ignore[no-untyped-call]
+            _run, raw, sql, parameters, many, commit, connection.unchanged_at
         )
+        if commit and not raw.in_transaction:
+            connection.committed_early = True
+            connection.committed_changes = raw.total_changes != connection.unchanged_at
         rows, self.description, self.rowcount, self.lastrowid = outcome
         self._rows = deque(rows)
         return self
@@ -109,11 +149,22 @@ class OneHopCursor:
 class OneHopConnection(aiosqlite.Connection):
     """An aiosqlite connection whose cursors run a statement in one hop (module doc)."""
 
+    # Set by `commit_if_changed` (gateway.db.transactions): the next statement commits the
+    # transaction in its own hop if it changes a row; `committed_early` says it did, until
+    # SQLAlchemy's own commit (or rollback) comes, which then has nothing left to do.
+    commit_with_next = False
+    committed_early = False
+    committed_changes = False
+    # sqlite3's `total_changes` when the current transaction began.
+    unchanged_at: int | None = None
+
     def cursor(self) -> OneHopCursor:  # type: ignore[override]
         return OneHopCursor(self)
 
     async def execute_batch(self, statements: Sequence[tuple[str, Any]]) -> None:
         """Several statements (SQL, parameters) in one hop (gateway.db.bulk's writes)."""
+        if not self._conn.in_transaction:
+            self.unchanged_at = self._conn.total_changes
         await self._execute(_run_batch, self._conn, statements)  # type: ignore[no-untyped-call]
 
     # sqlite3's commit and rollback do nothing outside a transaction (they look at the same
@@ -121,10 +172,17 @@ class OneHopConnection(aiosqlite.Connection):
     # back from a read, and nothing else runs on this connection's thread meanwhile: its
     # statements are awaited one after the other.
     async def commit(self) -> None:
+        self.commit_with_next = self.committed_early = False
         if self._conn.in_transaction:
             await super().commit()
 
     async def rollback(self) -> None:
+        self.commit_with_next = False
+        if self.committed_early and self.committed_changes:
+            # Something failed after the transaction's last statement had committed it (a
+            # cancellation while its answer came back, as with a COMMIT of its own).
+            log.warning("rollback after the transaction had committed with its last statement")
+        self.committed_early = False
         if self._conn.in_transaction:
             await super().rollback()
 

@@ -42,6 +42,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.notify import bump_calendars
 from gateway.db.schema import calendars, integrations, watch_channels
+from gateway.db.transactions import commit_if_changed
 from gateway.db.values import as_utc
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.lease_store import ClaimOffer, LeaseStore
@@ -232,11 +233,12 @@ class ChannelStore:
                     w.calendar_id == target.calendar_id, _healthy(now, renew_before, silence)
                 ),
             )
-            result = await conn.execute(
+            result = await commit_if_changed(
+                conn,
                 insert(watch_channels).from_select(
                     ["id", "calendar_id", "integration_id", "token_sha256", "state", "created_at"],
                     values,
-                )
+                ),
             )
             return result.rowcount == 1
 
@@ -264,7 +266,7 @@ class ChannelStore:
                     .where(calendars.c.id == calendar_id, calendars.c.push_error.is_not(None))
                     .values(push_error=None)
                 )
-            await bump_calendars(conn, moved.scalars().all(), blocks=False)
+            await bump_calendars(conn, moved.scalars().all(), blocks=False, last=True)
 
     async def record_push_error(self, calendar_id: str, reason: str) -> None:
         """Why the calendar has no channel (`push_refused: ...`), for its status."""
@@ -319,7 +321,7 @@ class ChannelStore:
                 update(watch_channels).where(where).values(state=state).returning(watch_channels)
             )
             moved = [_row(r) for r in result.mappings()]
-            await bump_calendars(conn, [r.calendar_id for r in moved], blocks=False)
+            await bump_calendars(conn, [r.calendar_id for r in moved], blocks=False, last=True)
             return moved
 
     async def mark_stopped(self, channel_id: str) -> None:
@@ -416,10 +418,12 @@ class ChannelStore:
             if result.rowcount != 1:
                 return Acceptance(accepted=False)
             if offer is not None:
-                claimed = await leases.claim_notified(conn, channel.calendar_id, offer, now)
+                claimed = await leases.claim_notified(
+                    conn, channel.calendar_id, offer, now, last=True
+                )
                 if claimed is not None:
                     return Acceptance(accepted=True, claimed=claimed)
-            await leases.request_sync(channel.calendar_id, now, conn=conn)
+            await leases.request_sync(channel.calendar_id, now, conn=conn, last=True)
         return Acceptance(accepted=True)
 
     async def count_live(self, calendar_ids: Sequence[str]) -> dict[str, int]:

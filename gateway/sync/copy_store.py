@@ -38,7 +38,8 @@ from gateway.db.schema import (
     calendar_events,
     calendars,
 )
-from gateway.db.values import as_utc
+from gateway.db.transactions import commit_if_changed
+from gateway.db.values import as_utc, epoch_ceil, epoch_floor
 from gateway.errors import NotFound
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.lease_store import LeaseRelease, lease_release_values
@@ -153,7 +154,11 @@ def _record(row: RowMapping) -> EventRecord:
 def _block_rows(
     calendar_id: str, generation: int, blocks: Iterable[BusyBlock]
 ) -> list[tuple[Any, ...]]:
-    return [(calendar_id, generation, b.event_id, b.start, b.end, b.series_id) for b in blocks]
+    # Epoch seconds (`EpochSeconds`): the driver takes them as they are.
+    return [
+        (calendar_id, generation, b.event_id, epoch_floor(b.start), epoch_ceil(b.end), b.series_id)
+        for b in blocks
+    ]
 
 
 class CopyStore:
@@ -469,7 +474,9 @@ class CopyStore:
         (with the lease's release). `_NotSwitched` (the caller's transaction rolls back) if the
         calendar is gone or a newer build is active already."""
         freed = lease_release_values(calendar_id, release, now) if release else {}
-        switched = await conn.execute(
+        # The build's last statement: on SQLite it commits with it (if it switched).
+        switched = await commit_if_changed(
+            conn,
             update(calendars)
             .where(
                 calendars.c.id == calendar_id,
@@ -487,7 +494,7 @@ class CopyStore:
                 **freed,
                 **calendar_bump(),
             )
-            .returning(*CALENDAR_CHANGE, calendars.c.lease_owner)
+            .returning(*CALENDAR_CHANGE, calendars.c.lease_owner),
         )
         row = switched.first()
         if row is None:
@@ -544,7 +551,10 @@ class CopyStore:
                 coalesce_s=self.webhook_coalesce_s,
             )
             await self._merge_series(conn, calendar.id, generation, items, compute)
-            changed = await conn.execute(
+            # The delta's last statement: on SQLite it commits with it (a calendar purged
+            # meanwhile changes nothing, and `.one()` rolls the delta back).
+            changed = await commit_if_changed(
+                conn,
                 update(calendars)
                 .where(calendars.c.id == calendar.id)
                 # An empty delta (a channel's first `sync` message, a poll that found nothing)
@@ -555,7 +565,7 @@ class CopyStore:
                     **freed,
                     **calendar_bump(blocks=bool(items)),
                 )
-                .returning(*CALENDAR_CHANGE, calendars.c.lease_owner)
+                .returning(*CALENDAR_CHANGE, calendars.c.lease_owner),
             )
             row = changed.one()
             await publish_calendars(conn, [row[: len(CALENDAR_CHANGE)]])

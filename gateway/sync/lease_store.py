@@ -32,6 +32,7 @@ from gateway.db.schema import (
     integrations,
     watch_channels,
 )
+from gateway.db.transactions import commit_if_changed
 from gateway.sync.calendar_store import CalendarRow, calendar_row
 
 
@@ -134,13 +135,19 @@ class LeaseStore:
         self.engine = engine
 
     async def request_sync(
-        self, calendar_id: str, now: datetime, *, conn: AsyncConnection | None = None
+        self,
+        calendar_id: str,
+        now: datetime,
+        *,
+        conn: AsyncConnection | None = None,
+        last: bool = False,
     ) -> bool:
         """Ask for one more sync of the calendar (a push notification, a booking). Requests
         coalesce: the earliest unclaimed one is kept, and the scheduler clears it when it
         claims the calendar, so a request arriving during a sync causes one sync after it.
         Within the caller's transaction when `conn` is given (the webhook records the message
-        and the request together). False if there is no such calendar."""
+        and the request together); `last` when it is that transaction's last statement
+        (`commit_if_changed`). False if there is no such calendar."""
         statement = (
             update(calendars)
             .where(calendars.c.id == calendar_id)
@@ -151,40 +158,44 @@ class LeaseStore:
             .returning(*CALENDAR_CHANGE)
         )
         if conn is not None:
-            changed = (await conn.execute(statement)).all()
+            run = commit_if_changed(conn, statement) if last else conn.execute(statement)
+            changed = (await run).all()
             await publish_calendars(conn, changed)
         else:
             async with self.engine.begin() as own:
-                changed = (await own.execute(statement)).all()
+                changed = (await commit_if_changed(own, statement)).all()
                 await publish_calendars(own, changed)
         return len(changed) == 1
 
     async def claim_notified(
-        self, conn: AsyncConnection, calendar_id: str, offer: ClaimOffer, now: datetime
+        self,
+        conn: AsyncConnection,
+        calendar_id: str,
+        offer: ClaimOffer,
+        now: datetime,
+        *,
+        last: bool = False,
     ) -> CalendarRow | None:
         """Within the caller's transaction (a push notification's): lease the calendar to the
         offer's owner if it may be claimed now (active integration, no backoff, no live lease,
         no other calendar of its account leased here or elsewhere); its sync then starts at
-        once, with no request to record and no claim to wait for. None (nothing written) when
-        it may not: the caller requests a sync instead."""
+        once, with no request to record and no claim to wait for. `last`: a claim is the
+        transaction's last statement (`commit_if_changed`). None (nothing written) when it may
+        not: the caller requests a sync instead."""
         active = exists().where(
             integrations.c.id == calendars.c.integration_id, integrations.c.status == "active"
         )
         conditions = [calendars.c.id == calendar_id, active, *_claimable(now)]
         if offer.busy:
             conditions.append(calendars.c.integration_id.not_in(list(offer.busy)))
-        row = (
-            (
-                await conn.execute(
-                    update(calendars)
-                    .where(*conditions)
-                    .values(**_claim_values(offer.owner, offer.lease_until))
-                    .returning(*calendars.c)
-                )
-            )
-            .mappings()
-            .first()
+        claim = (
+            update(calendars)
+            .where(*conditions)
+            .values(**_claim_values(offer.owner, offer.lease_until))
+            .returning(*calendars.c)
         )
+        run = commit_if_changed(conn, claim) if last else conn.execute(claim)
+        row = (await run).mappings().first()
         if row is None:
             return None
         await publish_calendars(conn, [(row["id"], row["integration_id"], row["version"])])
@@ -260,22 +271,19 @@ class LeaseStore:
                     seen.add(integration_id)
                     chosen.append(calendar_id)
             rows: list[RowMapping] = []
-            for chunk in chunks(chosen):
+            parts = list(chunks(chosen))
+            for n, chunk in enumerate(parts):
                 # One guarded UPDATE for all of them (the lease must still be free: on SQLite
                 # another process may have claimed one since the SELECT), returning the rows
-                # it claimed.
-                rows.extend(
-                    (
-                        await conn.execute(
-                            update(calendars)
-                            .where(calendars.c.id.in_(chunk), _not_leased(now))
-                            .values(**_claim_values(owner, lease_until))
-                            .returning(*calendars.c)
-                        )
-                    )
-                    .mappings()
-                    .all()
+                # it claimed. The last is the transaction's last statement.
+                claim = (
+                    update(calendars)
+                    .where(calendars.c.id.in_(chunk), _not_leased(now))
+                    .values(**_claim_values(owner, lease_until))
+                    .returning(*calendars.c)
                 )
+                run = commit_if_changed(conn, claim) if n == len(parts) - 1 else conn.execute(claim)
+                rows.extend((await run).mappings().all())
             await publish_calendars(
                 conn, [(r["id"], r["integration_id"], r["version"]) for r in rows]
             )
@@ -290,10 +298,11 @@ class LeaseStore:
         """Push the lease on; False if `owner` no longer holds it (it ran out and another
         process claimed the calendar)."""
         async with self.engine.begin() as conn:
-            result = await conn.execute(
+            result = await commit_if_changed(
+                conn,
                 update(calendars)
                 .where(self._held(calendar_id, owner))
-                .values(lease_until=lease_until)
+                .values(lease_until=lease_until),
             )
         return bool(result.rowcount == 1)
 
@@ -318,7 +327,8 @@ class LeaseStore:
         with `LeaseRelease`). False if the lease was lost."""
         release = LeaseRelease(owner, poll_interval_s, safety_poll_interval_s)
         async with self.engine.begin() as conn:
-            changed = await conn.execute(
+            changed = await commit_if_changed(
+                conn,
                 update(calendars)
                 .where(self._held(calendar_id, owner))
                 # The sync no longer counts as pending (gateway.sync.read_store): a new version.
@@ -326,7 +336,7 @@ class LeaseStore:
                     **lease_release_values(calendar_id, release, now),
                     **calendar_bump(blocks=False),
                 )
-                .returning(*CALENDAR_CHANGE)
+                .returning(*CALENDAR_CHANGE),
             )
             rows = changed.all()
             await publish_calendars(conn, rows)

@@ -8,12 +8,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
-    Integer,
     Select,
     String,
     and_,
@@ -21,7 +19,6 @@ from sqlalchemy import (
     case,
     cast,
     exists,
-    extract,
     func,
     null,
     or_,
@@ -38,7 +35,7 @@ from gateway.db.schema import (
     integrations,
     watch_channels,
 )
-from gateway.db.values import as_utc
+from gateway.db.values import as_utc, epoch_ceil, epoch_floor
 from gateway.sync.calendar_store import CalendarRow, calendar_row
 from gateway.sync.freshness import DEFAULT_PUSH_TRUST_S, copy_as_of
 
@@ -182,24 +179,6 @@ _ACTIVE_BLOCKS = select(
 )
 
 
-def _epoch_bounds(dialect: str) -> tuple[ColumnElement[int], ColumnElement[int]]:
-    """A block's start floored and end ceiled to whole epoch seconds, computed by the
-    database: the index keeps seconds, and converting thousands of timestamps through Python
-    datetimes was most of a reload's CPU. SQLite stores SQLAlchemy's text form
-    `YYYY-MM-DD HH:MM:SS.ffffff` (UTC), whose `strftime('%s')` drops the fraction: a nonzero
-    one adds a second to the end."""
-    start, end = busy_blocks.c.start_at, busy_blocks.c.end_at
-    if dialect == "sqlite":
-        return (
-            cast(func.strftime("%s", start), Integer),
-            cast(func.strftime("%s", end), Integer) + (func.substr(end, 21) > "000000"),
-        )
-    return (
-        cast(func.floor(extract("epoch", start)), BigInteger),
-        cast(func.ceil(extract("epoch", end)), BigInteger),
-    )
-
-
 @functools.cache
 def _packed_epochs(dialect: str) -> ColumnElement[str | None]:
     """Every block of the calendar row's active generation as one text of whole epoch seconds,
@@ -209,7 +188,8 @@ def _packed_epochs(dialect: str) -> ColumnElement[str | None]:
     up to its switch interval (5 ms) a row (a calendar's thousand blocks as rows took 40-50
     ms of the connection's thread on a loaded gateway); PostgreSQL sends one value instead of
     a thousand rows."""
-    lo, hi = _epoch_bounds(dialect)
+    # Stored as epoch seconds (`EpochSeconds`): nothing to convert.
+    lo, hi = busy_blocks.c.start_at, busy_blocks.c.end_at
     pair = func.printf("%d,%d", lo, hi) if dialect == "sqlite" else func.concat(lo, ",", hi)
     joined = func.group_concat(pair, ",") if dialect == "sqlite" else func.string_agg(pair, ",")
     return (
@@ -281,8 +261,8 @@ class ReadStore:
             .where(
                 busy_blocks.c.calendar_id == calendar_id,
                 busy_blocks.c.generation == active,
-                busy_blocks.c.start_at < end.astimezone(UTC),
-                busy_blocks.c.end_at > start.astimezone(UTC),
+                busy_blocks.c.start_at < epoch_ceil(end),
+                busy_blocks.c.end_at > epoch_floor(start),
             )
             .order_by(busy_blocks.c.start_at, busy_blocks.c.end_at)
         )
@@ -361,8 +341,8 @@ class ReadStore:
         params = {
             "integration_id": integration_id,
             "now": now,
-            "start": start.astimezone(UTC),
-            "end": end.astimezone(UTC),
+            "start": epoch_floor(start),
+            "end": epoch_ceil(end),
         }
         async with self.engine.connect() as conn:
             rows = (await conn.execute(_VIEW_CALENDARS, params)).mappings().all()

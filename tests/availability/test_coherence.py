@@ -14,15 +14,17 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import event as sa_event
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import SCOPES, ApiKeyStore
 from gateway.clock import utc_now
-from gateway.db.notify import bump_calendars, feed_for
+from gateway.db.notify import feed_for
 from gateway.db.schema import busy_blocks, calendars
 from gateway.http.appkeys import COHERENCE_KEY, INDEX_KEY, INTEGRATIONS_KEY
 from gateway.sync.lease_store import LeaseStore
+from gateway.sync.model import BusyBlock
+from gateway.sync.store import SyncStore
 from tests.support.availability import ALICE, at, call, connect, day, event, sync, z
 from tests.support.processes import until
 from tests.support.services import require_postgres
@@ -153,33 +155,33 @@ async def test_a_sync_request_rereads_the_calendar_row_but_not_its_blocks(stack:
 async def test_a_block_with_sub_second_edges_is_held_as_the_whole_seconds_it_touches(
     stack: Stack,
 ) -> None:
-    # The index reads blocks as epoch seconds computed by the database (SQLite's text form,
-    # PostgreSQL's timestamptz): a fraction widens the block, never shortens it.
+    # Blocks are stored as epoch seconds (`EpochSeconds`): a fraction widens the block when it
+    # is written, never shortens it, and the index keeps what is stored.
     alice = await connect(stack, ALICE)
     d = day(7)
     [calendar_id] = await sync(stack, alice)
-    async with stack.engine.begin() as conn:
-        generation = (
-            await conn.execute(
-                select(calendars.c.active_generation).where(calendars.c.id == calendar_id)
-            )
-        ).scalar_one()
-        await conn.execute(
-            busy_blocks.insert().values(
-                calendar_id=calendar_id,
-                generation=generation,
-                event_id="fractional",
-                start_at=at(d, "15:00") + timedelta(microseconds=250_000),
-                end_at=at(d, "16:00") + timedelta(microseconds=1),
-                series_id="fractional",
-            )
-        )
-        await bump_calendars(conn, [calendar_id])
+    store = SyncStore(stack.engine)
+    calendar = await store.get(calendar_id)
+    assert calendar is not None and calendar.active_generation is not None
+    assert calendar.horizon is not None
+    fractional = BusyBlock(
+        at(d, "15:00") + timedelta(microseconds=250_000),
+        at(d, "16:00") + timedelta(microseconds=1),
+        "fractional",
+        "fractional",
+    )
+    assert await store.replace_blocks(
+        calendar_id, calendar.active_generation, [fractional], calendar.horizon, utc_now()
+    )
     answer = await call(stack, "GET", path(alice), params=window(d))
     assert answer.body["busy"] == [
         {"start": z(at(d, "15:00")), "end": z(at(d, "16:00") + timedelta(seconds=1))}
     ]
     assert stack.app[INDEX_KEY].calendar(calendar_id) is not None  # answered from the index
+    # The database path answers the same.
+    assert await store.busy_between(calendar_id, at(d, "00:00"), at(d, "23:59")) == [
+        (at(d, "15:00"), at(d, "16:00") + timedelta(seconds=1))
+    ]
 
 
 async def test_needs_reauth_stops_cached_answers_at_once(stack: Stack) -> None:

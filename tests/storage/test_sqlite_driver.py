@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.db.bulk import SQLITE_MAX_VARIABLES, insert_rows, sqlite_chunks
 from gateway.db.engine import create_engine
 from gateway.db.sqlite_driver import OneHopConnection
+from gateway.db.transactions import commit_if_changed
 
 metadata = MetaData()
 notes = Table(
@@ -114,6 +115,71 @@ async def test_a_rollback_undoes_what_the_transaction_wrote(engine: AsyncEngine)
         await conn.execute(insert(notes).values(who="undone"))
         await conn.rollback()
         assert (await conn.execute(select(notes.c.who))).scalars().all() == ["kept"]
+
+
+async def _whos(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(notes.c.who).order_by(notes.c.who))).scalars())
+
+
+async def test_a_last_statement_that_changes_a_row_commits_in_its_own_hop(
+    engine: AsyncEngine, hops: Counter[str]
+) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(insert(notes).values(who="a"))
+        hops.clear()
+        changed = await commit_if_changed(
+            conn, update(notes).values(who="b").returning(notes.c.who)
+        )
+        assert changed.scalars().all() == ["b"]
+        assert sum(hops.values()) == 1  # the statement and its COMMIT
+        # Committed already: another connection reads it before this block ends.
+        assert await _whos(engine) == ["b"]
+    assert hops["commit"] == 0  # SQLAlchemy's commit found nothing to do
+    # The writer is free again: the next transaction goes through as usual.
+    async with engine.begin() as conn:
+        await conn.execute(insert(notes).values(who="c"))
+    assert await _whos(engine) == ["b", "c"]
+
+
+async def test_a_last_statement_that_changes_nothing_leaves_the_transaction_to_roll_back(
+    engine: AsyncEngine,
+) -> None:
+    class Gone(Exception):
+        pass
+
+    with pytest.raises(Gone):
+        async with engine.begin() as conn:
+            await conn.execute(insert(notes).values(who="orphan"))
+            missing = await commit_if_changed(
+                conn, update(notes).where(notes.c.who == "nobody").values(who="x")
+            )
+            if missing.rowcount == 0:
+                raise Gone  # as a build's switch that finds its calendar purged
+    assert await _whos(engine) == []
+
+
+async def test_a_transaction_that_changed_nothing_ends_with_its_last_statement(
+    engine: AsyncEngine, hops: Counter[str]
+) -> None:
+    async with engine.begin() as conn:
+        await commit_if_changed(conn, update(notes).values(who="x"))  # no rows at all
+    assert hops["_run"] == 1 and hops["commit"] == 0
+    async with engine.begin() as conn:
+        await conn.execute(insert(notes).values(who="after"))
+    assert await _whos(engine) == ["after"]
+
+
+async def test_a_statement_after_the_committing_one_is_refused(engine: AsyncEngine) -> None:
+    with pytest.raises(RuntimeError, match="after the one its transaction committed with"):
+        async with engine.begin() as conn:
+            await commit_if_changed(conn, insert(notes).values(who="first"))
+            await conn.execute(insert(notes).values(who="second"))
+    # The first was committed with its statement; the second never ran.
+    assert await _whos(engine) == ["first"]
+    async with engine.begin() as conn:  # the connection is usable again
+        await conn.execute(insert(notes).values(who="third"))
+    assert await _whos(engine) == ["first", "third"]
 
 
 @pytest.mark.parametrize("width", [1, 6, 20, 70, 40_000])

@@ -23,6 +23,7 @@ from emulator.calendar_store import CalendarStore, ListQuery
 from emulator.seed import seed_calendar
 from gateway.db.bulk import insert_rows, sqlite_chunks
 from gateway.db.schema import busy_blocks, calendar_events
+from gateway.db.values import epoch_ceil, epoch_floor
 from gateway.google.errors import EventParseError
 from gateway.google.events import GATEWAY_PROPERTY, parse_event
 from gateway.sync.copy_store import EVENT_COLUMNS, EventMerge
@@ -307,7 +308,13 @@ async def test_bulk_rows_are_stored_exactly_as_sqlalchemy_stores_them(engine: As
                 insert(calendar_events),
                 [dict(zip(EVENT_COLUMNS, ("cal_orm_nul", 1, *odd), strict=True))],
             )
-        await insert_rows(conn, busy_blocks, block_columns, [("cal_bulk", *b[1:]) for b in blocks])
+        # The bulk path takes blocks as the sync writes them: epoch seconds (`EpochSeconds`).
+        await insert_rows(
+            conn,
+            busy_blocks,
+            block_columns,
+            [("cal_bulk", g, e, epoch_floor(s), epoch_ceil(x), i) for _, g, e, s, x, i in blocks],
+        )
         await conn.execute(
             insert(calendar_events),
             [dict(zip(EVENT_COLUMNS, ("cal_orm", 1, *r), strict=True)) for r in rows],
