@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway.clock import utc_now
 from gateway.connections.events import IntegrationAnnouncer, IntegrationChange
 from gateway.connections.model import Integration, Status
+from gateway.db.engine import single_statement_reads
 from gateway.db.notify import bump_integration
 from gateway.db.schema import connect_sessions, integrations
 from gateway.db.values import as_utc
@@ -133,6 +134,7 @@ class IntegrationRepository:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.engine = engine
+        self._reads = single_statement_reads(engine)
         self._announcer = announcer
         self._clock = clock
 
@@ -143,7 +145,7 @@ class IntegrationRepository:
         locked read must be), else on a connection of its own."""
         if conn is not None:
             return (await conn.execute(query)).mappings().first()
-        async with self.engine.connect() as own:
+        async with self._reads.connect() as own:
             return (await own.execute(query)).mappings().first()
 
     # -- integrations ------------------------------------------------------------------------

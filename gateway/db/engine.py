@@ -88,3 +88,14 @@ async def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         sqlite_writer.install(engine, timeout_s=BUSY_TIMEOUT_MS / 1000)
     after_commit.install(engine)
     return engine
+
+
+def single_statement_reads(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` for reads of ONE statement per connection (a row by its key, the index's
+    loads): on PostgreSQL in AUTOCOMMIT, so the driver sends no BEGIN before the statement and
+    no ROLLBACK after it (two round trips of the four such a read took; one statement is one
+    snapshot by itself). On SQLite `engine` itself: a read there opens no transaction anyway.
+    Never for several statements that must agree, nor for writes."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine

@@ -40,6 +40,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
+from gateway.db.engine import single_statement_reads
 from gateway.db.notify import bump_calendars
 from gateway.db.schema import calendars, integrations, watch_channels
 from gateway.db.transactions import commit_if_changed
@@ -134,12 +135,13 @@ class ChannelStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._reads = single_statement_reads(engine)
         self._locks_rows = engine.dialect.name == "postgresql"
 
     # -- reads ---------------------------------------------------------------------------------
 
     async def get(self, channel_id: str) -> ChannelRow | None:
-        async with self.engine.connect() as conn:
+        async with self._reads.connect() as conn:
             row = (
                 (
                     await conn.execute(

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.bulk import chunks
+from gateway.db.engine import single_statement_reads
 from gateway.db.schema import (
     busy_blocks,
     calendars,
@@ -245,6 +246,11 @@ class ReadStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
+    @functools.cached_property
+    def _reads(self) -> AsyncEngine:
+        # A property: SyncStore, which mixes this class in, runs another base's __init__.
+        return single_statement_reads(self.engine)
+
     async def busy_between(
         self, calendar_id: str, start: datetime, end: datetime, *, except_event: str | None = None
     ) -> list[tuple[datetime, datetime]]:
@@ -373,7 +379,7 @@ class ReadStore:
             .where(integrations.c.id == integration_id)
             .order_by(calendars.c.created_at, calendars.c.id)
         )
-        async with self.engine.connect() as conn:
+        async with self._reads.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         if not rows:
             return None
@@ -392,7 +398,7 @@ class ReadStore:
         with `blocks=None`, and its blocks are not read."""
         known = known or {}
         held = "," + ",".join(f"{c}:{v}" for c, v in known.items()) + ","
-        async with self.engine.connect() as conn:
+        async with self._reads.connect() as conn:
             # One statement: its rows and blocks are of one snapshot on either database.
             query = _index_calendars(conn.dialect.name)
             result = await conn.execute(query, {"ids": list(calendar_ids), "known": held})
