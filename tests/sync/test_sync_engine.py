@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
+from sqlalchemy.exc import NoResultFound
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from emulator.calendar_store import Calendar
@@ -533,15 +534,28 @@ async def test_pages_listed_before_a_disconnect_s_purge_are_not_written_after_it
 ) -> None:
     """A sync that listed pages before the disconnect purged the calendar, and writes them
     after: nothing is written (the purge's promise: every synced record gone), whichever
-    write of a build it is."""
+    write of a build, delta or booking it is."""
     h.insert("keep0001", "2026-11-23T10:00", "2026-11-23T11:00")
     assert (await h.engine.sync_calendar(h.calendar.id)).generation == 1
     store, db = h.engine.store, h.stack.engine
     [row] = [r for r in await rows(db, calendar_events) if r["event_id"] == "keep0001"]
     page = [tuple(row[c] for c in EVENT_COLUMNS[2:])]
+    read_before = await store.get(h.calendar.id)  # as a delta or a booking read it
+    assert read_before is not None
     assert await store.purge_integration(h.integration_id) > 0
     with pytest.raises(NotFound):
         await store.begin_generation(h.calendar.id, page)
     with pytest.raises(NotFound):
         await store.write_page(h.calendar.id, 2, page)
+
+    async def blocks(records: list[Any]) -> list[BusyBlock]:
+        at = NOW + timedelta(days=1)
+        return [BusyBlock(at, at + timedelta(hours=1), "keep0001", "keep0001")]
+
+    # A booking's own records: no copy to show them in.
+    assert not await store.merge_local(read_before, page, compute=blocks)
+    # A delta: its records and blocks were written before it found the calendar gone, and
+    # its last statement (which would commit them with it on SQLite) changed nothing.
+    with pytest.raises(NoResultFound):
+        await store.apply_delta(read_before, page, compute=blocks, sync_token="t2", now=NOW)
     assert await rows(db, calendar_events) == [] and await rows(db, busy_blocks) == []
