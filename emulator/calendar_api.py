@@ -447,7 +447,7 @@ HANDLERS: dict[str, Handler] = {
 # ------------------------------------------------------------------ pipeline
 
 
-def _select_fields(value: Any, spec: str) -> Any:
+def select_fields(value: Any, spec: str) -> Any:
     """Google's `fields` partial response: `a,b/c,items(id,status)`."""
     tree = _parse_fields(spec)
     return _apply_fields(value, tree)
@@ -502,7 +502,7 @@ def _render(reply: Reply, params: dict[str, Any]) -> web.Response:
         return web.Response(status=reply.status, headers=reply.headers or {})
     body: Any = reply.body
     if params.get("fields"):
-        body = _select_fields(body, str(params["fields"]))
+        body = select_fields(body, str(params["fields"]))
     pretty = params.get("prettyPrint", True)
     # orjson: the standard library's encoder falls back to pure Python when indenting, and a
     # 2,500-event page then cost the emulator more than the gateway spends on it.

@@ -32,6 +32,7 @@ from gateway.bench.setup import Emulator
 from gateway.clock import rfc3339
 from gateway.db.bulk import sqlite_insert, sqlite_rows
 from gateway.db.schema import calendar_events
+from gateway.google.events import LIST_FIELDS
 from gateway.settings import DEFAULT_GOOGLE_SCOPES
 from gateway.sync.config import SyncConfig
 from gateway.sync.copy_store import EVENT_COLUMNS
@@ -75,6 +76,8 @@ async def fetch_pages(google: Emulator, emails: Sequence[str]) -> list[Pages]:
             "showDeleted": "true",
             "maxResults": str(PAGE_SIZE),
             "timeMin": rfc3339(horizon.start),
+            "fields": LIST_FIELDS,
+            "prettyPrint": "false",
         }
         bodies: list[bytes] = []
         while True:

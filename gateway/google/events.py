@@ -34,6 +34,18 @@ GATEWAY_PROPERTY = "calendarGateway"
 # Fields kept in `details` when they may be stored (opt-in, or an event the gateway created).
 DETAIL_FIELDS = ("summary", "description", "location")
 
+# What a sync asks of events.list (Google's partial response, the `fields` parameter): the
+# parts of a page and of its items that `parse_event` and the stored details read, nothing
+# else. A real event carries much more (links, creator and organizer, reminders, conference
+# data, attendees' names): never sent to us, never decoded.
+LIST_FIELDS = (
+    "nextPageToken,nextSyncToken,timeZone,items(id,status,etag,updated,start,end,"
+    "transparency,eventType,recurrence,recurringEventId,originalStartTime,"
+    "extendedProperties/private,attendees(email,responseStatus,self),"
+    + ",".join(DETAIL_FIELDS)
+    + ")"
+)
+
 _INSTANCE_SUFFIX = re.compile(r"_(\d{8}(?:T\d{6}Z)?)$")
 
 

@@ -44,6 +44,7 @@ from gateway.connections.model import Integration
 from gateway.errors import NotFound
 from gateway.google.calendar import CalendarClient, TokenSource
 from gateway.google.errors import GoogleError, SyncTokenExpired, TransientGoogleError
+from gateway.google.events import LIST_FIELDS
 from gateway.observability.metrics import SYNC_RUNS
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SyncConfig
@@ -220,7 +221,9 @@ class SyncEngine:
             # The default grant (events.freebusy + events.owned) may not read the calendar
             # list; an events.list of one item says the primary's zone, and the primary's id
             # is the account's address.
-            page = await self._client.list_events(tokens, integration_id, "primary", maxResults=1)
+            page = await self._client.list_events(
+                tokens, integration_id, "primary", maxResults=1, fields="timeZone"
+            )
             google_id, time_zone = integration.google_email or "primary", page.get("timeZone")
         await self.store.ensure_calendar(
             new_id=new_calendar_id(self._random(12)),
@@ -318,7 +321,7 @@ class SyncEngine:
             raise
 
     def _params(self, horizon: Horizon | None) -> Json:
-        params: Json = {"showDeleted": True, "maxResults": PAGE_SIZE}
+        params: Json = {"showDeleted": True, "maxResults": PAGE_SIZE, "fields": LIST_FIELDS}
         if horizon is not None:
             params["timeMin"] = rfc3339(horizon.start)
         return params

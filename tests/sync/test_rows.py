@@ -19,13 +19,14 @@ from hypothesis import strategies as st
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from emulator.calendar_api import select_fields
 from emulator.calendar_store import CalendarStore, ListQuery
 from emulator.seed import seed_calendar
 from gateway.db.bulk import insert_rows, sqlite_chunks
 from gateway.db.schema import busy_blocks, calendar_events
 from gateway.db.values import epoch_ceil, epoch_floor
 from gateway.google.errors import EventParseError
-from gateway.google.events import GATEWAY_PROPERTY, parse_event
+from gateway.google.events import GATEWAY_PROPERTY, LIST_FIELDS, parse_event
 from gateway.sync.copy_store import EVENT_COLUMNS, EventMerge
 from gateway.sync.model import EventRecord
 from gateway.sync.rows import (
@@ -125,6 +126,38 @@ def test_generated_calendars_give_the_reference_rows(time_zone: str) -> None:
     }  # all-day, series, exception, status, transparency, declined
     assert len(kinds) >= 6, kinds
     assert_same(items, time_zone, keep_details=True, owner_tag=None)
+
+
+@pytest.mark.parametrize("keep_details", [False, True])
+def test_the_partial_listing_a_sync_asks_for_gives_the_same_rows(keep_details: bool) -> None:
+    """A sync asks events.list for `LIST_FIELDS` only (Google's `fields` partial response):
+    less than half the bytes of a recorded page, and the same rows as the whole items give,
+    details of bookings included."""
+    booked = {
+        "id": "b1",
+        "summary": "Intro call with Ada",
+        "description": "Agenda",
+        "location": "Room 1",
+        "htmlLink": "https://www.google.com/calendar/event?eid=b1",
+        "attendees": [
+            {"email": "ada@example.com", "displayName": "Ada", "responseStatus": "accepted"},
+            {"email": "owner@example.com", "self": True, "responseStatus": "declined"},
+        ],
+        "extendedProperties": {"private": {GATEWAY_PROPERTY: OWNER}, "shared": {"x": "y"}},
+        "start": {"dateTime": "2026-11-23T10:00:00+01:00", "timeZone": "Europe/Berlin"},
+        "end": {"dateTime": "2026-11-23T10:30:00+01:00", "timeZone": "Europe/Berlin"},
+    }
+    whole = {"timeZone": "Europe/Berlin", "items": [*recorded_items(), booked]}
+    whole["items"] += generated_items("Europe/Berlin", count=100)
+    partial = select_fields(whole, LIST_FIELDS)
+    assert partial["timeZone"] == "Europe/Berlin"
+    assert "htmlLink" not in partial["items"][-101] and "shared" not in str(partial)
+    for tz in ("Europe/Berlin", "UTC"):
+        assert parse_rows(
+            partial["items"], calendar_tz=tz, keep_details=keep_details, owner_tag=OWNER
+        ) == parse_rows(whole["items"], calendar_tz=tz, keep_details=keep_details, owner_tag=OWNER)
+    recorded = {"items": recorded_items()}
+    assert len(json.dumps(select_fields(recorded, LIST_FIELDS))) < 0.5 * len(json.dumps(recorded))
 
 
 def test_only_this_integration_s_bookings_keep_details() -> None:

@@ -28,6 +28,7 @@ from gateway.db.notify import bump_calendars
 from gateway.db.schema import busy_blocks, calendar_events, calendars
 from gateway.errors import NotFound
 from gateway.google.calendar import CalendarClient
+from gateway.google.events import LIST_FIELDS
 from gateway.http.appkeys import INTEGRATIONS_KEY, TOKENS_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
 from gateway.sync.calendar_store import CalendarRow
@@ -168,6 +169,11 @@ async def test_full_then_incremental_merges_deltas(h: Harness) -> None:
     row = await h.engine.store.get(h.calendar.id)
     assert row is not None and row.state == "synced" and row.last_success_at == NOW
     assert row.last_error is None and row.horizon == SyncConfig().horizon(NOW)
+    # Full and incremental listings asked Google for the fields a sync reads, nothing more
+    # (and the primary calendar's probe for its zone, for its zone alone).
+    listings = h.stack.google.inspector.requests(endpoint="events.list")
+    assert len(listings) >= 4
+    assert {r.query.get("fields") for r in listings} == {LIST_FIELDS, "timeZone"}
 
 
 async def test_paging_with_short_and_empty_pages(h: Harness) -> None:
