@@ -41,7 +41,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.engine import single_statement_reads
-from gateway.db.notify import bump_calendars
+from gateway.db.notify import (
+    CALENDAR_CHANGE,
+    bump_calendars,
+    calendar_bump,
+    publish_calendars,
+)
 from gateway.db.schema import calendars, integrations, watch_channels
 from gateway.db.transactions import commit_if_changed
 from gateway.db.values import as_utc
@@ -245,30 +250,39 @@ class ChannelStore:
             return result.rowcount == 1
 
     async def record_opened(
-        self,
-        channel_id: str,
-        resource_id: str,
-        expires_at: datetime,
-        *,
-        calendar_id: str | None = None,
-    ) -> None:
-        """Google's answer to events.watch. The state is left alone: a notification may have
-        verified the channel already (Google can send `sync` before answering). The
-        calendar's `push_error` is cleared: Google accepted a channel."""
+        self, channel_id: str, resource_id: str, expires_at: datetime, *, calendar_id: str
+    ) -> list[ChannelRow]:
+        """Google's answer to events.watch, in one transaction: the channel's resource and
+        expiry (its state is left alone: a notification may have verified it already, Google
+        can send `sync` before answering); if it is still live, the calendar's other live
+        channels move to `stopping` (new first, then the old: no moment without a channel
+        during a renewal) and are returned for `channels.stop`; the calendar's `push_error` is
+        cleared (Google accepted a channel) and its version bumped, in one UPDATE."""
+        w = watch_channels.c
         async with self.engine.begin() as conn:
-            moved = await conn.execute(
+            opened = await conn.execute(
                 update(watch_channels)
-                .where(watch_channels.c.id == channel_id, watch_channels.c.state.in_(LIVE))
+                .where(w.id == channel_id, w.state.in_(LIVE))
                 .values(resource_id=resource_id, expires_at=expires_at)
-                .returning(watch_channels.c.calendar_id)
             )
-            if calendar_id is not None:
-                await conn.execute(
-                    update(calendars)
-                    .where(calendars.c.id == calendar_id, calendars.c.push_error.is_not(None))
-                    .values(push_error=None)
+            replaced: list[ChannelRow] = []
+            if opened.rowcount == 1:
+                others = await conn.execute(
+                    update(watch_channels)
+                    .where(w.calendar_id == calendar_id, w.id != channel_id, w.state.in_(LIVE))
+                    .values(state=STOPPING)
+                    .returning(watch_channels)
                 )
-            await bump_calendars(conn, moved.scalars().all(), blocks=False, last=True)
+                replaced = [_row(r) for r in others.mappings()]
+            bumped = await commit_if_changed(
+                conn,
+                update(calendars)
+                .where(calendars.c.id == calendar_id)
+                .values(push_error=None, **calendar_bump(blocks=False))
+                .returning(*CALENDAR_CHANGE),
+            )
+            await publish_calendars(conn, bumped.all())
+        return replaced
 
     async def record_push_error(self, calendar_id: str, reason: str) -> None:
         """Why the calendar has no channel (`push_refused: ...`), for its status."""
@@ -286,13 +300,6 @@ class ChannelStore:
             await conn.execute(delete(watch_channels).where(watch_channels.c.id == channel_id))
 
     # -- stopping ---------------------------------------------------------------------------------
-
-    async def supersede(self, calendar_id: str, new_channel_id: str) -> list[ChannelRow]:
-        """Move the calendar's other live channels to `stopping` (the new one is open) and
-        return them."""
-        w = watch_channels.c
-        where = and_(w.calendar_id == calendar_id, w.id != new_channel_id, w.state.in_(LIVE))
-        return await self._move(where, STOPPING)
 
     async def stop_integration(self, integration_id: str, state: str) -> list[ChannelRow]:
         """Move every channel of the integration that is not stopped to `state` (`stopping`

@@ -331,7 +331,8 @@ class ChannelManager:
             await self.store.forget(channel_id)
             raise
         self._backoff.pop(target.calendar_id, None)
-        await self.store.record_opened(
+        # New first, then the old (stopping since this transaction): no moment without one.
+        replaced = await self.store.record_opened(
             channel_id, resource_id, expires_at, calendar_id=target.calendar_id
         )
         log.info(
@@ -340,8 +341,7 @@ class ChannelManager:
             channel_id,
             expires_at.isoformat(),
         )
-        # New first, then the old: no moment without a channel during a renewal.
-        for old in await self.store.supersede(target.calendar_id, channel_id):
+        for old in replaced:
             await self._stop(old)
         return True
 

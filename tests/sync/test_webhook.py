@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from emulator.calendar_store import Channel
 from gateway.clock import utc_now
 from gateway.db.schema import calendars, watch_channels
-from gateway.sync.channel_store import Acceptance
+from gateway.sync.channel_store import STOPPING, Acceptance
 from gateway.sync.lease_store import ClaimOffer
 from tests.support.stack import LogCapture, Stack
 from tests.sync.push_support import (
@@ -117,7 +117,7 @@ async def test_a_notification_without_a_token_is_refused(h: Push) -> None:
 
 async def test_a_stopped_channel_is_refused_without_effect(h: Push) -> None:
     channel = await active_channel(h)
-    await h.store.supersede(h.calendar.id, "none")  # as a renewal does
+    await h.store.stop_integration(h.calendar.integration_id, STOPPING)  # as a disconnect does
     before = await snapshot(h.stack)
     since = h.stack.google.inspector.requests()[-1].seq
     assert await notify(h.stack, channel, "exists", channel.last_message_number + 1) == 404
