@@ -209,14 +209,37 @@ class TokenManager:
         """
         return _DisconnectSource(self, integration_id)
 
+    async def prepared(self, integration_id: str) -> tuple[Integration, TokenSource] | None:
+        """The integration (None: no such row) and a `TokenSource` for it, from ONE read: the
+        source's first access token comes from the tokens read here (opened if fresh, else
+        refreshed as `access_token` does), later ones as `access_token`'s. A sync needs the
+        integration (is it usable, its owner tag) and a token right after: one read of the
+        row instead of two."""
+        found = await self._repo.read_for_refresh(integration_id)
+        if found is None:
+            return None
+        integration, sealed = found
+        return integration, _PreparedSource(self, integration, sealed)
+
     async def _access_token(
         self, integration_id: str, usable: frozenset[Status], *, request_id: str | None
     ) -> str:
         integration, sealed = await self._read_usable(integration_id, usable)
+        return await self._token_from(integration, sealed, usable, request_id=request_id)
+
+    async def _token_from(
+        self,
+        integration: Integration,
+        sealed: SealedTokens,
+        usable: frozenset[Status],
+        *,
+        request_id: str | None,
+    ) -> str:
+        """The access token of a row just read (`_read_usable` checked it is usable)."""
         if self._fresh(sealed, self._clock()):
             with contextlib.suppress(InvalidCiphertext):  # the refresh below decides
                 return await self._open_access(integration, sealed)
-        return await self._single_flight(integration_id, usable, request_id=request_id, stale=None)
+        return await self._single_flight(integration.id, usable, request_id=request_id, stale=None)
 
     async def _force_refresh(
         self,
@@ -598,3 +621,28 @@ class _DisconnectSource:
             )
         except VaultError:
             raise IntegrationInactive(Status.DISCONNECTING) from None
+
+
+class _PreparedSource:
+    """`TokenManager.prepared`: a `TokenSource` whose first access token comes from the row
+    read with the integration; later calls read again. Never logs or shows a token."""
+
+    def __init__(self, manager: TokenManager, integration: Integration, sealed: SealedTokens):
+        self._manager = manager
+        self._integration = integration
+        self._sealed: SealedTokens | None = sealed
+
+    def __repr__(self) -> str:
+        return f"_PreparedSource({self._integration.id!r})"
+
+    async def access_token(self) -> str:
+        sealed, self._sealed = self._sealed, None
+        if sealed is None:
+            return await self._manager.access_token(self._integration.id)
+        integration, sealed = self._manager._require_usable(
+            (self._integration, sealed), self._integration.id, _ACTIVE
+        )
+        return await self._manager._token_from(integration, sealed, _ACTIVE, request_id=None)
+
+    async def refreshed_token(self, stale: str) -> str:
+        return await self._manager.force_refresh(self._integration.id, stale_access_token=stale)

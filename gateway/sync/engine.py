@@ -86,6 +86,8 @@ class TokenKeeper(Protocol):
 
     async def access_token(self, integration_id: str, *, request_id: str | None = None) -> str: ...
 
+    async def prepared(self, integration_id: str) -> tuple[Integration, TokenSource] | None: ...
+
     async def force_refresh(
         self,
         integration_id: str,
@@ -278,10 +280,11 @@ class SyncEngine:
             if calendar.sync_token is None or calendar.active_generation is None
             else "incremental"
         )
-        integration = await self._integrations.get_by_id(calendar.integration_id)
-        if integration is None or not integration.usable:
+        # The integration and its first access token from one read of its row.
+        prepared = await self._tokens.prepared(calendar.integration_id)
+        if prepared is None or not prepared[0].usable:
             return _counted(kind, "inactive", SyncOutcome(calendar_id, "inactive"))
-        tokens = ManagedTokenSource(self._tokens, integration.id)
+        integration, tokens = prepared
         try:
             if kind == "full":
                 outcome = await self._full(

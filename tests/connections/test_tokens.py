@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -378,6 +379,49 @@ async def test_unknown_and_inactive_integrations(env: Env) -> None:
         await env.tokens.access_token(INTEGRATION_ID)
     assert caught.value.extra == {"status": "disconnecting", "integration_status": "disconnecting"}
     assert env.refresh_calls() == 0
+
+
+async def test_a_prepared_source_serves_its_first_token_from_the_row_read_with_it(
+    env: Env,
+) -> None:
+    """What a sync asks before calling Google: the integration and a token source, from one
+    read. Its first token is the stored one (no read, no refresh); an expired one is
+    refreshed; the row it was read with decides, and later tokens are read again."""
+    assert await env.tokens.prepared("int_ffffffffffffffffffffffff") is None
+    access, _ = await env.seed()
+    prepared = await env.tokens.prepared(INTEGRATION_ID)
+    assert prepared is not None
+    integration, source = prepared
+    assert integration.id == INTEGRATION_ID and integration.usable
+    assert INTEGRATION_ID in repr(source) and access not in repr(source)
+    reads = 0
+    read = env.services.repo.read_for_refresh
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        return await read(*args, **kwargs)
+
+    env.services.repo.read_for_refresh = counted  # type: ignore[method-assign]
+    assert await source.access_token() == access
+    assert reads == 0 and env.refresh_calls() == 0
+    assert await source.access_token() == access  # later tokens: read as usual
+    assert reads == 1
+
+    # Prepared just before its token expired: the first token is a refreshed one.
+    prepared = await env.tokens.prepared(INTEGRATION_ID)
+    assert prepared is not None
+    env.google.advance_clock(LIFETIME_S)
+    fresh = await prepared[1].access_token()
+    assert fresh != access and await env.works(fresh) and env.refresh_calls() == 1
+
+    # Prepared from a row that is no longer usable: no token, no Google call.
+    assert await env.services.repo.set_status(INTEGRATION_ID, Status.DISCONNECTING)
+    prepared = await env.tokens.prepared(INTEGRATION_ID)
+    assert prepared is not None and not prepared[0].usable
+    with pytest.raises(IntegrationInactive):
+        await prepared[1].access_token()
+    assert env.refresh_calls() == 1
 
 
 async def test_a_caller_cancelled_mid_refresh_does_not_lose_a_rotated_token(env: Env) -> None:
