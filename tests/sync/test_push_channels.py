@@ -144,6 +144,42 @@ async def test_renewal_opens_the_new_channel_before_stopping_the_old(h: Push) ->
     assert status == 404
 
 
+async def test_google_s_answer_for_a_channel_stopped_meanwhile_replaces_nothing(h: Push) -> None:
+    """A renewal's new channel stopped (a disconnect) before Google answered events.watch:
+    its answer must not move the calendar's working channel to `stopping`."""
+    old = await h.open_verified()
+    now = datetime.fromtimestamp(h.stack.google.clock(), UTC)
+    target = WatchTarget(h.calendar.id, h.calendar.integration_id, h.calendar.google_calendar_id)
+    assert await h.store.claim(
+        target,
+        channel_id="ch_renewal",
+        token_sha256=hashlib.sha256(b"t").digest(),
+        now=now,
+        renew_before=timedelta(days=365),  # the old one counts as due for renewal
+        silence=timedelta(minutes=5),
+    )
+    await h.store.mark_stopped("ch_renewal")
+    replaced = await h.store.record_opened(
+        "ch_renewal", "res", now + timedelta(days=7), calendar_id=h.calendar.id
+    )
+    assert replaced == []
+    assert (await h.channel(old.id)).state == "active"
+    # The same answer while the new channel is live replaces the old one.
+    assert await h.store.claim(
+        target,
+        channel_id="ch_renewal_2",
+        token_sha256=hashlib.sha256(b"u").digest(),
+        now=now,
+        renew_before=timedelta(days=365),
+        silence=timedelta(minutes=5),
+    )
+    replaced = await h.store.record_opened(
+        "ch_renewal_2", "res", now + timedelta(days=7), calendar_id=h.calendar.id
+    )
+    assert [r.id for r in replaced] == [old.id]
+    assert (await h.channel(old.id)).state == "stopping"
+
+
 async def test_a_silent_channel_is_replaced_and_its_calendar_polled_meanwhile(h: Push) -> None:
     h.stack.google.calendars.push_faults.drop_next = 1  # Google's `sync` message is lost
     assert (await h.manager.run_once()).opened == 1
