@@ -6,14 +6,22 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_engine
-from gateway.db.migrate import current_revision, ensure_migrated, head_revision, upgrade
+from gateway.db.migrate import (
+    alembic_config,
+    current_revision,
+    ensure_migrated,
+    head_revision,
+    upgrade,
+)
 from gateway.db.schema import calendars, metadata
+from gateway.db.values import as_utc
 from gateway.errors import NotMigratedError
 from gateway.sync.read_store import ReadStore
 
@@ -122,5 +130,24 @@ async def test_stored_busy_blocks_keep_their_times_through_the_epoch_seconds_mig
             (day + timedelta(hours=9), day + timedelta(hours=10)),
             (day + timedelta(hours=15), day + timedelta(hours=16, seconds=1)),
         ]
+
+        # And back: 0012's timestamps (of the whole seconds kept), then forward again.
+        def downgrade(conn: Connection) -> None:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0012")
+
+        async with eng.begin() as conn:
+            await conn.run_sync(downgrade)
+        async with eng.connect() as conn:
+            back = (
+                await conn.execute(sa.select(before.c.event_id, before.c.start_at, before.c.end_at))
+            ).all()
+        assert sorted((e, as_utc(s), as_utc(x)) for e, s, x in back) == [
+            ("fraction", day + timedelta(hours=15), day + timedelta(hours=16, seconds=1)),
+            ("whole", day + timedelta(hours=9), day + timedelta(hours=10)),
+        ]
+        await upgrade(eng)
+        assert await current_revision(eng) == head_revision()
     finally:
         await eng.dispose()
