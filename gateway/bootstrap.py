@@ -305,7 +305,6 @@ async def open_services(
                 ),
                 client=await CalendarClient.create(http, settings.google_calendar_api_url),
                 tokens=tokens,
-                integrations=integrations,
                 config=syncing,
             )
             if settings.sync_worker:

@@ -190,7 +190,7 @@ async def bump_calendars(
         .values(**calendar_bump(blocks=blocks))
         .returning(*CALENDAR_CHANGE)
     )
-    result = await (commit_if_changed(conn, statement) if last else conn.execute(statement))
+    result = await commit_if_changed(conn, statement, last=last)
     await publish_calendars(conn, result.all())
 
 

@@ -29,11 +29,13 @@ from gateway.db.sqlite_driver import OneHopConnection
 
 
 async def commit_if_changed(
-    conn: AsyncConnection, statement: Executable, parameters: Any = None
+    conn: AsyncConnection, statement: Executable, parameters: Any = None, *, last: bool = True
 ) -> CursorResult[Any]:
-    """Execute the transaction's last statement, committing with it on SQLite (module doc)."""
+    """Execute the transaction's last statement, committing with it on SQLite (module doc).
+    `last=False` is a plain `conn.execute`: for helpers whose caller says whether their
+    statement ends its transaction."""
     driver = None
-    if conn.dialect.name == "sqlite":
+    if last and conn.dialect.name == "sqlite":
         raw = (await conn.get_raw_connection()).driver_connection
         if isinstance(raw, OneHopConnection):
             driver = raw

@@ -1,7 +1,7 @@
 """The sync engine: one entry point that syncs one calendar once.
 
     engine = SyncEngine(store=SyncStore(db), client=calendar_client, tokens=token_manager,
-                        integrations=integration_repository, config=SyncConfig())
+                        config=SyncConfig())
     [calendar] = await engine.ensure_calendars(integration_id)
     outcome = await engine.sync_calendar(calendar.id)
     blocks = await engine.busy_between(calendar.id, start, end)
@@ -97,12 +97,6 @@ class TokenKeeper(Protocol):
     ) -> str: ...
 
 
-class IntegrationLookup(Protocol):
-    """What the engine needs of `IntegrationRepository`."""
-
-    async def get_by_id(self, integration_id: str) -> Integration | None: ...
-
-
 SyncKind = Literal["full", "incremental", "resync"]
 RunOutcome = Literal["ok", "backoff", "error", "inactive", "crashed"]
 
@@ -180,7 +174,6 @@ class SyncEngine:
         store: SyncStore,
         client: CalendarClient,
         tokens: TokenKeeper,
-        integrations: IntegrationLookup,
         config: SyncConfig | None = None,
         clock: Callable[[], datetime] = utc_now,
         random_bytes: Callable[[int], bytes] = os.urandom,
@@ -190,7 +183,6 @@ class SyncEngine:
         self.store = store
         self._client = client
         self._tokens = tokens
-        self._integrations = integrations
         self.config = config or SyncConfig()
         self._clock = clock
         self._random = random_bytes
@@ -207,12 +199,12 @@ class SyncEngine:
         """The calendars to sync for the integration (its primary), created from Google's
         calendar list on first use. An inactive integration gets what is stored, without a
         Google call."""
-        integration = await self._integrations.get_by_id(integration_id)
-        if integration is None:
+        prepared = await self._tokens.prepared(integration_id)
+        if prepared is None:
             raise NotFound("no such integration")
+        integration, tokens = prepared
         if not integration.usable:
             return await self.store.calendars_of(integration_id)
-        tokens = ManagedTokenSource(self._tokens, integration_id)
         if integration.granted_scopes & _CALENDAR_LIST_SCOPES:
             entries = await self._client.calendar_list(tokens, integration_id)
             primary = next((e for e in entries if e.get("primary")), None)

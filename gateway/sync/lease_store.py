@@ -158,8 +158,7 @@ class LeaseStore:
             .returning(*CALENDAR_CHANGE)
         )
         if conn is not None:
-            run = commit_if_changed(conn, statement) if last else conn.execute(statement)
-            changed = (await run).all()
+            changed = (await commit_if_changed(conn, statement, last=last)).all()
             await publish_calendars(conn, changed)
         else:
             async with self.engine.begin() as own:
@@ -194,8 +193,7 @@ class LeaseStore:
             .values(**_claim_values(offer.owner, offer.lease_until))
             .returning(*calendars.c)
         )
-        run = commit_if_changed(conn, claim) if last else conn.execute(claim)
-        row = (await run).mappings().first()
+        row = (await commit_if_changed(conn, claim, last=last)).mappings().first()
         if row is None:
             return None
         await publish_calendars(conn, [(row["id"], row["integration_id"], row["version"])])
@@ -282,8 +280,8 @@ class LeaseStore:
                     .values(**_claim_values(owner, lease_until))
                     .returning(*calendars.c)
                 )
-                run = commit_if_changed(conn, claim) if n == len(parts) - 1 else conn.execute(claim)
-                rows.extend((await run).mappings().all())
+                done = await commit_if_changed(conn, claim, last=n == len(parts) - 1)
+                rows.extend(done.mappings().all())
             await publish_calendars(
                 conn, [(r["id"], r["integration_id"], r["version"]) for r in rows]
             )

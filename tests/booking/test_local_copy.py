@@ -7,7 +7,7 @@ from sqlalchemy import update
 
 from gateway.db.schema import calendars
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import INTEGRATIONS_KEY, TOKENS_KEY
+from gateway.http.appkeys import TOKENS_KEY
 from gateway.sync.engine import SyncEngine
 from gateway.sync.store import SyncStore
 from tests.support.availability import ALICE, at, call, connect, day, event, sync, z
@@ -35,7 +35,6 @@ async def test_a_booking_during_a_full_sync_survives_the_switch(stack: Stack) ->
         store=SyncStore(stack.engine),
         client=client,
         tokens=stack.app[TOKENS_KEY],
-        integrations=stack.app[INTEGRATIONS_KEY],
         page_hook=book_after_the_last_page,
     )
     async with stack.engine.begin() as conn:  # the next sync is a full one

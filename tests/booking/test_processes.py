@@ -35,7 +35,6 @@ async def booking_process(stack: Stack) -> AsyncIterator[tuple[BookingService, I
             store=SyncStore(proc.db),
             client=client,
             tokens=proc.tokens,
-            integrations=proc.integrations,
         )
         availability = AvailabilityService(sync=sync, client=client, tokens=proc.tokens)
         service = BookingService(

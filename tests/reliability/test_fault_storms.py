@@ -33,7 +33,7 @@ from emulator.seed import seed_calendar
 from gateway.db.schema import calendars, integrations, watch_channels
 from gateway.db.values import as_utc
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import INTEGRATIONS_KEY, TOKENS_KEY
+from gateway.http.appkeys import TOKENS_KEY
 from gateway.sync.config import SchedulerConfig
 from gateway.sync.engine import SyncEngine
 from gateway.sync.scheduler import SyncScheduler
@@ -74,7 +74,6 @@ async def storm_scheduler(stack: Stack) -> SyncScheduler:
         store=SyncStore(stack.engine),
         client=client,
         tokens=stack.app[TOKENS_KEY],
-        integrations=stack.app[INTEGRATIONS_KEY],
     )
     config = SchedulerConfig(
         tick_s=0.05,

@@ -8,7 +8,7 @@ import threading
 
 from emulator.seed import seed_calendar
 from gateway.google.calendar import CalendarClient
-from gateway.http.appkeys import INTEGRATIONS_KEY, TOKENS_KEY
+from gateway.http.appkeys import TOKENS_KEY
 from gateway.sync.engine import SyncEngine
 from gateway.sync.store import SyncStore
 from tests.support.availability import ALICE, at, call, connect, day, z
@@ -43,7 +43,6 @@ async def test_an_api_request_is_answered_while_a_large_calendar_is_expanded(
         store=SyncStore(stack.engine),
         client=client,
         tokens=stack.app[TOKENS_KEY],
-        integrations=stack.app[INTEGRATIONS_KEY],
         expansion_hook=hold,
     )
     [calendar] = await engine.ensure_calendars(alice)

@@ -116,7 +116,6 @@ async def make_scheduler(
         store=SyncStore(db),
         client=client,
         tokens=stack.app[TOKENS_KEY],
-        integrations=stack.app[INTEGRATIONS_KEY],
         clock=clock,
         page_hook=page_hook,
     )

@@ -87,7 +87,6 @@ async def scheduler_for(
         store=SyncStore(proc.db),
         client=client,
         tokens=proc.tokens,
-        integrations=proc.integrations,
         **({"clock": clock} if clock is not None else {}),
     )
     if clock is not None:

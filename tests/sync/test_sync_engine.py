@@ -91,7 +91,6 @@ def make_engine(
         store=SyncStore(stack.engine),
         client=client,
         tokens=stack.app[TOKENS_KEY],
-        integrations=stack.app[INTEGRATIONS_KEY],
         config=config,
         clock=lambda: NOW,
         page_hook=page_hook,
