@@ -2,16 +2,22 @@
 
 The same events.list pages the gateways will fetch (the bench calendars, same parameters) are
 fetched once beforehand and kept as bytes. Then one process, with no HTTP and no SQLAlchemy,
-decodes them with orjson, turns their items into `calendar_events` rows with the gateway's own
-pure parser (`gateway.sync.rows.parse_rows`) and inserts them with the raw driver: the stdlib
-sqlite3 module's executemany on the bench's SQLite file (with the gateway's pragmas), or
-asyncpg's COPY on PostgreSQL, one transaction per calendar as a full sync commits its page.
+decodes them with orjson and inserts the rows a full sync stores with the raw driver: the
+stdlib sqlite3 module's executemany on the bench's SQLite file (with the gateway's pragmas), or
+asyncpg's COPY on PostgreSQL, one transaction per calendar as a full sync commits it.
 
-Figure: events per CPU-second of this process (user + system time of the thread doing it, so
+"The same rows" are a calendar's `calendar_events` rows (the gateway's own pure parser,
+`gateway.sync.rows.parse_rows`) AND its `busy_blocks` rows (the gateway's own pure expansion,
+`gateway.sync.model.blocks_for_records`): availability is read from the blocks, so a sync
+that stored only the events would not be done. That is the baseline the gateways' "per
+gateway CPU second" is compared with: what the sync machinery (HTTP, scheduling, leases,
+transactions, SQLAlchemy, push channels) costs on top of the work itself. Until 2026-12-06
+the baseline stored the events only; that figure is still printed (`events_only`), for
+comparison with older runs.
+
+Figures: events per CPU-second of this process (user + system time of the thread doing it, so
 SQLite's work counts and a loaded machine's waiting does not; PostgreSQL's server is another
-process, as it is for the gateways). The gateways' "per gateway CPU second" is compared with
-it: what the sync machinery (HTTP, scheduling, expansion, busy blocks, transactions) costs on
-top of the bare work.
+process, as it is for the gateways).
 """
 
 from __future__ import annotations
@@ -31,13 +37,14 @@ from gateway.bench.procs import BenchError
 from gateway.bench.setup import Emulator
 from gateway.clock import rfc3339
 from gateway.db.bulk import sqlite_insert, sqlite_rows
-from gateway.db.schema import calendar_events
+from gateway.db.schema import busy_blocks, calendar_events
 from gateway.google.events import LIST_FIELDS
 from gateway.settings import DEFAULT_GOOGLE_SCOPES
 from gateway.sync.config import SyncConfig
-from gateway.sync.copy_store import EVENT_COLUMNS
+from gateway.sync.copy_store import BLOCK_COLUMNS, EVENT_COLUMNS, block_rows
 from gateway.sync.engine import PAGE_SIZE
-from gateway.sync.rows import parse_rows
+from gateway.sync.model import Horizon, blocks_for_records
+from gateway.sync.rows import EventRow, parse_rows, record_of
 
 # Calendars fetched for the baseline: the rate is steady well before.
 BASELINE_CALENDARS = 20
@@ -56,6 +63,7 @@ class ParseInsert:
     events: int
     cpu_s: float
     wall_s: float
+    blocks: int = 0  # busy blocks inserted with them (0: the events-only variant)
 
     @property
     def per_cpu_s(self) -> float:
@@ -98,64 +106,93 @@ async def fetch_pages(google: Emulator, emails: Sequence[str]) -> list[Pages]:
     return out
 
 
-def _rows(calendar_id: str, body: bytes) -> list[tuple[object, ...]]:
-    page = orjson.loads(body)
-    rows, _ = parse_rows(
-        page.get("items") or [], calendar_tz=str(page.get("timeZone") or "UTC"), owner_tag="-"
-    )
-    return [(calendar_id, 1, *r) for r in rows]
+@dataclass(frozen=True)
+class _Calendar:
+    """One calendar's rows, as a full sync stores them (module doc)."""
+
+    events: list[tuple[object, ...]]
+    blocks: list[tuple[object, ...]]
 
 
-def _sqlite(path: str, calendars: list[Pages]) -> ParseInsert:
+def _calendar(calendar_id: str, cal: Pages, horizon: Horizon, with_blocks: bool) -> _Calendar:
+    rows: list[EventRow] = []
+    zone = "UTC"
+    for body in cal.bodies:
+        page = orjson.loads(body)
+        zone = str(page.get("timeZone") or zone)
+        parsed, _ = parse_rows(page.get("items") or [], calendar_tz=zone, owner_tag="-")
+        rows.extend(parsed)
+    blocks: list[tuple[object, ...]] = []
+    if with_blocks:
+        found = blocks_for_records([record_of(r) for r in rows], calendar_tz=zone, horizon=horizon)
+        blocks = block_rows(calendar_id, 1, found)
+    return _Calendar([(calendar_id, 1, *r) for r in rows], blocks)
+
+
+def _sqlite(path: str, calendars: list[Pages], horizon: Horizon, with_blocks: bool) -> ParseInsert:
     # The issue's baseline: sqlite3's own executemany, one row per parameter set.
-    sql, datetimes = sqlite_insert(calendar_events, EVENT_COLUMNS)
+    events_sql, datetimes = sqlite_insert(calendar_events, EVENT_COLUMNS)
+    blocks_sql, _ = sqlite_insert(busy_blocks, BLOCK_COLUMNS)
     db = sqlite3.connect(path, isolation_level=None)
     try:
         for pragma in ("journal_mode=WAL", "busy_timeout=10000", "synchronous=NORMAL"):
             db.execute(f"PRAGMA {pragma}")
-        events = 0
+        events = blocks = 0
         cpu, wall = time.thread_time(), time.perf_counter()
         for n, cal in enumerate(calendars):
+            rows = _calendar(f"{BASELINE_PREFIX}{n}", cal, horizon, with_blocks)
             db.execute("BEGIN")
-            for body in cal.bodies:
-                rows = _rows(f"{BASELINE_PREFIX}{n}", body)
-                db.executemany(sql, sqlite_rows(rows, datetimes))
-                events += len(rows)
+            db.executemany(events_sql, sqlite_rows(rows.events, datetimes))
+            db.executemany(blocks_sql, rows.blocks)
             db.execute("COMMIT")
-        result = ParseInsert(events, time.thread_time() - cpu, time.perf_counter() - wall)
-        db.execute("DELETE FROM calendar_events WHERE calendar_id LIKE ?", (BASELINE_PREFIX + "%",))
+            events, blocks = events + len(rows.events), blocks + len(rows.blocks)
+        result = ParseInsert(events, time.thread_time() - cpu, time.perf_counter() - wall, blocks)
+        for table in ("calendar_events", "busy_blocks"):
+            db.execute(f"DELETE FROM {table} WHERE calendar_id LIKE ?", (BASELINE_PREFIX + "%",))  # noqa: S608 - fixed names
         return result
     finally:
         db.close()
 
 
-async def _postgres(url: str, calendars: list[Pages]) -> ParseInsert:
+async def _postgres(
+    url: str, calendars: list[Pages], horizon: Horizon, with_blocks: bool
+) -> ParseInsert:
     conn = await asyncpg.connect(url)
     try:
-        events = 0
+        events = blocks = 0
         cpu, wall = time.process_time(), time.perf_counter()
         for n, cal in enumerate(calendars):
+            rows = _calendar(f"{BASELINE_PREFIX}{n}", cal, horizon, with_blocks)
             async with conn.transaction():
-                for body in cal.bodies:
-                    rows = _rows(f"{BASELINE_PREFIX}{n}", body)
+                await conn.copy_records_to_table(
+                    "calendar_events", records=rows.events, columns=list(EVENT_COLUMNS)
+                )
+                if rows.blocks:
                     await conn.copy_records_to_table(
-                        "calendar_events", records=rows, columns=list(EVENT_COLUMNS)
+                        "busy_blocks", records=rows.blocks, columns=list(BLOCK_COLUMNS)
                     )
-                    events += len(rows)
-        result = ParseInsert(events, time.process_time() - cpu, time.perf_counter() - wall)
-        await conn.execute(
-            "DELETE FROM calendar_events WHERE calendar_id LIKE $1", BASELINE_PREFIX + "%"
-        )
+            events, blocks = events + len(rows.events), blocks + len(rows.blocks)
+        result = ParseInsert(events, time.process_time() - cpu, time.perf_counter() - wall, blocks)
+        for table in ("calendar_events", "busy_blocks"):
+            await conn.execute(
+                f"DELETE FROM {table} WHERE calendar_id LIKE $1",  # noqa: S608 - fixed names
+                BASELINE_PREFIX + "%",
+            )
         return result
     finally:
         await conn.close()
 
 
-async def parse_insert_baseline(database_url: str, calendars: list[Pages]) -> ParseInsert:
-    """Decode, parse and insert `calendars` with the raw driver (module doc)."""
+async def parse_insert_baseline(
+    database_url: str, calendars: list[Pages], *, with_blocks: bool = True
+) -> ParseInsert:
+    """Decode, parse, expand and insert `calendars` with the raw driver (module doc);
+    `with_blocks=False`: the events only (the baseline until 2026-12-06)."""
     url = make_url(database_url)
+    horizon = SyncConfig().horizon(datetime.now(UTC))
     if url.get_backend_name() == "sqlite":
         assert url.database is not None
         # A thread of its own: sqlite3 blocks, and thread_time counts exactly this work.
-        return await asyncio.to_thread(_sqlite, url.database, calendars)
-    return await _postgres(url.set(drivername="postgresql").render_as_string(False), calendars)
+        return await asyncio.to_thread(_sqlite, url.database, calendars, horizon, with_blocks)
+    plain = url.set(drivername="postgresql").render_as_string(False)
+    return await _postgres(plain, calendars, horizon, with_blocks)

@@ -9,9 +9,10 @@ processes sharing the database, the work split by the scheduler's leases):
    calendar. Figure: event records stored / seconds from the insert until every calendar has a
    complete copy. Baselines: the same database's executemany INSERT of as many event rows
    through SQLAlchemy, and the parse+insert baseline (`gateway.bench.baseline`): one process
-   decoding the same pages with orjson and inserting the same rows with the raw driver, no
-   HTTP, no SQLAlchemy, the practical limit of one core. Ingest per gateway CPU-second is
-   printed as a ratio to that baseline's events per CPU-second;
+   decoding the same pages with orjson and inserting the same rows (events and busy blocks)
+   with the raw driver, no HTTP, no SQLAlchemy, the practical limit of one core (also printed
+   for the events alone, as before 2026-12-06). Ingest per gateway CPU-second is printed as a
+   ratio to that baseline's events per CPU-second;
 2. push: once every calendar has a live watch channel, one new event per integration is made
    "in Google Calendar"; the emulator pushes a notification to the gateway's webhook, the
    scheduler syncs, and `GET /v1/integrations/{id}/freebusy` is polled until the event's busy
@@ -86,6 +87,7 @@ class BackendResult:
     gateway_cpu_s: float  # CPU time of every gateway process during the ingest
     emulator_cpu_s: float
     parse_insert: ParseInsert
+    events_only: ParseInsert  # the baseline without busy blocks (as printed until 2026-12-06)
 
     @property
     def events_per_s(self) -> float:
@@ -126,14 +128,25 @@ def figures(results: list[BackendResult], config: SyncBenchConfig) -> list[Figur
                 f"SQLAlchemy executemany, {BASELINE_CHUNK} rows per statement",
             )
         )
-        p = r.parse_insert
+        p, e = r.parse_insert, r.events_only
         out.append(
             Figure(
                 f"parse+insert baseline, one core ({label})",
                 p.per_cpu_s,
                 "events/CPU-s",
-                note=f"orjson + parse_rows + raw driver, no HTTP or SQLAlchemy: {p.events:,} "
-                f"events, {p.per_s:,.0f} events/s wall",
+                note=f"orjson, parse_rows, blocks_for_records, raw driver; no HTTP or "
+                f"SQLAlchemy: {p.events:,} events + {p.blocks:,} busy blocks, "
+                f"{p.per_s:,.0f} events/s wall",
+            )
+        )
+        out.append(
+            Figure(
+                f"parse+insert baseline, events only ({label})",
+                e.per_cpu_s,
+                "events/CPU-s",
+                p.per_cpu_s,
+                "parse+insert",
+                note="the same without busy blocks (the baseline of runs before 2026-12-06)",
             )
         )
         out.append(
@@ -196,6 +209,7 @@ async def _one_backend(
             baseline_rows = min(BASELINE_ROWS, max(config.integrations * config.events, 1_000))
             baseline_s = await raw_insert_baseline(engine, baseline_rows)
             parse_insert = await parse_insert_baseline(url, pages)
+            events_only = await parse_insert_baseline(url, pages, with_blocks=False)
             extra = {
                 "GATEWAY_SYNC_CONCURRENCY": str(config.sync_concurrency),
                 "GATEWAY_SYNC_TICK_S": "0.5",
@@ -244,6 +258,7 @@ async def _one_backend(
         gateway_cpu_s,
         emulator_cpu_s,
         parse_insert,
+        events_only,
     )
 
 

@@ -116,6 +116,10 @@ _BY_TENANT_AND_ID = select(integrations).where(
     integrations.c.tenant_id == bindparam("tenant_id"),
 )
 
+# By id alone (background jobs): read by every sync and every Google call it makes.
+_BY_ID = select(integrations).where(integrations.c.id == bindparam("integration_id"))
+_BY_ID_LOCKED = _BY_ID.with_for_update()
+
 _BY_TENANT_AND_IDS = select(integrations).where(
     integrations.c.tenant_id == bindparam("tenant_id"),
     integrations.c.id.in_(bindparam("integration_ids", expanding=True)),
@@ -139,14 +143,17 @@ class IntegrationRepository:
         self._clock = clock
 
     async def _first(
-        self, query: Executable, conn: AsyncConnection | None = None
+        self,
+        query: Executable,
+        conn: AsyncConnection | None = None,
+        params: dict[str, Any] | None = None,
     ) -> RowMapping | None:
         """The first row of a query: inside the caller's transaction when `conn` is given (a
         locked read must be), else on a connection of its own."""
         if conn is not None:
-            return (await conn.execute(query)).mappings().first()
+            return (await conn.execute(query, params)).mappings().first()
         async with self._reads.connect() as own:
-            return (await own.execute(query)).mappings().first()
+            return (await own.execute(query, params)).mappings().first()
 
     # -- integrations ------------------------------------------------------------------------
 
@@ -194,7 +201,7 @@ class IntegrationRepository:
 
     async def get_by_id(self, integration_id: str) -> Integration | None:
         """Internal lookup without a tenant (background jobs)."""
-        row = await self._first(select(integrations).where(integrations.c.id == integration_id))
+        row = await self._first(_BY_ID, params={"integration_id": integration_id})
         return row_to_integration(row) if row is not None else None
 
     async def list_for_user(self, tenant_id: str, user_id: str | None) -> list[Integration]:
@@ -322,10 +329,8 @@ class IntegrationRepository:
         holds the row until it ends, and a concurrent locker waits and afterwards sees the
         committed row (READ COMMITTED re-reads it). SQLite has no row locks and ignores it.
         """
-        query = select(integrations).where(integrations.c.id == integration_id)
-        if lock:
-            query = query.with_for_update()
-        row = await self._first(query, conn)
+        query = _BY_ID_LOCKED if lock else _BY_ID
+        row = await self._first(query, conn, {"integration_id": integration_id})
         if row is None:
             return None
         tokens = SealedTokens(

@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
-    DateTime,
-    LargeBinary,
     String,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -116,13 +116,27 @@ def _row(row: RowMapping) -> ChannelRow:
     )
 
 
-def _healthy(now: datetime, renew_before: timedelta, silence: timedelta) -> ColumnElement[bool]:
-    """A channel that makes a new one unnecessary (see the module doc)."""
-    w = watch_channels.c
-    return or_(
-        and_(w.state == OPENING, w.created_at > now - silence),
-        and_(w.state == ACTIVE, or_(w.expires_at.is_(None), w.expires_at > now + renew_before)),
-    )
+_w = watch_channels.c
+# A channel that makes a new one unnecessary (see the module doc), with its bounds bound per
+# statement (`_healthy_params`). This and the statements below are built once: the claim's
+# INSERT ... SELECT was the largest statement a calendar's onboarding built.
+_HEALTHY = or_(
+    and_(
+        _w.state == OPENING,
+        _w.created_at > bindparam("healthy_opened_after", type_=_w.created_at.type),
+    ),
+    and_(
+        _w.state == ACTIVE,
+        or_(
+            _w.expires_at.is_(None),
+            _w.expires_at > bindparam("healthy_expires_after", type_=_w.expires_at.type),
+        ),
+    ),
+)
+
+
+def _healthy_params(now: datetime, renew_before: timedelta, silence: timedelta) -> dict[str, Any]:
+    return {"healthy_opened_after": now - silence, "healthy_expires_after": now + renew_before}
 
 
 def _eligible() -> ColumnElement[bool]:
@@ -133,6 +147,49 @@ def _eligible() -> ColumnElement[bool]:
             integrations.c.id == calendars.c.integration_id, integrations.c.status == "active"
         ),
     )
+
+
+_BY_ID = select(watch_channels).where(_w.id == bindparam("channel_id"))
+
+_CLAIM_CALENDAR = bindparam("claim_calendar", type_=_w.calendar_id.type)
+_CLAIM = insert(watch_channels).from_select(
+    ["id", "calendar_id", "integration_id", "token_sha256", "state", "created_at"],
+    select(
+        bindparam("claim_id", type_=_w.id.type),
+        _CLAIM_CALENDAR,
+        bindparam("claim_integration", type_=_w.integration_id.type),
+        bindparam("claim_token_sha256", type_=_w.token_sha256.type),
+        literal(OPENING, String(16)),
+        bindparam("claim_now", type_=_w.created_at.type),
+    ).where(
+        # Re-checked here, in the statement that inserts: the listing is stale by now.
+        exists().where(calendars.c.id == _CLAIM_CALENDAR, _eligible()),
+        ~exists().where(_w.calendar_id == _CLAIM_CALENDAR, _HEALTHY),
+    ),
+)
+
+_OPENED_ID = bindparam("opened_id", type_=_w.id.type)
+_OPENED = (
+    update(watch_channels)
+    .where(_w.id == _OPENED_ID, _w.state.in_(LIVE))
+    .values(
+        resource_id=bindparam("opened_resource", type_=_w.resource_id.type),
+        expires_at=bindparam("opened_expires_at", type_=_w.expires_at.type),
+    )
+)
+_OPENED_CALENDAR = bindparam("opened_calendar", type_=_w.calendar_id.type)
+_REPLACED = (
+    update(watch_channels)
+    .where(_w.calendar_id == _OPENED_CALENDAR, _w.id != _OPENED_ID, _w.state.in_(LIVE))
+    .values(state=STOPPING)
+    .returning(watch_channels)
+)
+_PUSH_ACCEPTED = (
+    update(calendars)
+    .where(calendars.c.id == _OPENED_CALENDAR)
+    .values(push_error=None, **calendar_bump(blocks=False))
+    .returning(*CALENDAR_CHANGE)
+)
 
 
 class ChannelStore:
@@ -147,15 +204,8 @@ class ChannelStore:
 
     async def get(self, channel_id: str) -> ChannelRow | None:
         async with self._reads.connect() as conn:
-            row = (
-                (
-                    await conn.execute(
-                        select(watch_channels).where(watch_channels.c.id == channel_id)
-                    )
-                )
-                .mappings()
-                .first()
-            )
+            found = await conn.execute(_BY_ID, {"channel_id": channel_id})
+            row = found.mappings().first()
         return _row(row) if row is not None else None
 
     async def channels_of_calendar(self, calendar_id: str) -> list[ChannelRow]:
@@ -189,17 +239,13 @@ class ChannelStore:
         c = calendars.c
         query = (
             select(c.id, c.integration_id, c.google_calendar_id)
-            .where(
-                _eligible(),
-                ~exists().where(
-                    watch_channels.c.calendar_id == c.id, _healthy(now, renew_before, silence)
-                ),
-            )
+            .where(_eligible(), ~exists().where(watch_channels.c.calendar_id == c.id, _HEALTHY))
             .order_by(c.id)
             .limit(limit)
         )
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
+            found = await conn.execute(query, _healthy_params(now, renew_before, silence))
+            rows = found.all()
         return [WatchTarget(r[0], r[1], r[2]) for r in rows]
 
     # -- the claim and the answer of events.watch ------------------------------------------------
@@ -216,7 +262,6 @@ class ChannelStore:
     ) -> bool:
         """Insert an `opening` row for the calendar if it still needs one; False when another
         process holds the calendar or already claimed a healthy channel for it."""
-        w = watch_channels.c
         async with self.engine.begin() as conn:
             if self._locks_rows:
                 locked = await conn.execute(
@@ -226,27 +271,15 @@ class ChannelStore:
                 )
                 if locked.first() is None:
                     return False
-            values = select(
-                literal(channel_id, String(64)),
-                literal(target.calendar_id, String(32)),
-                literal(target.integration_id, String(32)),
-                literal(token_sha256, LargeBinary(32)),
-                literal(OPENING, String(16)),
-                literal(now, DateTime(timezone=True)),
-            ).where(
-                # Re-checked here, in the statement that inserts: the listing is stale by now.
-                exists().where(calendars.c.id == target.calendar_id, _eligible()),
-                ~exists().where(
-                    w.calendar_id == target.calendar_id, _healthy(now, renew_before, silence)
-                ),
-            )
-            result = await commit_if_changed(
-                conn,
-                insert(watch_channels).from_select(
-                    ["id", "calendar_id", "integration_id", "token_sha256", "state", "created_at"],
-                    values,
-                ),
-            )
+            params = {
+                "claim_id": channel_id,
+                "claim_calendar": target.calendar_id,
+                "claim_integration": target.integration_id,
+                "claim_token_sha256": token_sha256,
+                "claim_now": now,
+                **_healthy_params(now, renew_before, silence),
+            }
+            result = await commit_if_changed(conn, _CLAIM, params)
             return result.rowcount == 1
 
     async def record_opened(
@@ -258,29 +291,19 @@ class ChannelStore:
         channels move to `stopping` (new first, then the old: no moment without a channel
         during a renewal) and are returned for `channels.stop`; the calendar's `push_error` is
         cleared (Google accepted a channel) and its version bumped, in one UPDATE."""
-        w = watch_channels.c
+        params = {
+            "opened_id": channel_id,
+            "opened_calendar": calendar_id,
+            "opened_resource": resource_id,
+            "opened_expires_at": expires_at,
+        }
         async with self.engine.begin() as conn:
-            opened = await conn.execute(
-                update(watch_channels)
-                .where(w.id == channel_id, w.state.in_(LIVE))
-                .values(resource_id=resource_id, expires_at=expires_at)
-            )
+            opened = await conn.execute(_OPENED, params)
             replaced: list[ChannelRow] = []
             if opened.rowcount == 1:
-                others = await conn.execute(
-                    update(watch_channels)
-                    .where(w.calendar_id == calendar_id, w.id != channel_id, w.state.in_(LIVE))
-                    .values(state=STOPPING)
-                    .returning(watch_channels)
-                )
+                others = await conn.execute(_REPLACED, params)
                 replaced = [_row(r) for r in others.mappings()]
-            bumped = await commit_if_changed(
-                conn,
-                update(calendars)
-                .where(calendars.c.id == calendar_id)
-                .values(push_error=None, **calendar_bump(blocks=False))
-                .returning(*CALENDAR_CHANGE),
-            )
+            bumped = await commit_if_changed(conn, _PUSH_ACCEPTED, params)
             await publish_calendars(conn, bumped.all())
         return replaced
 

@@ -40,6 +40,7 @@ def test_bench_sync_prints_ingest_and_push_lag(capsys: pytest.CaptureFixture[str
     assert list(figures) == [
         "raw INSERT of event rows (SQLite, 1 proc)",
         "parse+insert baseline, one core (SQLite, 1 proc)",
+        "parse+insert baseline, events only (SQLite, 1 proc)",
         "sync ingest (SQLite, 1 proc)",
         "sync ingest per gateway CPU second (SQLite, 1 proc)",
         "push-to-visible lag p50 (SQLite, 1 proc)",
