@@ -125,6 +125,7 @@ def blocks_for_series(
                         zone(master.time_zone, tz),
                         horizon.start,
                         horizon.end,
+                        keys=bool(replaced),
                     )
             except RecurrenceError:
                 blocks.extend(_single_block(master, series_id, tz, horizon))

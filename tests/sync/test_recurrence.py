@@ -154,6 +154,18 @@ def test_unreadable_rules_raise() -> None:
         weekly_ny("RRULE:FREQ=WEEKLY", "EXDATE;TZID=Mars/Olympus:20261026T090000")
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["20261332", "2026102", "20261026T0900", "20261026X090000", "2026\uff11026", "20261026T25000Z"],
+)
+def test_malformed_until_and_exdate_values_raise(value: str) -> None:
+    # Out of range, too short, a wrong separator, a non-ASCII digit, a 25th hour.
+    with pytest.raises(RecurrenceError):
+        weekly_ny(f"RRULE:FREQ=WEEKLY;UNTIL={value}")
+    with pytest.raises(RecurrenceError):
+        weekly_ny("RRULE:FREQ=WEEKLY", f"EXDATE:{value}")
+
+
 ZONES = ["America/New_York", "Europe/Berlin", "Australia/Sydney", "Asia/Kolkata", "UTC"]
 
 
