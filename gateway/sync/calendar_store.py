@@ -153,8 +153,10 @@ class CalendarStore:
         async with self.engine.begin() as conn:
             row = (await conn.execute(select(calendars).where(key))).mappings().first()
             if row is None:
-                await conn.execute(
-                    insert(calendars).values(
+                # The new row as stored (its defaults included), without reading it again.
+                created = await conn.execute(
+                    insert(calendars)
+                    .values(
                         id=new_id,
                         integration_id=integration_id,
                         tenant_id=tenant_id,
@@ -165,14 +167,17 @@ class CalendarStore:
                         created_at=now,
                         updated_at=now,
                     )
+                    .returning(calendars)
                 )
+                row = created.mappings().one()
                 await bump_integration(conn, integration_id)
             elif row["time_zone"] != time_zone:
                 await conn.execute(
                     update(calendars).where(key).values(time_zone=time_zone, updated_at=now)
                 )
                 await bump_calendars(conn, [row["id"]])
-            row = (await conn.execute(select(calendars).where(key))).mappings().one()
+                # Read again: the bump moved its version.
+                row = (await conn.execute(select(calendars).where(key))).mappings().one()
         return calendar_row(row)
 
     async def record_failure(
