@@ -214,7 +214,9 @@ async def open_services(
     hooks = hooks if hooks is not None else DisconnectHooks()
     async with AsyncExitStack() as stack:
         if engine is None:
-            engine = await create_engine(settings.database_url)
+            engine = await create_engine(
+                settings.database_url, pool_size=settings.database_pool_size
+            )
             stack.push_async_callback(engine.dispose)
         await ensure_migrated(engine)
         api_keys = ApiKeyStore(engine, cache=True)

@@ -42,7 +42,7 @@ GC_YOUNG_THRESHOLD = 50_000
 
 @asynccontextmanager
 async def _engine(settings: Settings, *, migrated: bool = True) -> AsyncIterator[AsyncEngine]:
-    engine = await create_engine(settings.database_url)
+    engine = await create_engine(settings.database_url, pool_size=settings.database_pool_size)
     try:
         if migrated:
             await ensure_migrated(engine)

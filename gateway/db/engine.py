@@ -15,15 +15,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.db import after_commit, sqlite_driver, sqlite_writer
 from gateway.errors import StorageError
-from gateway.settings import normalise_database_url, redact_url_password
+from gateway.settings import (
+    DEFAULT_DATABASE_POOL_SIZE,
+    normalise_database_url,
+    redact_url_password,
+)
 
-# Connections each process keeps open on SQLite. SQLAlchemy's default pool (5, and up to 10
-# more opened and closed on demand) is smaller than what one process uses at once:
-# GATEWAY_SYNC_CONCURRENCY syncs (8 by default), push channel upkeep, the webhook worker and API
-# requests. Every connection beyond it was opened and closed for one use (a new aiosqlite
-# thread and the pragmas each time). SQLite connections are cheap to keep; PostgreSQL's are
-# counted against max_connections, shared by every instance, so PostgreSQL keeps the default.
-POOL_SIZE = 20
+# Connections each process keeps open (GATEWAY_DATABASE_POOL_SIZE). SQLAlchemy's default pool
+# (5, and up to 10 more opened and closed on demand) is smaller than what one process uses at
+# once: GATEWAY_SYNC_CONCURRENCY syncs (8 by default), push channel upkeep and notifications,
+# the webhook worker and API requests. Every connection beyond it was opened and closed for one
+# use: on SQLite a new aiosqlite thread and the pragmas, on PostgreSQL a TCP connection, its
+# start-up, a ping and every statement prepared again: each of the sync bench's two PostgreSQL
+# gateways opened ~180 connections while they ingested 100 calendars (~20 with this pool).
+# The pool opens connections as they are needed, so a quiet process keeps few; on PostgreSQL
+# count instances x (this + 10 overflow + 1 listener) against max_connections.
+POOL_SIZE = DEFAULT_DATABASE_POOL_SIZE
+POOL_OVERFLOW = 10
 # How long a SQLite writer waits for the file (another program's write) or, in this process, for
 # its turn in gateway.db.sqlite_writer's queue.
 BUSY_TIMEOUT_MS = 10_000
@@ -61,8 +69,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-async def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    """Create the engine; for SQLite also create the database file's folder."""
+async def create_engine(url: str, *, echo: bool = False, pool_size: int = POOL_SIZE) -> AsyncEngine:
+    """Create the engine (keeping up to `pool_size` connections open, see POOL_SIZE); for
+    SQLite also create the database file's folder."""
     try:
         url = normalise_database_url(url)
         parsed = make_url(url)
@@ -73,7 +82,10 @@ async def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
         await asyncio.to_thread(_create_private_file, path)
     try:
         # An in-memory SQLite database lives in its one connection: no pool size there.
-        options: dict[str, Any] = {"pool_size": POOL_SIZE} if path is not None else {}
+        in_memory = path is None and parsed.get_backend_name() == "sqlite"
+        options: dict[str, Any] = (
+            {} if in_memory else {"pool_size": pool_size, "max_overflow": POOL_OVERFLOW}
+        )
         if parsed.get_backend_name() == "sqlite":
             # One thread hop per statement instead of four (gateway.db.sqlite_driver).
             options["connect_args"] = {"async_creator_fn": sqlite_driver.connect}

@@ -127,7 +127,7 @@ async def running_stack(workdir: Path) -> AsyncIterator[DemoStack]:
         await web.TCPSite(google_runner, HOST, 0).start()
         google_url = f"http://{HOST}:{google_runner.addresses[0][1]}"
         settings = demo_settings(workdir, public_url=public_url, google_url=google_url)
-        engine = await create_engine(settings.database_url)
+        engine = await create_engine(settings.database_url, pool_size=settings.database_pool_size)
         await upgrade(engine)
         created = await ApiKeyStore(engine).create(TENANT, SCOPES, name="demo")
         gateway_runner = web.AppRunner(
