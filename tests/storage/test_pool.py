@@ -1,17 +1,24 @@
 """The connection pool keeps what a process uses at once (GATEWAY_DATABASE_POOL_SIZE): a second
 burst of concurrent work reuses the first one's connections instead of opening new ones (on
 PostgreSQL each is a TCP connection, a start-up and every statement prepared again). On SQLite
-and PostgreSQL."""
+and PostgreSQL. And on PostgreSQL a pooled connection is pinged before use only after sitting
+idle (PING_AFTER_IDLE_S): one that died meanwhile is replaced, one used moments ago is not
+pinged."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
+import asyncpg
+import pytest
 from sqlalchemy import event, text
 
-from gateway.db.engine import POOL_SIZE, create_engine
+from gateway.db.engine import PING_AFTER_IDLE_S, POOL_SIZE, create_engine
 from gateway.settings import Settings
+from tests.support.databases import fresh_database_url
+from tests.support.services import require_postgres
 
 # As many at once as a process does in a busy moment: its syncs (8 by default), push
 # notifications, the webhook worker and API requests.
@@ -53,3 +60,64 @@ async def test_the_pool_size_setting_bounds_the_connections_kept(database_url: s
         assert len(opened) == AT_ONCE + (AT_ONCE - 4)
     finally:
         await engine.dispose()
+
+
+class _Clock:
+    """Monotonic seconds that move only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _backend_pid(engine: Any) -> int:
+    async with engine.connect() as conn:
+        return int((await conn.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def test_a_postgresql_connection_killed_while_idle_is_replaced_before_use(
+    tmp_path: Path,
+) -> None:
+    clock = _Clock()
+    async with fresh_database_url("postgres", tmp_path) as url:
+        engine = await create_engine(url, clock=clock)
+        try:
+            first = await _backend_pid(engine)
+            admin = await asyncpg.connect(require_postgres())
+            try:
+                await admin.execute("SELECT pg_terminate_backend($1)", first)
+            finally:
+                await admin.close()
+            clock.now += PING_AFTER_IDLE_S + 0.1
+            # The ping finds the pooled connection dead; the statement runs on a new one.
+            assert await _backend_pid(engine) != first
+        finally:
+            await engine.dispose()
+
+
+async def test_a_postgresql_connection_used_moments_ago_is_not_pinged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _Clock()
+    async with fresh_database_url("postgres", tmp_path) as url:
+        engine = await create_engine(url, clock=clock)
+        pings: list[object] = []
+        ping = engine.dialect.do_ping
+
+        def counted(dbapi_connection: Any) -> bool:
+            pings.append(dbapi_connection)
+            return ping(dbapi_connection)
+
+        monkeypatch.setattr(engine.dialect, "do_ping", counted)
+        try:
+            pid = await _backend_pid(engine)
+            clock.now += PING_AFTER_IDLE_S  # still within the window
+            assert await _backend_pid(engine) == pid
+            assert pings == []  # three round trips saved per checkout
+            clock.now += PING_AFTER_IDLE_S + 0.1
+            assert await _backend_pid(engine) == pid
+            assert len(pings) == 1
+        finally:
+            await engine.dispose()
