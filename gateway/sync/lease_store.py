@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import (
+    Integer,
     and_,
     bindparam,
     case,
@@ -105,37 +106,85 @@ class ClaimOffer:
     busy: frozenset[str] = frozenset()
 
 
-def _not_leased(now: datetime) -> ColumnElement[bool]:
-    return or_(calendars.c.lease_until.is_(None), calendars.c.lease_until < now)
-
-
-def _claimable(now: datetime) -> list[ColumnElement[bool]]:
-    """Beyond being due: no backoff pending, no live lease, and no other calendar of the same
-    Google account leased (one sync per account at a time, across processes)."""
-    other = calendars.alias("other")
-    return [
-        or_(calendars.c.backoff_until.is_(None), calendars.c.backoff_until <= now),
-        _not_leased(now),
-        not_(
-            exists().where(
-                other.c.integration_id == calendars.c.integration_id,
-                other.c.id != calendars.c.id,
-                other.c.lease_until >= now,
-            )
-        ),
-    ]
-
-
-def _claim_values(owner: str, lease_until: datetime) -> dict[str, Any]:
-    # The request is consumed, so if this process dies mid-sync the calendar must come due
-    # again by itself: at the end of the lease (a finished sync's release sets the real next
-    # poll).
-    return {
-        "lease_owner": owner,
-        "lease_until": lease_until,
+# The claims' statements, built once (their CASEs and EXISTS were rebuilt for every claim and
+# every notification); values are bound per call (`_claim_params`). Names are no column's.
+_c = calendars.c
+_NOW = bindparam("claim_at", type_=_c.lease_until.type)
+_NOT_LEASED = or_(_c.lease_until.is_(None), _c.lease_until < _NOW)
+_other = calendars.alias("other")
+# Beyond being due: no backoff pending, no live lease, and no other calendar of the same
+# Google account leased (one sync per account at a time, across processes).
+_CLAIMABLE = and_(
+    or_(_c.backoff_until.is_(None), _c.backoff_until <= _NOW),
+    _NOT_LEASED,
+    not_(
+        exists().where(
+            _other.c.integration_id == _c.integration_id,
+            _other.c.id != _c.id,
+            _other.c.lease_until >= _NOW,
+        )
+    ),
+)
+# Integrations the claiming scheduler syncs already (an empty list excludes none).
+_NOT_BUSY = _c.integration_id.not_in(bindparam("claim_busy", expanding=True))
+# The request is consumed, so if this process dies mid-sync the calendar must come due again
+# by itself: at the end of the lease (a finished sync's release sets the real next poll).
+_LEASE_UNTIL = bindparam("claim_lease_until", type_=_c.lease_until.type)
+_CLAIM_VALUES: Mapping[str, Any] = MappingProxyType(
+    {
+        "lease_owner": bindparam("claim_owner", type_=_c.lease_owner.type),
+        "lease_until": _LEASE_UNTIL,
         "sync_requested_at": None,
-        "next_poll_at": lease_until,
+        "next_poll_at": _LEASE_UNTIL,
         **calendar_bump(blocks=False),
+    }
+)
+_ACTIVE = exists().where(integrations.c.id == _c.integration_id, integrations.c.status == "active")
+# One calendar, for a notification's transaction (`claim_notified`).
+_CLAIM_ONE = (
+    update(calendars)
+    .where(_c.id == bindparam("claim_calendar", type_=_c.id.type), _ACTIVE, _CLAIMABLE, _NOT_BUSY)
+    .values(**_CLAIM_VALUES)
+    .returning(*_c)
+)
+# Due calendars (`claim_due`): requests first, then the most overdue; more than the scheduler
+# takes (some may belong to one integration).
+_DUE = (
+    select(_c.id, _c.integration_id)
+    .join(integrations, integrations.c.id == _c.integration_id)
+    .where(
+        integrations.c.status == "active",
+        or_(
+            _c.sync_requested_at.is_not(None),
+            _c.next_poll_at.is_(None),
+            _c.next_poll_at <= _NOW,
+            _c.active_generation.is_(None),
+        ),
+        _CLAIMABLE,
+        _NOT_BUSY,
+    )
+    .order_by(_c.sync_requested_at.is_(None), _c.next_poll_at.is_not(None), _c.next_poll_at, _c.id)
+    .limit(bindparam("claim_candidates", type_=Integer()))
+)
+_DUE_LOCKED = _DUE.with_for_update(skip_locked=True, of=calendars)
+# The claim of the chosen ones: the lease must still be free (on SQLite another process may
+# have claimed one since the SELECT); returns the rows it claimed.
+_CLAIM_CHOSEN = (
+    update(calendars)
+    .where(_c.id.in_(bindparam("claim_ids", expanding=True)), _NOT_LEASED)
+    .values(**_CLAIM_VALUES)
+    .returning(*_c)
+)
+
+
+def _claim_params(
+    owner: str, lease_until: datetime, now: datetime, busy: Iterable[str] = ()
+) -> dict[str, Any]:
+    return {
+        "claim_owner": owner,
+        "claim_lease_until": lease_until,
+        "claim_at": now,
+        "claim_busy": list(busy),
     }
 
 
@@ -192,19 +241,10 @@ class LeaseStore:
         once, with no request to record and no claim to wait for. `last`: a claim is the
         transaction's last statement (`commit_if_changed`). None (nothing written) when it may
         not: the caller requests a sync instead."""
-        active = exists().where(
-            integrations.c.id == calendars.c.integration_id, integrations.c.status == "active"
-        )
-        conditions = [calendars.c.id == calendar_id, active, *_claimable(now)]
-        if offer.busy:
-            conditions.append(calendars.c.integration_id.not_in(list(offer.busy)))
-        claim = (
-            update(calendars)
-            .where(*conditions)
-            .values(**_claim_values(offer.owner, offer.lease_until))
-            .returning(*calendars.c)
-        )
-        row = (await commit_if_changed(conn, claim, last=last)).mappings().first()
+        params = _claim_params(offer.owner, offer.lease_until, now, offer.busy)
+        params["claim_calendar"] = calendar_id
+        claimed = await commit_if_changed(conn, _CLAIM_ONE, params, last=last)
+        row = claimed.mappings().first()
         if row is None:
             return None
         await publish_calendars(conn, [(row["id"], row["integration_id"], row["version"])])
@@ -245,53 +285,27 @@ class LeaseStore:
         """
         if limit < 1:
             return []
-        query = (
-            select(calendars.c.id, calendars.c.integration_id)
-            .join(integrations, integrations.c.id == calendars.c.integration_id)
-            .where(
-                integrations.c.status == "active",
-                or_(
-                    calendars.c.sync_requested_at.is_not(None),
-                    calendars.c.next_poll_at.is_(None),
-                    calendars.c.next_poll_at <= now,
-                    calendars.c.active_generation.is_(None),
-                ),
-                *_claimable(now),
-            )
-            .order_by(
-                calendars.c.sync_requested_at.is_(None),
-                calendars.c.next_poll_at.is_not(None),
-                calendars.c.next_poll_at,
-                calendars.c.id,
-            )
-            # More than `limit`: some may belong to the same integration.
-            .limit(limit * 2)
-        )
-        busy = list(busy_integrations)
-        if busy:
-            query = query.where(calendars.c.integration_id.not_in(busy))
-        if self.engine.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True, of=calendars)
+        params = _claim_params(owner, lease_until, now, busy_integrations)
+        query = _DUE_LOCKED if self.engine.dialect.name == "postgresql" else _DUE
         async with self.engine.begin() as conn:
             chosen: list[str] = []
             seen: set[str] = set()
-            for calendar_id, integration_id in (await conn.execute(query)).all():
+            candidates = await conn.execute(query, {**params, "claim_candidates": limit * 2})
+            for calendar_id, integration_id in candidates.all():
                 if integration_id not in seen and len(chosen) < limit:
                     seen.add(integration_id)
                     chosen.append(calendar_id)
             rows: list[RowMapping] = []
             parts = list(chunks(chosen))
             for n, chunk in enumerate(parts):
-                # One guarded UPDATE for all of them (the lease must still be free: on SQLite
-                # another process may have claimed one since the SELECT), returning the rows
-                # it claimed. The last is the transaction's last statement.
-                claim = (
-                    update(calendars)
-                    .where(calendars.c.id.in_(chunk), _not_leased(now))
-                    .values(**_claim_values(owner, lease_until))
-                    .returning(*calendars.c)
+                # One guarded UPDATE for all of them; the last is the transaction's last
+                # statement.
+                done = await commit_if_changed(
+                    conn,
+                    _CLAIM_CHOSEN,
+                    {**params, "claim_ids": list(chunk)},
+                    last=n == len(parts) - 1,
                 )
-                done = await commit_if_changed(conn, claim, last=n == len(parts) - 1)
                 rows.extend(done.mappings().all())
             await publish_calendars(
                 conn, [(r["id"], r["integration_id"], r["version"]) for r in rows]
