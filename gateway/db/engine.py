@@ -38,7 +38,8 @@ POOL_OVERFLOW = 10
 # (HikariCP's "alive bypass window" is the same idea, at 500 ms): one used moments ago is
 # alive, and SQLAlchemy's ping before every checkout (pool_pre_ping) cost three round trips
 # (BEGIN, `;`, ROLLBACK) each time. Without it the bench's PostgreSQL ingest took ~17% less
-# gateway CPU and its push-to-visible p99 dropped by a third. What it gives up: a connection
+# gateway CPU and its push-to-visible p99 fell from 188-267 ms to 165-171 ms (runs one after
+# the other); with this window 24 of 1,477 checkouts were pinged. What it gives up: a connection
 # that dies within its window (the server restarted that very moment) fails the one statement
 # that next uses it, and SQLAlchemy then replaces the pool's connections.
 PING_AFTER_IDLE_S = 0.5
