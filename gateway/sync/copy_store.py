@@ -22,7 +22,6 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
-    and_,
     bindparam,
     delete,
     func,
@@ -33,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Row, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import ReturningUpdate
+from sqlalchemy.sql.elements import BindParameter
 
 from gateway.db.after_commit import after_commit
 from gateway.db.bulk import BulkRows, DeleteIn, chunks, insert_bulk, prepare_rows, write_bulk
@@ -270,20 +270,9 @@ class CopyStore:
         self, conn: AsyncConnection, calendar_id: str, generation: int, series: Sequence[str]
     ) -> list[EventRecord]:
         out: list[EventRecord] = []
-        scope = and_(
-            calendar_events.c.calendar_id == calendar_id,
-            calendar_events.c.generation == generation,
-        )
         for chunk in chunks(series):
-            rows = await conn.execute(
-                select(calendar_events).where(
-                    scope,
-                    or_(
-                        calendar_events.c.event_id.in_(chunk),
-                        calendar_events.c.recurring_event_id.in_(chunk),
-                    ),
-                )
-            )
+            params = {"calendar_id": calendar_id, "generation": generation, "series": chunk}
+            rows = await conn.execute(_SERIES_RECORDS, params)
             out.extend(_record(r) for r in rows.mappings())
         return out
 
@@ -672,6 +661,15 @@ def _released(conn: AsyncConnection, release: LeaseRelease | None, owner_after: 
         after_commit(conn, release.on_released)
     return True
 
+
+# The records of some series (their masters and exceptions) in a generation, for a delta's
+# merge: built once (building its IN lists anew was ~6% of a pushed change's CPU).
+_SERIES: BindParameter[Any] = bindparam("series", expanding=True)
+_SERIES_RECORDS = select(calendar_events).where(
+    calendar_events.c.calendar_id == bindparam("calendar_id"),
+    calendar_events.c.generation == bindparam("generation"),
+    or_(calendar_events.c.event_id.in_(_SERIES), calendar_events.c.recurring_event_id.in_(_SERIES)),
+)
 
 # The statements that store a sync's result, built once per shape (building them anew was
 # ~0.15 ms of CPU a sync: a third of what executing one costs); every value is bound per call.
