@@ -46,9 +46,6 @@ def _http_url(value: str, problem: str) -> str:
     return value
 
 
-DEFAULT_DATABASE_POOL_SIZE = 20
-
-
 def normalise_database_url(url: str) -> str:
     """Return `url` with its scheme mapped to the async driver we use, or raise ValueError."""
     scheme, sep, rest = url.partition("://")
@@ -77,9 +74,9 @@ class Settings(BaseSettings):
         default="sqlite+aiosqlite:///./var/gateway.db",
         validation_alias=AliasChoices("GATEWAY_DATABASE_URL"),
     )
-    # Connections each process keeps open (gateway.db.engine.POOL_SIZE says why 20).
-    database_pool_size: int = Field(
-        default=DEFAULT_DATABASE_POOL_SIZE,
+    # Connections each process keeps open; None: the backend's default (gateway.db.engine).
+    database_pool_size: int | None = Field(
+        default=None,
         ge=1,
         le=500,
         validation_alias=AliasChoices("GATEWAY_DATABASE_POOL_SIZE"),

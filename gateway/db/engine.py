@@ -17,23 +17,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.db import after_commit, sqlite_driver, sqlite_writer
 from gateway.errors import StorageError
-from gateway.settings import (
-    DEFAULT_DATABASE_POOL_SIZE,
-    normalise_database_url,
-    redact_url_password,
-)
+from gateway.settings import normalise_database_url, redact_url_password
 
-# Connections each process keeps open (GATEWAY_DATABASE_POOL_SIZE). SQLAlchemy's default pool
-# (5, and up to 10 more opened and closed on demand) is smaller than what one process uses at
-# once: GATEWAY_SYNC_CONCURRENCY syncs (8 by default), push channel upkeep and notifications,
-# the webhook worker and API requests. Every connection beyond it was opened and closed for one
-# use: on SQLite a new aiosqlite thread and the pragmas, on PostgreSQL a TCP connection, its
-# start-up, a ping and every statement prepared again: each of the sync bench's two PostgreSQL
-# gateways opened ~180 connections while they ingested 100 calendars (~20 with this pool).
-# The pool opens connections as they are needed, so a quiet process keeps few; on PostgreSQL
-# count instances x (this + 10 overflow + 1 listener) against max_connections.
-POOL_SIZE = DEFAULT_DATABASE_POOL_SIZE
-POOL_OVERFLOW = 10
+# Connections each process keeps open (GATEWAY_DATABASE_POOL_SIZE, else these defaults), and
+# how many more it opens for a burst and closes after. SQLAlchemy's default pool (5, and up to
+# 10 more) is smaller than what one process uses at once: GATEWAY_SYNC_CONCURRENCY syncs (8 by
+# default), push notifications and channel upkeep, the webhook worker and API requests. Every
+# connection beyond it was opened and closed for one use: on SQLite a new aiosqlite thread and
+# the pragmas, on PostgreSQL a TCP connection, its start-up and every statement prepared
+# again: each of the sync bench's two PostgreSQL gateways opened ~180 connections while they
+# ingested 100 calendars; 40-53 with 10 kept, ~20 with 20. SQLite connections cost the server
+# nothing, so SQLite keeps 20. PostgreSQL's count against max_connections, shared by every
+# instance: it keeps 10 and bursts to 15, no more than SQLAlchemy's default could open
+# (with its LISTEN connection, 16 per instance).
+SQLITE_POOL = (20, 10)
+POSTGRES_POOL = (10, 5)
 # A pooled PostgreSQL connection is pinged before use only when it sat idle longer than this
 # (HikariCP's "alive bypass window" is the same idea, at 500 ms): one used moments ago is
 # alive, and SQLAlchemy's ping before every checkout (pool_pre_ping) cost three round trips
@@ -84,12 +82,12 @@ async def create_engine(
     url: str,
     *,
     echo: bool = False,
-    pool_size: int = POOL_SIZE,
+    pool_size: int | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> AsyncEngine:
-    """Create the engine (keeping up to `pool_size` connections open, see POOL_SIZE); for
-    SQLite also create the database file's folder. `clock` times connections' idleness
-    (PING_AFTER_IDLE_S)."""
+    """Create the engine (keeping up to `pool_size` connections open, by default the backend's:
+    SQLITE_POOL, POSTGRES_POOL); for SQLite also create the database file's folder. `clock`
+    times connections' idleness (PING_AFTER_IDLE_S)."""
     try:
         url = normalise_database_url(url)
         parsed = make_url(url)
@@ -99,10 +97,12 @@ async def create_engine(
     if path is not None:
         await asyncio.to_thread(_create_private_file, path)
     try:
-        # An in-memory SQLite database lives in its one connection: no pool size there.
-        in_memory = path is None and parsed.get_backend_name() == "sqlite"
+        is_sqlite = parsed.get_backend_name() == "sqlite"
+        kept, burst = SQLITE_POOL if is_sqlite else POSTGRES_POOL
         options: dict[str, Any] = (
-            {} if in_memory else {"pool_size": pool_size, "max_overflow": POOL_OVERFLOW}
+            {}  # an in-memory SQLite database lives in its one connection: no pool size there
+            if is_sqlite and path is None
+            else {"pool_size": pool_size or kept, "max_overflow": burst}
         )
         if parsed.get_backend_name() == "sqlite":
             # One thread hop per statement instead of four (gateway.db.sqlite_driver).
