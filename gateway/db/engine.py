@@ -122,6 +122,10 @@ async def create_engine(
     return engine
 
 
+# Where a pooled connection's record keeps when it was last returned (or opened).
+_IDLE_SINCE = "gateway_idle_since"
+
+
 def _ping_when_idle(engine: AsyncEngine, clock: Callable[[], float]) -> None:
     """Ping a pooled connection before use if it sat idle over PING_AFTER_IDLE_S; one that
     does not answer is replaced, with every pooled connection as old (what pool_pre_ping
@@ -145,9 +149,6 @@ def _ping_when_idle(engine: AsyncEngine, clock: Callable[[], float]) -> None:
     event.listen(engine.sync_engine, "connect", returned)
     event.listen(engine.sync_engine, "checkin", returned)
     event.listen(engine.sync_engine, "checkout", taken)
-
-
-_IDLE_SINCE = "gateway_idle_since"
 
 
 def single_statement_reads(engine: AsyncEngine) -> AsyncEngine:

@@ -474,9 +474,8 @@ class CopyStore:
             "switch_horizon_start": horizon.start,
             "switch_horizon_end": horizon.end,
             "synced_at": now,
+            **lease_release_params(calendar_id, release, now),
         }
-        if release is not None:
-            params.update(lease_release_params(calendar_id, release, now))
         # The build's last statement: on SQLite it commits with it (if it switched).
         switched = await commit_if_changed(conn, _switch_statement(release is not None), params)
         row = switched.first()
@@ -539,9 +538,8 @@ class CopyStore:
                 "delta_calendar": calendar.id,
                 "delta_token": sync_token,
                 "synced_at": now,
+                **lease_release_params(calendar.id, release, now),
             }
-            if release is not None:
-                params.update(lease_release_params(calendar.id, release, now))
             # An empty delta (a channel's first `sync` message, a poll that found nothing)
             # leaves the blocks as they were: caches keep their arrays.
             statement = _delta_statement(release is not None, blocks=bool(items))

@@ -83,8 +83,13 @@ keeps its lease: it ran out and another process holds it now); the UPDATE return
 no read before it."""
 
 
-def lease_release_params(calendar_id: str, release: LeaseRelease, now: datetime) -> dict[str, Any]:
-    """The parameters of `LEASE_RELEASE_VALUES` for one calendar's release."""
+def lease_release_params(
+    calendar_id: str, release: LeaseRelease | None, now: datetime
+) -> dict[str, Any]:
+    """The parameters of `LEASE_RELEASE_VALUES` for one calendar's release (none without one:
+    the statement then releases nothing)."""
+    if release is None:
+        return {}
     return {
         "release_owner": release.owner,
         "release_calendar": calendar_id,
