@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 from sqlalchemy import DateTime, Table, delete, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.db.sqlite_driver import OneHopConnection
 from gateway.db.sqlite_writer import claim_write
 
 Row = Sequence[Any]
@@ -195,11 +196,17 @@ class DeleteIn:
 
 
 async def write_bulk(
-    conn: AsyncConnection, deletes: Sequence[DeleteIn], inserts: Sequence[BulkRows]
+    conn: AsyncConnection,
+    deletes: Sequence[DeleteIn],
+    inserts: Sequence[BulkRows],
+    *,
+    with_next: bool = False,
 ) -> None:
     """The deletes, then the inserts, within `conn`'s transaction. On SQLite all of them go
     to the connection's thread in one hop (each hop is time the one writer is held while
-    the event loop gets round to the next statement); elsewhere one statement after another."""
+    the event loop gets round to the next statement); with `with_next`, in the hop of the
+    transaction's next statement, before it (`gateway.db.sqlite_driver`: that statement raises
+    their errors; the commit runs them if none comes). Elsewhere one statement after another."""
     deletes = [d for d in deletes if d.values]
     if conn.dialect.name != "sqlite":
         for d in deletes:
@@ -225,23 +232,29 @@ async def write_bulk(
             sql = f"DELETE FROM {d.table.name} WHERE {where}{column} IN ({marks}){unless}"  # noqa: S608 - names from the schema
             batches.append((sql, [*(v for _, v in d.equal), *chunk, *(v for _, v in d.unequal)]))
     batches += [statement for b in inserts for statement in b.statements]
-    await _sqlite_batch(conn, batches)
+    await _sqlite_batch(conn, batches, with_next=with_next)
 
 
-async def _sqlite_batch(conn: AsyncConnection, statements: Sequence[tuple[str, Any]]) -> None:
+async def _sqlite_batch(
+    conn: AsyncConnection, statements: Sequence[tuple[str, Any]], *, with_next: bool = False
+) -> None:
     """`statements` on `conn`'s raw SQLite connection, in its transaction, in one hop to its
-    thread (gateway.db.sqlite_driver): the writer is held meanwhile."""
+    thread (gateway.db.sqlite_driver), or in the next statement's with `with_next`: the
+    writer is held from now on."""
     if not statements:
         return
     await claim_write(conn)  # SQLAlchemy's events do not see the raw driver
     driver = (await conn.get_raw_connection()).driver_connection
     assert driver is not None
-    await driver.execute_batch(statements)
+    if with_next and isinstance(driver, OneHopConnection):
+        driver.defer_batch(statements)
+    else:
+        await driver.execute_batch(statements)
 
 
-async def insert_bulk(conn: AsyncConnection, *bulks: BulkRows) -> None:
+async def insert_bulk(conn: AsyncConnection, *bulks: BulkRows, with_next: bool = False) -> None:
     """INSERT prepared rows (of one table or several, in order) within `conn`'s transaction,
-    with the driver's bulk path (module doc)."""
+    with the driver's bulk path (module doc); `with_next` as for `write_bulk`."""
     bulks = tuple(b for b in bulks if b.rows)
     if not bulks:
         return
@@ -250,7 +263,8 @@ async def insert_bulk(conn: AsyncConnection, *bulks: BulkRows) -> None:
         if dialect != bulk.dialect:
             raise ValueError(f"rows prepared for {bulk.dialect}, inserted on {dialect}")
     if dialect == "sqlite":
-        await _sqlite_batch(conn, [statement for b in bulks for statement in b.statements])
+        statements = [statement for b in bulks for statement in b.statements]
+        await _sqlite_batch(conn, statements, with_next=with_next)
     elif dialect == "postgresql":
         driver = (await conn.get_raw_connection()).driver_connection
         assert driver is not None

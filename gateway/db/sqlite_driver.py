@@ -14,6 +14,13 @@ gateway never streams from SQLite). A commit or rollback with no transaction ope
 read, in sqlite3's transaction handling) takes no hop at all. Everything else (the
 transactions themselves, the raw bulk path of `gateway.db.bulk`) is aiosqlite's own.
 
+A bulk write (`gateway.db.bulk.write_bulk(..., with_next=True)`) can also wait for the
+transaction's next statement and run in its hop (`defer_batch`): a calendar's rows, then the
+statement that switches the calendar to them and the COMMIT, in one hop instead of two, each of
+which held the writer while the event loop came round to its answer (a third of a full sync's
+writer time in the 1,000-calendar bench). An error of the deferred statements is then raised
+by that next statement.
+
 A write transaction's COMMIT is a hop of its own, and SQLite's one writer is held until it
 comes back: on a busy event loop each hop waits for the loop's turn (milliseconds). The hot
 transactions therefore mark their last statement (`gateway.db.transactions.commit_if_changed`):
@@ -48,11 +55,14 @@ def _run(
     many: bool,
     commit: bool = False,
     unchanged_at: int | None = None,
+    before: Sequence[tuple[str, Any]] = (),
 ) -> _Outcome:
-    """On the connection's thread: one statement from cursor to closed cursor. With `commit`,
-    then the transaction's COMMIT if the statement changed a row, or if nothing in the
-    transaction did (`total_changes` still `unchanged_at`: a commit is then the same as a
-    rollback); see `commit_if_changed`."""
+    """On the connection's thread: the statements `before` (deferred, `defer_batch`), then one
+    statement from cursor to closed cursor. With `commit`, then the transaction's COMMIT if
+    that statement changed a row, or if nothing in the transaction did (`total_changes` still
+    `unchanged_at`: a commit is then the same as a rollback); see `commit_if_changed`."""
+    if before:
+        _run_batch(connection, before)
     changes = connection.total_changes
     cursor = connection.cursor()
     try:
@@ -114,8 +124,9 @@ class OneHopCursor:
             # Nothing runs on this connection's thread meanwhile (statements are awaited one
             # after the other): reading here is safe.
             connection.unchanged_at = raw.total_changes
+        before = connection.take_deferred()
         outcome: _Outcome = await connection._execute(  # type: ignore[no-untyped-call]
-            _run, raw, sql, parameters, many, commit, connection.unchanged_at
+            _run, raw, sql, parameters, many, commit, connection.unchanged_at, before
         )
         if commit and not raw.in_transaction:
             connection.committed_early = True
@@ -157,15 +168,34 @@ class OneHopConnection(aiosqlite.Connection):
     committed_changes = False
     # sqlite3's `total_changes` when the current transaction began.
     unchanged_at: int | None = None
+    # Statements waiting for the next one's hop (`defer_batch`).
+    _deferred: tuple[tuple[str, Any], ...] = ()
 
     def cursor(self) -> OneHopCursor:  # type: ignore[override]
         return OneHopCursor(self)
 
     async def execute_batch(self, statements: Sequence[tuple[str, Any]]) -> None:
-        """Several statements (SQL, parameters) in one hop (gateway.db.bulk's writes)."""
+        """Several statements (SQL, parameters) in one hop (gateway.db.bulk's writes), after
+        any deferred ones."""
+        statements = (*self.take_deferred(), *statements)
+        if not statements:
+            return
         if not self._conn.in_transaction:
             self.unchanged_at = self._conn.total_changes
         await self._execute(_run_batch, self._conn, statements)  # type: ignore[no-untyped-call]
+
+    def defer_batch(self, statements: Sequence[tuple[str, Any]]) -> None:
+        """Run `statements` in the hop of this connection's next statement, before it (module
+        doc); the transaction's commit runs them if no statement comes, its rollback drops
+        them. The caller holds the writer already (`gateway.db.sqlite_writer.claim_write`)."""
+        if self.committed_early:
+            raise RuntimeError("a statement after the one its transaction committed with")
+        self._deferred = (*self._deferred, *statements)
+
+    def take_deferred(self) -> tuple[tuple[str, Any], ...]:
+        """The deferred statements, now to run (none are left behind)."""
+        deferred, self._deferred = self._deferred, ()
+        return deferred
 
     # sqlite3's commit and rollback do nothing outside a transaction (they look at the same
     # flag first); looking here saves the hop. SQLAlchemy rolls back every connection it gets
@@ -173,11 +203,14 @@ class OneHopConnection(aiosqlite.Connection):
     # statements are awaited one after the other.
     async def commit(self) -> None:
         self.commit_with_next = self.committed_early = False
+        if self._deferred:
+            await self.execute_batch(())
         if self._conn.in_transaction:
             await super().commit()
 
     async def rollback(self) -> None:
         self.commit_with_next = False
+        self._deferred = ()
         if self.committed_early and self.committed_changes:
             # Something failed after the transaction's last statement had committed it (a
             # cancellation while its answer came back, as with a COMMIT of its own).

@@ -205,7 +205,7 @@ class CopyStore:
         # The rows are converted before the first DELETE takes SQLite's writer.
         rows = await self._event_bulk(conn, calendar_id, generation, merge)
         deletes = [] if empty else self._replaced(calendar_id, generation, merge)
-        await write_bulk(conn, deletes, [rows])
+        await write_bulk(conn, deletes, [rows], with_next=True)
 
     @staticmethod
     def _replaced(calendar_id: str, generation: int, merge: EventMerge) -> list[DeleteIn]:
@@ -263,6 +263,7 @@ class CopyStore:
                 DeleteIn(busy_blocks, scope, "series_id", series),
             ],
             [events, prepared],
+            with_next=True,
         )
         return series
 
@@ -362,7 +363,8 @@ class CopyStore:
             generation = (cal.active_generation or 0) + 1
             merge = EventMerge.of(first_page)
             rows = await self._event_bulk(conn, calendar_id, generation, merge)  # before the writer
-            await write_bulk(conn, _leftovers(calendar_id, cal.active_generation), [rows])
+            stale = _leftovers(calendar_id, cal.active_generation)
+            await write_bulk(conn, stale, [rows], with_next=True)
             await _still_there(conn, calendar_id)
         return generation, merge.keep
 
@@ -401,7 +403,7 @@ class CopyStore:
             async with self.engine.begin() as conn:
                 cal = await self._build_target(conn, calendar_id)
                 previous = await self._announce_rebuild(conn, calendar_id, generation, now, cal)
-                await insert_bulk(conn, prepared)
+                await insert_bulk(conn, prepared, with_next=True)
                 done = await self._switch(
                     conn, calendar_id, generation, sync_token, horizon, now, release
                 )
@@ -443,7 +445,8 @@ class CopyStore:
                 events = await self._event_bulk(conn, calendar_id, generation, merge)
                 prepared = await self._block_bulk(dialect, calendar_id, generation, blocks)
                 stale = _leftovers(calendar_id, cal.active_generation)
-                await write_bulk(conn, stale, [events, prepared])
+                # In the switch's hop on SQLite: one hop for the writer, not two.
+                await write_bulk(conn, stale, [events, prepared], with_next=True)
                 previous = await self._announce_rebuild(conn, calendar_id, generation, now, cal)
                 done = await self._switch(
                     conn, calendar_id, generation, sync_token, horizon, now, release
@@ -609,7 +612,7 @@ class CopyStore:
                     busy_blocks.c.generation == generation,
                 )
             )
-            await insert_bulk(conn, prepared)
+            await insert_bulk(conn, prepared, with_next=True)
             await bump_calendars(conn, [calendar_id])
         return True
 

@@ -16,7 +16,14 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, s
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.db.bulk import SQLITE_MAX_VARIABLES, insert_rows, sqlite_chunks
+from gateway.db.bulk import (
+    SQLITE_MAX_VARIABLES,
+    BulkRows,
+    bulk_rows,
+    insert_rows,
+    sqlite_chunks,
+    write_bulk,
+)
 from gateway.db.engine import create_engine
 from gateway.db.sqlite_driver import OneHopConnection
 from gateway.db.transactions import commit_if_changed
@@ -218,3 +225,58 @@ async def test_a_bulk_insert_is_one_statement_in_one_hop(
     async with engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(notes)) == 1000
         assert await conn.scalar(select(func.count()).where(notes.c.who.is_(None))) == 0
+
+
+def _prepared(rows: list[tuple[int, str]]) -> BulkRows:
+    return bulk_rows("sqlite", notes, ("id", "who"), rows)
+
+
+async def test_a_bulk_write_with_the_next_statement_is_one_hop_with_its_commit(
+    engine: AsyncEngine, hops: Counter[str]
+) -> None:
+    """A bulk write deferred to the transaction's next statement goes to the connection's
+    thread with it: the rows, the last statement and the COMMIT in ONE hop (each hop holds
+    SQLite's one writer while the event loop comes round to its answer)."""
+    async with engine.begin() as conn:
+        hops.clear()
+        await write_bulk(conn, [], [_prepared([(1, "p"), (2, "q")])], with_next=True)
+        assert hops == Counter()  # nothing ran yet
+        result = await commit_if_changed(
+            conn, update(notes).where(notes.c.id == 2).values(who="r").returning(notes.c.id)
+        )
+        assert result.scalars().all() == [2]
+    assert hops == Counter({"_run": 1})
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(notes.c.id, notes.c.who).order_by(notes.c.id))).all() == [
+            (1, "p"),
+            (2, "r"),
+        ]
+
+
+async def test_a_deferred_write_fails_with_the_next_statement_and_nothing_is_stored(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as conn:
+        await insert_rows(conn, notes, ("id", "who"), [(1, "p")])
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await write_bulk(conn, [], [_prepared([(2, "q"), (3, "p")])], with_next=True)
+            await conn.execute(update(notes).where(notes.c.id == 1).values(who="z"))
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(notes.c.id, notes.c.who))).all() == [(1, "p")]
+
+
+async def test_a_deferred_write_is_committed_without_a_next_statement_and_dropped_by_a_rollback(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as conn:
+        await write_bulk(conn, [], [_prepared([(1, "p")])], with_next=True)
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        async with engine.begin() as conn:
+            await write_bulk(conn, [], [_prepared([(2, "q")])], with_next=True)
+            raise RuntimeError("changed my mind")
+    async with engine.begin() as conn:  # the dropped rows do not follow the next transaction
+        await conn.execute(insert(notes).values(id=3, who="s"))
+    async with engine.connect() as conn:
+        stored = await conn.execute(select(notes.c.id).order_by(notes.c.id))
+        assert stored.scalars().all() == [1, 3]
