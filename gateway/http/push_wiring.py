@@ -9,6 +9,10 @@ calendar's first channel opens right after its first full sync), and runs its ma
 pass at startup and every GATEWAY_PUSH_MAINTENANCE_INTERVAL_S, waking in between when a
 refused channel is due for a retry (0: no loop at all; tests drive it).
 
+A new calendar's first channel opens in its first sync's task, before that sync lists the
+calendar (`ChannelManager.open_before_first_sync`), so Google's first message has no gap to
+close; a full sync that did not get one that way opens one right after it committed.
+
 The stoppers work from the database alone when push is off: channels opened while it was on
 are still refused once their integration goes away.
 """
@@ -41,7 +45,7 @@ from gateway.sync.channels import (
     forget_integration,
 )
 from gateway.sync.engine import SyncOutcome
-from gateway.sync.scheduler import AfterSync, SyncScheduler
+from gateway.sync.scheduler import AfterSync, BeforeSync, SyncScheduler
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +53,29 @@ log = logging.getLogger(__name__)
 MIN_RETRY_WAIT_S = 1.0
 
 
-def open_channels_after_sync(scheduler: SyncScheduler, manager: ChannelManager) -> AfterSync:
-    """Make `scheduler` open a calendar's channel as soon as a full sync of it committed (its
-    first, or a rebuild after a 410), instead of at the next maintenance pass. Returns the hook
-    (to remove it again)."""
+def _target(calendar: CalendarRow) -> WatchTarget:
+    return WatchTarget(calendar.id, calendar.integration_id, calendar.google_calendar_id)
 
-    async def hook(calendar: CalendarRow, outcome: SyncOutcome) -> None:
+
+def open_channels_with_syncs(
+    scheduler: SyncScheduler, manager: ChannelManager
+) -> tuple[BeforeSync, AfterSync]:
+    """Make `scheduler` open a calendar's channel with its syncs instead of at the next
+    maintenance pass: before the first full sync of a calendar without a copy lists it, and
+    after a full sync committed (a rebuild after a 410, or a first channel that could not be
+    opened before). Returns the hooks (to remove them again)."""
+
+    async def before(calendar: CalendarRow) -> None:
+        if calendar.active_generation is None:
+            await manager.open_before_first_sync(_target(calendar))
+
+    async def after(calendar: CalendarRow, outcome: SyncOutcome) -> None:
         if outcome.full:
-            target = WatchTarget(calendar.id, calendar.integration_id, calendar.google_calendar_id)
-            await manager.open_after_sync(target)
+            await manager.open_after_sync(_target(calendar))
 
-    scheduler.after_sync.append(hook)
-    return hook
+    scheduler.before_sync.append(before)
+    scheduler.after_sync.append(after)
+    return before, after
 
 
 async def _maintain_forever(manager: ChannelManager, interval_s: float) -> None:
@@ -94,14 +109,15 @@ async def _push_ctx(app: web.Application) -> AsyncIterator[None]:
         return
     app[CHANNELS_KEY] = manager
     scheduler = app.get(SCHEDULER_KEY)
-    hook = open_channels_after_sync(scheduler, manager) if scheduler is not None else None
+    hooks = open_channels_with_syncs(scheduler, manager) if scheduler is not None else None
     interval_s = app[SETTINGS_KEY].push_maintenance_interval_s
     task = asyncio.create_task(_maintain_forever(manager, interval_s)) if interval_s > 0 else None
     try:
         yield
     finally:
-        if scheduler is not None and hook is not None:
-            scheduler.after_sync.remove(hook)
+        if scheduler is not None and hooks is not None:
+            scheduler.before_sync.remove(hooks[0])
+            scheduler.after_sync.remove(hooks[1])
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -95,7 +95,10 @@ async def google_calendar_notification(request: web.Request) -> web.Response:
     # With a free slot, this process's scheduler may have the calendar leased to it by the
     # notification's own transaction and sync it at once (no request, wake-up and claim).
     scheduler = request.app.get(SCHEDULER_KEY)
-    offer = scheduler.offer() if scheduler is not None else None
+    # Google's `sync` message never starts a sync at once (it closes a gap, if any: the
+    # request waits for the scheduler; see NotificationReceiver.receive).
+    wants_slot = notification.resource_state != "sync"
+    offer = scheduler.offer() if scheduler is not None and wants_slot else None
     try:
         received = await receiver.receive(notification, offer=offer)
     except BaseException:
@@ -116,11 +119,7 @@ async def google_calendar_notification(request: web.Request) -> web.Response:
     )
     if received.verdict is Verdict.REFUSED:
         raise NotFound("no such channel", code="channel_not_found")
-    if (
-        received.verdict is Verdict.ACCEPTED
-        and received.calendar_id is not None
-        and received.claimed is None
-    ):
+    if received.requested and received.calendar_id is not None:
         nudge = request.app.get(SYNC_NUDGE_KEY)
         if nudge is not None:
             try:

@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    case,
     delete,
     exists,
     func,
@@ -38,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.engine import single_statement_reads
@@ -79,11 +81,12 @@ class ChannelRow:
 
 @dataclass(frozen=True)
 class Acceptance:
-    """What `ChannelStore.accept_message` did: recorded the message (and requested a sync, or
-    leased the calendar to the offering scheduler: `claimed`), or nothing."""
+    """What `ChannelStore.accept_message` did: recorded the message (and requested a sync:
+    `requested`, or leased the calendar to the offering scheduler: `claimed`), or nothing."""
 
     accepted: bool
     claimed: CalendarRow | None = None
+    requested: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,49 +142,66 @@ def _healthy_params(now: datetime, renew_before: timedelta, silence: timedelta) 
     return {"healthy_opened_after": now - silence, "healthy_expires_after": now + renew_before}
 
 
-def _eligible() -> ColumnElement[bool]:
-    """A calendar with a complete copy, of an active integration."""
-    return and_(
-        calendars.c.active_generation.is_not(None),
-        exists().where(
-            integrations.c.id == calendars.c.integration_id, integrations.c.status == "active"
-        ),
+def _eligible(*, copied: bool = True) -> ColumnElement[bool]:
+    """A calendar with a complete copy (unless `copied` is false), of an active integration."""
+    active = exists().where(
+        integrations.c.id == calendars.c.integration_id, integrations.c.status == "active"
     )
+    return and_(calendars.c.active_generation.is_not(None), active) if copied else active
 
 
 _BY_ID = select(watch_channels).where(_w.id == bindparam("channel_id"))
 
 _CLAIM_CALENDAR = bindparam("claim_calendar", type_=_w.calendar_id.type)
-_CLAIM = insert(watch_channels).from_select(
-    ["id", "calendar_id", "integration_id", "token_sha256", "state", "created_at"],
-    select(
-        bindparam("claim_id", type_=_w.id.type),
-        _CLAIM_CALENDAR,
-        bindparam("claim_integration", type_=_w.integration_id.type),
-        bindparam("claim_token_sha256", type_=_w.token_sha256.type),
-        literal(OPENING, String(16)),
-        bindparam("claim_now", type_=_w.created_at.type),
-    ).where(
-        # Re-checked here, in the statement that inserts: the listing is stale by now.
-        exists().where(calendars.c.id == _CLAIM_CALENDAR, _eligible()),
-        ~exists().where(_w.calendar_id == _CLAIM_CALENDAR, _HEALTHY),
-    ),
-)
+
+
+def _claim_statement(*, copied: bool) -> Insert:
+    return insert(watch_channels).from_select(
+        ["id", "calendar_id", "integration_id", "token_sha256", "state", "created_at"],
+        select(
+            bindparam("claim_id", type_=_w.id.type),
+            _CLAIM_CALENDAR,
+            bindparam("claim_integration", type_=_w.integration_id.type),
+            bindparam("claim_token_sha256", type_=_w.token_sha256.type),
+            literal(OPENING, String(16)),
+            bindparam("claim_now", type_=_w.created_at.type),
+        ).where(
+            # Re-checked here, in the statement that inserts: the listing is stale by now.
+            exists().where(calendars.c.id == _CLAIM_CALENDAR, _eligible(copied=copied)),
+            ~exists().where(_w.calendar_id == _CLAIM_CALENDAR, _HEALTHY),
+        ),
+    )
+
+
+_CLAIM = _claim_statement(copied=True)
+# A calendar's first channel, opened before its first full sync lists it (no copy yet).
+_CLAIM_FIRST = _claim_statement(copied=False)
 
 _OPENED_ID = bindparam("opened_id", type_=_w.id.type)
+_OPENED_CALENDAR = bindparam("opened_calendar", type_=_w.calendar_id.type)
+_IS_OPENED = _w.id == _OPENED_ID
+_OPENED_LIVE = watch_channels.alias("opened")
+# Google's answer for the channel, and its calendar's other live channels moved to `stopping`,
+# in ONE statement (one turn of SQLite's writer, not two), all only while that channel is
+# still live; it returns every row it changed (the opened one keeps its state).
 _OPENED = (
     update(watch_channels)
-    .where(_w.id == _OPENED_ID, _w.state.in_(LIVE))
-    .values(
-        resource_id=bindparam("opened_resource", type_=_w.resource_id.type),
-        expires_at=bindparam("opened_expires_at", type_=_w.expires_at.type),
+    .where(
+        _w.calendar_id == _OPENED_CALENDAR,
+        _w.state.in_(LIVE),
+        exists().where(_OPENED_LIVE.c.id == _OPENED_ID, _OPENED_LIVE.c.state.in_(LIVE)),
     )
-)
-_OPENED_CALENDAR = bindparam("opened_calendar", type_=_w.calendar_id.type)
-_REPLACED = (
-    update(watch_channels)
-    .where(_w.calendar_id == _OPENED_CALENDAR, _w.id != _OPENED_ID, _w.state.in_(LIVE))
-    .values(state=STOPPING)
+    .values(
+        resource_id=case(
+            (_IS_OPENED, bindparam("opened_resource", type_=_w.resource_id.type)),
+            else_=_w.resource_id,
+        ),
+        expires_at=case(
+            (_IS_OPENED, bindparam("opened_expires_at", type_=_w.expires_at.type)),
+            else_=_w.expires_at,
+        ),
+        state=case((_IS_OPENED, _w.state), else_=literal(STOPPING, String(16))),
+    )
     .returning(watch_channels)
 )
 _PUSH_ACCEPTED = (
@@ -259,9 +279,12 @@ class ChannelStore:
         now: datetime,
         renew_before: timedelta,
         silence: timedelta,
+        first: bool = False,
     ) -> bool:
         """Insert an `opening` row for the calendar if it still needs one; False when another
-        process holds the calendar or already claimed a healthy channel for it."""
+        process holds the calendar or already claimed a healthy channel for it. A calendar
+        needs a complete copy, except for its `first` channel (opened before its first full
+        sync lists it, `ChannelManager.open_before_first_sync`)."""
         async with self.engine.begin() as conn:
             if self._locks_rows:
                 locked = await conn.execute(
@@ -279,7 +302,7 @@ class ChannelStore:
                 "claim_now": now,
                 **_healthy_params(now, renew_before, silence),
             }
-            result = await commit_if_changed(conn, _CLAIM, params)
+            result = await commit_if_changed(conn, _CLAIM_FIRST if first else _CLAIM, params)
             return result.rowcount == 1
 
     async def record_opened(
@@ -298,11 +321,8 @@ class ChannelStore:
             "opened_expires_at": expires_at,
         }
         async with self.engine.begin() as conn:
-            opened = await conn.execute(_OPENED, params)
-            replaced: list[ChannelRow] = []
-            if opened.rowcount == 1:
-                others = await conn.execute(_REPLACED, params)
-                replaced = [_row(r) for r in others.mappings()]
+            changed = await conn.execute(_OPENED, params)
+            replaced = [_row(r) for r in changed.mappings() if r["id"] != channel_id]
             bumped = await commit_if_changed(conn, _PUSH_ACCEPTED, params)
             await publish_calendars(conn, bumped.all())
         return replaced
@@ -420,6 +440,7 @@ class ChannelStore:
         message_number: int,
         now: datetime,
         offer: ClaimOffer | None = None,
+        sync_message: bool = False,
     ) -> Acceptance:
         """Record a verified notification and request one sync of its calendar, in one
         transaction. Not accepted (and nothing written) when the channel saw this message
@@ -429,6 +450,11 @@ class ChannelStore:
         then its row, and that scheduler starts the sync at once.
 
         The first verified message makes the channel `active` (Google delivers to us).
+        Google's `sync` message (`sync_message`, a new channel's first) requests a sync only
+        for a calendar with a complete copy: that copy was listed before the channel opened,
+        and what changed in between was notified to nobody. A calendar without one gets its
+        first copy from a full sync that lists it after its first channel opened
+        (`ChannelManager.open_before_first_sync`): there is no gap to close.
         """
         w = watch_channels.c
         values: dict[str, object] = {
@@ -449,14 +475,16 @@ class ChannelStore:
             result = await conn.execute(update(watch_channels).where(where).values(**values))
             if result.rowcount != 1:
                 return Acceptance(accepted=False)
-            if offer is not None:
+            if offer is not None and not sync_message:
                 claimed = await leases.claim_notified(
                     conn, channel.calendar_id, offer, now, last=True
                 )
                 if claimed is not None:
                     return Acceptance(accepted=True, claimed=claimed)
-            await leases.request_sync(channel.calendar_id, now, conn=conn, last=True)
-        return Acceptance(accepted=True)
+            requested = await leases.request_sync(
+                channel.calendar_id, now, conn=conn, last=True, if_copied=sync_message
+            )
+        return Acceptance(accepted=True, requested=requested)
 
     async def count_live(self, calendar_ids: Sequence[str]) -> dict[str, int]:
         """Live (opening or active) channels per calendar."""

@@ -11,10 +11,13 @@ Lifecycle (states in `gateway.sync.channel_store`):
 
 * every calendar with a complete copy (`active_generation` set) of an active integration gets a
   channel: a random, non-personal id and a fresh 256-bit token per channel, of which only the
-  SHA-256 is stored. The first one is opened right after the first full sync has committed
-  (`open_after_sync`, called by the scheduler), not at the next maintenance pass. The row is
-  claimed (`opening`) BEFORE events.watch is called, because Google may deliver the first
-  notification (`sync`) before it answers;
+  SHA-256 is stored. The first one is opened by the scheduler's sync of a new calendar, just
+  before its first full sync lists it (`open_before_first_sync`), not at the next maintenance
+  pass: every change after the listing began is then notified, so Google's first message
+  (`sync`) has no gap to close and starts no sync. If that fails, it is opened right after
+  a full sync has committed (`open_after_sync`), and the `sync` message then syncs what
+  changed since the listing. The row is claimed (`opening`) BEFORE events.watch is called,
+  because Google may deliver the first notification (`sync`) before it answers;
 * a calendar whose channel Google refused (`push.webhookUrlNotHttps`, a 5xx, ...) is retried by
   this process with the sync scheduler's backoff (`SchedulerConfig.backoff_s`: seconds at
   first, doubling up to its maximum; `retry_due`, which the wiring runs when `next_retry_at`
@@ -77,6 +80,9 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_PATH = "/webhooks/google/calendar"
 RESOURCE_STATES = frozenset({"sync", "exists", "not_exists"})
+
+# Calendars remembered between `open_before_first_sync` and `open_after_sync` at most.
+MAX_OPENED_FIRST = 10_000
 
 RandomBytes = Callable[[int], bytes]
 Backoff = Callable[[int, float], float]
@@ -198,6 +204,9 @@ class ChannelManager:
         self._backoff: dict[str, _Retry] = {}
         # Set when a retry was planned: the maintenance loop may have to wake earlier.
         self.retry_planned = asyncio.Event()
+        # Calendars whose channel `open_before_first_sync` opened, until `open_after_sync`
+        # (after that sync) skips its claim for them. Bounded: forgetting costs one claim.
+        self._opened_first: set[str] = set()
 
     def __repr__(self) -> str:
         return f"ChannelManager({self.config!r})"
@@ -243,9 +252,28 @@ class ChannelManager:
             log.info("push maintenance: %s", report)
         return report
 
+    async def open_before_first_sync(self, target: WatchTarget) -> bool | None:
+        """The scheduler's hook before a calendar without a copy is synced (its first full
+        sync): open its first channel now, before the sync lists the calendar, so that every
+        change from the listing on is notified (None when it has a healthy one, or waits for a
+        retry; see `open_channel`)."""
+        retry = self._backoff.get(target.calendar_id)
+        if retry is not None and retry.until > self._clock():
+            return None
+        opened = await self.open_channel(target, first=True)
+        if opened:
+            if len(self._opened_first) >= MAX_OPENED_FIRST:
+                self._opened_first.clear()
+            self._opened_first.add(target.calendar_id)
+        return opened
+
     async def open_after_sync(self, target: WatchTarget) -> bool | None:
         """The scheduler's hook after a calendar's full sync committed: open its first channel
-        now (None when it has a healthy one, or waits for a retry; see `open_channel`)."""
+        now, unless `open_before_first_sync` just did (None when it has a healthy one, or waits
+        for a retry; see `open_channel`)."""
+        if target.calendar_id in self._opened_first:
+            self._opened_first.discard(target.calendar_id)
+            return None
         retry = self._backoff.get(target.calendar_id)
         if retry is not None and retry.until > self._clock():
             return None
@@ -280,10 +308,11 @@ class ChannelManager:
         self.retry_planned.set()
         return until
 
-    async def open_channel(self, target: WatchTarget) -> bool | None:
+    async def open_channel(self, target: WatchTarget, *, first: bool = False) -> bool | None:
         """Claim and open a channel for the calendar, then stop the ones it replaces. None when
         no channel is needed (or another process claimed it), False when Google refused (a
-        retry is planned and the reason recorded for the status)."""
+        retry is planned and the reason recorded for the status). `first`: the calendar may
+        have no copy yet (`open_before_first_sync`)."""
         token = new_channel_token(self._random(32))
         channel_id = new_channel_id(self._random(16))
         config = self.config
@@ -294,6 +323,7 @@ class ChannelManager:
             now=self._clock(),
             renew_before=config.renew_before,
             silence=config.silence,
+            first=first,
         )
         if not claimed:
             self._backoff.pop(target.calendar_id, None)  # healthy, gone, or another's to open
@@ -452,6 +482,8 @@ class Received:
     # The calendar's row when the notification's transaction leased it to the offering
     # scheduler (`receive(offer=...)`): that scheduler starts the sync now.
     claimed: CalendarRow | None = None
+    # A sync of the calendar was requested (the scheduler should look now).
+    requested: bool = False
 
 
 class NotificationReceiver:
@@ -467,9 +499,12 @@ class NotificationReceiver:
         """Verify the channel (id, token in constant time, state, expiry, resource id) and,
         for a new message, request one sync of its calendar (coalesced; never run here).
 
-        Every message kind requests the sync: `exists`/`not_exists` say the calendar changed,
-        and the first `sync` closes the gap between the last sync and the channel's opening
-        (changes in between were notified to nobody, yet the calendar now counts as pushed).
+        `exists`/`not_exists` say the calendar changed: they request the sync. The first
+        message, `sync`, requests one only for a calendar with a copy: it closes the gap
+        between the listing of that copy and the channel's opening (changes in between were
+        notified to nobody, yet the calendar now counts as pushed). A calendar's first channel
+        opens before its first listing (`ChannelManager.open_before_first_sync`): no gap.
+        An offer is never used for `sync`.
         """
         channel = await self._store.get(notification.channel_id)
         if channel is None:
@@ -491,7 +526,10 @@ class NotificationReceiver:
             message_number=notification.message_number,
             now=now,
             offer=offer,
+            sync_message=notification.resource_state == "sync",
         )
         if not accepted.accepted:
             return Received(Verdict.DUPLICATE, channel.calendar_id)
-        return Received(Verdict.ACCEPTED, channel.calendar_id, accepted.claimed)
+        return Received(
+            Verdict.ACCEPTED, channel.calendar_id, accepted.claimed, requested=accepted.requested
+        )

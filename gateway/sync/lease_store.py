@@ -206,30 +206,36 @@ class LeaseStore:
         *,
         conn: AsyncConnection | None = None,
         last: bool = False,
+        if_copied: bool = False,
     ) -> bool:
         """Ask for one more sync of the calendar (a push notification, a booking). Requests
         coalesce: the earliest unclaimed one is kept, and the scheduler clears it when it
         claims the calendar, so a request arriving during a sync causes one sync after it.
         Within the caller's transaction when `conn` is given (the webhook records the message
         and the request together); `last` when it is that transaction's last statement
-        (`commit_if_changed`). False if there is no such calendar."""
+        (`commit_if_changed`). `if_copied`: only if the calendar has a complete copy (its
+        version is bumped either way). False if there is no such calendar, or no request was
+        made."""
+        requested: ColumnElement[Any] = func.coalesce(calendars.c.sync_requested_at, now)
+        if if_copied:
+            requested = case(
+                (calendars.c.active_generation.is_(None), calendars.c.sync_requested_at),
+                else_=requested,
+            )
         statement = (
             update(calendars)
             .where(calendars.c.id == calendar_id)
-            .values(
-                sync_requested_at=func.coalesce(calendars.c.sync_requested_at, now),
-                **calendar_bump(blocks=False),
-            )
-            .returning(*CALENDAR_CHANGE)
+            .values(sync_requested_at=requested, **calendar_bump(blocks=False))
+            .returning(*CALENDAR_CHANGE, calendars.c.active_generation)
         )
         if conn is not None:
             changed = (await commit_if_changed(conn, statement, last=last)).all()
-            await publish_calendars(conn, changed)
+            await publish_calendars(conn, [r[: len(CALENDAR_CHANGE)] for r in changed])
         else:
             async with self.engine.begin() as own:
                 changed = (await commit_if_changed(own, statement)).all()
-                await publish_calendars(own, changed)
-        return len(changed) == 1
+                await publish_calendars(own, [r[: len(CALENDAR_CHANGE)] for r in changed])
+        return len(changed) == 1 and not (if_copied and changed[0].active_generation is None)
 
     async def claim_notified(
         self,

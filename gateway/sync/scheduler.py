@@ -13,7 +13,8 @@ Each tick (every `tick_s`, or at once when nudged or when a sync finishes):
 2. claiming: due calendars (see `LeaseStore.claim_due`) are leased to this process, as many as
    free slots (`concurrency`), one per Google account. Claiming clears `sync_requested_at`,
    so many requests before a claim make one sync, and a request during a sync one more after;
-3. each claimed calendar is synced by the engine in its own task, while a heartbeat renews
+3. each claimed calendar is synced by the engine in its own task (after the `before_sync`
+   hooks: push wiring opens a new calendar's first channel there), while a heartbeat renews
    the lease every third of `lease_s`. A process that dies stops renewing: its leases run out
    and another process claims the calendars. A heartbeat that finds the lease gone (this
    process stalled past it) cancels its sync, so two processes never write one calendar;
@@ -63,6 +64,8 @@ STOP_GRACE_S = 5.0
 
 AfterSync = Callable[[CalendarRow, SyncOutcome], Awaitable[None]]
 """Called after a successful sync has been settled (in the calendar's task; failures logged)."""
+BeforeSync = Callable[[CalendarRow], Awaitable[None]]
+"""Called before a claimed calendar's sync starts, under its lease (failures logged)."""
 
 
 def default_owner() -> str:
@@ -108,6 +111,7 @@ class SyncScheduler:
         # Integrations whose discovery failed or found nothing: not before this instant.
         self._discovery_retry: dict[str, datetime] = {}
         self._discovering: set[str] = set()
+        self.before_sync: list[BeforeSync] = []
         self.after_sync: list[AfterSync] = []
         # Whether the loop's next tick looks for new integrations even if it looked less than
         # tick_s ago (a nudge without a calendar); sync requests and finished syncs do not.
@@ -348,12 +352,19 @@ class SyncScheduler:
             on_released=functools.partial(self._released.add, calendar.id),
         )
 
-    async def _sync_and_settle_once(self, calendar: CalendarRow) -> SyncOutcome | None:
-        sync = asyncio.create_task(
-            self.engine.sync_calendar(
-                calendar.id, claimed=calendar, release=self._release_for(calendar)
-            )
+    async def _sync(self, calendar: CalendarRow) -> SyncOutcome:
+        """The `before_sync` hooks, then the engine's sync of the claimed calendar."""
+        for hook in self.before_sync:
+            try:
+                await hook(calendar)
+            except Exception:
+                log.exception("before-sync hook failed: calendar=%s", calendar.id)
+        return await self.engine.sync_calendar(
+            calendar.id, claimed=calendar, release=self._release_for(calendar)
         )
+
+    async def _sync_and_settle_once(self, calendar: CalendarRow) -> SyncOutcome | None:
+        sync = asyncio.create_task(self._sync(calendar))
         held = asyncio.create_task(self._hold_lease(calendar.id))
         try:
             await asyncio.wait({sync, held}, return_when=asyncio.FIRST_COMPLETED)
