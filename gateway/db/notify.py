@@ -194,13 +194,18 @@ async def bump_calendars(
     await publish_calendars(conn, result.all())
 
 
-async def bump_integration(conn: AsyncConnection, integration_id: str) -> None:
-    """Increment the integration's version in the caller's transaction and publish it."""
-    result = await conn.execute(
+async def bump_integration(
+    conn: AsyncConnection, integration_id: str, *, last: bool = False
+) -> None:
+    """Increment the integration's version in the caller's transaction and publish it.
+    `last`: the bump is the transaction's last statement (`commit_if_changed`)."""
+    result = await commit_if_changed(
+        conn,
         update(integrations)
         .where(integrations.c.id == integration_id)
         .values(version=integrations.c.version + 1)
-        .returning(integrations.c.version)
+        .returning(integrations.c.version),
+        last=last,
     )
     version = result.scalar_one_or_none()
     if version is not None:

@@ -170,7 +170,8 @@ class CalendarStore:
                     .returning(calendars)
                 )
                 row = created.mappings().one()
-                await bump_integration(conn, integration_id)
+                # The last statement: on SQLite it commits with it (one hop less for the writer).
+                await bump_integration(conn, integration_id, last=True)
             elif row["time_zone"] != time_zone:
                 await conn.execute(
                     update(calendars).where(key).values(time_zone=time_zone, updated_at=now)
