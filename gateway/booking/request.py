@@ -62,7 +62,11 @@ def _text(field: str, value: str | None, max_len: int, *, multiline: bool = Fals
 def _instant(field: str, value: datetime) -> datetime:
     if value.tzinfo is None:
         raise _invalid(field, "must have an offset")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is a valid RFC 3339 time whose UTC falls in year 0.
+        raise _invalid(field, "is out of range") from None
 
 
 def _times(start: datetime, end: datetime) -> tuple[datetime, datetime]:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
@@ -75,9 +75,15 @@ def parse_rfc3339(value: object) -> datetime:
         assert digits is not None
         text = f"{head}.{digits[0][:6].ljust(6, '0')}{tail[digits.end() :]}"
     try:
-        return datetime.fromisoformat(text)
+        parsed = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError("is not a valid date and time") from None
+    try:
+        parsed.astimezone(UTC)  # every consumer works in UTC
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is well formed, but its UTC falls in year 0.
+        raise ValueError("is not a valid date and time (out of range in UTC)") from None
+    return parsed
 
 
 def _no_control_chars(value: str) -> str:

@@ -52,6 +52,9 @@ def test_the_insert_body_carries_our_id_and_marker_and_no_empty_fields() -> None
         ({"end": START}, "end"),
         ({"end": START + timedelta(days=15)}, "end"),
         ({"start": START.replace(tzinfo=None)}, "start"),
+        # Valid RFC 3339 times whose UTC is before year 1 (found by the API fuzz test).
+        ({"end": datetime(1, 1, 1, 0, 0, 1, tzinfo=timezone(timedelta(hours=1)))}, "end"),
+        ({"start": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))}, "start"),
         ({"summary": "   "}, "summary"),
         ({"summary": "two\nlines"}, "summary"),
         ({"summary": "x" * 1025}, "summary"),

@@ -119,6 +119,8 @@ def test_every_error_is_listed_and_no_value_is_echoed() -> None:
         "2026-01-31T25:00:00Z",
         "1769850000",
         "",
+        "0001-01-01T00:00:01+01:00",  # before year 1 in UTC
+        "9999-12-31T23:00:00-02:00",  # after year 9999 in UTC
     ],
 )
 def test_bad_timestamps(value: str) -> None:
