@@ -554,14 +554,23 @@ class CalendarStore:
         original = parse_instance_suffix(suffix, master.tz, master.all_day)
         if original is None:
             return None
-        # A one-second window around the original start finds exactly that occurrence.
         second = timedelta(seconds=1)
-        hits = list(
-            occurrences(
+        if master.all_day:
+            # A one-second window around the original start finds exactly that occurrence.
+            hits = occurrences(
                 master.rules, master.series_start, second, original, original + second, limit=1
             )
-        )
-        if not hits or hits[0] != original:
+            if next(hits, None) != original:
+                return None
+            return self._instance_body(master, original)
+        # Occurrences in the series' zone compare by wall time (one tzinfo), and one whose wall
+        # time falls in a DST gap (00:30 when clocks jump from 00:00 to 01:00) is the instant
+        # the suffix names but another wall time: look a day around it, match the instant.
+        day = timedelta(days=1)
+        instant = original.astimezone(UTC)
+        start = master.series_start
+        near = occurrences(master.rules, start, second, original - day, original + day)
+        if all(occ.astimezone(UTC) != instant for occ in near):
             return None
         return self._instance_body(master, original)
 
