@@ -257,8 +257,7 @@ class ChannelManager:
         sync): open its first channel now, before the sync lists the calendar, so that every
         change from the listing on is notified (None when it has a healthy one, or waits for a
         retry; see `open_channel`)."""
-        retry = self._backoff.get(target.calendar_id)
-        if retry is not None and retry.until > self._clock():
+        if self._waiting(target.calendar_id):
             return None
         opened = await self.open_channel(target, first=True)
         if opened:
@@ -274,10 +273,14 @@ class ChannelManager:
         if target.calendar_id in self._opened_first:
             self._opened_first.discard(target.calendar_id)
             return None
-        retry = self._backoff.get(target.calendar_id)
-        if retry is not None and retry.until > self._clock():
+        if self._waiting(target.calendar_id):
             return None
         return await self.open_channel(target)
+
+    def _waiting(self, calendar_id: str) -> bool:
+        """Whether the calendar waits for a retry after Google refused its channel."""
+        retry = self._backoff.get(calendar_id)
+        return retry is not None and retry.until > self._clock()
 
     def now(self) -> datetime:
         """This manager's clock (the maintenance loop measures retry times with it)."""
