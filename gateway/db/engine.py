@@ -96,15 +96,15 @@ async def create_engine(
     path = sqlite_path(url)
     if path is not None:
         await asyncio.to_thread(_create_private_file, path)
+    is_sqlite = parsed.get_backend_name() == "sqlite"
     try:
-        is_sqlite = parsed.get_backend_name() == "sqlite"
         kept, burst = SQLITE_POOL if is_sqlite else POSTGRES_POOL
         options: dict[str, Any] = (
             {}  # an in-memory SQLite database lives in its one connection: no pool size there
             if is_sqlite and path is None
             else {"pool_size": pool_size or kept, "max_overflow": burst}
         )
-        if parsed.get_backend_name() == "sqlite":
+        if is_sqlite:
             # One thread hop per statement instead of four (gateway.db.sqlite_driver).
             options["connect_args"] = {"async_creator_fn": sqlite_driver.connect}
         engine = create_async_engine(parsed, echo=echo, **options)
@@ -112,12 +112,12 @@ async def create_engine(
         raise StorageError(
             f"cannot use database {redact_url_password(url)}: {type(exc).__name__}"
         ) from None
-    if parsed.get_backend_name() != "sqlite":
-        _ping_when_idle(engine, clock)
-    if parsed.get_backend_name() == "sqlite":
+    if is_sqlite:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         # This process's writers queue in order instead of polling in the busy handler.
         sqlite_writer.install(engine, timeout_s=BUSY_TIMEOUT_MS / 1000)
+    else:
+        _ping_when_idle(engine, clock)
     after_commit.install(engine)
     return engine
 
