@@ -493,7 +493,13 @@ def _apply_fields(value: Any, tree: dict[str, Any]) -> Any:
     if isinstance(value, list):
         return [_apply_fields(v, tree) for v in value]
     if isinstance(value, dict):
-        return {k: _apply_fields(value[k], sub) for k, sub in tree.items() if k in value}
+        # A leaf (empty subtree) is taken whole without a call: a 2,500-event page has tens of
+        # thousands of them.
+        return {
+            k: _apply_fields(value[k], sub) if sub else value[k]
+            for k, sub in tree.items()
+            if k in value
+        }
     return value
 
 

@@ -200,6 +200,11 @@ def test_time_parsing_uses_google_wording() -> None:
     with pytest.raises(TimeValueError):
         parse_datetime("2026-11-24T10:00:00")  # offset is mandatory in query parameters
     assert parse_datetime("2026-11-24T10:00:00", offset_required=False).tzinfo is None
+    # Google ignores digits past the microsecond; lower-case separators are RFC 3339 too.
+    micro = datetime(2026, 11, 24, 10, 0, 0, 123456, tzinfo=UTC)
+    assert parse_datetime("2026-11-24T10:00:00.123456789Z") == micro
+    assert parse_datetime("2026-11-24t10:00:00.1234567z") == micro
+    assert parse_datetime("2026-11-24T11:00:00.5+01:00") == micro.replace(microsecond=500000)
     with pytest.raises(TimeValueError) as info:
         parse_date("2017-06-21T00:00:00+09:00")
     assert "Have you accidentally used DateTime instead of a Date?" in info.value.message
