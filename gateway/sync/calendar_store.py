@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     and_,
@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.bulk import chunks
 from gateway.db.notify import bump_calendars, bump_integration
@@ -32,6 +32,8 @@ from gateway.db.schema import (
 )
 from gateway.db.values import as_utc
 from gateway.sync.model import Horizon
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class CalendarRow:
     last_error: str | None
     horizon_start: datetime | None
     horizon_end: datetime | None
+    # `calendars_of` lists by creation, then id.
+    created_at: datetime | None = None
 
     @property
     def horizon(self) -> Horizon | None:
@@ -79,7 +83,13 @@ def calendar_row(row: RowMapping) -> CalendarRow:
         last_error=row["last_error"],
         horizon_start=as_utc(row["horizon_start"]),
         horizon_end=as_utc(row["horizon_end"]),
+        created_at=as_utc(row["created_at"]),
     )
+
+
+def _listed_order(row: CalendarRow) -> tuple[datetime, str]:
+    """`calendars_of`'s order."""
+    return (row.created_at or _EPOCH, row.id)
 
 
 class CalendarStore:
@@ -99,14 +109,18 @@ class CalendarStore:
 
     async def calendars_of(self, integration_id: str) -> list[CalendarRow]:
         async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(calendars)
-                    .where(calendars.c.integration_id == integration_id)
-                    .order_by(calendars.c.created_at, calendars.c.id)
-                )
-            ).mappings()
-            return [calendar_row(r) for r in rows]
+            return await self._calendars_of(conn, integration_id)
+
+    @staticmethod
+    async def _calendars_of(conn: AsyncConnection, integration_id: str) -> list[CalendarRow]:
+        rows = (
+            await conn.execute(
+                select(calendars)
+                .where(calendars.c.integration_id == integration_id)
+                .order_by(calendars.c.created_at, calendars.c.id)
+            )
+        ).mappings()
+        return [calendar_row(r) for r in rows]
 
     async def ensure_calendar(
         self,
@@ -120,6 +134,29 @@ class CalendarStore:
     ) -> CalendarRow:
         """The row for (integration, Google calendar), created with `new_id` if missing; a
         changed time zone is updated (it decides where all-day events fall)."""
+        found = await self.ensure_listed(
+            new_id=new_id,
+            integration_id=integration_id,
+            tenant_id=tenant_id,
+            google_calendar_id=google_calendar_id,
+            time_zone=time_zone,
+            now=now,
+        )
+        return next(r for r in found if r.google_calendar_id == google_calendar_id)
+
+    async def ensure_listed(
+        self,
+        *,
+        new_id: str,
+        integration_id: str,
+        tenant_id: str,
+        google_calendar_id: str,
+        time_zone: str,
+        now: datetime,
+    ) -> list[CalendarRow]:
+        """`ensure_calendar`, answered with all of the integration's calendars as
+        `calendars_of` lists them afterwards: discovery needs the list, and this is one read
+        of it instead of two (the calendar's own, then the list's)."""
         attempt = functools.partial(
             self._ensure_calendar,
             new_id=new_id,
@@ -145,13 +182,10 @@ class CalendarStore:
         google_calendar_id: str,
         time_zone: str,
         now: datetime,
-    ) -> CalendarRow:
-        key = and_(
-            calendars.c.integration_id == integration_id,
-            calendars.c.google_calendar_id == google_calendar_id,
-        )
+    ) -> list[CalendarRow]:
         async with self.engine.begin() as conn:
-            row = (await conn.execute(select(calendars).where(key))).mappings().first()
+            listed = await self._calendars_of(conn, integration_id)
+            row = next((r for r in listed if r.google_calendar_id == google_calendar_id), None)
             if row is None:
                 # The new row as stored (its defaults included), without reading it again.
                 created = await conn.execute(
@@ -169,17 +203,22 @@ class CalendarStore:
                     )
                     .returning(calendars)
                 )
-                row = created.mappings().one()
+                new = calendar_row(created.mappings().one())
                 # The last statement: on SQLite it commits with it (one hop less for the writer).
                 await bump_integration(conn, integration_id, last=True)
-            elif row["time_zone"] != time_zone:
+                # Created now: it sorts last (`calendars_of` orders by creation, then id).
+                return sorted([*listed, new], key=_listed_order)
+            if row.time_zone != time_zone:
+                key = and_(
+                    calendars.c.integration_id == integration_id,
+                    calendars.c.google_calendar_id == google_calendar_id,
+                )
                 await conn.execute(
                     update(calendars).where(key).values(time_zone=time_zone, updated_at=now)
                 )
-                await bump_calendars(conn, [row["id"]])
-                # Read again: the bump moved its version.
-                row = (await conn.execute(select(calendars).where(key))).mappings().one()
-        return calendar_row(row)
+                await bump_calendars(conn, [row.id])
+                listed = await self._calendars_of(conn, integration_id)
+        return listed
 
     async def record_failure(
         self, calendar_id: str, *, state: str, error_code: str, now: datetime

@@ -219,7 +219,7 @@ class SyncEngine:
                 tokens, integration_id, "primary", maxResults=1, fields="timeZone"
             )
             google_id, time_zone = integration.google_email or "primary", page.get("timeZone")
-        await self.store.ensure_calendar(
+        return await self.store.ensure_listed(
             new_id=new_calendar_id(self._random(12)),
             integration_id=integration_id,
             tenant_id=integration.tenant_id,
@@ -227,7 +227,6 @@ class SyncEngine:
             time_zone=str(time_zone or "UTC"),
             now=self._clock(),
         )
-        return await self.store.calendars_of(integration_id)
 
     # -- sync ---------------------------------------------------------------------------------
 

@@ -405,6 +405,45 @@ async def test_inactive_integration_is_never_synced(h: Harness) -> None:
     assert row is not None and row.state == "initial" and row.active_generation is None
 
 
+async def test_discovery_lists_every_calendar_of_the_integration_as_stored(h: Harness) -> None:
+    """`ensure_calendars` answers from the transaction that found or created the primary's
+    row (no second read): the same list, in the same order, as reading the rows afterwards,
+    with an older second calendar, a changed zone, and a primary created after it."""
+    store = h.engine.store
+    earlier = NOW - timedelta(days=1)
+    await store.ensure_calendar(
+        new_id="cal_" + "t" * 24,
+        integration_id=h.integration_id,
+        tenant_id="acme",
+        google_calendar_id="team@group.calendar.google.com",
+        time_zone="UTC",
+        now=earlier,
+    )
+    listed = await h.engine.ensure_calendars(h.integration_id)
+    assert listed == await store.calendars_of(h.integration_id)
+    assert [c.id for c in listed] == ["cal_" + "t" * 24, h.calendar.id]
+
+    # The zone changed at Google: the list carries the new one.
+    h.stack.google.calendars.ensure_user(ALICE).time_zone = "America/New_York"
+    listed = await h.engine.ensure_calendars(h.integration_id)
+    assert listed == await store.calendars_of(h.integration_id)
+    assert listed[1].time_zone == "America/New_York"
+
+    # A primary created now (the old one gone) sorts after the older calendar.
+    await store.purge_integration(h.integration_id)
+    await store.ensure_calendar(
+        new_id="cal_" + "t" * 24,
+        integration_id=h.integration_id,
+        tenant_id="acme",
+        google_calendar_id="team@group.calendar.google.com",
+        time_zone="UTC",
+        now=earlier,
+    )
+    listed = await h.engine.ensure_calendars(h.integration_id)
+    assert listed == await store.calendars_of(h.integration_id)
+    assert len(listed) == 2 and listed[1].google_calendar_id == ALICE
+
+
 async def test_google_failure_is_recorded(h: Harness) -> None:
     # The user revoked access at Google: the refresh fails with invalid_grant, so the
     # integration becomes needs_reauth and the sync reports it inactive.
