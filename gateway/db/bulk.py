@@ -39,6 +39,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Table, delete, insert, text
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
 
 from gateway.db.sqlite_driver import OneHopConnection
 from gateway.db.sqlite_writer import claim_write
@@ -250,6 +252,44 @@ async def _sqlite_batch(
         driver.defer_batch(statements)
     else:
         await driver.execute_batch(statements)
+
+
+def sqlite_statement(
+    conn: AsyncConnection, statement: ClauseElement
+) -> tuple[str, tuple[Any, ...]]:
+    """A Core statement whose values are all bound in it, as SQLAlchemy would send it to
+    SQLite's driver: its SQL and its positional parameters, each through its type's bind
+    processor (a DateTime becomes SQLAlchemy's SQLite text). For `defer_write`."""
+    dialect = conn.dialect
+    compiled = statement.compile(dialect=dialect)
+    if not isinstance(compiled, SQLCompiler) or not compiled.positional:
+        raise ValueError(f"{dialect.name} does not take positional parameters")
+    if compiled.post_compile_params:
+        # An IN list's parameters are expanded at execution, not here.
+        raise ValueError("a statement with an IN list: write it as OR for sqlite_statement")
+    values = compiled.construct_params()
+    out: list[Any] = []
+    for name in compiled.positiontup or ():
+        processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+        value = values[name]
+        out.append(processor(value) if processor is not None else value)
+    return compiled.string, tuple(out)
+
+
+async def defer_write(conn: AsyncConnection, statement: ClauseElement) -> bool:
+    """On SQLite: take the writer and leave `statement` (its values bound in it) for the
+    hop of the transaction's next statement, which then runs both (gateway.db.sqlite_driver's
+    `defer_batch`): the writer is held across one return to the event loop instead of two.
+    False, and nothing done, on any other driver: the caller executes it itself."""
+    if conn.dialect.name != "sqlite":
+        return False
+    driver = (await conn.get_raw_connection()).driver_connection
+    if not isinstance(driver, OneHopConnection):
+        return False
+    sql, parameters = sqlite_statement(conn, statement)
+    await claim_write(conn)  # SQLAlchemy's events do not see the raw driver
+    driver.defer_batch([(sql, parameters)])
+    return True
 
 
 async def insert_bulk(conn: AsyncConnection, *bulks: BulkRows, with_next: bool = False) -> None:

@@ -45,3 +45,16 @@ async def commit_if_changed(
     finally:
         if driver is not None:
             driver.commit_with_next = False  # not taken if the statement failed before its hop
+
+
+async def ended_unchanged(conn: AsyncConnection) -> bool:
+    """Whether the transaction's last statement (`commit_if_changed`, on SQLite) ended it
+    with no row changed anywhere in it: a commit that was the same as a rollback."""
+    if conn.dialect.name != "sqlite":
+        return False
+    driver = (await conn.get_raw_connection()).driver_connection
+    return (
+        isinstance(driver, OneHopConnection)
+        and driver.committed_early
+        and not driver.committed_changes
+    )

@@ -38,10 +38,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 
+from gateway.db.bulk import defer_write
 from gateway.db.engine import single_statement_reads
 from gateway.db.notify import (
     CALENDAR_CHANGE,
@@ -50,7 +51,7 @@ from gateway.db.notify import (
     publish_calendars,
 )
 from gateway.db.schema import calendars, integrations, watch_channels
-from gateway.db.transactions import commit_if_changed
+from gateway.db.transactions import commit_if_changed, ended_unchanged
 from gateway.db.values import as_utc
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.lease_store import ClaimOffer, LeaseStore
@@ -464,15 +465,20 @@ class ChannelStore:
             # says which resource the channel watches.
             "resource_id": func.coalesce(w.resource_id, literal(resource_id, String(255))),
         }
-        where = and_(w.id == channel.id, w.state.in_(LIVE))
+        # OR, not IN: the statement may be deferred on SQLite (`defer_write`), which takes no
+        # IN list.
+        where = and_(w.id == channel.id, or_(*(w.state == state for state in LIVE)))
         if message_number <= MAX_STORED_MESSAGE_NUMBER:
             values["last_message_number"] = message_number
             where = and_(
                 where, or_(w.last_message_number.is_(None), w.last_message_number < message_number)
             )
         leases = LeaseStore(self.engine)
+        record = update(watch_channels).where(where).values(**values)
         async with self.engine.begin() as conn:
-            result = await conn.execute(update(watch_channels).where(where).values(**values))
+            if offer is not None and not sync_message and await defer_write(conn, record):
+                return await self._accept_and_claim(conn, leases, channel, offer, now)
+            result = await conn.execute(record)
             if result.rowcount != 1:
                 return Acceptance(accepted=False)
             if offer is not None and not sync_message:
@@ -484,6 +490,32 @@ class ChannelStore:
             requested = await leases.request_sync(
                 channel.calendar_id, now, conn=conn, last=True, if_copied=sync_message
             )
+        return Acceptance(accepted=True, requested=requested)
+
+    @staticmethod
+    async def _accept_and_claim(
+        conn: AsyncConnection,
+        leases: LeaseStore,
+        channel: ChannelRow,
+        offer: ClaimOffer,
+        now: datetime,
+    ) -> Acceptance:
+        """`accept_message` with an offer on SQLite, the channel's UPDATE deferred (`defer_write`)
+        into the claim's hop: the message recorded, the calendar leased and the COMMIT in ONE
+        hop to the connection's thread, which holds SQLite's one writer across one return to
+        the event loop instead of two (in a push burst the writer was busy all the time and a
+        notification waited ~26 ms for it). The claim runs only if the UPDATE changed the
+        channel (SQLite's `changes()`), so a repeated message claims nothing; if neither
+        changed a row, the transaction ended with the claim (`ended_unchanged`): not accepted.
+        If only the UPDATE did (the calendar may not be claimed now), a sync is requested."""
+        claimed = await leases.claim_notified(
+            conn, channel.calendar_id, offer, now, last=True, after_one_change=True
+        )
+        if claimed is not None:
+            return Acceptance(accepted=True, claimed=claimed)
+        if await ended_unchanged(conn):
+            return Acceptance(accepted=False)
+        requested = await leases.request_sync(channel.calendar_id, now, conn=conn, last=True)
         return Acceptance(accepted=True, requested=requested)
 
     async def count_live(self, calendar_ids: Sequence[str]) -> dict[str, int]:

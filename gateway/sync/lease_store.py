@@ -152,6 +152,9 @@ _CLAIM_ONE = (
     .values(**_CLAIM_VALUES)
     .returning(*_c)
 )
+# `_CLAIM_ONE` only if the transaction's previous statement changed one row: SQLite's
+# `changes()` (the notification's channel UPDATE, run in the same hop: `claim_notified`).
+_CLAIM_ONE_AFTER_ONE_CHANGE = _CLAIM_ONE.where(func.changes() == 1)
 # Due calendars (`claim_due`): requests first, then the most overdue; more than the scheduler
 # takes (some may belong to one integration).
 _DUE = (
@@ -245,16 +248,19 @@ class LeaseStore:
         now: datetime,
         *,
         last: bool = False,
+        after_one_change: bool = False,
     ) -> CalendarRow | None:
         """Within the caller's transaction (a push notification's): lease the calendar to the
         offer's owner if it may be claimed now (active integration, no backoff, no live lease,
         no other calendar of its account leased here or elsewhere); its sync then starts at
         once, with no request to record and no claim to wait for. `last`: a claim is the
         transaction's last statement (`commit_if_changed`). None (nothing written) when it may
-        not: the caller requests a sync instead."""
+        not: the caller requests a sync instead. `after_one_change` (SQLite only): only if the
+        statement before it in the transaction changed exactly one row (`changes()`)."""
         params = _claim_params(offer.owner, offer.lease_until, now, offer.busy)
         params["claim_calendar"] = calendar_id
-        claimed = await commit_if_changed(conn, _CLAIM_ONE, params, last=last)
+        statement = _CLAIM_ONE_AFTER_ONE_CHANGE if after_one_change else _CLAIM_ONE
+        claimed = await commit_if_changed(conn, statement, params, last=last)
         row = claimed.mappings().first()
         if row is None:
             return None

@@ -7,12 +7,25 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, update
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,6 +33,7 @@ from gateway.db.bulk import (
     SQLITE_MAX_VARIABLES,
     BulkRows,
     bulk_rows,
+    defer_write,
     insert_rows,
     sqlite_chunks,
     write_bulk,
@@ -34,6 +48,12 @@ notes = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("who", String, nullable=False, unique=True),
+)
+stamps = Table(
+    "stamps",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", DateTime, nullable=True),
 )
 
 
@@ -280,3 +300,29 @@ async def test_a_deferred_write_is_committed_without_a_next_statement_and_droppe
     async with engine.connect() as conn:
         stored = await conn.execute(select(notes.c.id).order_by(notes.c.id))
         assert stored.scalars().all() == [1, 3]
+
+
+async def test_a_deferred_core_statement_stores_what_sqlalchemy_stores_in_the_next_hop(
+    engine: AsyncEngine, hops: Counter[str]
+) -> None:
+    """`defer_write` compiles a Core statement as SQLAlchemy sends it (a datetime as
+    SQLAlchemy's SQLite text) and runs it in the hop of the transaction's next statement;
+    an IN list, which only execution expands, is refused before anything is taken."""
+    at = datetime(2026, 12, 6, 7, 0, 0, 123, tzinfo=UTC)
+    async with engine.begin() as conn:
+        await conn.execute(insert(stamps).values(id=1, at=at))
+        await conn.execute(insert(stamps).values(id=2, at=None))
+    hops.clear()
+    async with engine.begin() as conn:
+        assert await defer_write(conn, update(stamps).where(stamps.c.id == 2).values(at=at))
+        assert hops == Counter()  # nothing ran yet
+        found = (await conn.execute(select(stamps.c.at).order_by(stamps.c.id))).scalars()
+        assert found.all() == [at.replace(tzinfo=None)] * 2
+    assert hops == Counter({"_run": 1, "commit": 1})
+    async with engine.connect() as conn:
+        raw = (await conn.execute(text("SELECT at FROM stamps ORDER BY id"))).scalars().all()
+    assert raw == ["2026-12-06 07:00:00.000123"] * 2
+
+    with pytest.raises(ValueError, match="IN list"):
+        async with engine.begin() as conn:
+            await defer_write(conn, update(stamps).where(stamps.c.id.in_([1, 2])).values(at=None))

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Iterator
 from datetime import datetime, timedelta
+from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import select, update
 
@@ -197,6 +199,62 @@ async def test_a_scheduler_with_a_free_slot_gets_the_calendar_in_the_notificatio
     assert accepted.accepted and accepted.claimed is None
     owner, requested = await lease_of(h)
     assert owner is None and requested is not None
+
+
+async def test_a_repeated_message_with_a_free_slot_claims_and_writes_nothing(
+    h: Push, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an offer, SQLite records the message and leases the calendar in ONE hop to the
+    connection's thread (the channel's UPDATE runs in the claim's hop, and the claim only if
+    that UPDATE changed the channel): a repeated or late message, or one for a stopped
+    channel, must then neither claim nor request nor change the channel."""
+    channel = await active_channel(h)
+    now = utc_now()
+    number = channel.last_message_number + 1
+    hops: list[str] = []
+    original = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(fn, "__name__", type(fn).__name__))
+        return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def offer() -> ClaimOffer:
+        return ClaimOffer("test-a", now + timedelta(minutes=1))
+
+    async def free() -> None:
+        async with h.stack.engine.begin() as conn:
+            await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == h.calendar.id)
+                .values(lease_owner=None, lease_until=None, sync_requested_at=None)
+            )
+
+    row = await h.channel(channel.id)
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    accepted = await h.store.accept_message(
+        row, resource_id=channel.resource_id, message_number=number, now=now, offer=offer()
+    )
+    monkeypatch.undo()
+    assert accepted.accepted and accepted.claimed is not None
+    assert await lease_of(h) == ("test-a", None)
+    sqlite = h.stack.engine.dialect.name == "sqlite"
+    assert hops == (["_run"] if sqlite else [])  # message, lease and COMMIT in one hop
+
+    await free()
+    before = await snapshot(h.stack)
+    for late in (number, number - 1):
+        repeated = await h.store.accept_message(
+            row, resource_id=channel.resource_id, message_number=late, now=now, offer=offer()
+        )
+        assert not repeated.accepted and repeated.claimed is None
+    assert await lease_of(h) == (None, None)
+    assert await snapshot(h.stack) == before
+
+    await h.store.stop_integration(h.calendar.integration_id, STOPPING)
+    stopped = await h.store.accept_message(
+        row, resource_id=channel.resource_id, message_number=number + 1, now=now, offer=offer()
+    )
+    assert not stopped.accepted and await lease_of(h) == (None, None)
 
 
 async def test_requests_coalesce_into_the_waiting_one(h: Push) -> None:
