@@ -8,7 +8,6 @@ blocks, generations) is `gateway.sync.copy_store`; leases and sync requests are
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -157,68 +156,52 @@ class CalendarStore:
         """`ensure_calendar`, answered with all of the integration's calendars as
         `calendars_of` lists them afterwards: discovery needs the list, and this is one read
         of it instead of two (the calendar's own, then the list's)."""
-        attempt = functools.partial(
-            self._ensure_calendar,
-            new_id=new_id,
-            integration_id=integration_id,
-            tenant_id=tenant_id,
-            google_calendar_id=google_calendar_id,
-            time_zone=time_zone,
-            now=now,
-        )
+
+        async def attempt() -> list[CalendarRow]:
+            async with self.engine.begin() as conn:
+                listed = await self._calendars_of(conn, integration_id)
+                row = next((r for r in listed if r.google_calendar_id == google_calendar_id), None)
+                if row is None:
+                    # The new row as stored (its defaults included), without reading it again.
+                    created = await conn.execute(
+                        insert(calendars)
+                        .values(
+                            id=new_id,
+                            integration_id=integration_id,
+                            tenant_id=tenant_id,
+                            google_calendar_id=google_calendar_id,
+                            time_zone=time_zone,
+                            state="initial",
+                            attempts=0,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                        .returning(calendars)
+                    )
+                    new = calendar_row(created.mappings().one())
+                    # The last statement: on SQLite it commits with it (one hop less for the
+                    # writer).
+                    await bump_integration(conn, integration_id, last=True)
+                    # Created now: it sorts last (`calendars_of` orders by creation, then id).
+                    return sorted([*listed, new], key=_listed_order)
+                if row.time_zone != time_zone:
+                    key = and_(
+                        calendars.c.integration_id == integration_id,
+                        calendars.c.google_calendar_id == google_calendar_id,
+                    )
+                    await conn.execute(
+                        update(calendars).where(key).values(time_zone=time_zone, updated_at=now)
+                    )
+                    await bump_calendars(conn, [row.id])
+                    listed = await self._calendars_of(conn, integration_id)
+            return listed
+
         try:
             return await attempt()
         except IntegrityError:
             # Two first calls at once (a booking and a free/busy, two processes): the other
             # one created it; this one now finds it.
             return await attempt()
-
-    async def _ensure_calendar(
-        self,
-        *,
-        new_id: str,
-        integration_id: str,
-        tenant_id: str,
-        google_calendar_id: str,
-        time_zone: str,
-        now: datetime,
-    ) -> list[CalendarRow]:
-        async with self.engine.begin() as conn:
-            listed = await self._calendars_of(conn, integration_id)
-            row = next((r for r in listed if r.google_calendar_id == google_calendar_id), None)
-            if row is None:
-                # The new row as stored (its defaults included), without reading it again.
-                created = await conn.execute(
-                    insert(calendars)
-                    .values(
-                        id=new_id,
-                        integration_id=integration_id,
-                        tenant_id=tenant_id,
-                        google_calendar_id=google_calendar_id,
-                        time_zone=time_zone,
-                        state="initial",
-                        attempts=0,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    .returning(calendars)
-                )
-                new = calendar_row(created.mappings().one())
-                # The last statement: on SQLite it commits with it (one hop less for the writer).
-                await bump_integration(conn, integration_id, last=True)
-                # Created now: it sorts last (`calendars_of` orders by creation, then id).
-                return sorted([*listed, new], key=_listed_order)
-            if row.time_zone != time_zone:
-                key = and_(
-                    calendars.c.integration_id == integration_id,
-                    calendars.c.google_calendar_id == google_calendar_id,
-                )
-                await conn.execute(
-                    update(calendars).where(key).values(time_zone=time_zone, updated_at=now)
-                )
-                await bump_calendars(conn, [row.id])
-                listed = await self._calendars_of(conn, integration_id)
-        return listed
 
     async def record_failure(
         self, calendar_id: str, *, state: str, error_code: str, now: datetime

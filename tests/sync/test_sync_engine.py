@@ -410,15 +410,18 @@ async def test_discovery_lists_every_calendar_of_the_integration_as_stored(h: Ha
     row (no second read): the same list, in the same order, as reading the rows afterwards,
     with an older second calendar, a changed zone, and a primary created after it."""
     store = h.engine.store
-    earlier = NOW - timedelta(days=1)
-    await store.ensure_calendar(
-        new_id="cal_" + "t" * 24,
-        integration_id=h.integration_id,
-        tenant_id="acme",
-        google_calendar_id="team@group.calendar.google.com",
-        time_zone="UTC",
-        now=earlier,
-    )
+
+    async def older_team_calendar() -> None:
+        await store.ensure_calendar(
+            new_id="cal_" + "t" * 24,
+            integration_id=h.integration_id,
+            tenant_id="acme",
+            google_calendar_id="team@group.calendar.google.com",
+            time_zone="UTC",
+            now=NOW - timedelta(days=1),
+        )
+
+    await older_team_calendar()
     listed = await h.engine.ensure_calendars(h.integration_id)
     assert listed == await store.calendars_of(h.integration_id)
     assert [c.id for c in listed] == ["cal_" + "t" * 24, h.calendar.id]
@@ -431,14 +434,7 @@ async def test_discovery_lists_every_calendar_of_the_integration_as_stored(h: Ha
 
     # A primary created now (the old one gone) sorts after the older calendar.
     await store.purge_integration(h.integration_id)
-    await store.ensure_calendar(
-        new_id="cal_" + "t" * 24,
-        integration_id=h.integration_id,
-        tenant_id="acme",
-        google_calendar_id="team@group.calendar.google.com",
-        time_zone="UTC",
-        now=earlier,
-    )
+    await older_team_calendar()
     listed = await h.engine.ensure_calendars(h.integration_id)
     assert listed == await store.calendars_of(h.integration_id)
     assert len(listed) == 2 and listed[1].google_calendar_id == ALICE
