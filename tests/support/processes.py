@@ -140,12 +140,20 @@ async def serve_process(
 
 async def expire_leases(engine: AsyncEngine) -> None:
     """Time passes for a dead process's leases (sync and disconnect): they run out. The
-    tests move them into the past rather than wait for them."""
+    tests move them into the past rather than wait for them. A sync's claim made its calendar
+    due again at the lease's end (`next_poll_at`, gateway.sync.lease_store): that time has
+    passed too. Moving only the lease left the calendar waiting for its old end, so a
+    restarted process synced it up to a lease (60 s here) late: under a loaded machine, when
+    no push message came first to request the sync, a crash test waited a minute."""
     past = datetime.now(UTC) - timedelta(seconds=1)
     async with engine.begin() as conn:
+        leased = calendars.c.lease_owner.is_not(None)
         await conn.execute(
-            update(calendars).where(calendars.c.lease_owner.is_not(None)).values(lease_until=past)
+            update(calendars)
+            .where(leased, calendars.c.next_poll_at > past)
+            .values(next_poll_at=past)
         )
+        await conn.execute(update(calendars).where(leased).values(lease_until=past))
         await conn.execute(
             update(integrations)
             .where(integrations.c.disconnect_lease_owner.is_not(None))
