@@ -6,9 +6,10 @@ tenant and carries scopes; every operation names the scope it needs.
 
 With `cache=True` (the server) a verified key is remembered in memory, by the SHA-256 of the
 whole presented value, so a warm request reads no database. The store is then a Subscriber of
-gateway.db.notify: a revocation (this process, another process through NOTIFY, or the CLI
-beside an SQLite server through `external_write`) drops it, and a key id once revoked is never
-cached again. While the change feed is down (`reset(usable=False)`) nothing is answered from
+gateway.db.notify: a revocation (this process, another process through NOTIFY) drops it, a
+write by another connection to an SQLite server's file (the CLI beside it, noticed by
+`external_write`) makes it check the keys it holds, and a key id once revoked is never cached
+again. While the change feed is down (`reset(usable=False)`) nothing is answered from
 memory.
 """
 
@@ -27,6 +28,7 @@ from sqlalchemy import RowMapping, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.clock import utc_now
+from gateway.db.bulk import chunks
 from gateway.db.notify import Change, key_revoked
 from gateway.db.schema import api_keys
 from gateway.db.values import as_utc
@@ -49,6 +51,12 @@ CACHE_MAX_KEYS = 10_000
 # Built once: every authenticated request runs it, and a statement built per call costs its
 # construction and cache-key generation each time (SQLAlchemy memoizes both on the object).
 _BY_KEY_ID = select(api_keys).where(api_keys.c.key_id == bindparam("key_id"))
+# The held keys still valid, as `external_write` checks them. A key's secret never changes
+# (a new secret is a new key id), so its id, tenant and scopes say whether a cached principal
+# still holds.
+_UNREVOKED = select(api_keys.c.key_id, api_keys.c.tenant_id, api_keys.c.scopes).where(
+    api_keys.c.key_id.in_(bindparam("key_ids", expanding=True)), api_keys.c.revoked_at.is_(None)
+)
 
 
 def check_tenant_id(tenant_id: str) -> str:
@@ -229,9 +237,31 @@ class ApiKeyStore:
         self._verified.clear()
         self._usable = usable
 
-    def external_write(self) -> None:
-        self._epoch += 1
-        self._verified.clear()
+    async def external_write(self) -> None:
+        """Another connection committed (SQLite's watcher, gateway.db.listener): perhaps the CLI
+        beside `serve` revoking a key, far more often this process's own writes, which
+        `data_version` cannot tell apart. The keys held are read again, in one statement, and
+        only those revoked, gone or changed are dropped. Dropping all of them made every
+        request of the next moment read its key again, after every sync's commit (0.4 key
+        reads per pushed change in `bench sync`)."""
+        self._epoch += 1  # a read in flight may predate the write: its answer is not kept
+        held = {p.key_id for p in self._verified.values()}
+        if not held:
+            return
+        try:
+            current: dict[str, tuple[str, frozenset[str]]] = {}
+            async with self._engine.connect() as conn:
+                for chunk in chunks(sorted(held)):
+                    rows = await conn.execute(_UNREVOKED, {"key_ids": list(chunk)})
+                    for key_id, tenant_id, scopes in rows:
+                        current[key_id] = (tenant_id, frozenset(scopes.split()))
+        except BaseException:
+            self._verified.clear()  # unchecked, nothing held may be trusted
+            raise
+        # A key verified meanwhile was read after the write: it stays.
+        for digest, who in list(self._verified.items()):
+            if who.key_id in held and current.get(who.key_id) != (who.tenant_id, who.scopes):
+                del self._verified[digest]
 
 
 def _to_key(row: RowMapping) -> ApiKey:

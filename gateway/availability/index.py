@@ -391,7 +391,7 @@ class AvailabilityIndex:
         self._bytes = 0
         self._usable = usable
 
-    def external_write(self) -> None:
+    async def external_write(self) -> None:
         # Nothing the index holds is written by another program: the CLI beside an SQLite
         # `serve` writes API keys and the vault (`api-keys`, `keys`), never integrations or
         # calendars. Dropping entries here anyway cost every burst after every commit: SQLite's

@@ -17,8 +17,9 @@ SQLite. One process serves a file (`serve` takes a lock beside it, gateway.db.se
 its own writes reach its caches directly (gateway.db.notify). The CLI beside it (`api-keys
 revoke`, `keys rewrap`, `keys retire`) writes the same file from another process: every
 `poll_s` the watcher reads `PRAGMA data_version` on a connection of its own, which changes when
-another connection committed, and tells the caches (`external_write`). A key revoked from the
-CLI is refused within about `poll_s`.
+another connection committed (this process's own pool included), and tells the caches
+(`external_write`; the API-key cache then reads the keys it holds again). A key revoked from
+the CLI is refused within about `poll_s`.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ class CacheCoherence:
                 if now != last:
                     last = now
                     for cache in self._caches:
-                        cache.external_write()
+                        await cache.external_write()
         finally:
             # Queued behind any query still running; nothing here waits for it.
             owner.submit(conn.close)

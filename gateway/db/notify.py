@@ -98,9 +98,10 @@ class Subscriber(Protocol):
         """Drop everything. `usable=False`: answer nothing from memory until reset(usable=True)
         (changes may be missed meanwhile: the LISTEN connection is down)."""
 
-    def external_write(self) -> None:
-        """Another program wrote the database file (SQLite beside the CLI): drop what it may
-        have changed."""
+    async def external_write(self) -> None:
+        """Another connection committed to the database file (SQLite: the CLI beside `serve`,
+        or this process's own pool, which the watcher cannot tell apart): drop, or check
+        again, what another program may have changed."""
 
 
 class ChangeFeed:
@@ -124,9 +125,9 @@ class ChangeFeed:
         for subscriber in list(self._subscribers):
             subscriber.reset(usable=usable)
 
-    def external_write(self) -> None:
+    async def external_write(self) -> None:
         for subscriber in list(self._subscribers):
-            subscriber.external_write()
+            await subscriber.external_write()
 
 
 _NOTIFY_EACH = text("SELECT pg_notify(:c, p) FROM unnest(CAST(:ps AS text[])) AS p")

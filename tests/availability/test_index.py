@@ -185,13 +185,13 @@ def test_an_integration_change_drops_it_and_a_new_calendar_drops_its_list() -> N
     assert not index.put_integration(integration_entry(version=1), epoch=index.epoch)
 
 
-def test_a_write_by_another_program_keeps_what_the_index_holds() -> None:
+async def test_a_write_by_another_program_keeps_what_the_index_holds() -> None:
     # The CLI writes keys and the vault only; on SQLite the watcher also fires for this
     # process's own writes, which the index has already been told of.
     index = usable()
     index.put_calendar(entry(), epoch=index.epoch)
     index.put_integration(integration_entry(), epoch=index.epoch)
-    index.external_write()
+    await index.external_write()
     assert index.integration("int_1") is not None
     assert index.calendar("cal_1") is not None
 

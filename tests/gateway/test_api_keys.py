@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.apikeys import ApiKeyStore
+from gateway.db.engine import create_engine
 from gateway.db.schema import api_keys
 from gateway.errors import InvalidInput, NotFound, Unauthenticated
 from gateway.http.appkeys import APIKEYS_KEY
@@ -70,6 +72,42 @@ async def test_revoked_key_stops_working_and_revoke_is_idempotent(engine: AsyncE
         await store.authenticate(created.value)
     with pytest.raises(NotFound):
         await store.revoke("f" * 24)
+
+
+async def test_keys_held_in_memory_are_checked_again_after_another_connection_wrote(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    # SQLite's watcher calls `external_write` after any other connection's commit: the CLI's
+    # `api-keys revoke` beside `serve`, or, far more often, the server's own writes.
+    cached = ApiKeyStore(engine, cache=True)
+    cached.reset(usable=True)  # what the change feed does once it runs
+    kept = await ApiKeyStore(engine).create("acme", ["calendar:read"])
+    gone = await ApiKeyStore(engine).create("acme", ["calendar:read"])
+    for key in (kept, gone):
+        await cached.authenticate(key.value)
+    cli = await create_engine(database_url)  # the CLI's own connection, which tells nobody
+    try:
+        await ApiKeyStore(cli).revoke(gone.key.key_id)
+    finally:
+        await cli.dispose()
+    seen: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        seen.append(statement)
+
+    sa_event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        await cached.external_write()
+        checked = list(seen)
+        assert (await cached.authenticate(kept.value)).key_id == kept.key.key_id
+        with pytest.raises(Unauthenticated):
+            await cached.authenticate(gone.value)
+    finally:
+        sa_event.remove(engine.sync_engine, "before_cursor_execute", count)
+    # One statement checked both keys; the key still valid stayed in memory (its request
+    # read nothing), the revoked one was dropped and read again (and refused).
+    assert len(checked) == 1 and "FROM api_keys" in checked[0], checked
+    assert len(seen) == 2, seen
 
 
 async def test_bad_tenant_or_scope_is_refused_and_nothing_is_stored(engine: AsyncEngine) -> None:
