@@ -88,6 +88,10 @@ class BackendResult:
     emulator_cpu_s: float
     parse_insert: ParseInsert
     events_only: ParseInsert  # the baseline without busy blocks (as printed until 2026-12-06)
+    # CPU time of every gateway process while the pushed changes were made and polled for:
+    # with `push_parallel` changes in flight the lag is about that many times it per change
+    # (once the gateways are busy all the time).
+    push_cpu_s: float = 0.0
 
     @property
     def events_per_s(self) -> float:
@@ -178,7 +182,8 @@ def figures(results: list[BackendResult], config: SyncBenchConfig) -> list[Figur
                     f"push-to-visible lag p50 ({label})",
                     percentile(r.lags_ms, 0.5),
                     "ms",
-                    note=f"{n} changes, push channels live after {r.channels_s:.1f} s",
+                    note=f"{n} changes, push channels live after {r.channels_s:.1f} s; "
+                    f"gateways {r.push_cpu_s / n * 1000:.1f} ms CPU per change",
                 )
             )
             out.append(
@@ -244,8 +249,12 @@ async def _one_backend(
                 channels_s = time.monotonic() - began
                 changes = config.push_changes if config.push_changes is not None else len(emails)
                 targets = list(prepared.emails.items())[:changes]
+                push_before = [cpu_seconds(g.pid) for g in running]
                 lags = await push_lags(
                     google, [g.url for g in running], prepared.api_key, targets, config
+                )
+                push_cpu_s = sum(
+                    cpu_seconds(g.pid) - b for g, b in zip(running, push_before, strict=True)
                 )
         finally:
             await engine.dispose()
@@ -262,6 +271,7 @@ async def _one_backend(
         emulator_cpu_s,
         parse_insert,
         events_only,
+        push_cpu_s,
     )
 
 

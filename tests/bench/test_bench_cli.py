@@ -25,18 +25,26 @@ def _figures(out: str) -> dict[str, float]:
     return found
 
 
-def _run(command: str, capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
+def _run_printing(command: str, capsys: pytest.CaptureFixture[str]) -> tuple[dict[str, float], str]:
+    """The figures and the whole output."""
     # An empty settings file: a developer's .env must not reach the bench.
     assert main_in_process(["--env-file", os.devnull, *command.split()]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^calendar-gateway bench, .* UTC, \d+ cores", out, re.M), out
     figures = _figures(out)
     assert all(value > 0 for value in figures.values()), figures
-    return figures
+    return figures, out
+
+
+def _run(command: str, capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
+    return _run_printing(command, capsys)[0]
 
 
 def test_bench_sync_prints_ingest_and_push_lag(capsys: pytest.CaptureFixture[str]) -> None:
-    figures = _run("bench sync --integrations 2 --events 40 --db sqlite", capsys)
+    figures, out = _run_printing("bench sync --integrations 2 --events 40 --db sqlite", capsys)
+    # What the lag follows: the gateways' CPU per pushed change, in the p50 row's note.
+    per_change = re.search(r"gateways (\d+\.\d) ms CPU per change", out)
+    assert per_change is not None and float(per_change[1]) > 0, out
     assert list(figures) == [
         "raw INSERT of event rows (SQLite, 1 proc)",
         "parse+insert baseline, one core (SQLite, 1 proc)",
