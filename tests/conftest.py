@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.engine import create_engine
 from gateway.db.migrate import upgrade
-from tests.support.databases import BACKENDS, fresh_database_url
+from tests.support.databases import BACKENDS, drop_templates, fresh_database_url
 from tests.support.stack import (
     EmulatorSecrets,
     LogCapture,
@@ -19,6 +20,11 @@ from tests.support.stack import (
     assert_no_secret_logged,
     start_stack,
 )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the migrated templates this process made (tests/support/databases.py)."""
+    asyncio.run(drop_templates())
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -81,9 +87,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
-    """URL of a new, empty (unmigrated) database on the current backend."""
-    async with fresh_database_url(backend, tmp_path) as url:
+async def database_url(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """URL of a new database on the current backend: empty (unmigrated), or already at head
+    when the test also uses `engine` (copied from a migrated template: the same database
+    `engine`'s migration would make, without running the migrations per test)."""
+    migrated = "engine" in request.fixturenames
+    async with fresh_database_url(backend, tmp_path, migrated=migrated) as url:
         yield url
 
 
@@ -91,7 +102,7 @@ async def database_url(backend: str, tmp_path: Path) -> AsyncIterator[str]:
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on a new database migrated to head."""
     eng = await create_engine(database_url)
-    await upgrade(eng)
+    await upgrade(eng)  # at head already (`database_url`): Alembic only checks, ~15 ms
     try:
         yield eng
     finally:
