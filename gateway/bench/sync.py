@@ -89,8 +89,9 @@ class BackendResult:
     parse_insert: ParseInsert
     events_only: ParseInsert  # the baseline without busy blocks (as printed until 2026-12-06)
     # CPU time of every gateway process while the pushed changes were made and polled for:
-    # with `push_parallel` changes in flight the lag is about that many times it per change
-    # (once the gateways are busy all the time).
+    # once the gateways are busy all the time, the lag approaches `push_parallel` times the
+    # event loop's share of it per change (it also holds the database threads' work and each
+    # calendar's first read into the index, before its change is made).
     push_cpu_s: float = 0.0
 
     @property
