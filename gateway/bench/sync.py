@@ -92,7 +92,7 @@ class BackendResult:
     # once the gateways are busy all the time, the lag approaches `push_parallel` times the
     # event loop's share of it per change (it also holds the database threads' work and each
     # calendar's first read into the index, before its change is made).
-    push_cpu_s: float = 0.0
+    push_cpu_s: float
 
     @property
     def events_per_s(self) -> float:

@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Table, delete, insert, text
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
@@ -254,20 +255,29 @@ async def _sqlite_batch(
         await driver.execute_batch(statements)
 
 
-def sqlite_statement(
-    conn: AsyncConnection, statement: ClauseElement
-) -> tuple[str, tuple[Any, ...]]:
-    """A Core statement whose values are all bound in it, as SQLAlchemy would send it to
-    SQLite's driver: its SQL and its positional parameters, each through its type's bind
-    processor (a DateTime becomes SQLAlchemy's SQLite text). For `defer_write`."""
-    dialect = conn.dialect
+@functools.lru_cache(maxsize=64)
+def _sqlite_compiled(statement: ClauseElement, dialect: Dialect) -> SQLCompiler:
+    """`statement` compiled for SQLite's positional parameters, once per statement object
+    (the callers build their statements once, with bindparams for what varies per call)."""
     compiled = statement.compile(dialect=dialect)
     if not isinstance(compiled, SQLCompiler) or not compiled.positional:
         raise ValueError(f"{dialect.name} does not take positional parameters")
     if compiled.post_compile_params:
         # An IN list's parameters are expanded at execution, not here.
         raise ValueError("a statement with an IN list: write it as OR for sqlite_statement")
-    values = compiled.construct_params()
+    return compiled
+
+
+def sqlite_statement(
+    conn: AsyncConnection, statement: ClauseElement, parameters: Mapping[str, Any] | None = None
+) -> tuple[str, tuple[Any, ...]]:
+    """A Core statement and the values of its bindparams (`parameters`; values bound in the
+    statement itself need none), as SQLAlchemy would send them to SQLite's driver: its SQL and
+    its positional parameters, each through its type's bind processor (a DateTime becomes
+    SQLAlchemy's SQLite text). For `defer_write`."""
+    dialect = conn.dialect
+    compiled = _sqlite_compiled(statement, dialect)
+    values = compiled.construct_params(dict(parameters) if parameters else None)
     out: list[Any] = []
     for name in compiled.positiontup or ():
         processor = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
@@ -276,19 +286,22 @@ def sqlite_statement(
     return compiled.string, tuple(out)
 
 
-async def defer_write(conn: AsyncConnection, statement: ClauseElement) -> bool:
-    """On SQLite: take the writer and leave `statement` (its values bound in it) for the
-    hop of the transaction's next statement, which then runs both (gateway.db.sqlite_driver's
-    `defer_batch`): the writer is held across one return to the event loop instead of two.
-    False, and nothing done, on any other driver: the caller executes it itself."""
+async def defer_write(
+    conn: AsyncConnection, statement: ClauseElement, parameters: Mapping[str, Any] | None = None
+) -> bool:
+    """On SQLite: take the writer and leave `statement` (with `parameters` for its
+    bindparams) for the hop of the transaction's next statement, which then runs both
+    (gateway.db.sqlite_driver's `defer_batch`): the writer is held across one return to the
+    event loop instead of two. False, and nothing done, on any other driver: the caller
+    executes it itself."""
     if conn.dialect.name != "sqlite":
         return False
     driver = (await conn.get_raw_connection()).driver_connection
     if not isinstance(driver, OneHopConnection):
         return False
-    sql, parameters = sqlite_statement(conn, statement)
+    sql, values = sqlite_statement(conn, statement, parameters)
     await claim_write(conn)  # SQLAlchemy's events do not see the raw driver
-    driver.defer_batch([(sql, parameters)])
+    driver.defer_batch([(sql, values)])
     return True
 
 

@@ -18,6 +18,7 @@ two channels for one calendar; the only overlap is a renewal's (new first, then 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -39,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.bulk import defer_write
@@ -152,6 +153,33 @@ def _eligible(*, copied: bool = True) -> ColumnElement[bool]:
 
 
 _BY_ID = select(watch_channels).where(_w.id == bindparam("channel_id"))
+
+
+@functools.cache
+def _accept_statement(*, numbered: bool) -> Update:
+    """A verified message's UPDATE of its channel (`ChannelStore.accept_message`), built once
+    per shape (and compiled once where `defer_write` takes it): the channel becomes active,
+    with the resource the message names if it had none yet (Google may deliver `sync` before
+    answering events.watch); `numbered`: the message number is stored, and only a later one
+    than stored is accepted. OR, not IN: the statement may be deferred on SQLite
+    (`defer_write`), which takes no IN list."""
+    values: dict[str, Any] = {
+        "last_message_at": bindparam("accept_at", type_=_w.last_message_at.type),
+        "state": ACTIVE,
+        "resource_id": func.coalesce(
+            _w.resource_id, bindparam("accept_resource", type_=String(255))
+        ),
+    }
+    where = and_(
+        _w.id == bindparam("accept_channel", type_=_w.id.type),
+        or_(*(_w.state == state for state in LIVE)),
+    )
+    if numbered:
+        number = bindparam("accept_number", type_=_w.last_message_number.type)
+        values["last_message_number"] = number
+        where = and_(where, or_(_w.last_message_number.is_(None), _w.last_message_number < number))
+    return update(watch_channels).where(where).values(**values)
+
 
 _CLAIM_CALENDAR = bindparam("claim_calendar", type_=_w.calendar_id.type)
 
@@ -457,28 +485,20 @@ class ChannelStore:
         first copy from a full sync that lists it after its first channel opened
         (`ChannelManager.open_before_first_sync`): there is no gap to close.
         """
-        w = watch_channels.c
-        values: dict[str, object] = {
-            "last_message_at": now,
-            "state": ACTIVE,
-            # Google may deliver `sync` before answering events.watch: the verified message
-            # says which resource the channel watches.
-            "resource_id": func.coalesce(w.resource_id, literal(resource_id, String(255))),
+        numbered = message_number <= MAX_STORED_MESSAGE_NUMBER
+        record = _accept_statement(numbered=numbered)
+        params: dict[str, Any] = {
+            "accept_channel": channel.id,
+            "accept_at": now,
+            "accept_resource": resource_id,
         }
-        # OR, not IN: the statement may be deferred on SQLite (`defer_write`), which takes no
-        # IN list.
-        where = and_(w.id == channel.id, or_(*(w.state == state for state in LIVE)))
-        if message_number <= MAX_STORED_MESSAGE_NUMBER:
-            values["last_message_number"] = message_number
-            where = and_(
-                where, or_(w.last_message_number.is_(None), w.last_message_number < message_number)
-            )
+        if numbered:
+            params["accept_number"] = message_number
         leases = LeaseStore(self.engine)
-        record = update(watch_channels).where(where).values(**values)
         async with self.engine.begin() as conn:
-            if offer is not None and not sync_message and await defer_write(conn, record):
+            if offer is not None and not sync_message and await defer_write(conn, record, params):
                 return await self._accept_and_claim(conn, leases, channel, offer, now)
-            result = await conn.execute(record)
+            result = await conn.execute(record, params)
             if result.rowcount != 1:
                 return Acceptance(accepted=False)
             if offer is not None and not sync_message:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     func,
     insert,
     select,
@@ -326,3 +327,23 @@ async def test_a_deferred_core_statement_stores_what_sqlalchemy_stores_in_the_ne
     with pytest.raises(ValueError, match="IN list"):
         async with engine.begin() as conn:
             await defer_write(conn, update(stamps).where(stamps.c.id.in_([1, 2])).values(at=None))
+
+
+async def test_one_deferred_statement_takes_each_call_s_values(engine: AsyncEngine) -> None:
+    """A statement built once with bindparams (as the hot paths keep theirs, compiled once)
+    stores each call's own values, converted as SQLAlchemy converts them."""
+    statement = (
+        update(stamps)
+        .where(stamps.c.id == bindparam("stamp_id", type_=Integer()))
+        .values(at=bindparam("stamp_at", type_=stamps.c.at.type))
+    )
+    first = datetime(2026, 12, 6, 7, 0, 0, 5, tzinfo=UTC)
+    second = datetime(2026, 12, 6, 8, 30, tzinfo=UTC)
+    async with engine.begin() as conn:
+        await conn.execute(insert(stamps), [{"id": 1, "at": None}, {"id": 2, "at": None}])
+    for stamp_id, at in ((1, first), (2, second)):
+        async with engine.begin() as conn:
+            assert await defer_write(conn, statement, {"stamp_id": stamp_id, "stamp_at": at})
+    async with engine.connect() as conn:
+        raw = (await conn.execute(text("SELECT at FROM stamps ORDER BY id"))).scalars().all()
+    assert raw == ["2026-12-06 07:00:00.000005", "2026-12-06 08:30:00.000000"]
