@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    text,
 )
 
 from gateway.db.values import EpochSeconds
@@ -168,6 +169,21 @@ calendars = Table(
     Column("push_error", String(80), nullable=True),
     Index("ix_calendars_integration_google", "integration_id", "google_calendar_id", unique=True),
     Index("ix_calendars_next_poll_at", "next_poll_at"),
+    # The scheduler's due scan (gateway.sync.lease_store) reads each reason to be due through
+    # an index, so a scan costs what is due, not every calendar: the two below are partial
+    # (few rows: requests wait for one claim, a calendar is uncopied until its first full sync).
+    Index(
+        "ix_calendars_sync_requested",
+        "sync_requested_at",
+        sqlite_where=text("sync_requested_at IS NOT NULL"),
+        postgresql_where=text("sync_requested_at IS NOT NULL"),
+    ),
+    Index(
+        "ix_calendars_uncopied",
+        "id",
+        sqlite_where=text("active_generation IS NULL"),
+        postgresql_where=text("active_generation IS NULL"),
+    ),
 )
 
 calendar_events = Table(

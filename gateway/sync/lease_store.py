@@ -21,6 +21,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    union,
     update,
 )
 from sqlalchemy.engine import RowMapping
@@ -155,22 +156,28 @@ _CLAIM_ONE = (
 # `_CLAIM_ONE` only if the transaction's previous statement changed one row: SQLite's
 # `changes()` (the notification's channel UPDATE, run in the same hop: `claim_notified`).
 _CLAIM_ONE_AFTER_ONE_CHANGE = _CLAIM_ONE.where(func.changes() == 1)
+# Why a calendar is due, each reason read through an index of its own (schema: the two partial
+# ones, and ix_calendars_next_poll_at), so a scan reads the due rows, not every calendar. As one
+# WHERE with ORs, both databases read the whole table: 1 ms of CPU per scan at 100 calendars,
+# 12 ms at 10,000 on SQLite, and the scheduler scans every tick and after every finished sync
+# (a quarter of a pushed change's CPU in the sync bench, 100 calendars). The due ids come
+# first in FROM: as `id IN (...)`, SQLite still walked every active integration to test it.
+_DUE_IDS = union(
+    select(_c.id.label("id")).where(_c.sync_requested_at.is_not(None)),
+    select(_c.id).where(_c.next_poll_at.is_(None)),
+    select(_c.id).where(_c.next_poll_at <= _NOW),
+    select(_c.id).where(_c.active_generation.is_(None)),
+).subquery("due")
 # Due calendars (`claim_due`): requests first, then the most overdue; more than the scheduler
 # takes (some may belong to one integration).
 _DUE = (
     select(_c.id, _c.integration_id)
-    .join(integrations, integrations.c.id == _c.integration_id)
-    .where(
-        integrations.c.status == "active",
-        or_(
-            _c.sync_requested_at.is_not(None),
-            _c.next_poll_at.is_(None),
-            _c.next_poll_at <= _NOW,
-            _c.active_generation.is_(None),
-        ),
-        _CLAIMABLE,
-        _NOT_BUSY,
+    .select_from(
+        _DUE_IDS.join(calendars, _c.id == _DUE_IDS.c.id).join(
+            integrations, integrations.c.id == _c.integration_id
+        )
     )
+    .where(integrations.c.status == "active", _CLAIMABLE, _NOT_BUSY)
     .order_by(_c.sync_requested_at.is_(None), _c.next_poll_at.is_not(None), _c.next_poll_at, _c.id)
     .limit(bindparam("claim_candidates", type_=Integer()))
 )
