@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -58,8 +59,9 @@ async def _backoff(attempt: int) -> None:
 
 class CacheCoherence:
     """Runs the LISTEN connection (PostgreSQL) or the data_version watcher (SQLite) for
-    `caches` (see the module doc). `retry_wait(attempt)` waits before LISTENing again (tests
-    hold it on an event)."""
+    `caches` (see the module doc). `retry_wait(attempt)` waits before LISTENing again, and
+    `poll_wait()` between two looks at SQLite's data_version (`poll_s`): tests hold them on
+    an event."""
 
     def __init__(
         self,
@@ -75,7 +77,7 @@ class CacheCoherence:
         self._url = database_url
         self._caches = list(caches)
         self.retry_wait = retry_wait
-        self._poll_s = poll_s
+        self.poll_wait: Callable[[], Awaitable[None]] = functools.partial(asyncio.sleep, poll_s)
         self._ping_s = ping_s
         self._task: asyncio.Task[None] | None = None
         self._live = asyncio.Event()
@@ -209,7 +211,7 @@ class CacheCoherence:
             # Anything cached before the watch began may have missed a write: start empty.
             self._reset(usable=True)
             while True:
-                await asyncio.sleep(self._poll_s)
+                await self.poll_wait()
                 now = await loop.run_in_executor(owner, _data_version, conn)
                 if now != last:
                     last = now
