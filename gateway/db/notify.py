@@ -12,14 +12,17 @@ The bump runs in the writer's transaction, so a reader that sees the new data se
 version with it. A cache keeps the version it read and refuses to keep anything older than
 the newest version it was told of (its floor).
 
-Delivery. Inside the transaction, the bump (1) asks PostgreSQL to `NOTIFY` channel
-`gateway_cache` with the change, which PostgreSQL delivers to every listening process when, and
-only if, the transaction commits (gateway.availability.coherence listens); and (2) tells this
-process's subscribers at once, before the commit. Telling early is safe because of the floor:
-a reader that loads the row before the commit reads the old version, below the floor, and does
-not keep it; after the commit it reads the new version. A rolled-back change leaves a floor the
-row will reach at its next change; until then the row is read from the database (correct, only
-slower). A revoked key needs no version: revocation is final, so the id itself is the floor.
+Delivery. Inside the transaction, (1) PostgreSQL is asked to `NOTIFY` channel `gateway_cache`
+with the change, which it delivers to every listening process when, and only if, the
+transaction commits (gateway.db.listener listens): for a calendar or an integration by the
+database itself, a trigger on the version column (migration 0015; it was a statement of the
+writer's own, one round trip more per write), for a key or a fence by `publish`; and (2) this
+process's subscribers are told at once, before the commit. Telling early is safe because of
+the floor: a reader that loads the row before the commit reads the old version, below the
+floor, and does not keep it; after the commit it reads the new version. A rolled-back change
+leaves a floor the row will reach at its next change; until then the row is read from the
+database (correct, only slower). A revoked key needs no version: revocation is final, so the
+id itself is the floor.
 
 Payloads (one line of ASCII, far below NOTIFY's 8000-byte limit):
     c <calendar_id> <integration_id> <version>    a calendar's blocks or freshness changed
@@ -144,13 +147,20 @@ def feed_for(engine: AsyncEngine | Engine) -> ChangeFeed:
     return feed
 
 
+# Changes PostgreSQL's triggers NOTIFY by themselves: an UPDATE that bumps the version did it.
+_BY_TRIGGER = frozenset({"calendar", "integration"})
+
+
 async def publish(conn: AsyncConnection, changes: Sequence[Change]) -> None:
-    """NOTIFY `changes` at the commit of `conn`'s transaction (PostgreSQL), and tell this
-    process's subscribers now (see the module doc for why now is safe)."""
+    """NOTIFY `changes` at the commit of `conn`'s transaction (PostgreSQL: calendars and
+    integrations only from the UPDATE that bumped their version in it, whose trigger sends
+    them), and tell this process's subscribers now (see the module doc for why now is safe)."""
     if not changes:
         return
     if conn.dialect.name == "postgresql":
-        await conn.execute(_NOTIFY_EACH, {"c": CHANNEL, "ps": [c.payload() for c in changes]})
+        payloads = [c.payload() for c in changes if c.kind not in _BY_TRIGGER]
+        if payloads:
+            await conn.execute(_NOTIFY_EACH, {"c": CHANNEL, "ps": payloads})
     feed = feed_for(conn.engine)
     for change in changes:
         feed.deliver(change)
