@@ -303,17 +303,18 @@ async def _run_bench(run: Callable[[Path], Awaitable[list[Figure]]]) -> int:
     """Run a benchmark in a throwaway folder (never the configured database) and print the
     machine line and the table. A failed run keeps its folder (process logs) and says where."""
     from gateway.bench.report import format_table
-    from gateway.bench.runner import machine_line
+    from gateway.bench.runner import machine_line, machine_now
 
     workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="cg-bench-"))
-    header = machine_line()
+    start = await machine_now()
     try:
         figures = await run(workdir)
     except BaseException:
         err.print(f"benchmark logs kept in {workdir}")
         raise
+    end = await machine_now()
     await asyncio.to_thread(shutil.rmtree, workdir, True)
-    print(header)
+    print(machine_line(start, end))
     print(format_table(figures))
     return 0
 

@@ -7,7 +7,9 @@ sizes (1,000 integrations x 1,000 events for sync, 20,000 DEKs for the vault).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,12 +75,45 @@ async def run_all(workdir: Path, config: AllConfig) -> list[Figure]:
     return figures
 
 
-def machine_line() -> str:
-    """When and where: the UTC date, the core count and the load average at the start (the
-    machine may be shared; figures on a busy machine are lower)."""
+# The reference loop's size: about 0.2 s of CPU on the development machines.
+PROBE_ADDITIONS = 2_000_000
+
+
+def cpu_probe_ms() -> float:
+    """CPU milliseconds this thread spends on a fixed loop of Python additions: the machine's
+    speed of the moment. The shared machines here ran the same code at half speed for minutes
+    at a time (the push lag doubled with it), which the load average does not show."""
+    began = time.thread_time()
+    total = 0
+    for n in range(PROBE_ADDITIONS):
+        total += n
+    return (time.thread_time() - began) * 1000
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The machine's state at one moment of a run."""
+
+    at: datetime
+    load: float
+    probe_ms: float
+
+
+async def machine_now() -> Machine:
+    """The load average and the reference loop's CPU time now (the loop in a thread: it
+    computes for ~0.2 s)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return Machine(datetime.now(UTC), load, await asyncio.to_thread(cpu_probe_ms))
+
+
+def machine_line(start: Machine, end: Machine) -> str:
+    """When and where: the UTC date, the core count, the load average and the reference loop's
+    CPU time at the start and at the end (the machine may be shared: figures on a busy or a
+    slowed machine are lower; compare runs whose reference loops agree)."""
     cores = os.cpu_count() or 0
     return (
-        f"calendar-gateway bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cores} cores, "
-        f"load average {load:.1f} at start"
+        f"calendar-gateway bench, {start.at:%Y-%m-%d %H:%M} UTC, {cores} cores, "
+        f"load average {start.load:.1f} at start and {end.load:.1f} at end, "
+        f"reference loop ({PROBE_ADDITIONS:,} Python additions) {start.probe_ms:.0f} ms of CPU "
+        f"at start and {end.probe_ms:.0f} ms at end"
     )

@@ -30,7 +30,16 @@ def _run_printing(command: str, capsys: pytest.CaptureFixture[str]) -> tuple[dic
     # An empty settings file: a developer's .env must not reach the bench.
     assert main_in_process(["--env-file", os.devnull, *command.split()]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^calendar-gateway bench, .* UTC, \d+ cores", out, re.M), out
+    machine = re.search(
+        r"^calendar-gateway bench, .* UTC, \d+ cores, load average [\d.]+ at start and "
+        r"[\d.]+ at end, reference loop \(2,000,000 Python additions\) (\d+) ms of CPU at "
+        r"start and (\d+) ms at end$",
+        out,
+        re.M,
+    )
+    assert machine, out
+    # The machine's speed of the moment, measured: a real loop takes some CPU time.
+    assert int(machine.group(1)) > 0 and int(machine.group(2)) > 0, machine.group(0)
     figures = _figures(out)
     assert all(value > 0 for value in figures.values()), figures
     return figures, out
