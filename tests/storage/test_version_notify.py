@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -21,8 +20,7 @@ from gateway.db.engine import create_engine
 from gateway.db.notify import CHANNEL, Change, bump_calendars, bump_integration, parse
 from gateway.db.schema import calendars, integrations
 from tests.support.databases import fresh_database_url
-
-NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
+from tests.support.rows import calendar_values, integration_values
 
 
 @pytest.fixture
@@ -53,32 +51,8 @@ async def test_a_version_bump_is_notified_at_commit_and_never_after_a_rollback(
 ) -> None:
     engine, dsn = postgres
     async with engine.begin() as conn:
-        await conn.execute(
-            insert(integrations).values(
-                id="int_1",
-                tenant_id="t",
-                user_id="u",
-                status="active",
-                owner_tag="x" * 32,
-                granted_scopes="",
-                created_at=NOW,
-                updated_at=NOW,
-                disconnect_step=0,
-            )
-        )
-        await conn.execute(
-            insert(calendars).values(
-                id="cal_1",
-                integration_id="int_1",
-                tenant_id="t",
-                google_calendar_id="primary",
-                time_zone="UTC",
-                state="initial",
-                attempts=0,
-                created_at=NOW,
-                updated_at=NOW,
-            )
-        )
+        await conn.execute(insert(integrations).values(integration_values("int_1")))
+        await conn.execute(insert(calendars).values(calendar_values("cal_1", "int_1")))
     listener = Listener()
     other = await asyncpg.connect(dsn)
     try:

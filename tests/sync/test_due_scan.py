@@ -17,43 +17,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import calendars, integrations
 from gateway.sync.lease_store import LeaseStore
+from tests.support.rows import calendar_values, integration_values
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 QUIET = 2_000  # calendars with nothing to do: polled an hour from now
 
 
 def _integration(n: int, status: str = "active") -> dict[str, Any]:
-    return {
-        "id": f"int_{n:05d}",
-        "tenant_id": "t",
-        "user_id": f"u{n}",
-        "status": status,
-        "owner_tag": "x" * 32,
-        "granted_scopes": "",
-        "created_at": NOW,
-        "updated_at": NOW,
-        "disconnect_step": 0,
-    }
+    return integration_values(f"int_{n:05d}", at=NOW, status=status)
 
 
 def _calendar(n: int, **values: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": f"cal_{n:05d}",
-        "integration_id": f"int_{n:05d}",
-        "tenant_id": "t",
-        "google_calendar_id": "primary",
-        "time_zone": "UTC",
+    quiet: dict[str, Any] = {
         "active_generation": 1,
         "state": "synced",
         "next_poll_at": NOW + timedelta(hours=1, seconds=n),
+        # Every row of one executemany names the same columns.
         "sync_requested_at": None,
         "backoff_until": None,
-        "attempts": 0,
-        "created_at": NOW,
-        "updated_at": NOW,
     }
-    row.update(values)
-    return row
+    return calendar_values(f"cal_{n:05d}", f"int_{n:05d}", at=NOW, **{**quiet, **values})
 
 
 async def _seed(engine: AsyncEngine) -> None:
