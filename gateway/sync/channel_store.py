@@ -496,6 +496,8 @@ class ChannelStore:
             params["accept_number"] = message_number
         leases = LeaseStore(self.engine)
         async with self.engine.begin() as conn:
+            if sync_message and await defer_write(conn, record, params):
+                return await self._accept_sync_message(conn, leases, channel, now)
             if offer is not None and not sync_message and await defer_write(conn, record, params):
                 return await self._accept_and_claim(conn, leases, channel, offer, now)
             result = await conn.execute(record, params)
@@ -536,6 +538,23 @@ class ChannelStore:
         if await ended_unchanged(conn):
             return Acceptance(accepted=False)
         requested = await leases.request_sync(channel.calendar_id, now, conn=conn, last=True)
+        return Acceptance(accepted=True, requested=requested)
+
+    @staticmethod
+    async def _accept_sync_message(
+        conn: AsyncConnection, leases: LeaseStore, channel: ChannelRow, now: datetime
+    ) -> Acceptance:
+        """`accept_message` for Google's `sync` message on SQLite: the channel's UPDATE deferred
+        (`defer_write`) into the request's hop, which runs only if that UPDATE changed the
+        channel (`changes()`), so the message, the request and the COMMIT take one hop to the
+        connection's thread instead of two. Every channel's first message comes while its
+        calendar's first full sync runs: at 1,000 new calendars that hop held SQLite's one
+        writer ~4 ms each, beside ~30 ms for the copy itself. Nothing changed: not accepted."""
+        requested = await leases.request_sync(
+            channel.calendar_id, now, conn=conn, last=True, if_copied=True, after_one_change=True
+        )
+        if await ended_unchanged(conn):
+            return Acceptance(accepted=False)
         return Acceptance(accepted=True, requested=requested)
 
     async def count_live(self, calendar_ids: Sequence[str]) -> dict[str, int]:

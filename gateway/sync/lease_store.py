@@ -217,6 +217,7 @@ class LeaseStore:
         conn: AsyncConnection | None = None,
         last: bool = False,
         if_copied: bool = False,
+        after_one_change: bool = False,
     ) -> bool:
         """Ask for one more sync of the calendar (a push notification, a booking). Requests
         coalesce: the earliest unclaimed one is kept, and the scheduler clears it when it
@@ -224,8 +225,9 @@ class LeaseStore:
         Within the caller's transaction when `conn` is given (the webhook records the message
         and the request together); `last` when it is that transaction's last statement
         (`commit_if_changed`). `if_copied`: only if the calendar has a complete copy (its
-        version is bumped either way). False if there is no such calendar, or no request was
-        made."""
+        version is bumped either way). `after_one_change` (SQLite only): only if the statement
+        before it in the transaction changed exactly one row (`changes()`, as for
+        `claim_notified`). False if there is no such calendar, or no request was made."""
         requested: ColumnElement[Any] = func.coalesce(calendars.c.sync_requested_at, now)
         if if_copied:
             requested = case(
@@ -238,6 +240,8 @@ class LeaseStore:
             .values(sync_requested_at=requested, **calendar_bump(blocks=False))
             .returning(*CALENDAR_CHANGE, calendars.c.active_generation)
         )
+        if after_one_change:
+            statement = statement.where(func.changes() == 1)
         if conn is not None:
             changed = (await commit_if_changed(conn, statement, last=last)).all()
             await publish_calendars(conn, [r[: len(CALENDAR_CHANGE)] for r in changed])

@@ -257,6 +257,66 @@ async def test_a_repeated_message_with_a_free_slot_claims_and_writes_nothing(
     assert not stopped.accepted and await lease_of(h) == (None, None)
 
 
+async def test_a_sync_message_is_recorded_and_requested_in_one_hop(
+    h: Push, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Google's `sync` message (every new channel's first, which comes while the calendar's
+    first full sync runs) records the message and, for a calendar with a complete copy,
+    requests a sync: on SQLite in ONE hop to the connection's thread, the request only if the
+    channel's UPDATE changed it. For a calendar without a copy nothing is requested (its first
+    full sync lists everything), and a repeated message changes nothing at all."""
+    channel = await active_channel(h)
+    now = utc_now()
+    number = channel.last_message_number + 1
+    hops: list[str] = []
+    original = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(fn, "__name__", type(fn).__name__))
+        return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    async def version() -> int:
+        async with h.stack.engine.connect() as conn:
+            found = await conn.execute(
+                select(calendars.c.version).where(calendars.c.id == h.calendar.id)
+            )
+            return int(found.scalar_one())
+
+    row = await h.channel(channel.id)
+    sqlite = h.stack.engine.dialect.name == "sqlite"
+    was = await version()
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    accepted = await h.store.accept_message(
+        row, resource_id=channel.resource_id, message_number=number, now=now, sync_message=True
+    )
+    monkeypatch.undo()
+    assert accepted == Acceptance(accepted=True, requested=True)
+    assert hops == (["_run"] if sqlite else [])  # message, request and COMMIT in one hop
+    assert (await lease_of(h))[1] is not None and await version() == was + 1
+    assert (await h.channel(channel.id)).last_message_number == number
+
+    # The same message again: not accepted, nothing written (the request stays as it was).
+    before, was = await snapshot(h.stack), await version()
+    repeated = await h.store.accept_message(
+        row, resource_id=channel.resource_id, message_number=number, now=now, sync_message=True
+    )
+    assert not repeated.accepted
+    assert await snapshot(h.stack) == before and await version() == was
+
+    # A calendar without a complete copy: the message counts, no sync is requested.
+    await h.clear_sync_request()
+    async with h.stack.engine.begin() as conn:
+        await conn.execute(
+            update(calendars).where(calendars.c.id == h.calendar.id).values(active_generation=None)
+        )
+    first = await h.store.accept_message(
+        row, resource_id=channel.resource_id, message_number=number + 1, now=now, sync_message=True
+    )
+    assert first == Acceptance(accepted=True, requested=False)
+    assert await lease_of(h) == (None, None) and await version() == was + 1
+    assert (await h.channel(channel.id)).last_message_number == number + 1
+
+
 async def test_requests_coalesce_into_the_waiting_one(h: Push) -> None:
     channel = await active_channel(h)
     assert await notify(h.stack, channel, "exists", channel.last_message_number + 1) == 200
