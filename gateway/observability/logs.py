@@ -25,7 +25,6 @@ import re
 import sys
 from typing import Any, Literal, TextIO
 
-from aiohttp.http_exceptions import HttpProcessingError
 from pythonjsonlogger.json import JsonFormatter
 
 from gateway.observability.context import current_request_id
@@ -151,7 +150,12 @@ class ProtocolErrorFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError) and (exc.code or 400) < 500:
+        # Looked up, not imported: an aiohttp exception exists only once aiohttp is loaded, and
+        # importing it here cost every CLI command (`keys`, `api-keys`, ...) 0.15 s at start.
+        errors = sys.modules.get("aiohttp.http_exceptions")
+        if errors is None or not isinstance(exc, errors.HttpProcessingError):
+            return True
+        if (exc.code or 400) < 500:
             said = record.getMessage()
             record.msg = "%s: malformed HTTP request refused (%s)"
             record.args = (said, type(exc).__name__)
