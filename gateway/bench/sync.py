@@ -12,7 +12,8 @@ processes sharing the database, the work split by the scheduler's leases):
    decoding the same pages with orjson and inserting the same rows (events and busy blocks)
    with the raw driver, no HTTP, no SQLAlchemy, the practical limit of one core (also printed
    for the events alone, as before 2026-12-06). Ingest per gateway CPU-second is printed as a
-   ratio to that baseline's events per CPU-second;
+   ratio to that baseline's events per CPU-second. On SQLite the note adds how much of the
+   ingest the one writer was held, read from the gateway's /metrics before and after;
 2. push: once every calendar has a live watch channel, one new event per integration is made
    "in Google Calendar"; the emulator pushes a notification to the gateway's webhook, the
    scheduler syncs, and free/busy is watched until the event's busy time shows (one
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -96,6 +98,8 @@ class BackendResult:
     # event loop's share of it per change (it also holds the database threads' work and each
     # calendar's first read into the index, before its change is made).
     push_cpu_s: float
+    # SQLite: how much of the ingest its one writer was held (`WriterShare`); None elsewhere.
+    writer: WriterShare | None = None
 
     @property
     def events_per_s(self) -> float:
@@ -104,6 +108,43 @@ class BackendResult:
     @property
     def baseline_per_s(self) -> float:
         return self.baseline_rows / self.baseline_s if self.baseline_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class WriterShare:
+    """SQLite's one writer during the ingest, from the gateway's /metrics
+    (gateway_sqlite_writer_*): the share of the ingest's wall time it was held, and that time
+    per calendar ingested. Near 1, the writer is the ingest's queue."""
+
+    held_s: float
+    share: float
+    per_calendar_ms: float
+
+    def note(self) -> str:
+        return (
+            f"SQLite's writer held {self.share:.0%} of it, {self.per_calendar_ms:.0f} ms per"
+            " calendar"
+        )
+
+
+_WRITER_HELD = "gateway_sqlite_writer_held_seconds_total"
+
+
+async def writer_held_s(gateway_url: str) -> float | None:
+    """Seconds the gateway's SQLite writer has been held so far, from its /metrics; None when
+    it has no such writer (PostgreSQL)."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{gateway_url}/metrics") as response,
+    ):
+        if response.status != 200:
+            raise BenchError(f"GET /metrics: {response.status}")
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == _WRITER_HELD:
+                return float(sample.value)
+    return None
 
 
 async def run_sync_bench(workdir: Path, config: SyncBenchConfig) -> list[Figure]:
@@ -164,7 +205,9 @@ def figures(results: list[BackendResult], config: SyncBenchConfig) -> list[Figur
                 "events/s",
                 r.baseline_per_s,
                 "raw insert",
-                f"{size}: {r.events:,} records in {r.ingest_s:.1f} s; aim >= 20,000",
+                f"{size}: {r.events:,} records in {r.ingest_s:.1f} s; "
+                + (f"{r.writer.note()}; " if r.writer is not None else "")
+                + "aim >= 20,000",
             )
         )
         if r.gateway_cpu_s > 0:
@@ -230,6 +273,7 @@ async def _one_backend(
             async with gateways(processes, url, workdir, google.url, **extra) as running:
                 cpu_before = [cpu_seconds(g.pid) for g in running]
                 emulator_before = cpu_seconds(google.pid)
+                writer_before = await writer_held_s(running[0].url)
                 began = await insert_integrations(engine, prepared)
                 await _wait(
                     engine,
@@ -243,6 +287,11 @@ async def _one_backend(
                     cpu_seconds(g.pid) - b for g, b in zip(running, cpu_before, strict=True)
                 )
                 emulator_cpu_s = cpu_seconds(google.pid) - emulator_before
+                writer_after = await writer_held_s(running[0].url)
+                writer = None
+                if writer_before is not None and writer_after is not None:
+                    held_s = writer_after - writer_before
+                    writer = WriterShare(held_s, held_s / ingest_s, held_s / len(emails) * 1000)
                 events = await _scalar(engine, select(func.count()).select_from(calendar_events))
                 live = (
                     select(func.count(func.distinct(watch_channels.c.calendar_id)))
@@ -276,6 +325,7 @@ async def _one_backend(
         parse_insert,
         events_only,
         push_cpu_s,
+        writer,
     )
 
 

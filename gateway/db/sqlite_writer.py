@@ -21,6 +21,11 @@ the writer, as WAL allows). Other statements (DDL, PRAGMA) and other programs wr
 A task that holds a write transaction on one connection and writes on a second one would wait
 for itself; SQLite would have refused that after its busy timeout, and so does this, with the
 same error ("database is locked") after `timeout_s`.
+
+The queue also counts, for `GET /metrics`, how long the writer was held and how long writers
+waited for it: SQLite's one writer is the embedded deployment's limit, and the share of time it
+is held says how close a process is to it (a first sync of many calendars holds it nearly all
+the time; see docs/operations.md for when to move to PostgreSQL).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+import time
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -50,8 +56,14 @@ def is_write(statement: str) -> bool:
 class WriterQueue:
     """The writer lock of one engine in this process, and which connections hold it."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, *, clock: Callable[[], float] = time.perf_counter) -> None:
         self.timeout_s = timeout_s
+        self.clock = clock
+        # Totals since start, for /metrics: seconds the lock was held, seconds writers waited
+        # for it, and the write transactions that held it.
+        self.held_s = 0.0
+        self.waited_s = 0.0
+        self.transactions = 0
         # Called when a writer starts waiting for its turn (tests follow the queue with it).
         self.on_wait: Callable[[], None] | None = None
         # One lock per event loop (an asyncio.Lock belongs to the loop it first waited in; tests
@@ -59,8 +71,9 @@ class WriterQueue:
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
-        # DBAPI connection -> the lock it holds (for the length of its write transaction).
-        self._holders: dict[int, asyncio.Lock] = {}
+        # DBAPI connection -> the lock it holds (for the length of its write transaction) and
+        # when it got it.
+        self._holders: dict[int, tuple[asyncio.Lock, float]] = {}
 
     def __repr__(self) -> str:
         return f"WriterQueue(holders={len(self._holders)})"
@@ -83,18 +96,27 @@ class WriterQueue:
         lock = self._lock()
         if lock.locked() and self.on_wait is not None:
             self.on_wait()
+        began = self.clock()
         try:
             async with asyncio.timeout(self.timeout_s):
                 await lock.acquire()
         except TimeoutError:
+            self.waited_s += self.clock() - began
             raise OperationalError(
                 "(writer queue)", None, sqlite3.OperationalError("database is locked")
             ) from None
-        self._holders[key] = lock
+        got = self.clock()
+        self.waited_s += got - began
+        self._holders[key] = (lock, got)
 
     def release(self, dbapi_connection: Any) -> None:
-        lock = self._holders.pop(id(dbapi_connection), None)
-        if lock is not None and lock.locked():
+        held = self._holders.pop(id(dbapi_connection), None)
+        if held is None:
+            return
+        lock, got = held
+        self.held_s += self.clock() - got
+        self.transactions += 1
+        if lock.locked():
             lock.release()
 
 

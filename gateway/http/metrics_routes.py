@@ -27,6 +27,7 @@ from sqlalchemy import and_, func, select
 
 from gateway.clock import utc_now
 from gateway.db.schema import calendars, integrations, watch_channels
+from gateway.db.sqlite_writer import WriterQueue, writer_queue
 from gateway.db.values import as_utc
 from gateway.http.appkeys import ENGINE_KEY, VAULT_KEY
 from gateway.observability.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -106,6 +107,10 @@ class _StateGauges:
             registry=self.registry,
         )
         self._vault_seen: dict[str, int] = {}
+        # SQLite's writer queue (gateway.db.sqlite_writer), on SQLite only: made at the first
+        # scrape that finds one, so PostgreSQL deployments show no series that cannot move.
+        self._writer: tuple[Counter, Counter, Counter] | None = None
+        self._writer_seen = (0.0, 0.0, 0)
 
     async def refresh(self, app: web.Application, now: datetime) -> None:
         engine = app[ENGINE_KEY]
@@ -163,6 +168,35 @@ class _StateGauges:
             if delta > 0:
                 self.vault_ops.labels(operation).inc(delta)
             self._vault_seen[operation] = count
+        queue = writer_queue(engine)
+        if queue is not None:
+            self._count_writer(queue)
+
+    def _count_writer(self, queue: WriterQueue) -> None:
+        if self._writer is None:
+            self._writer = (
+                Counter(
+                    "gateway_sqlite_writer_held_seconds",
+                    "Time SQLite's one writer was held by this process's write transactions"
+                    " (its rate near 1: writes queue; see docs/operations.md).",
+                    registry=self.registry,
+                ),
+                Counter(
+                    "gateway_sqlite_writer_wait_seconds",
+                    "Time this process's write transactions waited for SQLite's writer.",
+                    registry=self.registry,
+                ),
+                Counter(
+                    "gateway_sqlite_writer_transactions",
+                    "Write transactions of this process that held SQLite's writer.",
+                    registry=self.registry,
+                ),
+            )
+        now = (queue.held_s, queue.waited_s, queue.transactions)
+        for counter, total, seen in zip(self._writer, now, self._writer_seen, strict=True):
+            if total > seen:
+                counter.inc(total - seen)
+        self._writer_seen = now
 
 
 _GAUGES = web.AppKey("metrics_gauges", _StateGauges)

@@ -54,6 +54,9 @@ def test_bench_sync_prints_ingest_and_push_lag(capsys: pytest.CaptureFixture[str
     # What the lag follows: the gateways' CPU per pushed change, in the p50 row's note.
     per_change = re.search(r"gateways (\d+\.\d) ms CPU per change", out)
     assert per_change is not None and float(per_change[1]) > 0, out
+    # How much of the ingest SQLite's one writer was held, from the gateway's /metrics.
+    writer = re.search(r"SQLite's writer held (\d+)% of it, (\d+) ms per calendar", out)
+    assert writer is not None and int(writer[1]) > 0 and int(writer[2]) > 0, out
     assert list(figures) == [
         "raw INSERT of event rows (SQLite, 1 proc)",
         "parse+insert baseline, one core (SQLite, 1 proc)",

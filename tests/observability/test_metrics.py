@@ -56,6 +56,22 @@ async def test_stored_state_gauges_and_vault_counts(stack: Stack) -> None:
     assert ("gateway_sync_lag_seconds_max", ()) in scraped
 
 
+async def test_sqlite_s_writer_is_counted_on_sqlite_only(stack: Stack) -> None:
+    """The embedded database's limit is its one writer: on SQLite /metrics says how long this
+    process's write transactions held it and waited for it (connecting writes the integration
+    and its sealed tokens); PostgreSQL has no such writer and no such series."""
+    before = await _scrape(stack)
+    await stack.connect(ALICE, user_id="rep-1")
+    after = await _scrape(stack)
+    names = ("held_seconds", "wait_seconds", "transactions")
+    keys = [(f"gateway_sqlite_writer_{name}_total", ()) for name in names]
+    if stack.engine.dialect.name != "sqlite":
+        assert not any(key in after for key in keys)
+        return
+    held, waited, transactions = (after[key] - before.get(key, 0) for key in keys)
+    assert transactions >= 1 and held > 0 and waited >= 0
+
+
 async def test_token_refreshes_are_counted_by_outcome(stack: Stack) -> None:
     connected = await stack.connect(ALICE, user_id="rep-1")
     key = ("gateway_token_refreshes_total", (("outcome", "ok"),))

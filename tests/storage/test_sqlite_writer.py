@@ -99,6 +99,39 @@ async def test_writers_take_turns_in_arrival_order_while_readers_go_on(
     assert seen == [("second", 1), ("third", 2)]
 
 
+async def test_the_queue_counts_how_long_the_writer_was_held_and_waited_for(
+    engine: AsyncEngine,
+) -> None:
+    """What /metrics reports (gateway_sqlite_writer_*): on an injected clock, a writer that
+    holds the lock 3 s while a second one waits gives 3 s held and 3 s waited over two write
+    transactions; reads count nothing."""
+    queue = queue_of(engine)
+    now = [10.0]
+    queue.clock = lambda: now[0]
+    turns = Turns(queue)
+    holding, finish = asyncio.Event(), asyncio.Event()
+
+    async def first() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(insert(notes).values(who="first"))
+            holding.set()
+            await finish.wait()
+
+    async def second() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(insert(notes).values(who="second"))
+
+    holder = asyncio.create_task(first())
+    await holding.wait()
+    waiting = asyncio.create_task(second())
+    await turns.until(1)
+    now[0] = 13.0
+    finish.set()
+    await asyncio.wait_for(asyncio.gather(holder, waiting), DEADLOCK_GUARD_S)
+    assert await count_notes(engine) == 2
+    assert (queue.held_s, queue.waited_s, queue.transactions) == (3.0, 3.0, 2)
+
+
 async def test_a_rolled_back_writer_gives_up_its_turn(engine: AsyncEngine) -> None:
     turns = Turns(queue_of(engine))
     holding, fail = asyncio.Event(), asyncio.Event()
