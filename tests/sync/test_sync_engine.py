@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiosqlite
 import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
@@ -403,6 +404,56 @@ async def test_inactive_integration_is_never_synced(h: Harness) -> None:
     assert inspector.requests(since_seq=since) == []
     row = await h.engine.store.get(h.calendar.id)
     assert row is not None and row.state == "initial" and row.active_generation is None
+
+
+async def test_a_discovered_calendar_is_written_in_one_hop_and_a_duplicate_is_found(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new calendar's row and the integration's version bump: on SQLite in ONE hop to the
+    connection's thread (the INSERT deferred into the bump's), answered as a fresh read
+    lists it. And when the row appeared meanwhile (another discovery, in the instant between
+    this one's read and its write), the INSERT's duplicate is caught and the row found."""
+    store = h.engine.store
+    hops: list[str] = []
+    original = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(fn, "__name__", type(fn).__name__))
+        return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    def team(new_id: str) -> Awaitable[list[CalendarRow]]:
+        return store.ensure_listed(
+            new_id=new_id,
+            integration_id=h.integration_id,
+            tenant_id="acme",
+            google_calendar_id="team@group.calendar.google.com",
+            time_zone="UTC",
+            now=NOW + timedelta(seconds=1),
+        )
+
+    sqlite = h.stack.engine.dialect.name == "sqlite"
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    listed = await team("cal_" + "t" * 24)
+    monkeypatch.undo()
+    # The integration's calendars read (a read: no writer), then the INSERT and bump.
+    assert hops == (["_run", "_run"] if sqlite else [])
+    assert listed == await store.calendars_of(h.integration_id)
+    assert [c.id for c in listed] == [h.calendar.id, "cal_" + "t" * 24]
+
+    # The same calendar again, as if the first read had missed the row: the duplicate INSERT
+    # fails (unique integration and Google id), the retry reads it, nothing is added.
+    reads = 0
+    real = store._calendars_of
+
+    async def stale_once(conn: Any, integration_id: str) -> list[CalendarRow]:
+        nonlocal reads
+        reads += 1
+        found = await real(conn, integration_id)
+        return [c for c in found if c.id != "cal_" + "t" * 24] if reads == 1 else found
+
+    monkeypatch.setattr(store, "_calendars_of", stale_once)
+    again = await team("cal_" + "u" * 24)
+    assert reads == 2 and again == listed == await store.calendars_of(h.integration_id)
 
 
 async def test_discovery_lists_every_calendar_of_the_integration_as_stored(h: Harness) -> None:
