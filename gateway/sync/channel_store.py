@@ -233,11 +233,23 @@ _OPENED = (
     )
     .returning(watch_channels)
 )
-_PUSH_ACCEPTED = (
+_PUSH_ACCEPTED_SET = (
     update(calendars)
     .where(calendars.c.id == _OPENED_CALENDAR)
     .values(push_error=None, **calendar_bump(blocks=False))
-    .returning(*CALENDAR_CHANGE)
+)
+_PUSH_ACCEPTED = _PUSH_ACCEPTED_SET.returning(*CALENDAR_CHANGE)
+# On SQLite `_PUSH_ACCEPTED_SET` runs first, deferred into this statement's hop, and this one
+# returns what `publish_calendars` needs of the calendar with the channels (a subquery in
+# RETURNING sees the transaction's own bump).
+_OPENED_AFTER_BUMP = _OPENED.returning(
+    *(
+        select(calendars.c[name])
+        .where(calendars.c.id == _OPENED_CALENDAR)
+        .scalar_subquery()
+        .label(f"bumped_{name}")
+        for name in ("integration_id", "version")
+    )
 )
 
 
@@ -350,11 +362,36 @@ class ChannelStore:
             "opened_expires_at": expires_at,
         }
         async with self.engine.begin() as conn:
+            if await defer_write(conn, _PUSH_ACCEPTED_SET, params):
+                return await self._record_opened_after_bump(conn, channel_id, calendar_id, params)
             changed = await conn.execute(_OPENED, params)
             replaced = [_row(r) for r in changed.mappings() if r["id"] != channel_id]
             bumped = await commit_if_changed(conn, _PUSH_ACCEPTED, params)
             await publish_calendars(conn, bumped.all())
         return replaced
+
+    @staticmethod
+    async def _record_opened_after_bump(
+        conn: AsyncConnection, channel_id: str, calendar_id: str, params: dict[str, Any]
+    ) -> list[ChannelRow]:
+        """`record_opened` on SQLite in ONE hop to the connection's thread: the calendar's bump
+        deferred (`defer_write`) before the channels' UPDATE, which commits both and returns
+        the calendar's new version with its rows. Every new calendar's first channel is
+        recorded while first syncs queue for SQLite's one writer, and the second hop held it
+        ~3 ms more. The channel no longer live: no row comes back, the bump alone changed the
+        calendar and is read here (the transaction still open); the calendar gone: nothing."""
+        opened = (await commit_if_changed(conn, _OPENED_AFTER_BUMP, params)).mappings().all()
+        if opened:
+            first = opened[0]
+            if first["bumped_version"] is not None:  # None: the calendar is gone
+                bumped = (calendar_id, first["bumped_integration_id"], first["bumped_version"])
+                await publish_calendars(conn, [bumped])
+            return [_row(r) for r in opened if r["id"] != channel_id]
+        if await ended_unchanged(conn):
+            return []
+        found = await conn.execute(select(*CALENDAR_CHANGE).where(calendars.c.id == calendar_id))
+        await publish_calendars(conn, found.all())
+        return []
 
     async def record_push_error(self, calendar_id: str, reason: str) -> None:
         """Why the calendar has no channel (`push_refused: ...`), for its status."""

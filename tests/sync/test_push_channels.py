@@ -19,13 +19,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.connections.errors import IntegrationInactive
 from gateway.db.engine import create_engine
-from gateway.db.notify import bump_calendars
+from gateway.db.notify import Change, bump_calendars, feed_for
 from gateway.db.schema import calendars, integrations, watch_channels
 from gateway.http.appkeys import (
     CHANNELS_KEY,
@@ -178,6 +179,94 @@ async def test_google_s_answer_for_a_channel_stopped_meanwhile_replaces_nothing(
     )
     assert [r.id for r in replaced] == [old.id]
     assert (await h.channel(old.id)).state == "stopping"
+
+
+class Heard:
+    """A subscriber of this process's change feed that keeps what it hears."""
+
+    def __init__(self, changes: list[Change]) -> None:
+        self.changes = changes
+
+    def changed(self, change: Change) -> None:
+        self.changes.append(change)
+
+    def reset(self, *, usable: bool) -> None:
+        pass
+
+    async def external_write(self) -> None:
+        pass
+
+
+async def test_google_s_answer_is_recorded_in_one_hop_and_bumps_the_calendar(
+    h: Push, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Google's answer to events.watch (the channel's resource and expiry, the calendar's
+    other live channels to `stopping`, its push error cleared and version bumped): on SQLite in
+    ONE hop to the connection's thread. The version moves, and this process's index hears of
+    it, whether or not the channel was still live."""
+    old = await h.open_verified()
+    now = datetime.fromtimestamp(h.stack.google.clock(), UTC)
+    target = WatchTarget(h.calendar.id, h.calendar.integration_id, h.calendar.google_calendar_id)
+    heard: list[Change] = []
+    feed_for(h.stack.engine).subscribe(listener := Heard(heard))
+
+    async def state() -> tuple[int, str | None]:
+        async with h.stack.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(calendars.c.version, calendars.c.push_error).where(
+                        calendars.c.id == h.calendar.id
+                    )
+                )
+            ).one()
+        return int(row.version), row.push_error
+
+    async def claim(channel_id: str) -> None:
+        assert await h.store.claim(
+            target,
+            channel_id=channel_id,
+            token_sha256=hashlib.sha256(channel_id.encode()).digest(),
+            now=now,
+            renew_before=timedelta(days=365),
+            silence=timedelta(minutes=5),
+        )
+
+    await h.store.record_push_error(h.calendar.id, "push_refused: test")
+    await claim("ch_renewal")
+    version, _ = await state()
+    hops: list[str] = []
+    original = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(fn, "__name__", type(fn).__name__))
+        return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    replaced = await h.store.record_opened(
+        "ch_renewal", "res", now + timedelta(days=7), calendar_id=h.calendar.id
+    )
+    monkeypatch.undo()
+    assert hops == (["_run"] if h.stack.engine.dialect.name == "sqlite" else [])
+    assert [r.id for r in replaced] == [old.id]
+    renewal = await h.channel("ch_renewal")
+    assert (renewal.resource_id, renewal.expires_at) == ("res", now + timedelta(days=7))
+    assert await state() == (version + 1, None)
+    assert heard[-1] == Change("calendar", h.calendar.id, h.calendar.integration_id, version + 1)
+
+    # An answer for a channel stopped meanwhile changes no channel, but Google did accept one:
+    # the push error stays cleared and the version moves (heard here too).
+    await h.store.mark_stopped("ch_renewal")
+    await claim("ch_renewal_2")
+    await h.store.mark_stopped("ch_renewal_2")
+    assert (
+        await h.store.record_opened(
+            "ch_renewal_2", "res2", now + timedelta(days=7), calendar_id=h.calendar.id
+        )
+        == []
+    )
+    assert await state() == (version + 2, None)
+    assert heard[-1] == Change("calendar", h.calendar.id, h.calendar.integration_id, version + 2)
+    feed_for(h.stack.engine).unsubscribe(listener)
 
 
 async def test_a_silent_channel_is_replaced_and_its_calendar_polled_meanwhile(h: Push) -> None:
