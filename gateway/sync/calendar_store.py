@@ -181,50 +181,34 @@ class CalendarStore:
             async with self.engine.begin() as conn:
                 listed = await self._calendars_of(conn, integration_id)
                 row = next((r for r in listed if r.google_calendar_id == google_calendar_id), None)
-                if row is None and await defer_write(conn, _INSERT_NEW, new_params):
-                    # SQLite: the INSERT runs in the bump's hop, which commits both: one hop
-                    # holding the one writer, not two (~3 ms each during a burst of new
-                    # calendars). Its row is what was inserted (the fields a CalendarRow has
-                    # are the values above or NULL); a duplicate (IntegrityError) is raised
-                    # by the bump.
-                    await bump_integration(conn, integration_id, last=True)
-                    new = CalendarRow(
-                        id=new_id,
-                        integration_id=integration_id,
-                        tenant_id=tenant_id,
-                        google_calendar_id=google_calendar_id,
-                        time_zone=time_zone,
-                        sync_token=None,
-                        active_generation=None,
-                        state="initial",
-                        last_success_at=None,
-                        last_attempt_at=None,
-                        last_error=None,
-                        horizon_start=None,
-                        horizon_end=None,
-                        created_at=now,
-                    )
-                    return sorted([*listed, new], key=_listed_order)
                 if row is None:
-                    # The new row as stored (its defaults included), without reading it again.
-                    created = await conn.execute(
-                        insert(calendars)
-                        .values(
+                    if await defer_write(conn, _INSERT_NEW, new_params):
+                        # SQLite: the INSERT runs in the bump's hop below, which commits both:
+                        # one hop holding the one writer, not two (~3 ms each during a burst of
+                        # new calendars). Its row is what was inserted (a CalendarRow's fields
+                        # are those values or NULL); a duplicate (IntegrityError) is raised by
+                        # the bump.
+                        new = CalendarRow(
                             id=new_id,
                             integration_id=integration_id,
                             tenant_id=tenant_id,
                             google_calendar_id=google_calendar_id,
                             time_zone=time_zone,
+                            sync_token=None,
+                            active_generation=None,
                             state="initial",
-                            attempts=0,
+                            last_success_at=None,
+                            last_attempt_at=None,
+                            last_error=None,
+                            horizon_start=None,
+                            horizon_end=None,
                             created_at=now,
-                            updated_at=now,
                         )
-                        .returning(calendars)
-                    )
-                    new = calendar_row(created.mappings().one())
-                    # The last statement: on SQLite it commits with it (one hop less for the
-                    # writer).
+                    else:
+                        # The new row as stored, without reading it again.
+                        created = await conn.execute(_INSERT_NEW.returning(calendars), new_params)
+                        new = calendar_row(created.mappings().one())
+                    # The last statement: on SQLite it commits with it.
                     await bump_integration(conn, integration_id, last=True)
                     # Created now: it sorts last (`calendars_of` orders by creation, then id).
                     return sorted([*listed, new], key=_listed_order)

@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -44,6 +43,7 @@ from gateway.sync.channels import MaintenanceReport
 from gateway.sync.engine import SyncOutcome
 from gateway.sync.scheduler import SyncScheduler
 from gateway.sync.store import SyncStore
+from tests.support.hops import counted_hops
 from tests.support.stack import ALICE, DAVE, EmulatorSecrets, Stack, start_stack
 from tests.sync.push_support import (
     Push,
@@ -197,9 +197,7 @@ class Heard:
         pass
 
 
-async def test_google_s_answer_is_recorded_in_one_hop_and_bumps_the_calendar(
-    h: Push, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_google_s_answer_is_recorded_in_one_hop_and_bumps_the_calendar(h: Push) -> None:
     """Google's answer to events.watch (the channel's resource and expiry, the calendar's
     other live channels to `stopping`, its push error cleared and version bumped): on SQLite in
     ONE hop to the connection's thread. The version moves, and this process's index hears of
@@ -234,18 +232,10 @@ async def test_google_s_answer_is_recorded_in_one_hop_and_bumps_the_calendar(
     await h.store.record_push_error(h.calendar.id, "push_refused: test")
     await claim("ch_renewal")
     version, _ = await state()
-    hops: list[str] = []
-    original = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(fn, "__name__", type(fn).__name__))
-        return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    replaced = await h.store.record_opened(
-        "ch_renewal", "res", now + timedelta(days=7), calendar_id=h.calendar.id
-    )
-    monkeypatch.undo()
+    with counted_hops() as hops:
+        replaced = await h.store.record_opened(
+            "ch_renewal", "res", now + timedelta(days=7), calendar_id=h.calendar.id
+        )
     assert hops == (["_run"] if h.stack.engine.dialect.name == "sqlite" else [])
     assert [r.id for r in replaced] == [old.id]
     renewal = await h.channel("ch_renewal")

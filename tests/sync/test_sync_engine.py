@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import aiosqlite
 import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
@@ -38,6 +37,7 @@ from gateway.sync.copy_store import EVENT_COLUMNS
 from gateway.sync.engine import SyncEngine
 from gateway.sync.model import BusyBlock, Horizon
 from gateway.sync.store import SyncStore
+from tests.support.hops import counted_hops
 from tests.support.stack import ALICE, Stack
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
@@ -414,12 +414,6 @@ async def test_a_discovered_calendar_is_written_in_one_hop_and_a_duplicate_is_fo
     lists it. And when the row appeared meanwhile (another discovery, in the instant between
     this one's read and its write), the INSERT's duplicate is caught and the row found."""
     store = h.engine.store
-    hops: list[str] = []
-    original = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(fn, "__name__", type(fn).__name__))
-        return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     def team(new_id: str) -> Awaitable[list[CalendarRow]]:
         return store.ensure_listed(
@@ -432,9 +426,8 @@ async def test_a_discovered_calendar_is_written_in_one_hop_and_a_duplicate_is_fo
         )
 
     sqlite = h.stack.engine.dialect.name == "sqlite"
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    listed = await team("cal_" + "t" * 24)
-    monkeypatch.undo()
+    with counted_hops() as hops:
+        listed = await team("cal_" + "t" * 24)
     # The integration's calendars read (a read: no writer), then the INSERT and bump.
     assert hops == (["_run", "_run"] if sqlite else [])
     assert listed == await store.calendars_of(h.integration_id)

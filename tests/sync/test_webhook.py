@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
 
-import aiosqlite
 import pytest
 from sqlalchemy import select, update
 
@@ -22,6 +20,7 @@ from gateway.clock import utc_now
 from gateway.db.schema import calendars, watch_channels
 from gateway.sync.channel_store import STOPPING, Acceptance
 from gateway.sync.lease_store import ClaimOffer
+from tests.support.hops import counted_hops
 from tests.support.stack import LogCapture, Stack
 from tests.sync.push_support import (
     Push,
@@ -201,9 +200,7 @@ async def test_a_scheduler_with_a_free_slot_gets_the_calendar_in_the_notificatio
     assert owner is None and requested is not None
 
 
-async def test_a_repeated_message_with_a_free_slot_claims_and_writes_nothing(
-    h: Push, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_repeated_message_with_a_free_slot_claims_and_writes_nothing(h: Push) -> None:
     """With an offer, SQLite records the message and leases the calendar in ONE hop to the
     connection's thread (the channel's UPDATE runs in the claim's hop, and the claim only if
     that UPDATE changed the channel): a repeated or late message, or one for a stopped
@@ -211,12 +208,6 @@ async def test_a_repeated_message_with_a_free_slot_claims_and_writes_nothing(
     channel = await active_channel(h)
     now = utc_now()
     number = channel.last_message_number + 1
-    hops: list[str] = []
-    original = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(fn, "__name__", type(fn).__name__))
-        return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     def offer() -> ClaimOffer:
         return ClaimOffer("test-a", now + timedelta(minutes=1))
@@ -230,11 +221,10 @@ async def test_a_repeated_message_with_a_free_slot_claims_and_writes_nothing(
             )
 
     row = await h.channel(channel.id)
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    accepted = await h.store.accept_message(
-        row, resource_id=channel.resource_id, message_number=number, now=now, offer=offer()
-    )
-    monkeypatch.undo()
+    with counted_hops() as hops:
+        accepted = await h.store.accept_message(
+            row, resource_id=channel.resource_id, message_number=number, now=now, offer=offer()
+        )
     assert accepted.accepted and accepted.claimed is not None
     assert await lease_of(h) == ("test-a", None)
     sqlite = h.stack.engine.dialect.name == "sqlite"
@@ -257,9 +247,7 @@ async def test_a_repeated_message_with_a_free_slot_claims_and_writes_nothing(
     assert not stopped.accepted and await lease_of(h) == (None, None)
 
 
-async def test_a_sync_message_is_recorded_and_requested_in_one_hop(
-    h: Push, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_sync_message_is_recorded_and_requested_in_one_hop(h: Push) -> None:
     """Google's `sync` message (every new channel's first, which comes while the calendar's
     first full sync runs) records the message and, for a calendar with a complete copy,
     requests a sync: on SQLite in ONE hop to the connection's thread, the request only if the
@@ -268,12 +256,6 @@ async def test_a_sync_message_is_recorded_and_requested_in_one_hop(
     channel = await active_channel(h)
     now = utc_now()
     number = channel.last_message_number + 1
-    hops: list[str] = []
-    original = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(fn, "__name__", type(fn).__name__))
-        return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
     async def version() -> int:
         async with h.stack.engine.connect() as conn:
@@ -285,11 +267,10 @@ async def test_a_sync_message_is_recorded_and_requested_in_one_hop(
     row = await h.channel(channel.id)
     sqlite = h.stack.engine.dialect.name == "sqlite"
     was = await version()
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-    accepted = await h.store.accept_message(
-        row, resource_id=channel.resource_id, message_number=number, now=now, sync_message=True
-    )
-    monkeypatch.undo()
+    with counted_hops() as hops:
+        accepted = await h.store.accept_message(
+            row, resource_id=channel.resource_id, message_number=number, now=now, sync_message=True
+        )
     assert accepted == Acceptance(accepted=True, requested=True)
     assert hops == (["_run"] if sqlite else [])  # message, request and COMMIT in one hop
     assert (await lease_of(h))[1] is not None and await version() == was + 1
