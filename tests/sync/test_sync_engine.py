@@ -31,6 +31,7 @@ from gateway.google.calendar import CalendarClient
 from gateway.google.events import LIST_FIELDS
 from gateway.http.appkeys import INTEGRATIONS_KEY, TOKENS_KEY
 from gateway.http.disconnect_routes import disconnect_hooks
+from gateway.sync import copy_store
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SyncConfig
 from gateway.sync.copy_store import EVENT_COLUMNS
@@ -580,6 +581,74 @@ async def test_a_one_page_rebuild_is_written_and_switched_in_one_transaction(h: 
     assert {r["generation"] for r in await rows(db, calendar_events)} == {2}
     assert {r["generation"] for r in await rows(db, busy_blocks)} == {2}
     assert "ghost001" not in {r["event_id"] for r in await rows(db, calendar_events)}
+
+
+async def test_a_first_build_clears_a_dead_build_s_rows_and_deletes_nothing_without_them(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A calendar's first one-page build deletes what an earlier first build that died left
+    (records and blocks of a generation nobody reads) and, for a calendar with no such rows,
+    sends no DELETE at all (two statements fewer while SQLite's writer is held)."""
+
+    deleted: list[list[str]] = []
+    write_bulk = copy_store.write_bulk
+
+    async def spied(conn: Any, deletes: Any, inserts: Any, **kwargs: Any) -> None:
+        deleted.append([d.table.name for d in deletes if d.values])
+        await write_bulk(conn, deletes, inserts, **kwargs)
+
+    monkeypatch.setattr(copy_store, "write_bulk", spied)
+    h.insert("keep0001", "2026-11-23T10:00", "2026-11-23T11:00")
+    db = h.stack.engine
+    ghost_at = datetime(2026, 11, 25, 9, tzinfo=UTC)
+    async with db.begin() as conn:
+        # What a first build that died after its first page leaves: generation 1, not active.
+        await conn.execute(
+            calendar_events.insert().values(
+                calendar_id=h.calendar.id,
+                generation=1,
+                event_id="ghost001",
+                status="confirmed",
+                transparency="opaque",
+                self_declined=False,
+                event_type="default",
+                all_day=False,
+                start_at=ghost_at,
+                end_at=ghost_at + timedelta(hours=1),
+                created_by_gateway=False,
+            )
+        )
+        await conn.execute(
+            busy_blocks.insert().values(
+                calendar_id=h.calendar.id,
+                generation=1,
+                event_id="ghost001",
+                start_at=ghost_at,
+                end_at=ghost_at + timedelta(hours=1),
+                series_id="ghost001",
+            )
+        )
+    assert (await h.engine.sync_calendar(h.calendar.id)).generation == 1
+    assert deleted == [["calendar_events", "busy_blocks"]]
+    assert {r["event_id"] for r in await rows(db, calendar_events)} == {"keep0001"}
+    assert {r["event_id"] for r in await rows(db, busy_blocks)} == {"keep0001"}
+    assert await h.busy() == [("11-23 10:00", "11:00")]
+
+    # The same calendar's copy dropped (as a disconnect's purge does) and built again from
+    # nothing: no leftovers, no DELETE.
+    async with db.begin() as conn:
+        for table in (calendar_events, busy_blocks):
+            await conn.execute(table.delete().where(table.c.calendar_id == h.calendar.id))
+        await conn.execute(
+            calendars.update()
+            .where(calendars.c.id == h.calendar.id)
+            .values(active_generation=None, sync_token=None)
+        )
+        await bump_calendars(conn, [h.calendar.id])
+    deleted.clear()
+    assert (await h.engine.sync_calendar(h.calendar.id)).generation == 1
+    assert deleted == [[]]
+    assert await h.busy() == [("11-23 10:00", "11:00")]
 
 
 async def test_a_build_that_cannot_switch_leaves_nothing_behind(h: Harness) -> None:
