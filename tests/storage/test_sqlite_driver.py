@@ -198,6 +198,40 @@ async def test_a_transaction_that_changed_nothing_ends_with_its_last_statement(
     assert await _whos(engine) == ["after"]
 
 
+async def test_a_transaction_of_one_last_statement_runs_alone_without_begin_or_commit(
+    engine: AsyncEngine,
+) -> None:
+    """What SQLite is asked to run (its trace): a transaction that is nothing but its last
+    statement runs it alone (SQLite's autocommit: no BEGIN, no COMMIT, each three calls that
+    hold the writer while the thread waits for the GIL); one with an earlier statement keeps
+    both. Either way what changed is committed, and a failing one leaves nothing behind."""
+    traced: list[str] = []
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert isinstance(driver, OneHopConnection)
+        await driver._execute(driver._conn.set_trace_callback, traced.append)  # type: ignore[no-untyped-call]
+        async with conn.begin():
+            changed = await commit_if_changed(
+                conn, insert(notes).values(who="a").returning(notes.c.who)
+            )
+            assert changed.scalars().all() == ["a"]
+            assert await _whos(engine) == ["a"]  # committed already
+        alone = [sql.split()[0] for sql in traced]
+        traced.clear()
+        with pytest.raises(IntegrityError):
+            async with conn.begin():
+                await commit_if_changed(conn, insert(notes).values(who="a"))  # unique
+        traced.clear()
+        async with conn.begin():
+            await conn.execute(insert(notes).values(who="b"))
+            await commit_if_changed(conn, update(notes).where(notes.c.who == "b").values(who="c"))
+        together = [sql.split()[0] for sql in traced]
+        await driver._execute(driver._conn.set_trace_callback, None)  # type: ignore[no-untyped-call]
+    assert alone == ["INSERT"]
+    assert together == ["BEGIN", "INSERT", "UPDATE", "COMMIT"]
+    assert await _whos(engine) == ["a", "c"]
+
+
 async def test_a_statement_after_the_committing_one_is_refused(engine: AsyncEngine) -> None:
     with pytest.raises(RuntimeError, match="after the one its transaction committed with"):
         async with engine.begin() as conn:
