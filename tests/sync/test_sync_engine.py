@@ -589,7 +589,6 @@ async def test_a_first_build_clears_a_dead_build_s_rows_and_deletes_nothing_with
     """A calendar's first one-page build deletes what an earlier first build that died left
     (records and blocks of a generation nobody reads) and, for a calendar with no such rows,
     sends no DELETE at all (two statements fewer while SQLite's writer is held)."""
-
     deleted: list[list[str]] = []
     write_bulk = copy_store.write_bulk
 
