@@ -61,6 +61,22 @@ class Turns:
             await self._changed.wait()
 
 
+async def hold_writer(engine: AsyncEngine, finish: asyncio.Event) -> asyncio.Task[None]:
+    """A writer whose transaction (its note "first") holds the writer until `finish` is set;
+    returns once it holds it."""
+    holding = asyncio.Event()
+
+    async def first() -> None:
+        async with engine.begin() as conn:
+            await conn.execute(insert(notes).values(who="first"))
+            holding.set()
+            await finish.wait()
+
+    holder = asyncio.create_task(first())
+    await holding.wait()
+    return holder
+
+
 async def count_notes(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         return int((await conn.execute(select(func.count()).select_from(notes))).scalar_one())
@@ -70,14 +86,8 @@ async def test_writers_take_turns_in_arrival_order_while_readers_go_on(
     engine: AsyncEngine,
 ) -> None:
     turns = Turns(queue_of(engine))
-    holding, finish = asyncio.Event(), asyncio.Event()
+    finish = asyncio.Event()
     seen: list[tuple[str, int]] = []  # (writer, rows it saw committed before its own)
-
-    async def first() -> None:
-        async with engine.begin() as conn:
-            await conn.execute(insert(notes).values(who="first"))
-            holding.set()
-            await finish.wait()
 
     async def writer(name: str) -> None:
         async with engine.begin() as conn:
@@ -85,8 +95,7 @@ async def test_writers_take_turns_in_arrival_order_while_readers_go_on(
             before = await conn.execute(select(func.count()).select_from(notes))
             seen.append((name, int(before.scalar_one()) - 1))
 
-    holder = asyncio.create_task(first())
-    await holding.wait()
+    holder = await hold_writer(engine, finish)
     second = asyncio.create_task(writer("second"))
     await turns.until(1)
     third = asyncio.create_task(writer("third"))
@@ -109,20 +118,13 @@ async def test_the_queue_counts_how_long_the_writer_was_held_and_waited_for(
     now = [10.0]
     queue.clock = lambda: now[0]
     turns = Turns(queue)
-    holding, finish = asyncio.Event(), asyncio.Event()
-
-    async def first() -> None:
-        async with engine.begin() as conn:
-            await conn.execute(insert(notes).values(who="first"))
-            holding.set()
-            await finish.wait()
+    finish = asyncio.Event()
 
     async def second() -> None:
         async with engine.begin() as conn:
             await conn.execute(insert(notes).values(who="second"))
 
-    holder = asyncio.create_task(first())
-    await holding.wait()
+    holder = await hold_writer(engine, finish)
     waiting = asyncio.create_task(second())
     await turns.until(1)
     now[0] = 13.0
@@ -162,20 +164,13 @@ async def test_a_rolled_back_writer_gives_up_its_turn(engine: AsyncEngine) -> No
 
 async def test_bulk_rows_through_the_raw_driver_wait_their_turn_too(engine: AsyncEngine) -> None:
     turns = Turns(queue_of(engine))
-    holding, finish = asyncio.Event(), asyncio.Event()
-
-    async def holder() -> None:
-        async with engine.begin() as conn:
-            await conn.execute(insert(notes).values(who="first"))
-            holding.set()
-            await finish.wait()
+    finish = asyncio.Event()
 
     async def bulk() -> None:
         async with engine.begin() as conn:
             await insert_rows(conn, notes, ("id", "who"), [(10, "bulk"), (11, "bulk")])
 
-    first = asyncio.create_task(holder())
-    await holding.wait()
+    first = await hold_writer(engine, finish)
     second = asyncio.create_task(bulk())
     await turns.until(1)
     finish.set()
@@ -187,16 +182,9 @@ async def test_a_writer_that_never_gets_its_turn_fails_as_sqlite_would(
     engine: AsyncEngine,
 ) -> None:
     queue = queue_of(engine)
-    holding, finish = asyncio.Event(), asyncio.Event()
+    finish = asyncio.Event()
 
-    async def holder() -> None:
-        async with engine.begin() as conn:
-            await conn.execute(insert(notes).values(who="first"))
-            holding.set()
-            await finish.wait()
-
-    first = asyncio.create_task(holder())
-    await holding.wait()
+    first = await hold_writer(engine, finish)
     queue.timeout_s = 0  # give up at once instead of after the busy timeout
     with pytest.raises(OperationalError, match="database is locked"):
         async with engine.begin() as conn:

@@ -10,7 +10,7 @@ disconnect purge.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import event as sa_event
 from sqlalchemy import func, select
 from sqlalchemy.exc import NoResultFound
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from emulator.calendar_store import Calendar
 from gateway.connections.model import Status
@@ -529,6 +529,32 @@ async def test_concurrent_syncs_of_one_calendar_run_one_after_the_other(h: Harne
     assert await h.busy() == [("11-23 10:00", "11:00")]
 
 
+# When the ghost a dead build left (`insert_ghost`) blocks time.
+GHOST_AT = datetime(2026, 11, 25, 9, tzinfo=UTC)
+
+
+async def insert_ghost(
+    conn: AsyncConnection, calendar_id: str, generation: int, record: Mapping[str, Any]
+) -> None:
+    """What a build that died leaves in `generation`, which nobody reads: a record `ghost001`
+    (the fields of `record`) and its busy block at GHOST_AT."""
+    await conn.execute(
+        calendar_events.insert().values(
+            {**record, "calendar_id": calendar_id, "generation": generation, "event_id": "ghost001"}
+        )
+    )
+    await conn.execute(
+        busy_blocks.insert().values(
+            calendar_id=calendar_id,
+            generation=generation,
+            event_id="ghost001",
+            start_at=GHOST_AT,
+            end_at=GHOST_AT + timedelta(hours=1),
+            series_id="ghost001",
+        )
+    )
+
+
 async def test_a_one_page_rebuild_is_written_and_switched_in_one_transaction(h: Harness) -> None:
     """A calendar that fits in one page is rebuilt with one write transaction (records,
     blocks and the switch together, leftovers of an earlier build that died deleted in it),
@@ -538,22 +564,9 @@ async def test_a_one_page_rebuild_is_written_and_switched_in_one_transaction(h: 
     assert (await h.engine.sync_calendar(h.calendar.id)).generation == 1
     db = h.stack.engine
     # A rebuild that died after writing part of generation 2 left a ghost behind.
-    ghost_at = datetime(2026, 11, 25, 9, tzinfo=UTC)
     async with db.begin() as conn:
         [row] = [r for r in await rows(db, calendar_events) if r["event_id"] == "keep0001"]
-        await conn.execute(
-            calendar_events.insert().values({**row, "generation": 2, "event_id": "ghost001"})
-        )
-        await conn.execute(
-            busy_blocks.insert().values(
-                calendar_id=h.calendar.id,
-                generation=2,
-                event_id="ghost001",
-                start_at=ghost_at,
-                end_at=ghost_at + timedelta(hours=1),
-                series_id="ghost001",
-            )
-        )
+        await insert_ghost(conn, h.calendar.id, 2, row)
         await bump_calendars(conn, [h.calendar.id])
     h.stack.google.calendars.delete_event(h.google_cal, "gone0001")
     h.insert("fresh001", "2026-12-01T09:00", "2026-12-01T10:00")
@@ -599,34 +612,19 @@ async def test_a_first_build_clears_a_dead_build_s_rows_and_deletes_nothing_with
     monkeypatch.setattr(copy_store, "write_bulk", spied)
     h.insert("keep0001", "2026-11-23T10:00", "2026-11-23T11:00")
     db = h.stack.engine
-    ghost_at = datetime(2026, 11, 25, 9, tzinfo=UTC)
     async with db.begin() as conn:
         # What a first build that died after its first page leaves: generation 1, not active.
-        await conn.execute(
-            calendar_events.insert().values(
-                calendar_id=h.calendar.id,
-                generation=1,
-                event_id="ghost001",
-                status="confirmed",
-                transparency="opaque",
-                self_declined=False,
-                event_type="default",
-                all_day=False,
-                start_at=ghost_at,
-                end_at=ghost_at + timedelta(hours=1),
-                created_by_gateway=False,
-            )
-        )
-        await conn.execute(
-            busy_blocks.insert().values(
-                calendar_id=h.calendar.id,
-                generation=1,
-                event_id="ghost001",
-                start_at=ghost_at,
-                end_at=ghost_at + timedelta(hours=1),
-                series_id="ghost001",
-            )
-        )
+        record = {
+            "status": "confirmed",
+            "transparency": "opaque",
+            "self_declined": False,
+            "event_type": "default",
+            "all_day": False,
+            "start_at": GHOST_AT,
+            "end_at": GHOST_AT + timedelta(hours=1),
+            "created_by_gateway": False,
+        }
+        await insert_ghost(conn, h.calendar.id, 1, record)
     assert (await h.engine.sync_calendar(h.calendar.id)).generation == 1
     assert deleted == [["calendar_events", "busy_blocks"]]
     assert {r["event_id"] for r in await rows(db, calendar_events)} == {"keep0001"}
