@@ -209,7 +209,16 @@ calendar_events = Table(
     Column("updated", String(40), nullable=True),  # Google's RFC 3339 `updated`
     Column("created_by_gateway", Boolean, nullable=False),
     Column("details", Text, nullable=True),  # JSON; only opted in or gateway-created
-    Index("ix_calendar_events_series", "calendar_id", "generation", "recurring_event_id"),
+    # The exceptions of a series. Partial: most records are no exception, and an entry for
+    # each of them cost a calendar's first copy ~15% of its events' INSERT (migration 0016).
+    Index(
+        "ix_calendar_events_series",
+        "calendar_id",
+        "generation",
+        "recurring_event_id",
+        sqlite_where=text("recurring_event_id IS NOT NULL"),
+        postgresql_where=text("recurring_event_id IS NOT NULL"),
+    ),
 )
 
 # Written a calendar at a time (thousands of rows per sync) and read by range or whole: the
