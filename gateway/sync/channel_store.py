@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -79,6 +79,9 @@ class ChannelRow:
     created_at: datetime
     last_message_at: datetime | None
     last_message_number: int | None
+    # Whether its calendar had a complete copy when the row was read (`ChannelStore.get`
+    # only; None elsewhere): which way `accept_message` records a `sync` message.
+    calendar_copied: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,12 @@ def _eligible(*, copied: bool = True) -> ColumnElement[bool]:
     return and_(calendars.c.active_generation.is_not(None), active) if copied else active
 
 
-_BY_ID = select(watch_channels).where(_w.id == bindparam("channel_id"))
+_BY_ID = select(
+    watch_channels,
+    exists()
+    .where(calendars.c.id == _w.calendar_id, calendars.c.active_generation.is_not(None))
+    .label("calendar_copied"),
+).where(_w.id == bindparam("channel_id"))
 
 
 @functools.cache
@@ -179,6 +187,19 @@ def _accept_statement(*, numbered: bool) -> Update:
         values["last_message_number"] = number
         where = and_(where, or_(_w.last_message_number.is_(None), _w.last_message_number < number))
     return update(watch_channels).where(where).values(**values)
+
+
+@functools.cache
+def _accept_uncopied_statement(*, numbered: bool) -> Update:
+    """`_accept_statement` only while the channel's calendar has no complete copy: Google's
+    `sync` message then requests no sync (`ChannelStore.accept_message`) and the calendar's
+    version need not move (its first copy's switch moves it, and with it the index reads the
+    channel as it is then). Decided in the UPDATE itself, so a copy committed meanwhile is
+    seen."""
+    uncopied = exists().where(
+        calendars.c.id == _w.calendar_id, calendars.c.active_generation.is_(None)
+    )
+    return _accept_statement(numbered=numbered).where(uncopied)
 
 
 _CLAIM_CALENDAR = bindparam("claim_calendar", type_=_w.calendar_id.type)
@@ -267,7 +288,9 @@ class ChannelStore:
         async with self._reads.connect() as conn:
             found = await conn.execute(_BY_ID, {"channel_id": channel_id})
             row = found.mappings().first()
-        return _row(row) if row is not None else None
+        if row is None:
+            return None
+        return replace(_row(row), calendar_copied=bool(row["calendar_copied"]))
 
     async def channels_of_calendar(self, calendar_id: str) -> list[ChannelRow]:
         """Every row of the calendar, oldest first."""
@@ -520,7 +543,10 @@ class ChannelStore:
         for a calendar with a complete copy: that copy was listed before the channel opened,
         and what changed in between was notified to nobody. A calendar without one gets its
         first copy from a full sync that lists it after its first channel opened
-        (`ChannelManager.open_before_first_sync`): there is no gap to close.
+        (`ChannelManager.open_before_first_sync`): there is no gap to close, and on SQLite,
+        when `channel` was read without a copy (`get`), the message is the channel's UPDATE
+        alone (`_accept_uncopied_statement`, no calendar row written: its first copy's switch
+        moves its version), falling back to the path below if a copy committed meanwhile.
         """
         numbered = message_number <= MAX_STORED_MESSAGE_NUMBER
         record = _accept_statement(numbered=numbered)
@@ -532,6 +558,19 @@ class ChannelStore:
         if numbered:
             params["accept_number"] = message_number
         leases = LeaseStore(self.engine)
+        if (
+            sync_message
+            and channel.calendar_copied is False
+            and self.engine.dialect.name == "sqlite"
+        ):
+            # Most `sync` messages come while the calendar's first full sync runs: then the
+            # channel's UPDATE is the whole transaction, one statement SQLite commits alone
+            # (no BEGIN, no COMMIT, no calendar row) while its one writer is busiest.
+            async with self.engine.begin() as conn:
+                alone = _accept_uncopied_statement(numbered=numbered)
+                if (await commit_if_changed(conn, alone, params)).rowcount == 1:
+                    return Acceptance(accepted=True)
+            # A copy committed since the channel was read, or a repeated message: as below.
         async with self.engine.begin() as conn:
             if sync_message and await defer_write(conn, record, params):
                 return await self._accept_sync_message(conn, leases, channel, now)
@@ -584,9 +623,9 @@ class ChannelStore:
         """`accept_message` for Google's `sync` message on SQLite: the channel's UPDATE deferred
         (`defer_write`) into the request's hop, which runs only if that UPDATE changed the
         channel (`changes()`), so the message, the request and the COMMIT take one hop to the
-        connection's thread instead of two. Every channel's first message comes while its
-        calendar's first full sync runs: at 1,000 new calendars that hop held SQLite's one
-        writer ~4 ms each, beside ~30 ms for the copy itself. Nothing changed: not accepted."""
+        connection's thread instead of two (a renewed channel's first message, a new one's
+        whose calendar got its copy first; one whose calendar has none takes one statement
+        alone, `accept_message`). Nothing changed: not accepted."""
         requested = await leases.request_sync(
             channel.calendar_id, now, conn=conn, last=True, if_copied=True, after_one_change=True
         )

@@ -284,18 +284,48 @@ async def test_a_sync_message_is_recorded_and_requested_in_one_hop(h: Push) -> N
     assert not repeated.accepted
     assert await snapshot(h.stack) == before and await version() == was
 
-    # A calendar without a complete copy: the message counts, no sync is requested.
+    # A calendar without a complete copy: the message counts, no sync is requested. On SQLite
+    # it is the channel's UPDATE alone (one hop, no calendar row written: its first copy's
+    # switch moves the version); PostgreSQL bumps the version as before.
     await h.clear_sync_request()
+    await set_copy(h, None)
+    row, was = await h.channel(channel.id), await version()
+    assert row.calendar_copied is False
+    with counted_hops() as hops:
+        first = await h.store.accept_message(
+            row,
+            resource_id=channel.resource_id,
+            message_number=number + 1,
+            now=now,
+            sync_message=True,
+        )
+    assert first == Acceptance(accepted=True, requested=False)
+    assert hops == (["_run"] if sqlite else [])
+    assert await lease_of(h) == (None, None) and await version() == was + (0 if sqlite else 1)
+    assert (await h.channel(channel.id)).last_message_number == number + 1
+
+    # The copy committed after the channel was read without one: the sync is requested.
+    stale = await h.channel(channel.id)
+    await set_copy(h, 1)
+    late = await h.store.accept_message(
+        stale,
+        resource_id=channel.resource_id,
+        message_number=number + 2,
+        now=now,
+        sync_message=True,
+    )
+    assert late == Acceptance(accepted=True, requested=True)
+    assert (await lease_of(h))[1] is not None
+
+
+async def set_copy(h: Push, generation: int | None) -> None:
+    """The calendar's active generation set behind the stores' backs."""
     async with h.stack.engine.begin() as conn:
         await conn.execute(
-            update(calendars).where(calendars.c.id == h.calendar.id).values(active_generation=None)
+            update(calendars)
+            .where(calendars.c.id == h.calendar.id)
+            .values(active_generation=generation)
         )
-    first = await h.store.accept_message(
-        row, resource_id=channel.resource_id, message_number=number + 1, now=now, sync_message=True
-    )
-    assert first == Acceptance(accepted=True, requested=False)
-    assert await lease_of(h) == (None, None) and await version() == was + 1
-    assert (await h.channel(channel.id)).last_message_number == number + 1
 
 
 async def test_requests_coalesce_into_the_waiting_one(h: Push) -> None:
