@@ -273,6 +273,17 @@ _OPENED_AFTER_BUMP = _OPENED.returning(
     )
 )
 
+# `_OPENED` only while the calendar has no complete copy and no push error: a first channel,
+# opened before the calendar's first listing. Nothing of the calendar row changes then (its
+# first copy's switch moves its version), so on SQLite the answer is this statement alone.
+_OPENED_UNCOPIED = _OPENED.where(
+    exists().where(
+        calendars.c.id == _OPENED_CALENDAR,
+        calendars.c.active_generation.is_(None),
+        calendars.c.push_error.is_(None),
+    )
+)
+
 
 class ChannelStore:
     """Every statement about push channels."""
@@ -370,20 +381,37 @@ class ChannelStore:
             return result.rowcount == 1
 
     async def record_opened(
-        self, channel_id: str, resource_id: str, expires_at: datetime, *, calendar_id: str
+        self,
+        channel_id: str,
+        resource_id: str,
+        expires_at: datetime,
+        *,
+        calendar_id: str,
+        uncopied: bool = False,
     ) -> list[ChannelRow]:
         """Google's answer to events.watch, in one transaction: the channel's resource and
         expiry (its state is left alone: a notification may have verified it already, Google
         can send `sync` before answering); if it is still live, the calendar's other live
         channels move to `stopping` (new first, then the old: no moment without a channel
         during a renewal) and are returned for `channels.stop`; the calendar's `push_error` is
-        cleared (Google accepted a channel) and its version bumped, in one UPDATE."""
+        cleared (Google accepted a channel) and its version bumped, in one UPDATE.
+
+        `uncopied`: the calendar is thought to have no copy yet (a first channel, opened before
+        its first listing). On SQLite, while that holds and it has no push error either, the
+        channels' UPDATE is then the whole transaction (`_OPENED_UNCOPIED`): one statement
+        committed alone, no calendar row written; otherwise the transaction above."""
         params = {
             "opened_id": channel_id,
             "opened_calendar": calendar_id,
             "opened_resource": resource_id,
             "opened_expires_at": expires_at,
         }
+        if uncopied and self.engine.dialect.name == "sqlite":
+            async with self.engine.begin() as conn:
+                alone = await commit_if_changed(conn, _OPENED_UNCOPIED, params)
+                opened = [_row(r) for r in alone.mappings()]
+            if opened:
+                return [r for r in opened if r.id != channel_id]
         async with self.engine.begin() as conn:
             if await defer_write(conn, _PUSH_ACCEPTED_SET, params):
                 return await self._record_opened_after_bump(conn, channel_id, calendar_id, params)

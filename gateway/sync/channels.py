@@ -366,7 +366,7 @@ class ChannelManager:
         self._backoff.pop(target.calendar_id, None)
         # New first, then the old (stopping since this transaction): no moment without one.
         replaced = await self.store.record_opened(
-            channel_id, resource_id, expires_at, calendar_id=target.calendar_id
+            channel_id, resource_id, expires_at, calendar_id=target.calendar_id, uncopied=first
         )
         log.info(
             "push channel opened: calendar=%s channel=%s expires_at=%s",

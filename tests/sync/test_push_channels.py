@@ -259,6 +259,60 @@ async def test_google_s_answer_is_recorded_in_one_hop_and_bumps_the_calendar(h: 
     feed_for(h.stack.engine).unsubscribe(listener)
 
 
+async def test_a_first_channel_s_answer_without_a_copy_writes_the_channel_alone(h: Push) -> None:
+    """A calendar's first channel opens before its first listing: Google's answer for it is
+    then the channels' UPDATE alone (on SQLite one statement committed without BEGIN or
+    COMMIT, no calendar row written: the first copy's switch moves the version). With a push
+    error to clear it is the whole transaction again, as always on PostgreSQL."""
+    sqlite = h.stack.engine.dialect.name == "sqlite"
+    now = datetime.fromtimestamp(h.stack.google.clock(), UTC)
+    expires = now + timedelta(days=7)
+    target = WatchTarget(h.calendar.id, h.calendar.integration_id, h.calendar.google_calendar_id)
+    async with h.stack.engine.begin() as conn:
+        await conn.execute(
+            update(calendars).where(calendars.c.id == h.calendar.id).values(active_generation=None)
+        )
+
+    async def state() -> tuple[int, str | None]:
+        async with h.stack.engine.connect() as conn:
+            found = select(calendars.c.version, calendars.c.push_error)
+            row = (await conn.execute(found.where(calendars.c.id == h.calendar.id))).one()
+        return int(row.version), row.push_error
+
+    async def claim(channel_id: str) -> None:
+        assert await h.store.claim(
+            target,
+            channel_id=channel_id,
+            token_sha256=hashlib.sha256(channel_id.encode()).digest(),
+            now=now,
+            renew_before=timedelta(days=1),
+            silence=timedelta(minutes=5),
+            first=True,
+        )
+
+    await claim("ch_first")
+    version, _ = await state()
+    with counted_hops() as hops:
+        replaced = await h.store.record_opened(
+            "ch_first", "res", expires, calendar_id=h.calendar.id, uncopied=True
+        )
+    assert replaced == [] and hops == (["_run"] if sqlite else [])
+    first = await h.channel("ch_first")
+    assert (first.state, first.resource_id, first.expires_at) == ("opening", "res", expires)
+    assert await state() == (version + (0 if sqlite else 1), None)
+
+    # An earlier attempt was refused: Google accepting this one clears the calendar's error.
+    await h.store.mark_stopped("ch_first")
+    await h.store.record_push_error(h.calendar.id, "push_refused: test")
+    await claim("ch_second")
+    version, _ = await state()
+    await h.store.record_opened(
+        "ch_second", "res2", expires, calendar_id=h.calendar.id, uncopied=True
+    )
+    assert (await h.channel("ch_second")).resource_id == "res2"
+    assert await state() == (version + 1, None)
+
+
 async def test_a_silent_channel_is_replaced_and_its_calendar_polled_meanwhile(h: Push) -> None:
     h.stack.google.calendars.push_faults.drop_next = 1  # Google's `sync` message is lost
     assert (await h.manager.run_once()).opened == 1
