@@ -78,6 +78,15 @@ class Push:
                 .values(sync_requested_at=None)
             )
 
+    async def set_copy(self, generation: int | None) -> None:
+        """The calendar's active generation (None: no complete copy), behind the stores' backs."""
+        async with self.stack.engine.begin() as conn:
+            await conn.execute(
+                update(calendars)
+                .where(calendars.c.id == self.calendar.id)
+                .values(active_generation=generation)
+            )
+
     def google_channels(self) -> dict[str, Channel]:
         return dict(self.stack.google.calendars.channels)
 

@@ -268,10 +268,7 @@ async def test_a_first_channel_s_answer_without_a_copy_writes_the_channel_alone(
     now = datetime.fromtimestamp(h.stack.google.clock(), UTC)
     expires = now + timedelta(days=7)
     target = WatchTarget(h.calendar.id, h.calendar.integration_id, h.calendar.google_calendar_id)
-    async with h.stack.engine.begin() as conn:
-        await conn.execute(
-            update(calendars).where(calendars.c.id == h.calendar.id).values(active_generation=None)
-        )
+    await h.set_copy(None)
 
     async def state() -> tuple[int, str | None]:
         async with h.stack.engine.connect() as conn:

@@ -288,7 +288,7 @@ async def test_a_sync_message_is_recorded_and_requested_in_one_hop(h: Push) -> N
     # it is the channel's UPDATE alone (one hop, no calendar row written: its first copy's
     # switch moves the version); PostgreSQL bumps the version as before.
     await h.clear_sync_request()
-    await set_copy(h, None)
+    await h.set_copy(None)
     row, was = await h.channel(channel.id), await version()
     assert row.calendar_copied is False
     with counted_hops() as hops:
@@ -306,7 +306,7 @@ async def test_a_sync_message_is_recorded_and_requested_in_one_hop(h: Push) -> N
 
     # The copy committed after the channel was read without one: the sync is requested.
     stale = await h.channel(channel.id)
-    await set_copy(h, 1)
+    await h.set_copy(1)
     late = await h.store.accept_message(
         stale,
         resource_id=channel.resource_id,
@@ -316,16 +316,6 @@ async def test_a_sync_message_is_recorded_and_requested_in_one_hop(h: Push) -> N
     )
     assert late == Acceptance(accepted=True, requested=True)
     assert (await lease_of(h))[1] is not None
-
-
-async def set_copy(h: Push, generation: int | None) -> None:
-    """The calendar's active generation set behind the stores' backs."""
-    async with h.stack.engine.begin() as conn:
-        await conn.execute(
-            update(calendars)
-            .where(calendars.c.id == h.calendar.id)
-            .values(active_generation=generation)
-        )
 
 
 async def test_requests_coalesce_into_the_waiting_one(h: Push) -> None:
