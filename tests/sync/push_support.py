@@ -5,9 +5,10 @@ and notifications as Google sends them."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from gateway.db.schema import calendars
 from gateway.google.calendar import CalendarClient
 from gateway.http.appkeys import PUSH_CONFIG_KEY, SCHEDULER_CONFIG_KEY, SYNC_KEY, TOKENS_KEY
 from gateway.sync.calendar_store import CalendarRow
-from gateway.sync.channel_store import ChannelRow, ChannelStore
+from gateway.sync.channel_store import ChannelRow, ChannelStore, WatchTarget
 from gateway.sync.channels import ChannelManager
 from gateway.sync.engine import SyncEngine
 from tests.support.stack import ALICE, EmulatorSecrets, Stack, start_stack
@@ -77,6 +78,29 @@ class Push:
                 .where(calendars.c.id == self.calendar.id)
                 .values(sync_requested_at=None)
             )
+
+    async def calendar_state(self) -> tuple[int, str | None]:
+        """The calendar's version and push error."""
+        async with self.stack.engine.connect() as conn:
+            found = select(calendars.c.version, calendars.c.push_error)
+            row = (await conn.execute(found.where(calendars.c.id == self.calendar.id))).one()
+        return int(row.version), row.push_error
+
+    async def claim_channel(
+        self, channel_id: str, now: datetime, *, renew_before: timedelta, first: bool = False
+    ) -> None:
+        """Claim a channel row for the calendar (what `open_channel` does before events.watch),
+        its token the SHA-256 of its id."""
+        calendar = self.calendar
+        assert await self.store.claim(
+            WatchTarget(calendar.id, calendar.integration_id, calendar.google_calendar_id),
+            channel_id=channel_id,
+            token_sha256=hashlib.sha256(channel_id.encode()).digest(),
+            now=now,
+            renew_before=renew_before,
+            silence=timedelta(minutes=5),
+            first=first,
+        )
 
     async def set_copy(self, generation: int | None) -> None:
         """The calendar's active generation (None: no complete copy), behind the stores' backs."""

@@ -204,30 +204,12 @@ async def test_google_s_answer_is_recorded_in_one_hop_and_bumps_the_calendar(h: 
     it, whether or not the channel was still live."""
     old = await h.open_verified()
     now = datetime.fromtimestamp(h.stack.google.clock(), UTC)
-    target = WatchTarget(h.calendar.id, h.calendar.integration_id, h.calendar.google_calendar_id)
     heard: list[Change] = []
     feed_for(h.stack.engine).subscribe(listener := Heard(heard))
-
-    async def state() -> tuple[int, str | None]:
-        async with h.stack.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(calendars.c.version, calendars.c.push_error).where(
-                        calendars.c.id == h.calendar.id
-                    )
-                )
-            ).one()
-        return int(row.version), row.push_error
+    state = h.calendar_state
 
     async def claim(channel_id: str) -> None:
-        assert await h.store.claim(
-            target,
-            channel_id=channel_id,
-            token_sha256=hashlib.sha256(channel_id.encode()).digest(),
-            now=now,
-            renew_before=timedelta(days=365),
-            silence=timedelta(minutes=5),
-        )
+        await h.claim_channel(channel_id, now, renew_before=timedelta(days=365))
 
     await h.store.record_push_error(h.calendar.id, "push_refused: test")
     await claim("ch_renewal")
@@ -267,25 +249,11 @@ async def test_a_first_channel_s_answer_without_a_copy_writes_the_channel_alone(
     sqlite = h.stack.engine.dialect.name == "sqlite"
     now = datetime.fromtimestamp(h.stack.google.clock(), UTC)
     expires = now + timedelta(days=7)
-    target = WatchTarget(h.calendar.id, h.calendar.integration_id, h.calendar.google_calendar_id)
     await h.set_copy(None)
-
-    async def state() -> tuple[int, str | None]:
-        async with h.stack.engine.connect() as conn:
-            found = select(calendars.c.version, calendars.c.push_error)
-            row = (await conn.execute(found.where(calendars.c.id == h.calendar.id))).one()
-        return int(row.version), row.push_error
+    state = h.calendar_state
 
     async def claim(channel_id: str) -> None:
-        assert await h.store.claim(
-            target,
-            channel_id=channel_id,
-            token_sha256=hashlib.sha256(channel_id.encode()).digest(),
-            now=now,
-            renew_before=timedelta(days=1),
-            silence=timedelta(minutes=5),
-            first=True,
-        )
+        await h.claim_channel(channel_id, now, renew_before=timedelta(days=1), first=True)
 
     await claim("ch_first")
     version, _ = await state()

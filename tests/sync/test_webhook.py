@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from emulator.calendar_store import Channel
 from gateway.clock import utc_now
 from gateway.db.schema import calendars, watch_channels
-from gateway.sync.channel_store import STOPPING, Acceptance
+from gateway.sync.channel_store import STOPPING, Acceptance, ChannelRow
 from gateway.sync.lease_store import ClaimOffer
 from tests.support.hops import counted_hops
 from tests.support.stack import LogCapture, Stack
@@ -258,19 +258,18 @@ async def test_a_sync_message_is_recorded_and_requested_in_one_hop(h: Push) -> N
     number = channel.last_message_number + 1
 
     async def version() -> int:
-        async with h.stack.engine.connect() as conn:
-            found = await conn.execute(
-                select(calendars.c.version).where(calendars.c.id == h.calendar.id)
-            )
-            return int(found.scalar_one())
+        return (await h.calendar_state())[0]
+
+    async def sync_message(row: ChannelRow, number: int) -> Acceptance:
+        return await h.store.accept_message(
+            row, resource_id=channel.resource_id, message_number=number, now=now, sync_message=True
+        )
 
     row = await h.channel(channel.id)
     sqlite = h.stack.engine.dialect.name == "sqlite"
     was = await version()
     with counted_hops() as hops:
-        accepted = await h.store.accept_message(
-            row, resource_id=channel.resource_id, message_number=number, now=now, sync_message=True
-        )
+        accepted = await sync_message(row, number)
     assert accepted == Acceptance(accepted=True, requested=True)
     assert hops == (["_run"] if sqlite else [])  # message, request and COMMIT in one hop
     assert (await lease_of(h))[1] is not None and await version() == was + 1
@@ -278,9 +277,7 @@ async def test_a_sync_message_is_recorded_and_requested_in_one_hop(h: Push) -> N
 
     # The same message again: not accepted, nothing written (the request stays as it was).
     before, was = await snapshot(h.stack), await version()
-    repeated = await h.store.accept_message(
-        row, resource_id=channel.resource_id, message_number=number, now=now, sync_message=True
-    )
+    repeated = await sync_message(row, number)
     assert not repeated.accepted
     assert await snapshot(h.stack) == before and await version() == was
 
@@ -292,13 +289,7 @@ async def test_a_sync_message_is_recorded_and_requested_in_one_hop(h: Push) -> N
     row, was = await h.channel(channel.id), await version()
     assert row.calendar_copied is False
     with counted_hops() as hops:
-        first = await h.store.accept_message(
-            row,
-            resource_id=channel.resource_id,
-            message_number=number + 1,
-            now=now,
-            sync_message=True,
-        )
+        first = await sync_message(row, number + 1)
     assert first == Acceptance(accepted=True, requested=False)
     assert hops == (["_run"] if sqlite else [])
     assert await lease_of(h) == (None, None) and await version() == was + (0 if sqlite else 1)
@@ -307,13 +298,7 @@ async def test_a_sync_message_is_recorded_and_requested_in_one_hop(h: Push) -> N
     # The copy committed after the channel was read without one: the sync is requested.
     stale = await h.channel(channel.id)
     await h.set_copy(1)
-    late = await h.store.accept_message(
-        stale,
-        resource_id=channel.resource_id,
-        message_number=number + 2,
-        now=now,
-        sync_message=True,
-    )
+    late = await sync_message(stale, number + 2)
     assert late == Acceptance(accepted=True, requested=True)
     assert (await lease_of(h))[1] is not None
 
