@@ -19,9 +19,8 @@ SQLite starts the WAL file over only when a write begins with every page in it c
 steady stream of writes the background rounds rarely leave it so (pages keep coming while a
 round copies), and the file grows until a COMMIT passes `WAL_AUTOCHECKPOINT_PAGES`, copies
 the few pages left itself and the next write starts the file over (in the sync bench it
-started over every 4,000-10,000 pages, up to ~40 MB, against ~4 MB with SQLite's default).
-One COMMIT in 10,000 pages then checkpoints, with little left to copy, instead of one in
-1,000 copying them all.
+started over every 4,000-10,000 pages, up to ~40 MB, against ~4 MB with SQLite's default). One COMMIT in 10,000
+pages then checkpoints, with little left to copy, instead of one in 1,000 copying them all.
 """
 
 from __future__ import annotations
