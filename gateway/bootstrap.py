@@ -235,7 +235,7 @@ async def open_services(
         coherence = CacheCoherence(engine, settings.database_url, caches=caches)
         await coherence.start()
         stack.push_async_callback(coherence.stop)
-        database_file = sqlite_path(engine.url.render_as_string())
+        database_file = sqlite_path(engine.url.render_as_string(hide_password=False))
         if database_file is not None:
             # SQLite's WAL copied back into the file in the background, not in a writer's
             # COMMIT (gateway.db.checkpoint).
