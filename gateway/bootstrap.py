@@ -5,18 +5,17 @@
 
 `open_services` opens what the services stand on, in this order, and closes it in reverse:
 the database engine (unless one is passed in, which the caller then owns), the stores over
-it and the cache coherence listener (started: the caches answer only while it listens), on a
-SQLite file its WAL checkpoints (every second, gateway.db.checkpoint), the vault with the
-trust keys beside it, and one HTTP client session for every outbound call to Google. On these
-it builds the services. What needs no Google client always exists; what does
+it and the cache coherence listener (started: the caches answer only while it listens), the
+vault with the trust keys beside it, and one HTTP client session for every outbound call to
+Google. On these it builds the services. What needs no Google client always exists; what does
 (`google_oauth`, `tokens`, `sync`, `scheduler`, `availability`, `booking`, `channels`) is
 None when GOOGLE_CLIENT_ID/SECRET are unset, with a warning.
 
 `create_app()` (gateway/app.py) runs this in its first cleanup context and publishes the
 container (and, for handlers, each service under its app key, gateway/http/appkeys.py).
-Nothing is started here beyond the cache listener and the checkpoints: background work is
-built here and run by its feature's cleanup context, in `create_app()`'s order: the deletion
-journal replay (at start-up, before the sync scheduler starts) and the disconnect resumer
+Nothing is started here beyond the cache listener: background work is built here and run by
+its feature's cleanup context, in `create_app()`'s order: the deletion journal replay (at
+start-up, before the sync scheduler starts) and the disconnect resumer
 (gateway/http/disconnect_routes.py), the sync scheduler (sync_wiring.py), the push channels'
 maintenance (push_wiring.py) and the webhook delivery worker (webhook_endpoint_routes.py);
 housekeeping purges run through gateway.periodic.
@@ -47,8 +46,7 @@ from gateway.connections.receipt_store import ReceiptStore
 from gateway.connections.repository import IntegrationRepository
 from gateway.connections.reshred import JournalReplay
 from gateway.connections.tokens import TokenManager
-from gateway.db.checkpoint import CHECKPOINT_INTERVAL_S, WalCheckpointer
-from gateway.db.engine import create_engine, sqlite_path
+from gateway.db.engine import create_engine
 from gateway.db.listener import CacheCoherence
 from gateway.db.migrate import ensure_migrated
 from gateway.db.notify import Subscriber
@@ -62,7 +60,6 @@ from gateway.google.oauth_flow import (
 )
 from gateway.google.retry import RetryPolicy
 from gateway.livecalls import LiveCallLimits, SharedAnswers
-from gateway.periodic import periodic
 from gateway.settings import Settings
 from gateway.sync.channel_store import ChannelStore
 from gateway.sync.channels import ChannelManager, PushConfig, stop_locally
@@ -235,20 +232,6 @@ async def open_services(
         coherence = CacheCoherence(engine, settings.database_url, caches=caches)
         await coherence.start()
         stack.push_async_callback(coherence.stop)
-        database_file = sqlite_path(engine.url.render_as_string(hide_password=False))
-        if database_file is not None:
-            # SQLite's WAL copied back into the file in the background, not in a writer's
-            # COMMIT (gateway.db.checkpoint).
-            checkpointer = WalCheckpointer(database_file)
-            stack.push_async_callback(checkpointer.close)
-            await stack.enter_async_context(
-                periodic(
-                    checkpointer.run_once,
-                    what="WAL checkpoint",
-                    interval_s=CHECKPOINT_INTERVAL_S,
-                    first="later",
-                )
-            )
         vault = await open_vault(settings, engine)
         stack.push_async_callback(vault.close)
         trust_keys = await open_trust_keys(settings, vault)

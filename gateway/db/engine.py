@@ -16,7 +16,6 @@ from sqlalchemy.exc import ArgumentError, InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.db import after_commit, sqlite_driver, sqlite_writer
-from gateway.db.checkpoint import WAL_AUTOCHECKPOINT_PAGES
 from gateway.errors import StorageError
 from gateway.settings import normalise_database_url, redact_url_password
 
@@ -73,9 +72,6 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    # Checkpoints are the serving process's background work (gateway.db.checkpoint), not a
-    # writer's: a COMMIT checkpoints only past this many WAL pages.
-    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
     # Deleted rows (destroyed keys, purged tokens and events) are overwritten with zeros
     # instead of lingering in free pages of the file: disconnect must really destroy.
     cursor.execute("PRAGMA secure_delete=ON")
