@@ -38,6 +38,16 @@ one-row UPDATE between BEGIN and COMMIT took 2.5-3.5 ms of writer for 0.3 ms of 
 sqlite3). What it changed is committed when it finishes, as the COMMIT would have; if it
 changed nothing there is nothing to roll back either.
 
+Such a statement takes no writer turn of its own either ("together"): SQLite's one writer is
+handed from one write transaction to the next through the event loop, and that handover held
+the writer 2-3 ms around each one-row statement's fraction of a millisecond while a first sync
+of many calendars kept the loop busy (four such statements per new calendar, a third of the
+writer's time). `gateway.db.sqlite_writer` gathers the ones that arrive while the writer is
+busy, and when their turn comes the first of them runs them all on its connection's thread, in
+one hop and one transaction (`run_together`). Each still commits or fails as it would alone: a
+failing statement is undone by SQLite without touching the others, and its caller gets its
+error.
+
 Installed by `gateway.db.engine.create_engine` (`connect_args={"async_creator_fn": connect}`:
 the aiosqlite dialect calls it with the arguments it would give `aiosqlite.connect`).
 """
@@ -47,7 +57,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aiosqlite
@@ -56,6 +66,12 @@ log = logging.getLogger(__name__)
 
 _Description = tuple[tuple[str, None, None, None, None, None, None], ...] | None
 _Outcome = tuple[list[Any], _Description, int, int | None]
+# A statement run together with others' (`run_together`): its outcome, and whether it changed
+# a row.
+Together = tuple[_Outcome, bool]
+# Runs a statement that is its transaction's whole together with other callers' (set by
+# gateway.db.sqlite_writer.install: the writer's turn is what they share).
+RunTogether = Callable[["OneHopConnection", str, Any], Awaitable[Together]]
 
 
 def _run(
@@ -102,6 +118,51 @@ def _run(
     return outcome
 
 
+def _run_together(
+    connection: sqlite3.Connection, statements: Sequence[tuple[str, Any]]
+) -> list[Together | Exception]:
+    """On the connection's thread: statements of several callers, each its transaction's
+    whole (module doc: "together"), in ONE transaction; per statement its outcome and whether
+    it changed a row, or its error. A failing statement leaves nothing (SQLite undoes a
+    failed statement by itself) and the others commit; if SQLite ended the whole transaction
+    instead (a full disk, an I/O error) or the COMMIT fails, every statement fails with it."""
+    if len(statements) == 1:  # as before: alone, in SQLite's autocommit
+        (sql, parameters), changes = statements[0], connection.total_changes
+        try:
+            outcome = _run(connection, sql, parameters, False, True)
+        except Exception as error:
+            return [error]
+        return [(outcome, connection.total_changes != changes)]
+    level = connection.isolation_level
+    connection.isolation_level = None  # our own BEGIN and COMMIT, one of each for all
+    results: list[Together | Exception] = []
+    try:
+        connection.execute("BEGIN")
+        for sql, parameters in statements:
+            changes = connection.total_changes
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, parameters)
+                description = cursor.description
+                rows = cursor.fetchall() if description else []
+                outcome = rows, description, cursor.rowcount, cursor.lastrowid
+                results.append((outcome, connection.total_changes != changes))
+            except Exception as error:
+                if not connection.in_transaction:
+                    raise  # SQLite rolled back what the others wrote too
+                results.append(error)
+            finally:
+                cursor.close()
+        connection.execute("COMMIT")
+    except Exception:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise
+    finally:
+        connection.isolation_level = level
+    return results
+
+
 def _run_batch(connection: sqlite3.Connection, statements: Sequence[tuple[str, Any]]) -> None:
     """On the connection's thread: each (statement, parameters), in order."""
     cursor = connection.cursor()
@@ -136,12 +197,22 @@ class OneHopCursor:
             # SQLAlchemy still holds the transaction open, but its COMMIT went already: this
             # statement would run outside it. A bug in the caller, never to be let through.
             raise RuntimeError("a statement after the one its transaction committed with")
+        together = connection.together if connection.runs_alone(many=many) else None
         commit, connection.commit_with_next = connection.commit_with_next, False
         raw = connection._conn
         if not raw.in_transaction:
             # Nothing runs on this connection's thread meanwhile (statements are awaited one
             # after the other): reading here is safe.
             connection.unchanged_at = raw.total_changes
+        if together is not None:
+            # Alone, with whatever other callers' statements wait for the writer with it.
+            (rows, self.description, self.rowcount, self.lastrowid), changed = await together(
+                connection, sql, parameters
+            )
+            connection.committed_early = True
+            connection.committed_changes = changed
+            self._rows = deque(rows)
+            return self
         before = connection.take_deferred()
         outcome: _Outcome = await connection._execute(  # type: ignore[no-untyped-call]
             _run, raw, sql, parameters, many, commit, connection.unchanged_at, before
@@ -188,6 +259,32 @@ class OneHopConnection(aiosqlite.Connection):
     unchanged_at: int | None = None
     # Statements waiting for the next one's hop (`defer_batch`).
     _deferred: tuple[tuple[str, Any], ...] = ()
+    # Where a statement that is its transaction's whole goes (module doc: "together"); None:
+    # alone on this connection.
+    together: RunTogether | None = None
+
+    def runs_alone(self, *, many: bool = False) -> bool:
+        """Whether the next statement is its transaction's whole (module doc: "alone"): its
+        transaction's last (`commit_if_changed`), nothing open or deferred before it, one set
+        of values. It then takes no writer turn of its own (gateway.db.sqlite_writer)."""
+        return (
+            self.commit_with_next
+            and not many
+            and not self._deferred
+            and not self.committed_early
+            and self._conn.isolation_level is not None
+            and not self._conn.in_transaction
+        )
+
+    async def run_together(
+        self, statements: Sequence[tuple[str, Any]]
+    ) -> list[Together | Exception]:
+        """Statements of several callers, each its transaction's whole, in one transaction
+        and one hop on this connection's thread (`_run_together`)."""
+        results: list[Together | Exception] = await self._execute(  # type: ignore[no-untyped-call]
+            _run_together, self._conn, statements
+        )
+        return results
 
     def cursor(self) -> OneHopCursor:  # type: ignore[override]
         return OneHopCursor(self)

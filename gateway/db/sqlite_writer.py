@@ -18,6 +18,13 @@ transaction control runs a read before that in autocommit, so reads take no lock
 the writer, as WAL allows). Other statements (DDL, PRAGMA) and other programs writing the file
 (the CLI beside `serve`) still meet the busy handler, as before.
 
+A transaction that is one statement alone (`gateway.db.sqlite_driver.OneHopConnection
+.runs_alone`: a claim, a channel's state, a sync request) takes no turn of its own: the ones that
+arrive while the writer is busy form a group, the first of them waits for the turn, and when it
+comes runs them all in one transaction and one hop (`WriterQueue.together`). The turn's
+handover through the event loop cost each of them more writer time than its own work did. A
+group is one turn in the counts below; `grouped` counts the statements that rode along.
+
 A task that holds a write transaction on one connection and writes on a second one would wait
 for itself; SQLite would have refused that after its busy timeout, and so does this, with the
 same error ("database is locked") after `timeout_s`.
@@ -36,6 +43,7 @@ import sqlite3
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event
@@ -43,6 +51,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.util import await_only
+
+from gateway.db.sqlite_driver import OneHopConnection, Together
 
 # The statements that make sqlite3 BEGIN (Modules/_sqlite: `is_dml`), after comments and space.
 _DML = re.compile(r"(?:\s|--[^\n]*\n|/\*.*?\*/)*(?:INSERT|UPDATE|DELETE|REPLACE)\b", re.I | re.S)
@@ -64,8 +74,14 @@ class WriterQueue:
         self.held_s = 0.0
         self.waited_s = 0.0
         self.transactions = 0
+        # Statements that committed in another statement's turn (`together`).
+        self.grouped = 0
         # Called when a writer starts waiting for its turn (tests follow the queue with it).
         self.on_wait: Callable[[], None] | None = None
+        # Per event loop, the group of lone statements waiting for the writer (`together`).
+        self._forming: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Lone]] = (
+            weakref.WeakKeyDictionary()
+        )
         # One lock per event loop (an asyncio.Lock belongs to the loop it first waited in; tests
         # may use one engine from several loops, one after the other).
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
@@ -102,9 +118,7 @@ class WriterQueue:
                 await lock.acquire()
         except TimeoutError:
             self.waited_s += self.clock() - began
-            raise OperationalError(
-                "(writer queue)", None, sqlite3.OperationalError("database is locked")
-            ) from None
+            raise _locked() from None
         got = self.clock()
         self.waited_s += got - began
         self._holders[key] = (lock, got)
@@ -118,6 +132,100 @@ class WriterQueue:
         self.transactions += 1
         if lock.locked():
             lock.release()
+
+    async def together(self, driver: OneHopConnection, sql: str, parameters: Any) -> Together:
+        """Run `sql`, a statement that is its transaction's whole, in a turn of the writer
+        shared with the others that wait meanwhile (module doc): the first to come leads the
+        group, the others join it and get their outcome (or error) from the leader's hop."""
+        loop = asyncio.get_running_loop()
+        mine = _Lone(sql, parameters, loop.create_future())
+        group = self._forming.get(loop)
+        if group is None:
+            group = self._forming[loop] = [mine]
+        else:
+            group.append(mine)
+            if self.on_wait is not None:
+                self.on_wait()
+            began = self.clock()
+            try:
+                answer = await mine.future
+            finally:
+                self.waited_s += self.clock() - began
+            if answer is not _LEAD:
+                together: Together = answer
+                return together
+        return await self._lead(driver, loop, group, mine)
+
+    async def _lead(
+        self,
+        driver: OneHopConnection,
+        loop: asyncio.AbstractEventLoop,
+        group: list[_Lone],
+        mine: _Lone,
+    ) -> Together:
+        """Wait for the writer's turn, then run the group on `driver` in one hop."""
+        try:
+            await self.acquire(driver)
+        except BaseException as error:
+            group.remove(mine)
+            waiting = [lone for lone in group if not lone.future.done()]
+            if isinstance(error, asyncio.CancelledError) and waiting:
+                waiting[0].future.set_result(_LEAD)  # it waits for the turn in our place
+            else:
+                if self._forming.get(loop) is group:
+                    del self._forming[loop]
+                # No turn within the busy timeout (the one failure `acquire` raises): none for
+                # them either, and each gets SQLite's error of its own.
+                for lone in waiting:
+                    lone.future.set_exception(_locked())
+            raise
+        if self._forming.get(loop) is group:
+            del self._forming[loop]  # those that come from now on wait for the next turn
+        # Leaving out those that gave up waiting (cancelled) before the turn came.
+        batch = [lone for lone in group if lone is mine or not lone.future.done()]
+        self.grouped += len(batch) - 1
+        hop = asyncio.ensure_future(driver.run_together([(b.sql, b.parameters) for b in batch]))
+
+        def finish(done: asyncio.Future[list[Together | Exception]]) -> None:
+            # Here, not after the await below: the leader may be cancelled while the hop runs,
+            # and the turn and the others' answers must not wait for it.
+            self.release(driver)
+            others = [(i, lone) for i, lone in enumerate(batch) if lone is not mine]
+            for i, lone in others:
+                if lone.future.done():
+                    continue  # it stopped waiting (cancelled) while the hop ran
+                if done.cancelled():
+                    lone.future.cancel()
+                elif (failed := done.exception()) is not None:
+                    lone.future.set_exception(failed)  # the whole transaction failed
+                elif isinstance(result := done.result()[i], Exception):
+                    lone.future.set_exception(result)
+                else:
+                    lone.future.set_result(result)
+
+        hop.add_done_callback(finish)
+        outcome = (await asyncio.shield(hop))[batch.index(mine)]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+@dataclass(eq=False)
+class _Lone:
+    """A statement that is its transaction's whole, waiting in a group for the writer."""
+
+    sql: str
+    parameters: Any
+    # Its outcome from the leader's hop; or `_LEAD`: the leader gave up, this one leads now.
+    future: asyncio.Future[Any]
+
+
+_LEAD = object()
+
+
+def _locked() -> OperationalError:
+    """What SQLite raises when its busy timeout passes, as SQLAlchemy wraps it."""
+    return OperationalError("(writer queue)", None, sqlite3.OperationalError("database is locked"))
 
 
 _QUEUES: weakref.WeakKeyDictionary[Engine, WriterQueue] = weakref.WeakKeyDictionary()
@@ -139,12 +247,27 @@ def install(engine: AsyncEngine, *, timeout_s: float) -> WriterQueue:
     commit, rollback = dialect.do_commit, dialect.do_rollback
 
     def before_execute(
-        conn: Connection, _cursor: Any, statement: str, *_args: Any, **_kwargs: Any
+        conn: Connection,
+        _cursor: Any,
+        statement: str,
+        _parameters: Any,
+        _context: Any,
+        executemany: bool,
     ) -> None:
-        dbapi = _dbapi(conn.connection)
-        if not queue.holds(dbapi) and is_write(statement):
-            # Runs in SQLAlchemy's greenlet on the event loop: await_only waits there.
-            await_only(queue.acquire(dbapi))
+        fairy = conn.connection
+        dbapi = _dbapi(fairy)
+        if queue.holds(dbapi) or not is_write(statement):
+            return
+        driver = fairy.driver_connection
+        if isinstance(driver, OneHopConnection) and driver.runs_alone(many=executemany):
+            return  # it waits for the writer in a group (`WriterQueue.together`)
+        # Runs in SQLAlchemy's greenlet on the event loop: await_only waits there.
+        await_only(queue.acquire(dbapi))
+
+    def connected(_dbapi_connection: Any, record: Any) -> None:
+        driver = record.driver_connection
+        if isinstance(driver, OneHopConnection):
+            driver.together = queue.together
 
     def do_commit(connection: Any) -> None:
         try:
@@ -165,6 +288,7 @@ def install(engine: AsyncEngine, *, timeout_s: float) -> WriterQueue:
     dialect.do_commit = do_commit  # type: ignore[method-assign, assignment]
     dialect.do_rollback = do_rollback  # type: ignore[method-assign, assignment]
     event.listen(sync, "before_cursor_execute", before_execute)
+    event.listen(sync.pool, "connect", connected)
     for name in ("close", "invalidate", "soft_invalidate", "close_detached"):
         event.listen(sync.pool, name, gone)
     return queue

@@ -188,7 +188,8 @@ class _StateGauges:
                 ),
                 Counter(
                     "gateway_sqlite_writer_transactions",
-                    "Write transactions of this process that held SQLite's writer.",
+                    "Write transactions of this process that held SQLite's writer (one"
+                    " for one-statement writes that shared a turn).",
                     registry=self.registry,
                 ),
             )

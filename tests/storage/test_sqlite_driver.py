@@ -192,7 +192,8 @@ async def test_a_transaction_that_changed_nothing_ends_with_its_last_statement(
 ) -> None:
     async with engine.begin() as conn:
         await commit_if_changed(conn, update(notes).values(who="x"))  # no rows at all
-    assert hops["_run"] == 1 and hops["commit"] == 0
+    # The statement alone (its transaction's whole) goes through the writer's group path.
+    assert hops["_run_together"] == 1 and hops["commit"] == 0
     async with engine.begin() as conn:
         await conn.execute(insert(notes).values(who="after"))
     assert await _whos(engine) == ["after"]

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.bulk import insert_rows
 from gateway.db.engine import create_engine
 from gateway.db.sqlite_writer import WriterQueue, is_write, writer_queue
+from gateway.db.transactions import commit_if_changed
 
 # Only a guard against hanging forever if a turn is never given: never waited for otherwise.
 DEADLOCK_GUARD_S = 60
@@ -192,6 +193,109 @@ async def test_a_writer_that_never_gets_its_turn_fails_as_sqlite_would(
     finish.set()
     await first
     assert await count_notes(engine) == 1
+
+
+async def lone_write(engine: AsyncEngine, who: str, *, note_id: int | None = None) -> None:
+    """A transaction that is one statement alone (its last, `commit_if_changed`)."""
+    values = {"who": who} if note_id is None else {"id": note_id, "who": who}
+    async with engine.begin() as conn:
+        await commit_if_changed(conn, insert(notes).values(**values))
+
+
+async def whos(engine: AsyncEngine) -> list[str]:
+    async with engine.connect() as conn:
+        return list((await conn.execute(select(notes.c.who).order_by(notes.c.id))).scalars())
+
+
+async def test_lone_statements_that_wait_for_the_writer_commit_together_in_one_turn(
+    engine: AsyncEngine,
+) -> None:
+    """Three one-statement transactions that arrive while the writer is held take ONE turn
+    after it (the handover of a turn cost each more writer time than its own work), and each
+    is committed when its caller gets its answer."""
+    queue = queue_of(engine)
+    turns = Turns(queue)
+    finish = asyncio.Event()
+    holder = await hold_writer(engine, finish)
+    before = queue.transactions
+    lone = [asyncio.create_task(lone_write(engine, who)) for who in ("a", "b", "c")]
+    await turns.until(3)  # the first waits for the turn, the other two join it
+    finish.set()
+    await asyncio.wait_for(asyncio.gather(holder, *lone), DEADLOCK_GUARD_S)
+    assert sorted(await whos(engine)) == ["a", "b", "c", "first"]
+    assert (queue.transactions - before, queue.grouped) == (2, 2)  # the holder's, the group's
+
+
+async def test_a_failing_statement_of_a_group_fails_alone(engine: AsyncEngine) -> None:
+    """A statement that fails in a shared turn (a duplicate key) fails for its caller only:
+    nothing of it is stored and the others' statements before and after it commit."""
+    queue = queue_of(engine)
+    turns = Turns(queue)
+    finish = asyncio.Event()
+    holder = await hold_writer(engine, finish)  # its note takes id 1
+    first = asyncio.create_task(lone_write(engine, "a"))
+    await turns.until(1)
+    duplicate = asyncio.create_task(lone_write(engine, "dup", note_id=1))
+    await turns.until(2)
+    last = asyncio.create_task(lone_write(engine, "c"))
+    await turns.until(3)
+    finish.set()
+    await asyncio.wait_for(asyncio.gather(holder, first, last), DEADLOCK_GUARD_S)
+    with pytest.raises(IntegrityError):
+        await duplicate
+    assert await whos(engine) == ["first", "a", "c"]
+    assert queue.grouped == 2
+
+
+async def test_a_group_goes_on_when_its_first_caller_gives_up(engine: AsyncEngine) -> None:
+    """The statement that waits for the group's turn is cancelled: the next in the group
+    waits in its place, and a caller that gave up before the turn leaves nothing stored."""
+    turns = Turns(queue_of(engine))
+    finish = asyncio.Event()
+    holder = await hold_writer(engine, finish)
+    leader = asyncio.create_task(lone_write(engine, "leader"))
+    await turns.until(1)
+    second = asyncio.create_task(lone_write(engine, "second"))
+    third = asyncio.create_task(lone_write(engine, "third"))
+    await turns.until(3)
+    leader.cancel()
+    third.cancel()
+    finish.set()
+    await asyncio.wait_for(asyncio.gather(holder, second), DEADLOCK_GUARD_S)
+    for gone in (leader, third):
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+    assert await whos(engine) == ["first", "second"]
+
+
+async def test_a_group_that_gets_no_turn_fails_as_sqlite_would(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No turn within the busy timeout for the group's first caller: every caller in the group
+    gets SQLite's "database is locked", and the next write works."""
+    queue = queue_of(engine)
+    turns = Turns(queue)
+    finish, timed_out = asyncio.Event(), asyncio.Event()
+    holder = await hold_writer(engine, finish)
+    original = queue.acquire
+
+    async def no_turn(dbapi_connection: object) -> None:
+        await timed_out.wait()  # the busy timeout, made explicit
+        queue.timeout_s = 0
+        await original(dbapi_connection)
+
+    monkeypatch.setattr(queue, "acquire", no_turn)
+    lone = [asyncio.create_task(lone_write(engine, who)) for who in ("a", "b")]
+    await turns.until(1)  # the second joined the first (whose patched wait calls no hook)
+    timed_out.set()
+    for task in lone:
+        with pytest.raises(OperationalError, match="database is locked"):
+            await asyncio.wait_for(task, DEADLOCK_GUARD_S)
+    monkeypatch.undo()
+    finish.set()
+    await holder
+    await lone_write(engine, "after")
+    assert await whos(engine) == ["first", "after"]
 
 
 @pytest.mark.parametrize(
