@@ -14,6 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from gateway.db.engine import PING_AFTER_IDLE_S, POSTGRES_POOL, SQLITE_POOL, create_engine
 from tests.support.databases import fresh_database_url
@@ -48,14 +49,39 @@ async def test_a_second_burst_reuses_the_first_burst_s_connections(database_url:
 
 
 async def test_the_pool_size_setting_bounds_the_connections_kept(database_url: str) -> None:
+    """SQLite keeps four and opens more for a burst (closed after: they cost the server
+    nothing). PostgreSQL opens no more than four: a fifth use waits for one to come back and
+    reuses it (a connection opened for one use cost a start-up and every statement prepared
+    again, and the ceiling against max_connections is the same)."""
     engine = await create_engine(database_url, pool_size=4)
     opened: list[object] = []
     event.listen(engine.sync_engine, "connect", lambda conn, _record: opened.append(conn))
     try:
-        await _burst(engine, asyncio.Barrier(AT_ONCE))
-        await _burst(engine, asyncio.Barrier(AT_ONCE))
-        # Four kept; the other four of each burst were opened for it and closed after.
-        assert len(opened) == AT_ONCE + (AT_ONCE - 4)
+        if engine.dialect.name == "sqlite":
+            await _burst(engine, asyncio.Barrier(AT_ONCE))
+            await _burst(engine, asyncio.Barrier(AT_ONCE))
+            # Four kept; the other four of each burst were opened for it and closed after.
+            assert len(opened) == AT_ONCE + (AT_ONCE - 4)
+            return
+        held = [await engine.connect() for _ in range(4)]
+        pids = [await c.scalar(text("SELECT pg_backend_pid()")) for c in held]
+
+        async def fifth() -> int:
+            async with engine.connect() as conn:
+                return int(await conn.scalar(text("SELECT pg_backend_pid()")))
+
+        # The wait made explicit: with no time to wait, the fifth use fails at once with
+        # what a process whose pool stays busy 30 s reports, instead of opening a connection.
+        default_timeout = engine.sync_engine.pool._timeout  # type: ignore[attr-defined]
+        engine.sync_engine.pool._timeout = 0  # type: ignore[attr-defined]
+        with pytest.raises(SATimeoutError, match="limit of size 4 overflow 0 reached"):
+            await fifth()
+        engine.sync_engine.pool._timeout = default_timeout  # type: ignore[attr-defined]
+        await held[0].close()  # back to the pool: the fifth use gets it
+        assert await fifth() == pids[0]
+        assert len(opened) == 4
+        for conn in held[1:]:
+            await conn.close()
     finally:
         await engine.dispose()
 
