@@ -46,7 +46,9 @@ writer's time). `gateway.db.sqlite_writer` gathers the ones that arrive while th
 busy, and when their turn comes the first of them runs them all on its connection's thread, in
 one hop and one transaction (`run_together`). Each still commits or fails as it would alone: a
 failing statement is undone by SQLite without touching the others, and its caller gets its
-error.
+error. Only a failure of the shared transaction itself (a full disk, an I/O error, or a key
+checked at COMMIT, which the gateway's schema does not have) fails them all, and then nothing
+of them is stored: no caller is ever told its statement committed when it did not.
 
 Installed by `gateway.db.engine.create_engine` (`connect_args={"async_creator_fn": connect}`:
 the aiosqlite dialect calls it with the arguments it would give `aiosqlite.connect`).

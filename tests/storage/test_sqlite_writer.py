@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
+from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,6 +24,15 @@ DEADLOCK_GUARD_S = 60
 
 metadata = MetaData()
 notes = Table("notes", metadata, Column("id", Integer, primary_key=True), Column("who", String))
+# A key checked only at COMMIT (the gateway's schema has none): the one way a statement can fail
+# a shared turn's whole transaction without a full disk or an I/O error.
+parents = Table("parents", metadata, Column("id", Integer, primary_key=True))
+children = Table(
+    "children",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("parent_id", Integer, ForeignKey("parents.id", deferrable=True, initially="DEFERRED")),
+)
 
 
 @pytest.fixture
@@ -245,6 +254,35 @@ async def test_a_failing_statement_of_a_group_fails_alone(engine: AsyncEngine) -
         await duplicate
     assert await whos(engine) == ["first", "a", "c"]
     assert queue.grouped == 2
+
+
+async def test_a_group_whose_commit_fails_stores_nothing_and_tells_every_caller(
+    engine: AsyncEngine,
+) -> None:
+    """When the shared transaction itself fails (here its COMMIT, on a key checked only then),
+    no caller is told its statement committed: each gets the error, nothing of the group is
+    stored, and the writer is free for the next write."""
+    turns = Turns(queue_of(engine))
+    finish = asyncio.Event()
+    holder = await hold_writer(engine, finish)
+
+    async def orphan() -> None:
+        async with engine.begin() as conn:
+            await commit_if_changed(conn, insert(children).values(parent_id=99))
+
+    first = asyncio.create_task(lone_write(engine, "a"))
+    await turns.until(1)
+    second = asyncio.create_task(orphan())
+    await turns.until(2)
+    finish.set()
+    await asyncio.wait_for(holder, DEADLOCK_GUARD_S)
+    for task in (first, second):
+        with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+            await asyncio.wait_for(task, DEADLOCK_GUARD_S)
+    await lone_write(engine, "after")
+    assert await whos(engine) == ["first", "after"]
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(func.count()).select_from(children))).scalar() == 0
 
 
 async def test_a_group_goes_on_when_its_first_caller_gives_up(engine: AsyncEngine) -> None:
