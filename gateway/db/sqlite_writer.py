@@ -38,6 +38,7 @@ the time; see docs/operations.md for when to move to PostgreSQL).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import sqlite3
 import time
@@ -133,10 +134,19 @@ class WriterQueue:
         if lock.locked():
             lock.release()
 
-    async def together(self, driver: OneHopConnection, sql: str, parameters: Any) -> Together:
+    async def together(
+        self, driver: OneHopConnection, sql: str, parameters: Any, *, holder: int
+    ) -> Together:
         """Run `sql`, a statement that is its transaction's whole, in a turn of the writer
         shared with the others that wait meanwhile (module doc): the first to come leads the
-        group, the others join it and get their outcome (or error) from the leader's hop."""
+        group, the others join it and get their outcome (or error) from the leader's hop.
+        `holder`: the key its connection holds the writer by, if it does (`claim_write` before
+        any write): it then runs at once, in the turn it has."""
+        if holder in self._holders:
+            (outcome,) = await driver.run_together([(sql, parameters)])
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome
         loop = asyncio.get_running_loop()
         mine = _Lone(sql, parameters, loop.create_future())
         group = self._forming.get(loop)
@@ -264,10 +274,10 @@ def install(engine: AsyncEngine, *, timeout_s: float) -> WriterQueue:
         # Runs in SQLAlchemy's greenlet on the event loop: await_only waits there.
         await_only(queue.acquire(dbapi))
 
-    def connected(_dbapi_connection: Any, record: Any) -> None:
+    def connected(dbapi_connection: Any, record: Any) -> None:
         driver = record.driver_connection
         if isinstance(driver, OneHopConnection):
-            driver.together = queue.together
+            driver.together = functools.partial(queue.together, holder=id(dbapi_connection))
 
     def do_commit(connection: Any) -> None:
         try:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.bulk import insert_rows
 from gateway.db.engine import create_engine
-from gateway.db.sqlite_writer import WriterQueue, is_write, writer_queue
+from gateway.db.sqlite_writer import WriterQueue, claim_write, is_write, writer_queue
 from gateway.db.transactions import commit_if_changed
 
 # Only a guard against hanging forever if a turn is never given: never waited for otherwise.
@@ -254,6 +254,20 @@ async def test_a_failing_statement_of_a_group_fails_alone(engine: AsyncEngine) -
         await duplicate
     assert await whos(engine) == ["first", "a", "c"]
     assert queue.grouped == 2
+
+
+async def test_a_lone_statement_on_a_connection_that_holds_the_writer_runs_in_its_turn(
+    engine: AsyncEngine,
+) -> None:
+    """A transaction that took the writer for the raw driver (`claim_write`) and then writes
+    only its last statement does not wait in a group for the turn it holds already."""
+    queue = queue_of(engine)
+    queue.timeout_s = 0  # waiting for itself would fail at once instead of after 10 s
+    async with engine.begin() as conn:
+        await claim_write(conn)
+        await commit_if_changed(conn, insert(notes).values(who="claimed"))
+    assert await whos(engine) == ["claimed"]
+    assert queue.grouped == 0
 
 
 async def test_a_group_whose_commit_fails_stores_nothing_and_tells_every_caller(
