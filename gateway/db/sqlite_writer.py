@@ -159,6 +159,12 @@ class WriterQueue:
             began = self.clock()
             try:
                 answer = await mine.future
+            except asyncio.CancelledError:
+                future = mine.future
+                if future.done() and not future.cancelled() and future.result() is _LEAD:
+                    # The lead came as it was cancelled: it goes on to the next.
+                    self._give_up(loop, group, mine, cancelled=True)
+                raise
             finally:
                 self.waited_s += self.clock() - began
             if answer is not _LEAD:
@@ -177,17 +183,7 @@ class WriterQueue:
         try:
             await self.acquire(driver)
         except BaseException as error:
-            group.remove(mine)
-            waiting = [lone for lone in group if not lone.future.done()]
-            if isinstance(error, asyncio.CancelledError) and waiting:
-                waiting[0].future.set_result(_LEAD)  # it waits for the turn in our place
-            else:
-                if self._forming.get(loop) is group:
-                    del self._forming[loop]
-                # No turn within the busy timeout (the one failure `acquire` raises): none for
-                # them either, and each gets SQLite's error of its own.
-                for lone in waiting:
-                    lone.future.set_exception(_locked())
+            self._give_up(loop, group, mine, cancelled=isinstance(error, asyncio.CancelledError))
             raise
         if self._forming.get(loop) is group:
             del self._forming[loop]  # those that come from now on wait for the next turn
@@ -218,6 +214,25 @@ class WriterQueue:
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
+
+    def _give_up(
+        self, loop: asyncio.AbstractEventLoop, group: list[_Lone], mine: _Lone, *, cancelled: bool
+    ) -> None:
+        """The group's leader stops waiting for the turn. Cancelled: the next one still
+        waiting leads in its place (no group may be left without a leader: every lone write
+        after it would join it and wait forever). Else the turn did not come within the busy
+        timeout (the one failure `acquire` raises): none for the others either, and each gets
+        SQLite's error of its own."""
+        group.remove(mine)
+        waiting = [lone for lone in group if not lone.future.done()]
+        if cancelled and waiting:
+            waiting[0].future.set_result(_LEAD)
+            return
+        if self._forming.get(loop) is group:
+            del self._forming[loop]
+        if not cancelled:
+            for lone in waiting:
+                lone.future.set_exception(_locked())
 
 
 @dataclass(eq=False)

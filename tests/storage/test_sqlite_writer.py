@@ -320,6 +320,36 @@ async def test_a_group_goes_on_when_its_first_caller_gives_up(engine: AsyncEngin
     assert await whos(engine) == ["first", "second"]
 
 
+async def test_a_group_goes_on_when_the_lead_is_handed_to_a_caller_being_cancelled(
+    engine: AsyncEngine,
+) -> None:
+    """The leader is cancelled and hands the lead to the next caller, which is cancelled too
+    before it could take it: the lead goes on to the third, whose write commits, and the lone
+    writes after it are not left waiting in a group without a leader."""
+    turns = Turns(queue_of(engine))
+    finish = asyncio.Event()
+    holder = await hold_writer(engine, finish)
+    leader = asyncio.create_task(lone_write(engine, "leader"))
+    await turns.until(1)
+    second = asyncio.create_task(lone_write(engine, "second"))
+    await turns.until(2)
+    third = asyncio.create_task(lone_write(engine, "third"))
+    await turns.until(3)
+    leader.cancel()
+    # The ready queue is FIFO: the leader's cancellation runs (it hands the lead to the second
+    # caller, whose wake-up is queued) before this task resumes, and the second caller's
+    # cancellation then lands before that wake-up runs.
+    await asyncio.sleep(0)
+    second.cancel()
+    finish.set()
+    await asyncio.wait_for(asyncio.gather(holder, third), DEADLOCK_GUARD_S)
+    for gone in (leader, second):
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+    await asyncio.wait_for(lone_write(engine, "after"), DEADLOCK_GUARD_S)
+    assert await whos(engine) == ["first", "third", "after"]
+
+
 async def test_a_group_that_gets_no_turn_fails_as_sqlite_would(
     engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
