@@ -180,8 +180,11 @@ class WriterQueue:
         mine: _Lone,
     ) -> Together:
         """Wait for the writer's turn, then run the group on `driver` in one hop."""
+        # The turn's own key, not the connection: a leader cancelled while its hop runs gives
+        # its connection back to the pool, and the next leader on it must wait for this turn.
+        turn = object()
         try:
-            await self.acquire(driver)
+            await self.acquire(turn)
         except BaseException as error:
             self._give_up(loop, group, mine, cancelled=isinstance(error, asyncio.CancelledError))
             raise
@@ -195,7 +198,7 @@ class WriterQueue:
         def finish(done: asyncio.Future[list[Together | Exception]]) -> None:
             # Here, not after the await below: the leader may be cancelled while the hop runs,
             # and the turn and the others' answers must not wait for it.
-            self.release(driver)
+            self.release(turn)
             others = [(i, lone) for i, lone in enumerate(batch) if lone is not mine]
             for i, lone in others:
                 if lone.future.done():
