@@ -27,6 +27,7 @@ from gateway.connections.errors import IntegrationInactive
 from gateway.db.engine import create_engine
 from gateway.db.notify import Change, bump_calendars, feed_for
 from gateway.db.schema import calendars, integrations, watch_channels
+from gateway.db.values import as_utc
 from gateway.http.appkeys import (
     CHANNELS_KEY,
     INTEGRATIONS_KEY,
@@ -740,8 +741,21 @@ async def test_a_pushed_calendar_is_polled_at_the_trust_interval(push_stack: Sta
     await h.open_verified()
     assert await scheduler.run_once() == [h.calendar.id]  # the `sync` message's sync
     trust_s = stack.settings.push_trust_s
+    # The sync's success is the last sign of life (the engine's own clock stamped it, at the
+    # wall clock's time: the scheduler's clock is moved from that instant, however long the
+    # steps before took).
+    async with stack.engine.connect() as conn:
+        synced, next_poll = (
+            await conn.execute(
+                select(calendars.c.last_success_at, calendars.c.next_poll_at).where(
+                    calendars.c.id == h.calendar.id
+                )
+            )
+        ).one()
+    synced_at, next_poll_at = as_utc(synced), as_utc(next_poll)
+    assert synced_at is not None and next_poll_at == synced_at + timedelta(seconds=trust_s)
     # Nothing changes at Google, and the channel says nothing: no sync until the safety poll...
-    clock.advance(trust_s - 1)
+    clock.now = synced_at + timedelta(seconds=trust_s - 1)
     assert await scheduler.run_once() == []
     [fresh] = (await SyncStore(stack.engine).freshness([h.integration_id], clock()))[
         h.integration_id
