@@ -142,19 +142,14 @@ def _run_together(
         connection.execute("BEGIN")
         for sql, parameters in statements:
             changes = connection.total_changes
-            cursor = connection.cursor()
             try:
-                cursor.execute(sql, parameters)
-                description = cursor.description
-                rows = cursor.fetchall() if description else []
-                outcome = rows, description, cursor.rowcount, cursor.lastrowid
-                results.append((outcome, connection.total_changes != changes))
+                outcome = _run(connection, sql, parameters, False)
             except Exception as error:
                 if not connection.in_transaction:
                     raise  # SQLite rolled back what the others wrote too
                 results.append(error)
-            finally:
-                cursor.close()
+            else:
+                results.append((outcome, connection.total_changes != changes))
         connection.execute("COMMIT")
     except Exception:
         if connection.in_transaction:

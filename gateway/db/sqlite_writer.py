@@ -144,9 +144,7 @@ class WriterQueue:
         any write): it then runs at once, in the turn it has."""
         if holder in self._holders:
             (outcome,) = await driver.run_together([(sql, parameters)])
-            if isinstance(outcome, Exception):
-                raise outcome
-            return outcome
+            return _answer(outcome)
         loop = asyncio.get_running_loop()
         mine = _Lone(sql, parameters, loop.create_future())
         group = self._forming.get(loop)
@@ -213,10 +211,7 @@ class WriterQueue:
                     lone.future.set_result(result)
 
         hop.add_done_callback(finish)
-        outcome = (await asyncio.shield(hop))[batch.index(mine)]
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
+        return _answer((await asyncio.shield(hop))[batch.index(mine)])
 
     def _give_up(
         self, loop: asyncio.AbstractEventLoop, group: list[_Lone], mine: _Lone, *, cancelled: bool
@@ -249,6 +244,13 @@ class _Lone:
 
 
 _LEAD = object()
+
+
+def _answer(result: Together | Exception) -> Together:
+    """A statement's outcome from `run_together`, or its error raised."""
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def _locked() -> OperationalError:
