@@ -6,8 +6,9 @@ never through time."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, String, Table, func, insert, select
@@ -211,6 +212,17 @@ async def lone_write(engine: AsyncEngine, who: str, *, note_id: int | None = Non
         await commit_if_changed(conn, insert(notes).values(**values))
 
 
+async def in_line(turns: Turns, *writes: Coroutine[Any, Any, None]) -> list[asyncio.Task[None]]:
+    """Start `writes` one after the other, each once the one before waits for the writer
+    (joined a group or waits for its turn): they queue in this order."""
+    tasks = []
+    for write in writes:
+        queued = turns.waited + 1
+        tasks.append(asyncio.create_task(write))
+        await turns.until(queued)
+    return tasks
+
+
 async def whos(engine: AsyncEngine) -> list[str]:
     async with engine.connect() as conn:
         return list((await conn.execute(select(notes.c.who).order_by(notes.c.id))).scalars())
@@ -227,8 +239,8 @@ async def test_lone_statements_that_wait_for_the_writer_commit_together_in_one_t
     finish = asyncio.Event()
     holder = await hold_writer(engine, finish)
     before = queue.transactions
-    lone = [asyncio.create_task(lone_write(engine, who)) for who in ("a", "b", "c")]
-    await turns.until(3)  # the first waits for the turn, the other two join it
+    # The first waits for the turn, the other two join it.
+    lone = await in_line(turns, *(lone_write(engine, who) for who in ("a", "b", "c")))
     finish.set()
     await asyncio.wait_for(asyncio.gather(holder, *lone), DEADLOCK_GUARD_S)
     assert sorted(await whos(engine)) == ["a", "b", "c", "first"]
@@ -242,12 +254,12 @@ async def test_a_failing_statement_of_a_group_fails_alone(engine: AsyncEngine) -
     turns = Turns(queue)
     finish = asyncio.Event()
     holder = await hold_writer(engine, finish)  # its note takes id 1
-    first = asyncio.create_task(lone_write(engine, "a"))
-    await turns.until(1)
-    duplicate = asyncio.create_task(lone_write(engine, "dup", note_id=1))
-    await turns.until(2)
-    last = asyncio.create_task(lone_write(engine, "c"))
-    await turns.until(3)
+    first, duplicate, last = await in_line(
+        turns,
+        lone_write(engine, "a"),
+        lone_write(engine, "dup", note_id=1),
+        lone_write(engine, "c"),
+    )
     finish.set()
     await asyncio.wait_for(asyncio.gather(holder, first, last), DEADLOCK_GUARD_S)
     with pytest.raises(IntegrityError):
@@ -284,10 +296,7 @@ async def test_a_group_whose_commit_fails_stores_nothing_and_tells_every_caller(
         async with engine.begin() as conn:
             await commit_if_changed(conn, insert(children).values(parent_id=99))
 
-    first = asyncio.create_task(lone_write(engine, "a"))
-    await turns.until(1)
-    second = asyncio.create_task(orphan())
-    await turns.until(2)
+    first, second = await in_line(turns, lone_write(engine, "a"), orphan())
     finish.set()
     await asyncio.wait_for(holder, DEADLOCK_GUARD_S)
     for task in (first, second):
@@ -305,11 +314,9 @@ async def test_a_group_goes_on_when_its_first_caller_gives_up(engine: AsyncEngin
     turns = Turns(queue_of(engine))
     finish = asyncio.Event()
     holder = await hold_writer(engine, finish)
-    leader = asyncio.create_task(lone_write(engine, "leader"))
-    await turns.until(1)
-    second = asyncio.create_task(lone_write(engine, "second"))
-    third = asyncio.create_task(lone_write(engine, "third"))
-    await turns.until(3)
+    leader, second, third = await in_line(
+        turns, *(lone_write(engine, who) for who in ("leader", "second", "third"))
+    )
     leader.cancel()
     third.cancel()
     finish.set()
@@ -329,12 +336,9 @@ async def test_a_group_goes_on_when_the_lead_is_handed_to_a_caller_being_cancell
     turns = Turns(queue_of(engine))
     finish = asyncio.Event()
     holder = await hold_writer(engine, finish)
-    leader = asyncio.create_task(lone_write(engine, "leader"))
-    await turns.until(1)
-    second = asyncio.create_task(lone_write(engine, "second"))
-    await turns.until(2)
-    third = asyncio.create_task(lone_write(engine, "third"))
-    await turns.until(3)
+    leader, second, third = await in_line(
+        turns, *(lone_write(engine, who) for who in ("leader", "second", "third"))
+    )
     leader.cancel()
     # The ready queue is FIFO: the leader's cancellation runs (it hands the lead to the second
     # caller, whose wake-up is queued) before this task resumes, and the second caller's
