@@ -83,6 +83,10 @@ integrations = Table(
     Column("disconnect_lease_owner", String(64), nullable=True),
     Column("disconnect_lease_until", DateTime(timezone=True), nullable=True),
     Column("disconnect_receipt", Text, nullable=True),  # JSON, no secret
+    # Until when a process's discovery of the integration's calendars holds it, or a failed
+    # one's backoff (gateway.sync.lease_store.LeaseStore.claim_discovery): one process asks
+    # Google, not every one that looks.
+    Column("discovery_until", DateTime(timezone=True), nullable=True),
     # Incremented with every change of status or of its calendars (gateway.db.notify).
     Column("version", Integer, nullable=False, server_default="0"),
     Index("ix_integrations_tenant_user", "tenant_id", "user_id"),

@@ -203,6 +203,28 @@ def _claim_params(
     }
 
 
+# Discovery's candidates and claim (`LeaseStore.claim_discovery`), built once.
+_i = integrations.c
+_DISCOVERY_NOW = bindparam("discovery_now", type_=_i.discovery_until.type)
+_UNDISCOVERED = and_(
+    _i.status == "active",
+    or_(_i.discovery_until.is_(None), _i.discovery_until <= _DISCOVERY_NOW),
+    not_(exists().where(calendars.c.integration_id == _i.id)),
+)
+_DISCOVERABLE = (
+    select(_i.id)
+    .where(_UNDISCOVERED)
+    .order_by(_i.created_at, _i.id)
+    .limit(bindparam("discovery_limit", type_=Integer))
+)
+_CLAIM_DISCOVERY = (
+    update(integrations)
+    .where(_i.id.in_(bindparam("discovery_ids", expanding=True)), _UNDISCOVERED)
+    .values(discovery_until=bindparam("discovery_claim", type_=_i.discovery_until.type))
+    .returning(_i.id)
+)
+
+
 class LeaseStore:
     """The statements that request, claim, extend and release calendar syncs."""
 
@@ -278,19 +300,47 @@ class LeaseStore:
         await publish_calendars(conn, [(row["id"], row["integration_id"], row["version"])])
         return calendar_row(row)
 
-    async def integrations_without_calendars(self, limit: int) -> list[str]:
-        """Active integrations that have no calendar row yet (just connected)."""
-        query = (
-            select(integrations.c.id)
-            .where(
-                integrations.c.status == "active",
-                not_(exists().where(calendars.c.integration_id == integrations.c.id)),
-            )
-            .order_by(integrations.c.created_at, integrations.c.id)
-            .limit(limit)
-        )
+    async def claim_discovery(
+        self, now: datetime, *, until: datetime, limit: int, skip: Iterable[str] = ()
+    ) -> list[str]:
+        """Claim up to `limit` active integrations that have no calendar row yet (just
+        connected) for discovering their calendars, until `until`: another process looking
+        meanwhile does not get them, so one process asks Google, not each (migration 0017).
+        Passed over: those under another claim or a failed discovery's backoff
+        (`defer_discovery`), and `skip` (discovered here already).
+
+        A read finds candidates (so a pass with nothing new writes nothing: on SQLite it would
+        take the one writer every tick); one guarded UPDATE claims them. On PostgreSQL two
+        processes that read the same candidates both try: the second's UPDATE waits for the
+        first's row locks, finds the claim and changes nothing."""
+        if limit < 1:
+            return []
+        passed = set(skip)
+        params = {"discovery_now": now, "discovery_limit": limit + len(passed)}
         async with self.engine.connect() as conn:
-            return list((await conn.execute(query)).scalars())
+            found = list((await conn.execute(_DISCOVERABLE, params)).scalars())
+        wanted = [i for i in found if i not in passed][:limit]
+        if not wanted:
+            return []
+        async with self.engine.begin() as conn:
+            claimed = await commit_if_changed(
+                conn,
+                _CLAIM_DISCOVERY,
+                {"discovery_now": now, "discovery_claim": until, "discovery_ids": wanted},
+            )
+            taken = set(claimed.scalars())
+        return [i for i in wanted if i in taken]
+
+    async def defer_discovery(self, integration_id: str, until: datetime) -> None:
+        """No process discovers the integration's calendars before `until` (a failed
+        discovery's backoff, or a calendar list without a primary: look again later)."""
+        async with self.engine.begin() as conn:
+            await commit_if_changed(
+                conn,
+                update(integrations)
+                .where(integrations.c.id == integration_id)
+                .values(discovery_until=until),
+            )
 
     async def claim_due(
         self,

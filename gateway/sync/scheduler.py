@@ -9,7 +9,9 @@ Each tick (every `tick_s`, or at once when nudged or when a sync finishes):
 
 1. discovery: active integrations without calendar rows (just connected) get
    `engine.ensure_calendars()`, `concurrency` at a time; their first full sync is then due at
-   once. A full batch makes the next turn of the loop look again (a burst of connections);
+   once. A full batch makes the next turn of the loop look again (a burst of connections).
+   Each is claimed first (`LeaseStore.claim_discovery`), so one process asks Google for it,
+   not every process that looked; a failed discovery's backoff holds for every process;
 2. claiming: due calendars (see `LeaseStore.claim_due`) are leased to this process, as many as
    free slots (`concurrency`), one per Google account. Claiming clears `sync_requested_at`,
    so many requests before a claim make one sync, and a request during a sync one more after;
@@ -108,8 +110,7 @@ class SyncScheduler:
         # Slots offered to push notifications (`offer`) and not yet taken or declined.
         self._offered = 0
         self._busy: set[str] = set()
-        # Integrations whose discovery failed or found nothing: not before this instant.
-        self._discovery_retry: dict[str, datetime] = {}
+        # Integrations whose calendars this scheduler is discovering now.
         self._discovering: set[str] = set()
         self.before_sync: list[BeforeSync] = []
         self.after_sync: list[AfterSync] = []
@@ -262,17 +263,14 @@ class SyncScheduler:
 
     async def _discover(self) -> None:
         now = self._clock()
-        found = await self._store.integrations_without_calendars(
-            limit=self.config.concurrency + len(self._discovery_retry)
+        # Claimed for as long as a sync's lease: a process that dies mid-discovery leaves the
+        # integration to another one then.
+        todo = await self._store.claim_discovery(
+            now,
+            until=now + timedelta(seconds=self.config.lease_s),
+            limit=self.config.concurrency,
+            skip=self._discovering,
         )
-        todo = [
-            i
-            for i in found
-            if i not in self._discovering and self._discovery_retry.get(i, now) <= now
-        ][: self.config.concurrency]
-        # Forget integrations that got calendars (or went away).
-        for gone in set(self._discovery_retry) - set(found):
-            del self._discovery_retry[gone]
         if todo:
             await asyncio.gather(*(self._discover_one(i) for i in todo))
         if len(todo) == self.config.concurrency:
@@ -314,7 +312,13 @@ class SyncScheduler:
         finally:
             self._discovering.discard(integration_id)
         if retry_s is not None:
-            self._discovery_retry[integration_id] = self._clock() + timedelta(seconds=retry_s)
+            until = self._clock() + timedelta(seconds=retry_s)
+            try:
+                # For every process: the backoff is the integration's, not this process's.
+                await self._store.defer_discovery(integration_id, until)
+            except Exception:
+                # The claim runs out by itself (lease_s): discovery is tried again then.
+                log.exception("discovery backoff not stored: integration=%s", integration_id)
 
     # -- one calendar -----------------------------------------------------------------------
 

@@ -713,3 +713,122 @@ async def test_a_burst_of_new_integrations_is_discovered_without_waiting_for_tic
         await eventually(all_synced)
     finally:
         await scheduler.stop()
+
+
+# -- discovery across processes ---------------------------------------------------------------
+
+
+class _GatedDiscovery(SyncEngine):
+    """A SyncEngine whose discovery stops before asking Google until the test opens `gate`."""
+
+    reached: asyncio.Queue[str]
+    gate: asyncio.Event
+
+    async def ensure_calendars(self, integration_id: str) -> list[CalendarRow]:
+        await self.reached.put(integration_id)
+        await self.gate.wait()
+        return await super().ensure_calendars(integration_id)
+
+
+def discovery_calls(stack: Stack, emails: list[str], since_seq: int) -> dict[str, int]:
+    """Google calls that discovery makes, per user: an events.list of one item of the primary
+    (its zone, under the default grant) or the calendar list."""
+    counts = dict.fromkeys(emails, 0)
+    subs = {stack.google.find_user(email).sub: email for email in emails}
+    for r in stack.google.inspector.requests(since_seq=since_seq):
+        listed_one = r.endpoint == "events.list" and r.query.get("maxResults") == "1"
+        if r.user in subs and (listed_one or r.endpoint == "calendarList.list"):
+            counts[subs[r.user]] += 1
+    return counts
+
+
+async def test_two_processes_discover_each_new_integration_once(stack: Stack) -> None:
+    """Process A looks first and is still asking Google when process B looks: B must neither
+    ask Google for the same integrations nor get their calendars (before, both asked and one
+    INSERT lost: a Google call and a transaction twice per integration per process)."""
+    clock = FakeClock()
+    first = await make_scheduler(
+        stack, stack.engine, clock, owner="proc-a", engine_class=_GatedDiscovery
+    )
+    gated = first.engine
+    assert isinstance(gated, _GatedDiscovery)
+    gated.reached, gated.gate = asyncio.Queue(), asyncio.Event()
+    second = await make_scheduler(stack, stack.engine, clock, owner="proc-b")
+    emails = [f"twice{n}@example.com" for n in range(3)]
+    integration_ids = []
+    for n, email in enumerate(emails):
+        stack.google.add_user(f"70000000000000000000{n}", email)
+        integration_ids.append(
+            (await stack.connect(email, user_id=f"u-twice{n}"))["integration_id"]
+        )
+    since = last_seq(stack)
+
+    ticking = asyncio.create_task(first.tick())
+    reached = {await gated.reached.get() for _ in emails}
+    assert reached == set(integration_ids)
+    # B looks while A holds all three: nothing for B to discover, nothing for it to sync.
+    assert await second.tick() == []
+    assert discovery_calls(stack, emails, since) == dict.fromkeys(emails, 0)
+    gated.gate.set()
+    claimed = await ticking
+    assert len(claimed) == 3
+    assert discovery_calls(stack, emails, since) == dict.fromkeys(emails, 1)
+    for integration_id in integration_ids:
+        assert len(await first.engine.store.calendars_of(integration_id)) == 1
+    await first.drain()
+    await first.stop()
+    await second.stop()
+
+
+async def test_a_failed_discovery_backs_off_for_every_process(stack: Stack) -> None:
+    """Google fails one discovery (503): the backoff is the integration's, so another process
+    looking before it ends does not ask Google either; after it, one of them does."""
+    clock = FakeClock()
+    first = await make_scheduler(stack, stack.engine, clock, owner="proc-a", rng=lambda: 1.0)
+    second = await make_scheduler(stack, stack.engine, clock, owner="proc-b")
+    integration_id = (await stack.connect(ALICE, user_id="u-backoff"))["integration_id"]
+    stack.google.inject_fault(status=503, times=1, user=ALICE, endpoint="events.list")
+    since = last_seq(stack)
+    assert await first.tick() == []
+    assert sum(discovery_calls(stack, [ALICE], since).values()) == 1
+    assert await first.engine.store.calendars_of(integration_id) == []
+    # Full jitter with rng 1.0: the first backoff is its whole base (SchedulerConfig's).
+    wait_s = SchedulerConfig().backoff_s(1, 1.0)
+    assert wait_s > 0
+    clock.advance(wait_s / 2)
+    assert await second.tick() == []
+    assert sum(discovery_calls(stack, [ALICE], since).values()) == 1  # B waited too
+    clock.advance(wait_s / 2)
+    [calendar_id] = await second.tick()
+    assert sum(discovery_calls(stack, [ALICE], since).values()) == 2
+    assert [c.id for c in await second.engine.store.calendars_of(integration_id)] == [calendar_id]
+    await second.drain()
+    await first.stop()
+    await second.stop()
+
+
+async def test_a_discovery_claim_left_by_a_dead_process_runs_out(stack: Stack) -> None:
+    """A process that claimed an integration and died never discovers it: another one does
+    once the claim (lease_s) has run out, not before."""
+    clock = FakeClock()
+    config = SchedulerConfig(lease_s=60)
+    dead = await make_scheduler(
+        stack, stack.engine, clock, owner="dies", config=config, engine_class=_GatedDiscovery
+    )
+    gated = dead.engine
+    assert isinstance(gated, _GatedDiscovery)
+    gated.reached, gated.gate = asyncio.Queue(), asyncio.Event()
+    integration_id = (await stack.connect(ALICE, user_id="u-dead"))["integration_id"]
+    ticking = asyncio.create_task(dead.tick())
+    assert await gated.reached.get() == integration_id
+    ticking.cancel()  # the process is gone: its claim stays until it runs out
+    with pytest.raises(asyncio.CancelledError):
+        await ticking
+    other = await make_scheduler(stack, stack.engine, clock, owner="lives", config=config)
+    clock.advance(59)
+    assert await other.tick() == []
+    clock.advance(1)
+    [calendar_id] = await other.tick()
+    assert [c.id for c in await other.engine.store.calendars_of(integration_id)] == [calendar_id]
+    await other.drain()
+    await other.stop()
