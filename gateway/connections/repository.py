@@ -455,6 +455,9 @@ class IntegrationRepository:
             "access_token": tokens.access_token,
             "access_token_expires_at": tokens.access_token_expires_at,
             "updated_at": now,
+            # A reconnect is the person mending what failed (a scope they had refused): their
+            # calendars are discovered at once, not after a failed discovery's stored backoff.
+            "discovery_until": None,
         }
         if tokens.refresh_token is not None:
             values["refresh_token"] = tokens.refresh_token

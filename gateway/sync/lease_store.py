@@ -307,7 +307,7 @@ class LeaseStore:
         connected) for discovering their calendars, until `until`: another process looking
         meanwhile does not get them, so one process asks Google, not each (migration 0017).
         Passed over: those under another claim or a failed discovery's backoff
-        (`defer_discovery`), and `skip` (discovered here already).
+        (`defer_discovery`), and `skip` (being discovered by this process now).
 
         A read finds candidates (so a pass with nothing new writes nothing: on SQLite it would
         take the one writer every tick); one guarded UPDATE claims them. On PostgreSQL two

@@ -832,3 +832,22 @@ async def test_a_discovery_claim_left_by_a_dead_process_runs_out(stack: Stack) -
     assert [c.id for c in await other.engine.store.calendars_of(integration_id)] == [calendar_id]
     await other.drain()
     await other.stop()
+
+
+async def test_a_reconnect_ends_a_failed_discovery_s_backoff(stack: Stack) -> None:
+    """A discovery that failed for good waits the longest backoff (15 minutes, stored for every
+    process); the person connecting again is them mending it: discovery runs at once."""
+    clock = FakeClock()
+    scheduler = await make_scheduler(stack, stack.engine, clock, owner="mends")
+    store = scheduler.engine.store
+    integration_id = (await stack.connect(ALICE, user_id="u-mend"))["integration_id"]
+    await store.defer_discovery(integration_id, clock() + timedelta(minutes=15))
+    assert await scheduler.tick() == []
+    clock.advance(60)
+    assert await scheduler.tick() == []  # still backing off
+    again = await stack.connect(ALICE, user_id="u-mend")
+    assert again["integration_id"] == integration_id
+    [calendar_id] = await scheduler.tick()
+    assert [c.id for c in await store.calendars_of(integration_id)] == [calendar_id]
+    await scheduler.drain()
+    await scheduler.stop()
