@@ -112,6 +112,14 @@ class SqlDekStore:
 
     def __init__(self, engine: AsyncEngine, table: Table) -> None:
         self._engine = engine
+        # `get` is one statement: on PostgreSQL in AUTOCOMMIT, so the driver sends no BEGIN
+        # before it and no ROLLBACK after it (two of its three round trips; a sync loads a
+        # key once per integration and process). SQLite opens no transaction for a read.
+        self._reads = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else engine
+        )
         self._t = table
         t = table
         self._get = select(t).where(t.c.integration_id == bindparam("integration_id"))
@@ -149,7 +157,7 @@ class SqlDekStore:
 
     async def get(self, integration_id: str) -> DekRow | None:
         """The integration's key row, or None."""
-        async with self._engine.connect() as conn:
+        async with self._reads.connect() as conn:
             result = await conn.execute(self._get, {"integration_id": integration_id})
             row = result.first()
         return None if row is None else self._row(row)
