@@ -98,6 +98,7 @@ async def _serve(args: argparse.Namespace, settings: Settings, host: str, port: 
             create_app(settings, engine=engine),
             handle_signals=False,
             access_log_class=PathOnlyAccessLogger,
+            shutdown_timeout=settings.shutdown_timeout_s,
         )
         # Handlers first: the app's start-up already runs background work (the sync scheduler),
         # and a SIGTERM arriving then must still end in a clean shutdown, not a default kill.

@@ -107,6 +107,13 @@ class Settings(BaseSettings):
     public_url: str = Field(
         default="http://127.0.0.1:8080", validation_alias=AliasChoices("GATEWAY_PUBLIC_URL")
     )
+    # How long a stop (SIGTERM, Ctrl-C) waits for the requests in flight before it cuts them:
+    # above the longest a request should take (a live Google call gives up after 20 s), below
+    # an orchestrator's grace period (Kubernetes: 30 s), which also has to cover handing back
+    # the leases afterwards. aiohttp's own default, 60 s, outlived that grace period.
+    shutdown_timeout_s: float = Field(
+        default=25, gt=0, le=600, validation_alias=AliasChoices("GATEWAY_SHUTDOWN_TIMEOUT_S")
+    )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("GATEWAY_LOG_LEVEL"))
     log_format: Literal["auto", "json", "text"] = Field(
         default="auto", validation_alias=AliasChoices("GATEWAY_LOG_FORMAT")

@@ -37,6 +37,7 @@ def test_embedded_defaults_need_no_configuration() -> None:
         ("GATEWAY_PUBLIC_URL", "gateway.example.com", "GATEWAY_PUBLIC_URL"),
         ("GATEWAY_LOG_LEVEL", "chatty", "GATEWAY_LOG_LEVEL"),
         ("GATEWAY_DEK_CACHE_SIZE", "-1", "GATEWAY_DEK_CACHE_SIZE"),
+        ("GATEWAY_SHUTDOWN_TIMEOUT_S", "0", "GATEWAY_SHUTDOWN_TIMEOUT_S"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(

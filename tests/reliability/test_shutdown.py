@@ -1,7 +1,8 @@
 """Graceful shutdown of `calendar-gateway serve` on SIGTERM (what an orchestrator sends before
 it replaces a replica): new connections are refused at once, a request in flight completes
 with its 200, the calendar being synced and the disconnect job being resumed are handed back
-in the database (their leases released, not left to run out), and the process exits 0. On
+in the database (their leases released, not left to run out), and the process exits 0; a
+request still running after GATEWAY_SHUTDOWN_TIMEOUT_S is cut and the stop completes. On
 SQLite and PostgreSQL.
 """
 
@@ -11,6 +12,8 @@ import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import aiohttp
+import pytest
 from sqlalchemy import RowMapping, select
 
 from gateway.db.schema import calendars, integrations
@@ -79,8 +82,8 @@ async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
 
         # New connections are refused while the request in flight is still being answered.
         # A new TCP connection each time, not the session's pool: a kept-alive connection
-        # reused just as the server closes its idle ones goes unanswered until aiohttp's
-        # shutdown timeout (60 s; seen under load), which says nothing about the listener.
+        # reused just as the server closes its idle ones can go unanswered until the
+        # shutdown timeout (seen under load), which says nothing about the listener.
         address = urlsplit(child.base_url)
 
         async def refused() -> bool:
@@ -119,6 +122,47 @@ async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
     assert left["disconnect_step"] == 2  # channels stopped; the revocation (3) was cut short
     assert stack.google.revoked_grants(DAVE) == []
     assert f":{child.pid}:" not in str(left["disconnect_lease_owner"])
+
+
+async def test_a_request_still_in_flight_at_the_shutdown_timeout_is_cut_and_the_stop_completes(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """An orchestrator kills a replica that outlives its grace period (Kubernetes: 30 s), and
+    then nothing is handed back. With GATEWAY_SHUTDOWN_TIMEOUT_S the stop cuts a request that
+    is still running then (here one whose Google call never answers) and goes on to exit 0,
+    instead of waiting for the request (aiohttp's own default waits 60 s, and the gateway's
+    Google timeout would have answered it with an error after 20 s)."""
+    google = stack.google.calendars.ensure_user(ALICE)
+    stack.google.calendars.insert_event(
+        google, event("meeting1", "2026-12-02T09:00:00Z", "2026-12-02T10:00:00Z")
+    )
+    integration_id = (await stack.connect(ALICE, user_id="u-cut"))["integration_id"]
+    never = asyncio.Event()
+    held = stack.google.inject_fault(hold=never, times=1, endpoint="freebusy.query")
+    try:
+        async with serve_process(stack, tmp_path, "cut", GATEWAY_SHUTDOWN_TIMEOUT_S="1") as child:
+
+            async def ask_freebusy() -> int:
+                async with stack.http.get(
+                    child.url(f"/v1/integrations/{integration_id}/freebusy"),
+                    params={**WINDOW, "max_staleness_s": "0"},
+                    headers=stack.auth(),
+                ) as response:
+                    return response.status
+
+            in_flight = asyncio.create_task(ask_freebusy())
+
+            async def asked_google() -> bool:
+                return held.applied == 1
+
+            await until(asked_google)
+            await child.terminate()
+            code = await asyncio.wait_for(child.process.wait(), 60)
+            assert code == 0, child.log_text()[-2000:]
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await asyncio.wait_for(in_flight, 60)
+    finally:
+        never.set()
 
 
 async def job(stack: Stack, integration_id: str) -> RowMapping:
