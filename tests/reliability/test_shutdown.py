@@ -48,7 +48,11 @@ async def test_sigterm_finishes_in_flight_work_releases_leases_and_exits_0(
     google_answers = asyncio.Event()
     slow_google = stack.google.inject_fault(hold=google_answers, times=1, endpoint="freebusy.query")
 
-    async with serve_process(stack, tmp_path, "terminated") as child:
+    # The stop waits for the request in flight however slow the machine (the timeout that cuts
+    # it is the next test's).
+    async with serve_process(
+        stack, tmp_path, "terminated", GATEWAY_SHUTDOWN_TIMEOUT_S="600"
+    ) as child:
 
         async def syncing() -> bool:
             return sync_hang.applied == 1
