@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.bulk import chunks
+from gateway.db.engine import single_statement_reads
 from gateway.db.notify import CALENDAR_CHANGE, bump_calendars, calendar_bump, publish_calendars
 from gateway.db.schema import (
     calendars,
@@ -317,7 +318,8 @@ class LeaseStore:
             return []
         passed = set(skip)
         params = {"discovery_now": now, "discovery_limit": limit + len(passed)}
-        async with self.engine.connect() as conn:
+        # Every tick of every process: one statement, so no BEGIN and ROLLBACK around it.
+        async with single_statement_reads(self.engine).connect() as conn:
             found = list((await conn.execute(_DISCOVERABLE, params)).scalars())
         wanted = [i for i in found if i not in passed][:limit]
         if not wanted:
