@@ -19,6 +19,7 @@ reference path, so unusual input is treated exactly as before, errors included.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -72,7 +73,12 @@ class Skipped:
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        # orjson refuses integers beyond 64 bits (an event's field of the wrong type, kept in
+        # `details`): the standard library writes the same compact JSON.
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def row_of(record: EventRecord) -> EventRow:

@@ -282,6 +282,21 @@ def test_generated_events_give_the_reference_rows(
     assert_same(items, calendar_tz, keep_details, owner_tag)
 
 
+def test_a_detail_beyond_64_bits_is_kept_as_the_reference_keeps_it() -> None:
+    """Found by the test above: orjson refuses an integer beyond 64 bits (a field of the
+    wrong type); the fast path failed on such an item (the reference skips a broken one)."""
+    huge = -(2**63) - 1
+    event = {
+        "id": "evt1",
+        "status": "confirmed",
+        "location": huge,
+        "start": {"dateTime": "2026-12-07T10:00:00Z"},
+        "end": {"dateTime": "2026-12-07T11:00:00Z"},
+    }
+    rows = assert_same([event, {"location": huge}], "UTC", keep_details=True)
+    assert len(rows) == 1 and str(huge) in str(rows[0])
+
+
 def test_rows_turn_back_into_the_records() -> None:
     items = generated_items("America/New_York", count=200) + recorded_items()
     for item in items:
