@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from gateway.clock import utc_now
 from gateway.connections.events import IntegrationAnnouncer, IntegrationChange
 from gateway.connections.model import Integration, Status
+from gateway.db.direct import Direct, execute
 from gateway.db.engine import single_statement_reads
 from gateway.db.notify import bump_integration
 from gateway.db.schema import connect_sessions, integrations
@@ -111,14 +112,18 @@ class ConnectSession:
 
 
 # Built once: every request naming an integration runs it (see gateway.apikeys._BY_KEY_ID).
-_BY_TENANT_AND_ID = select(integrations).where(
-    integrations.c.id == bindparam("integration_id"),
-    integrations.c.tenant_id == bindparam("tenant_id"),
+_BY_TENANT_AND_ID = Direct(
+    select(integrations).where(
+        integrations.c.id == bindparam("integration_id"),
+        integrations.c.tenant_id == bindparam("tenant_id"),
+    )
 )
 
-# By id alone (background jobs): read by every sync and every Google call it makes.
-_BY_ID = select(integrations).where(integrations.c.id == bindparam("integration_id"))
-_BY_ID_LOCKED = _BY_ID.with_for_update()
+# By id alone (background jobs): read by every sync and every Google call it makes; on
+# PostgreSQL by asyncpg itself (gateway.db.direct).
+_BY_ID_QUERY = select(integrations).where(integrations.c.id == bindparam("integration_id"))
+_BY_ID = Direct(_BY_ID_QUERY)
+_BY_ID_LOCKED = Direct(_BY_ID_QUERY.with_for_update())
 
 _BY_TENANT_AND_IDS = select(integrations).where(
     integrations.c.tenant_id == bindparam("tenant_id"),
@@ -144,16 +149,16 @@ class IntegrationRepository:
 
     async def _first(
         self,
-        query: Executable,
+        query: Executable | Direct,
         conn: AsyncConnection | None = None,
         params: dict[str, Any] | None = None,
     ) -> RowMapping | None:
         """The first row of a query: inside the caller's transaction when `conn` is given (a
         locked read must be), else on a connection of its own."""
         if conn is not None:
-            return (await conn.execute(query, params)).mappings().first()
+            return (await execute(conn, query, params)).mappings().first()
         async with self._reads.connect() as own:
-            return (await own.execute(query, params)).mappings().first()
+            return (await execute(own, query, params)).mappings().first()
 
     # -- integrations ------------------------------------------------------------------------
 
@@ -181,8 +186,8 @@ class IntegrationRepository:
     async def get(self, tenant_id: str, integration_id: str) -> Integration | None:
         """The tenant's integration, or None (also for another tenant's)."""
         async with self.engine.connect() as conn:
-            found = await conn.execute(
-                _BY_TENANT_AND_ID, {"integration_id": integration_id, "tenant_id": tenant_id}
+            found = await execute(
+                conn, _BY_TENANT_AND_ID, {"integration_id": integration_id, "tenant_id": tenant_id}
             )
             row = found.mappings().first()
         return row_to_integration(row) if row is not None else None

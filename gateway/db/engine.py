@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -155,6 +156,9 @@ def _ping_when_idle(engine: AsyncEngine, clock: Callable[[], float]) -> None:
     event.listen(engine.sync_engine, "checkout", taken)
 
 
+# Kept per engine: deriving it costs ~50 us of CPU, and stores built per request (a push
+# notification's) or per tick ask for it each time. A process has one engine; tests make more.
+@functools.lru_cache(maxsize=16)
 def single_statement_reads(engine: AsyncEngine) -> AsyncEngine:
     """`engine` for reads of ONE statement per connection (a row by its key, the index's
     loads): on PostgreSQL in AUTOCOMMIT, so the driver sends no BEGIN before the statement and

@@ -42,9 +42,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, bindparam, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from gateway.db.direct import Direct
 from gateway.db.schema import calendars, integrations
 from gateway.db.transactions import commit_if_changed
 
@@ -205,18 +206,22 @@ async def bump_calendars(
     await publish_calendars(conn, result.all())
 
 
+# Every new calendar's discovery runs it (on PostgreSQL by asyncpg itself: gateway.db.direct).
+_BUMP_INTEGRATION = Direct(
+    update(integrations)
+    .where(integrations.c.id == bindparam("bumped_integration", type_=integrations.c.id.type))
+    .values(version=integrations.c.version + 1)
+    .returning(integrations.c.version)
+)
+
+
 async def bump_integration(
     conn: AsyncConnection, integration_id: str, *, last: bool = False
 ) -> None:
     """Increment the integration's version in the caller's transaction and publish it.
     `last`: the bump is the transaction's last statement (`commit_if_changed`)."""
     result = await commit_if_changed(
-        conn,
-        update(integrations)
-        .where(integrations.c.id == integration_id)
-        .values(version=integrations.c.version + 1)
-        .returning(integrations.c.version),
-        last=last,
+        conn, _BUMP_INTEGRATION, {"bumped_integration": integration_id}, last=last
     )
     version = result.scalar_one_or_none()
     if version is not None:

@@ -15,22 +15,28 @@ caller that raises on "no row" (a calendar purged meanwhile) still rolls everyth
 
 The statement must be the transaction's last: a later statement is refused (RuntimeError), and
 an exception raised after it can no longer undo what committed. Elsewhere (PostgreSQL) it is
-`conn.execute`: a commit there is one round trip either way.
+`gateway.db.direct.execute`: a commit there is one round trip either way, and a `Direct`
+statement runs on asyncpg itself.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import CursorResult, Executable
+from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from gateway.db.direct import Direct, Executed, execute
 from gateway.db.sqlite_driver import OneHopConnection
 
 
 async def commit_if_changed(
-    conn: AsyncConnection, statement: Executable, parameters: Any = None, *, last: bool = True
-) -> CursorResult[Any]:
+    conn: AsyncConnection,
+    statement: Executable | Direct,
+    parameters: Any = None,
+    *,
+    last: bool = True,
+) -> Executed:
     """Execute the transaction's last statement, committing with it on SQLite (module doc).
     `last=False` is a plain `conn.execute`: for helpers whose caller says whether their
     statement ends its transaction."""
@@ -41,7 +47,7 @@ async def commit_if_changed(
             driver = raw
             driver.commit_with_next = True
     try:
-        return await conn.execute(statement, parameters)
+        return await execute(conn, statement, parameters)
     finally:
         if driver is not None:
             driver.commit_with_next = False  # not taken if the statement failed before its hop

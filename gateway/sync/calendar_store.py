@@ -24,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.db.bulk import chunks, defer_write
+from gateway.db.direct import Direct, execute
 from gateway.db.notify import bump_calendars, bump_integration
 from gateway.db.schema import (
     busy_blocks,
@@ -43,6 +44,15 @@ _NEW_AT = bindparam("new_at", type_=calendars.c.created_at.type)
 # A discovered calendar's row, for `defer_write` (built once: its SQL is compiled once).
 _INSERT_NEW = insert(calendars).values(
     **_NEW, state="initial", attempts=0, created_at=_NEW_AT, updated_at=_NEW_AT
+)
+# The statements of every new calendar's discovery and of its syncs' reads, run by asyncpg
+# itself on PostgreSQL (gateway.db.direct).
+_INSERT_NEW_RETURNING = Direct(_INSERT_NEW.returning(calendars))
+_BY_ID = Direct(select(calendars).where(calendars.c.id == bindparam("calendar_id")))
+_OF_INTEGRATION = Direct(
+    select(calendars)
+    .where(calendars.c.integration_id == bindparam("of_integration"))
+    .order_by(calendars.c.created_at, calendars.c.id)
 )
 
 
@@ -110,11 +120,8 @@ class CalendarStore:
 
     async def get(self, calendar_id: str) -> CalendarRow | None:
         async with self.engine.connect() as conn:
-            row = (
-                (await conn.execute(select(calendars).where(calendars.c.id == calendar_id)))
-                .mappings()
-                .first()
-            )
+            found = await execute(conn, _BY_ID, {"calendar_id": calendar_id})
+            row = found.mappings().first()
         return calendar_row(row) if row is not None else None
 
     async def calendars_of(self, integration_id: str) -> list[CalendarRow]:
@@ -123,13 +130,7 @@ class CalendarStore:
 
     @staticmethod
     async def _calendars_of(conn: AsyncConnection, integration_id: str) -> list[CalendarRow]:
-        rows = (
-            await conn.execute(
-                select(calendars)
-                .where(calendars.c.integration_id == integration_id)
-                .order_by(calendars.c.created_at, calendars.c.id)
-            )
-        ).mappings()
+        rows = (await execute(conn, _OF_INTEGRATION, {"of_integration": integration_id})).mappings()
         return [calendar_row(r) for r in rows]
 
     async def ensure_calendar(
@@ -206,7 +207,7 @@ class CalendarStore:
                         )
                     else:
                         # The new row as stored, without reading it again.
-                        created = await conn.execute(_INSERT_NEW.returning(calendars), new_params)
+                        created = await execute(conn, _INSERT_NEW_RETURNING, new_params)
                         new = calendar_row(created.mappings().one())
                     # The last statement: on SQLite it commits with it.
                     await bump_integration(conn, integration_id, last=True)

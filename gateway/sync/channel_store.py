@@ -44,6 +44,7 @@ from sqlalchemy.sql.dml import Insert, Update
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.bulk import defer_write
+from gateway.db.direct import Direct, execute
 from gateway.db.engine import single_statement_reads
 from gateway.db.notify import (
     CALENDAR_CHANGE,
@@ -155,12 +156,14 @@ def _eligible(*, copied: bool = True) -> ColumnElement[bool]:
     return and_(calendars.c.active_generation.is_not(None), active) if copied else active
 
 
-_BY_ID = select(
-    watch_channels,
-    exists()
-    .where(calendars.c.id == _w.calendar_id, calendars.c.active_generation.is_not(None))
-    .label("calendar_copied"),
-).where(_w.id == bindparam("channel_id"))
+_BY_ID = Direct(
+    select(
+        watch_channels,
+        exists()
+        .where(calendars.c.id == _w.calendar_id, calendars.c.active_generation.is_not(None))
+        .label("calendar_copied"),
+    ).where(_w.id == bindparam("channel_id"))
+)
 
 
 @functools.cache
@@ -187,6 +190,12 @@ def _accept_statement(*, numbered: bool) -> Update:
         values["last_message_number"] = number
         where = and_(where, or_(_w.last_message_number.is_(None), _w.last_message_number < number))
     return update(watch_channels).where(where).values(**values)
+
+
+@functools.cache
+def _accept_direct(*, numbered: bool) -> Direct:
+    """`_accept_statement` for PostgreSQL, run by asyncpg itself (gateway.db.direct)."""
+    return Direct(_accept_statement(numbered=numbered))
 
 
 @functools.cache
@@ -223,9 +232,15 @@ def _claim_statement(*, copied: bool) -> Insert:
     )
 
 
-_CLAIM = _claim_statement(copied=True)
+_CLAIM = Direct(_claim_statement(copied=True))
 # A calendar's first channel, opened before its first full sync lists it (no copy yet).
-_CLAIM_FIRST = _claim_statement(copied=False)
+_CLAIM_FIRST = Direct(_claim_statement(copied=False))
+# PostgreSQL: the calendar's row, unless another process holds it (`ChannelStore.claim`).
+_CLAIM_LOCK = Direct(
+    select(calendars.c.id)
+    .where(calendars.c.id == _CLAIM_CALENDAR)
+    .with_for_update(skip_locked=True)
+)
 
 _OPENED_ID = bindparam("opened_id", type_=_w.id.type)
 _OPENED_CALENDAR = bindparam("opened_calendar", type_=_w.calendar_id.type)
@@ -234,12 +249,16 @@ _OPENED_LIVE = watch_channels.alias("opened")
 # Google's answer for the channel, and its calendar's other live channels moved to `stopping`,
 # in ONE statement (one turn of SQLite's writer, not two), all only while that channel is
 # still live; it returns every row it changed (the opened one keeps its state).
+# OR, not IN: an IN list is expanded at execution, which `Direct` (PostgreSQL's path for it
+# in `record_opened`) does not do.
 _OPENED = (
     update(watch_channels)
     .where(
         _w.calendar_id == _OPENED_CALENDAR,
-        _w.state.in_(LIVE),
-        exists().where(_OPENED_LIVE.c.id == _OPENED_ID, _OPENED_LIVE.c.state.in_(LIVE)),
+        or_(*(_w.state == state for state in LIVE)),
+        exists().where(
+            _OPENED_LIVE.c.id == _OPENED_ID, or_(*(_OPENED_LIVE.c.state == state for state in LIVE))
+        ),
     )
     .values(
         resource_id=case(
@@ -259,7 +278,9 @@ _PUSH_ACCEPTED_SET = (
     .where(calendars.c.id == _OPENED_CALENDAR)
     .values(push_error=None, **calendar_bump(blocks=False))
 )
-_PUSH_ACCEPTED = _PUSH_ACCEPTED_SET.returning(*CALENDAR_CHANGE)
+_PUSH_ACCEPTED = Direct(_PUSH_ACCEPTED_SET.returning(*CALENDAR_CHANGE))
+# PostgreSQL's `record_opened`: the same statements, run by asyncpg itself.
+_OPENED_DIRECT = Direct(_OPENED)
 # On SQLite `_PUSH_ACCEPTED_SET` runs first, deferred into this statement's hop, and this one
 # returns what `publish_calendars` needs of the calendar with the channels (a subquery in
 # RETURNING sees the transaction's own bump).
@@ -297,7 +318,7 @@ class ChannelStore:
 
     async def get(self, channel_id: str) -> ChannelRow | None:
         async with self._reads.connect() as conn:
-            found = await conn.execute(_BY_ID, {"channel_id": channel_id})
+            found = await execute(conn, _BY_ID, {"channel_id": channel_id})
             row = found.mappings().first()
         if row is None:
             return None
@@ -362,11 +383,7 @@ class ChannelStore:
         sync lists it, `ChannelManager.open_before_first_sync`)."""
         async with self.engine.begin() as conn:
             if self._locks_rows:
-                locked = await conn.execute(
-                    select(calendars.c.id)
-                    .where(calendars.c.id == target.calendar_id)
-                    .with_for_update(skip_locked=True)
-                )
+                locked = await execute(conn, _CLAIM_LOCK, {"claim_calendar": target.calendar_id})
                 if locked.first() is None:
                     return False
             params = {
@@ -415,7 +432,7 @@ class ChannelStore:
         async with self.engine.begin() as conn:
             if await defer_write(conn, _PUSH_ACCEPTED_SET, params):
                 return await self._record_opened_after_bump(conn, channel_id, calendar_id, params)
-            changed = await conn.execute(_OPENED, params)
+            changed = await execute(conn, _OPENED_DIRECT, params)
             replaced = [_row(r) for r in changed.mappings() if r["id"] != channel_id]
             bumped = await commit_if_changed(conn, _PUSH_ACCEPTED, params)
             await publish_calendars(conn, bumped.all())
@@ -604,7 +621,7 @@ class ChannelStore:
                 return await self._accept_sync_message(conn, leases, channel, now)
             if offer is not None and not sync_message and await defer_write(conn, record, params):
                 return await self._accept_and_claim(conn, leases, channel, offer, now)
-            result = await conn.execute(record, params)
+            result = await execute(conn, _accept_direct(numbered=numbered), params)
             if result.rowcount != 1:
                 return Acceptance(accepted=False)
             if offer is not None and not sync_message:

@@ -33,11 +33,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Row, RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.elements import BindParameter
 
 from gateway.db.after_commit import after_commit
 from gateway.db.bulk import BulkRows, DeleteIn, chunks, insert_bulk, prepare_rows, write_bulk
+from gateway.db.direct import Direct, execute
 from gateway.db.notify import CALENDAR_CHANGE, bump_calendars, calendar_bump, publish_calendars
 from gateway.db.schema import (
     busy_blocks,
@@ -297,7 +297,7 @@ class CopyStore:
         """What a full build needs of the calendar row (its active generation, whether it has
         rows to clear: `_leftovers`; the rest for `_announce_rebuild`), read before its writes
         (on SQLite a read takes no writer)."""
-        return (await conn.execute(_BUILD_TARGET, {"target": calendar_id})).first()
+        return (await execute(conn, _BUILD_TARGET, {"target": calendar_id})).first()
 
     async def _announce_rebuild(
         self,
@@ -641,17 +641,22 @@ class CopyStore:
 # calendar run under its sync lease, and local writes (`merge_local`) go into generations that
 # exist already. A rebuild (410) always deletes: it is rare, and its check would walk the
 # active generation's rows.
-_BUILD_TARGET = select(
-    calendars.c.active_generation,
-    calendars.c.tenant_id,
-    calendars.c.integration_id,
-    exists()
-    .where(calendar_events.c.calendar_id == calendars.c.id, calendars.c.active_generation.is_(None))
-    .label("records_left"),
-    exists()
-    .where(busy_blocks.c.calendar_id == calendars.c.id, calendars.c.active_generation.is_(None))
-    .label("blocks_left"),
-).where(calendars.c.id == bindparam("target"))
+_BUILD_TARGET = Direct(
+    select(
+        calendars.c.active_generation,
+        calendars.c.tenant_id,
+        calendars.c.integration_id,
+        exists()
+        .where(
+            calendar_events.c.calendar_id == calendars.c.id,
+            calendars.c.active_generation.is_(None),
+        )
+        .label("records_left"),
+        exists()
+        .where(busy_blocks.c.calendar_id == calendars.c.id, calendars.c.active_generation.is_(None))
+        .label("blocks_left"),
+    ).where(calendars.c.id == bindparam("target"))
+)
 
 
 def _leftovers(calendar_id: str, cal: Row[Any, Any, Any]) -> list[DeleteIn]:
@@ -730,13 +735,13 @@ _SUCCESS: Mapping[str, Any] = MappingProxyType(
 
 
 @functools.cache
-def _switch_statement(release: bool) -> ReturningUpdate[Any]:
+def _switch_statement(release: bool) -> Direct:
     """A build's switch (`CopyStore._switch`): its generation becomes the active one, with the
     sync token, the horizon and success (`synced_at`), unless the calendar is gone or a
     newer build is active already; with `release`, the lease's release too."""
     c = calendars.c
     generation = bindparam("switch_generation", type_=c.active_generation.type)
-    return (
+    return Direct(
         update(calendars)
         .where(
             c.id == bindparam("switch_calendar", type_=c.id.type),
@@ -756,11 +761,11 @@ def _switch_statement(release: bool) -> ReturningUpdate[Any]:
 
 
 @functools.cache
-def _delta_statement(release: bool, *, blocks: bool) -> ReturningUpdate[Any]:
+def _delta_statement(release: bool, *, blocks: bool) -> Direct:
     """A delta's last UPDATE (`CopyStore.apply_delta`): the new sync token and success; with
     `release`, the lease's release; `blocks`: whether the delta changed any."""
     c = calendars.c
-    return (
+    return Direct(
         update(calendars)
         .where(c.id == bindparam("delta_calendar", type_=c.id.type))
         .values(

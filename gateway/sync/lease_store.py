@@ -4,6 +4,7 @@ and the leases that keep one process per calendar (and per Google account) at a 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.bulk import chunks
+from gateway.db.direct import Direct
 from gateway.db.engine import single_statement_reads
 from gateway.db.notify import CALENDAR_CHANGE, bump_calendars, calendar_bump, publish_calendars
 from gateway.db.schema import (
@@ -226,6 +228,28 @@ _CLAIM_DISCOVERY = (
 )
 
 
+@functools.cache
+def _request_statement(*, if_copied: bool, after_one_change: bool) -> Direct:
+    """`LeaseStore.request_sync`'s UPDATE, built once per shape (run by asyncpg itself on
+    PostgreSQL: gateway.db.direct)."""
+    at = bindparam("request_at", type_=calendars.c.sync_requested_at.type)
+    requested: ColumnElement[Any] = func.coalesce(calendars.c.sync_requested_at, at)
+    if if_copied:
+        requested = case(
+            (calendars.c.active_generation.is_(None), calendars.c.sync_requested_at),
+            else_=requested,
+        )
+    statement = (
+        update(calendars)
+        .where(calendars.c.id == bindparam("request_calendar", type_=calendars.c.id.type))
+        .values(sync_requested_at=requested, **calendar_bump(blocks=False))
+        .returning(*CALENDAR_CHANGE, calendars.c.active_generation)
+    )
+    if after_one_change:
+        statement = statement.where(func.changes() == 1)
+    return Direct(statement)
+
+
 class LeaseStore:
     """The statements that request, claim, extend and release calendar syncs."""
 
@@ -251,26 +275,14 @@ class LeaseStore:
         version is bumped either way). `after_one_change` (SQLite only): only if the statement
         before it in the transaction changed exactly one row (`changes()`, as for
         `claim_notified`). False if there is no such calendar, or no request was made."""
-        requested: ColumnElement[Any] = func.coalesce(calendars.c.sync_requested_at, now)
-        if if_copied:
-            requested = case(
-                (calendars.c.active_generation.is_(None), calendars.c.sync_requested_at),
-                else_=requested,
-            )
-        statement = (
-            update(calendars)
-            .where(calendars.c.id == calendar_id)
-            .values(sync_requested_at=requested, **calendar_bump(blocks=False))
-            .returning(*CALENDAR_CHANGE, calendars.c.active_generation)
-        )
-        if after_one_change:
-            statement = statement.where(func.changes() == 1)
+        statement = _request_statement(if_copied=if_copied, after_one_change=after_one_change)
+        params = {"request_calendar": calendar_id, "request_at": now}
         if conn is not None:
-            changed = (await commit_if_changed(conn, statement, last=last)).all()
+            changed = (await commit_if_changed(conn, statement, params, last=last)).all()
             await publish_calendars(conn, [r[: len(CALENDAR_CHANGE)] for r in changed])
         else:
             async with self.engine.begin() as own:
-                changed = (await commit_if_changed(own, statement)).all()
+                changed = (await commit_if_changed(own, statement, params)).all()
                 await publish_calendars(own, [r[: len(CALENDAR_CHANGE)] for r in changed])
         return len(changed) == 1 and not (if_copied and changed[0].active_generation is None)
 
