@@ -61,6 +61,22 @@ class _Compiled:
     metadata: SimpleResultMetaData | None
     results: tuple[Processor, ...] | None
 
+    def bind(self, statement: Direct, params: Mapping[str, Any] | None) -> list[Any]:
+        """The driver's positional values for `params`."""
+        return _bind(self, statement, params)
+
+
+def _bind(c: _Compiled, statement: Direct, params: Mapping[str, Any] | None) -> list[Any]:
+    if params and c.refuses and not c.refuses.isdisjoint(params):
+        # Compiled once, it would ignore the value SQLAlchemy's execution would write.
+        unknown = sorted(c.refuses.intersection(params))
+        raise ValueError(f"{statement!r} takes no parameter {unknown[0]!r}")
+    values = c.compiled.construct_params(dict(params) if params else None)
+    return [
+        values[name] if bind is None else bind(values[name])
+        for name, bind in zip(c.names, c.binds, strict=True)
+    ]
+
 
 class DirectResult(IteratorResult[*tuple[Any, ...]]):
     """What `execute` returns on PostgreSQL: SQLAlchemy's own result over the rows asyncpg
@@ -92,6 +108,12 @@ class Direct:
 
     def __repr__(self) -> str:
         return f"Direct({type(self.statement).__name__})"
+
+    def bound(self, dialect: Dialect, params: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+        """The SQL and the positional values the driver of `dialect` is given for `params`
+        (what `execute` sends; tests EXPLAIN it)."""
+        c = self.compiled_for(dialect)
+        return c.sql, c.bind(self, params)
 
     def compiled_for(self, dialect: Dialect) -> _Compiled:
         key = (dialect.name, dialect.driver)
@@ -139,15 +161,7 @@ async def execute(
     if dialect.driver != "asyncpg":
         return await conn.execute(statement.statement, params)
     c = statement.compiled_for(dialect)
-    if params and c.refuses and not c.refuses.isdisjoint(params):
-        # Compiled once, it would ignore the value SQLAlchemy's execution would write.
-        unknown = sorted(c.refuses.intersection(params))
-        raise ValueError(f"{statement!r} takes no parameter {unknown[0]!r}")
-    values = c.compiled.construct_params(dict(params) if params else None)
-    args = [
-        values[name] if bind is None else bind(values[name])
-        for name, bind in zip(c.names, c.binds, strict=True)
-    ]
+    args = c.bind(statement, params)
     raw = await conn.get_raw_connection()
     # SQLAlchemy's asyncpg adapter (private API, pinned by tests/db/test_direct.py): its lock
     # against concurrent use, and its transaction, begun lazily by the first statement.

@@ -12,8 +12,14 @@ from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     Integer,
+    Select,
+    String,
+    Update,
+    all_,
     and_,
+    any_,
     bindparam,
     case,
     exists,
@@ -30,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.bulk import chunks
-from gateway.db.direct import Direct
+from gateway.db.direct import Direct, execute
 from gateway.db.engine import single_statement_reads
 from gateway.db.notify import CALENDAR_CHANGE, bump_calendars, calendar_bump, publish_calendars
 from gateway.db.schema import (
@@ -136,6 +142,9 @@ _CLAIMABLE = and_(
 )
 # Integrations the claiming scheduler syncs already (an empty list excludes none).
 _NOT_BUSY = _c.integration_id.not_in(bindparam("claim_busy", expanding=True))
+# The same on PostgreSQL, as an array: no IN list, so the statements that hold it run as
+# `Direct` statements (gateway.db.direct), and their SQL is the same for any number of ids.
+_NOT_BUSY_ARRAY = _c.integration_id != all_(bindparam("claim_busy", type_=ARRAY(String)))
 # The request is consumed, so if this process dies mid-sync the calendar must come due again
 # by itself: at the end of the lease (a finished sync's release sets the real next poll).
 _LEASE_UNTIL = bindparam("claim_lease_until", type_=_c.lease_until.type)
@@ -156,6 +165,17 @@ _CLAIM_ONE = (
     .values(**_CLAIM_VALUES)
     .returning(*_c)
 )
+_CLAIM_ONE_POSTGRES = Direct(
+    update(calendars)
+    .where(
+        _c.id == bindparam("claim_calendar", type_=_c.id.type),
+        _ACTIVE,
+        _CLAIMABLE,
+        _NOT_BUSY_ARRAY,
+    )
+    .values(**_CLAIM_VALUES)
+    .returning(*_c)
+)
 # `_CLAIM_ONE` only if the transaction's previous statement changed one row: SQLite's
 # `changes()` (the notification's channel UPDATE, run in the same hop: `claim_notified`).
 _CLAIM_ONE_AFTER_ONE_CHANGE = _CLAIM_ONE.where(func.changes() == 1)
@@ -171,25 +191,40 @@ _DUE_IDS = union(
     select(_c.id).where(_c.next_poll_at <= _NOW),
     select(_c.id).where(_c.active_generation.is_(None)),
 ).subquery("due")
+
+
 # Due calendars (`claim_due`): requests first, then the most overdue; more than the scheduler
 # takes (some may belong to one integration).
-_DUE = (
-    select(_c.id, _c.integration_id)
-    .select_from(
-        _DUE_IDS.join(calendars, _c.id == _DUE_IDS.c.id).join(
-            integrations, integrations.c.id == _c.integration_id
+def _due(not_busy: ColumnElement[bool]) -> Select[str, str]:
+    return (
+        select(_c.id, _c.integration_id)
+        .select_from(
+            _DUE_IDS.join(calendars, _c.id == _DUE_IDS.c.id).join(
+                integrations, integrations.c.id == _c.integration_id
+            )
         )
+        .where(integrations.c.status == "active", _CLAIMABLE, not_busy)
+        .order_by(
+            _c.sync_requested_at.is_(None), _c.next_poll_at.is_not(None), _c.next_poll_at, _c.id
+        )
+        .limit(bindparam("claim_candidates", type_=Integer()))
     )
-    .where(integrations.c.status == "active", _CLAIMABLE, _NOT_BUSY)
-    .order_by(_c.sync_requested_at.is_(None), _c.next_poll_at.is_not(None), _c.next_poll_at, _c.id)
-    .limit(bindparam("claim_candidates", type_=Integer()))
-)
-_DUE_LOCKED = _DUE.with_for_update(skip_locked=True, of=calendars)
+
+
+_DUE = _due(_NOT_BUSY)
+# PostgreSQL's: its claimers pass each other by the rows' locks.
+_DUE_LOCKED = Direct(_due(_NOT_BUSY_ARRAY).with_for_update(skip_locked=True, of=calendars))
 # The claim of the chosen ones: the lease must still be free (on SQLite another process may
 # have claimed one since the SELECT); returns the rows it claimed.
 _CLAIM_CHOSEN = (
     update(calendars)
     .where(_c.id.in_(bindparam("claim_ids", expanding=True)), _NOT_LEASED)
+    .values(**_CLAIM_VALUES)
+    .returning(*_c)
+)
+_CLAIM_CHOSEN_POSTGRES = Direct(
+    update(calendars)
+    .where(_c.id == any_(bindparam("claim_ids", type_=ARRAY(String))), _NOT_LEASED)
     .values(**_CLAIM_VALUES)
     .returning(*_c)
 )
@@ -305,7 +340,9 @@ class LeaseStore:
         statement before it in the transaction changed exactly one row (`changes()`)."""
         params = _claim_params(offer.owner, offer.lease_until, now, offer.busy)
         params["claim_calendar"] = calendar_id
-        statement = _CLAIM_ONE_AFTER_ONE_CHANGE if after_one_change else _CLAIM_ONE
+        statement: Direct | Update = _CLAIM_ONE_AFTER_ONE_CHANGE if after_one_change else _CLAIM_ONE
+        if self.engine.dialect.name == "postgresql":
+            statement = _CLAIM_ONE_POSTGRES
         claimed = await commit_if_changed(conn, statement, params, last=last)
         row = claimed.mappings().first()
         if row is None:
@@ -378,11 +415,13 @@ class LeaseStore:
         if limit < 1:
             return []
         params = _claim_params(owner, lease_until, now, busy_integrations)
-        query = _DUE_LOCKED if self.engine.dialect.name == "postgresql" else _DUE
+        postgres = self.engine.dialect.name == "postgresql"
+        query = _DUE_LOCKED if postgres else _DUE
+        claim = _CLAIM_CHOSEN_POSTGRES if postgres else _CLAIM_CHOSEN
         async with self.engine.begin() as conn:
             chosen: list[str] = []
             seen: set[str] = set()
-            candidates = await conn.execute(query, {**params, "claim_candidates": limit * 2})
+            candidates = await execute(conn, query, {**params, "claim_candidates": limit * 2})
             for calendar_id, integration_id in candidates.all():
                 if integration_id not in seen and len(chosen) < limit:
                     seen.add(integration_id)
@@ -394,7 +433,7 @@ class LeaseStore:
                 # statement.
                 done = await commit_if_changed(
                     conn,
-                    _CLAIM_CHOSEN,
+                    claim,
                     {**params, "claim_ids": list(chunk)},
                     last=n == len(parts) - 1,
                 )

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.bulk import chunks
+from gateway.db.direct import Direct, execute
 from gateway.db.engine import single_statement_reads
 from gateway.db.schema import (
     busy_blocks,
@@ -240,6 +241,16 @@ _VIEW_BLOCKS = _ACTIVE_BLOCKS.where(
 ).order_by(busy_blocks.c.calendar_id, busy_blocks.c.start_at, busy_blocks.c.end_at)
 
 
+# The availability index's read of an integration (every first request for it, and after
+# every change to it): on PostgreSQL by asyncpg itself (gateway.db.direct).
+_INDEX_INTEGRATION = Direct(
+    select(integrations, calendars.c.id.label("index_calendar_id"))
+    .select_from(integrations.outerjoin(calendars, calendars.c.integration_id == integrations.c.id))
+    .where(integrations.c.id == bindparam("index_integration"))
+    .order_by(calendars.c.created_at, calendars.c.id)
+)
+
+
 class ReadStore:
     """The statements availability answers are read with."""
 
@@ -371,16 +382,9 @@ class ReadStore:
     ) -> tuple[RowMapping, int, list[str]] | None:
         """For the availability index: the integration's row, its version and its calendars'
         ids (in `calendars_of` order), in one statement; None if there is no such row."""
-        query = (
-            select(integrations, calendars.c.id.label("index_calendar_id"))
-            .select_from(
-                integrations.outerjoin(calendars, calendars.c.integration_id == integrations.c.id)
-            )
-            .where(integrations.c.id == integration_id)
-            .order_by(calendars.c.created_at, calendars.c.id)
-        )
         async with self._reads.connect() as conn:
-            rows = (await conn.execute(query)).mappings().all()
+            found = await execute(conn, _INDEX_INTEGRATION, {"index_integration": integration_id})
+            rows = found.mappings().all()
         if not rows:
             return None
         ids = [r["index_calendar_id"] for r in rows if r["index_calendar_id"] is not None]

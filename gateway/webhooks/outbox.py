@@ -13,12 +13,13 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy import Engine, bindparam, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gateway.clock import rfc3339
 from gateway.connections.events import IntegrationChange
 from gateway.db.after_commit import after_commit
+from gateway.db.direct import Direct, execute
 from gateway.db.schema import integrations, webhook_deliveries, webhook_endpoints, webhook_events
 from gateway.db.values import as_utc
 from gateway.webhooks.model import (
@@ -54,14 +55,19 @@ def _committed(engine: Engine) -> Callable[[], None]:
     return wake_all
 
 
+# Read in every sync's transaction that changed something (on PostgreSQL by asyncpg itself:
+# gateway.db.direct).
+_SUBSCRIPTIONS = Direct(
+    select(webhook_endpoints.c.events).where(
+        webhook_endpoints.c.tenant_id == bindparam("subscriber_tenant"),
+        webhook_endpoints.c.state == EndpointState.ENABLED.value,
+    )
+)
+
+
 async def subscriptions(conn: AsyncConnection, tenant_id: str) -> frozenset[str]:
     """Every event type an enabled endpoint of the tenant wants."""
-    rows = await conn.execute(
-        select(webhook_endpoints.c.events).where(
-            webhook_endpoints.c.tenant_id == tenant_id,
-            webhook_endpoints.c.state == EndpointState.ENABLED.value,
-        )
-    )
+    rows = await execute(conn, _SUBSCRIPTIONS, {"subscriber_tenant": tenant_id})
     return frozenset(t for (events,) in rows for t in str(events).split())
 
 
