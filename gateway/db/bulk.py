@@ -37,12 +37,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Table, delete, insert, text
+from sqlalchemy import ARRAY, DateTime, Table, any_, bindparam, delete, insert, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
+from gateway.db.direct import Direct, execute
 from gateway.db.sqlite_driver import OneHopConnection
 from gateway.db.sqlite_writer import claim_write
 
@@ -198,6 +199,34 @@ class DeleteIn:
     unequal: tuple[tuple[str, str | int], ...] = ()
 
 
+def _delete_shape(d: DeleteIn) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
+    return tuple(c for c, _ in d.equal), d.column, tuple(c for c, _ in d.unequal)
+
+
+def _delete_params(d: DeleteIn) -> dict[str, Any]:
+    return {
+        **{f"delete_eq_{c}": v for c, v in d.equal},
+        **{f"delete_ne_{c}": v for c, v in d.unequal},
+    }
+
+
+@functools.cache
+def _postgres_delete(
+    table: Table, equal: tuple[str, ...], column: str, unequal: tuple[str, ...]
+) -> Direct:
+    """`DeleteIn`'s statement on PostgreSQL, one per shape: the values as an array
+    (`= ANY`), not an IN list, so asyncpg runs it itself (gateway.db.direct)."""
+    cols = table.c
+    values_type = ARRAY(cols[column].type)
+    return Direct(
+        delete(table).where(
+            *(cols[c] == bindparam(f"delete_eq_{c}", type_=cols[c].type) for c in equal),
+            cols[column] == any_(bindparam("delete_values", type_=values_type)),
+            *(cols[c] != bindparam(f"delete_ne_{c}", type_=cols[c].type) for c in unequal),
+        )
+    )
+
+
 async def write_bulk(
     conn: AsyncConnection,
     deletes: Sequence[DeleteIn],
@@ -211,6 +240,13 @@ async def write_bulk(
     transaction's next statement, before it (`gateway.db.sqlite_driver`: that statement raises
     their errors; the commit runs them if none comes). Elsewhere one statement after another."""
     deletes = [d for d in deletes if d.values]
+    if conn.dialect.name == "postgresql":
+        for d in deletes:
+            # All the values in one array: one statement, run by asyncpg itself.
+            params = {**_delete_params(d), "delete_values": list(d.values)}
+            await execute(conn, _postgres_delete(d.table, *_delete_shape(d)), params)
+        await insert_bulk(conn, *inserts)
+        return
     if conn.dialect.name != "sqlite":
         for d in deletes:
             cols = d.table.c

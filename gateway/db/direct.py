@@ -20,9 +20,10 @@ once per dialect), the pooled connection, its transaction (begun on the driver h
 statement is its first, as SQLAlchemy's adapter would; committed or rolled back by the
 caller's `engine.begin()` block as usual, with `gateway.db.after_commit`'s callbacks), and the
 errors (asyncpg's are raised as SQLAlchemy's `DBAPIError` subclasses, a lost connection is
-invalidated). What is skipped: SQLAlchemy's `before_cursor_execute` events and echo, which
-nothing on these paths uses (SQLite's writer queue, `gateway.db.sqlite_writer`, watches them:
-on SQLite `execute` is `conn.execute`).
+invalidated). SQLAlchemy's `before_cursor_execute` and `after_cursor_execute`
+events still fire when something listens (a tracer, a test counting statements), with the SQL
+and values asyncpg is given, and no cursor nor execution context (`context` is None). What is
+skipped: SQLAlchemy's echo of statements and its statement cache.
 
 Limits, checked when a statement is first compiled: no IN lists (expanding parameters), no
 values rendered at execution (`literal_execute`).
@@ -109,12 +110,6 @@ class Direct:
     def __repr__(self) -> str:
         return f"Direct({type(self.statement).__name__})"
 
-    def bound(self, dialect: Dialect, params: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
-        """The SQL and the positional values the driver of `dialect` is given for `params`
-        (what `execute` sends; tests EXPLAIN it)."""
-        c = self.compiled_for(dialect)
-        return c.sql, c.bind(self, params)
-
     def compiled_for(self, dialect: Dialect) -> _Compiled:
         key = (dialect.name, dialect.driver)
         found = self._by_dialect.get(key)
@@ -162,6 +157,13 @@ async def execute(
         return await conn.execute(statement.statement, params)
     c = statement.compiled_for(dialect)
     args = c.bind(statement, params)
+    sync = conn.sync_connection
+    # SQLAlchemy's cursor events, when anything listens (tracing, tests counting statements):
+    # with the SQL and values asyncpg is given, and no cursor or execution context.
+    events = sync is not None and (sync._has_events or sync.engine._has_events)
+    if events:
+        assert sync is not None
+        sync.dispatch.before_cursor_execute(sync, None, c.sql, tuple(args), None, False)
     raw = await conn.get_raw_connection()
     # SQLAlchemy's asyncpg adapter (private API, pinned by tests/db/test_direct.py): its lock
     # against concurrent use, and its transaction, begun lazily by the first statement.
@@ -182,6 +184,9 @@ async def execute(
         except Exception as error:
             await _raise_as_sqlalchemy(conn, adapter, c.sql, error)
             raise  # not reached: for the type checker
+    if events:
+        assert sync is not None
+        sync.dispatch.after_cursor_execute(sync, None, c.sql, tuple(args), None, False)
     if c.metadata is None:
         return DirectResult(_NO_ROWS, [], rowcount)
     if c.results is None:

@@ -22,6 +22,9 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    ARRAY,
+    String,
+    any_,
     bindparam,
     delete,
     exists,
@@ -272,6 +275,10 @@ class CopyStore:
     async def _series_records(
         self, conn: AsyncConnection, calendar_id: str, generation: int, series: Sequence[str]
     ) -> list[EventRecord]:
+        if conn.dialect.name == "postgresql":
+            params = {"calendar_id": calendar_id, "generation": generation, "series": list(series)}
+            found = await execute(conn, _SERIES_RECORDS_POSTGRES, params)
+            return [_record(r) for r in found.mappings()]
         out: list[EventRecord] = []
         for chunk in chunks(series):
             params = {"calendar_id": calendar_id, "generation": generation, "series": chunk}
@@ -716,6 +723,17 @@ _SERIES_RECORDS = union(
     select(calendar_events).where(
         *_IN_GENERATION, calendar_events.c.recurring_event_id.in_(_SERIES)
     ),
+)
+# PostgreSQL's: the series as one array (no IN list: asyncpg runs it itself,
+# gateway.db.direct), all of them in one statement.
+_SERIES_ARRAY = any_(bindparam("series", type_=ARRAY(String)))
+_SERIES_RECORDS_POSTGRES = Direct(
+    union(
+        select(calendar_events).where(*_IN_GENERATION, calendar_events.c.event_id == _SERIES_ARRAY),
+        select(calendar_events).where(
+            *_IN_GENERATION, calendar_events.c.recurring_event_id == _SERIES_ARRAY
+        ),
+    )
 )
 
 # The statements that store a sync's result, built once per shape (building them anew was

@@ -12,9 +12,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Select,
+    ARRAY,
     String,
     and_,
+    any_,
     bindparam,
     case,
     cast,
@@ -213,10 +214,11 @@ def _unpack_epochs(packed: str | None) -> list[tuple[int, int]]:
 
 
 @functools.cache
-def _index_calendars(dialect: str) -> Select[Any]:
+def _index_calendars(dialect: str) -> Direct:
     """The index's load (`ReadStore.index_calendars`), built once: each calendar's row, push
     state and packed blocks. `known` is text `,id:blocks_version,...,` of the calendars whose
-    blocks the caller holds: theirs are not read while still at that blocks_version."""
+    blocks the caller holds: theirs are not read while still at that blocks_version. On
+    PostgreSQL the ids are an array (no IN list: asyncpg runs it itself, gateway.db.direct)."""
     w = watch_channels.c
     active = and_(w.calendar_id == calendars.c.id, w.state == "active")
     push_until = select(func.max(w.expires_at)).where(active).scalar_subquery()
@@ -225,13 +227,20 @@ def _index_calendars(dialect: str) -> Select[Any]:
     key = "," + calendars.c.id + ":" + cast(calendars.c.blocks_version, String) + ","
     find = func.instr if dialect == "sqlite" else func.strpos
     held = find(bindparam("known", type_=String), key) > 0
-    return select(
-        calendars,
-        push_until.label("push_until"),
-        push_forever.label("push_forever"),
-        push_heard_at.label("push_heard_at"),
-        case((held, null()), else_=_packed_epochs(dialect)).label("index_blocks"),
-    ).where(calendars.c.id.in_(bindparam("ids", expanding=True)))
+    ids = (
+        calendars.c.id.in_(bindparam("ids", expanding=True))
+        if dialect == "sqlite"
+        else calendars.c.id == any_(bindparam("ids", type_=ARRAY(String)))
+    )
+    return Direct(
+        select(
+            calendars,
+            push_until.label("push_until"),
+            push_forever.label("push_forever"),
+            push_heard_at.label("push_heard_at"),
+            case((held, null()), else_=_packed_epochs(dialect)).label("index_blocks"),
+        ).where(ids)
+    )
 
 
 _VIEW_BLOCKS = _ACTIVE_BLOCKS.where(
@@ -405,7 +414,7 @@ class ReadStore:
         async with self._reads.connect() as conn:
             # One statement: its rows and blocks are of one snapshot on either database.
             query = _index_calendars(conn.dialect.name)
-            result = await conn.execute(query, {"ids": list(calendar_ids), "known": held})
+            result = await execute(conn, query, {"ids": list(calendar_ids), "known": held})
             rows = result.mappings().all()
         return [
             CalendarSnapshot(

@@ -158,17 +158,32 @@ async def test_a_duplicate_key_is_sqlalchemy_s_integrity_error_without_parameter
     assert await _n(items, "a") == 1
 
 
-async def test_postgresql_runs_it_without_sqlalchemy_s_execution(items: AsyncEngine) -> None:
-    seen: list[str] = []
+async def test_postgresql_runs_it_without_sqlalchemy_s_execution_and_tells_its_listeners(
+    items: AsyncEngine,
+) -> None:
+    """A tracer or a test counting statements still sees each one, before and after; on
+    PostgreSQL with the SQL and values asyncpg got and no execution context (SQLAlchemy's
+    execution makes one)."""
+    seen: list[tuple[str, str, Any, bool]] = []
 
-    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
+    def before(
+        _conn: Any, _cursor: Any, statement: str, params: Any, context: Any, *_: Any
+    ) -> None:
+        seen.append(("before", statement, params, context is None))
+
+    def after(_conn: Any, _cursor: Any, statement: str, params: Any, context: Any, *_: Any) -> None:
+        seen.append(("after", statement, params, context is None))
 
     event.listen(items.sync_engine, "before_cursor_execute", before)
+    event.listen(items.sync_engine, "after_cursor_execute", after)
     async with items.connect() as conn:
         await execute(conn, _BY_ID, {"id": "a"})
+    mine = [s for s in seen if "direct_items" in s[1]]
+    assert [s[0] for s in mine] == ["before", "after"]
     direct = items.dialect.name == "postgresql"
-    assert (not seen) if direct else any("direct_items" in s for s in seen)
+    assert all(s[3] is direct for s in mine)
+    if direct:
+        assert "$1" in mine[0][1] and mine[0][2] == ("a",)
 
 
 async def test_a_parameter_the_statement_does_not_take_is_refused(items: AsyncEngine) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.db.schema import calendars, integrations
-from gateway.sync.lease_store import _DUE_LOCKED, LeaseStore, _claim_params
+from gateway.sync.lease_store import LeaseStore
 from tests.support.rows import calendar_values, integration_values
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -91,10 +91,10 @@ async def test_the_due_scan_claims_the_due_calendars_and_reads_only_them(
         f"cal_{QUIET + 1:05d}",
         f"cal_{QUIET + 4:05d}",
     ]
+    assert len(scans) == 1
+    statement, parameters = scans[0]
     async with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
-            assert len(scans) == 1
-            statement, parameters = scans[0]
             plan = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
             steps = [str(row[-1]) for row in plan]
             # The small set of due ids (materialised) is walked, never a table of them all.
@@ -102,15 +102,6 @@ async def test_the_due_scan_claims_the_due_calendars_and_reads_only_them(
             tables = ("SCAN calendars", "SCAN integrations", "SCAN other")
             assert not [s for s in steps if s.startswith(tables) and "USING" not in s], steps
         else:
-            # PostgreSQL's scan runs on asyncpg itself (gateway.db.direct), unseen by
-            # SQLAlchemy's events: its SQL and values as sent, EXPLAINed the same way.
-            assert not scans
-            params = {
-                **_claim_params("me", NOW + timedelta(minutes=2), NOW),
-                "claim_candidates": 16,
-            }
-            sql, args = _DUE_LOCKED.bound(engine.dialect, params)
-            driver = (await conn.get_raw_connection()).driver_connection
-            assert driver is not None
-            steps = [str(row[0]) for row in await driver.fetch(f"EXPLAIN {sql}", *args)]
+            plan = await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+            steps = [str(row[0]) for row in plan]
             assert not [s for s in steps if "Seq Scan" in s], "\n".join(steps)

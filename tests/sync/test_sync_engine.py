@@ -202,7 +202,9 @@ async def test_a_changed_exception_reads_its_series_through_the_indexes(h: Harne
     reads: list[tuple[str, Any]] = []
 
     def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM calendar_events" in statement and "recurring_event_id IN" in statement:
+        # An IN list on SQLite, an array on PostgreSQL (gateway.db.direct).
+        series = ("recurring_event_id IN", "recurring_event_id = ANY")
+        if "FROM calendar_events" in statement and any(s in statement for s in series):
             reads.append((statement, parameters))
 
     later = {
