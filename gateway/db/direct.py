@@ -64,19 +64,15 @@ class _Compiled:
 
     def bind(self, statement: Direct, params: Mapping[str, Any] | None) -> list[Any]:
         """The driver's positional values for `params`."""
-        return _bind(self, statement, params)
-
-
-def _bind(c: _Compiled, statement: Direct, params: Mapping[str, Any] | None) -> list[Any]:
-    if params and c.refuses and not c.refuses.isdisjoint(params):
-        # Compiled once, it would ignore the value SQLAlchemy's execution would write.
-        unknown = sorted(c.refuses.intersection(params))
-        raise ValueError(f"{statement!r} takes no parameter {unknown[0]!r}")
-    values = c.compiled.construct_params(dict(params) if params else None)
-    return [
-        values[name] if bind is None else bind(values[name])
-        for name, bind in zip(c.names, c.binds, strict=True)
-    ]
+        if params and self.refuses and not self.refuses.isdisjoint(params):
+            # Compiled once, it would ignore the value SQLAlchemy's execution would write.
+            unknown = sorted(self.refuses.intersection(params))
+            raise ValueError(f"{statement!r} takes no parameter {unknown[0]!r}")
+        values = self.compiled.construct_params(dict(params) if params else None)
+        return [
+            values[name] if bind is None else bind(values[name])
+            for name, bind in zip(self.names, self.binds, strict=True)
+        ]
 
 
 class DirectResult(IteratorResult[*tuple[Any, ...]]):
@@ -165,7 +161,7 @@ async def execute(
         assert sync is not None
         sync.dispatch.before_cursor_execute(sync, None, c.sql, tuple(args), None, False)
     raw = await conn.get_raw_connection()
-    # SQLAlchemy's asyncpg adapter (private API, pinned by tests/db/test_direct.py): its lock
+    # SQLAlchemy's asyncpg adapter (private API, pinned by tests/storage/test_direct.py): its lock
     # against concurrent use, and its transaction, begun lazily by the first statement.
     adapter: Any = raw.dbapi_connection
     driver = raw.driver_connection

@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.bulk import chunks
@@ -158,24 +159,18 @@ _CLAIM_VALUES: Mapping[str, Any] = MappingProxyType(
     }
 )
 _ACTIVE = exists().where(integrations.c.id == _c.integration_id, integrations.c.status == "active")
-# One calendar, for a notification's transaction (`claim_notified`).
-_CLAIM_ONE = (
-    update(calendars)
-    .where(_c.id == bindparam("claim_calendar", type_=_c.id.type), _ACTIVE, _CLAIMABLE, _NOT_BUSY)
-    .values(**_CLAIM_VALUES)
-    .returning(*_c)
-)
-_CLAIM_ONE_POSTGRES = Direct(
-    update(calendars)
-    .where(
-        _c.id == bindparam("claim_calendar", type_=_c.id.type),
-        _ACTIVE,
-        _CLAIMABLE,
-        _NOT_BUSY_ARRAY,
-    )
-    .values(**_CLAIM_VALUES)
-    .returning(*_c)
-)
+
+
+def _claim(where: ColumnElement[bool], *also: ColumnElement[bool]) -> ReturningUpdate[Any]:
+    """A claim of the calendars `where` selects, guarded by `also`; returns the rows claimed."""
+    return update(calendars).where(where, *also).values(**_CLAIM_VALUES).returning(*_c)
+
+
+# One calendar, for a notification's transaction (`claim_notified`); PostgreSQL's with the
+# busy integrations as an array.
+_CLAIM_CALENDAR = _c.id == bindparam("claim_calendar", type_=_c.id.type)
+_CLAIM_ONE = _claim(_CLAIM_CALENDAR, _ACTIVE, _CLAIMABLE, _NOT_BUSY)
+_CLAIM_ONE_POSTGRES = Direct(_claim(_CLAIM_CALENDAR, _ACTIVE, _CLAIMABLE, _NOT_BUSY_ARRAY))
 # `_CLAIM_ONE` only if the transaction's previous statement changed one row: SQLite's
 # `changes()` (the notification's channel UPDATE, run in the same hop: `claim_notified`).
 _CLAIM_ONE_AFTER_ONE_CHANGE = _CLAIM_ONE.where(func.changes() == 1)
@@ -216,17 +211,9 @@ _DUE = _due(_NOT_BUSY)
 _DUE_LOCKED = Direct(_due(_NOT_BUSY_ARRAY).with_for_update(skip_locked=True, of=calendars))
 # The claim of the chosen ones: the lease must still be free (on SQLite another process may
 # have claimed one since the SELECT); returns the rows it claimed.
-_CLAIM_CHOSEN = (
-    update(calendars)
-    .where(_c.id.in_(bindparam("claim_ids", expanding=True)), _NOT_LEASED)
-    .values(**_CLAIM_VALUES)
-    .returning(*_c)
-)
+_CLAIM_CHOSEN = _claim(_c.id.in_(bindparam("claim_ids", expanding=True)), _NOT_LEASED)
 _CLAIM_CHOSEN_POSTGRES = Direct(
-    update(calendars)
-    .where(_c.id == any_(bindparam("claim_ids", type_=ARRAY(String))), _NOT_LEASED)
-    .values(**_CLAIM_VALUES)
-    .returning(*_c)
+    _claim(_c.id == any_(bindparam("claim_ids", type_=ARRAY(String))), _NOT_LEASED)
 )
 
 
