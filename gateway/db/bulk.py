@@ -199,17 +199,6 @@ class DeleteIn:
     unequal: tuple[tuple[str, str | int], ...] = ()
 
 
-def _delete_shape(d: DeleteIn) -> tuple[tuple[str, ...], str, tuple[str, ...]]:
-    return tuple(c for c, _ in d.equal), d.column, tuple(c for c, _ in d.unequal)
-
-
-def _delete_params(d: DeleteIn) -> dict[str, Any]:
-    return {
-        **{f"delete_eq_{c}": v for c, v in d.equal},
-        **{f"delete_ne_{c}": v for c, v in d.unequal},
-    }
-
-
 @functools.cache
 def _postgres_delete(
     table: Table, equal: tuple[str, ...], column: str, unequal: tuple[str, ...]
@@ -227,6 +216,29 @@ def _postgres_delete(
     )
 
 
+async def _delete_in(conn: AsyncConnection, d: DeleteIn) -> None:
+    """`d` in `conn`'s transaction, off SQLite: on PostgreSQL all its values in one array (one
+    statement, run by asyncpg itself), elsewhere in IN lists of at most IN_BATCH."""
+    if conn.dialect.name == "postgresql":
+        shape = tuple(c for c, _ in d.equal), d.column, tuple(c for c, _ in d.unequal)
+        params = {
+            **{f"delete_eq_{c}": v for c, v in d.equal},
+            **{f"delete_ne_{c}": v for c, v in d.unequal},
+            "delete_values": list(d.values),
+        }
+        await execute(conn, _postgres_delete(d.table, *shape), params)
+        return
+    cols = d.table.c
+    for chunk in chunks(d.values):
+        await conn.execute(
+            delete(d.table).where(
+                *(cols[c] == v for c, v in d.equal),
+                cols[d.column].in_(chunk),
+                *(cols[c] != v for c, v in d.unequal),
+            )
+        )
+
+
 async def write_bulk(
     conn: AsyncConnection,
     deletes: Sequence[DeleteIn],
@@ -240,24 +252,9 @@ async def write_bulk(
     transaction's next statement, before it (`gateway.db.sqlite_driver`: that statement raises
     their errors; the commit runs them if none comes). Elsewhere one statement after another."""
     deletes = [d for d in deletes if d.values]
-    if conn.dialect.name == "postgresql":
-        for d in deletes:
-            # All the values in one array: one statement, run by asyncpg itself.
-            params = {**_delete_params(d), "delete_values": list(d.values)}
-            await execute(conn, _postgres_delete(d.table, *_delete_shape(d)), params)
-        await insert_bulk(conn, *inserts)
-        return
     if conn.dialect.name != "sqlite":
         for d in deletes:
-            cols = d.table.c
-            for chunk in chunks(d.values):
-                await conn.execute(
-                    delete(d.table).where(
-                        *(cols[c] == v for c, v in d.equal),
-                        cols[d.column].in_(chunk),
-                        *(cols[c] != v for c, v in d.unequal),
-                    )
-                )
+            await _delete_in(conn, d)
         await insert_bulk(conn, *inserts)
         return
     batches: list[tuple[str, Any]] = []
