@@ -164,7 +164,19 @@ def single_statement_reads(engine: AsyncEngine) -> AsyncEngine:
     loads): on PostgreSQL in AUTOCOMMIT, so the driver sends no BEGIN before the statement and
     no ROLLBACK after it (two round trips of the four such a read took; one statement is one
     snapshot by itself). On SQLite `engine` itself: a read there opens no transaction anyway.
-    Never for several statements that must agree, nor for writes."""
+    Never for several statements that must agree, nor for writes (`single_statement_writes`)."""
     if engine.dialect.name == "postgresql":
         return engine.execution_options(isolation_level="AUTOCOMMIT")
     return engine
+
+
+def single_statement_writes(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` for a write transaction of ONE statement, run as
+    `async with single_statement_writes(engine).begin() as conn: await commit_if_changed(...)`:
+    on PostgreSQL in AUTOCOMMIT, where the statement is its own transaction (atomic, committed
+    when it ends), without the BEGIN and COMMIT round trips around it; on SQLite `engine`
+    itself, where `commit_if_changed` runs such a statement alone already (no BEGIN, no
+    COMMIT: `gateway.db.sqlite_driver`). Nothing may run before or after that statement on
+    the connection: a second statement would commit separately. Row locks a statement takes
+    (FOR UPDATE) last only as long as it does."""
+    return single_statement_reads(engine)

@@ -1,4 +1,7 @@
-"""Counting hops to SQLite connections' threads: every call the counting task hands to an
+"""Counting hops to SQLite connections' threads (`counted_hops`), and the transactions asyncpg
+begins on PostgreSQL (`counted_begins`).
+
+Hops: every call the counting task hands to an
 aiosqlite connection's thread, by the name of the function it runs (`_run`: one statement with
 whatever was deferred into it, `_run_batch`, ...). The one-hop tests assert how many a write
 takes. Only hops of the counting task and of tasks it starts are counted (a group commit's
@@ -13,10 +16,13 @@ from contextvars import ContextVar
 from typing import Any
 
 import aiosqlite
+import asyncpg
 import pytest
 
 # Set by `counted_hops` in the counting task's context; tasks started from it inherit it.
 _COUNTING: ContextVar[object | None] = ContextVar("counting_hops", default=None)
+# The same for `counted_begins`.
+_BEGINS: ContextVar[object | None] = ContextVar("counting_begins", default=None)
 
 
 @contextmanager
@@ -38,3 +44,27 @@ def counted_hops() -> Iterator[list[str]]:
             yield hops
     finally:
         _COUNTING.reset(token)
+
+
+@contextmanager
+def counted_begins() -> Iterator[list[str]]:
+    """The transactions asyncpg begins inside the block (a BEGIN, a round trip each), by
+    isolation level: SQLAlchemy's adapter begins one before a connection's first statement
+    unless the connection is in AUTOCOMMIT. None on SQLite. Counted like `counted_hops`: the
+    counting task's and those of tasks it starts."""
+    begins: list[str] = []
+    original = asyncpg.transaction.Transaction.start
+    marker = object()
+
+    async def counted(self: asyncpg.transaction.Transaction) -> None:
+        if _BEGINS.get() is marker:
+            begins.append(str(self._isolation))
+        await original(self)
+
+    token = _BEGINS.set(marker)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(asyncpg.transaction.Transaction, "start", counted)
+            yield begins
+    finally:
+        _BEGINS.reset(token)

@@ -44,7 +44,7 @@ from gateway.sync.channels import MaintenanceReport
 from gateway.sync.engine import SyncOutcome
 from gateway.sync.scheduler import SyncScheduler
 from gateway.sync.store import SyncStore
-from tests.support.hops import counted_hops
+from tests.support.hops import counted_begins, counted_hops
 from tests.support.stack import ALICE, DAVE, EmulatorSecrets, Stack, start_stack
 from tests.sync.push_support import (
     Push,
@@ -244,9 +244,9 @@ async def test_google_s_answer_is_recorded_in_one_hop_and_bumps_the_calendar(h: 
 
 async def test_a_first_channel_s_answer_without_a_copy_writes_the_channel_alone(h: Push) -> None:
     """A calendar's first channel opens before its first listing: Google's answer for it is
-    then the channels' UPDATE alone (on SQLite one statement committed without BEGIN or
-    COMMIT, no calendar row written: the first copy's switch moves the version). With a push
-    error to clear it is the whole transaction again, as always on PostgreSQL."""
+    then the channels' UPDATE alone: one statement committed without BEGIN or COMMIT (on
+    SQLite in one hop, on PostgreSQL in AUTOCOMMIT), no calendar row written (the first copy's
+    switch moves the version). With a push error to clear it is the whole transaction again."""
     sqlite = h.stack.engine.dialect.name == "sqlite"
     now = datetime.fromtimestamp(h.stack.google.clock(), UTC)
     expires = now + timedelta(days=7)
@@ -258,26 +258,28 @@ async def test_a_first_channel_s_answer_without_a_copy_writes_the_channel_alone(
 
     await claim("ch_first")
     version, _ = await state()
-    with counted_hops() as hops:
+    with counted_hops() as hops, counted_begins() as begins:
         replaced = await h.store.record_opened(
             "ch_first", "res", expires, calendar_id=h.calendar.id, uncopied=True
         )
     # One hop: a statement alone goes to the writer's group (here a group of one).
-    assert replaced == [] and hops == (["_run_together"] if sqlite else [])
+    assert replaced == [] and hops == (["_run_together"] if sqlite else []) and begins == []
     first = await h.channel("ch_first")
     assert (first.state, first.resource_id, first.expires_at) == ("opening", "res", expires)
-    assert await state() == (version + (0 if sqlite else 1), None)
+    assert await state() == (version, None)
 
     # An earlier attempt was refused: Google accepting this one clears the calendar's error.
     await h.store.mark_stopped("ch_first")
     await h.store.record_push_error(h.calendar.id, "push_refused: test")
     await claim("ch_second")
     version, _ = await state()
-    await h.store.record_opened(
-        "ch_second", "res2", expires, calendar_id=h.calendar.id, uncopied=True
-    )
+    with counted_begins() as begins:
+        await h.store.record_opened(
+            "ch_second", "res2", expires, calendar_id=h.calendar.id, uncopied=True
+        )
     assert (await h.channel("ch_second")).resource_id == "res2"
     assert await state() == (version + 1, None)
+    assert begins == ([] if sqlite else ["read_committed"])  # the transaction, as always
 
 
 async def test_a_silent_channel_is_replaced_and_its_calendar_polled_meanwhile(h: Push) -> None:
