@@ -8,6 +8,12 @@ calendar, fully synced before the load starts. A separate load process
 handler, then against `GET /v1/integrations/{id}/freebusy` for a one-week window (answered from
 the local copy: `source` cache). A one-connection run gives the single-request latency.
 
+The bare handler's row is its first run, before anything else starts. Each backend's
+throughput and p99 are compared with the mean of two more bare runs, right before and right
+after its own: on the shared machines here the same bare run moved by a fifth within minutes
+(the reference loop with it), and a backend measured minutes after the one bare run was
+compared with a machine that was no longer there. Bracketing cancels a steady drift.
+
 Batches (issue 13: "`POST /v1/freebusy` and `/v1/slots` for 50 integrations must cost far less
 than 50 single calls"): `batch` more integrations, one after another on one connection, are
 asked one GET each and then in one POST /v1/freebusy and one POST /v1/slots (a 30-minute
@@ -79,23 +85,31 @@ async def run_api_bench(workdir: Path, config: ApiBenchConfig) -> list[Figure]:
     """Run the benchmark (module doc) under `workdir`."""
     out: list[Figure] = []
     port = free_port()
+    bare_url = f"http://127.0.0.1:{port}/"
     async with process(
         "bare aiohttp server",
         ["-m", "gateway.bench.bare", "--port", str(port)],
         log_path=workdir / "bare.log",
         ready_url=f"http://127.0.0.1:{port}/healthz",
     ):
-        bare = await _load(f"http://127.0.0.1:{port}/", {}, config, config.concurrency, workdir)
-    out += [
-        Figure(
-            f"bare aiohttp handler, {config.concurrency} connections",
-            bare.rps,
-            "req/s",
-            bare.rps,
-            "bare",
-            f"p50 {bare.p50_ms:.1f} ms, p99 {bare.p99_ms:.1f} ms",
-        ),
-    ]
+        bare = await _load(bare_url, {}, config, config.concurrency, workdir)
+        out.append(
+            Figure(
+                f"bare aiohttp handler, {config.concurrency} connections",
+                bare.rps,
+                "req/s",
+                bare.rps,
+                "bare",
+                f"p50 {bare.p50_ms:.1f} ms, p99 {bare.p99_ms:.1f} ms; each backend is compared"
+                " with bare runs right before and after its own",
+            )
+        )
+        out += await _backends(workdir, bare_url, config)
+    return out
+
+
+async def _backends(workdir: Path, bare_url: str, config: ApiBenchConfig) -> list[Figure]:
+    out: list[Figure] = []
     [email] = bench_emails(1, prefix="api")
     sized = bench_emails(2, prefix="size") if config.size_large > 0 else []
     loaded = bench_emails(config.memory_calendars, prefix="mem")
@@ -115,10 +129,32 @@ async def run_api_bench(workdir: Path, config: ApiBenchConfig) -> list[Figure]:
                 Emails(email, sized, loaded, batched),
                 start,
                 backend,
-                bare,
+                bare_url,
                 config,
             )
     return out
+
+
+@dataclass(frozen=True)
+class _Bracket:
+    """The bare handler's runs right before and right after a backend's (module doc)."""
+
+    before: LoadResult
+    after: LoadResult
+
+    @property
+    def rps(self) -> float:
+        return (self.before.rps + self.after.rps) / 2
+
+    @property
+    def p99_ms(self) -> float:
+        return (self.before.p99_ms + self.after.p99_ms) / 2
+
+    def note(self) -> str:
+        return (
+            f"bare {self.before.rps:,.0f} and {self.after.rps:,.0f} req/s, p99"
+            f" {self.before.p99_ms:.1f} and {self.after.p99_ms:.1f} ms right before and after"
+        )
 
 
 @dataclass(frozen=True)
@@ -188,7 +224,7 @@ async def _one_backend(
     emails: Emails,
     start: datetime,
     backend: str,
-    bare: LoadResult,
+    bare_url: str,
     config: ApiBenchConfig,
 ) -> list[Figure]:
     from gateway.bench.setup import Emulator
@@ -225,8 +261,12 @@ async def _one_backend(
 
                 busy = await _check_cached(target(emails.main), headers)
                 single_s = min(config.single_duration_s, config.duration_s)
+                bare_first = await _load(bare_url, {}, config, config.concurrency, workdir)
                 many = await _load(
                     target(emails.main), headers, config, config.concurrency, workdir
+                )
+                bare = _Bracket(
+                    bare_first, await _load(bare_url, {}, config, config.concurrency, workdir)
                 )
                 one = (
                     await _load(target(emails.main), headers, config, 1, workdir, single_s)
@@ -256,7 +296,7 @@ async def _one_backend(
             "req/s",
             bare.rps,
             "bare",
-            f"one week, {busy} busy intervals; {many.errors} errors; aim >= 0.5x",
+            f"one week, {busy} busy intervals; {many.errors} errors; {bare.note()}; aim >= 0.5x",
         ),
         Figure(f"freebusy p50 ({label}), {config.concurrency} connections", many.p50_ms, "ms"),
         Figure(
