@@ -311,8 +311,9 @@ def _backends(choice: str) -> tuple[str, ...]:
 
 async def _run_bench(run: Callable[[Path], Awaitable[list[Figure]]]) -> int:
     """Run a benchmark in a throwaway folder (never the configured database) and print the
-    machine line and the table. A failed run keeps its folder (process logs) and says where."""
-    from gateway.bench.report import format_table
+    machine line, the table and which aims the run met. A failed run keeps its folder
+    (process logs) and says where."""
+    from gateway.bench.report import format_aims, format_table
     from gateway.bench.runner import machine_line, machine_now
 
     workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="cg-bench-"))
@@ -326,6 +327,9 @@ async def _run_bench(run: Callable[[Path], Awaitable[list[Figure]]]) -> int:
     await asyncio.to_thread(shutil.rmtree, workdir, True)
     print(machine_line(start, end))
     print(format_table(figures))
+    aims = format_aims(figures)
+    if aims is not None:
+        print(aims)
     return 0
 
 
