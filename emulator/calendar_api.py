@@ -15,6 +15,9 @@ insert/update/patch/delete/watch, channels.stop, freebusy.query.
 
 Control routes (no auth, JSON), all under `/_emulator/calendar/`:
   POST   users/{email}/calendars                  {summary, timeZone?, id?} -> {id}
+  PATCH  calendars/{calendarId}                   {timeZone}: the owner changes the calendar's
+                                                  zone in Google Calendar's settings (events
+                                                  keep theirs; no push: no event changed)
   POST   calendars/{calendarId}/events            Event body: insert as if done in Google Calendar
   PATCH  calendars/{calendarId}/events/{eventId}  patch body (instance ids make exceptions)
   DELETE calendars/{calendarId}/events/{eventId}  delete (tombstone)
@@ -702,6 +705,18 @@ def _control(
             }
         )
 
+    async def set_time_zone(request: web.Request) -> web.StreamResponse:
+        cal = calendar_for(request.match_info["calendarId"])
+        name = (await json_body(request)).get("timeZone")
+        if not isinstance(name, str) or zone(name) is None:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": f"unknown time zone {name!r}"}),
+                content_type="application/json",
+            )
+        cal.time_zone = name
+        cal.updated_s = store.clock()
+        return ok({"id": cal.id, "timeZone": cal.time_zone})
+
     async def google_insert(request: web.Request) -> web.StreamResponse:
         cal = calendar_for(request.match_info["calendarId"])
         body = load_discovery().check_body("Event", await json_body(request))
@@ -817,6 +832,7 @@ def _control(
         "POST /calendar/users/{email}/calendars": add_calendar,
         "POST /calendar/calendars/{calendarId}/events": google_insert,
         "PATCH /calendar/calendars/{calendarId}/events/{eventId}": google_patch,
+        "PATCH /calendar/calendars/{calendarId}": set_time_zone,
         "DELETE /calendar/calendars/{calendarId}/events/{eventId}": google_delete,
         "POST /calendar/calendars/{calendarId}/events/{eventId}/response": guest_response,
         "POST /calendar/users/{email}/sync-tokens/invalidate": invalidate,

@@ -402,10 +402,12 @@ class CopyStore:
         horizon: Horizon,
         now: datetime,
         release: LeaseRelease | None = None,
+        time_zone: str | None = None,
     ) -> Stored:
         """Store the blocks of the complete generation and make it the one readers see (and
         release the lease in the same transaction, with `release`), then drop the previous
-        one. Not stored (nothing switched) if another build replaced it."""
+        one. Not stored (nothing switched) if another build replaced it. `time_zone`: the
+        calendar's zone as the listing named it, stored with the switch (None: unchanged)."""
         prepared = await self._block_bulk(self.engine.dialect.name, calendar_id, generation, blocks)
         try:
             async with self.engine.begin() as conn:
@@ -413,7 +415,7 @@ class CopyStore:
                 previous = await self._announce_rebuild(conn, calendar_id, generation, now, cal)
                 await insert_bulk(conn, prepared, with_next=True)
                 done = await self._switch(
-                    conn, calendar_id, generation, sync_token, horizon, now, release
+                    conn, calendar_id, generation, sync_token, horizon, now, release, time_zone
                 )
         except _NotSwitched:
             return Stored(stored=False, released=False)
@@ -431,6 +433,7 @@ class CopyStore:
         horizon: Horizon,
         now: datetime,
         release: LeaseRelease | None = None,
+        time_zone: str | None = None,
     ) -> tuple[Stored, int, int]:
         """A whole calendar listed in one page (most calendars: up to the engine's page size):
         its records and blocks (`await blocks_of(rows_kept)`, computed before the transaction)
@@ -438,7 +441,7 @@ class CopyStore:
         release; leftovers of a build that never completed deleted in it too. What
         `begin_generation` and `activate_generation` do for a calendar of many pages, with
         one writer's turn instead of two. Returns what was stored, the generation and the
-        records written."""
+        records written. `time_zone` as for `activate_generation`."""
         merge = EventMerge.of(rows)
         blocks = await blocks_of(merge.keep)
         dialect = self.engine.dialect.name
@@ -457,7 +460,7 @@ class CopyStore:
                 await write_bulk(conn, stale, [events, prepared], with_next=True)
                 previous = await self._announce_rebuild(conn, calendar_id, generation, now, cal)
                 done = await self._switch(
-                    conn, calendar_id, generation, sync_token, horizon, now, release
+                    conn, calendar_id, generation, sync_token, horizon, now, release, time_zone
                 )
         except _NotSwitched:
             return not_stored
@@ -474,6 +477,7 @@ class CopyStore:
         horizon: Horizon,
         now: datetime,
         release: LeaseRelease | None,
+        time_zone: str | None = None,
     ) -> Stored:
         """Make the written `generation` the one readers see, in the caller's transaction
         (with the lease's release). `_NotSwitched` (the caller's transaction rolls back) if the
@@ -482,6 +486,7 @@ class CopyStore:
             "switch_calendar": calendar_id,
             "switch_generation": generation,
             "switch_token": sync_token,
+            "switch_time_zone": time_zone,
             "switch_horizon_start": horizon.start,
             "switch_horizon_end": horizon.end,
             "synced_at": now,
@@ -755,8 +760,9 @@ _SUCCESS: Mapping[str, Any] = MappingProxyType(
 @functools.cache
 def _switch_statement(release: bool) -> Direct:
     """A build's switch (`CopyStore._switch`): its generation becomes the active one, with the
-    sync token, the horizon and success (`synced_at`), unless the calendar is gone or a
-    newer build is active already; with `release`, the lease's release too."""
+    sync token, the horizon, the calendar's time zone as the listing named it (NULL: the
+    stored one stays) and success (`synced_at`), unless the calendar is gone or a newer build
+    is active already; with `release`, the lease's release too."""
     c = calendars.c
     generation = bindparam("switch_generation", type_=c.active_generation.type)
     return Direct(
@@ -770,6 +776,9 @@ def _switch_statement(release: bool) -> Direct:
             sync_token=bindparam("switch_token", type_=c.sync_token.type),
             horizon_start=bindparam("switch_horizon_start", type_=c.horizon_start.type),
             horizon_end=bindparam("switch_horizon_end", type_=c.horizon_end.type),
+            time_zone=func.coalesce(
+                bindparam("switch_time_zone", type_=c.time_zone.type), c.time_zone
+            ),
             **_SUCCESS,
             **(LEASE_RELEASE_VALUES if release else {}),
             **calendar_bump(),

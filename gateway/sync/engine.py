@@ -19,7 +19,12 @@ What `sync_calendar` does:
   `syncToken`. The whole delta is merged in one transaction with the recomputed blocks of the
   series it touches and the new token, so a failure half-way changes nothing;
 * 410 fullSyncRequired (at any page): the token is dropped and a full sync builds a new
-  generation; the old copy stays visible until the new one is complete.
+  generation; the old copy stays visible until the new one is complete;
+* the calendar's time zone: every listing names it (`timeZone`), and all-day events and series
+  without a zone of their own are busy in it. A full sync parses and expands in the zone its
+  listing names and stores it with the switch; an incremental listing that names another zone
+  than the copy was built in (the user changed it in Google Calendar's settings) is dropped
+  and a full resync builds the copy again in the new zone, as after a 410.
 
 It never calls Google for an integration that is not active (needs_reauth, disconnecting,
 disconnected): it answers `SyncOutcome(status="inactive")`.
@@ -34,9 +39,10 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.clock import rfc3339, utc_now
 from gateway.connections.errors import IntegrationInactive
@@ -49,6 +55,7 @@ from gateway.observability.metrics import SYNC_RUNS
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SyncConfig
 from gateway.sync.copy_store import Compute
+from gateway.sync.errors import CalendarZoneChanged
 from gateway.sync.lease_store import LeaseRelease
 from gateway.sync.model import BusyBlock, EventRecord, Horizon, blocks_for_records
 from gateway.sync.rows import EventRow, parse_rows, record_of
@@ -99,6 +106,19 @@ class TokenKeeper(Protocol):
 
 SyncKind = Literal["full", "incremental", "resync"]
 RunOutcome = Literal["ok", "backoff", "error", "inactive", "crashed"]
+
+
+def listed_zone(page: Json) -> str | None:
+    """The calendar's time zone as an events.list page names it (`timeZone`), or None when
+    it names none or one this machine does not know (the stored zone then stays)."""
+    name = page.get("timeZone")
+    if not isinstance(name, str) or not name:
+        return None
+    try:
+        ZoneInfo(name)  # cached after the first load of a zone, as parsing the page does
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    return name
 
 
 def _counted(kind: SyncKind, outcome: RunOutcome, result: SyncOutcome) -> SyncOutcome:
@@ -286,8 +306,10 @@ class SyncEngine:
                     outcome = await self._incremental(
                         calendar, tokens, integration.owner_tag, release
                     )
-                except SyncTokenExpired:
-                    log.info("sync token expired, full resync: calendar=%s", calendar.id)
+                except (SyncTokenExpired, CalendarZoneChanged) as exc:
+                    changed = isinstance(exc, CalendarZoneChanged)
+                    why = "time zone changed" if changed else "sync token expired"
+                    log.info("%s, full resync: calendar=%s", why, calendar.id)
                     kind = "resync"
                     outcome = await self._full(
                         calendar, tokens, integration.owner_tag, resynced=True, release=release
@@ -402,6 +424,9 @@ class SyncEngine:
             tokens, calendar.integration_id, calendar.google_calendar_id, **self._params(horizon)
         ):
             pages += 1
+            if pages == 1 and (zone := listed_zone(page)) not in (None, calendar.time_zone):
+                # The copy is built in the zone the calendar has now (module doc).
+                calendar = replace(calendar, time_zone=zone)
             rows = await self._parse_full_page(page, calendar, owner_tag)
             changes += len(rows)
             if pages == 1 and not page.get("nextPageToken"):
@@ -428,6 +453,7 @@ class SyncEngine:
                 horizon=horizon,
                 now=self._clock(),
                 release=release,
+                time_zone=calendar.time_zone,
             )
         else:
             # Pages were written as they came: the blocks come from the generation's records,
@@ -443,6 +469,7 @@ class SyncEngine:
                 horizon=horizon,
                 now=self._clock(),
                 release=release,
+                time_zone=calendar.time_zone,
             )
         log.info(
             "full sync: calendar=%s generation=%d pages=%d events=%d",
@@ -481,6 +508,8 @@ class SyncEngine:
             **self._params(None),
         ):
             pages += 1
+            if pages == 1 and listed_zone(page) not in (None, calendar.time_zone):
+                raise CalendarZoneChanged("the calendar's time zone changed")
             items.extend(self._parse_page(page, calendar, owner_tag))
             sync_token = page.get("nextSyncToken")
             if self._page_hook is not None:

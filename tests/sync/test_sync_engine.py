@@ -384,6 +384,44 @@ async def test_what_is_busy_and_all_day_days(h: Harness) -> None:
     assert len(h.stack.google.inspector.records) == before
 
 
+async def test_a_time_zone_changed_at_google_rebuilds_the_copy_in_the_new_zone(
+    h: Harness,
+) -> None:
+    """The user moves and sets their calendar to New York in Google Calendar's settings. An
+    all-day event is busy from midnight to midnight in the calendar's zone, so its block must
+    move by six hours: the next incremental listing names the new zone, and the engine
+    rebuilds the copy in it (as after a 410) and stores the zone."""
+    h.stack.google.calendars.insert_event(
+        h.google_cal,
+        {"id": "offsite1", "start": {"date": "2026-12-24"}, "end": {"date": "2026-12-25"}},
+    )
+    await h.engine.sync_calendar(h.calendar.id)
+    day = datetime(2026, 12, 23, tzinfo=UTC), datetime(2026, 12, 27, tzinfo=UTC)
+    assert await h.engine.busy_between(h.calendar.id, *day) == [
+        (datetime(2026, 12, 23, 23, tzinfo=UTC), datetime(2026, 12, 24, 23, tzinfo=UTC))
+    ]
+
+    # As the owner would, over the emulator's HTTP control API (no event changes, no push).
+    url = f"{h.stack.google_url}/_emulator/calendar/calendars/{ALICE}"
+    async with h.stack.http.patch(url, json={"timeZone": "America/New_York"}) as r:
+        assert r.status == 200, await r.text()
+    async with h.stack.http.patch(url, json={"timeZone": "Mars/Olympus"}) as r:
+        assert r.status == 400  # the emulator refuses a zone that does not exist
+
+    resync = await h.engine.sync_calendar(h.calendar.id)
+    assert resync.status == "synced" and resync.full and resync.resynced
+    assert resync.generation == 2
+    assert await h.engine.busy_between(h.calendar.id, *day) == [
+        (datetime(2026, 12, 24, 5, tzinfo=UTC), datetime(2026, 12, 25, 5, tzinfo=UTC))
+    ]
+    row = await h.engine.store.get(h.calendar.id)
+    assert row is not None and row.time_zone == "America/New_York"
+
+    # The zone is current again: the next listing is an ordinary incremental one.
+    again = await h.engine.sync_calendar(h.calendar.id)
+    assert again.status == "synced" and not again.full and again.generation == 2
+
+
 async def test_reexpansion_for_a_moved_horizon_needs_no_google(h: Harness) -> None:
     h.stack.google.calendars.insert_event(
         h.google_cal,
