@@ -108,7 +108,7 @@ SyncKind = Literal["full", "incremental", "resync"]
 RunOutcome = Literal["ok", "backoff", "error", "inactive", "crashed"]
 
 
-def listed_zone(page: Json) -> str | None:
+def _listed_zone(page: Json) -> str | None:
     """The calendar's time zone as an events.list page names it (`timeZone`), or None when
     it names none or one this machine does not know (the stored zone then stays)."""
     name = page.get("timeZone")
@@ -424,7 +424,7 @@ class SyncEngine:
             tokens, calendar.integration_id, calendar.google_calendar_id, **self._params(horizon)
         ):
             pages += 1
-            if pages == 1 and (zone := listed_zone(page)) not in (None, calendar.time_zone):
+            if pages == 1 and (zone := _listed_zone(page)) not in (None, calendar.time_zone):
                 # The copy is built in the zone the calendar has now (module doc).
                 calendar = replace(calendar, time_zone=zone)
             rows = await self._parse_full_page(page, calendar, owner_tag)
@@ -508,7 +508,7 @@ class SyncEngine:
             **self._params(None),
         ):
             pages += 1
-            if pages == 1 and listed_zone(page) not in (None, calendar.time_zone):
+            if pages == 1 and _listed_zone(page) not in (None, calendar.time_zone):
                 raise CalendarZoneChanged("the calendar's time zone changed")
             items.extend(self._parse_page(page, calendar, owner_tag))
             sync_token = page.get("nextSyncToken")
