@@ -144,7 +144,8 @@ class CalendarStore:
         now: datetime,
     ) -> CalendarRow:
         """The row for (integration, Google calendar), created with `new_id` if missing; a
-        changed time zone is updated (it decides where all-day events fall)."""
+        changed time zone is updated (it decides where all-day events fall), and the copy is
+        then built again by the next sync, a full one."""
         found = await self.ensure_listed(
             new_id=new_id,
             integration_id=integration_id,
@@ -218,8 +219,13 @@ class CalendarStore:
                         calendars.c.integration_id == integration_id,
                         calendars.c.google_calendar_id == google_calendar_id,
                     )
+                    # Without its sync token the next sync is a full one, which builds the
+                    # copy again in the new zone (an incremental one would compare the listing's
+                    # zone with this new one and find nothing to rebuild).
                     await conn.execute(
-                        update(calendars).where(key).values(time_zone=time_zone, updated_at=now)
+                        update(calendars)
+                        .where(key)
+                        .values(time_zone=time_zone, sync_token=None, updated_at=now)
                     )
                     await bump_calendars(conn, [row.id])
                     listed = await self._calendars_of(conn, integration_id)

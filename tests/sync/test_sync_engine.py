@@ -422,6 +422,26 @@ async def test_a_time_zone_changed_at_google_rebuilds_the_copy_in_the_new_zone(
     assert again.status == "synced" and not again.full and again.generation == 2
 
 
+async def test_a_zone_changed_by_discovery_also_rebuilds_the_copy(h: Harness) -> None:
+    """Discovery storing a new zone for a calendar with a copy drops its sync token: the next
+    sync is a full one that builds the copy in that zone (an incremental one would find the
+    listing's zone equal to the stored one and rebuild nothing)."""
+    h.stack.google.calendars.insert_event(
+        h.google_cal,
+        {"id": "offsite2", "start": {"date": "2026-12-24"}, "end": {"date": "2026-12-25"}},
+    )
+    await h.engine.sync_calendar(h.calendar.id)
+    h.google_cal.time_zone = "America/New_York"
+    [listed] = await h.engine.ensure_calendars(h.integration_id)
+    assert listed.time_zone == "America/New_York" and listed.sync_token is None
+    rebuilt = await h.engine.sync_calendar(h.calendar.id)
+    assert rebuilt.full and rebuilt.generation == 2
+    day = datetime(2026, 12, 23, tzinfo=UTC), datetime(2026, 12, 27, tzinfo=UTC)
+    assert await h.engine.busy_between(h.calendar.id, *day) == [
+        (datetime(2026, 12, 24, 5, tzinfo=UTC), datetime(2026, 12, 25, 5, tzinfo=UTC))
+    ]
+
+
 async def test_reexpansion_for_a_moved_horizon_needs_no_google(h: Harness) -> None:
     h.stack.google.calendars.insert_event(
         h.google_cal,
