@@ -1,12 +1,12 @@
 """Counting hops to SQLite connections' threads (`counted_hops`), and the transactions asyncpg
 begins on PostgreSQL (`counted_begins`).
 
-Hops: every call the counting task hands to an
-aiosqlite connection's thread, by the name of the function it runs (`_run`: one statement with
-whatever was deferred into it, `_run_batch`, ...). The one-hop tests assert how many a write
-takes. Only hops of the counting task and of tasks it starts are counted (a group commit's
-hop runs in a task of its own): a notification's handler or the index's reload may still be
-finishing in the background, and their hops are not the write's."""
+Hops: every call the counting task hands to an aiosqlite connection's thread, by the name of
+the function it runs (`_run`: one statement with whatever was deferred into it, `_run_batch`,
+...). The one-hop tests assert how many a write takes. Only hops of the counting task and of
+tasks it starts are counted (a group commit's hop runs in a task of its own): a notification's
+handler or the index's reload may still be finishing in the background, and their hops are not
+the write's. BEGINs are counted the same way."""
 
 from __future__ import annotations
 
