@@ -40,9 +40,8 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.clock import rfc3339, utc_now
 from gateway.connections.errors import IntegrationInactive
@@ -50,7 +49,7 @@ from gateway.connections.model import Integration
 from gateway.errors import NotFound
 from gateway.google.calendar import CalendarClient, TokenSource
 from gateway.google.errors import GoogleError, SyncTokenExpired, TransientGoogleError
-from gateway.google.events import LIST_FIELDS
+from gateway.google.events import LIST_FIELDS, zone
 from gateway.observability.metrics import SYNC_RUNS
 from gateway.sync.calendar_store import CalendarRow
 from gateway.sync.config import SyncConfig
@@ -108,17 +107,17 @@ SyncKind = Literal["full", "incremental", "resync"]
 RunOutcome = Literal["ok", "backoff", "error", "inactive", "crashed"]
 
 
-def _listed_zone(page: Json) -> str | None:
-    """The calendar's time zone as an events.list page names it (`timeZone`), or None when
-    it names none or one this machine does not know (the stored zone then stays)."""
+async def _changed_zone(page: Json, current: str) -> str | None:
+    """The calendar's time zone as an events.list page names it (`timeZone`) when that is
+    another than `current` and one this machine knows; else None (the stored zone stays).
+    Only a changed zone is looked up, off the event loop (a zone's first load reads its
+    file): nearly every listing names the zone the copy was built in."""
     name = page.get("timeZone")
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name or name == current:
         return None
-    try:
-        ZoneInfo(name)  # cached after the first load of a zone, as parsing the page does
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-    return name
+    # `zone` answers its fallback, datetime.UTC, for an unknown name (ZoneInfo("UTC") is
+    # another object).
+    return None if await asyncio.to_thread(zone, name) is UTC else name
 
 
 def _counted(kind: SyncKind, outcome: RunOutcome, result: SyncOutcome) -> SyncOutcome:
@@ -424,9 +423,9 @@ class SyncEngine:
             tokens, calendar.integration_id, calendar.google_calendar_id, **self._params(horizon)
         ):
             pages += 1
-            if pages == 1 and (zone := _listed_zone(page)) not in (None, calendar.time_zone):
+            if pages == 1 and (changed := await _changed_zone(page, calendar.time_zone)):
                 # The copy is built in the zone the calendar has now (module doc).
-                calendar = replace(calendar, time_zone=zone)
+                calendar = replace(calendar, time_zone=changed)
             rows = await self._parse_full_page(page, calendar, owner_tag)
             changes += len(rows)
             if pages == 1 and not page.get("nextPageToken"):
@@ -508,7 +507,7 @@ class SyncEngine:
             **self._params(None),
         ):
             pages += 1
-            if pages == 1 and _listed_zone(page) not in (None, calendar.time_zone):
+            if pages == 1 and await _changed_zone(page, calendar.time_zone) is not None:
                 raise CalendarZoneChanged("the calendar's time zone changed")
             items.extend(self._parse_page(page, calendar, owner_tag))
             sync_token = page.get("nextSyncToken")
