@@ -119,7 +119,8 @@ def zone(name: str | None, fallback: tzinfo = UTC) -> tzinfo:
         return fallback
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    # OSError: a name that is a folder of the zone database ("America") is no zone either.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return fallback
 
 

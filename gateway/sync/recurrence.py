@@ -100,7 +100,7 @@ def _fix_until(rule: str, tz: tzinfo, all_day: bool) -> str:
 def _zone_of(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "America", a folder
         raise RecurrenceError("unknown TZID") from exc
 
 
