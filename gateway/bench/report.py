@@ -110,8 +110,7 @@ def format_table(figures: Iterable[Figure], *, markdown: bool = False) -> str:
 def format_aims(figures: Iterable[Figure]) -> str | None:
     """One line under the table: how many of the figures with an aim met it in this run, and
     which did not (their value or ratio and the aim); None when no figure has an aim."""
-    judged = [(f, f.aim.met(f)) for f in figures if f.aim is not None]
-    judged = [(f, met) for f, met in judged if met is not None]
+    judged = [(f, met) for f in figures if f.aim is not None and (met := f.aim.met(f)) is not None]
     if not judged:
         return None
     missed = [f for f, met in judged if not met]
