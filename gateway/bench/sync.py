@@ -23,7 +23,8 @@ processes sharing the database, the work split by the scheduler's leases):
 
 Aims (issues 5 and 13): ingest at least 20,000 events/s on SQLite for 1,000 x 1,000, per
 gateway CPU-second at least 0.5x the parse+insert baseline, PostgreSQL with 2 processes faster
-than SQLite; push-to-visible lag p99 under 1 s.
+than SQLite; push-to-visible lag p99 under 250 ms (issue 5 had 1 s). The 20,000 is judged
+only in runs of at least that size (`INGEST_AIM_SIZE`).
 """
 
 from __future__ import annotations
@@ -168,22 +169,41 @@ PER_CPU_AIM = Aim(">=", 0.5, on_ratio=True)
 PUSH_P99_AIM = Aim("<", 250, unit="ms")
 
 
-def _ingest_aim(r: BackendResult, results: list[BackendResult]) -> Aim | None:
-    """SQLite's ingest aim, or PostgreSQL's: faster than SQLite's in the same run (none
-    without one)."""
+# The size INGEST_AIM is set for: smaller runs pay a larger share of fixed costs (the
+# processes' start, the first listing's wait) and are not judged against it.
+INGEST_AIM_SIZE = (1000, 1000)
+
+
+def _ingest_aim(
+    r: BackendResult, results: list[BackendResult], config: SyncBenchConfig
+) -> Aim | None:
+    """SQLite's ingest aim (at the issue's size, none below it), or PostgreSQL's: faster than
+    SQLite's in the same run (none without one)."""
     if r.backend == "sqlite":
-        return INGEST_AIM
+        integrations, events = INGEST_AIM_SIZE
+        if config.integrations >= integrations and config.events >= events:
+            return INGEST_AIM
+        return None
     sqlite = next((s for s in results if s.backend == "sqlite"), None)
     if sqlite is None:
         return None
     return Aim(">", sqlite.events_per_s, unit="events/s, SQLite's in this run")
 
 
+def _ingest_aim_text(backend: str, aim: Aim | None) -> str:
+    if aim is not None:
+        return aim.text
+    if backend == "sqlite":
+        integrations, events = INGEST_AIM_SIZE
+        return f"{INGEST_AIM.text} at {integrations:,} x {events:,} (not judged at this size)"
+    return "aim: faster than SQLite"
+
+
 def figures(results: list[BackendResult], config: SyncBenchConfig) -> list[Figure]:
     size = f"{config.integrations:,} x {config.events:,} events"
     out: list[Figure] = []
     for r in results:
-        ingest_aim = _ingest_aim(r, results)
+        ingest_aim = _ingest_aim(r, results, config)
         label = f"{'SQLite' if r.backend == 'sqlite' else 'PostgreSQL'}, {r.processes} proc"
         out.append(
             Figure(
@@ -225,7 +245,7 @@ def figures(results: list[BackendResult], config: SyncBenchConfig) -> list[Figur
                 "raw insert",
                 f"{size}: {r.events:,} records in {r.ingest_s:.1f} s; "
                 + (f"{r.writer.note()}; " if r.writer is not None else "")
-                + (ingest_aim.text if ingest_aim is not None else "aim: faster than SQLite"),
+                + _ingest_aim_text(r.backend, ingest_aim),
                 aim=ingest_aim,
             )
         )

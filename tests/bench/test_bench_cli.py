@@ -75,11 +75,13 @@ def test_bench_sync_prints_ingest_and_push_lag(capsys: pytest.CaptureFixture[str
         "push-to-visible lag p50 (SQLite, 1 proc)",
         "push-to-visible lag p99 (SQLite, 1 proc)",
     ]
-    # Under the table, issue 13's three aims of these rows, judged on the figures printed:
-    # two calendars are far from 20,000 events a second, so that one is missed.
+    # Under the table, issue 13's aims of these rows, judged on the figures printed. The
+    # 20,000 events a second is the aim at 1,000 x 1,000: two calendars state it, unjudged.
     met, judged, missed = _aims(out)
-    assert judged == 3 and met == 3 - missed.count("(aim "), out
-    assert "sync ingest (SQLite, 1 proc)" in missed and "(aim >= 20,000)" in missed, out
+    assert judged == 2 and met == 2 - missed.count("(aim "), out
+    assert "sync ingest (SQLite" not in missed, out
+    ingest = next(line for line in out.splitlines() if line.startswith("sync ingest (SQLite"))
+    assert "aim >= 20,000 at 1,000 x 1,000 (not judged at this size)" in ingest, out
     p99 = figures["push-to-visible lag p99 (SQLite, 1 proc)"]
     assert ("push-to-visible lag p99" in missed) == (p99 >= 250), out
 
