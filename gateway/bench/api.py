@@ -21,8 +21,10 @@ meeting of all of them in the week); each figure is the median of `batch_rounds`
 the median time of the `batch` single calls, with the gateway's CPU time per call beside it
 (read from /proc: steadier than wall time on a shared machine).
 
-Aims (issue 6): free/busy throughput at least one third of the bare handler's; p99 under
-20 ms.
+Aims (issue 13; issue 6's were a third of the bare handler and p99 under 20 ms): free/busy
+throughput at least 0.5x the bare handler's, p99 at most 2x its p99, one request's p50 at most
+1 ms, a 10,000-event calendar within 1.2x a 100-event one, and at 1,000 calendars of 1,000
+events (`--memory-calendars 1000`, as `bench --full` runs) at most 100 MB of growth.
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ CACHED_AIM = Aim(">=", 0.5, on_ratio=True)
 P99_AIM = Aim("<=", 2, on_ratio=True, unit="bare p99")
 SINGLE_AIM = Aim("<=", 1, unit="ms")
 SIZE_AIM = Aim("<=", 1.2, on_ratio=True)
+# The index's memory, judged at the size the issue sets it for (calendars x events): below
+# it the growth is within the noise of the process's own allocations.
+MEMORY_AIM = Aim("<=", 100, unit="MB")
+MEMORY_AIM_SIZE = (1000, 1000)
 
 
 @dataclass(frozen=True)
@@ -342,21 +348,42 @@ async def _one_backend(
                 aim=SIZE_AIM,
             )
         )
-    if memory is not None:
-        before, after = memory
-        figures.append(
+    memory_figures = (
+        []
+        if memory is None
+        else memory_rows(label, len(emails.loaded), config.memory_events, *memory)
+    )
+    # The memory figures last, as the table always ended.
+    return figures + batches + memory_figures
+
+
+def memory_rows(label: str, calendars: int, events: int, before: int, after: int) -> list[Figure]:
+    """The gateway's RSS after loading `calendars` calendars of `events` events each, against
+    its RSS `before` (bytes); at the issue's size, also the growth, judged against its aim."""
+    growth = (after - before) / 2**20
+    size = f"{MEMORY_AIM_SIZE[0]:,} x {MEMORY_AIM_SIZE[1]:,}"
+    rows = [
+        Figure(
+            f"gateway memory after loading {calendars:,} calendars ({label})",
+            after / 2**20,
+            "MB",
+            before / 2**20,
+            "RSS before",
+            f"growth {growth:+.1f} MB for {calendars:,} x {events:,} events; {MEMORY_AIM.text}"
+            f" at {size}",
+        )
+    ]
+    if calendars >= MEMORY_AIM_SIZE[0] and events >= MEMORY_AIM_SIZE[1]:
+        rows.append(
             Figure(
-                f"gateway memory after loading {len(emails.loaded):,} calendars ({label})",
-                after / 2**20,
+                f"gateway memory growth, {calendars:,} calendars ({label})",
+                growth,
                 "MB",
-                before / 2**20,
-                "RSS before",
-                f"growth {(after - before) / 2**20:+.1f} MB for {len(emails.loaded):,} x "
-                f"{config.memory_events:,} events; aim <= 100 MB at 1,000 x 1,000",
+                note=f"RSS after loading them less RSS before; {MEMORY_AIM.text}",
+                aim=MEMORY_AIM,
             )
         )
-    # The memory figure last, as the table always ended.
-    return figures[:-1] + batches + figures[-1:] if memory is not None else figures + batches
+    return rows
 
 
 Call = Callable[[aiohttp.ClientSession], Awaitable[None]]

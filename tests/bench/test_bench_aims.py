@@ -1,9 +1,11 @@
-"""Which of the sync bench's figures are judged against issue 13's aims, and against what."""
+"""Which of the benches' figures are judged against issue 13's aims, and against what: the
+aims the issue sets at a size are judged only in runs of that size."""
 
 from __future__ import annotations
 
 import pytest
 
+from gateway.bench.api import memory_rows
 from gateway.bench.baseline import ParseInsert
 from gateway.bench.report import format_aims
 from gateway.bench.sync import BackendResult, SyncBenchConfig, figures
@@ -54,3 +56,29 @@ def test_postgres_ingest_must_beat_sqlite_at_every_size(integrations: int) -> No
     line = format_aims(figures([_result("sqlite", events, events / 18_000), slower], config))
     assert line is not None
     assert "sync ingest (PostgreSQL, 2 proc) 17,000 events/s (aim > 18,000" in line
+
+
+MB = 2**20
+
+
+def test_index_memory_is_judged_at_1000_calendars_of_1000_events() -> None:
+    # 130 MB of growth: over the aim, which the issue sets for 1,000 x 1,000.
+    rows = memory_rows("SQLite", 1000, 1000, 200 * MB, 330 * MB)
+    assert [r.name for r in rows] == [
+        "gateway memory after loading 1,000 calendars (SQLite)",
+        "gateway memory growth, 1,000 calendars (SQLite)",
+    ]
+    assert "growth +130.0 MB for 1,000 x 1,000 events" in rows[0].note
+    assert format_aims(rows) == (
+        "aims: 0 of 1 met in this run; not met: gateway memory growth, 1,000 calendars"
+        " (SQLite) 130 MB (aim <= 100 MB)"
+    )
+    assert format_aims(memory_rows("SQLite", 1000, 1000, 200 * MB, 229 * MB)) == (
+        "aims: 1 of 1 met in this run"
+    )
+
+
+def test_index_memory_of_fewer_calendars_is_printed_unjudged() -> None:
+    rows = memory_rows("PostgreSQL", 20, 1000, 200 * MB, 330 * MB)
+    assert len(rows) == 1 and "aim <= 100 MB at 1,000 x 1,000" in rows[0].note
+    assert format_aims(rows) is None
