@@ -63,8 +63,9 @@ CACHED_AIM = Aim(">=", 0.5, on_ratio=True)
 P99_AIM = Aim("<=", 2, on_ratio=True, unit="bare p99")
 SINGLE_AIM = Aim("<=", 1, unit="ms")
 SIZE_AIM = Aim("<=", 1.2, on_ratio=True)
-# The index's memory, judged at the size the issue sets it for (calendars x events): below
-# it the growth is within the noise of the process's own allocations.
+# The index's memory, judged only at the size the issue sets it for (calendars x events): the
+# growth follows the calendars held, so 100 MB says nothing of 20 calendars and asks more than
+# the issue of 2,000.
 MEMORY_AIM = Aim("<=", 100, unit="MB")
 MEMORY_AIM_SIZE = (1000, 1000)
 
@@ -373,7 +374,7 @@ def memory_rows(label: str, calendars: int, events: int, before: int, after: int
             f" at {size}",
         )
     ]
-    if calendars >= MEMORY_AIM_SIZE[0] and events >= MEMORY_AIM_SIZE[1]:
+    if (calendars, events) == MEMORY_AIM_SIZE:
         rows.append(
             Figure(
                 f"gateway memory growth, {calendars:,} calendars ({label})",

@@ -169,8 +169,9 @@ PER_CPU_AIM = Aim(">=", 0.5, on_ratio=True)
 PUSH_P99_AIM = Aim("<", 250, unit="ms")
 
 
-# The size INGEST_AIM is set for: smaller runs pay a larger share of fixed costs (the
-# processes' start, the first listing's wait) and are not judged against it.
+# The size issue 13 sets INGEST_AIM for (and larger runs): a run of a few seconds carries a
+# larger share of its ramp (the first discovery and ticks) and its tail (the last calendars
+# finishing), so a smaller one states the aim without judging it.
 INGEST_AIM_SIZE = (1000, 1000)
 
 

@@ -78,7 +78,8 @@ def test_index_memory_is_judged_at_1000_calendars_of_1000_events() -> None:
     )
 
 
-def test_index_memory_of_fewer_calendars_is_printed_unjudged() -> None:
-    rows = memory_rows("PostgreSQL", 20, 1000, 200 * MB, 330 * MB)
+@pytest.mark.parametrize("calendars", [20, 2000])
+def test_index_memory_at_another_size_is_printed_unjudged(calendars: int) -> None:
+    rows = memory_rows("PostgreSQL", calendars, 1000, 200 * MB, 330 * MB)
     assert len(rows) == 1 and "aim <= 100 MB at 1,000 x 1,000" in rows[0].note
     assert format_aims(rows) is None
