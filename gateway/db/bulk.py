@@ -37,13 +37,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ARRAY, DateTime, Table, any_, bindparam, delete, insert, text
+from sqlalchemy import DateTime, Table, bindparam, delete, insert, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
-from gateway.db.direct import Direct, execute
+from gateway.db.direct import Direct, any_of, execute
 from gateway.db.sqlite_driver import OneHopConnection
 from gateway.db.sqlite_writer import claim_write
 
@@ -206,11 +206,10 @@ def _postgres_delete(
     """`DeleteIn`'s statement on PostgreSQL, one per shape: the values as an array
     (`= ANY`), not an IN list, so asyncpg runs it itself (gateway.db.direct)."""
     cols = table.c
-    values_type = ARRAY(cols[column].type)
     return Direct(
         delete(table).where(
             *(cols[c] == bindparam(f"delete_eq_{c}", type_=cols[c].type) for c in equal),
-            cols[column] == any_(bindparam("delete_values", type_=values_type)),
+            any_of(cols[column], "delete_values"),
             *(cols[c] != bindparam(f"delete_ne_{c}", type_=cols[c].type) for c in unequal),
         )
     )

@@ -25,8 +25,9 @@ events still fire when something listens (a tracer, a test counting statements),
 and values asyncpg is given, and no cursor nor execution context (`context` is None). What is
 skipped: SQLAlchemy's echo of statements and its statement cache.
 
-Limits, checked when a statement is first compiled: no IN lists (expanding parameters), no
-values rendered at execution (`literal_execute`).
+Limits, checked when a statement is first compiled: no IN lists (expanding parameters: use
+`any_of` and `none_of`, one array parameter), no values rendered at execution
+(`literal_execute`).
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CursorResult, Executable
+from sqlalchemy import ARRAY, CursorResult, Executable, all_, any_, bindparam
 from sqlalchemy.engine import Dialect, IteratorResult
 from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ClauseElement
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
 
 Processor = Callable[[Any], Any] | None
 
@@ -73,6 +74,19 @@ class _Compiled:
             values[name] if bind is None else bind(values[name])
             for name, bind in zip(self.names, self.binds, strict=True)
         ]
+
+
+def any_of(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """`column IN (values)` for a `Direct` statement on PostgreSQL: `column = ANY($n)`, the
+    values given as ONE parameter `name` (a list) of an array of the column's type, as many as
+    there are in one statement."""
+    return column == any_(bindparam(name, type_=ARRAY(column.type)))
+
+
+def none_of(column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """`column NOT IN (values)` as `any_of` puts it: `column <> ALL($n)` (true for an empty
+    list)."""
+    return column != all_(bindparam(name, type_=ARRAY(column.type)))
 
 
 class DirectResult(IteratorResult[*tuple[Any, ...]]):

@@ -199,22 +199,16 @@ def _accept_direct(*, numbered: bool) -> Direct:
 
 
 @functools.cache
-def _accept_uncopied_statement(*, numbered: bool) -> Update:
+def _accept_uncopied(*, numbered: bool) -> Direct:
     """`_accept_statement` only while the channel's calendar has no complete copy: Google's
     `sync` message then requests no sync (`ChannelStore.accept_message`) and the calendar's
     version need not move (its first copy's switch moves it, and with it the index reads the
     channel as it is then). Decided in the UPDATE itself, so a copy committed meanwhile is
-    seen."""
+    seen. Run by asyncpg itself on PostgreSQL (gateway.db.direct)."""
     uncopied = exists().where(
         calendars.c.id == _w.calendar_id, calendars.c.active_generation.is_(None)
     )
-    return _accept_statement(numbered=numbered).where(uncopied)
-
-
-@functools.cache
-def _accept_uncopied(*, numbered: bool) -> Direct:
-    """`_accept_uncopied_statement`, run by asyncpg itself on PostgreSQL (gateway.db.direct)."""
-    return Direct(_accept_uncopied_statement(numbered=numbered))
+    return Direct(_accept_statement(numbered=numbered).where(uncopied))
 
 
 _CLAIM_CALENDAR = bindparam("claim_calendar", type_=_w.calendar_id.type)
@@ -600,7 +594,7 @@ class ChannelStore:
         first copy from a full sync that lists it after its first channel opened
         (`ChannelManager.open_before_first_sync`): there is no gap to close, and when
         `channel` was read without a copy (`get`), the message is the channel's UPDATE alone
-        (`_accept_uncopied_statement`, committed by itself: `single_statement_writes`; no
+        (`_accept_uncopied`, committed by itself: `single_statement_writes`; no
         calendar row written: its first copy's switch moves its version), falling back to
         the path below if a copy committed meanwhile.
         """

@@ -22,9 +22,6 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
-    ARRAY,
-    String,
-    any_,
     bindparam,
     delete,
     exists,
@@ -41,7 +38,7 @@ from sqlalchemy.sql.selectable import CompoundSelect
 
 from gateway.db.after_commit import after_commit
 from gateway.db.bulk import BulkRows, DeleteIn, chunks, insert_bulk, prepare_rows, write_bulk
-from gateway.db.direct import Direct, execute
+from gateway.db.direct import Direct, any_of, execute
 from gateway.db.notify import CALENDAR_CHANGE, bump_calendars, calendar_bump, publish_calendars
 from gateway.db.schema import (
     busy_blocks,
@@ -738,8 +735,7 @@ def _series_records(matches: Callable[[Any], ColumnElement[bool]]) -> CompoundSe
 _SERIES_RECORDS = _series_records(lambda column: column.in_(_SERIES))
 # PostgreSQL's: the series as one array (no IN list: asyncpg runs it itself,
 # gateway.db.direct), all of them in one statement.
-_SERIES_ARRAY = any_(bindparam("series", type_=ARRAY(String)))
-_SERIES_RECORDS_POSTGRES = Direct(_series_records(lambda column: column == _SERIES_ARRAY))
+_SERIES_RECORDS_POSTGRES = Direct(_series_records(lambda column: any_of(column, "series")))
 
 # The statements that store a sync's result, built once per shape (building them anew was
 # ~0.15 ms of CPU a sync: a third of what executing one costs); every value is bound per call.

@@ -12,14 +12,10 @@ from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
     Integer,
     Select,
-    String,
     Update,
-    all_,
     and_,
-    any_,
     bindparam,
     case,
     exists,
@@ -37,7 +33,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.bulk import chunks
-from gateway.db.direct import Direct, execute
+from gateway.db.direct import Direct, any_of, execute, none_of
 from gateway.db.engine import single_statement_reads
 from gateway.db.notify import CALENDAR_CHANGE, bump_calendars, calendar_bump, publish_calendars
 from gateway.db.schema import (
@@ -145,7 +141,7 @@ _CLAIMABLE = and_(
 _NOT_BUSY = _c.integration_id.not_in(bindparam("claim_busy", expanding=True))
 # The same on PostgreSQL, as an array: no IN list, so the statements that hold it run as
 # `Direct` statements (gateway.db.direct), and their SQL is the same for any number of ids.
-_NOT_BUSY_ARRAY = _c.integration_id != all_(bindparam("claim_busy", type_=ARRAY(String)))
+_NOT_BUSY_ARRAY = none_of(_c.integration_id, "claim_busy")
 # The request is consumed, so if this process dies mid-sync the calendar must come due again
 # by itself: at the end of the lease (a finished sync's release sets the real next poll).
 _LEASE_UNTIL = bindparam("claim_lease_until", type_=_c.lease_until.type)
@@ -212,9 +208,7 @@ _DUE_LOCKED = Direct(_due(_NOT_BUSY_ARRAY).with_for_update(skip_locked=True, of=
 # The claim of the chosen ones: the lease must still be free (on SQLite another process may
 # have claimed one since the SELECT); returns the rows it claimed.
 _CLAIM_CHOSEN = _claim(_c.id.in_(bindparam("claim_ids", expanding=True)), _NOT_LEASED)
-_CLAIM_CHOSEN_POSTGRES = Direct(
-    _claim(_c.id == any_(bindparam("claim_ids", type_=ARRAY(String))), _NOT_LEASED)
-)
+_CLAIM_CHOSEN_POSTGRES = Direct(_claim(any_of(_c.id, "claim_ids"), _NOT_LEASED))
 
 
 def _claim_params(

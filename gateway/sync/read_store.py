@@ -12,10 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ARRAY,
     String,
     and_,
-    any_,
     bindparam,
     case,
     cast,
@@ -30,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
 from gateway.db.bulk import chunks
-from gateway.db.direct import Direct, execute
+from gateway.db.direct import Direct, any_of, execute
 from gateway.db.engine import single_statement_reads
 from gateway.db.schema import (
     busy_blocks,
@@ -230,7 +228,7 @@ def _index_calendars(dialect: str) -> Direct:
     ids = (
         calendars.c.id.in_(bindparam("ids", expanding=True))
         if dialect == "sqlite"
-        else calendars.c.id == any_(bindparam("ids", type_=ARRAY(String)))
+        else any_of(calendars.c.id, "ids")
     )
     return Direct(
         select(
